@@ -1,1 +1,20 @@
-//! placeholder
+//! stomphub: a STOMP 1.0/1.1/1.2 broker over WebSocket.
+//!
+//! Layout: [`listener`] accepts, [`websocket`] upgrades, [`connection`] drives
+//! one WebSocket, [`session`] is the STOMP state machine, [`router`] owns all
+//! subscriptions and fans messages out into each connection's [`outbound`]
+//! queue. `docs/architecture.md` draws the tasks and channels.
+#![deny(missing_docs)]
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod listener;
+pub mod outbound;
+pub mod router;
+pub mod session;
+pub mod shutdown;
+pub mod websocket;
+
+pub use broker::Broker;
+pub use config::Config;

@@ -1,1 +1,69 @@
-fn main() {}
+//! The `stomphub` binary: CLI, logging, config, run until SIGINT/SIGTERM.
+
+use clap::Parser;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use stomphub::config::{Config, DEFAULT_CONFIG};
+use stomphub::Broker;
+use tracing_subscriber::EnvFilter;
+
+/// A STOMP 1.0/1.1/1.2 broker over WebSocket.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file; without it the embedded default (broker.toml) is used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `listener.address` (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Prints the embedded default configuration and exits.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    if cli.print_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::from_toml(DEFAULT_CONFIG, "embedded broker.toml")?,
+    };
+    if let Some(address) = cli.listen {
+        config.listener.address = address;
+    }
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .map_err(|e| format!("log.level '{}': {e}", config.log.level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let broker = Broker::start(config).await?;
+        // Scripts and tests read the URL from this line.
+        println!("stomphub listening on {}", broker.url());
+        std::io::stdout().flush()?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        broker.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
+}

@@ -1,0 +1,106 @@
+//! Assembles a running broker: the router task, the listener, shared context,
+//! and a bounded graceful shutdown.
+
+use crate::config::Config;
+use crate::listener;
+use crate::router::destination::DestinationLimits;
+use crate::router::{spawn_router, RouterHandle, RouterSettings};
+use crate::shutdown::{shutdown_pair, ShutdownTrigger};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// What every connection shares. Read-only but for the id counter.
+#[derive(Debug)]
+pub struct BrokerContext {
+    /// The configuration in force.
+    pub config: Config,
+    /// The way to the router.
+    pub router: RouterHandle,
+    /// Destination limits, from `config.limits`.
+    pub destination_limits: DestinationLimits,
+    next_session: AtomicU64,
+}
+
+impl BrokerContext {
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    local_addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    accept_task: JoinHandle<()>,
+    /// One permit per connection: all permits back means all sessions are gone.
+    permits: Arc<Semaphore>,
+    config: Config,
+}
+
+impl Broker {
+    /// Binds the listener and starts serving.
+    pub async fn start(config: Config) -> std::io::Result<Broker> {
+        let listener = TcpListener::bind(config.listener.address).await?;
+        let local_addr = listener.local_addr()?;
+        let (router, _router_task) = spawn_router(RouterSettings {
+            queue_depth: config.router.queue_depth,
+        });
+        let context = Arc::new(BrokerContext {
+            destination_limits: DestinationLimits {
+                max_words: config.limits.max_destination_words,
+                max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
+            },
+            router,
+            config: config.clone(),
+            next_session: AtomicU64::new(0),
+        });
+        let permits = Arc::new(Semaphore::new(config.listener.max_connections));
+        let (trigger, shutdown) = shutdown_pair();
+        let accept_task = tokio::spawn(listener::accept_loop(
+            listener,
+            context,
+            permits.clone(),
+            shutdown,
+        ));
+        info!(address = %local_addr, path = %config.listener.path, "listening");
+        Ok(Broker {
+            local_addr,
+            trigger,
+            accept_task,
+            permits,
+            config,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The `ws://` URL clients connect to.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.local_addr, self.config.listener.path)
+    }
+
+    /// Stops accepting, tells every session (ERROR, close 1001), and waits
+    /// for them up to the configured grace.
+    pub async fn shutdown(self) {
+        self.trigger.fire();
+        let _ = self.accept_task.await;
+        let all = u32::try_from(self.config.listener.max_connections).unwrap_or(u32::MAX);
+        let grace = self.config.shutdown.grace;
+        match tokio::time::timeout(grace, self.permits.acquire_many(all)).await {
+            Ok(_) => info!("all sessions closed"),
+            Err(_) => warn!(
+                ?grace,
+                "sessions still open after the shutdown grace; leaving them"
+            ),
+        }
+    }
+}

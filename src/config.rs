@@ -1,0 +1,369 @@
+//! Typed configuration: `broker.toml` parsed with serde, validated, defaults
+//! equal to the committed `broker.toml` (embedded in the binary).
+
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use stomp_protocol::{Limits, Version};
+
+/// The default configuration file, as committed.
+pub const DEFAULT_CONFIG: &str = include_str!("../broker.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where and how connections are accepted.
+    pub listener: ListenerConfig,
+    /// STOMP session behaviour.
+    pub stomp: StompConfig,
+    /// Size limits on what clients send.
+    pub limits: LimitsConfig,
+    /// Per-connection outbound budget.
+    pub outbound: OutboundConfig,
+    /// The router's input queue.
+    pub router: RouterConfig,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[listener]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Socket address to bind.
+    pub address: SocketAddr,
+    /// HTTP path that upgrades to WebSocket.
+    pub path: String,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Limit on the WebSocket upgrade.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Limit from the upgrade to CONNECT.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 61614)),
+            path: "/ws".into(),
+            max_connections: 20_000,
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[stomp]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StompConfig {
+    /// Name in CONNECTED's `server` header.
+    pub server_name: String,
+    /// Versions we negotiate.
+    #[serde(deserialize_with = "versions")]
+    pub versions: Vec<Version>,
+    /// The shortest interval at which we can send heart-beats (0: none).
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_send: Duration,
+    /// The interval at which we want to hear from clients (0: never).
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_receive: Duration,
+    /// Silence beyond interval × grace closes a connection.
+    pub heartbeat_grace: f64,
+}
+
+impl Default for StompConfig {
+    fn default() -> Self {
+        StompConfig {
+            server_name: "stomphub".into(),
+            versions: Version::ALL.to_vec(),
+            heartbeat_send: Duration::from_secs(10),
+            heartbeat_receive: Duration::from_secs(10),
+            heartbeat_grace: 2.0,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// See [`Limits::max_command_bytes`].
+    pub max_command_bytes: usize,
+    /// See [`Limits::max_headers`].
+    pub max_headers: usize,
+    /// See [`Limits::max_header_line_bytes`].
+    pub max_header_line_bytes: usize,
+    /// See [`Limits::max_header_bytes`].
+    pub max_header_bytes: usize,
+    /// See [`Limits::max_body_bytes`].
+    pub max_body_bytes: usize,
+    /// Active subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Dot-separated words in a destination name.
+    pub max_destination_words: usize,
+    /// `#` wildcards in one subscription pattern (bounds matching work).
+    pub max_multi_word_wildcards: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_command_bytes: 64,
+            max_headers: 64,
+            max_header_line_bytes: 8192,
+            max_header_bytes: 65536,
+            max_body_bytes: 1024 * 1024,
+            max_subscriptions_per_connection: 1000,
+            max_destination_words: 32,
+            max_multi_word_wildcards: 4,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The codec's share of the limits.
+    pub fn frame_limits(&self) -> Limits {
+        Limits {
+            max_command_bytes: self.max_command_bytes,
+            max_headers: self.max_headers,
+            max_header_line_bytes: self.max_header_line_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// `[outbound]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Bytes queued for one client before it counts as a slow consumer.
+    pub max_queued_bytes: usize,
+    /// Frames queued for one client before it counts as a slow consumer.
+    pub max_queued_frames: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            max_queued_bytes: 4 * 1024 * 1024,
+            max_queued_frames: 4096,
+        }
+    }
+}
+
+/// `[router]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Capacity of the router's command channel.
+    pub queue_depth: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { queue_depth: 4096 }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time sessions get to close on shutdown.
+    #[serde(deserialize_with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Checks the rules serde cannot express.
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("listener.max_connections", self.listener.max_connections),
+            ("limits.max_command_bytes", self.limits.max_command_bytes),
+            ("limits.max_headers", self.limits.max_headers),
+            (
+                "limits.max_header_line_bytes",
+                self.limits.max_header_line_bytes,
+            ),
+            ("limits.max_header_bytes", self.limits.max_header_bytes),
+            (
+                "limits.max_destination_words",
+                self.limits.max_destination_words,
+            ),
+            ("outbound.max_queued_bytes", self.outbound.max_queued_bytes),
+            (
+                "outbound.max_queued_frames",
+                self.outbound.max_queued_frames,
+            ),
+            ("router.queue_depth", self.router.queue_depth),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{key} must be greater than 0"));
+        }
+        if !self.listener.path.starts_with('/') {
+            return Err("listener.path must start with '/'".into());
+        }
+        if self.stomp.versions.is_empty() {
+            return Err("stomp.versions must name at least one version".into());
+        }
+        if !(self.stomp.heartbeat_grace >= 1.0 && self.stomp.heartbeat_grace.is_finite()) {
+            return Err("stomp.heartbeat_grace must be a number of at least 1.0".into());
+        }
+        if self.outbound.max_queued_bytes < self.limits.max_body_bytes {
+            return Err(
+                "outbound.max_queued_bytes must be at least limits.max_body_bytes, \
+                 or no subscriber could receive the largest message"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reads a duration written as `"250ms"`, `"10s"`, `"5m"` or a number of milliseconds.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Millis(u64),
+        Text(String),
+    }
+    let text = match Written::deserialize(deserializer)? {
+        Written::Millis(ms) => return Ok(Duration::from_millis(ms)),
+        Written::Text(text) => text,
+    };
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "'{text}' is not a duration like \"10s\" or \"250ms\""
+        ))
+    })?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(serde::de::Error::custom(format!(
+            "'{text}' has no unit ms, s or m"
+        ))),
+    }
+}
+
+/// Reads a list of version numbers such as `["1.1", "1.2"]`.
+fn versions<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Version>, D::Error> {
+    let names = Vec::<String>::deserialize(deserializer)?;
+    let mut versions = names
+        .iter()
+        .map(|n| {
+            Version::from_number(n).ok_or_else(|| {
+                serde::de::Error::custom(format!("unknown STOMP version '{n}' (1.0, 1.1, 1.2)"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    versions.sort();
+    versions.dedup();
+    Ok(versions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_file_equals_code_defaults() {
+        let parsed = Config::from_toml(DEFAULT_CONFIG, "broker.toml").expect("default parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let error = Config::from_toml("[listener]\nadress = \"x\"\n", "test.toml").unwrap_err();
+        assert!(error.to_string().contains("adress"), "{error}");
+        assert!(error.to_string().starts_with("test.toml"), "{error}");
+    }
+
+    #[test]
+    fn durations_read_units_and_milliseconds() {
+        let config = Config::from_toml(
+            "[listener]\nhandshake_timeout = \"250ms\"\nconnect_timeout = 1500\n",
+            "t",
+        )
+        .expect("parses");
+        assert_eq!(
+            config.listener.handshake_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(config.listener.connect_timeout, Duration::from_millis(1500));
+        assert!(Config::from_toml("[shutdown]\ngrace = \"5 parsecs\"\n", "t").is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let error = Config::from_toml("[router]\nqueue_depth = 0\n", "t").unwrap_err();
+        assert!(error.to_string().contains("router.queue_depth"), "{error}");
+    }
+}

@@ -1,0 +1,138 @@
+//! Destination names: which kind of destination a string names, and its words.
+//!
+//! `/topic/<name>`: `<name>` is dot-separated words. In a subscription a word
+//! may be `*` (exactly one word) or `#` (zero or more words), as in RabbitMQ's
+//! topic exchange, so applications move over unchanged.
+
+/// Bounds on destination names, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct DestinationLimits {
+    /// Most words in a name.
+    pub max_words: usize,
+    /// Most `#` words in a subscription pattern.
+    pub max_multi_word_wildcards: usize,
+}
+
+/// The prefix of topic destinations.
+pub const TOPIC_PREFIX: &str = "/topic/";
+
+/// One word of a subscription pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PatternWord {
+    /// Matches exactly this word.
+    Exact(Box<str>),
+    /// `*`: matches any one word.
+    One,
+    /// `#`: matches zero or more words.
+    Many,
+}
+
+/// Why a destination was refused; the text goes into the ERROR frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationError(pub String);
+
+/// Splits a topic name for publishing: no wildcards allowed.
+pub fn topic_words(
+    destination: &str,
+    limits: &DestinationLimits,
+) -> Result<Vec<Box<str>>, DestinationError> {
+    let words = split(destination, limits)?;
+    if words.iter().any(|w| *w == "*" || *w == "#") {
+        return Err(DestinationError(format!(
+            "cannot send to '{destination}': wildcards '*' and '#' are for SUBSCRIBE only"
+        )));
+    }
+    Ok(words.into_iter().map(Box::from).collect())
+}
+
+/// Splits a subscription pattern. Adjacent `#` words mean the same as one and
+/// are folded, which also bounds the work of matching.
+pub fn topic_pattern(
+    destination: &str,
+    limits: &DestinationLimits,
+) -> Result<Vec<PatternWord>, DestinationError> {
+    let mut pattern: Vec<PatternWord> = Vec::new();
+    for word in split(destination, limits)? {
+        let word = match word {
+            "*" => PatternWord::One,
+            "#" if pattern.last() == Some(&PatternWord::Many) => continue,
+            "#" => PatternWord::Many,
+            exact => PatternWord::Exact(exact.into()),
+        };
+        pattern.push(word);
+    }
+    let many = pattern.iter().filter(|w| **w == PatternWord::Many).count();
+    if many > limits.max_multi_word_wildcards {
+        return Err(DestinationError(format!(
+            "'{destination}' has {many} '#' wildcards; max_multi_word_wildcards is {}",
+            limits.max_multi_word_wildcards
+        )));
+    }
+    Ok(pattern)
+}
+
+fn split<'a>(
+    destination: &'a str,
+    limits: &DestinationLimits,
+) -> Result<Vec<&'a str>, DestinationError> {
+    let Some(name) = destination.strip_prefix(TOPIC_PREFIX) else {
+        return Err(DestinationError(format!(
+            "unknown destination '{destination}': destinations start with {TOPIC_PREFIX}"
+        )));
+    };
+    let words: Vec<&str> = name.split('.').collect();
+    if words.iter().any(|w| w.is_empty()) {
+        return Err(DestinationError(format!(
+            "'{destination}' has an empty word: names are dot-separated non-empty words"
+        )));
+    }
+    if words.len() > limits.max_words {
+        return Err(DestinationError(format!(
+            "'{destination}' has {} words; max_destination_words is {}",
+            words.len(),
+            limits.max_words
+        )));
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DestinationLimits = DestinationLimits {
+        max_words: 4,
+        max_multi_word_wildcards: 2,
+    };
+
+    #[test]
+    fn publish_names_refuse_wildcards_and_bad_shapes() {
+        assert_eq!(topic_words("/topic/a.b", &LIMITS).unwrap().len(), 2);
+        assert!(topic_words("/topic/a.*", &LIMITS).is_err());
+        assert!(topic_words("/topic/a..b", &LIMITS).is_err());
+        assert!(topic_words("/topic/", &LIMITS).is_err());
+        assert!(topic_words("/queue/a", &LIMITS).is_err());
+        assert!(topic_words("/topic/a.b.c.d.e", &LIMITS).is_err());
+    }
+
+    #[test]
+    fn patterns_fold_adjacent_hashes_and_bound_them() {
+        let pattern = topic_pattern("/topic/a.#.#.*", &LIMITS).unwrap();
+        assert_eq!(
+            pattern,
+            vec![
+                PatternWord::Exact("a".into()),
+                PatternWord::Many,
+                PatternWord::One
+            ]
+        );
+        assert!(topic_pattern(
+            "/topic/#.a.#.b.#",
+            &DestinationLimits {
+                max_words: 9,
+                ..LIMITS
+            }
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! What the router keeps for one subscription: where its messages go and how
+//! they are to be acknowledged.
+
+use crate::outbound::OutboundQueue;
+use std::sync::Arc;
+use stomp_protocol::Version;
+
+/// A connection's identity, unique for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// SUBSCRIBE's `ack` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Acknowledged when handed to the connection's writer.
+    Auto,
+    /// Acknowledged by ACK, cumulatively.
+    Client,
+    /// Acknowledged by ACK, one message at a time.
+    ClientIndividual,
+}
+
+impl AckMode {
+    /// Parses the header value; `None` for anything undefined.
+    pub fn from_header(value: Option<&str>) -> Option<AckMode> {
+        match value {
+            None | Some("auto") => Some(AckMode::Auto),
+            Some("client") => Some(AckMode::Client),
+            Some("client-individual") => Some(AckMode::ClientIndividual),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether MESSAGE frames carry an `ack` header for the client to echo.
+    pub fn expects_ack(self) -> bool {
+        self != AckMode::Auto
+    }
+}
+
+/// One subscription as the router sees it.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// The connection that subscribed.
+    pub session: SessionId,
+    /// The client's subscription `id`, echoed in MESSAGE's `subscription`.
+    pub id: Arc<str>,
+    /// How deliveries are acknowledged.
+    pub ack: AckMode,
+    /// The connection's STOMP version, for header escaping.
+    pub version: Version,
+    /// The connection's outbound queue.
+    pub outbound: OutboundQueue,
+}

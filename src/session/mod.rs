@@ -1,0 +1,187 @@
+//! One connection's STOMP session: a state machine fed with decoded frames.
+//!
+//! It knows nothing of the transport. The connection driver
+//! ([`crate::connection`]) decodes frames, calls [`Session::handle`], writes
+//! what lands in the outbound queue, and turns a [`SessionError`] into an ERROR
+//! frame and a close. Each client command has its own file here.
+
+mod ack;
+mod connect;
+mod disconnect;
+pub mod error;
+pub mod heartbeat;
+mod send;
+mod subscribe;
+mod transaction;
+mod unsubscribe;
+
+use crate::broker::BrokerContext;
+use crate::outbound::{OutFrame, OutboundQueue};
+use crate::router::{RouterCommand, SessionId};
+pub use error::{CloseReason, SessionError};
+use heartbeat::Heartbeat;
+use std::collections::HashSet;
+use std::sync::Arc;
+use stomp_protocol::{Command, Frame, Version};
+
+/// What the connection does after a frame was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// DISCONNECT was handled: read no more, write what is queued, close normally.
+    Disconnect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingConnect,
+    Connected(Version),
+    Ended,
+}
+
+/// One client's session.
+pub struct Session {
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    /// Versions the WebSocket handshake's subprotocols allowed (all if none offered).
+    allowed_versions: Vec<Version>,
+    state: State,
+    /// Ids of this session's active subscriptions.
+    subscriptions: HashSet<Arc<str>>,
+    /// This session's own handle on its outbound queue (for CONNECTED);
+    /// dropped when the session ends so the writer can see the end.
+    outbound: Option<OutboundQueue>,
+    heartbeat: Heartbeat,
+}
+
+impl Session {
+    /// A session that waits for CONNECT.
+    pub fn new(
+        id: SessionId,
+        context: Arc<BrokerContext>,
+        allowed_versions: Vec<Version>,
+        outbound: OutboundQueue,
+    ) -> Self {
+        Session {
+            id,
+            context,
+            allowed_versions,
+            state: State::AwaitingConnect,
+            subscriptions: HashSet::new(),
+            outbound: Some(outbound),
+            heartbeat: Heartbeat::default(),
+        }
+    }
+
+    /// The negotiated version, once connected.
+    pub fn version(&self) -> Option<Version> {
+        match self.state {
+            State::Connected(version) => Some(version),
+            _ => None,
+        }
+    }
+
+    /// The negotiated heart-beat intervals (none until connected).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat
+    }
+
+    /// Handles one client frame.
+    pub async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        let receipt = frame.get("receipt").map(str::to_owned);
+        let result = match (self.state, frame.command) {
+            (_, Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
+                Err(SessionError::protocol(format!(
+                    "{} is a server frame; a client may not send it",
+                    frame.command.as_str()
+                )))
+            }
+            (State::AwaitingConnect, Command::Connect | Command::Stomp) => {
+                self.on_connect(&frame).await
+            }
+            (State::AwaitingConnect, command) => Err(SessionError::protocol(format!(
+                "not connected: the first frame must be CONNECT or STOMP, not {}",
+                command.as_str()
+            ))),
+            (State::Connected(_), Command::Connect | Command::Stomp) => Err(
+                SessionError::protocol("already connected: a second CONNECT is not allowed"),
+            ),
+            (State::Connected(_), Command::Send) => self.on_send(frame).await,
+            (State::Connected(_), Command::Subscribe) => self.on_subscribe(&frame).await,
+            (State::Connected(_), Command::Unsubscribe) => self.on_unsubscribe(&frame).await,
+            (State::Connected(_), Command::Ack | Command::Nack) => self.on_ack(&frame).await,
+            (State::Connected(_), Command::Begin | Command::Commit | Command::Abort) => {
+                self.on_transaction(&frame)
+            }
+            (State::Connected(_), Command::Disconnect) => self.on_disconnect(&frame).await,
+            (State::Ended, _) => Err(SessionError::protocol("the session has ended")),
+        };
+        result.map_err(|error| error.with_receipt(receipt))
+    }
+
+    /// Tells the router the session is over, if it had not been told. Called
+    /// by the connection on every way out.
+    pub async fn end(&mut self) {
+        let was_connected = matches!(self.state, State::Connected(_));
+        self.state = State::Ended;
+        self.outbound = None;
+        if was_connected {
+            // A gone router means shutdown: nothing left to tell.
+            let _ = self
+                .context
+                .router
+                .send(RouterCommand::Detach {
+                    session: self.id,
+                    receipt: None,
+                })
+                .await;
+        }
+    }
+
+    /// Sends the router a command, mapping a stopped router to an error.
+    async fn route(&self, command: RouterCommand) -> Result<(), SessionError> {
+        self.context
+            .router
+            .send(command)
+            .await
+            .map_err(|_| SessionError::new("the server is shutting down", CloseReason::GoingAway))
+    }
+
+    /// Asks the router for a RECEIPT after everything sent so far.
+    async fn receipt(&self, frame: &Frame) -> Result<(), SessionError> {
+        match frame.get("receipt") {
+            Some(receipt) => {
+                self.route(RouterCommand::Receipt {
+                    session: self.id,
+                    receipt: receipt.to_owned(),
+                })
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a frame the session itself writes (CONNECTED).
+    fn push(&self, frame: OutFrame) -> Result<(), SessionError> {
+        let pushed = self.outbound.as_ref().map(|queue| queue.push(frame));
+        match pushed {
+            Some(Ok(())) => Ok(()),
+            _ => Err(SessionError::new(
+                "slow consumer: outbound queue is full",
+                CloseReason::PolicyViolation,
+            )),
+        }
+    }
+
+    fn connected_version(&self) -> Version {
+        self.version().unwrap_or(Version::V1_2)
+    }
+}
+
+/// A required header's value, or the error naming it.
+fn required<'f>(frame: &'f Frame, header: &str) -> Result<&'f str, SessionError> {
+    frame
+        .get(header)
+        .ok_or_else(|| SessionError::missing_header(frame.command.as_str(), header))
+}

@@ -1,0 +1,33 @@
+//! UNSUBSCRIBE: the id must name an active subscription of this connection.
+
+use super::{Flow, Session, SessionError};
+use crate::router::RouterCommand;
+use std::sync::Arc;
+use stomp_protocol::{Frame, Version};
+
+impl Session {
+    pub(super) async fn on_unsubscribe(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
+        // STOMP 1.0 allowed naming the subscription by its destination.
+        let id: Arc<str> = match (
+            frame.get("id"),
+            frame.get("destination"),
+            self.connected_version(),
+        ) {
+            (Some(id), _, _) => id.into(),
+            (None, Some(destination), Version::V1_0) => destination.into(),
+            _ => return Err(SessionError::missing_header("UNSUBSCRIBE", "id")),
+        };
+        if !self.subscriptions.remove(&id) {
+            return Err(SessionError::protocol(format!(
+                "no subscription with id '{id}' on this connection"
+            )));
+        }
+        self.route(RouterCommand::Unsubscribe {
+            session: self.id,
+            id,
+            receipt: frame.get("receipt").map(str::to_owned),
+        })
+        .await?;
+        Ok(Flow::Continue)
+    }
+}

@@ -1,0 +1,241 @@
+//! A real-WebSocket STOMP test client and a broker started on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use stomp_protocol::{encode, Command, Decoder, Frame, Limits, Version};
+use stomphub::{Broker, Config};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The embedded default config on a free loopback port.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.listener.address = "127.0.0.1:0".parse().expect("address");
+    config
+}
+
+pub async fn start(config: Config) -> Broker {
+    Broker::start(config).await.expect("broker starts")
+}
+
+pub async fn start_default() -> Broker {
+    start(test_config()).await
+}
+
+/// What the server did next.
+#[derive(Debug)]
+pub enum Event {
+    Frame(Frame),
+    /// A WebSocket message that held only heart-beat EOLs.
+    HeartBeat,
+    Closed(Option<CloseCode>),
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    decoder: Decoder,
+    buffer: BytesMut,
+    pub version: Version,
+    /// The subprotocol the server answered with.
+    pub subprotocol: Option<String>,
+    /// Whether the last frame came in a binary message.
+    pub last_was_binary: bool,
+}
+
+impl Client {
+    /// Opens the WebSocket, offering `protocols`.
+    pub async fn open(url: &str, protocols: &[&str]) -> Client {
+        Client::try_open(url, protocols)
+            .await
+            .expect("WebSocket opens")
+    }
+
+    pub async fn try_open(
+        url: &str,
+        protocols: &[&str],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        if !protocols.is_empty() {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(&protocols.join(", ")).expect("header"),
+            );
+        }
+        let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+        let subprotocol = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Client {
+            ws,
+            decoder: Decoder::new(Limits {
+                max_body_bytes: 8 << 20,
+                ..Limits::default()
+            }),
+            buffer: BytesMut::new(),
+            version: Version::V1_2,
+            subprotocol,
+            last_was_binary: false,
+        })
+    }
+
+    /// Opens, sends CONNECT 1.2 with no heart-beats, expects CONNECTED.
+    pub async fn connect(url: &str) -> Client {
+        let mut client = Client::open(url, &["v12.stomp", "v11.stomp", "v10.stomp"]).await;
+        client
+            .send(
+                Frame::new(Command::Connect)
+                    .header("accept-version", "1.2")
+                    .header("heart-beat", "0,0"),
+            )
+            .await;
+        let connected = client.frame().await;
+        assert_eq!(connected.command, Command::Connected, "{connected:?}");
+        client
+    }
+
+    pub async fn send(&mut self, frame: Frame) {
+        let bytes = encode(&frame, self.version);
+        self.ws.send(Message::Binary(bytes)).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn subscribe(&mut self, id: &str, destination: &str) {
+        let receipt = format!("sub-{id}");
+        self.send(
+            Frame::new(Command::Subscribe)
+                .header("id", id)
+                .header("destination", destination)
+                .header("receipt", &receipt),
+        )
+        .await;
+        self.expect_receipt(&receipt).await;
+    }
+
+    pub async fn publish(&mut self, destination: &str, body: &str) {
+        self.send(
+            Frame::new(Command::Send)
+                .header("destination", destination)
+                .body(body.to_owned()),
+        )
+        .await;
+    }
+
+    pub async fn expect_receipt(&mut self, receipt: &str) {
+        let frame = self.frame().await;
+        assert_eq!(frame.command, Command::Receipt, "{frame:?}");
+        assert_eq!(frame.get("receipt-id"), Some(receipt));
+    }
+
+    /// The next event within `WAIT`.
+    pub async fn event(&mut self) -> Event {
+        self.event_within(WAIT)
+            .await
+            .expect("the server answers in time")
+    }
+
+    /// The next event, or `None` if nothing happens within `limit`.
+    pub async fn event_within(&mut self, limit: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(frame) = self
+                .decoder
+                .decode(&mut self.buffer)
+                .expect("server frames decode")
+            {
+                return Some(Event::Frame(frame));
+            }
+            let message = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(message) => message,
+            };
+            match message {
+                None | Some(Err(_)) => return Some(Event::Closed(None)),
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(Event::Closed(frame.map(|f| f.code)))
+                }
+                Some(Ok(Message::Text(text))) => {
+                    self.last_was_binary = false;
+                    if text.bytes().all(|b| b == b'\n' || b == b'\r') && self.buffer.is_empty() {
+                        return Some(Event::HeartBeat);
+                    }
+                    self.buffer.extend_from_slice(text.as_bytes());
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    self.last_was_binary = true;
+                    self.buffer.extend_from_slice(&bytes);
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next frame, skipping heart-beats; panics on close.
+    pub async fn frame(&mut self) -> Frame {
+        loop {
+            match self.event().await {
+                Event::Frame(frame) => return frame,
+                Event::HeartBeat => continue,
+                Event::Closed(code) => {
+                    panic!("connection closed ({code:?}) while a frame was expected")
+                }
+            }
+        }
+    }
+
+    /// Expects ERROR whose `message` contains `needle`, then a close with `code`.
+    pub async fn expect_error(&mut self, needle: &str, code: CloseCode) -> Frame {
+        let error = self.frame().await;
+        assert_eq!(error.command, Command::Error, "{error:?}");
+        let message = error.get("message").unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "message {message:?} lacks {needle:?}"
+        );
+        self.expect_close(code).await;
+        error
+    }
+
+    pub async fn expect_close(&mut self, code: CloseCode) {
+        loop {
+            match self.event().await {
+                Event::Closed(got) => {
+                    assert_eq!(got, Some(code));
+                    return;
+                }
+                Event::HeartBeat => continue,
+                Event::Frame(frame) => panic!("expected close {code:?}, got {frame:?}"),
+            }
+        }
+    }
+
+    /// Asserts that no frame arrives within `limit`.
+    pub async fn expect_silence(&mut self, limit: Duration) {
+        loop {
+            match self.event_within(limit).await {
+                None => return,
+                Some(Event::HeartBeat) => continue,
+                Some(other) => panic!("expected nothing, got {other:?}"),
+            }
+        }
+    }
+}
