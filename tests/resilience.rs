@@ -1,0 +1,165 @@
+//! Heart-beats, slow consumers and shutdown, over real WebSockets and real time.
+
+mod common;
+
+use common::{start, test_config, Client, Event};
+use std::time::{Duration, Instant};
+use stomp_protocol::{Command, Frame};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+fn fast_heartbeat_config() -> stomphub::Config {
+    let mut config = test_config();
+    config.stomp.heartbeat_send = Duration::from_millis(100);
+    config.stomp.heartbeat_receive = Duration::from_millis(100);
+    config
+}
+
+async fn connect_with_heartbeat(url: &str, heart_beat: &str) -> Client {
+    let mut client = Client::open(url, &["v12.stomp"]).await;
+    client
+        .send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", heart_beat),
+        )
+        .await;
+    let connected = client.frame().await;
+    assert_eq!(connected.get("heart-beat"), Some("100,100"));
+    client
+}
+
+#[tokio::test]
+async fn server_sends_heart_beats_at_the_negotiated_interval() {
+    let broker = start(fast_heartbeat_config()).await;
+    // The client wants one every 150 ms: max(100, 150).
+    let mut client = connect_with_heartbeat(&broker.url(), "0,150").await;
+    let started = Instant::now();
+    let mut beats = 0;
+    while started.elapsed() < Duration::from_millis(1000) {
+        match client.event_within(Duration::from_millis(400)).await {
+            Some(Event::HeartBeat) => beats += 1,
+            other => panic!("expected heart-beats, got {other:?}"),
+        }
+    }
+    // About 6 in a second at 150 ms; timers on a loaded machine may lose one or two.
+    assert!((4..=8).contains(&beats), "{beats} heart-beats in 1 s");
+}
+
+#[tokio::test]
+async fn client_heart_beats_keep_the_connection_alive() {
+    let broker = start(fast_heartbeat_config()).await;
+    let mut client = connect_with_heartbeat(&broker.url(), "100,0").await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        client.send_text("\n").await;
+    }
+    client
+        .send(
+            Frame::new(Command::Subscribe)
+                .header("id", "1")
+                .header("destination", "/topic/x")
+                .header("receipt", "alive"),
+        )
+        .await;
+    client.expect_receipt("alive").await;
+}
+
+#[tokio::test]
+async fn silent_client_is_cut_off_after_the_grace() {
+    let broker = start(fast_heartbeat_config()).await;
+    let mut client = connect_with_heartbeat(&broker.url(), "100,0").await;
+    let started = Instant::now();
+    // Do not read (so no pong answers the server's ping) for longer than 2 × 100 ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .expect_error("heart-beat timeout", CloseCode::Policy)
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
+    let mut config = test_config();
+    config.outbound.max_queued_bytes = 64 * 1024;
+    config.outbound.max_queued_frames = 256;
+    config.limits.max_body_bytes = 16 * 1024;
+    let broker = start(config).await;
+    let url = broker.url();
+
+    let mut slow = Client::connect(&url).await;
+    slow.subscribe("s", "/topic/feed").await;
+    let mut fast = Client::connect(&url).await;
+    fast.subscribe("f", "/topic/feed").await;
+
+    const COUNT: usize = 4000;
+    let body = "x".repeat(4096);
+    // The publisher stays at most 8 messages (32 KiB, half the budget) ahead of the fast reader: a
+    // feed at the rate its healthy subscribers read, 16 MB in all, far more
+    // than the slow reader's budget and socket buffers can hold.
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0usize);
+    let publisher = tokio::spawn(async move {
+        let mut publisher = Client::connect(&url).await;
+        for i in 0..COUNT {
+            if progress_rx.wait_for(|read| read + 8 >= i).await.is_err() {
+                panic!("fast reader stopped");
+            }
+            publisher.publish("/topic/feed", &body).await;
+        }
+        publisher
+            .send(Frame::new(Command::Disconnect).header("receipt", "end"))
+            .await;
+        publisher.expect_receipt("end").await;
+    });
+    // The fast subscriber reads everything while `slow` reads nothing.
+    for i in 0..COUNT {
+        let message = fast.frame().await;
+        assert_eq!(message.command, Command::Message, "{message:?}");
+        assert_eq!(message.body.len(), 4096);
+        progress_tx.send_replace(i + 1);
+    }
+    publisher.await.expect("publisher");
+    // Now `slow` reads: what its socket held, then the end. The ERROR "slow
+    // consumer" is sent best-effort: when the client's socket buffer is full
+    // it cannot get through, and the broker drops the TCP connection instead.
+    let mut received = 0;
+    loop {
+        match slow.event().await {
+            Event::Frame(frame) if frame.command == Command::Message => received += 1,
+            Event::Frame(frame) => {
+                assert_eq!(frame.command, Command::Error);
+                assert_eq!(frame.get("message"), Some("slow consumer"));
+            }
+            Event::HeartBeat => {}
+            Event::Closed(code) => {
+                assert!(matches!(code, None | Some(CloseCode::Policy)), "{code:?}");
+                break;
+            }
+        }
+    }
+    assert!(
+        received < COUNT,
+        "the slow consumer was cut off ({received} received)"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_tells_sessions_and_finishes_in_time() {
+    let broker = start(test_config()).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(Client::connect(&broker.url()).await);
+    }
+    let url = broker.url();
+    let started = Instant::now();
+    broker.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for client in &mut clients {
+        client
+            .expect_error("server shutting down", CloseCode::Away)
+            .await;
+    }
+    assert!(
+        Client::try_open(&url, &[]).await.is_err(),
+        "no longer accepting"
+    );
+}
