@@ -68,6 +68,9 @@ fn refuse(status: StatusCode, reason: String) -> ErrorResponse {
 }
 
 /// Performs the upgrade on `stream`.
+// The callback's error type is tungstenite's `ErrorResponse`, an HTTP
+// response: large, but not ours to box.
+#[allow(clippy::result_large_err)]
 pub async fn accept(
     stream: TcpStream,
     config: &Config,

@@ -147,165 +147,161 @@ async fn receipts_for_every_frame_kind_and_disconnect_closes_normally() {
     client.expect_close(CloseCode::Normal).await;
 }
 
-/// Each bad input: ERROR naming the problem, then a close with the fitting code.
+/// What a bad-input case sends after CONNECT.
+enum Input {
+    /// Raw bytes in one binary message.
+    Raw(&'static [u8]),
+    /// A frame, sent with `receipt:failing` so the ERROR must echo it.
+    Frame(Frame),
+}
+
+struct ErrorCase {
+    input: Input,
+    /// Part of the ERROR's `message`.
+    needle: &'static str,
+    close: CloseCode,
+}
+
+fn case(input: Input, needle: &'static str, close: CloseCode) -> ErrorCase {
+    ErrorCase {
+        input,
+        needle,
+        close,
+    }
+}
+
+/// Each bad input after CONNECT: ERROR naming the problem, then a close with
+/// the fitting code.
 #[tokio::test]
 async fn every_error_case_answers_error_then_closes() {
-    let broker = start_default().await;
-    let url = broker.url();
-    let cases: Vec<(&str, Option<&[u8]>, Option<Frame>, &str, CloseCode)> = vec![
-        (
-            "frame before CONNECT",
-            None,
-            Some(Frame::new(Command::Send).header("destination", "/topic/a")),
-            "first frame must be CONNECT",
-            CloseCode::Protocol,
-        ),
-        (
-            "unknown command",
-            Some(b"FROB\n\n\0"),
-            None,
-            "unknown command 'FROB'",
-            CloseCode::Protocol,
-        ),
-        (
-            "SEND without destination",
-            None,
-            Some(Frame::new(Command::Send)),
+    use Input::Raw;
+    let send = |destination: &str| Frame::new(Command::Send).header("destination", destination);
+    let subscribe = || Frame::new(Command::Subscribe);
+    let protocol = CloseCode::Protocol;
+    let cases = vec![
+        case(Raw(b"FROB\n\n\0"), "unknown command 'FROB'", protocol),
+        case(
+            Input::Frame(Frame::new(Command::Send)),
             "requires a 'destination'",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "SUBSCRIBE without id",
-            None,
-            Some(Frame::new(Command::Subscribe).header("destination", "/topic/a")),
+        case(
+            Input::Frame(subscribe().header("destination", "/topic/a")),
             "requires a 'id'",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "SUBSCRIBE without destination",
-            None,
-            Some(Frame::new(Command::Subscribe).header("id", "1")),
+        case(
+            Input::Frame(subscribe().header("id", "1")),
             "requires a 'destination'",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "bad ack mode",
-            None,
-            Some(
-                Frame::new(Command::Subscribe)
+        case(
+            Input::Frame(
+                subscribe()
                     .header("id", "1")
                     .header("destination", "/topic/a")
                     .header("ack", "sometimes"),
             ),
             "not one of auto",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "UNSUBSCRIBE unknown id",
-            None,
-            Some(Frame::new(Command::Unsubscribe).header("id", "nope")),
+        case(
+            Input::Frame(Frame::new(Command::Unsubscribe).header("id", "nope")),
             "no subscription with id 'nope'",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "body on SUBSCRIBE",
-            Some(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\nbody\0"),
-            None,
+        case(
+            Raw(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\nbody\0"),
             "must not have a body",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
+        case(
+            Raw(b"SEND\ndestination:/topic/a\nx:a\\tb\n\n\0"),
             "undefined escape",
-            Some(b"SEND\ndestination:/topic/a\nx:a\\tb\n\n\0"),
-            None,
-            "undefined escape",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "bad content-length",
-            Some(b"SEND\ndestination:/topic/a\ncontent-length:x\n\n\0"),
-            None,
+        case(
+            Raw(b"SEND\ndestination:/topic/a\ncontent-length:x\n\n\0"),
             "content-length",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "content-length over the limit",
-            Some(b"SEND\ndestination:/topic/a\ncontent-length:1000000000\n\n"),
-            None,
+        case(
+            Raw(b"SEND\ndestination:/topic/a\ncontent-length:1000000000\n\n"),
             "max_body_bytes",
             CloseCode::Size,
         ),
-        (
-            "second CONNECT",
-            None,
-            Some(Frame::new(Command::Connect).header("accept-version", "1.2")),
+        case(
+            Input::Frame(Frame::new(Command::Connect).header("accept-version", "1.2")),
             "already connected",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "server frame from client",
-            None,
-            Some(Frame::new(Command::Message)),
+        case(
+            Input::Frame(Frame::new(Command::Message)),
             "server frame",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "wildcard in SEND",
-            None,
-            Some(Frame::new(Command::Send).header("destination", "/topic/a.*")),
-            "wildcards",
-            CloseCode::Protocol,
-        ),
-        (
-            "unknown destination kind",
-            None,
-            Some(Frame::new(Command::Send).header("destination", "/queue/x")),
+        case(Input::Frame(send("/topic/a.*")), "wildcards", protocol),
+        case(
+            Input::Frame(send("/queue/x")),
             "unknown destination",
-            CloseCode::Protocol,
+            protocol,
         ),
-        (
-            "transaction",
-            None,
-            Some(Frame::new(Command::Begin).header("transaction", "tx1")),
+        case(
+            Input::Frame(Frame::new(Command::Begin).header("transaction", "tx1")),
             "transactions are not supported",
-            CloseCode::Protocol,
+            protocol,
         ),
-        ("heart-beat malformed", None, None, "", CloseCode::Protocol),
     ];
-    for (name, raw, frame, needle, code) in cases {
-        let mut client = if name == "frame before CONNECT" {
-            Client::open(&url, &["v12.stomp"]).await
-        } else if name == "heart-beat malformed" {
-            let mut client = Client::open(&url, &["v12.stomp"]).await;
-            client
-                .send(
-                    Frame::new(Command::Connect)
-                        .header("accept-version", "1.2")
-                        .header("heart-beat", "x"),
-                )
-                .await;
-            client
-                .expect_error("heart-beat header 'x'", CloseCode::Protocol)
-                .await;
-            continue;
-        } else {
-            Client::connect(&url).await
-        };
-        if let Some(raw) = raw {
-            client.send_bytes(raw).await;
+    let broker = start_default().await;
+    for ErrorCase {
+        input,
+        needle,
+        close,
+    } in cases
+    {
+        let mut client = Client::connect(&broker.url()).await;
+        let with_receipt = matches!(input, Input::Frame(_));
+        match input {
+            Raw(bytes) => client.send_bytes(bytes).await,
+            Input::Frame(frame) => client.send(frame.header("receipt", "failing")).await,
         }
-        if let Some(frame) = frame {
-            client.send(frame.header("receipt", "failing")).await;
-        }
-        let error = client.expect_error(needle, code).await;
-        if raw.is_none() {
+        let error = client.expect_error(needle, close).await;
+        if with_receipt {
             assert_eq!(
                 error.get("receipt-id"),
                 Some("failing"),
-                "{name}: receipt-id echoed"
+                "{needle}: receipt-id echoed"
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_frame_before_connect_is_an_error() {
+    let broker = start_default().await;
+    let mut client = Client::open(&broker.url(), &["v12.stomp"]).await;
+    client
+        .send(Frame::new(Command::Send).header("destination", "/topic/a"))
+        .await;
+    client
+        .expect_error("first frame must be CONNECT", CloseCode::Protocol)
+        .await;
+}
+
+#[tokio::test]
+async fn a_malformed_heart_beat_header_is_an_error() {
+    let broker = start_default().await;
+    let mut client = Client::open(&broker.url(), &["v12.stomp"]).await;
+    client
+        .send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "x"),
+        )
+        .await;
+    client
+        .expect_error("heart-beat header 'x'", CloseCode::Protocol)
+        .await;
 }
 
 #[tokio::test]

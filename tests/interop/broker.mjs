@@ -1,0 +1,60 @@
+// Starts the real stomphub binary on a free loopback port for interop tests.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { WebSocket } from 'ws';
+
+// Node 20 has no global WebSocket; stompjs uses the global one, as in a browser.
+Object.assign(globalThis, { WebSocket });
+
+export const binary = resolve(process.env.STOMPHUB_BIN ?? 'target/release/stomphub');
+
+/**
+ * Starts the broker. `config` is TOML text (optional); `listen` an address
+ * (default 127.0.0.1:0). Resolves with { url, port, stop() } once it listens.
+ */
+export function startBroker({ config, listen = '127.0.0.1:0' } = {}) {
+  const args = ['--listen', listen];
+  if (config) {
+    const dir = mkdtempSync(join(tmpdir(), 'stomphub-'));
+    const path = join(dir, 'broker.toml');
+    writeFileSync(path, config);
+    args.push('--config', path);
+  }
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => { stderr += chunk; });
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`broker did not start: ${stderr}`)), 10_000);
+    let stdout = '';
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      const match = stdout.match(/listening on (ws:\/\/\S+)/);
+      if (match) {
+        clearTimeout(timer);
+        const url = match[1];
+        resolvePromise({
+          url,
+          port: Number(new URL(url).port),
+          process: child,
+          stop: (signal = 'SIGTERM') => new Promise((done) => {
+            if (child.exitCode !== null) return done(child.exitCode);
+            child.once('exit', (code) => done(code));
+            child.kill(signal);
+          }),
+        });
+      }
+    });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`broker exited with ${code}: ${stderr}`)); });
+  });
+}
+
+/** Resolves when `predicate()` holds, polling; rejects after `ms`. */
+export async function until(predicate, ms = 5000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
