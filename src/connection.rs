@@ -251,14 +251,14 @@ impl Connection {
                 // Late, perhaps a throttled background tab: a WebSocket ping
                 // is answered by the browser itself, and a pong counts.
                 self.pinged = true;
-                if self.ws.send(Message::Ping(Bytes::new())).await.is_err() {
+                if !send_within(&mut self.ws, Message::Ping(Bytes::new()), every).await {
                     return Some(End::ClientGone);
                 }
             }
         }
         if let Some(every) = send_every {
             if now.saturating_duration_since(self.last_write) >= every {
-                if self.ws.send(Message::text("\n")).await.is_err() {
+                if !send_within(&mut self.ws, Message::text("\n"), every).await {
                     return Some(End::ClientGone);
                 }
                 self.last_write = now;
@@ -348,6 +348,12 @@ fn transport_error(error: WsError) -> End {
             End::ClientGone
         }
     }
+}
+
+/// Sends one message unless the client's socket stays full for `limit`: a
+/// client that cannot take a heart-beat within its interval is gone.
+async fn send_within(ws: &mut Ws, message: Message, limit: Duration) -> bool {
+    matches!(timeout(limit, ws.send(message)).await, Ok(Ok(())))
 }
 
 async fn write_batch(
