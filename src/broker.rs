@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::listener;
+use crate::queue::QueuePolicy;
 use crate::router::destination::DestinationLimits;
 use crate::router::{spawn_router, RouterHandle, RouterSettings};
 use crate::shutdown::{shutdown_pair, ShutdownTrigger};
@@ -48,14 +49,19 @@ impl Broker {
     pub async fn start(config: Config) -> std::io::Result<Broker> {
         let listener = TcpListener::bind(config.listener.address).await?;
         let local_addr = listener.local_addr()?;
+        let destination_limits = DestinationLimits {
+            max_words: config.limits.max_destination_words,
+            max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
+        };
+        let queue_policy = QueuePolicy::new(&config.queues, &destination_limits)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (router, _router_task) = spawn_router(RouterSettings {
             queue_depth: config.router.queue_depth,
+            queue_policy,
+            topic_prefetch: config.queues.prefetch,
         });
         let context = Arc::new(BrokerContext {
-            destination_limits: DestinationLimits {
-                max_words: config.limits.max_destination_words,
-                max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
-            },
+            destination_limits,
             router,
             config: config.clone(),
             next_session: AtomicU64::new(0),

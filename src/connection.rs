@@ -3,7 +3,7 @@
 //! batch), keeps heart-beats, and closes with ERROR and a fitting close code.
 
 use crate::broker::BrokerContext;
-use crate::outbound::{outbound_queue, OutFrame, OutboundReceiver, OverflowSignal};
+use crate::outbound::{outbound_queue, Closing, OutFrame, OutboundReceiver, OverflowSignal};
 use crate::router::SessionId;
 use crate::session::heartbeat::Heartbeat;
 use crate::session::{CloseReason, Flow, Session, SessionError};
@@ -95,6 +95,8 @@ enum End {
     Disconnect,
     /// ERROR, then close.
     Error(SessionError),
+    /// The router's final ERROR was written: close.
+    Closed(Box<Closing>),
 }
 
 struct Connection {
@@ -136,10 +138,11 @@ impl Connection {
                         _ = self.overflow.wait() => return End::Error(slow_consumer()),
                         _ = shutdown.wait() => return End::ClientGone,
                         written = write_batch(&mut self.ws, &self.outbound, &mut batch) => {
-                            if written.is_err() {
-                                return End::ClientGone;
+                            match written {
+                                Err(_) => return End::ClientGone,
+                                Ok(Some(closing)) => return End::Closed(closing),
+                                Ok(None) => self.last_write = Instant::now(),
                             }
-                            self.last_write = Instant::now();
                         }
                     }
                 }
@@ -312,6 +315,9 @@ impl Connection {
                     }
                     close(&mut self.ws, close_code(error.close), &error.message).await;
                 }
+                End::Closed(closing) => {
+                    close(&mut self.ws, close_code(closing.reason), &closing.message).await;
+                }
             }
         };
         let _ = timeout(CLOSING_TIME, last_words).await;
@@ -356,19 +362,27 @@ async fn send_within(ws: &mut Ws, message: Message, limit: Duration) -> bool {
     matches!(timeout(limit, ws.send(message)).await, Ok(Ok(())))
 }
 
+/// Writes `batch` with one flush. Stops at a final frame (one with `close`)
+/// and returns how to close; frames after it are never written.
 async fn write_batch(
     ws: &mut Ws,
     outbound: &OutboundReceiver,
     batch: &mut Vec<OutFrame>,
-) -> Result<(), WsError> {
+) -> Result<Option<Box<Closing>>, WsError> {
     let mut bytes = 0;
-    for frame in batch.drain(..) {
+    let mut closing = None;
+    for mut frame in batch.drain(..) {
         bytes += frame.bytes.len();
+        closing = frame.close.take();
         ws.feed(to_message(frame)).await?;
+        if closing.is_some() {
+            break;
+        }
     }
+    batch.clear();
     ws.flush().await?;
     outbound.written(bytes);
-    Ok(())
+    Ok(closing)
 }
 
 /// One STOMP frame as one WebSocket message: text when it is UTF-8.
@@ -405,6 +419,7 @@ fn error_frame(error: &SessionError, version: Option<Version>) -> Message {
     to_message(OutFrame {
         bytes: frame.finish(true, detail.as_bytes()),
         text: true,
+        close: None,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod listener;
 pub mod outbound;
+pub mod queue;
 pub mod router;
 pub mod session;
 pub mod shutdown;

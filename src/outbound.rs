@@ -5,6 +5,7 @@
 //! would exceed the frame count or the byte budget marks the queue overflowed
 //! and wakes the connection, which then closes with ERROR "slow consumer".
 
+use crate::session::CloseReason;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,17 @@ pub struct OutFrame {
     pub bytes: Bytes,
     /// The whole frame is valid UTF-8 and may go out as a text message.
     pub text: bool,
+    /// Set on a final ERROR from the router: close the connection after it.
+    pub close: Option<Box<Closing>>,
+}
+
+/// How to close after a final frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    /// The close code's meaning.
+    pub reason: CloseReason,
+    /// The close reason text (the ERROR's `message`).
+    pub message: String,
 }
 
 /// Why a push was refused.
@@ -95,6 +107,16 @@ impl OutboundQueue {
         }
     }
 
+    /// Whether the queue is at most half full, by bytes and by frames. Queue
+    /// dispatch to auto-ack consumers waits for this, so that queue messages
+    /// stay in their queue instead of overflowing a slow connection.
+    pub fn has_room(&self) -> bool {
+        let half_frames = self.frames_tx.max_capacity() / 2;
+        !self.budget.overflowed.load(Ordering::Relaxed)
+            && self.budget.queued_bytes.load(Ordering::Relaxed) < self.budget.max_bytes / 2
+            && self.frames_tx.capacity() > half_frames
+    }
+
     fn overflow(&self, length: usize) -> PushError {
         self.budget
             .queued_bytes
@@ -158,6 +180,7 @@ mod tests {
         OutFrame {
             bytes: Bytes::from(vec![b'x'; n]),
             text: true,
+            close: None,
         }
     }
 

@@ -126,12 +126,20 @@ async fn receipts_for_every_frame_kind_and_disconnect_closes_normally() {
     client.expect_receipt("r-send").await;
     client
         .send(
-            Frame::new(Command::Ack)
-                .header("id", "whatever")
-                .header("receipt", "r-ack"),
+            Frame::new(Command::Begin)
+                .header("transaction", "t")
+                .header("receipt", "r-begin"),
         )
         .await;
-    client.expect_receipt("r-ack").await;
+    client.expect_receipt("r-begin").await;
+    client
+        .send(
+            Frame::new(Command::Abort)
+                .header("transaction", "t")
+                .header("receipt", "r-abort"),
+        )
+        .await;
+    client.expect_receipt("r-abort").await;
     client
         .send(
             Frame::new(Command::Unsubscribe)
@@ -242,13 +250,33 @@ async fn every_error_case_answers_error_then_closes() {
         ),
         case(Input::Frame(send("/topic/a.*")), "wildcards", protocol),
         case(
-            Input::Frame(send("/queue/x")),
+            Input::Frame(send("/nowhere/x")),
             "unknown destination",
             protocol,
         ),
         case(
-            Input::Frame(Frame::new(Command::Begin).header("transaction", "tx1")),
-            "transactions are not supported",
+            Input::Frame(Frame::new(Command::Commit).header("transaction", "tx1")),
+            "unknown transaction 'tx1'",
+            protocol,
+        ),
+        case(
+            Input::Frame(send("/topic/a").header("transaction", "nope")),
+            "unknown transaction 'nope'",
+            protocol,
+        ),
+        case(
+            Input::Frame(Frame::new(Command::Ack).header("id", "never-delivered")),
+            "ACK of unknown or already settled id",
+            protocol,
+        ),
+        case(
+            Input::Frame(
+                subscribe()
+                    .header("id", "1")
+                    .header("destination", "/queue/q")
+                    .header("prefetch-count", "0"),
+            ),
+            "prefetch-count '0'",
             protocol,
         ),
     ];

@@ -15,6 +15,87 @@ pub struct DestinationLimits {
 
 /// The prefix of topic destinations.
 pub const TOPIC_PREFIX: &str = "/topic/";
+/// The prefix of queue destinations.
+pub const QUEUE_PREFIX: &str = "/queue/";
+/// `reply-to` names of this form make a private reply queue (RabbitMQ's form).
+pub const TEMP_QUEUE_PREFIX: &str = "/temp-queue/";
+/// What a `/temp-queue/` `reply-to` is rewritten to; responders send here.
+pub const REPLY_QUEUE_PREFIX: &str = "/reply-queue/";
+
+/// Where a SEND goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendTarget {
+    /// A topic, by its words.
+    Topic(Vec<Box<str>>),
+    /// A queue, by its full destination name.
+    Queue(String),
+    /// A connection's private reply queue, by its full destination name.
+    ReplyQueue(String),
+}
+
+/// What a SUBSCRIBE asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeTarget {
+    /// A topic pattern.
+    Topic(Vec<PatternWord>),
+    /// A queue, by its full destination name.
+    Queue(String),
+}
+
+/// Parses a SEND destination.
+pub fn send_target(
+    destination: &str,
+    limits: &DestinationLimits,
+) -> Result<SendTarget, DestinationError> {
+    if destination.starts_with(QUEUE_PREFIX) {
+        queue_name(destination, limits)?;
+        Ok(SendTarget::Queue(destination.to_owned()))
+    } else if destination.starts_with(REPLY_QUEUE_PREFIX) {
+        Ok(SendTarget::ReplyQueue(destination.to_owned()))
+    } else {
+        topic_words(destination, limits).map(SendTarget::Topic)
+    }
+}
+
+/// Parses a SUBSCRIBE destination.
+pub fn subscribe_target(
+    destination: &str,
+    limits: &DestinationLimits,
+) -> Result<SubscribeTarget, DestinationError> {
+    if destination.starts_with(QUEUE_PREFIX) {
+        queue_name(destination, limits)?;
+        Ok(SubscribeTarget::Queue(destination.to_owned()))
+    } else if destination.starts_with(REPLY_QUEUE_PREFIX)
+        || destination.starts_with(TEMP_QUEUE_PREFIX)
+    {
+        Err(DestinationError(format!(
+            "cannot subscribe to '{destination}': replies to a {TEMP_QUEUE_PREFIX} reply-to arrive on the sending connection by themselves"
+        )))
+    } else {
+        topic_pattern(destination, limits).map(SubscribeTarget::Topic)
+    }
+}
+
+/// Checks a queue name: `/queue/` and dot-separated words without wildcards.
+pub fn queue_name(destination: &str, limits: &DestinationLimits) -> Result<(), DestinationError> {
+    let name = destination
+        .strip_prefix(QUEUE_PREFIX)
+        .unwrap_or(destination);
+    let words: Vec<&str> = name.split('.').collect();
+    if name.is_empty() || words.iter().any(|w| w.is_empty() || *w == "*" || *w == "#") {
+        return Err(DestinationError(format!(
+            "'{destination}' is not a queue name: dot-separated non-empty words, no wildcards"
+        )));
+    }
+    if words.len() > limits.max_words {
+        return Err(DestinationError(format!(
+            "'{destination}' has {} words; max_destination_words is {}",
+            words.len(),
+            limits.max_words
+        )));
+    }
+    Ok(())
+}
 
 /// One word of a subscription pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,13 +152,36 @@ pub fn topic_pattern(
     Ok(pattern)
 }
 
+/// Whether `pattern` matches `words` (the trie's rules, for one pattern).
+pub fn pattern_matches(pattern: &[PatternWord], words: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => words.is_empty(),
+        Some((PatternWord::Many, rest)) => {
+            (0..=words.len()).any(|skip| pattern_matches(rest, &words[skip..]))
+        }
+        Some((word, rest)) => match words.split_first() {
+            None => false,
+            Some((first, others)) => {
+                let matches = match word {
+                    PatternWord::Exact(exact) => **exact == **first,
+                    _ => true,
+                };
+                matches && pattern_matches(rest, others)
+            }
+        },
+    }
+}
+
 fn split<'a>(
     destination: &'a str,
     limits: &DestinationLimits,
 ) -> Result<Vec<&'a str>, DestinationError> {
-    let Some(name) = destination.strip_prefix(TOPIC_PREFIX) else {
+    let Some(name) = destination
+        .strip_prefix(TOPIC_PREFIX)
+        .or_else(|| destination.strip_prefix(QUEUE_PREFIX))
+    else {
         return Err(DestinationError(format!(
-            "unknown destination '{destination}': destinations start with {TOPIC_PREFIX}"
+            "unknown destination '{destination}': destinations start with {TOPIC_PREFIX} or {QUEUE_PREFIX}"
         )));
     };
     let words: Vec<&str> = name.split('.').collect();
@@ -111,7 +215,13 @@ mod tests {
         assert!(topic_words("/topic/a.*", &LIMITS).is_err());
         assert!(topic_words("/topic/a..b", &LIMITS).is_err());
         assert!(topic_words("/topic/", &LIMITS).is_err());
-        assert!(topic_words("/queue/a", &LIMITS).is_err());
+        assert!(topic_words("/nowhere/a", &LIMITS).is_err());
+        assert_eq!(
+            send_target("/queue/a.b", &LIMITS),
+            Ok(SendTarget::Queue("/queue/a.b".into()))
+        );
+        assert!(send_target("/queue/a.*", &LIMITS).is_err());
+        assert!(subscribe_target("/temp-queue/x", &LIMITS).is_err());
         assert!(topic_words("/topic/a.b.c.d.e", &LIMITS).is_err());
     }
 

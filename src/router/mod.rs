@@ -1,4 +1,5 @@
-//! The router: the single owner of all subscriptions, fed by one bounded channel.
+//! The router: the single owner of subscriptions, queues and unsettled
+//! deliveries, fed by one bounded channel.
 //!
 //! Sessions send [`RouterCommand`]s through a [`RouterHandle`]; the router task
 //! applies them in order and pushes encoded frames into connections' outbound
@@ -7,18 +8,29 @@
 //! emits follows everything the session sent before it, and each subscriber
 //! sees each publisher's messages in publishing order.
 //!
-//! The router knows STOMP frames, not WebSockets.
+//! Errors only the router can see (an ACK of an unknown id, a SEND to a full
+//! queue) are sent as a final ERROR frame that makes the connection close.
+//!
+//! The router knows STOMP frames, not WebSockets. Its work is split by topic:
+//! `topics.rs` (fan-out), `queues.rs` (dispatch, dead letters), `acks.rs`
+//! (ACK, NACK, returning unacknowledged messages).
 
+mod acks;
 pub mod destination;
-pub mod fanout;
+pub mod message;
+mod queues;
 pub mod subscription;
 pub mod topic_trie;
+mod topics;
 
-use crate::outbound::{OutFrame, OutboundQueue, PushError};
-use destination::PatternWord;
-use fanout::{FanOut, Publication};
-use std::collections::HashMap;
+use crate::outbound::{Closing, OutFrame, OutboundQueue, PushError};
+use crate::queue::{Queue, QueueArguments, QueuePolicy, QueuedMessage};
+use crate::session::CloseReason;
+use destination::{PatternWord, SubscribeTarget};
+use message::Publication;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use stomp_protocol::{Command, FrameEncoder, Version};
 pub use subscription::{AckMode, SessionId, Subscriber};
 use tokio::sync::mpsc;
@@ -28,6 +40,41 @@ use tracing::{debug, warn};
 /// Most commands the router takes from its channel before it looks again;
 /// draining in bulk keeps the per-command overhead low under load.
 const BATCH: usize = 256;
+
+/// How often queues waiting for consumer credit or NACK delays are revisited.
+const TICK: Duration = Duration::from_millis(20);
+
+/// ACK or NACK, and which delivery it names.
+#[derive(Debug, Clone)]
+pub struct Settle {
+    /// NACK rather than ACK.
+    pub nack: bool,
+    /// The delivery.
+    pub key: AckKey,
+}
+
+/// How ACK/NACK name a delivery.
+#[derive(Debug, Clone)]
+pub enum AckKey {
+    /// STOMP 1.2: the MESSAGE's `ack` header, sent back as `id`.
+    Id(String),
+    /// STOMP 1.0/1.1: `message-id`, with `subscription` in 1.1.
+    MessageId {
+        /// The MESSAGE's `message-id`.
+        message_id: String,
+        /// The subscription, when given.
+        subscription: Option<String>,
+    },
+}
+
+/// One operation of a committed transaction.
+#[derive(Debug)]
+pub enum TxOperation {
+    /// A SEND.
+    Publish(Publication),
+    /// An ACK or NACK.
+    Settle(Settle),
+}
 
 /// What a session asks of the router. `receipt` is answered with a RECEIPT
 /// once the command has taken effect.
@@ -48,14 +95,18 @@ pub enum RouterCommand {
         session: SessionId,
         /// The client's subscription id.
         id: Arc<str>,
-        /// The parsed pattern.
-        pattern: Vec<PatternWord>,
+        /// The parsed destination.
+        target: SubscribeTarget,
         /// Ack mode.
         ack: AckMode,
+        /// `prefetch-count`, if given.
+        prefetch: Option<usize>,
+        /// Queue arguments (when the subscription creates a queue).
+        arguments: QueueArguments,
         /// Receipt to send once active.
         receipt: Option<String>,
     },
-    /// Remove a subscription.
+    /// Remove a subscription; its unacknowledged queue messages go back.
     Unsubscribe {
         /// The session.
         session: SessionId,
@@ -64,13 +115,31 @@ pub enum RouterCommand {
         /// Receipt to send once removed.
         receipt: Option<String>,
     },
-    /// Deliver a message to every matching subscription.
+    /// Route a message.
     Publish {
         /// The publishing session.
         session: SessionId,
         /// The message.
         publication: Publication,
         /// Receipt to send once routed.
+        receipt: Option<String>,
+    },
+    /// ACK or NACK.
+    Settle {
+        /// The session.
+        session: SessionId,
+        /// What to settle.
+        settle: Settle,
+        /// Receipt to send once settled.
+        receipt: Option<String>,
+    },
+    /// A transaction's operations, applied together.
+    Commit {
+        /// The session.
+        session: SessionId,
+        /// SENDs, ACKs and NACKs in order.
+        operations: Vec<TxOperation>,
+        /// COMMIT's receipt.
         receipt: Option<String>,
     },
     /// Only a RECEIPT, after everything the session sent before.
@@ -80,8 +149,9 @@ pub enum RouterCommand {
         /// The receipt id.
         receipt: String,
     },
-    /// The session is over: drop its subscriptions and its outbound queue
-    /// (after the receipt, if any), which lets the connection finish writing.
+    /// The session is over: drop its subscriptions, return its unacknowledged
+    /// messages, and drop its outbound queue (after the receipt, if any),
+    /// which lets the connection finish writing.
     Detach {
         /// The session.
         session: SessionId,
@@ -106,12 +176,6 @@ impl RouterHandle {
     pub async fn send(&self, command: RouterCommand) -> Result<(), RouterGone> {
         self.commands_tx.send(command).await.map_err(|_| RouterGone)
     }
-
-    /// Sends a command without waiting; used when a session ends inside a
-    /// drop path. Returns whether it was queued.
-    pub fn try_send(&self, command: RouterCommand) -> bool {
-        self.commands_tx.try_send(command).is_ok()
-    }
 }
 
 /// Settings the router needs.
@@ -119,6 +183,10 @@ impl RouterHandle {
 pub struct RouterSettings {
     /// Capacity of the command channel.
     pub queue_depth: usize,
+    /// Queue settings by name.
+    pub queue_policy: QueuePolicy,
+    /// Default prefetch of client-ack topic subscriptions.
+    pub topic_prefetch: usize,
 }
 
 /// Starts the router task.
@@ -127,6 +195,10 @@ pub fn spawn_router(settings: RouterSettings) -> (RouterHandle, tokio::task::Joi
     let router = Router {
         topics: TopicTrie::default(),
         sessions: HashMap::new(),
+        queues: HashMap::new(),
+        attention: HashSet::new(),
+        policy: settings.queue_policy,
+        topic_prefetch: settings.topic_prefetch,
         message_prefix: message_id_prefix(),
         next_message: 0,
     };
@@ -136,24 +208,63 @@ pub fn spawn_router(settings: RouterSettings) -> (RouterHandle, tokio::task::Joi
 
 /// A prefix that keeps message ids unique across restarts: the start time.
 fn message_id_prefix() -> String {
-    let started = std::time::SystemTime::now()
+    format!("{:x}-", epoch_ms())
+}
+
+/// Milliseconds since the Unix epoch (message expiry is in these units).
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{started:x}-")
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// What the router keeps per connected session.
 struct SessionEntry {
     outbound: OutboundQueue,
     version: Version,
-    /// The session's subscriptions by client id, with their patterns (for removal).
-    subscriptions: HashMap<Arc<str>, (Vec<PatternWord>, Arc<Subscriber>)>,
+    subscriptions: HashMap<Arc<str>, SubscriptionEntry>,
+    /// Unsettled deliveries' ack ids → their subscription.
+    ack_index: HashMap<String, Arc<str>>,
+    /// Reply queues this session made with `reply-to:/temp-queue/...`.
+    reply_queues: Vec<String>,
+}
+
+/// One subscription's routing target and its unsettled deliveries.
+struct SubscriptionEntry {
+    target: Target,
+    ack: AckMode,
+    /// Most unsettled deliveries (client ack modes).
+    prefetch: usize,
+    /// Unsettled deliveries in delivery order (client ack modes only).
+    unacked: VecDeque<Unacked>,
+}
+
+enum Target {
+    Topic {
+        pattern: Vec<PatternWord>,
+        subscriber: Arc<Subscriber>,
+    },
+    Queue(String),
+}
+
+/// A delivery awaiting ACK or NACK.
+struct Unacked {
+    ack_id: String,
+    message: QueuedMessage,
+    /// The queue it came from; `None` for topic deliveries (nothing to return).
+    queue: Option<String>,
 }
 
 struct Router {
     topics: TopicTrie<Arc<Subscriber>>,
     sessions: HashMap<SessionId, SessionEntry>,
+    queues: HashMap<String, Queue>,
+    /// Queues to revisit on the next tick: messages waiting for consumer
+    /// credit, or NACKed messages waiting out a delay.
+    attention: HashSet<String>,
+    policy: QueuePolicy,
+    topic_prefetch: usize,
     message_prefix: String,
     next_message: u64,
 }
@@ -161,9 +272,19 @@ struct Router {
 impl Router {
     async fn run(mut self, mut commands_rx: mpsc::Receiver<RouterCommand>) {
         let mut batch = Vec::with_capacity(BATCH);
-        while commands_rx.recv_many(&mut batch, BATCH).await > 0 {
-            for command in batch.drain(..) {
-                self.apply(command);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = commands_rx.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for command in batch.drain(..) {
+                        self.apply(command);
+                    }
+                }
+                _ = tick.tick(), if !self.attention.is_empty() => self.revisit_queues(),
             }
         }
         debug!("router stopped: every session handle is gone");
@@ -182,40 +303,38 @@ impl Router {
                         outbound,
                         version,
                         subscriptions: HashMap::new(),
+                        ack_index: HashMap::new(),
+                        reply_queues: Vec::new(),
                     },
                 );
             }
             RouterCommand::Subscribe {
                 session,
                 id,
-                pattern,
+                target,
                 ack,
+                prefetch,
+                arguments,
                 receipt,
             } => {
-                if let Some(entry) = self.sessions.get_mut(&session) {
-                    let subscriber = Arc::new(Subscriber {
-                        session,
-                        id: id.clone(),
-                        ack,
-                        version: entry.version,
-                        outbound: entry.outbound.clone(),
-                    });
-                    self.topics.insert(&pattern, subscriber.clone());
-                    entry.subscriptions.insert(id, (pattern, subscriber));
+                if self.subscribe(
+                    session,
+                    id,
+                    target,
+                    ack,
+                    prefetch,
+                    &arguments,
+                    receipt.as_deref(),
+                ) {
+                    self.receipt(session, receipt);
                 }
-                self.receipt(session, receipt);
             }
             RouterCommand::Unsubscribe {
                 session,
                 id,
                 receipt,
             } => {
-                if let Some(entry) = self.sessions.get_mut(&session) {
-                    if let Some((pattern, subscriber)) = entry.subscriptions.remove(&id) {
-                        self.topics
-                            .remove(&pattern, |s| Arc::ptr_eq(s, &subscriber));
-                    }
-                }
+                self.unsubscribe(session, &id);
                 self.receipt(session, receipt);
             }
             RouterCommand::Publish {
@@ -223,8 +342,41 @@ impl Router {
                 publication,
                 receipt,
             } => {
-                self.publish(&publication);
-                self.receipt(session, receipt);
+                if self.publish(session, publication, receipt.as_deref()) {
+                    self.receipt(session, receipt);
+                }
+            }
+            RouterCommand::Settle {
+                session,
+                settle,
+                receipt,
+            } => {
+                if self.settle(session, &settle, receipt.as_deref()) {
+                    self.receipt(session, receipt);
+                }
+            }
+            RouterCommand::Commit {
+                session,
+                operations,
+                receipt,
+            } => {
+                let mut ok = true;
+                for operation in operations {
+                    ok = match operation {
+                        TxOperation::Publish(publication) => {
+                            self.publish(session, publication, receipt.as_deref())
+                        }
+                        TxOperation::Settle(settle) => {
+                            self.settle(session, &settle, receipt.as_deref())
+                        }
+                    };
+                    if !ok {
+                        break;
+                    }
+                }
+                if ok {
+                    self.receipt(session, receipt);
+                }
             }
             RouterCommand::Receipt { session, receipt } => self.receipt(session, Some(receipt)),
             RouterCommand::Detach { session, receipt } => {
@@ -234,30 +386,78 @@ impl Router {
         }
     }
 
-    fn publish(&mut self, publication: &Publication) {
-        self.next_message += 1;
-        let message_id = format!("{}{}", self.message_prefix, self.next_message);
-        let mut matched: Vec<&Arc<Subscriber>> = Vec::new();
-        self.topics.matches(&publication.words, &mut matched);
-        if matched.len() > 1 {
-            // A pattern can match along several paths; deliver once per subscription.
-            matched.sort_unstable_by_key(|s| Arc::as_ptr(s));
-            matched.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        }
-        let mut fan_out = FanOut::new(publication, &message_id);
-        let mut slow = Vec::new();
-        for subscriber in matched {
-            let frame = fan_out.frame_for(subscriber);
-            if subscriber.outbound.push(frame) == Err(PushError::SlowConsumer) {
-                slow.push(subscriber.session);
+    /// Adds a subscription; false (after failing the session) if refused.
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        session: SessionId,
+        id: Arc<str>,
+        target: SubscribeTarget,
+        ack: AckMode,
+        prefetch: Option<usize>,
+        arguments: &QueueArguments,
+        receipt: Option<&str>,
+    ) -> bool {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        match target {
+            SubscribeTarget::Topic(pattern) => {
+                let subscriber = Arc::new(Subscriber {
+                    session,
+                    id: id.clone(),
+                    ack,
+                    version: entry.version,
+                    outbound: entry.outbound.clone(),
+                });
+                self.topics.insert(&pattern, subscriber.clone());
+                entry.subscriptions.insert(
+                    id,
+                    SubscriptionEntry {
+                        target: Target::Topic {
+                            pattern,
+                            subscriber,
+                        },
+                        ack,
+                        prefetch: prefetch.unwrap_or(self.topic_prefetch),
+                        unacked: VecDeque::new(),
+                    },
+                );
+                true
+            }
+            SubscribeTarget::Queue(name) => {
+                self.subscribe_queue(session, id, name, ack, prefetch, arguments, receipt)
             }
         }
-        for session in slow {
-            if self.sessions.contains_key(&session) {
-                warn!(session = %session, "slow consumer: outbound budget exceeded, disconnecting");
-                self.remove_session(session);
+    }
+
+    fn unsubscribe(&mut self, session: SessionId, id: &str) {
+        let removed = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|entry| entry.subscriptions.remove(id));
+        if let Some(subscription) = removed {
+            self.end_subscription(session, id, subscription);
+        }
+    }
+
+    /// Unhooks a removed subscription and returns its unsettled messages.
+    fn end_subscription(&mut self, session: SessionId, id: &str, subscription: SubscriptionEntry) {
+        if let Some(entry) = self.sessions.get_mut(&session) {
+            for unacked in &subscription.unacked {
+                entry.ack_index.remove(&unacked.ack_id);
             }
         }
+        match &subscription.target {
+            Target::Topic {
+                pattern,
+                subscriber,
+            } => {
+                self.topics.remove(pattern, |s| Arc::ptr_eq(s, subscriber));
+            }
+            Target::Queue(name) => self.remove_consumer(name, session, id),
+        }
+        self.return_unacked(subscription.unacked);
     }
 
     /// Sends RECEIPT `receipt` to `session`, if both exist.
@@ -271,17 +471,65 @@ impl Router {
         let frame = OutFrame {
             bytes: frame.finish(false, b""),
             text: true,
+            close: None,
         };
         if entry.outbound.push(frame) == Err(PushError::SlowConsumer) {
             self.remove_session(session);
         }
     }
 
+    /// Ends `session` with an ERROR that only the router could detect.
+    fn fail(
+        &mut self,
+        session: SessionId,
+        message: String,
+        receipt: Option<&str>,
+        reason: CloseReason,
+    ) {
+        let Some(entry) = self.sessions.get(&session) else {
+            return;
+        };
+        debug!(session = %session, %message, "failing session");
+        let mut frame = FrameEncoder::begin(Command::Error, entry.version, 64 + message.len());
+        frame.header("message", &message);
+        if let Some(receipt) = receipt {
+            frame.header("receipt-id", receipt);
+        }
+        // Ignoring a full queue: the connection is closing either way.
+        let _ = entry.outbound.push(OutFrame {
+            bytes: frame.finish(true, b""),
+            text: true,
+            close: Some(Box::new(Closing { reason, message })),
+        });
+        self.remove_session(session);
+    }
+
     fn remove_session(&mut self, session: SessionId) {
-        if let Some(entry) = self.sessions.remove(&session) {
-            for (pattern, subscriber) in entry.subscriptions.into_values() {
-                self.topics
-                    .remove(&pattern, |s| Arc::ptr_eq(s, &subscriber));
+        let Some(mut entry) = self.sessions.remove(&session) else {
+            return;
+        };
+        let reply_queues = std::mem::take(&mut entry.reply_queues);
+        for (id, subscription) in entry.subscriptions.drain() {
+            self.end_subscription(session, &id, subscription);
+        }
+        for name in reply_queues {
+            self.queues.remove(&name);
+            self.attention.remove(&name);
+        }
+    }
+
+    /// The next message id.
+    fn next_message_id(&mut self) -> Arc<str> {
+        self.next_message += 1;
+        format!("{}{}", self.message_prefix, self.next_message).into()
+    }
+
+    /// Logs once per slow session and removes it.
+    fn cut_off_slow(&mut self, slow: Vec<SessionId>) {
+        for session in slow {
+            if self.sessions.contains_key(&session) {
+                warn!(session = %session, "slow consumer: outbound budget exceeded, disconnecting");
+                self.remove_session(session);
             }
         }
     }

@@ -1,11 +1,8 @@
-//! ACK and NACK: header checks per version.
-//!
-//! Topic deliveries are not redelivered, so an ACK or NACK of one has nothing
-//! to settle; queue semantics (redelivery, strict unknown-id errors) arrive
-//! with queues. Receipts are honoured.
+//! ACK and NACK: header checks per version, then the router settles (or the
+//! transaction holds them until COMMIT).
 
-use super::send::transactions_unsupported;
 use super::{required, Flow, Session, SessionError};
+use crate::router::{AckKey, RouterCommand, Settle, TxOperation};
 use stomp_protocol::{Command, Frame, Version};
 
 impl Session {
@@ -14,16 +11,31 @@ impl Session {
         if frame.command == Command::Nack && version == Version::V1_0 {
             return Err(SessionError::protocol("NACK is not part of STOMP 1.0"));
         }
-        match version {
-            // 1.2 acknowledges by the MESSAGE's `ack` header, sent back as `id`.
-            Version::V1_2 => required(frame, "id")?,
-            // 1.0 and 1.1 acknowledge by `message-id` (1.1 adds `subscription`).
-            Version::V1_0 | Version::V1_1 => required(frame, "message-id")?,
+        let key = match version {
+            // 1.2 acknowledges by the MESSAGE's `ack` header, sent back as `id`
+            // (stompjs also sends `subscription`, which is not needed).
+            Version::V1_2 => AckKey::Id(required(frame, "id")?.to_owned()),
+            // 1.0 and 1.1 acknowledge by `message-id`; 1.1 adds `subscription`.
+            Version::V1_0 | Version::V1_1 => AckKey::MessageId {
+                message_id: required(frame, "message-id")?.to_owned(),
+                subscription: frame.get("subscription").map(str::to_owned),
+            },
         };
-        if frame.get("transaction").is_some() {
-            return Err(transactions_unsupported());
+        let settle = Settle {
+            nack: frame.command == Command::Nack,
+            key,
+        };
+        if let Some(transaction) = frame.get("transaction") {
+            self.transactions
+                .add(transaction, TxOperation::Settle(settle))?;
+            return self.receipt(frame).await.map(|()| Flow::Continue);
         }
-        self.receipt(frame).await?;
+        self.route(RouterCommand::Settle {
+            session: self.id,
+            settle,
+            receipt: frame.get("receipt").map(str::to_owned),
+        })
+        .await?;
         Ok(Flow::Continue)
     }
 }

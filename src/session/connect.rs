@@ -75,6 +75,7 @@ impl Session {
         self.push(OutFrame {
             bytes: connected.finish(false, b""),
             text: true,
+            close: None,
         })?;
         Ok(Flow::Continue)
     }

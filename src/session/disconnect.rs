@@ -7,6 +7,8 @@ use stomp_protocol::Frame;
 impl Session {
     pub(super) async fn on_disconnect(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
         self.state = State::Ended;
+        // Uncommitted transactions are discarded (STOMP 1.2, DISCONNECT).
+        self.transactions.clear();
         // Dropping our queue handle, as the router drops its own after the
         // receipt, lets the writer see the end once the RECEIPT is out.
         self.outbound = None;

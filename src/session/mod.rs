@@ -53,6 +53,8 @@ pub struct Session {
     /// dropped when the session ends so the writer can see the end.
     outbound: Option<OutboundQueue>,
     heartbeat: Heartbeat,
+    /// Open transactions and what they hold.
+    transactions: transaction::Transactions,
 }
 
 impl Session {
@@ -65,6 +67,10 @@ impl Session {
     ) -> Self {
         Session {
             id,
+            transactions: transaction::Transactions::new(
+                context.config.limits.max_transactions_per_connection,
+                context.config.limits.max_frames_per_transaction,
+            ),
             context,
             allowed_versions,
             state: State::AwaitingConnect,
@@ -112,7 +118,7 @@ impl Session {
             (State::Connected(_), Command::Unsubscribe) => self.on_unsubscribe(&frame).await,
             (State::Connected(_), Command::Ack | Command::Nack) => self.on_ack(&frame).await,
             (State::Connected(_), Command::Begin | Command::Commit | Command::Abort) => {
-                self.on_transaction(&frame)
+                self.on_transaction(&frame).await
             }
             (State::Connected(_), Command::Disconnect) => self.on_disconnect(&frame).await,
             (State::Ended, _) => Err(SessionError::protocol("the session has ended")),
@@ -126,6 +132,8 @@ impl Session {
         let was_connected = matches!(self.state, State::Connected(_));
         self.state = State::Ended;
         self.outbound = None;
+        // Open transactions die with the session.
+        self.transactions.clear();
         if was_connected {
             // A gone router means shutdown: nothing left to tell.
             let _ = self

@@ -1,30 +1,20 @@
-//! SEND: validate, then hand the message to the router.
+//! SEND: validate, read expiry and reply-to, then route (or hold for COMMIT).
 
-use super::{required, Flow, Session, SessionError};
-use crate::router::destination::topic_words;
-use crate::router::fanout::{Publication, NOT_PASSED_ON};
-use crate::router::RouterCommand;
+use super::{required, CloseReason, Flow, Session, SessionError};
+use crate::queue::QueueArguments;
+use crate::router::destination::{send_target, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX};
+use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
+use crate::router::{epoch_ms, RouterCommand, TxOperation};
 use stomp_protocol::Frame;
 
 impl Session {
     pub(super) async fn on_send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
-        let destination = required(&frame, "destination")?;
-        if frame.get("transaction").is_some() {
-            return Err(transactions_unsupported());
+        let publication = self.publication(&frame)?;
+        if let Some(transaction) = frame.get("transaction") {
+            self.transactions
+                .add(transaction, TxOperation::Publish(publication))?;
+            return self.receipt(&frame).await.map(|()| Flow::Continue);
         }
-        let words = topic_words(destination, &self.context.destination_limits)
-            .map_err(|e| SessionError::protocol(e.0))?;
-        let publication = Publication {
-            destination: destination.to_owned(),
-            words,
-            headers: frame
-                .headers
-                .iter()
-                .filter(|(name, _)| !NOT_PASSED_ON.contains(name))
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect(),
-            body: frame.body.clone(),
-        };
         self.route(RouterCommand::Publish {
             session: self.id,
             publication,
@@ -33,9 +23,73 @@ impl Session {
         .await?;
         Ok(Flow::Continue)
     }
+
+    /// The SEND as the router takes it.
+    fn publication(&self, frame: &Frame) -> Result<Publication, SessionError> {
+        let destination = required(frame, "destination")?;
+        let target = send_target(destination, &self.context.destination_limits)
+            .map_err(|e| SessionError::protocol(e.0))?;
+        let expires_at = expiry(frame)?;
+        let queue_arguments =
+            QueueArguments::from_headers(&frame.headers).map_err(SessionError::protocol)?;
+        let mut reply_queue = None;
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
+        for (name, value) in frame.headers.iter() {
+            if NOT_PASSED_ON.contains(&name) {
+                continue;
+            }
+            if name == "reply-to" && reply_queue.is_none() {
+                if let Some(reply) = value.strip_prefix(TEMP_QUEUE_PREFIX) {
+                    // RabbitMQ's request/reply: a private queue for this
+                    // connection; responders send to the rewritten name.
+                    if reply.is_empty() || reply.contains('/') {
+                        return Err(SessionError::protocol(format!(
+                            "reply-to '{value}' is not /temp-queue/<name>"
+                        )));
+                    }
+                    let queue = format!("{REPLY_QUEUE_PREFIX}s{}.{reply}", self.id);
+                    headers.push((name.to_owned(), queue.clone()));
+                    reply_queue = Some(ReplyQueue {
+                        subscription: value.into(),
+                        queue,
+                    });
+                    continue;
+                }
+            }
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        Ok(Publication {
+            target,
+            destination: destination.to_owned(),
+            headers,
+            body: frame.body.clone(),
+            expires_at,
+            queue_arguments,
+            reply_queue,
+        })
+    }
 }
 
-/// Transactions come with queue semantics; until then they are refused plainly.
-pub(super) fn transactions_unsupported() -> SessionError {
-    SessionError::protocol("transactions are not supported by this server yet")
+/// `expires` (ActiveMQ: absolute, ms since the epoch, 0 = never) or
+/// `expiration` (RabbitMQ: relative, ms), whichever comes first.
+fn expiry(frame: &Frame) -> Result<Option<u64>, SessionError> {
+    let number = |name: &str| -> Result<Option<u64>, SessionError> {
+        frame
+            .get(name)
+            .map(|value| {
+                value.trim().parse::<u64>().map_err(|_| {
+                    SessionError::new(
+                        format!("{name} '{value}' is not a number of milliseconds"),
+                        CloseReason::ProtocolError,
+                    )
+                })
+            })
+            .transpose()
+    };
+    let absolute = number("expires")?.filter(|at| *at > 0);
+    let relative = number("expiration")?.map(|ttl| epoch_ms().saturating_add(ttl));
+    Ok(match (absolute, relative) {
+        (Some(a), Some(r)) => Some(a.min(r)),
+        (a, r) => a.or(r),
+    })
 }

@@ -1,7 +1,9 @@
-//! SUBSCRIBE: validate id, ack mode and pattern, then register with the router.
+//! SUBSCRIBE: validate id, ack mode, prefetch and destination, then register
+//! with the router.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
-use crate::router::destination::topic_pattern;
+use crate::queue::QueueArguments;
+use crate::router::destination::subscribe_target;
 use crate::router::{AckMode, RouterCommand};
 use std::sync::Arc;
 use stomp_protocol::{Frame, Version};
@@ -33,17 +35,38 @@ impl Session {
                 CloseReason::PolicyViolation,
             ));
         }
-        let pattern = topic_pattern(destination, &self.context.destination_limits)
+        let target = subscribe_target(destination, &self.context.destination_limits)
             .map_err(|e| SessionError::protocol(e.0))?;
+        let prefetch = prefetch(frame)?;
+        let arguments =
+            QueueArguments::from_headers(&frame.headers).map_err(SessionError::protocol)?;
         self.subscriptions.insert(id.clone());
         self.route(RouterCommand::Subscribe {
             session: self.id,
             id,
-            pattern,
+            target,
             ack,
+            prefetch,
+            arguments,
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
         Ok(Flow::Continue)
+    }
+}
+
+/// `prefetch-count` (RabbitMQ), or its alias `activemq.prefetchSize`.
+fn prefetch(frame: &Frame) -> Result<Option<usize>, SessionError> {
+    let Some((name, value)) = ["prefetch-count", "activemq.prefetchSize"]
+        .into_iter()
+        .find_map(|name| frame.get(name).map(|value| (name, value)))
+    else {
+        return Ok(None);
+    };
+    match value.parse::<usize>() {
+        Ok(count) if count > 0 => Ok(Some(count)),
+        _ => Err(SessionError::protocol(format!(
+            "{name} '{value}' is not a positive integer"
+        ))),
     }
 }

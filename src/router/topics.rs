@@ -1,0 +1,61 @@
+//! Topic fan-out: every matching subscription gets the message once.
+
+use super::message::{ack_id, FanOut, Message};
+use super::{epoch_ms, Router, Unacked};
+use crate::outbound::PushError;
+use crate::queue::QueuedMessage;
+use std::sync::Arc;
+use tracing::debug;
+
+impl Router {
+    /// Delivers `message` to every subscription matching `words`.
+    pub(super) fn publish_topic(&mut self, words: &[Box<str>], message: Arc<Message>) {
+        if message.expired(epoch_ms()) {
+            return;
+        }
+        let mut matched: Vec<&Arc<super::Subscriber>> = Vec::new();
+        self.topics.matches(words, &mut matched);
+        if matched.len() > 1 {
+            // A pattern can match along several paths; deliver once per subscription.
+            matched.sort_unstable_by_key(|s| Arc::as_ptr(s));
+            matched.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        }
+        let mut fan_out = FanOut::new(&message);
+        let mut slow = Vec::new();
+        for subscriber in matched {
+            let with_ack = subscriber.ack.expects_ack();
+            if with_ack {
+                // Client-ack topic subscriptions hold at most `prefetch`
+                // unsettled messages; a live topic does not wait for them.
+                let Some(entry) = self.sessions.get_mut(&subscriber.session) else {
+                    continue;
+                };
+                let Some(subscription) = entry.subscriptions.get_mut(&subscriber.id) else {
+                    continue;
+                };
+                if subscription.unacked.len() >= subscription.prefetch {
+                    debug!(session = %subscriber.session, subscription = %subscriber.id, "prefetch full: topic message skipped");
+                    continue;
+                }
+                let ack_id = ack_id(&message.id, &subscriber.id);
+                entry
+                    .ack_index
+                    .insert(ack_id.clone(), subscriber.id.clone());
+                subscription.unacked.push_back(Unacked {
+                    ack_id,
+                    message: QueuedMessage {
+                        message: message.clone(),
+                        deliveries: 1,
+                    },
+                    queue: None,
+                });
+            }
+            let frame = fan_out.frame_for(subscriber.version, &subscriber.id, with_ack);
+            if subscriber.outbound.push(frame) == Err(PushError::SlowConsumer) {
+                slow.push(subscriber.session);
+            }
+        }
+        drop(fan_out);
+        self.cut_off_slow(slow);
+    }
+}
