@@ -317,7 +317,11 @@ impl Router {
                 arguments,
                 receipt,
             } => {
-                if self.subscribe(
+                let queue = match &target {
+                    SubscribeTarget::Queue(name) => Some(name.clone()),
+                    SubscribeTarget::Topic(_) => None,
+                };
+                let subscribed = self.subscribe(
                     session,
                     id,
                     target,
@@ -325,8 +329,13 @@ impl Router {
                     prefetch,
                     &arguments,
                     receipt.as_deref(),
-                ) {
+                );
+                if subscribed {
                     self.receipt(session, receipt);
+                    // The RECEIPT says "active"; a backlog follows it.
+                    if let Some(name) = queue {
+                        self.dispatch(&name);
+                    }
                 }
             }
             RouterCommand::Unsubscribe {

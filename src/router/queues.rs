@@ -60,7 +60,6 @@ impl Router {
                 },
             );
         }
-        self.dispatch(&name);
         true
     }
 

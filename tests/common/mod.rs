@@ -131,6 +131,37 @@ impl Client {
         self.expect_receipt(&receipt).await;
     }
 
+    /// Sends `frame` with a receipt and waits for it.
+    pub async fn send_confirmed(&mut self, frame: Frame, receipt: &str) {
+        self.send(frame.header("receipt", receipt)).await;
+        self.expect_receipt(receipt).await;
+    }
+
+    /// Subscribes with extra headers (ack mode, prefetch, ...), confirmed.
+    pub async fn subscribe_with(&mut self, id: &str, destination: &str, headers: &[(&str, &str)]) {
+        let mut frame = Frame::new(Command::Subscribe)
+            .header("id", id)
+            .header("destination", destination);
+        for (name, value) in headers {
+            frame = frame.header(*name, *value);
+        }
+        self.send_confirmed(frame, &format!("sub-{id}")).await;
+    }
+
+    /// ACKs (or NACKs) a MESSAGE by its `ack` header (STOMP 1.2).
+    pub async fn settle(&mut self, message: &Frame, nack: bool) {
+        let command = if nack { Command::Nack } else { Command::Ack };
+        let id = message.get("ack").expect("MESSAGE has an ack header");
+        self.send(Frame::new(command).header("id", id)).await;
+    }
+
+    /// The next MESSAGE, asserting it is one.
+    pub async fn message(&mut self) -> Frame {
+        let frame = self.frame().await;
+        assert_eq!(frame.command, Command::Message, "{frame:?}");
+        frame
+    }
+
     pub async fn publish(&mut self, destination: &str, body: &str) {
         self.send(
             Frame::new(Command::Send)
