@@ -3,13 +3,15 @@
 
 use crate::config::Config;
 use crate::listener;
-use crate::queue::QueuePolicy;
+use crate::queue::{QueueMemory, QueuePolicy};
 use crate::router::destination::DestinationLimits;
 use crate::router::{spawn_router, RouterHandle, RouterSettings};
 use crate::shutdown::{shutdown_pair, ShutdownTrigger};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -24,10 +26,55 @@ pub struct BrokerContext {
     pub router: RouterHandle,
     /// Destination limits, from `config.limits`.
     pub destination_limits: DestinationLimits,
+    /// Memory of all queues; sessions wait on it before queue SENDs.
+    pub queue_memory: Arc<QueueMemory>,
+    /// Open connections per client address. Entries go at zero, so the map
+    /// holds at most `max_connections` keys. Short critical sections only.
+    connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_session: AtomicU64,
 }
 
+/// One open connection counted against its address; uncounted on drop.
+#[derive(Debug)]
+pub struct IpSlot {
+    context: Arc<BrokerContext>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.context.lock_connections_per_ip();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl BrokerContext {
+    fn lock_connections_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A poisoned lock only means a panic elsewhere; the counts are plain.
+        self.connections_per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a connection from `ip`, or `None` past `max_connections_per_ip`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut counts = self.lock_connections_per_ip();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.config.listener.max_connections_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            context: self.clone(),
+            ip,
+        })
+    }
+
     /// A fresh session id.
     pub fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
@@ -55,14 +102,22 @@ impl Broker {
         };
         let queue_policy = QueuePolicy::new(&config.queues, &destination_limits)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let queue_memory = Arc::new(QueueMemory::new(config.limits.max_queued_message_bytes));
         let (router, _router_task) = spawn_router(RouterSettings {
             queue_depth: config.router.queue_depth,
             queue_policy,
             topic_prefetch: config.queues.prefetch,
-        });
+            max_unacked_per_connection: config.limits.max_unacked_per_connection,
+            queue_memory: queue_memory.clone(),
+            slow_consumers: config.slow_consumers.clone(),
+            destination_limits,
+        })
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let context = Arc::new(BrokerContext {
             destination_limits,
             router,
+            queue_memory,
+            connections_per_ip: Mutex::new(HashMap::new()),
             config: config.clone(),
             next_session: AtomicU64::new(0),
         });

@@ -26,6 +26,8 @@ pub struct Config {
     pub router: RouterConfig,
     /// Queue defaults and per-pattern rules.
     pub queues: QueuesConfig,
+    /// What happens to subscribers that fall behind.
+    pub slow_consumers: SlowConsumersConfig,
     /// Shutdown behaviour.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -42,6 +44,8 @@ pub struct ListenerConfig {
     pub path: String,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections from one client IP address.
+    pub max_connections_per_ip: usize,
     /// Limit on the WebSocket upgrade.
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
@@ -56,6 +60,7 @@ impl Default for ListenerConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 61614)),
             path: "/ws".into(),
             max_connections: 20_000,
+            max_connections_per_ip: 1000,
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
         }
@@ -117,6 +122,10 @@ pub struct LimitsConfig {
     pub max_transactions_per_connection: usize,
     /// SEND, ACK and NACK frames in one transaction.
     pub max_frames_per_transaction: usize,
+    /// Unsettled deliveries per connection.
+    pub max_unacked_per_connection: usize,
+    /// Body bytes in all queues together before publishers to queues wait.
+    pub max_queued_message_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -132,6 +141,8 @@ impl Default for LimitsConfig {
             max_multi_word_wildcards: 4,
             max_transactions_per_connection: 16,
             max_frames_per_transaction: 10_000,
+            max_unacked_per_connection: 10_000,
+            max_queued_message_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -251,6 +262,47 @@ pub struct QueueRule {
     pub dead_letter: Option<String>,
 }
 
+/// What happens to a subscriber whose outbound budget is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumerPolicy {
+    /// ERROR "slow consumer", close 1008.
+    Disconnect,
+    /// Drop its oldest queued topic messages (auto-ack topic subscriptions).
+    DropOldest,
+    /// Reserved for a later release (keep only the latest value per topic).
+    Conflate,
+}
+
+/// `[slow_consumers]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowConsumersConfig {
+    /// The policy where no rule matches.
+    pub policy: SlowConsumerPolicy,
+    /// Policies per subscription destination pattern; the first match wins.
+    pub rules: Vec<SlowConsumerRule>,
+}
+
+impl Default for SlowConsumersConfig {
+    fn default() -> Self {
+        SlowConsumersConfig {
+            policy: SlowConsumerPolicy::Disconnect,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[[slow_consumers.rules]]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowConsumerRule {
+    /// A `/topic/...` pattern matched against subscription destinations.
+    pub pattern: String,
+    /// The policy for matching subscriptions.
+    pub policy: SlowConsumerPolicy,
+}
+
 /// `[router]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -332,6 +384,18 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let positive = [
             ("listener.max_connections", self.listener.max_connections),
+            (
+                "listener.max_connections_per_ip",
+                self.listener.max_connections_per_ip,
+            ),
+            (
+                "limits.max_unacked_per_connection",
+                self.limits.max_unacked_per_connection,
+            ),
+            (
+                "limits.max_queued_message_bytes",
+                self.limits.max_queued_message_bytes,
+            ),
             ("limits.max_command_bytes", self.limits.max_command_bytes),
             ("limits.max_headers", self.limits.max_headers),
             (
@@ -352,6 +416,25 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be greater than 0"));
+        }
+        let policies = std::iter::once(self.slow_consumers.policy)
+            .chain(self.slow_consumers.rules.iter().map(|r| r.policy));
+        if policies
+            .into_iter()
+            .any(|p| p == SlowConsumerPolicy::Conflate)
+        {
+            return Err("slow_consumers policy \"conflate\" is reserved for a later release; use \"disconnect\" or \"drop-oldest\"".into());
+        }
+        if let Some(rule) = self
+            .slow_consumers
+            .rules
+            .iter()
+            .find(|r| !r.pattern.starts_with("/topic/"))
+        {
+            return Err(format!(
+                "slow_consumers.rules pattern '{}' must start with /topic/",
+                rule.pattern
+            ));
         }
         if self.queues.prefetch == 0
             || self.queues.max_length == 0

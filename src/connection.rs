@@ -40,10 +40,18 @@ pub async fn serve(
 ) {
     let id = SessionId(context.next_session_id());
     let span = info_span!("conn", id = id.0, %peer);
-    run(stream, id, context, shutdown).instrument(span).await;
+    run(stream, peer.ip(), id, context, shutdown)
+        .instrument(span)
+        .await;
 }
 
-async fn run(stream: TcpStream, id: SessionId, context: Arc<BrokerContext>, shutdown: Shutdown) {
+async fn run(
+    stream: TcpStream,
+    peer_ip: std::net::IpAddr,
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    shutdown: Shutdown,
+) {
     // Frames go out whole and at once; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     let handshake_timeout = context.config.listener.handshake_timeout;
@@ -64,6 +72,7 @@ async fn run(stream: TcpStream, id: SessionId, context: Arc<BrokerContext>, shut
         }
     };
     debug!(subprotocol = ?handshake.subprotocol, "WebSocket open");
+    let ip_slot = context.admit(peer_ip);
     let outbound_config = &context.config.outbound;
     let (queue, outbound) = outbound_queue(
         outbound_config.max_queued_frames,
@@ -82,6 +91,15 @@ async fn run(stream: TcpStream, id: SessionId, context: Arc<BrokerContext>, shut
         pinged: false,
         connect_deadline: now + context.config.listener.connect_timeout,
         grace: context.config.stomp.heartbeat_grace,
+    };
+    let Some(_ip_slot) = ip_slot else {
+        let max = context.config.listener.max_connections_per_ip;
+        let error = SessionError::new(
+            format!("too many connections from {peer_ip}: max_connections_per_ip is {max}"),
+            CloseReason::PolicyViolation,
+        );
+        connection.finish(End::Error(error)).await;
+        return;
     };
     let end = connection.drive(shutdown).await;
     connection.finish(end).await;
@@ -181,7 +199,11 @@ impl Connection {
                 Ok(None) => return None,
                 Err(error) => return Some(End::Error(error.into())),
             };
-            match self.session.handle(frame).await {
+            let handled = self.session.handle(frame).await;
+            // Time the broker spent on the frame (publisher back-pressure)
+            // is not the client's silence.
+            self.alive();
+            match handled {
                 Ok(Flow::Continue) => {
                     if let Some(version) = self.session.version() {
                         self.decoder.set_version(version);

@@ -1,15 +1,21 @@
 //! The bounded queue of encoded frames from the router (and the session) to
 //! one connection's writer, with the byte budget that defines a slow consumer.
 //!
-//! The router never waits on a connection: it *tries* to push, and a push that
-//! would exceed the frame count or the byte budget marks the queue overflowed
-//! and wakes the connection, which then closes with ERROR "slow consumer".
+//! The router never waits on a connection: it *tries* to push. A push that
+//! would exceed the frame count or the byte budget either makes room by
+//! dropping the oldest *droppable* frames (topic messages of subscriptions
+//! whose slow-consumer policy is `drop-oldest`), or marks the queue
+//! overflowed and wakes the connection, which closes with ERROR "slow consumer".
+//!
+//! A `std::sync::Mutex` guards the deque: critical sections are a push or a
+//! drain, never held across an `.await`.
 
 use crate::session::CloseReason;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
 
 /// One encoded STOMP frame: exactly one WebSocket message.
 #[derive(Debug, Clone)]
@@ -20,6 +26,17 @@ pub struct OutFrame {
     pub text: bool,
     /// Set on a final ERROR from the router: close the connection after it.
     pub close: Option<Box<Closing>>,
+}
+
+impl OutFrame {
+    /// A frame that is neither final nor droppable.
+    pub fn new(bytes: Bytes, text: bool) -> Self {
+        OutFrame {
+            bytes,
+            text,
+            close: None,
+        }
+    }
 }
 
 /// How to close after a final frame.
@@ -40,97 +57,161 @@ pub enum PushError {
     Closed,
 }
 
+/// Frames waiting, with whether each may be dropped under pressure.
+#[derive(Debug, Default)]
+struct Pending {
+    frames: VecDeque<(OutFrame, bool)>,
+}
+
 /// State shared by the two halves.
 #[derive(Debug)]
-struct Budget {
-    /// Bytes pushed and not yet written. Added by pushers, subtracted by the writer.
-    queued_bytes: AtomicUsize,
-    /// The budget for `queued_bytes`.
+struct Shared {
+    pending: Mutex<Pending>,
+    max_frames: usize,
     max_bytes: usize,
+    /// Wakes the writer when frames arrive or the last sender goes.
+    ready: Notify,
+    /// Live `OutboundQueue` handles; zero means no more frames will come.
+    senders: AtomicUsize,
+    /// Bytes pushed and not yet written (pending plus the writer's batch).
+    in_flight_bytes: AtomicUsize,
     /// Set once, by the push that found the budget exhausted.
     overflowed: AtomicBool,
     /// Wakes the connection when `overflowed` is set (a stored permit if it is not waiting).
     overflow: Notify,
+    /// Frames dropped by `drop-oldest`.
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A poisoned lock only means a panic elsewhere; the data is plain.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The sending half: held by the router for every subscription and by the session.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OutboundQueue {
-    /// Frames for the connection's writer; closing means no more frames.
-    frames_tx: mpsc::Sender<OutFrame>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
+}
+
+impl Clone for OutboundQueue {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        OutboundQueue {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for OutboundQueue {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.ready.notify_one();
+        }
+    }
 }
 
 /// The receiving half: owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    frames_rx: mpsc::Receiver<OutFrame>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
 }
 
 /// A queue of at most `max_frames` frames and `max_bytes` bytes.
 pub fn outbound_queue(max_frames: usize, max_bytes: usize) -> (OutboundQueue, OutboundReceiver) {
-    let (frames_tx, frames_rx) = mpsc::channel(max_frames.max(1));
-    let budget = Arc::new(Budget {
-        queued_bytes: AtomicUsize::new(0),
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Pending::default()),
+        max_frames: max_frames.max(1),
         max_bytes,
+        ready: Notify::new(),
+        senders: AtomicUsize::new(1),
+        in_flight_bytes: AtomicUsize::new(0),
         overflowed: AtomicBool::new(false),
         overflow: Notify::new(),
+        dropped: AtomicU64::new(0),
     });
     (
         OutboundQueue {
-            frames_tx,
-            budget: budget.clone(),
+            shared: shared.clone(),
         },
-        OutboundReceiver { frames_rx, budget },
+        OutboundReceiver { shared },
     )
 }
 
 impl OutboundQueue {
-    /// Queues a frame without waiting.
+    /// Queues a frame without waiting; past the budget the connection is a
+    /// slow consumer.
     pub fn push(&self, frame: OutFrame) -> Result<(), PushError> {
-        if self.budget.overflowed.load(Ordering::Relaxed) {
+        self.push_inner(frame, false)
+    }
+
+    /// Queues a topic message that may be dropped, oldest first, to make room
+    /// for newer droppable ones (the `drop-oldest` policy).
+    pub fn push_droppable(&self, frame: OutFrame) -> Result<(), PushError> {
+        self.push_inner(frame, true)
+    }
+
+    fn push_inner(&self, frame: OutFrame, droppable: bool) -> Result<(), PushError> {
+        let shared = &*self.shared;
+        if shared.overflowed.load(Ordering::Relaxed) {
             return Err(PushError::SlowConsumer);
         }
         let length = frame.bytes.len();
-        let before = self
-            .budget
-            .queued_bytes
-            .fetch_add(length, Ordering::Relaxed);
-        if before + length > self.budget.max_bytes {
-            return Err(self.overflow(length));
+        {
+            let mut pending = shared.lock();
+            let fits = |p: &Pending, in_flight: usize| {
+                p.frames.len() < shared.max_frames && in_flight + length <= shared.max_bytes
+            };
+            if droppable {
+                while !fits(&pending, shared.in_flight_bytes.load(Ordering::Relaxed)) {
+                    let Some(at) = pending.frames.iter().position(|(_, d)| *d) else {
+                        break;
+                    };
+                    if let Some((old, _)) = pending.frames.remove(at) {
+                        shared
+                            .in_flight_bytes
+                            .fetch_sub(old.bytes.len(), Ordering::Relaxed);
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if !fits(&pending, shared.in_flight_bytes.load(Ordering::Relaxed)) {
+                drop(pending);
+                if !shared.overflowed.swap(true, Ordering::Relaxed) {
+                    shared.overflow.notify_one();
+                }
+                return Err(PushError::SlowConsumer);
+            }
+            shared.in_flight_bytes.fetch_add(length, Ordering::Relaxed);
+            pending.frames.push_back((frame, droppable));
         }
-        match self.frames_tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(self.overflow(length)),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
-        }
+        shared.ready.notify_one();
+        Ok(())
     }
 
     /// Whether the queue is at most half full, by bytes and by frames. Queue
     /// dispatch to auto-ack consumers waits for this, so that queue messages
     /// stay in their queue instead of overflowing a slow connection.
     pub fn has_room(&self) -> bool {
-        let half_frames = self.frames_tx.max_capacity() / 2;
-        !self.budget.overflowed.load(Ordering::Relaxed)
-            && self.budget.queued_bytes.load(Ordering::Relaxed) < self.budget.max_bytes / 2
-            && self.frames_tx.capacity() > half_frames
+        let shared = &*self.shared;
+        !shared.overflowed.load(Ordering::Relaxed)
+            && shared.in_flight_bytes.load(Ordering::Relaxed) < shared.max_bytes / 2
+            && shared.lock().frames.len() < shared.max_frames / 2
     }
 
-    fn overflow(&self, length: usize) -> PushError {
-        self.budget
-            .queued_bytes
-            .fetch_sub(length, Ordering::Relaxed);
-        if !self.budget.overflowed.swap(true, Ordering::Relaxed) {
-            self.budget.overflow.notify_one();
-        }
-        PushError::SlowConsumer
+    /// Frames dropped so far by `drop-oldest`.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 
 /// See [`OutboundReceiver::overflow_signal`].
 #[derive(Debug, Clone)]
-pub struct OverflowSignal(Arc<Budget>);
+pub struct OverflowSignal(Arc<Shared>);
 
 impl OverflowSignal {
     /// Resolves once the queue has overflowed (at once if it already has).
@@ -146,42 +227,61 @@ impl OverflowSignal {
 impl OutboundReceiver {
     /// Waits for frames and moves up to `limit` of them into `batch`.
     /// Returns 0 once every sender is gone and the queue is empty.
+    /// Cancel-safe: frames are only taken when the call returns.
     pub async fn recv_many(&mut self, batch: &mut Vec<OutFrame>, limit: usize) -> usize {
-        self.frames_rx.recv_many(batch, limit).await
+        loop {
+            let notified = self.shared.ready.notified();
+            let taken = self.take(batch, limit);
+            if taken > 0 {
+                return taken;
+            }
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
+                // A push may have raced the last drop; look once more.
+                return self.take(batch, limit);
+            }
+            notified.await;
+        }
+    }
+
+    fn take(&self, batch: &mut Vec<OutFrame>, limit: usize) -> usize {
+        let mut pending = self.shared.lock();
+        let count = pending.frames.len().min(limit);
+        batch.extend(pending.frames.drain(..count).map(|(frame, _)| frame));
+        count
     }
 
     /// Takes one frame if one is ready.
     pub fn try_recv(&mut self) -> Option<OutFrame> {
-        self.frames_rx.try_recv().ok()
+        let mut pending = self.shared.lock();
+        pending.frames.pop_front().map(|(frame, _)| frame)
     }
 
     /// Gives back budget for frames the writer has written.
     pub fn written(&self, bytes: usize) {
-        self.budget.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.shared
+            .in_flight_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// A handle that resolves when a push has found this connection over
     /// its budget; separate so it can be awaited while frames are received.
     pub fn overflow_signal(&self) -> OverflowSignal {
-        OverflowSignal(self.budget.clone())
+        OverflowSignal(self.shared.clone())
     }
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.budget.queued_bytes.load(Ordering::Relaxed)
+        self.shared.in_flight_bytes.load(Ordering::Relaxed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn frame(n: usize) -> OutFrame {
-        OutFrame {
-            bytes: Bytes::from(vec![b'x'; n]),
-            text: true,
-            close: None,
-        }
+        OutFrame::new(Bytes::from(vec![b'x'; n]), true)
     }
 
     #[tokio::test]
@@ -191,12 +291,9 @@ mod tests {
         assert_eq!(queue.push(frame(60)), Err(PushError::SlowConsumer));
         // Even a small frame is refused once overflowed.
         assert_eq!(queue.push(frame(1)), Err(PushError::SlowConsumer));
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            receiver.overflow_signal().wait(),
-        )
-        .await
-        .expect("overflow is signalled");
+        tokio::time::timeout(Duration::from_secs(1), receiver.overflow_signal().wait())
+            .await
+            .expect("overflow is signalled");
     }
 
     #[tokio::test]
@@ -216,5 +313,38 @@ mod tests {
         receiver.written(taken.bytes.len());
         assert_eq!(receiver.queued_bytes(), 0);
         assert!(queue.push(frame(80)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_keeps_the_newest_droppable_frames_and_every_other_frame() {
+        let (queue, mut receiver) = outbound_queue(3, 1000);
+        queue
+            .push(OutFrame::new(Bytes::from_static(b"receipt"), true))
+            .expect("fits");
+        for n in 0..5u8 {
+            queue
+                .push_droppable(OutFrame::new(Bytes::from(vec![n]), true))
+                .expect("makes room");
+        }
+        let mut batch = Vec::new();
+        receiver.recv_many(&mut batch, 10).await;
+        let kept: Vec<&[u8]> = batch.iter().map(|f| &f.bytes[..]).collect();
+        assert_eq!(kept, vec![&b"receipt"[..], &[3u8][..], &[4u8][..]]);
+        assert_eq!(queue.dropped(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_end_is_seen_when_every_sender_is_gone() {
+        let (queue, mut receiver) = outbound_queue(10, 100);
+        let other = queue.clone();
+        queue.push(frame(1)).expect("fits");
+        drop(queue);
+        drop(other);
+        let mut batch = Vec::new();
+        assert_eq!(receiver.recv_many(&mut batch, 10).await, 1);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(1), receiver.recv_many(&mut batch, 10)).await,
+            Ok(0)
+        );
     }
 }

@@ -9,11 +9,13 @@
 //! comes back to the front when its delay is over: both are older than what
 //! waits behind them.
 
+mod memory;
 mod settings;
 
 use crate::config::Overflow;
 use crate::router::message::Message;
 use crate::router::SessionId;
+pub use memory::QueueMemory;
 pub use settings::{QueueArguments, QueuePolicy, QueueSettings};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -55,6 +57,8 @@ pub struct Queue {
     delayed_count: u64,
     /// Body bytes of every held message, ready or delayed.
     bytes: usize,
+    /// The broker-wide count that `bytes` is part of.
+    memory: Arc<QueueMemory>,
     /// Consumers in round-robin order.
     pub consumers: Vec<Consumer>,
     /// Where round-robin continues.
@@ -65,7 +69,7 @@ pub struct Queue {
 
 impl Queue {
     /// An empty queue.
-    pub fn new(name: String, settings: QueueSettings) -> Queue {
+    pub fn new(name: String, settings: QueueSettings, memory: Arc<QueueMemory>) -> Queue {
         Queue {
             name,
             settings,
@@ -73,6 +77,7 @@ impl Queue {
             delayed: BTreeMap::new(),
             delayed_count: 0,
             bytes: 0,
+            memory,
             consumers: Vec::new(),
             next_consumer: 0,
             dropped: 0,
@@ -116,7 +121,7 @@ impl Queue {
                         let Some(oldest) = self.ready.pop_front() else {
                             break;
                         };
-                        self.bytes -= oldest.message.body.len();
+                        self.release(oldest.message.body.len());
                         self.dropped += 1;
                     }
                     if full(self) {
@@ -129,7 +134,7 @@ impl Queue {
                 }
             }
         }
-        self.bytes += size;
+        self.hold(size);
         self.ready.push_back(QueuedMessage {
             message,
             deliveries: 0,
@@ -137,10 +142,20 @@ impl Queue {
         Ok(())
     }
 
+    fn hold(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        self.memory.add(bytes);
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        self.memory.sub(bytes);
+    }
+
     /// Takes the next ready message, dropping expired ones on the way.
     pub fn pop_ready(&mut self, now_ms: u64) -> Option<QueuedMessage> {
         while let Some(next) = self.ready.pop_front() {
-            self.bytes -= next.message.body.len();
+            self.release(next.message.body.len());
             if next.message.expired(now_ms) {
                 self.dropped += 1;
                 continue;
@@ -153,14 +168,14 @@ impl Queue {
     /// Puts returned messages back in front, in the order given.
     pub fn return_to_front(&mut self, messages: impl DoubleEndedIterator<Item = QueuedMessage>) {
         for message in messages.rev() {
-            self.bytes += message.message.body.len();
+            self.hold(message.message.body.len());
             self.ready.push_front(message);
         }
     }
 
     /// Holds a NACKed message until `due`.
     pub fn delay(&mut self, message: QueuedMessage, due: Instant) {
-        self.bytes += message.message.body.len();
+        self.hold(message.message.body.len());
         self.delayed_count += 1;
         self.delayed.insert((due, self.delayed_count), message);
     }
@@ -215,10 +230,25 @@ impl Queue {
     }
 }
 
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // A deleted queue (auto-delete, reply queue) frees what it held.
+        self.memory.sub(self.bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    fn new_queue(settings: QueueSettings) -> Queue {
+        Queue::new(
+            "/queue/q".into(),
+            settings,
+            Arc::new(QueueMemory::new(usize::MAX)),
+        )
+    }
 
     fn settings(max_length: usize, overflow: Overflow) -> QueueSettings {
         QueueSettings {
@@ -255,11 +285,11 @@ mod tests {
 
     #[test]
     fn reject_and_drop_oldest_overflow() {
-        let mut queue = Queue::new("/queue/q".into(), settings(2, Overflow::Reject));
+        let mut queue = new_queue(settings(2, Overflow::Reject));
         queue.enqueue(message("1", None)).expect("fits");
         queue.enqueue(message("2", None)).expect("fits");
         assert!(queue.enqueue(message("3", None)).is_err());
-        let mut queue = Queue::new("/queue/q".into(), settings(2, Overflow::DropOldest));
+        let mut queue = new_queue(settings(2, Overflow::DropOldest));
         for id in ["1", "2", "3"] {
             queue.enqueue(message(id, None)).expect("drops oldest");
         }
@@ -269,7 +299,7 @@ mod tests {
 
     #[test]
     fn expired_messages_are_skipped() {
-        let mut queue = Queue::new("/queue/q".into(), settings(10, Overflow::Reject));
+        let mut queue = new_queue(settings(10, Overflow::Reject));
         queue.enqueue(message("old", Some(5))).expect("fits");
         queue.enqueue(message("new", Some(50))).expect("fits");
         assert_eq!(
@@ -281,7 +311,7 @@ mod tests {
 
     #[test]
     fn returned_messages_go_first_in_their_order() {
-        let mut queue = Queue::new("/queue/q".into(), settings(10, Overflow::Reject));
+        let mut queue = new_queue(settings(10, Overflow::Reject));
         queue.enqueue(message("3", None)).expect("fits");
         let returned = ["1", "2"].map(|id| QueuedMessage {
             message: message(id, None),
@@ -293,7 +323,7 @@ mod tests {
 
     #[test]
     fn delayed_messages_come_back_when_due_and_backoff_doubles() {
-        let mut queue = Queue::new("/queue/q".into(), settings(10, Overflow::Reject));
+        let mut queue = new_queue(settings(10, Overflow::Reject));
         let now = Instant::now();
         queue.delay(
             QueuedMessage {
@@ -316,7 +346,7 @@ mod tests {
 
     #[test]
     fn dead_letter_after_max_deliveries() {
-        let queue = Queue::new("/queue/q".into(), settings(10, Overflow::Reject));
+        let queue = new_queue(settings(10, Overflow::Reject));
         let twice = QueuedMessage {
             message: message("m", None),
             deliveries: 2,

@@ -23,8 +23,9 @@ pub mod subscription;
 pub mod topic_trie;
 mod topics;
 
+use crate::config::{SlowConsumerPolicy, SlowConsumersConfig};
 use crate::outbound::{Closing, OutFrame, OutboundQueue, PushError};
-use crate::queue::{Queue, QueueArguments, QueuePolicy, QueuedMessage};
+use crate::queue::{Queue, QueueArguments, QueueMemory, QueuePolicy, QueuedMessage};
 use crate::session::CloseReason;
 use destination::{PatternWord, SubscribeTarget};
 use message::Publication;
@@ -187,12 +188,36 @@ pub struct RouterSettings {
     pub queue_policy: QueuePolicy,
     /// Default prefetch of client-ack topic subscriptions.
     pub topic_prefetch: usize,
+    /// Unsettled deliveries per connection.
+    pub max_unacked_per_connection: usize,
+    /// Memory of all queues, shared with sessions for back-pressure.
+    pub queue_memory: Arc<QueueMemory>,
+    /// Slow-consumer policies.
+    pub slow_consumers: SlowConsumersConfig,
+    /// Limits for parsing the policies' patterns.
+    pub destination_limits: destination::DestinationLimits,
 }
 
 /// Starts the router task.
-pub fn spawn_router(settings: RouterSettings) -> (RouterHandle, tokio::task::JoinHandle<()>) {
+pub fn spawn_router(
+    settings: RouterSettings,
+) -> Result<(RouterHandle, tokio::task::JoinHandle<()>), String> {
     let (commands_tx, commands_rx) = mpsc::channel(settings.queue_depth);
+    let drop_oldest_rules = settings
+        .slow_consumers
+        .rules
+        .iter()
+        .map(|rule| {
+            destination::topic_pattern(&rule.pattern, &settings.destination_limits)
+                .map(|pattern| (pattern, rule.policy == SlowConsumerPolicy::DropOldest))
+                .map_err(|e| format!("slow_consumers.rules pattern: {}", e.0))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let router = Router {
+        drop_oldest_rules,
+        drop_oldest_default: settings.slow_consumers.policy == SlowConsumerPolicy::DropOldest,
+        max_unacked_per_connection: settings.max_unacked_per_connection,
+        queue_memory: settings.queue_memory,
         topics: TopicTrie::default(),
         sessions: HashMap::new(),
         queues: HashMap::new(),
@@ -203,7 +228,7 @@ pub fn spawn_router(settings: RouterSettings) -> (RouterHandle, tokio::task::Joi
         next_message: 0,
     };
     let task = tokio::spawn(router.run(commands_rx));
-    (RouterHandle { commands_tx }, task)
+    Ok((RouterHandle { commands_tx }, task))
 }
 
 /// A prefix that keeps message ids unique across restarts: the start time.
@@ -257,6 +282,11 @@ struct Unacked {
 }
 
 struct Router {
+    /// Slow-consumer rules: pattern → whether it means `drop-oldest`.
+    drop_oldest_rules: Vec<(Vec<PatternWord>, bool)>,
+    drop_oldest_default: bool,
+    max_unacked_per_connection: usize,
+    queue_memory: Arc<QueueMemory>,
     topics: TopicTrie<Arc<Subscriber>>,
     sessions: HashMap<SessionId, SessionEntry>,
     queues: HashMap<String, Queue>,
@@ -407,6 +437,10 @@ impl Router {
         arguments: &QueueArguments,
         receipt: Option<&str>,
     ) -> bool {
+        let drop_oldest = match &target {
+            SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
+            SubscribeTarget::Queue(_) => false,
+        };
         let Some(entry) = self.sessions.get_mut(&session) else {
             return false;
         };
@@ -418,6 +452,7 @@ impl Router {
                     ack,
                     version: entry.version,
                     outbound: entry.outbound.clone(),
+                    drop_oldest,
                 });
                 self.topics.insert(&pattern, subscriber.clone());
                 entry.subscriptions.insert(
@@ -525,6 +560,24 @@ impl Router {
             self.queues.remove(&name);
             self.attention.remove(&name);
         }
+    }
+
+    /// The slow-consumer policy of a topic subscription: the first rule whose
+    /// pattern matches the subscription's destination (its wildcards read as
+    /// plain words), else the default.
+    fn drops_oldest(&self, pattern: &[PatternWord]) -> bool {
+        let words: Vec<&str> = pattern
+            .iter()
+            .map(|word| match word {
+                PatternWord::Exact(word) => &**word,
+                PatternWord::One => "*",
+                PatternWord::Many => "#",
+            })
+            .collect();
+        self.drop_oldest_rules
+            .iter()
+            .find(|(rule, _)| destination::pattern_matches(rule, &words))
+            .map_or(self.drop_oldest_default, |(_, drop_oldest)| *drop_oldest)
     }
 
     /// The next message id.

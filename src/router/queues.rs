@@ -15,10 +15,11 @@ impl Router {
     /// The queue `name`, created with `arguments` if it does not exist.
     fn queue_mut(&mut self, name: &str, arguments: &QueueArguments) -> &mut Queue {
         let policy = &self.policy;
+        let memory = &self.queue_memory;
         self.queues.entry(name.to_owned()).or_insert_with(|| {
             let settings = policy.settings_for(name, arguments);
             debug!(queue = name, ?settings, "queue created");
-            Queue::new(name.to_owned(), settings)
+            Queue::new(name.to_owned(), settings, memory.clone())
         })
     }
 
@@ -175,7 +176,11 @@ impl Router {
         };
         let mut settings = self.policy.settings_for(&reply_queue.queue, &arguments);
         settings.dead_letter = None;
-        let mut queue = Queue::new(reply_queue.queue.clone(), settings);
+        let mut queue = Queue::new(
+            reply_queue.queue.clone(),
+            settings,
+            self.queue_memory.clone(),
+        );
         queue.consumers.push(Consumer {
             session,
             subscription: reply_queue.subscription.clone(),
@@ -209,6 +214,7 @@ impl Router {
                 // in the queue rather than overflow a slow connection.
                 let has_credit = if with_ack {
                     subscription.unacked.len() < subscription.prefetch
+                        && entry.ack_index.len() < self.max_unacked_per_connection
                 } else {
                     entry.outbound.has_room()
                 };

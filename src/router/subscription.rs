@@ -56,4 +56,6 @@ pub struct Subscriber {
     pub version: Version,
     /// The connection's outbound queue.
     pub outbound: OutboundQueue,
+    /// Slow-consumer policy `drop-oldest`: its topic messages may be dropped.
+    pub drop_oldest: bool,
 }

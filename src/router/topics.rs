@@ -33,7 +33,9 @@ impl Router {
                 let Some(subscription) = entry.subscriptions.get_mut(&subscriber.id) else {
                     continue;
                 };
-                if subscription.unacked.len() >= subscription.prefetch {
+                if subscription.unacked.len() >= subscription.prefetch
+                    || entry.ack_index.len() >= self.max_unacked_per_connection
+                {
                     debug!(session = %subscriber.session, subscription = %subscriber.id, "prefetch full: topic message skipped");
                     continue;
                 }
@@ -51,7 +53,12 @@ impl Router {
                 });
             }
             let frame = fan_out.frame_for(subscriber.version, &subscriber.id, with_ack);
-            if subscriber.outbound.push(frame) == Err(PushError::SlowConsumer) {
+            let pushed = if subscriber.drop_oldest && !with_ack {
+                subscriber.outbound.push_droppable(frame)
+            } else {
+                subscriber.outbound.push(frame)
+            };
+            if pushed == Err(PushError::SlowConsumer) {
                 slow.push(subscriber.session);
             }
         }

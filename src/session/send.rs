@@ -2,7 +2,7 @@
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::queue::QueueArguments;
-use crate::router::destination::{send_target, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX};
+use crate::router::destination::{send_target, SendTarget, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX};
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{epoch_ms, RouterCommand, TxOperation};
 use stomp_protocol::Frame;
@@ -14,6 +14,11 @@ impl Session {
             self.transactions
                 .add(transaction, TxOperation::Publish(publication))?;
             return self.receipt(&frame).await.map(|()| Flow::Continue);
+        }
+        if matches!(publication.target, SendTarget::Queue(_)) {
+            // Publisher back-pressure: past the queues' memory limit, wait
+            // (and so stop reading this connection) until consumers drain.
+            self.context.queue_memory.wait_for_room().await;
         }
         self.route(RouterCommand::Publish {
             session: self.id,

@@ -4,6 +4,7 @@
 //! discard them.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
+use crate::router::destination::SendTarget;
 use crate::router::{RouterCommand, TxOperation};
 use std::collections::HashMap;
 use stomp_protocol::{Command, Frame};
@@ -78,6 +79,13 @@ impl Session {
                     .open
                     .remove(id)
                     .ok_or_else(|| unknown(id))?;
+                let to_queues = operations.iter().any(|operation| {
+                    matches!(operation, TxOperation::Publish(p) if matches!(p.target, SendTarget::Queue(_)))
+                });
+                if to_queues {
+                    // Publisher back-pressure, as for a plain SEND.
+                    self.context.queue_memory.wait_for_room().await;
+                }
                 self.route(RouterCommand::Commit {
                     session: self.id,
                     operations,
