@@ -88,6 +88,54 @@ impl Client {
         })
     }
 
+    /// Opens a WebSocket from the loopback address `source` (127.0.0.x), so
+    /// that tests can be different client IPs.
+    pub async fn open_from(
+        source: std::net::Ipv4Addr,
+        url: &str,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let request = url.into_client_request()?;
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let address: std::net::SocketAddr = host.parse().expect("ws://IP:PORT url");
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let stream = socket.connect(address).await?;
+        let mut request = request;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("v12.stomp"),
+        );
+        let (ws, _) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Client {
+            ws,
+            decoder: Decoder::new(Limits {
+                max_body_bytes: 8 << 20,
+                ..Limits::default()
+            }),
+            buffer: BytesMut::new(),
+            version: Version::V1_2,
+            subprotocol: Some("v12.stomp".into()),
+            last_was_binary: false,
+        })
+    }
+
+    /// Sends CONNECT 1.2 with no heart-beats on an open WebSocket; returns
+    /// the first frame of the answer.
+    pub async fn stomp_connect(&mut self) -> Frame {
+        self.send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "0,0"),
+        )
+        .await;
+        self.frame().await
+    }
+
     /// Opens, sends CONNECT 1.2 with no heart-beats, expects CONNECTED.
     pub async fn connect(url: &str) -> Client {
         let mut client = Client::open(url, &["v12.stomp", "v11.stomp", "v10.stomp"]).await;
@@ -117,6 +165,14 @@ impl Client {
             .send(Message::Binary(bytes.to_vec().into()))
             .await
             .expect("send");
+    }
+
+    /// Sends bytes, ignoring failure (the server may already have closed).
+    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> bool {
+        self.ws
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .is_ok()
     }
 
     pub async fn subscribe(&mut self, id: &str, destination: &str) {
