@@ -163,3 +163,64 @@ async fn shutdown_tells_sessions_and_finishes_in_time() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn drop_oldest_policy_keeps_a_slow_subscriber_with_the_latest_messages() {
+    let mut config = test_config();
+    config.outbound.max_queued_bytes = 64 * 1024;
+    config.outbound.max_queued_frames = 256;
+    config.limits.max_body_bytes = 16 * 1024;
+    config.slow_consumers = stomphub::Config::from_toml(
+        "[[slow_consumers.rules]]\npattern = \"/topic/ticker.#\"\npolicy = \"drop-oldest\"\n",
+        "test",
+    )
+    .expect("config")
+    .slow_consumers;
+    let broker = start(config).await;
+    let url = broker.url();
+    let mut slow = Client::connect(&url).await;
+    slow.subscribe("t", "/topic/ticker.*").await;
+
+    const COUNT: usize = 3000;
+    let mut publisher = Client::connect(&url).await;
+    let padding = "p".repeat(4000);
+    for i in 0..COUNT {
+        publisher
+            .publish("/topic/ticker.acme", &format!("{i:05}{padding}"))
+            .await;
+    }
+    publisher
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/topic/ticker.acme")
+                .header("receipt", "last")
+                .body("last"),
+        )
+        .await;
+    publisher.expect_receipt("last").await;
+
+    // Only now does the slow subscriber read: older ticks are gone, the
+    // connection is not, the order holds and the latest value is there.
+    let mut previous: Option<usize> = None;
+    let mut received = 0;
+    loop {
+        let message = slow.message().await;
+        let body = String::from_utf8(message.body.to_vec()).expect("utf8");
+        if body == "last" {
+            break;
+        }
+        let sequence: usize = body[..5].parse().expect("sequence");
+        assert!(previous.is_none_or(|p| sequence > p), "order kept");
+        previous = Some(sequence);
+        received += 1;
+    }
+    assert!(
+        received < COUNT,
+        "some old ticks were dropped ({received} of {COUNT} kept)"
+    );
+    slow.send_confirmed(
+        Frame::new(Command::Unsubscribe).header("id", "t"),
+        "still-connected",
+    )
+    .await;
+}

@@ -15,24 +15,57 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn command() -> impl Strategy<Value = &'static str> {
     prop_oneof![
-        Just("CONNECT"), Just("STOMP"), Just("SEND"), Just("SUBSCRIBE"), Just("UNSUBSCRIBE"),
-        Just("ACK"), Just("NACK"), Just("BEGIN"), Just("COMMIT"), Just("ABORT"),
-        Just("DISCONNECT"), Just("MESSAGE"), Just("send"), Just("FROB"),
+        Just("CONNECT"),
+        Just("STOMP"),
+        Just("SEND"),
+        Just("SUBSCRIBE"),
+        Just("UNSUBSCRIBE"),
+        Just("ACK"),
+        Just("NACK"),
+        Just("BEGIN"),
+        Just("COMMIT"),
+        Just("ABORT"),
+        Just("DISCONNECT"),
+        Just("MESSAGE"),
+        Just("send"),
+        Just("FROB"),
     ]
 }
 
 fn header() -> impl Strategy<Value = String> {
     let name = prop_oneof![
-        Just("destination"), Just("id"), Just("ack"), Just("receipt"), Just("transaction"),
-        Just("accept-version"), Just("heart-beat"), Just("content-length"), Just("reply-to"),
-        Just("prefetch-count"), Just("expiration"), Just("x-max-length"), Just("exclusive"), Just("x"),
+        Just("destination"),
+        Just("id"),
+        Just("ack"),
+        Just("receipt"),
+        Just("transaction"),
+        Just("accept-version"),
+        Just("heart-beat"),
+        Just("content-length"),
+        Just("reply-to"),
+        Just("prefetch-count"),
+        Just("expiration"),
+        Just("x-max-length"),
+        Just("exclusive"),
+        Just("x"),
     ];
     let value = prop_oneof![
-        Just("/topic/a".to_owned()), Just("/topic/a.*".to_owned()), Just("/topic/#".to_owned()),
-        Just("/queue/q".to_owned()), Just("/temp-queue/t".to_owned()), Just("/reply-queue/s1.t".to_owned()),
-        Just("client".to_owned()), Just("client-individual".to_owned()), Just("1.2".to_owned()),
-        Just("0,0".to_owned()), Just("1".to_owned()), Just("0".to_owned()), Just("-1".to_owned()),
-        Just("a\\cb".to_owned()), Just("bad\\t".to_owned()), Just("true".to_owned()),
+        Just("/topic/a".to_owned()),
+        Just("/topic/a.*".to_owned()),
+        Just("/topic/#".to_owned()),
+        Just("/queue/q".to_owned()),
+        Just("/temp-queue/t".to_owned()),
+        Just("/reply-queue/s1.t".to_owned()),
+        Just("client".to_owned()),
+        Just("client-individual".to_owned()),
+        Just("1.2".to_owned()),
+        Just("0,0".to_owned()),
+        Just("1".to_owned()),
+        Just("0".to_owned()),
+        Just("-1".to_owned()),
+        Just("a\\cb".to_owned()),
+        Just("bad\\t".to_owned()),
+        Just("true".to_owned()),
         "[ -~]{0,12}",
     ];
     (name, value).prop_map(|(n, v)| format!("{n}:{v}\n"))
@@ -63,17 +96,35 @@ async fn run_case(pieces: Vec<Vec<u8>>, split: usize) -> Result<(), TestCaseErro
         stream.extend_from_slice(&piece);
     }
     for chunk in stream.chunks(split) {
-        if fuzzed.ws.send(Message::Binary(chunk.to_vec().into())).await.is_err() {
+        if fuzzed
+            .ws
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
     // Whatever it makes of that, the broker answers or closes in time.
-    let _ = fuzzed.ws.send(Message::text("SEND\ndestination:/topic/end\nreceipt:end\n\n\0")).await;
+    let _ = fuzzed
+        .ws
+        .send(Message::text(
+            "SEND\ndestination:/topic/end\nreceipt:end\n\n\0",
+        ))
+        .await;
     loop {
         match fuzzed.event_within(Duration::from_secs(5)).await {
-            None => return Err(TestCaseError::fail("the broker neither answered nor closed")),
+            None => {
+                return Err(TestCaseError::fail(
+                    "the broker neither answered nor closed",
+                ))
+            }
             Some(Event::Closed(_)) => break,
-            Some(Event::Frame(frame)) if frame.command == Command::Receipt && frame.get("receipt-id") == Some("end") => break,
+            Some(Event::Frame(frame))
+                if frame.command == Command::Receipt && frame.get("receipt-id") == Some("end") =>
+            {
+                break
+            }
             Some(_) => {}
         }
     }
