@@ -7,6 +7,8 @@ use crate::queue::{QueueMemory, QueuePolicy};
 use crate::router::destination::DestinationLimits;
 use crate::router::{spawn_router, RouterHandle, RouterSettings};
 use crate::shutdown::{shutdown_pair, ShutdownTrigger};
+use crate::store::writer::spawn_writer;
+use crate::store::{NoStore, SledStore, Store};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+
+fn invalid(error: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+}
 
 /// What every connection shares. Read-only but for the id counter.
 #[derive(Debug)]
@@ -94,14 +100,32 @@ pub struct Broker {
 impl Broker {
     /// Binds the listener and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Broker> {
+        let store: Box<dyn Store> = if config.storage.enabled {
+            let max_record = config.limits.frame_limits().max_frame_bytes() + 64;
+            Box::new(SledStore::open(&config.storage.data_dir, max_record).map_err(invalid)?)
+        } else {
+            Box::new(NoStore)
+        };
+        Broker::start_with_store(config, store).await
+    }
+
+    /// Starts with a given store (a test's fault-injecting one, say).
+    pub async fn start_with_store(
+        config: Config,
+        mut store: Box<dyn Store>,
+    ) -> std::io::Result<Broker> {
+        // A store that cannot be read completely stops the start: never a
+        // silently shortened queue.
+        let recovered = store.recover().map_err(invalid)?;
+        let writer = spawn_writer(store).map_err(invalid)?;
         let listener = TcpListener::bind(config.listener.address).await?;
         let local_addr = listener.local_addr()?;
         let destination_limits = DestinationLimits {
             max_words: config.limits.max_destination_words,
             max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
         };
-        let queue_policy = QueuePolicy::new(&config.queues, &destination_limits)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let queue_policy =
+            QueuePolicy::new(&config.queues, &destination_limits).map_err(invalid)?;
         let queue_memory = Arc::new(QueueMemory::new(config.limits.max_queued_message_bytes));
         let (router, _router_task) = spawn_router(RouterSettings {
             queue_depth: config.router.queue_depth,
@@ -111,8 +135,13 @@ impl Broker {
             queue_memory: queue_memory.clone(),
             slow_consumers: config.slow_consumers.clone(),
             destination_limits,
+            store: writer,
+            store_enabled: config.storage.enabled,
+            recovered,
+            persistent_patterns: config.storage.persistent.clone(),
+            max_disk_bytes: config.storage.max_disk_bytes,
         })
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        .map_err(invalid)?;
         let context = Arc::new(BrokerContext {
             destination_limits,
             router,

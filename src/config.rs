@@ -28,6 +28,8 @@ pub struct Config {
     pub queues: QueuesConfig,
     /// What happens to subscribers that fall behind.
     pub slow_consumers: SlowConsumersConfig,
+    /// Durable storage.
+    pub storage: StorageConfig,
     /// Shutdown behaviour.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -303,6 +305,32 @@ pub struct SlowConsumerRule {
     pub policy: SlowConsumerPolicy,
 }
 
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Whether anything is stored; off, every message is in memory only.
+    pub enabled: bool,
+    /// The sled database directory.
+    pub data_dir: std::path::PathBuf,
+    /// Bytes of stored messages before persistent SENDs are refused.
+    pub max_disk_bytes: u64,
+    /// Destination patterns whose messages are persistent without a
+    /// `persistent:true` header.
+    pub persistent: Vec<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            enabled: true,
+            data_dir: "data".into(),
+            max_disk_bytes: 10 * 1024 * 1024 * 1024,
+            persistent: Vec::new(),
+        }
+    }
+}
+
 /// `[router]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -416,6 +444,16 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be greater than 0"));
+        }
+        if let Some(pattern) = self
+            .storage
+            .persistent
+            .iter()
+            .find(|p| !p.starts_with("/queue/") && !p.starts_with("/topic/"))
+        {
+            return Err(format!(
+                "storage.persistent pattern '{pattern}' must start with /queue/ or /topic/"
+            ));
         }
         let policies = std::iter::once(self.slow_consumers.policy)
             .chain(self.slow_consumers.rules.iter().map(|r| r.policy));

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod store;
 pub mod websocket;
 
 pub use broker::Broker;

@@ -18,6 +18,9 @@ struct Cli {
     /// Overrides `listener.address` (port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Overrides `storage.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Prints the embedded default configuration and exits.
     #[arg(long)]
     print_config: bool,
@@ -35,6 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(address) = cli.listen {
         config.listener.address = address;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.storage.data_dir = dir;
     }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))

@@ -169,7 +169,10 @@ impl OutboundQueue {
             if droppable {
                 while !fits(&pending, shared.in_flight_bytes.load(Ordering::Relaxed)) {
                     let Some(at) = pending.frames.iter().position(|(_, d)| *d) else {
-                        break;
+                        // What fills the budget is already being written
+                        // (older still): this message is the one to drop.
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
                     };
                     if let Some((old, _)) = pending.frames.remove(at) {
                         shared

@@ -43,16 +43,20 @@ struct BrokerProcess {
     child: Child,
     url: String,
     address: String,
+    /// Config and data; removed with the broker.
+    _dir: tempfile::TempDir,
 }
 
 impl BrokerProcess {
     fn start(config: &str) -> BrokerProcess {
-        let path =
-            std::env::temp_dir().join(format!("stomphub-hostile-{}.toml", std::process::id()));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("broker.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Process::new(env!("CARGO_BIN_EXE_stomphub"))
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -72,6 +76,7 @@ impl BrokerProcess {
             child,
             url,
             address,
+            _dir: dir,
         }
     }
 

@@ -15,6 +15,7 @@ mod settings;
 use crate::config::Overflow;
 use crate::router::message::Message;
 use crate::router::SessionId;
+use crate::store::{QueueId, Sequence};
 pub use memory::QueueMemory;
 pub use settings::{QueueArguments, QueuePolicy, QueueSettings};
 use std::collections::{BTreeMap, VecDeque};
@@ -29,6 +30,8 @@ pub struct QueuedMessage {
     pub message: Arc<Message>,
     /// Deliveries so far.
     pub deliveries: u32,
+    /// Its position in the store, when it is stored.
+    pub sequence: Option<Sequence>,
 }
 
 /// A consumer: a subscription of a session.
@@ -65,6 +68,11 @@ pub struct Queue {
     pub next_consumer: usize,
     /// Messages dropped by `drop-oldest` or expiry (for logs and metrics).
     pub dropped: u64,
+    /// Its id in the store, when it is stored.
+    pub store_id: Option<QueueId>,
+    /// Stored messages dropped since the last `take_discarded`: the router
+    /// removes them from the store.
+    discarded: Vec<QueuedMessage>,
 }
 
 impl Queue {
@@ -81,6 +89,26 @@ impl Queue {
             consumers: Vec::new(),
             next_consumer: 0,
             dropped: 0,
+            store_id: None,
+            discarded: Vec::new(),
+        }
+    }
+
+    /// Stored messages dropped (expired, `drop-oldest`) since the last call.
+    pub fn take_discarded(&mut self) -> Vec<QueuedMessage> {
+        std::mem::take(&mut self.discarded)
+    }
+
+    /// Puts back a message recovered from the store, bounds aside.
+    pub fn restore(&mut self, message: QueuedMessage) {
+        self.hold(message.message.body.len());
+        self.ready.push_back(message);
+    }
+
+    fn discard(&mut self, message: QueuedMessage) {
+        self.dropped += 1;
+        if message.sequence.is_some() {
+            self.discarded.push(message);
         }
     }
 
@@ -99,8 +127,13 @@ impl Queue {
         self.ready.len()
     }
 
-    /// Appends a new message, applying the overflow policy.
-    pub fn enqueue(&mut self, message: Arc<Message>) -> Result<(), QueueFull> {
+    /// Appends a new message (stored at `sequence`, if stored), applying
+    /// the overflow policy.
+    pub fn enqueue(
+        &mut self,
+        message: Arc<Message>,
+        sequence: Option<Sequence>,
+    ) -> Result<(), QueueFull> {
         let size = message.body.len();
         let full =
             |q: &Queue| q.len() >= q.settings.max_length || q.bytes + size > q.settings.max_bytes;
@@ -122,7 +155,7 @@ impl Queue {
                             break;
                         };
                         self.release(oldest.message.body.len());
-                        self.dropped += 1;
+                        self.discard(oldest);
                     }
                     if full(self) {
                         // Only delayed messages are left; the newest cannot fit.
@@ -138,6 +171,7 @@ impl Queue {
         self.ready.push_back(QueuedMessage {
             message,
             deliveries: 0,
+            sequence,
         });
         Ok(())
     }
@@ -157,7 +191,7 @@ impl Queue {
         while let Some(next) = self.ready.pop_front() {
             self.release(next.message.body.len());
             if next.message.expired(now_ms) {
-                self.dropped += 1;
+                self.discard(next);
                 continue;
             }
             return Some(next);
@@ -242,6 +276,12 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    impl Queue {
+        fn enqueue_test(&mut self, message: Arc<Message>) -> Result<(), QueueFull> {
+            self.enqueue(message, None)
+        }
+    }
+
     fn new_queue(settings: QueueSettings) -> Queue {
         Queue::new(
             "/queue/q".into(),
@@ -286,12 +326,12 @@ mod tests {
     #[test]
     fn reject_and_drop_oldest_overflow() {
         let mut queue = new_queue(settings(2, Overflow::Reject));
-        queue.enqueue(message("1", None)).expect("fits");
-        queue.enqueue(message("2", None)).expect("fits");
-        assert!(queue.enqueue(message("3", None)).is_err());
+        queue.enqueue_test(message("1", None)).expect("fits");
+        queue.enqueue_test(message("2", None)).expect("fits");
+        assert!(queue.enqueue_test(message("3", None)).is_err());
         let mut queue = new_queue(settings(2, Overflow::DropOldest));
         for id in ["1", "2", "3"] {
-            queue.enqueue(message(id, None)).expect("drops oldest");
+            queue.enqueue_test(message(id, None)).expect("drops oldest");
         }
         assert_eq!(ids(&mut queue), vec!["2", "3"]);
         assert_eq!(queue.dropped, 1);
@@ -300,8 +340,8 @@ mod tests {
     #[test]
     fn expired_messages_are_skipped() {
         let mut queue = new_queue(settings(10, Overflow::Reject));
-        queue.enqueue(message("old", Some(5))).expect("fits");
-        queue.enqueue(message("new", Some(50))).expect("fits");
+        queue.enqueue_test(message("old", Some(5))).expect("fits");
+        queue.enqueue_test(message("new", Some(50))).expect("fits");
         assert_eq!(
             queue.pop_ready(10).map(|m| m.message.id.to_string()),
             Some("new".into())
@@ -312,10 +352,11 @@ mod tests {
     #[test]
     fn returned_messages_go_first_in_their_order() {
         let mut queue = new_queue(settings(10, Overflow::Reject));
-        queue.enqueue(message("3", None)).expect("fits");
+        queue.enqueue_test(message("3", None)).expect("fits");
         let returned = ["1", "2"].map(|id| QueuedMessage {
             message: message(id, None),
             deliveries: 1,
+            sequence: None,
         });
         queue.return_to_front(returned.into_iter());
         assert_eq!(ids(&mut queue), vec!["1", "2", "3"]);
@@ -329,6 +370,7 @@ mod tests {
             QueuedMessage {
                 message: message("n", None),
                 deliveries: 1,
+                sequence: None,
             },
             now + Duration::from_millis(100),
         );
@@ -350,6 +392,7 @@ mod tests {
         let twice = QueuedMessage {
             message: message("m", None),
             deliveries: 2,
+            sequence: None,
         };
         assert_eq!(queue.dead_letter_for(&twice), None);
         let thrice = QueuedMessage {

@@ -73,14 +73,18 @@ impl Router {
         if settle.nack {
             self.return_messages(settled, true);
         } else {
-            // Acknowledged: credit is free again.
-            let queues: Vec<String> = settled.into_iter().filter_map(|u| u.queue).collect();
-            let mut seen = Vec::new();
-            for name in queues {
-                if !seen.contains(&name) {
-                    self.dispatch(&name);
-                    seen.push(name);
+            // Acknowledged: stored copies go, and credit is free again.
+            let mut queues: Vec<String> = Vec::new();
+            for unacked in settled {
+                if let Some(name) = unacked.queue {
+                    self.forget_settled(&name, unacked.message.sequence);
+                    if !queues.contains(&name) {
+                        queues.push(name);
+                    }
                 }
+            }
+            for name in queues {
+                self.dispatch(&name);
             }
         }
         true

@@ -30,6 +30,8 @@ pub struct Publication {
     pub queue_arguments: QueueArguments,
     /// `reply-to:/temp-queue/...`: the private reply queue to create first.
     pub reply_queue: Option<ReplyQueue>,
+    /// `persistent:true`: stored in queues and durable subscriptions.
+    pub persistent: bool,
 }
 
 /// A connection's private reply queue, made by `reply-to:/temp-queue/NAME`.

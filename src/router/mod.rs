@@ -27,14 +27,19 @@ use crate::config::{SlowConsumerPolicy, SlowConsumersConfig};
 use crate::outbound::{Closing, OutFrame, OutboundQueue, PushError};
 use crate::queue::{Queue, QueueArguments, QueueMemory, QueuePolicy, QueuedMessage};
 use crate::session::CloseReason;
+use crate::store::writer::{PendingReceipt, StoreWriter, WriteBatch};
+use crate::store::{StoreOp, StoredQueue};
 use destination::{PatternWord, SubscribeTarget};
 use message::Publication;
+pub use queues::{DurableSubscription, DURABLE_PREFIX};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use stomp_protocol::{Command, FrameEncoder, Version};
 pub use subscription::{AckMode, SessionId, Subscriber};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use topic_trie::TopicTrie;
 use tracing::{debug, warn};
 
@@ -44,6 +49,9 @@ const BATCH: usize = 256;
 
 /// How often queues waiting for consumer credit or NACK delays are revisited.
 const TICK: Duration = Duration::from_millis(20);
+
+/// How often a failing store is asked whether it works again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// ACK or NACK, and which delivery it names.
 #[derive(Debug, Clone)]
@@ -104,6 +112,8 @@ pub enum RouterCommand {
         prefetch: Option<usize>,
         /// Queue arguments (when the subscription creates a queue).
         arguments: QueueArguments,
+        /// A durable topic subscription, by any of the three dialects.
+        durable: Option<DurableSubscription>,
         /// Receipt to send once active.
         receipt: Option<String>,
     },
@@ -113,6 +123,8 @@ pub enum RouterCommand {
         session: SessionId,
         /// The client's subscription id.
         id: Arc<str>,
+        /// Also delete the durable subscription behind it.
+        remove_durable: bool,
         /// Receipt to send once removed.
         receipt: Option<String>,
     },
@@ -180,7 +192,7 @@ impl RouterHandle {
 }
 
 /// Settings the router needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RouterSettings {
     /// Capacity of the command channel.
     pub queue_depth: usize,
@@ -196,6 +208,16 @@ pub struct RouterSettings {
     pub slow_consumers: SlowConsumersConfig,
     /// Limits for parsing the policies' patterns.
     pub destination_limits: destination::DestinationLimits,
+    /// The store's writer.
+    pub store: StoreWriter,
+    /// Whether anything is stored at all.
+    pub store_enabled: bool,
+    /// What the store held at start.
+    pub recovered: Vec<StoredQueue>,
+    /// `[storage] persistent`: destination patterns persistent by default.
+    pub persistent_patterns: Vec<String>,
+    /// `[storage] max_disk_bytes`.
+    pub max_disk_bytes: u64,
 }
 
 /// Starts the router task.
@@ -203,17 +225,27 @@ pub fn spawn_router(
     settings: RouterSettings,
 ) -> Result<(RouterHandle, tokio::task::JoinHandle<()>), String> {
     let (commands_tx, commands_rx) = mpsc::channel(settings.queue_depth);
+    let limits = settings.destination_limits;
     let drop_oldest_rules = settings
         .slow_consumers
         .rules
         .iter()
         .map(|rule| {
-            destination::topic_pattern(&rule.pattern, &settings.destination_limits)
+            destination::topic_pattern(&rule.pattern, &limits)
                 .map(|pattern| (pattern, rule.policy == SlowConsumerPolicy::DropOldest))
                 .map_err(|e| format!("slow_consumers.rules pattern: {}", e.0))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let router = Router {
+    let persistent_patterns = settings
+        .persistent_patterns
+        .iter()
+        .map(|pattern| {
+            destination::topic_pattern(pattern, &limits)
+                .map(|words| (pattern.starts_with(destination::QUEUE_PREFIX), words))
+                .map_err(|e| format!("storage.persistent pattern: {}", e.0))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut router = Router {
         drop_oldest_rules,
         drop_oldest_default: settings.slow_consumers.policy == SlowConsumerPolicy::DropOldest,
         max_unacked_per_connection: settings.max_unacked_per_connection,
@@ -226,7 +258,21 @@ pub fn spawn_router(
         topic_prefetch: settings.topic_prefetch,
         message_prefix: message_id_prefix(),
         next_message: 0,
+        store: settings.store,
+        store_enabled: settings.store_enabled,
+        batch: WriteBatch::default(),
+        durable_ops: 0,
+        batch_bytes: 0,
+        persistent_patterns,
+        max_disk_bytes: settings.max_disk_bytes,
+        next_sequence: 0,
+        next_queue_id: 1,
+        durables: TopicTrie::default(),
+        durable_bindings: HashMap::new(),
+        destination_limits: limits,
+        last_probe: Instant::now(),
     };
+    router.recover(settings.recovered)?;
     let task = tokio::spawn(router.run(commands_rx));
     Ok((RouterHandle { commands_tx }, task))
 }
@@ -253,6 +299,9 @@ struct SessionEntry {
     ack_index: HashMap<String, Arc<str>>,
     /// Reply queues this session made with `reply-to:/temp-queue/...`.
     reply_queues: Vec<String>,
+    /// RECEIPTs of this session waiting for the store; while any wait, later
+    /// ones wait too, so that RECEIPTs keep their order.
+    held_receipts: Arc<AtomicUsize>,
 }
 
 /// One subscription's routing target and its unsettled deliveries.
@@ -297,6 +346,28 @@ struct Router {
     topic_prefetch: usize,
     message_prefix: String,
     next_message: u64,
+    store: StoreWriter,
+    store_enabled: bool,
+    /// Store ops and held RECEIPTs of the commands applied since the last
+    /// hand-over to the writer.
+    batch: WriteBatch,
+    /// Ops in `batch` that make RECEIPTs wait (all but delivery counts).
+    durable_ops: usize,
+    /// Body bytes put in `batch`, for the disk budget.
+    batch_bytes: u64,
+    /// `[storage] persistent`: (is a queue pattern, words).
+    persistent_patterns: Vec<(bool, Vec<PatternWord>)>,
+    max_disk_bytes: u64,
+    /// The last store sequence number used.
+    next_sequence: u64,
+    next_queue_id: u64,
+    /// Durable topic subscriptions: topic pattern → their queue's name.
+    durables: TopicTrie<Arc<str>>,
+    /// Durable subscription queue → the topic destination it is bound to.
+    durable_bindings: HashMap<String, String>,
+    destination_limits: destination::DestinationLimits,
+    /// When a failing store was last asked whether it works again.
+    last_probe: Instant,
 }
 
 impl Router {
@@ -305,6 +376,7 @@ impl Router {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let store_failing = self.store.state.failing().is_some();
             tokio::select! {
                 received = commands_rx.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
@@ -314,13 +386,85 @@ impl Router {
                         self.apply(command);
                     }
                 }
-                _ = tick.tick(), if !self.attention.is_empty() => self.revisit_queues(),
+                _ = tick.tick(), if !self.attention.is_empty() || store_failing => {
+                    self.revisit_queues();
+                    if store_failing && self.last_probe.elapsed() >= PROBE_INTERVAL {
+                        self.last_probe = Instant::now();
+                        self.batch.probe = true;
+                    }
+                }
+            }
+            if !self.batch.is_empty() {
+                let batch = std::mem::take(&mut self.batch);
+                self.durable_ops = 0;
+                self.batch_bytes = 0;
+                // Group commit happens on the writer's side: many batches, one sync.
+                self.store.submit(batch).await;
             }
         }
         debug!("router stopped: every session handle is gone");
     }
 
+    /// Rebuilds stored queues and durable subscriptions at start.
+    fn recover(&mut self, recovered: Vec<StoredQueue>) -> Result<(), String> {
+        let (mut queues, mut messages) = (0, 0);
+        for stored in recovered {
+            let definition = stored.definition;
+            let arguments = QueueArguments {
+                message_ttl: definition.message_ttl_ms.map(Duration::from_millis),
+                max_length: definition
+                    .max_length
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                dead_letter: definition.dead_letter.clone(),
+                ..QueueArguments::default()
+            };
+            let settings = self.policy.settings_for(&definition.name, &arguments);
+            let mut queue =
+                Queue::new(definition.name.clone(), settings, self.queue_memory.clone());
+            queue.store_id = Some(stored.id);
+            self.next_queue_id = self.next_queue_id.max(stored.id + 1);
+            for message in stored.messages {
+                self.next_sequence = self.next_sequence.max(message.sequence);
+                messages += 1;
+                queue.restore(QueuedMessage {
+                    message: Arc::new(message.message),
+                    deliveries: message.deliveries,
+                    sequence: Some(message.sequence),
+                });
+            }
+            if let Some(binding) = definition.binding {
+                let pattern = destination::topic_pattern(&binding, &self.destination_limits)
+                    .map_err(|e| {
+                        format!("stored durable subscription {}: {}", definition.name, e.0)
+                    })?;
+                self.durables
+                    .insert(&pattern, definition.name.clone().into());
+                self.durable_bindings
+                    .insert(definition.name.clone(), binding);
+            }
+            self.queues.insert(definition.name, queue);
+            queues += 1;
+        }
+        if queues > 0 {
+            tracing::info!(queues, messages, "recovered from the store");
+        }
+        Ok(())
+    }
+
+    /// Queues a store op (when anything is stored).
+    fn store_op(&mut self, op: StoreOp) {
+        if !self.store_enabled {
+            return;
+        }
+        if !matches!(op, StoreOp::Delivered { .. }) {
+            self.durable_ops += 1;
+        }
+        self.batch.ops.push(op);
+    }
+
     fn apply(&mut self, command: RouterCommand) {
+        // A command that changed the store gets its RECEIPT after the sync.
+        let mark = self.durable_ops;
         match command {
             RouterCommand::Attach {
                 session,
@@ -335,6 +479,7 @@ impl Router {
                         subscriptions: HashMap::new(),
                         ack_index: HashMap::new(),
                         reply_queues: Vec::new(),
+                        held_receipts: Arc::new(AtomicUsize::new(0)),
                     },
                 );
             }
@@ -345,23 +490,37 @@ impl Router {
                 ack,
                 prefetch,
                 arguments,
+                durable,
                 receipt,
             } => {
-                let queue = match &target {
-                    SubscribeTarget::Queue(name) => Some(name.clone()),
-                    SubscribeTarget::Topic(_) => None,
+                let queue = match (&target, &durable) {
+                    (_, Some(durable)) => Some(format!("{DURABLE_PREFIX}{}", durable.key)),
+                    (SubscribeTarget::Queue(name), None) => Some(name.clone()),
+                    (SubscribeTarget::Topic(_), None) => None,
                 };
-                let subscribed = self.subscribe(
-                    session,
-                    id,
-                    target,
-                    ack,
-                    prefetch,
-                    &arguments,
-                    receipt.as_deref(),
-                );
+                let subscribed = match (target, durable) {
+                    (SubscribeTarget::Topic(pattern), Some(durable)) => self.subscribe_durable(
+                        session,
+                        id,
+                        &durable,
+                        pattern,
+                        ack,
+                        prefetch,
+                        receipt.as_deref(),
+                    ),
+                    (target, _) => self.subscribe(
+                        session,
+                        id,
+                        target,
+                        ack,
+                        prefetch,
+                        &arguments,
+                        receipt.as_deref(),
+                    ),
+                };
                 if subscribed {
-                    self.receipt(session, receipt);
+                    let durable = self.durable_ops != mark;
+                    self.receipt(session, receipt, durable);
                     // The RECEIPT says "active"; a backlog follows it.
                     if let Some(name) = queue {
                         self.dispatch(&name);
@@ -371,10 +530,17 @@ impl Router {
             RouterCommand::Unsubscribe {
                 session,
                 id,
+                remove_durable,
                 receipt,
             } => {
-                self.unsubscribe(session, &id);
-                self.receipt(session, receipt);
+                let queue = self.unsubscribe(session, &id);
+                if let Some(name) =
+                    queue.filter(|name| remove_durable && name.starts_with(DURABLE_PREFIX))
+                {
+                    self.delete_durable(&name);
+                }
+                let durable = self.durable_ops != mark;
+                self.receipt(session, receipt, durable);
             }
             RouterCommand::Publish {
                 session,
@@ -382,7 +548,8 @@ impl Router {
                 receipt,
             } => {
                 if self.publish(session, publication, receipt.as_deref()) {
-                    self.receipt(session, receipt);
+                    let durable = self.durable_ops != mark;
+                    self.receipt(session, receipt, durable);
                 }
             }
             RouterCommand::Settle {
@@ -391,7 +558,8 @@ impl Router {
                 receipt,
             } => {
                 if self.settle(session, &settle, receipt.as_deref()) {
-                    self.receipt(session, receipt);
+                    let durable = self.durable_ops != mark;
+                    self.receipt(session, receipt, durable);
                 }
             }
             RouterCommand::Commit {
@@ -414,12 +582,15 @@ impl Router {
                     }
                 }
                 if ok {
-                    self.receipt(session, receipt);
+                    let durable = self.durable_ops != mark;
+                    self.receipt(session, receipt, durable);
                 }
             }
-            RouterCommand::Receipt { session, receipt } => self.receipt(session, Some(receipt)),
+            RouterCommand::Receipt { session, receipt } => {
+                self.receipt(session, Some(receipt), false)
+            }
             RouterCommand::Detach { session, receipt } => {
-                self.receipt(session, receipt);
+                self.receipt(session, receipt, false);
                 self.remove_session(session);
             }
         }
@@ -475,14 +646,18 @@ impl Router {
         }
     }
 
-    fn unsubscribe(&mut self, session: SessionId, id: &str) {
+    /// Ends a subscription; returns the queue it consumed from, if any.
+    fn unsubscribe(&mut self, session: SessionId, id: &str) -> Option<String> {
         let removed = self
             .sessions
             .get_mut(&session)
-            .and_then(|entry| entry.subscriptions.remove(id));
-        if let Some(subscription) = removed {
-            self.end_subscription(session, id, subscription);
-        }
+            .and_then(|entry| entry.subscriptions.remove(id))?;
+        let queue = match &removed.target {
+            Target::Queue(name) => Some(name.clone()),
+            Target::Topic { .. } => None,
+        };
+        self.end_subscription(session, id, removed);
+        queue
     }
 
     /// Unhooks a removed subscription and returns its unsettled messages.
@@ -504,19 +679,28 @@ impl Router {
         self.return_unacked(subscription.unacked);
     }
 
-    /// Sends RECEIPT `receipt` to `session`, if both exist.
-    fn receipt(&mut self, session: SessionId, receipt: Option<String>) {
+    /// Sends RECEIPT `receipt` to `session`, if both exist: at once, or
+    /// after the store's next sync when `durable` or when earlier RECEIPTs
+    /// of the session are still waiting for one.
+    fn receipt(&mut self, session: SessionId, receipt: Option<String>, durable: bool) {
         let Some(receipt) = receipt else { return };
         let Some(entry) = self.sessions.get(&session) else {
             return;
         };
+        if durable || entry.held_receipts.load(Ordering::Acquire) > 0 {
+            entry.held_receipts.fetch_add(1, Ordering::AcqRel);
+            self.batch.receipts.push(PendingReceipt {
+                outbound: entry.outbound.clone(),
+                receipt,
+                version: entry.version,
+                durable,
+                held: entry.held_receipts.clone(),
+            });
+            return;
+        }
         let mut frame = FrameEncoder::begin(Command::Receipt, entry.version, 32 + receipt.len());
         frame.header("receipt-id", &receipt);
-        let frame = OutFrame {
-            bytes: frame.finish(false, b""),
-            text: true,
-            close: None,
-        };
+        let frame = OutFrame::new(frame.finish(false, b""), true);
         if entry.outbound.push(frame) == Err(PushError::SlowConsumer) {
             self.remove_session(session);
         }

@@ -1,26 +1,57 @@
 //! Queue dispatch: round-robin among consumers with credit, creation by
-//! first use, reply queues, dead letters, and the periodic revisit.
+//! first use, durable topic subscriptions, reply queues, dead letters,
+//! persistence of what must survive, and the periodic revisit.
 
-use super::destination::REPLY_QUEUE_PREFIX;
+use super::destination::{PatternWord, REPLY_QUEUE_PREFIX};
 use super::message::{ack_id, encode, Delivery, Message, Publication, ReplyQueue};
 use super::{epoch_ms, AckMode, Router, SessionId, SubscriptionEntry, Target, Unacked};
 use crate::queue::{Consumer, Queue, QueueArguments, QueuedMessage};
 use crate::session::CloseReason;
+use crate::store::{QueueDefinition, StoreOp};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+/// Durable topic subscriptions are queues named `/durable/<client-id>/<name>`.
+pub const DURABLE_PREFIX: &str = "/durable/";
+
+/// A durable topic subscription asked for by SUBSCRIBE.
+#[derive(Debug, Clone)]
+pub struct DurableSubscription {
+    /// `<client-id>/<name>`: never the subscription id alone.
+    pub key: String,
+    /// The topic destination (pattern) it collects.
+    pub destination: String,
+}
+
 impl Router {
-    /// The queue `name`, created with `arguments` if it does not exist.
-    fn queue_mut(&mut self, name: &str, arguments: &QueueArguments) -> &mut Queue {
-        let policy = &self.policy;
-        let memory = &self.queue_memory;
-        self.queues.entry(name.to_owned()).or_insert_with(|| {
-            let settings = policy.settings_for(name, arguments);
+    /// Creates queue `name` with `arguments` (and stores its definition,
+    /// unless it is transient) if it does not exist.
+    fn ensure_queue(&mut self, name: &str, arguments: &QueueArguments, binding: Option<&str>) {
+        if !self.queues.contains_key(name) {
+            let settings = self.policy.settings_for(name, arguments);
             debug!(queue = name, ?settings, "queue created");
-            Queue::new(name.to_owned(), settings, memory.clone())
-        })
+            let mut queue = Queue::new(name.to_owned(), settings, self.queue_memory.clone());
+            if self.store_enabled && !arguments.auto_delete {
+                let id = self.next_queue_id;
+                self.next_queue_id += 1;
+                queue.store_id = Some(id);
+                self.store_op(StoreOp::DefineQueue {
+                    id,
+                    definition: QueueDefinition {
+                        name: name.to_owned(),
+                        message_ttl_ms: arguments
+                            .message_ttl
+                            .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+                        max_length: arguments.max_length.map(|n| n as u64),
+                        dead_letter: arguments.dead_letter.clone(),
+                        binding: binding.map(str::to_owned),
+                    },
+                });
+            }
+            self.queues.insert(name.to_owned(), queue);
+        }
     }
 
     /// Adds a queue consumer; false (after failing the session) if refused.
@@ -35,7 +66,10 @@ impl Router {
         arguments: &QueueArguments,
         receipt: Option<&str>,
     ) -> bool {
-        let queue = self.queue_mut(&name, arguments);
+        self.ensure_queue(&name, arguments, None);
+        let Some(queue) = self.queues.get_mut(&name) else {
+            return false;
+        };
         let exclusive_taken = queue.settings.exclusive || arguments.exclusive;
         if exclusive_taken && !queue.consumers.is_empty() {
             let message = format!("queue '{name}' is exclusive: it already has a consumer");
@@ -45,6 +79,102 @@ impl Router {
         if arguments.exclusive {
             queue.settings.exclusive = true;
         }
+        self.add_consumer(session, id, name, ack, prefetch);
+        true
+    }
+
+    /// Attaches a consumer to a durable topic subscription, creating (or
+    /// re-binding) it first.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn subscribe_durable(
+        &mut self,
+        session: SessionId,
+        id: Arc<str>,
+        durable: &DurableSubscription,
+        pattern: Vec<PatternWord>,
+        ack: AckMode,
+        prefetch: Option<usize>,
+        receipt: Option<&str>,
+    ) -> bool {
+        let name = format!("{DURABLE_PREFIX}{}", durable.key);
+        let existing = self.durable_bindings.get(&name).cloned();
+        match existing {
+            Some(bound) if bound == durable.destination => {}
+            _ => {
+                // New, or the same name for another topic: (re)bind it.
+                self.ensure_queue(
+                    &name,
+                    &QueueArguments::default(),
+                    Some(&durable.destination),
+                );
+                let store_id = self.queues.get(&name).and_then(|q| q.store_id);
+                if let Some(old) = existing {
+                    self.unbind_durable(&name, &old);
+                    if let Some(id) = store_id {
+                        self.store_op(StoreOp::DefineQueue {
+                            id,
+                            definition: QueueDefinition {
+                                name: name.clone(),
+                                binding: Some(durable.destination.clone()),
+                                ..QueueDefinition::default()
+                            },
+                        });
+                    }
+                }
+                self.durables.insert(&pattern, name.clone().into());
+                self.durable_bindings
+                    .insert(name.clone(), durable.destination.clone());
+            }
+        }
+        let in_use = self
+            .queues
+            .get(&name)
+            .is_some_and(|q| !q.consumers.is_empty());
+        if in_use {
+            let message = format!(
+                "durable subscription '{}' is already active on another connection",
+                durable.key
+            );
+            self.fail(session, message, receipt, CloseReason::PolicyViolation);
+            return false;
+        }
+        self.add_consumer(session, id, name, ack, prefetch);
+        true
+    }
+
+    fn unbind_durable(&mut self, name: &str, destination: &str) {
+        if let Ok(pattern) =
+            super::destination::topic_pattern(destination, &self.destination_limits)
+        {
+            self.durables.remove(&pattern, |bound| &**bound == name);
+        }
+        self.durable_bindings.remove(name);
+    }
+
+    /// Deletes a durable topic subscription and what it collected.
+    pub(super) fn delete_durable(&mut self, name: &str) {
+        if let Some(destination) = self.durable_bindings.get(name).cloned() {
+            self.unbind_durable(name, &destination);
+        }
+        if let Some(queue) = self.queues.remove(name) {
+            self.attention.remove(name);
+            if let Some(id) = queue.store_id {
+                self.store_op(StoreOp::DeleteQueue { id });
+            }
+        }
+    }
+
+    fn add_consumer(
+        &mut self,
+        session: SessionId,
+        id: Arc<str>,
+        name: String,
+        ack: AckMode,
+        prefetch: Option<usize>,
+    ) {
+        let Some(queue) = self.queues.get_mut(&name) else {
+            return;
+        };
         let prefetch = prefetch.unwrap_or(queue.settings.prefetch);
         queue.consumers.push(Consumer {
             session,
@@ -54,14 +184,13 @@ impl Router {
             entry.subscriptions.insert(
                 id,
                 SubscriptionEntry {
-                    target: Target::Queue(name.clone()),
+                    target: Target::Queue(name),
                     ack,
                     prefetch,
                     unacked: VecDeque::new(),
                 },
             );
         }
-        true
     }
 
     /// Removes a consumer; an `auto-delete` queue goes with its last one.
@@ -71,9 +200,7 @@ impl Router {
         };
         queue.remove_consumer(session, id);
         if queue.consumers.is_empty() {
-            if queue.settings.exclusive {
-                queue.settings.exclusive = false;
-            }
+            queue.settings.exclusive = false;
             if queue.settings.auto_delete {
                 debug!(
                     queue = name,
@@ -86,6 +213,25 @@ impl Router {
         }
     }
 
+    /// Whether the store can take `bytes` more; fails the session if not.
+    fn store_has_room(&mut self, session: SessionId, bytes: usize, receipt: Option<&str>) -> bool {
+        if let Some(failure) = self.store.state.failing() {
+            let message = format!("storage unavailable, persistent message refused: {failure}");
+            self.fail(session, message, receipt, CloseReason::InternalError);
+            return false;
+        }
+        let stored = self.store.state.stored_bytes() + self.batch_bytes;
+        if stored.saturating_add(bytes as u64) > self.max_disk_bytes {
+            let message = format!(
+                "storage full, persistent message refused: max_disk_bytes is {}",
+                self.max_disk_bytes
+            );
+            self.fail(session, message, receipt, CloseReason::PolicyViolation);
+            return false;
+        }
+        true
+    }
+
     /// Routes a publication; false (after failing the session) if refused.
     pub(super) fn publish(
         &mut self,
@@ -96,6 +242,8 @@ impl Router {
         if let Some(reply_queue) = &publication.reply_queue {
             self.ensure_reply_queue(session, reply_queue);
         }
+        let persistent = self.store_enabled
+            && (publication.persistent || self.persistent_by_rule(&publication.destination));
         let id = self.next_message_id();
         let Publication {
             target,
@@ -117,37 +265,128 @@ impl Router {
         };
         match target {
             super::destination::SendTarget::Topic(words) => {
-                self.publish_topic(&words, Arc::new(message));
+                let durable_queues = self.durable_queues_for(&words);
+                if persistent
+                    && !durable_queues.is_empty()
+                    && !self.store_has_room(session, message.body.len(), receipt)
+                {
+                    return false;
+                }
+                let message = Arc::new(message);
+                self.publish_topic(&words, message.clone());
+                for name in durable_queues {
+                    if let Err(reason) = self.enqueue(&name, message.clone(), persistent) {
+                        warn!(subscription = %name, %reason, "durable subscription full: message dropped for it");
+                    }
+                }
                 true
             }
             super::destination::SendTarget::Queue(name) => {
-                let queue = self.queue_mut(&name, &queue_arguments);
+                if persistent && !self.store_has_room(session, message.body.len(), receipt) {
+                    return false;
+                }
+                self.ensure_queue(&name, &queue_arguments, None);
+                let ttl = self.queues.get(&name).and_then(|q| q.settings.message_ttl);
                 if message.expires_at.is_none() {
-                    message.expires_at = queue.settings.message_ttl.map(|ttl| {
+                    message.expires_at = ttl.map(|ttl| {
                         epoch_ms()
                             .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
                     });
                 }
-                if let Err(full) = queue.enqueue(Arc::new(message)) {
-                    self.fail(session, full.0, receipt, CloseReason::PolicyViolation);
+                if let Err(full) = self.enqueue(&name, Arc::new(message), persistent) {
+                    self.fail(session, full, receipt, CloseReason::PolicyViolation);
                     return false;
                 }
-                self.dispatch(&name);
                 true
             }
             super::destination::SendTarget::ReplyQueue(name) => {
-                match self.queues.get_mut(&name) {
-                    Some(queue) => {
-                        if let Err(full) = queue.enqueue(Arc::new(message)) {
-                            debug!(queue = %name, reason = %full.0, "reply dropped");
-                        }
-                        self.dispatch(&name);
+                if self.queues.contains_key(&name) {
+                    if let Err(reason) = self.enqueue(&name, Arc::new(message), false) {
+                        debug!(queue = %name, %reason, "reply dropped");
                     }
-                    None => debug!(queue = %name, "reply to a connection that is gone: dropped"),
+                } else {
+                    debug!(queue = %name, "reply to a connection that is gone: dropped");
                 }
                 true
             }
         }
+    }
+
+    /// Appends to queue `name` (stored if `persistent` and the queue is),
+    /// then dispatches.
+    fn enqueue(
+        &mut self,
+        name: &str,
+        message: Arc<Message>,
+        persistent: bool,
+    ) -> Result<(), String> {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return Err(format!("queue '{name}' does not exist"));
+        };
+        let stored = queue.store_id.filter(|_| persistent);
+        let sequence = stored.map(|_| {
+            self.next_sequence += 1;
+            self.next_sequence
+        });
+        queue
+            .enqueue(message.clone(), sequence)
+            .map_err(|full| full.0)?;
+        if let (Some(queue_id), Some(sequence)) = (stored, sequence) {
+            self.batch_bytes += message.body.len() as u64;
+            self.store_op(StoreOp::Put {
+                queue: queue_id,
+                sequence,
+                message,
+            });
+        }
+        self.forget_discarded(name);
+        self.dispatch(name);
+        Ok(())
+    }
+
+    /// Removes from the store the stored messages a queue dropped.
+    fn forget_discarded(&mut self, name: &str) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        let Some(queue_id) = queue.store_id else {
+            return;
+        };
+        for dropped in queue.take_discarded() {
+            if let Some(sequence) = dropped.sequence {
+                self.store_op(StoreOp::Remove {
+                    queue: queue_id,
+                    sequence,
+                });
+            }
+        }
+    }
+
+    /// Whether `[storage] persistent` makes messages to `destination` persistent.
+    fn persistent_by_rule(&self, destination: &str) -> bool {
+        let (is_queue, name) = match destination.strip_prefix(super::destination::QUEUE_PREFIX) {
+            Some(name) => (true, name),
+            None => (
+                false,
+                destination
+                    .strip_prefix(super::destination::TOPIC_PREFIX)
+                    .unwrap_or(destination),
+            ),
+        };
+        let words: Vec<&str> = name.split('.').collect();
+        self.persistent_patterns.iter().any(|(queue, pattern)| {
+            *queue == is_queue && super::destination::pattern_matches(pattern, &words)
+        })
+    }
+
+    /// The durable subscriptions whose topic pattern matches `words`.
+    fn durable_queues_for(&self, words: &[Box<str>]) -> Vec<String> {
+        let mut matched: Vec<&Arc<str>> = Vec::new();
+        self.durables.matches(words, &mut matched);
+        let mut names: Vec<String> = matched.into_iter().map(|n| n.to_string()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// Creates the session's private reply queue, consumed by the session itself.
@@ -195,6 +434,7 @@ impl Router {
         };
         let now_ms = epoch_ms();
         let mut slow = Vec::new();
+        let mut delivered_stored = Vec::new();
         let mut starved = false;
         while queue.ready_len() > 0 && !queue.consumers.is_empty() {
             let count = queue.consumers.len();
@@ -241,6 +481,9 @@ impl Router {
                     slow.push(consumer.session);
                     continue;
                 }
+                if let Some(sequence) = queued.sequence {
+                    delivered_stored.push((sequence, queued.deliveries, with_ack));
+                }
                 if let Some(ack_id) = ack {
                     entry
                         .ack_index
@@ -263,11 +506,38 @@ impl Router {
         if starved || queue.next_due().is_some() {
             self.attention.insert(name.to_owned());
         }
+        if let Some(queue_id) = queue.store_id {
+            for (sequence, deliveries, with_ack) in delivered_stored {
+                // An auto-ack delivery is settled as it is handed over.
+                let op = if with_ack {
+                    StoreOp::Delivered {
+                        queue: queue_id,
+                        sequence,
+                        deliveries,
+                    }
+                } else {
+                    StoreOp::Remove {
+                        queue: queue_id,
+                        sequence,
+                    }
+                };
+                self.store_op(op);
+            }
+        }
+        self.forget_discarded(name);
         self.cut_off_slow(slow);
     }
 
+    /// Removes settled stored messages from the store.
+    pub(super) fn forget_settled(&mut self, name: &str, sequence: Option<u64>) {
+        let stored = self.queues.get(name).and_then(|q| q.store_id);
+        if let (Some(queue), Some(sequence)) = (stored, sequence) {
+            self.store_op(StoreOp::Remove { queue, sequence });
+        }
+    }
+
     /// Puts a returned or NACKed message where it belongs: back in its queue
-    /// (at once, or after `delay`), or in the dead-letter queue.
+    /// (at once, or after a delay), or in the dead-letter queue.
     pub(super) fn requeue(&mut self, name: &str, returned: Vec<QueuedMessage>, nacked: bool) {
         let Some(queue) = self.queues.get_mut(name) else {
             debug!(
@@ -305,22 +575,23 @@ impl Router {
         headers.push(("x-dead-letter-reason".into(), "max-deliveries".into()));
         headers.push(("x-original-destination".into(), from.to_owned()));
         headers.push(("x-deliveries".into(), queued.deliveries.to_string()));
-        let message = Message {
+        let message = Arc::new(Message {
             id: original.id.clone(),
             destination: target.to_owned(),
             headers,
             body: original.body.clone(),
             text: original.text,
             expires_at: None,
-        };
-        let queue = self.queue_mut(target, &QueueArguments::default());
-        match queue.enqueue(Arc::new(message)) {
+        });
+        // Stored messages stay stored: removed here, put there.
+        self.forget_settled(from, queued.sequence);
+        self.ensure_queue(target, &QueueArguments::default(), None);
+        match self.enqueue(target, message, queued.sequence.is_some()) {
             Ok(()) => debug!(from, to = target, id = %original.id, "dead-lettered"),
-            Err(full) => {
-                warn!(from, to = target, reason = %full.0, "dead-letter queue full: message dropped")
+            Err(reason) => {
+                warn!(from, to = target, %reason, "dead-letter queue full: message dropped")
             }
         }
-        self.dispatch(target);
     }
 
     /// Revisits queues waiting for credit or for NACK delays.

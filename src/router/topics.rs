@@ -48,6 +48,7 @@ impl Router {
                     message: QueuedMessage {
                         message: message.clone(),
                         deliveries: 1,
+                        sequence: None,
                     },
                     queue: None,
                 });

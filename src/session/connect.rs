@@ -57,6 +57,10 @@ impl Session {
         })
         .await?;
         self.state = State::Connected(version);
+        self.client_id = frame
+            .get("client-id")
+            .or_else(|| frame.get("login"))
+            .map(str::to_owned);
         debug!(
             version = %version,
             login = frame.get("login").unwrap_or(""),

@@ -55,6 +55,8 @@ pub struct Session {
     heartbeat: Heartbeat,
     /// Open transactions and what they hold.
     transactions: transaction::Transactions,
+    /// CONNECT's `client-id` (else `login`): scopes durable subscriptions.
+    client_id: Option<String>,
 }
 
 impl Session {
@@ -77,6 +79,7 @@ impl Session {
             subscriptions: HashSet::new(),
             outbound: Some(outbound),
             heartbeat: Heartbeat::default(),
+            client_id: None,
         }
     }
 

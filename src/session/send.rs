@@ -71,6 +71,7 @@ impl Session {
             expires_at,
             queue_arguments,
             reply_queue,
+            persistent: frame.get("persistent") == Some("true"),
         })
     }
 }

@@ -3,8 +3,8 @@
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::queue::QueueArguments;
-use crate::router::destination::subscribe_target;
-use crate::router::{AckMode, RouterCommand};
+use crate::router::destination::{subscribe_target, SubscribeTarget};
+use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
 use stomp_protocol::{Frame, Version};
 
@@ -40,6 +40,10 @@ impl Session {
         let prefetch = prefetch(frame)?;
         let arguments =
             QueueArguments::from_headers(&frame.headers).map_err(SessionError::protocol)?;
+        let durable = match &target {
+            SubscribeTarget::Topic(_) => self.durable_subscription(frame, destination, &id)?,
+            SubscribeTarget::Queue(_) => None,
+        };
         self.subscriptions.insert(id.clone());
         self.route(RouterCommand::Subscribe {
             session: self.id,
@@ -48,10 +52,46 @@ impl Session {
             ack,
             prefetch,
             arguments,
+            durable,
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
         Ok(Flow::Continue)
+    }
+}
+
+impl Session {
+    /// A durable topic subscription in any of the three dialects, keyed by
+    /// the connection's client id and a name, never by the id alone
+    /// (stompjs numbers ids `sub-0, sub-1, ...` on every connection):
+    /// - Artemis: `durable-subscription-name:<name>`;
+    /// - ActiveMQ: `activemq.subscriptionName:<name>` (with `client-id` on CONNECT);
+    /// - RabbitMQ: `durable:true` (and not `auto-delete:true`); the name is
+    ///   the subscription id together with the destination.
+    fn durable_subscription(
+        &self,
+        frame: &Frame,
+        destination: &str,
+        id: &str,
+    ) -> Result<Option<DurableSubscription>, SessionError> {
+        let name = match (
+            frame.get("durable-subscription-name"),
+            frame.get("activemq.subscriptionName"),
+            frame.get("durable") == Some("true") && frame.get("auto-delete") != Some("true"),
+        ) {
+            (Some(name), _, _) | (None, Some(name), _) => name.to_owned(),
+            (None, None, true) => format!("{id}@{destination}"),
+            (None, None, false) => return Ok(None),
+        };
+        if name.is_empty() {
+            return Err(SessionError::protocol(
+                "a durable subscription name must not be empty",
+            ));
+        }
+        Ok(Some(DurableSubscription {
+            key: format!("{}/{name}", self.client_id.as_deref().unwrap_or("")),
+            destination: destination.to_owned(),
+        }))
     }
 }
 

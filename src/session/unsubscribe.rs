@@ -22,9 +22,15 @@ impl Session {
                 "no subscription with id '{id}' on this connection"
             )));
         }
+        // Any dialect's durable header on UNSUBSCRIBE deletes the durable
+        // subscription too; without one it only detaches.
+        let remove_durable = frame.get("durable-subscription-name").is_some()
+            || frame.get("activemq.subscriptionName").is_some()
+            || frame.get("durable") == Some("true");
         self.route(RouterCommand::Unsubscribe {
             session: self.id,
             id,
+            remove_durable,
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;

@@ -15,18 +15,47 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// The embedded default config on a free loopback port.
+/// The embedded default config on a free loopback port. Its data directory
+/// is set by `start`, one per broker.
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.listener.address = "127.0.0.1:0".parse().expect("address");
     config
 }
 
-pub async fn start(config: Config) -> Broker {
-    Broker::start(config).await.expect("broker starts")
+/// A broker with its own temporary data directory, removed when dropped.
+pub struct TestBroker {
+    broker: Broker,
+    _data: tempfile::TempDir,
 }
 
-pub async fn start_default() -> Broker {
+impl std::ops::Deref for TestBroker {
+    type Target = Broker;
+    fn deref(&self) -> &Broker {
+        &self.broker
+    }
+}
+
+impl TestBroker {
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await;
+    }
+}
+
+pub async fn start(mut config: Config) -> TestBroker {
+    let data = tempfile::Builder::new()
+        .prefix("stomphub-test-")
+        .tempdir()
+        .expect("temp dir");
+    config.storage.data_dir = data.path().to_path_buf();
+    let broker = Broker::start(config).await.expect("broker starts");
+    TestBroker {
+        broker,
+        _data: data,
+    }
+}
+
+pub async fn start_default() -> TestBroker {
     start(test_config()).await
 }
 

@@ -14,10 +14,11 @@ export const binary = resolve(process.env.STOMPHUB_BIN ?? 'target/release/stomph
  * Starts the broker. `config` is TOML text (optional); `listen` an address
  * (default 127.0.0.1:0). Resolves with { url, port, stop() } once it listens.
  */
-export function startBroker({ config, listen = '127.0.0.1:0' } = {}) {
-  const args = ['--listen', listen];
+export function startBroker({ config, listen = '127.0.0.1:0', dataDir } = {}) {
+  // Each broker its own data directory unless told to reuse one.
+  const dir = mkdtempSync(join(tmpdir(), 'stomphub-'));
+  const args = ['--listen', listen, '--data-dir', dataDir ?? join(dir, 'data')];
   if (config) {
-    const dir = mkdtempSync(join(tmpdir(), 'stomphub-'));
     const path = join(dir, 'broker.toml');
     writeFileSync(path, config);
     args.push('--config', path);

@@ -1,0 +1,143 @@
+//! Everything durable, behind one API. Nothing outside this module names
+//! sled: a clustered backend can replace [`SledStore`] by implementing
+//! [`Store`], without touching sessions or routing.
+//!
+//! The router decides *what* is durable and sends [`StoreOp`]s in order; the
+//! [`writer`] applies them on its own thread with group commit (many batches,
+//! one sync) and only then releases the RECEIPTs that waited for them.
+
+mod record;
+mod sled_store;
+pub mod writer;
+
+use crate::router::message::Message;
+pub use sled_store::SledStore;
+use std::sync::Arc;
+
+/// A queue's identity in the store.
+pub type QueueId = u64;
+/// A message's position in its queue (global, increasing).
+pub type Sequence = u64;
+
+/// What the store keeps about a queue: enough to recreate it as it was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueDefinition {
+    /// The queue's destination name.
+    pub name: String,
+    /// `x-message-ttl` it was created with, in ms.
+    pub message_ttl_ms: Option<u64>,
+    /// `x-max-length` it was created with.
+    pub max_length: Option<u64>,
+    /// `x-dead-letter-routing-key` it was created with (as a destination).
+    pub dead_letter: Option<String>,
+    /// For a durable topic subscription: the topic pattern it collects.
+    pub binding: Option<String>,
+}
+
+/// One durable change, applied in order.
+#[derive(Debug, Clone)]
+pub enum StoreOp {
+    /// Creates or replaces a queue definition.
+    DefineQueue {
+        /// Its id.
+        id: QueueId,
+        /// What it is.
+        definition: QueueDefinition,
+    },
+    /// Deletes a queue and every message in it.
+    DeleteQueue {
+        /// Its id.
+        id: QueueId,
+    },
+    /// Stores a message in a queue.
+    Put {
+        /// The queue.
+        queue: QueueId,
+        /// Its position.
+        sequence: Sequence,
+        /// The message.
+        message: Arc<Message>,
+    },
+    /// Records how often a stored message was delivered.
+    Delivered {
+        /// The queue.
+        queue: QueueId,
+        /// Its position.
+        sequence: Sequence,
+        /// Deliveries so far.
+        deliveries: u32,
+    },
+    /// Removes a message (acknowledged, expired, dropped or moved).
+    Remove {
+        /// The queue.
+        queue: QueueId,
+        /// Its position.
+        sequence: Sequence,
+    },
+}
+
+/// A stored message as recovered.
+#[derive(Debug)]
+pub struct StoredMessage {
+    /// Its position.
+    pub sequence: Sequence,
+    /// The message.
+    pub message: Message,
+    /// Deliveries before the restart.
+    pub deliveries: u32,
+}
+
+/// A stored queue as recovered, messages in order.
+#[derive(Debug)]
+pub struct StoredQueue {
+    /// Its id.
+    pub id: QueueId,
+    /// Its definition.
+    pub definition: QueueDefinition,
+    /// Its messages, oldest first.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// A storage failure, with a text for logs and ERROR frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A durable store. Called from one thread (the writer) after recovery.
+pub trait Store: Send + 'static {
+    /// Everything stored, for the start-up rebuild. A store that cannot be
+    /// read completely is an error: never a shortened queue.
+    fn recover(&mut self) -> Result<Vec<StoredQueue>, StoreError>;
+    /// Applies `ops` in order (not yet durable).
+    fn write(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Makes every earlier write durable on stable storage.
+    fn sync(&mut self) -> Result<(), StoreError>;
+    /// Bytes of stored records, for the disk budget.
+    fn stored_bytes(&self) -> u64;
+}
+
+/// A store that keeps nothing: `[storage] enabled = false`.
+#[derive(Debug, Default)]
+pub struct NoStore;
+
+impl Store for NoStore {
+    fn recover(&mut self) -> Result<Vec<StoredQueue>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn write(&mut self, _ops: &[StoreOp]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn stored_bytes(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,195 @@
+//! The store's writer thread: group commit. It takes every batch that is
+//! waiting, writes them all, syncs once, and only then releases the RECEIPTs
+//! that waited for them, in order. A failed write or sync turns the durable
+//! RECEIPTs of those batches into ERRORs and marks the store failing until a
+//! later sync succeeds.
+
+use super::{Store, StoreError, StoreOp};
+use crate::outbound::{Closing, OutFrame, OutboundQueue};
+use crate::session::CloseReason;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use stomp_protocol::{Command, FrameEncoder, Version};
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+/// Most batches written under one sync.
+const MAX_GROUP: usize = 4096;
+
+/// A RECEIPT held until the batch it belongs to is durable.
+#[derive(Debug)]
+pub struct PendingReceipt {
+    /// Where it goes.
+    pub outbound: OutboundQueue,
+    /// The receipt id.
+    pub receipt: String,
+    /// The session's version, for escaping.
+    pub version: Version,
+    /// Whether the frame it confirms wrote to the store (an ERROR replaces it
+    /// if the write fails); otherwise it only keeps its place in line.
+    pub durable: bool,
+    /// The session's count of receipts held here; decremented on release.
+    pub held: Arc<AtomicUsize>,
+}
+
+/// Ops and the receipts that wait for them.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    /// Changes, in order.
+    pub ops: Vec<StoreOp>,
+    /// Receipts to release after the changes are durable.
+    pub receipts: Vec<PendingReceipt>,
+    /// Only a sync, to find out whether a failing store works again.
+    pub probe: bool,
+}
+
+impl WriteBatch {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.receipts.is_empty() && !self.probe
+    }
+}
+
+/// What the router reads about the store without asking the writer.
+#[derive(Debug)]
+pub struct StoreState {
+    stored_bytes: AtomicU64,
+    failing: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+impl StoreState {
+    /// Bytes of stored records after the last batch.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The last write or sync failed (and no sync has succeeded since).
+    pub fn failing(&self) -> Option<String> {
+        self.failing.load(Ordering::Relaxed).then(|| {
+            self.last_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// The router's handle on the writer.
+#[derive(Debug, Clone)]
+pub struct StoreWriter {
+    /// Batches for the writer thread. Bounded: the router waits when the
+    /// disk is behind, which in turn slows every session down.
+    batches_tx: mpsc::Sender<WriteBatch>,
+    /// Shared readings.
+    pub state: Arc<StoreState>,
+}
+
+impl StoreWriter {
+    /// Hands a batch to the writer; waits while it is behind.
+    pub async fn submit(&self, batch: WriteBatch) {
+        if let Err(error) = self.batches_tx.send(batch).await {
+            // Only when the writer thread is gone (it never stops by itself).
+            error!(
+                "store writer is gone; {} receipts dropped",
+                error.0.receipts.len()
+            );
+        }
+    }
+}
+
+/// Starts the writer thread with a recovered store.
+pub fn spawn_writer(store: Box<dyn Store>) -> Result<StoreWriter, StoreError> {
+    let (batches_tx, batches_rx) = mpsc::channel(1024);
+    let state = Arc::new(StoreState {
+        stored_bytes: AtomicU64::new(store.stored_bytes()),
+        failing: AtomicBool::new(false),
+        last_error: Mutex::new(String::new()),
+    });
+    let thread_state = state.clone();
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || run(store, batches_rx, thread_state))
+        .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+    Ok(StoreWriter { batches_tx, state })
+}
+
+fn run(
+    mut store: Box<dyn Store>,
+    mut batches_rx: mpsc::Receiver<WriteBatch>,
+    state: Arc<StoreState>,
+) {
+    while let Some(first) = batches_rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match batches_rx.try_recv() {
+                Ok(batch) => group.push(batch),
+                Err(_) => break,
+            }
+        }
+        let must_sync = group.iter().any(|b| !b.ops.is_empty() || b.probe);
+        let result = if must_sync {
+            group
+                .iter()
+                .try_for_each(|batch| store.write(&batch.ops))
+                .and_then(|()| store.sync())
+        } else {
+            Ok(())
+        };
+        state
+            .stored_bytes
+            .store(store.stored_bytes(), Ordering::Relaxed);
+        match &result {
+            Ok(()) if must_sync => {
+                if state.failing.swap(false, Ordering::Relaxed) {
+                    info!("store works again");
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if !state.failing.swap(true, Ordering::Relaxed) {
+                    error!(error = %e, "store write failed; persistent SENDs are refused until it works again");
+                }
+                if let Ok(mut last) = state.last_error.lock() {
+                    *last = e.0.clone();
+                }
+            }
+        }
+        for receipt in group.into_iter().flat_map(|b| b.receipts) {
+            release(receipt, result.as_ref().err());
+        }
+    }
+}
+
+/// Sends the RECEIPT, or for a durable one whose write failed, the ERROR.
+fn release(pending: PendingReceipt, failure: Option<&StoreError>) {
+    let frame = match failure {
+        Some(e) if pending.durable => {
+            let message = format!("could not store the message: {e}");
+            let mut frame =
+                FrameEncoder::begin(Command::Error, pending.version, 64 + message.len());
+            frame.header("message", &message);
+            frame.header("receipt-id", &pending.receipt);
+            OutFrame {
+                bytes: frame.finish(true, b""),
+                text: true,
+                close: Some(Box::new(Closing {
+                    reason: CloseReason::InternalError,
+                    message,
+                })),
+            }
+        }
+        _ => {
+            let mut frame = FrameEncoder::begin(
+                Command::Receipt,
+                pending.version,
+                32 + pending.receipt.len(),
+            );
+            frame.header("receipt-id", &pending.receipt);
+            OutFrame::new(frame.finish(false, b""), true)
+        }
+    };
+    // A full or closed queue: the connection is going anyway.
+    let _ = pending.outbound.push(frame);
+    pending.held.fetch_sub(1, Ordering::AcqRel);
+}
