@@ -5,10 +5,8 @@
 
 mod common;
 
-use common::{Client, Event};
-use std::io::{BufRead, BufReader};
+use common::{BrokerProcess, Client, Event};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 use stomp_protocol::{Command, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,75 +35,6 @@ max_queued_frames = 1024
 pattern = "/queue/flood"
 max_length = 1000000
 "#;
-
-/// The real binary, killed when dropped.
-struct BrokerProcess {
-    child: Child,
-    url: String,
-    address: String,
-    /// Config and data; removed with the broker.
-    _dir: tempfile::TempDir,
-}
-
-impl BrokerProcess {
-    fn start(config: &str) -> BrokerProcess {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("broker.toml");
-        std::fs::write(&path, config).expect("write config");
-        let mut child = Process::new(env!("CARGO_BIN_EXE_stomphub"))
-            .args(["--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("broker starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let url = line.trim().rsplit(' ').next().expect("url").to_owned();
-        let address = url
-            .trim_start_matches("ws://")
-            .trim_end_matches("/ws")
-            .to_owned();
-        BrokerProcess {
-            child,
-            url,
-            address,
-            _dir: dir,
-        }
-    }
-
-    /// (VmRSS, VmHWM) in KiB.
-    fn memory_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .expect("field")
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The well-behaved pair: numbered messages every 2 ms from 127.0.0.2.
 struct Canary {
@@ -431,7 +360,8 @@ async fn queue_flood_is_held_back(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_are_answered_bounded_and_harmless_to_others() {
-    let mut broker = BrokerProcess::start(CONFIG);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut broker = BrokerProcess::start(CONFIG, dir.path());
     let url = broker.url.clone();
     let canary = start_canary(&url).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -355,3 +355,92 @@ impl Client {
         }
     }
 }
+
+/// The real `stomphub` binary on a free port, killed (SIGKILL) when dropped.
+/// Its config and data live in `dir`, which outlives it so that a restart
+/// finds the same store.
+pub struct BrokerProcess {
+    child: std::process::Child,
+    pub url: String,
+    pub address: String,
+}
+
+impl BrokerProcess {
+    pub fn start(config: &str, dir: &std::path::Path) -> BrokerProcess {
+        BrokerProcess::try_start(config, dir).expect("broker starts")
+    }
+
+    /// Starts it; `Err` holds what it printed if it refused to start.
+    pub fn try_start(config: &str, dir: &std::path::Path) -> Result<BrokerProcess, String> {
+        use std::io::{BufRead, BufReader, Read};
+        let path = dir.join("broker.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stomphub"))
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        if line.is_empty() {
+            let mut stderr = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_string(&mut stderr);
+            }
+            let status = child.wait().expect("wait");
+            return Err(format!("{status}: {stderr}"));
+        }
+        let url = line.trim().rsplit(' ').next().expect("url").to_owned();
+        let address = url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/ws")
+            .to_owned();
+        Ok(BrokerProcess {
+            child,
+            url,
+            address,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// (VmRSS, VmHWM) in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .expect("field")
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
