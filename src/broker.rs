@@ -1,6 +1,7 @@
 //! Assembles a running broker: the router task, the listener, shared context,
 //! and a bounded graceful shutdown.
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::listener;
 use crate::queue::{QueueMemory, QueuePolicy};
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 fn invalid(error: impl std::fmt::Display) -> std::io::Error {
@@ -24,7 +26,6 @@ fn invalid(error: impl std::fmt::Display) -> std::io::Error {
 }
 
 /// What every connection shares. Read-only but for the id counter.
-#[derive(Debug)]
 pub struct BrokerContext {
     /// The configuration in force.
     pub config: Config,
@@ -34,10 +35,23 @@ pub struct BrokerContext {
     pub destination_limits: DestinationLimits,
     /// Memory of all queues; sessions wait on it before queue SENDs.
     pub queue_memory: Arc<QueueMemory>,
+    /// Checks credentials on CONNECT.
+    pub auth: Authenticator,
+    /// `wss://`, when configured.
+    pub tls: Option<TlsAcceptor>,
     /// Open connections per client address. Entries go at zero, so the map
     /// holds at most `max_connections` keys. Short critical sections only.
     connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_session: AtomicU64,
+}
+
+impl std::fmt::Debug for BrokerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerContext")
+            .field("auth", &self.auth)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// One open connection counted against its address; uncounted on drop.
@@ -127,6 +141,14 @@ impl Broker {
         let queue_policy =
             QueuePolicy::new(&config.queues, &destination_limits).map_err(invalid)?;
         let queue_memory = Arc::new(QueueMemory::new(config.limits.max_queued_message_bytes));
+        let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
+        let tls = config
+            .listener
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()
+            .map_err(invalid)?;
         let (router, _router_task) = spawn_router(RouterSettings {
             queue_depth: config.router.queue_depth,
             queue_policy,
@@ -146,6 +168,8 @@ impl Broker {
             destination_limits,
             router,
             queue_memory,
+            auth,
+            tls,
             connections_per_ip: Mutex::new(HashMap::new()),
             config: config.clone(),
             next_session: AtomicU64::new(0),
@@ -173,9 +197,17 @@ impl Broker {
         self.local_addr
     }
 
-    /// The `ws://` URL clients connect to.
+    /// The URL clients connect to (`wss://` with TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.local_addr, self.config.listener.path)
+        let scheme = if self.config.listener.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!(
+            "{scheme}://{}{}",
+            self.local_addr, self.config.listener.path
+        )
     }
 
     /// Stops accepting, tells every session (ERROR, close 1001), and waits

@@ -30,6 +30,8 @@ pub struct Config {
     pub slow_consumers: SlowConsumersConfig,
     /// Durable storage.
     pub storage: StorageConfig,
+    /// Authentication and authorization.
+    pub auth: AuthConfig,
     /// Shutdown behaviour.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -54,6 +56,23 @@ pub struct ListenerConfig {
     /// Limit from the upgrade to CONNECT.
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Origins allowed to upgrade (`*` in a port or as the whole entry is a
+    /// wildcard; `null` is a page opened from a file).
+    pub allowed_origins: Vec<String>,
+    /// Whether requests without `Origin` (non-browser clients) may upgrade.
+    pub allow_missing_origin: bool,
+    /// `wss://`: serve TLS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[listener.tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for ListenerConfig {
@@ -65,6 +84,17 @@ impl Default for ListenerConfig {
             max_connections_per_ip: 1000,
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            allowed_origins: [
+                "http://localhost:*",
+                "http://127.0.0.1:*",
+                "https://localhost:*",
+                "https://127.0.0.1:*",
+                "null",
+            ]
+            .map(String::from)
+            .to_vec(),
+            allow_missing_origin: true,
+            tls: None,
         }
     }
 }
@@ -329,6 +359,112 @@ impl Default for StorageConfig {
             persistent: Vec::new(),
         }
     }
+}
+
+/// Who may connect without credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Anonymous {
+    /// Nobody.
+    Never,
+    /// Clients on this machine (127.0.0.0/8, ::1).
+    Loopback,
+    /// Anyone.
+    Any,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Who may connect without credentials.
+    pub anonymous: Anonymous,
+    /// Destination patterns anonymous clients may read (SUBSCRIBE).
+    pub anonymous_read: Vec<String>,
+    /// Destination patterns anonymous clients may write (SEND).
+    pub anonymous_write: Vec<String>,
+    /// Delay before answering a failed login, doubled per recent failure
+    /// from the same address.
+    #[serde(deserialize_with = "duration")]
+    pub failure_delay: Duration,
+    /// Cap of that delay.
+    #[serde(deserialize_with = "duration")]
+    pub failure_delay_max: Duration,
+    /// Users with argon2 password hashes and permissions.
+    pub users: Vec<UserConfig>,
+    /// JWT bearer tokens.
+    pub jwt: Option<JwtConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            anonymous: Anonymous::Loopback,
+            anonymous_read: vec!["/topic/#".into(), "/queue/#".into()],
+            anonymous_write: vec!["/topic/#".into(), "/queue/#".into()],
+            failure_delay: Duration::from_millis(250),
+            failure_delay_max: Duration::from_secs(5),
+            users: Vec::new(),
+            jwt: None,
+        }
+    }
+}
+
+/// `[[auth.users]]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// CONNECT's `login`.
+    pub login: String,
+    /// An argon2 PHC string (`stomphub hash-password` prints one).
+    pub password_hash: String,
+    /// Destination patterns this user may read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Destination patterns this user may write.
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+/// `[auth.jwt]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// `HS256`, `RS256` or `ES256`.
+    pub algorithm: String,
+    /// The HS256 shared secret.
+    pub secret: Option<String>,
+    /// A file holding the HS256 shared secret.
+    pub secret_file: Option<std::path::PathBuf>,
+    /// The RS256/ES256 public key (PEM).
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// A JWKS file; keys are chosen by the token's `kid`.
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Claim with the patterns the bearer may read.
+    #[serde(default = "default_read_claim")]
+    pub read_claim: String,
+    /// Claim with the patterns the bearer may write.
+    #[serde(default = "default_write_claim")]
+    pub write_claim: String,
+    /// Clock skew tolerated for `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_read_claim() -> String {
+    "stomp_read".into()
+}
+
+fn default_write_claim() -> String {
+    "stomp_write".into()
+}
+
+fn default_leeway() -> u64 {
+    30
 }
 
 /// `[router]`

@@ -6,7 +6,7 @@ use crate::broker::BrokerContext;
 use crate::outbound::{outbound_queue, Closing, OutFrame, OutboundReceiver, OverflowSignal};
 use crate::router::SessionId;
 use crate::session::heartbeat::Heartbeat;
-use crate::session::{CloseReason, Flow, Session, SessionError};
+use crate::session::{ClientInfo, CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
 use crate::websocket;
 use bytes::{Bytes, BytesMut};
@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use stomp_protocol::{Command, Decoder, FrameEncoder, Version};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -24,7 +25,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info_span, Instrument};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws<S> = WebSocketStream<S>;
 
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 64;
@@ -54,23 +55,39 @@ async fn run(
 ) {
     // Frames go out whole and at once; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
+    // TLS and WebSocket handshakes share one limit, in this task.
+    let deadline = Instant::now() + context.config.listener.handshake_timeout;
+    match context.tls.clone() {
+        None => serve_stream(stream, deadline, peer_ip, id, context, shutdown).await,
+        Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_stream(tls, deadline, peer_ip, id, context, shutdown).await,
+            Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
+            Err(_) => debug!("TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    deadline: Instant,
+    peer_ip: std::net::IpAddr,
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    shutdown: Shutdown,
+) {
     let handshake_timeout = context.config.listener.handshake_timeout;
-    let (ws, handshake) = match timeout(
-        handshake_timeout,
-        websocket::accept(stream, &context.config),
-    )
-    .await
-    {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(error)) => {
-            debug!(%error, "WebSocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(?handshake_timeout, "WebSocket handshake timed out");
-            return;
-        }
-    };
+    let (ws, handshake) =
+        match timeout_at(deadline, websocket::accept(stream, &context.config)).await {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(error)) => {
+                debug!(%error, "WebSocket handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(?handshake_timeout, "WebSocket handshake timed out");
+                return;
+            }
+        };
     debug!(subprotocol = ?handshake.subprotocol, "WebSocket open");
     let ip_slot = context.admit(peer_ip);
     let outbound_config = &context.config.outbound;
@@ -81,7 +98,16 @@ async fn run(
     let now = Instant::now();
     let mut connection = Connection {
         decoder: Decoder::new(context.config.limits.frame_limits()),
-        session: Session::new(id, context.clone(), handshake.allowed_versions, queue),
+        session: Session::new(
+            id,
+            context.clone(),
+            ClientInfo {
+                ip: peer_ip,
+                bearer: handshake.bearer,
+            },
+            handshake.allowed_versions,
+            queue,
+        ),
         ws,
         overflow: outbound.overflow_signal(),
         outbound,
@@ -117,8 +143,8 @@ enum End {
     Closed(Box<Closing>),
 }
 
-struct Connection {
-    ws: Ws,
+struct Connection<S> {
+    ws: Ws<S>,
     session: Session,
     outbound: OutboundReceiver,
     /// Fires when the router found this connection over its outbound budget.
@@ -134,7 +160,7 @@ struct Connection {
     grace: f64,
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn drive(&mut self, mut shutdown: Shutdown) -> End {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         loop {
@@ -380,14 +406,18 @@ fn transport_error(error: WsError) -> End {
 
 /// Sends one message unless the client's socket stays full for `limit`: a
 /// client that cannot take a heart-beat within its interval is gone.
-async fn send_within(ws: &mut Ws, message: Message, limit: Duration) -> bool {
+async fn send_within<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut Ws<S>,
+    message: Message,
+    limit: Duration,
+) -> bool {
     matches!(timeout(limit, ws.send(message)).await, Ok(Ok(())))
 }
 
 /// Writes `batch` with one flush. Stops at a final frame (one with `close`)
 /// and returns how to close; frames after it are never written.
-async fn write_batch(
-    ws: &mut Ws,
+async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut Ws<S>,
     outbound: &OutboundReceiver,
     batch: &mut Vec<OutFrame>,
 ) -> Result<Option<Box<Closing>>, WsError> {
@@ -457,7 +487,7 @@ fn close_code(reason: CloseReason) -> CloseCode {
 }
 
 /// Sends a close frame and waits briefly for the client's answer.
-async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: CloseCode, reason: &str) {
     // A close reason must fit in 123 bytes.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {

@@ -6,6 +6,7 @@
 //! queue. `docs/architecture.md` draws the tasks and channels.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -16,6 +17,7 @@ pub mod router;
 pub mod session;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 pub mod websocket;
 
 pub use broker::Broker;

@@ -24,12 +24,32 @@ struct Cli {
     /// Prints the embedded default configuration and exits.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Tool>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Tool {
+    /// Reads a password from standard input and prints its argon2 hash, for
+    /// `[[auth.users]] password_hash` (not from the command line, where `ps`
+    /// would show it).
+    HashPassword,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     if cli.print_config {
         print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    if let Some(Tool::HashPassword) = cli.command {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password)?;
+        let password = password.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err("no password on standard input".into());
+        }
+        println!("{}", stomphub::auth::password::hash(password)?);
         return Ok(());
     }
     let mut config = match &cli.config {
@@ -42,9 +62,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = cli.data_dir {
         config.storage.data_dir = dir;
     }
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .map_err(|e| format!("log.level '{}': {e}", config.log.level))?;
+    // At debug and trace these crates log wire payloads (CONNECT's passcode,
+    // tokens in frames) and stored records: never below info, whatever the filter.
+    for quiet in [
+        "tungstenite=info",
+        "tokio_tungstenite=info",
+        "sled=info",
+        "rustls=info",
+    ] {
+        filter = filter.add_directive(quiet.parse()?);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

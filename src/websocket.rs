@@ -1,9 +1,10 @@
 //! The WebSocket upgrade: path check, `Sec-WebSocket-Protocol` negotiation and
 //! tungstenite's limits. Runs in the connection's own task, under a timeout.
 
+use crate::auth::origin_allowed;
 use crate::config::Config;
 use stomp_protocol::Version;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -17,6 +18,9 @@ pub struct Handshake {
     /// The STOMP versions CONNECT may choose from: those the client offered
     /// as subprotocols, or all when it offered none.
     pub allowed_versions: Vec<Version>,
+    /// A bearer token from `Authorization: Bearer` or `?access_token=`.
+    /// A secret: never logged.
+    pub bearer: Option<String>,
 }
 
 /// Chooses our answer to the offered subprotocols.
@@ -29,6 +33,7 @@ pub fn negotiate_subprotocol(offered: &[&str]) -> Result<Handshake, String> {
         return Ok(Handshake {
             subprotocol: None,
             allowed_versions: Version::ALL.to_vec(),
+            bearer: None,
         });
     }
     let mut ours: Vec<Version> = offered
@@ -41,6 +46,7 @@ pub fn negotiate_subprotocol(offered: &[&str]) -> Result<Handshake, String> {
         Some(&highest) => Ok(Handshake {
             subprotocol: Some(highest),
             allowed_versions: ours,
+            bearer: None,
         }),
         None => Err(format!(
             "no supported STOMP subprotocol offered (offered: {}; supported: v12.stomp, v11.stomp, v10.stomp)",
@@ -67,14 +73,61 @@ fn refuse(status: StatusCode, reason: String) -> ErrorResponse {
     response
 }
 
+/// The bearer token of a request: `Authorization: Bearer <t>`, else the
+/// `access_token` query parameter (browsers cannot set headers on a WebSocket).
+fn bearer(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    header.or_else(|| {
+        request.uri().query().and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("access_token="))
+                .map(percent_decode)
+        })
+    })
+}
+
+/// Decodes `%XX` escapes (JWTs need none, but clients may escape anyway).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[at], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                at += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                at += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Performs the upgrade on `stream`.
 // The callback's error type is tungstenite's `ErrorResponse`, an HTTP
 // response: large, but not ours to box.
 #[allow(clippy::result_large_err)]
-pub async fn accept(
-    stream: TcpStream,
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     config: &Config,
-) -> Result<(WebSocketStream<TcpStream>, Handshake), tokio_tungstenite::tungstenite::Error> {
+) -> Result<(WebSocketStream<S>, Handshake), tokio_tungstenite::tungstenite::Error> {
     let mut settled: Option<Handshake> = None;
     let path = config.listener.path.as_str();
     let callback = |request: &Request, mut response: Response| {
@@ -93,8 +146,30 @@ pub async fn accept(
             .map(str::trim)
             .filter(|name| !name.is_empty())
             .collect();
-        let handshake = negotiate_subprotocol(&offered)
+        // Cross-site WebSocket hijacking: only allowed browser origins.
+        let origin = request
+            .headers()
+            .get("Origin")
+            .map(|v| v.to_str().unwrap_or("<not UTF-8>"));
+        let listener = &config.listener;
+        match origin {
+            None if !listener.allow_missing_origin => {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "an Origin header is required".into(),
+                ));
+            }
+            Some(origin) if !origin_allowed(origin, &listener.allowed_origins) => {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    format!("origin '{origin}' is not allowed"),
+                ));
+            }
+            _ => {}
+        }
+        let mut handshake = negotiate_subprotocol(&offered)
             .map_err(|reason| refuse(StatusCode::BAD_REQUEST, reason))?;
+        handshake.bearer = bearer(request);
         if let Some(version) = handshake.subprotocol {
             response.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
@@ -113,6 +188,7 @@ pub async fn accept(
     let handshake = settled.unwrap_or(Handshake {
         subprotocol: None,
         allowed_versions: Version::ALL.to_vec(),
+        bearer: None,
     });
     Ok((ws, handshake))
 }

@@ -2,6 +2,7 @@
 
 use super::heartbeat::{negotiate, parse_client_header, Heartbeat};
 use super::{CloseReason, Flow, Session, SessionError, State};
+use crate::auth::Credentials;
 use crate::outbound::OutFrame;
 use crate::router::RouterCommand;
 use stomp_protocol::{Command, Frame, FrameEncoder, Version};
@@ -27,6 +28,25 @@ impl Session {
             error.version = Some(Version::list(&allowed));
             return Err(error);
         };
+
+        let credentials = Credentials {
+            login: frame.get("login"),
+            passcode: frame.get("passcode"),
+            bearer: self.client.bearer.as_deref(),
+            ip: self.client.ip,
+        };
+        let identity = match self.context.auth.authenticate(credentials).await {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                // Slows guessing down; only this connection waits.
+                tokio::time::sleep(refusal.delay).await;
+                return Err(SessionError::new(
+                    refusal.message,
+                    CloseReason::PolicyViolation,
+                ));
+            }
+        };
+        self.permissions = identity.permissions;
 
         // Heart-beating exists from 1.1 on; a 1.0 session has none.
         let (server_send, server_receive) = if version == Version::V1_0 {
@@ -57,13 +77,11 @@ impl Session {
         })
         .await?;
         self.state = State::Connected(version);
-        self.client_id = frame
-            .get("client-id")
-            .or_else(|| frame.get("login"))
-            .map(str::to_owned);
+        self.client_id = frame.get("client-id").map(str::to_owned).or(identity.name);
+        // Never the passcode or a token: only who connected.
         debug!(
             version = %version,
-            login = frame.get("login").unwrap_or(""),
+            client = self.client_id.as_deref().unwrap_or("anonymous"),
             heartbeat = ?self.heartbeat,
             "connected"
         );

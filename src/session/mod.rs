@@ -24,6 +24,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use stomp_protocol::{Command, Frame, Version};
 
+/// What the session knows of its client from the transport.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The peer's address.
+    pub ip: std::net::IpAddr,
+    /// A bearer token from the handshake (a secret: never logged).
+    pub bearer: Option<String>,
+}
+
 /// What the connection does after a frame was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -55,8 +64,12 @@ pub struct Session {
     heartbeat: Heartbeat,
     /// Open transactions and what they hold.
     transactions: transaction::Transactions,
-    /// CONNECT's `client-id` (else `login`): scopes durable subscriptions.
+    /// CONNECT's `client-id` (else the authenticated name): scopes durable subscriptions.
     client_id: Option<String>,
+    /// The client as the transport saw it.
+    client: ClientInfo,
+    /// What it may read and write, from authentication (none until CONNECT).
+    permissions: crate::auth::Permissions,
 }
 
 impl Session {
@@ -64,6 +77,7 @@ impl Session {
     pub fn new(
         id: SessionId,
         context: Arc<BrokerContext>,
+        client: ClientInfo,
         allowed_versions: Vec<Version>,
         outbound: OutboundQueue,
     ) -> Self {
@@ -80,6 +94,8 @@ impl Session {
             outbound: Some(outbound),
             heartbeat: Heartbeat::default(),
             client_id: None,
+            client,
+            permissions: crate::auth::Permissions::default(),
         }
     }
 

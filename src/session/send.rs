@@ -32,8 +32,14 @@ impl Session {
     /// The SEND as the router takes it.
     fn publication(&self, frame: &Frame) -> Result<Publication, SessionError> {
         let destination = required(frame, "destination")?;
-        let target = send_target(destination, &self.context.destination_limits)
-            .map_err(|e| SessionError::protocol(e.0))?;
+        let limits = &self.context.destination_limits;
+        let target = send_target(destination, limits).map_err(|e| SessionError::protocol(e.0))?;
+        if !self.permissions.can_write(destination, limits) {
+            return Err(SessionError::new(
+                format!("write access to '{destination}' denied"),
+                CloseReason::PolicyViolation,
+            ));
+        }
         let expires_at = expiry(frame)?;
         let queue_arguments =
             QueueArguments::from_headers(&frame.headers).map_err(SessionError::protocol)?;

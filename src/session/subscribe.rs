@@ -35,8 +35,16 @@ impl Session {
                 CloseReason::PolicyViolation,
             ));
         }
-        let target = subscribe_target(destination, &self.context.destination_limits)
-            .map_err(|e| SessionError::protocol(e.0))?;
+        let limits = &self.context.destination_limits;
+        let target =
+            subscribe_target(destination, limits).map_err(|e| SessionError::protocol(e.0))?;
+        // A wildcard must stay inside what may be read.
+        if !self.permissions.can_read(destination, limits) {
+            return Err(SessionError::new(
+                format!("read access to '{destination}' denied"),
+                CloseReason::PolicyViolation,
+            ));
+        }
         let prefetch = prefetch(frame)?;
         let arguments =
             QueueArguments::from_headers(&frame.headers).map_err(SessionError::protocol)?;

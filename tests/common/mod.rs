@@ -117,6 +117,21 @@ impl Client {
         })
     }
 
+    /// Wraps an already opened WebSocket.
+    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            decoder: Decoder::new(Limits {
+                max_body_bytes: 8 << 20,
+                ..Limits::default()
+            }),
+            buffer: BytesMut::new(),
+            version: Version::V1_2,
+            subprotocol: None,
+            last_was_binary: false,
+        }
+    }
+
     /// Opens a WebSocket from the loopback address `source` (127.0.0.x), so
     /// that tests can be different client IPs.
     pub async fn open_from(
@@ -372,7 +387,16 @@ impl BrokerProcess {
 
     /// Starts it; `Err` holds what it printed if it refused to start.
     pub fn try_start(config: &str, dir: &std::path::Path) -> Result<BrokerProcess, String> {
-        use std::io::{BufRead, BufReader, Read};
+        BrokerProcess::start_logging(config, dir, "warn")
+    }
+
+    /// Starts it with `RUST_LOG=level`; its log goes to `dir/broker.log`.
+    pub fn start_logging(
+        config: &str,
+        dir: &std::path::Path,
+        level: &str,
+    ) -> Result<BrokerProcess, String> {
+        use std::io::{BufRead, BufReader};
         let path = dir.join("broker.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stomphub"))
@@ -380,21 +404,18 @@ impl BrokerProcess {
             .arg(&path)
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("broker.log")).expect("log file"))
             .spawn()
             .expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read");
         if line.is_empty() {
-            let mut stderr = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut stderr);
-            }
             let status = child.wait().expect("wait");
-            return Err(format!("{status}: {stderr}"));
+            let log = std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
+            return Err(format!("{status}: {log}"));
         }
         let url = line.trim().rsplit(' ').next().expect("url").to_owned();
         let address = url
