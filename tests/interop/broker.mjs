@@ -31,7 +31,7 @@ export function startBroker({ config, listen = '127.0.0.1:0', dataDir } = {}) {
     let stdout = '';
     child.stdout.on('data', (chunk) => {
       stdout += chunk;
-      const match = stdout.match(/listening on (ws:\/\/\S+)/);
+      const match = stdout.match(/listening on (wss?:\/\/\S+)/);
       if (match) {
         clearTimeout(timer);
         const url = match[1];
