@@ -162,7 +162,8 @@ struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn drive(&mut self, mut shutdown: Shutdown) -> End {
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        // Grows on first use: an idle connection never needs 64 slots.
+        let mut batch = Vec::new();
         loop {
             let timer = self.next_timer();
             tokio::select! {
