@@ -57,10 +57,21 @@ async fn run(
     let _ = stream.set_nodelay(true);
     // TLS and WebSocket handshakes share one limit, in this task.
     let deadline = Instant::now() + context.config.listener.handshake_timeout;
+    // Boxed futures: a task keeps room for its largest await point as long
+    // as it lives, and the handshakes (tungstenite keeps a 4 KiB read chunk
+    // inline), TLS and the closing words are large but brief. Boxed, an idle
+    // connection's task holds only the live connection.
     match context.tls.clone() {
-        None => serve_stream(stream, deadline, peer_ip, id, context, shutdown).await,
-        Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => serve_stream(tls, deadline, peer_ip, id, context, shutdown).await,
+        None => {
+            Box::pin(serve_stream(
+                stream, deadline, peer_ip, id, context, shutdown,
+            ))
+            .await
+        }
+        Some(acceptor) => match timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
+            Ok(Ok(tls)) => {
+                Box::pin(serve_stream(tls, deadline, peer_ip, id, context, shutdown)).await
+            }
             Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
             Err(_) => debug!("TLS handshake timed out"),
         },
@@ -76,18 +87,22 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: Shutdown,
 ) {
     let handshake_timeout = context.config.listener.handshake_timeout;
-    let (ws, handshake) =
-        match timeout_at(deadline, websocket::accept(stream, &context.config)).await {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(error)) => {
-                debug!(%error, "WebSocket handshake failed");
-                return;
-            }
-            Err(_) => {
-                debug!(?handshake_timeout, "WebSocket handshake timed out");
-                return;
-            }
-        };
+    let (ws, handshake) = match timeout_at(
+        deadline,
+        Box::pin(websocket::accept(stream, &context.config)),
+    )
+    .await
+    {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(error)) => {
+            debug!(%error, "WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(?handshake_timeout, "WebSocket handshake timed out");
+            return;
+        }
+    };
     debug!(subprotocol = ?handshake.subprotocol, "WebSocket open");
     let ip_slot = context.admit(peer_ip);
     let outbound_config = &context.config.outbound;
@@ -124,11 +139,11 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             format!("too many connections from {peer_ip}: max_connections_per_ip is {max}"),
             CloseReason::PolicyViolation,
         );
-        connection.finish(End::Error(error)).await;
+        Box::pin(connection.finish(End::Error(error))).await;
         return;
     };
     let end = connection.drive(shutdown).await;
-    connection.finish(end).await;
+    Box::pin(connection.finish(end)).await;
 }
 
 /// How the read/write loop ended.

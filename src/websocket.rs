@@ -60,7 +60,7 @@ pub fn negotiate_subprotocol(offered: &[&str]) -> Result<Handshake, String> {
 pub fn websocket_config(config: &Config) -> WebSocketConfig {
     let max_message = config.limits.frame_limits().max_frame_bytes();
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max_message + 64 * 1024)
         .max_message_size(Some(max_message))

@@ -48,7 +48,13 @@ struct Seen {
     latencies_us: Vec<u32>,
 }
 
-async fn subscribe(args: FanoutArgs, index: usize, progress: Arc<AtomicU64>, epoch: Instant, ready: Arc<AtomicU64>) -> Fallible<Seen> {
+async fn subscribe(
+    args: FanoutArgs,
+    index: usize,
+    progress: Arc<AtomicU64>,
+    epoch: Instant,
+    ready: Arc<AtomicU64>,
+) -> Fallible<Seen> {
     let mut connection = Connection::open(&args.url).await?;
     connection
         .send(
@@ -95,7 +101,8 @@ async fn subscribe(args: FanoutArgs, index: usize, progress: Arc<AtomicU64>, epo
         progress.store(next_expected, Ordering::Release);
         if sequence % sample_every == 0 {
             let now_ns = epoch.elapsed().as_nanos() as u64;
-            seen.latencies_us.push((now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32);
+            seen.latencies_us
+                .push((now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32);
         }
     }
     Ok(seen)
@@ -105,10 +112,18 @@ async fn subscribe(args: FanoutArgs, index: usize, progress: Arc<AtomicU64>, epo
 pub async fn run(args: FanoutArgs) -> Fallible<()> {
     let epoch = Instant::now();
     let ready = Arc::new(AtomicU64::new(0));
-    let progress: Vec<Arc<AtomicU64>> = (0..args.subscribers).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let progress: Vec<Arc<AtomicU64>> = (0..args.subscribers)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
     let mut subscribers = Vec::new();
     for (index, progress) in progress.iter().enumerate() {
-        subscribers.push(tokio::spawn(subscribe(args.clone(), index, progress.clone(), epoch, ready.clone())));
+        subscribers.push(tokio::spawn(subscribe(
+            args.clone(),
+            index,
+            progress.clone(),
+            epoch,
+            ready.clone(),
+        )));
     }
     while ready.load(Ordering::Acquire) < args.subscribers as u64 {
         if subscribers.iter().any(|s| s.is_finished()) {
@@ -131,7 +146,11 @@ pub async fn run(args: FanoutArgs) -> Fallible<()> {
             publisher.flush().await?;
             // Stay within `window` of the slowest subscriber.
             loop {
-                let slowest = progress.iter().map(|p| p.load(Ordering::Acquire)).min().unwrap_or(sequence);
+                let slowest = progress
+                    .iter()
+                    .map(|p| p.load(Ordering::Acquire))
+                    .min()
+                    .unwrap_or(sequence);
                 if sequence < slowest + args.window {
                     break;
                 }
@@ -166,10 +185,18 @@ pub async fn run(args: FanoutArgs) -> Fallible<()> {
     let duplicates: u64 = seen.iter().map(|s| s.duplicates).sum();
     let mut latencies: Vec<Duration> = seen
         .iter()
-        .flat_map(|s| s.latencies_us.iter().map(|us| Duration::from_micros(u64::from(*us))))
+        .flat_map(|s| {
+            s.latencies_us
+                .iter()
+                .map(|us| Duration::from_micros(u64::from(*us)))
+        })
         .collect();
     latencies.sort_unstable();
-    let mode = if args.rate > 0 { format!("{} msg/s", args.rate) } else { format!("full speed, window {}", args.window) };
+    let mode = if args.rate > 0 {
+        format!("{} msg/s", args.rate)
+    } else {
+        format!("full speed, window {}", args.window)
+    };
     println!(
         "fanout {} | 1 publisher -> {} subscribers | {} messages of {} B | {mode}",
         args.topic, args.subscribers, args.messages, args.body
@@ -185,8 +212,11 @@ pub async fn run(args: FanoutArgs) -> Fallible<()> {
     );
     println!(
         "{}tool CPU {tool:.2} s",
-        cpu.map(|c| format!("broker CPU {c:.2} s: {:.0} deliveries per broker CPU-second | ", delivered as f64 / c))
-            .unwrap_or_default()
+        cpu.map(|c| format!(
+            "broker CPU {c:.2} s: {:.0} deliveries per broker CPU-second | ",
+            delivered as f64 / c
+        ))
+        .unwrap_or_default()
     );
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stomp_protocol::{Command, Frame};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{watch, Semaphore};
 
 /// Options of `idle`.
 #[derive(clap::Args, Clone)]
@@ -41,7 +41,12 @@ pub async fn run(args: IdleArgs) -> Fallible<()> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.connections);
     for index in 0..args.connections {
-        let (args, permits, connected, mut probe_rx) = (args.clone(), permits.clone(), connected.clone(), probe_rx.clone());
+        let (args, permits, connected, mut probe_rx) = (
+            args.clone(),
+            permits.clone(),
+            connected.clone(),
+            probe_rx.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let permit = permits.acquire_owned().await.map_err(|_| "closed")?;
             let mut connection = Connection::open(&args.url).await?;
@@ -54,12 +59,18 @@ pub async fn run(args: IdleArgs) -> Fallible<()> {
                 )
                 .await?;
             if connection.next().await?.command != Command::Receipt {
-                return Err::<Duration, Box<dyn std::error::Error + Send + Sync>>("SUBSCRIBE not confirmed".into());
+                return Err::<Duration, Box<dyn std::error::Error + Send + Sync>>(
+                    "SUBSCRIBE not confirmed".into(),
+                );
             }
             drop(permit);
             connected.fetch_add(1, Ordering::Release);
             let frame = connection.next().await?;
-            let sent = probe_rx.wait_for(Option::is_some).await.map_err(|_| "no probe")?.unwrap_or(started);
+            let sent = probe_rx
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| "no probe")?
+                .unwrap_or(started);
             if frame.command != Command::Message {
                 return Err("probe not received".into());
             }
@@ -81,7 +92,11 @@ pub async fn run(args: IdleArgs) -> Fallible<()> {
     let probe_sent = Instant::now();
     probe_tx.send_replace(Some(probe_sent));
     publisher
-        .send(Frame::new(Command::Send).header("destination", args.topic.clone()).body("probe"))
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", args.topic.clone())
+                .body("probe"),
+        )
         .await?;
     publisher.flush().await?;
     let mut reached = 0;
@@ -92,7 +107,10 @@ pub async fn run(args: IdleArgs) -> Fallible<()> {
             slowest = slowest.max(took);
         }
     }
-    println!("idle {} | {} connections, CONNECT + SUBSCRIBE each", args.topic, args.connections);
+    println!(
+        "idle {} | {} connections, CONNECT + SUBSCRIBE each",
+        args.topic, args.connections
+    );
     println!(
         "opened {opened} in {:.2} s: {:.0} connects/s",
         connect_time.as_secs_f64(),
@@ -104,6 +122,9 @@ pub async fn run(args: IdleArgs) -> Fallible<()> {
             (after.saturating_sub(before)) as f64 / opened.max(1) as f64
         );
     }
-    println!("probe reached {reached} of {opened} connections; the last after {:.1} ms", slowest.as_secs_f64() * 1e3);
+    println!(
+        "probe reached {reached} of {opened} connections; the last after {:.1} ms",
+        slowest.as_secs_f64() * 1e3
+    );
     Ok(())
 }

@@ -155,4 +155,3 @@ pub async fn run(args: QueueArgs) -> Fallible<()> {
     }
     Ok(())
 }
-

@@ -20,7 +20,6 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-
 /// This process's own CPU seconds, to show when the tool is the bottleneck.
 pub fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())
