@@ -290,6 +290,16 @@ pub fn epoch_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Who subscribes, and how its deliveries are acknowledged.
+#[derive(Debug, Clone)]
+struct Subscribing {
+    session: SessionId,
+    id: Arc<str>,
+    ack: AckMode,
+    /// `prefetch-count`, if given.
+    prefetch: Option<usize>,
+}
+
 /// What the router keeps per connected session.
 struct SessionEntry {
     outbound: OutboundQueue,
@@ -498,25 +508,17 @@ impl Router {
                     (SubscribeTarget::Queue(name), None) => Some(name.clone()),
                     (SubscribeTarget::Topic(_), None) => None,
                 };
+                let who = Subscribing {
+                    session,
+                    id,
+                    ack,
+                    prefetch,
+                };
                 let subscribed = match (target, durable) {
-                    (SubscribeTarget::Topic(pattern), Some(durable)) => self.subscribe_durable(
-                        session,
-                        id,
-                        &durable,
-                        pattern,
-                        ack,
-                        prefetch,
-                        receipt.as_deref(),
-                    ),
-                    (target, _) => self.subscribe(
-                        session,
-                        id,
-                        target,
-                        ack,
-                        prefetch,
-                        &arguments,
-                        receipt.as_deref(),
-                    ),
+                    (SubscribeTarget::Topic(pattern), Some(durable)) => {
+                        self.subscribe_durable(who, &durable, pattern, receipt.as_deref())
+                    }
+                    (target, _) => self.subscribe(who, target, &arguments, receipt.as_deref()),
                 };
                 if subscribed {
                     let durable = self.durable_ops != mark;
@@ -597,17 +599,19 @@ impl Router {
     }
 
     /// Adds a subscription; false (after failing the session) if refused.
-    #[allow(clippy::too_many_arguments)]
     fn subscribe(
         &mut self,
-        session: SessionId,
-        id: Arc<str>,
+        who: Subscribing,
         target: SubscribeTarget,
-        ack: AckMode,
-        prefetch: Option<usize>,
         arguments: &QueueArguments,
         receipt: Option<&str>,
     ) -> bool {
+        let Subscribing {
+            session,
+            id,
+            ack,
+            prefetch,
+        } = who.clone();
         let drop_oldest = match &target {
             SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
             SubscribeTarget::Queue(_) => false,
@@ -640,9 +644,7 @@ impl Router {
                 );
                 true
             }
-            SubscribeTarget::Queue(name) => {
-                self.subscribe_queue(session, id, name, ack, prefetch, arguments, receipt)
-            }
+            SubscribeTarget::Queue(name) => self.subscribe_queue(who, name, arguments, receipt),
         }
     }
 

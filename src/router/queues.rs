@@ -4,7 +4,9 @@
 
 use super::destination::{PatternWord, REPLY_QUEUE_PREFIX};
 use super::message::{ack_id, encode, Delivery, Message, Publication, ReplyQueue};
-use super::{epoch_ms, AckMode, Router, SessionId, SubscriptionEntry, Target, Unacked};
+use super::{
+    epoch_ms, AckMode, Router, SessionId, Subscribing, SubscriptionEntry, Target, Unacked,
+};
 use crate::queue::{Consumer, Queue, QueueArguments, QueuedMessage};
 use crate::session::CloseReason;
 use crate::store::{QueueDefinition, StoreOp};
@@ -55,14 +57,10 @@ impl Router {
     }
 
     /// Adds a queue consumer; false (after failing the session) if refused.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn subscribe_queue(
         &mut self,
-        session: SessionId,
-        id: Arc<str>,
+        who: Subscribing,
         name: String,
-        ack: AckMode,
-        prefetch: Option<usize>,
         arguments: &QueueArguments,
         receipt: Option<&str>,
     ) -> bool {
@@ -73,27 +71,23 @@ impl Router {
         let exclusive_taken = queue.settings.exclusive || arguments.exclusive;
         if exclusive_taken && !queue.consumers.is_empty() {
             let message = format!("queue '{name}' is exclusive: it already has a consumer");
-            self.fail(session, message, receipt, CloseReason::PolicyViolation);
+            self.fail(who.session, message, receipt, CloseReason::PolicyViolation);
             return false;
         }
         if arguments.exclusive {
             queue.settings.exclusive = true;
         }
-        self.add_consumer(session, id, name, ack, prefetch);
+        self.add_consumer(who, name);
         true
     }
 
     /// Attaches a consumer to a durable topic subscription, creating (or
     /// re-binding) it first.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn subscribe_durable(
         &mut self,
-        session: SessionId,
-        id: Arc<str>,
+        who: Subscribing,
         durable: &DurableSubscription,
         pattern: Vec<PatternWord>,
-        ack: AckMode,
-        prefetch: Option<usize>,
         receipt: Option<&str>,
     ) -> bool {
         let name = format!("{DURABLE_PREFIX}{}", durable.key);
@@ -135,10 +129,10 @@ impl Router {
                 "durable subscription '{}' is already active on another connection",
                 durable.key
             );
-            self.fail(session, message, receipt, CloseReason::PolicyViolation);
+            self.fail(who.session, message, receipt, CloseReason::PolicyViolation);
             return false;
         }
-        self.add_consumer(session, id, name, ack, prefetch);
+        self.add_consumer(who, name);
         true
     }
 
@@ -164,14 +158,13 @@ impl Router {
         }
     }
 
-    fn add_consumer(
-        &mut self,
-        session: SessionId,
-        id: Arc<str>,
-        name: String,
-        ack: AckMode,
-        prefetch: Option<usize>,
-    ) {
+    fn add_consumer(&mut self, who: Subscribing, name: String) {
+        let Subscribing {
+            session,
+            id,
+            ack,
+            prefetch,
+        } = who;
         let Some(queue) = self.queues.get_mut(&name) else {
             return;
         };

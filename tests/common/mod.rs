@@ -99,22 +99,13 @@ impl Client {
             );
         }
         let (ws, response) = tokio_tungstenite::connect_async(request).await?;
-        let subprotocol = response
+        let mut client = Client::from_ws(ws);
+        client.subprotocol = response
             .headers()
             .get("Sec-WebSocket-Protocol")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ok(Client {
-            ws,
-            decoder: Decoder::new(Limits {
-                max_body_bytes: 8 << 20,
-                ..Limits::default()
-            }),
-            buffer: BytesMut::new(),
-            version: Version::V1_2,
-            subprotocol,
-            last_was_binary: false,
-        })
+        Ok(client)
     }
 
     /// Wraps an already opened WebSocket.
@@ -155,17 +146,9 @@ impl Client {
         );
         let (ws, _) =
             tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
-        Ok(Client {
-            ws,
-            decoder: Decoder::new(Limits {
-                max_body_bytes: 8 << 20,
-                ..Limits::default()
-            }),
-            buffer: BytesMut::new(),
-            version: Version::V1_2,
-            subprotocol: Some("v12.stomp".into()),
-            last_was_binary: false,
-        })
+        let mut client = Client::from_ws(ws);
+        client.subprotocol = Some("v12.stomp".into());
+        Ok(client)
     }
 
     /// Sends CONNECT 1.2 with no heart-beats on an open WebSocket; returns

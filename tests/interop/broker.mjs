@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { WebSocket } from 'ws';
+import { Client } from '@stomp/stompjs';
 
 // Node 20 has no global WebSocket; stompjs uses the global one, as in a browser.
 Object.assign(globalThis, { WebSocket });
@@ -58,4 +59,15 @@ export async function until(predicate, ms = 5000, what = 'condition') {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** Activates a stompjs client against `url` and resolves once it is connected. */
+export function connectClient(url, options = {}) {
+  return new Promise((resolve, reject) => {
+    const client = new Client({ brokerURL: url, reconnectDelay: 0, ...options });
+    client.onConnect = () => resolve(client);
+    client.onStompError = (frame) => reject(new Error(frame.headers.message));
+    client.onWebSocketError = () => reject(new Error('WebSocket error'));
+    client.activate();
+  });
 }

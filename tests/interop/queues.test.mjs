@@ -2,8 +2,7 @@
 // temp-queue request/reply, against the real broker binary.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Client } from '@stomp/stompjs';
-import { startBroker, until } from './broker.mjs';
+import { connectClient, startBroker, until } from './broker.mjs';
 
 let broker;
 before(async () => {
@@ -11,14 +10,7 @@ before(async () => {
 });
 after(async () => { await broker.stop(); });
 
-function connect(options = {}) {
-  return new Promise((resolve, reject) => {
-    const client = new Client({ brokerURL: broker.url, reconnectDelay: 0, ...options });
-    client.onConnect = () => resolve(client);
-    client.onStompError = (frame) => reject(new Error(frame.headers.message));
-    client.activate();
-  });
-}
+const connect = (options = {}) => connectClient(broker.url, options);
 
 /** Subscribes (confirmed by a receipt) and returns the array messages land in. */
 async function collect(client, destination, headers = {}, onMessage = () => {}) {

@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client, Versions } from '@stomp/stompjs';
-import { startBroker, until } from './broker.mjs';
+import { connectClient, startBroker, until } from './broker.mjs';
 
 let broker;
 before(async () => {
@@ -11,16 +11,7 @@ before(async () => {
 });
 after(async () => { await broker.stop(); });
 
-/** Activates a stompjs client and resolves once it is connected. */
-function connect(options = {}) {
-  return new Promise((resolve, reject) => {
-    const client = new Client({ brokerURL: broker.url, reconnectDelay: 0, ...options });
-    client.onConnect = () => resolve(client);
-    client.onStompError = (frame) => reject(new Error(frame.headers.message));
-    client.onWebSocketError = () => reject(new Error('WebSocket error'));
-    client.activate();
-  });
-}
+const connect = (options = {}) => connectClient(broker.url, options);
 
 /** Subscribes and resolves with a function returning the messages so far. */
 async function collect(client, destination, headers = {}) {

@@ -47,6 +47,26 @@ impl Connection {
         Ok(connection)
     }
 
+    /// Subscribes `id` to `destination` and waits for the RECEIPT.
+    pub async fn subscribe_confirmed(
+        &mut self,
+        id: &str,
+        destination: &str,
+        receipt: &str,
+    ) -> Fallible<()> {
+        self.send(
+            Frame::new(Command::Subscribe)
+                .header("id", id)
+                .header("destination", destination)
+                .header("receipt", receipt),
+        )
+        .await?;
+        match self.next().await? {
+            frame if frame.command == Command::Receipt => Ok(()),
+            frame => Err(format!("SUBSCRIBE not confirmed: {:?}", frame.get("message")).into()),
+        }
+    }
+
     /// Queues a frame (written at the next flush or read).
     pub async fn send(&mut self, frame: Frame) -> Fallible<()> {
         self.ws

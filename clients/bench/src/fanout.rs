@@ -57,16 +57,8 @@ async fn subscribe(
 ) -> Fallible<Seen> {
     let mut connection = Connection::open(&args.url).await?;
     connection
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "sub-0")
-                .header("destination", args.topic.clone())
-                .header("receipt", format!("ready-{index}")),
-        )
+        .subscribe_confirmed("sub-0", &args.topic, &format!("ready-{index}"))
         .await?;
-    if connection.next().await?.command != Command::Receipt {
-        return Err("SUBSCRIBE not confirmed".into());
-    }
     ready.fetch_add(1, Ordering::Release);
     // Sample latencies so that big runs stay small in memory.
     let sample_every = (args.messages * args.subscribers as u64 / 2_000_000).max(1);
