@@ -1,6 +1,6 @@
 //! stomphub-bench: load for any STOMP-over-WebSocket broker.
 //!
-//! Scenarios (one file each): `queue`, `fanout`, `idle`.
+//! Scenarios (one file each): `queue`, `fanout`, `idle`, `micro`.
 //!
 //! Scenario `queue`: P producers send N messages each to one queue, each SEND
 //! with a receipt, keeping up to `window` receipts outstanding; C consumers
@@ -13,6 +13,7 @@
 mod connection;
 mod fanout;
 mod idle;
+mod micro;
 mod queue;
 mod stats;
 
@@ -33,6 +34,8 @@ enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// Many idle connections: connect rate, memory each, a probe to all.
     Idle(idle::IdleArgs),
+    /// Codec decode/encode MB/s and topic-trie matches/s, in process.
+    Micro,
 }
 
 #[derive(clap::Args, Clone)]
@@ -79,6 +82,7 @@ fn main() -> Fallible<()> {
             Scenario::Queue(args) => queue::run(args).await,
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Idle(args) => idle::run(args).await,
+            Scenario::Micro => micro::run(),
         }
     })
 }

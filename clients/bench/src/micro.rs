@@ -1,0 +1,94 @@
+//! Scenario `micro`: in-process micro-benchmarks. The codec's decode and
+//! encode throughput on a typical SEND, and the topic trie's matches per
+//! second with 10 000 subscriptions, a quarter of them wildcards.
+
+use crate::Fallible;
+use bytes::BytesMut;
+use std::hint::black_box;
+use std::time::Instant;
+use stomp_protocol::{encode, Decoder, Limits, Version};
+use stomphub::router::destination::{topic_pattern, topic_words, DestinationLimits};
+use stomphub::router::topic_trie::TopicTrie;
+
+const LIMITS: DestinationLimits = DestinationLimits {
+    max_words: 32,
+    max_multi_word_wildcards: 4,
+};
+
+fn codec() {
+    let frame = format!(
+        "SEND\ndestination:/topic/prices.nasdaq.acme\ncontent-type:application/json\nx-trace:a\\cb\\nc\ncontent-length:100\n\n{}\0",
+        "x".repeat(100)
+    );
+    let copies = 100_000;
+    let wire: Vec<u8> = frame.as_bytes().repeat(copies);
+    let started = Instant::now();
+    let mut buffer = BytesMut::from(&wire[..]);
+    let mut decoder = Decoder::new(Limits::default());
+    let mut frames = Vec::with_capacity(copies);
+    while let Ok(Some(frame)) = decoder.decode(&mut buffer) {
+        frames.push(frame);
+    }
+    let decode = started.elapsed();
+    let started = Instant::now();
+    let mut bytes = 0;
+    for frame in &frames {
+        bytes += black_box(encode(frame, Version::V1_2)).len();
+    }
+    let encoding = started.elapsed();
+    let megabytes = wire.len() as f64 / 1e6;
+    println!(
+        "codec: decoded {} frames ({:.1} MB) at {:.0} MB/s, {:.2} M frames/s; encoded {:.1} MB at {:.0} MB/s",
+        frames.len(),
+        megabytes,
+        megabytes / decode.as_secs_f64(),
+        frames.len() as f64 / decode.as_secs_f64() / 1e6,
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / encoding.as_secs_f64()
+    );
+}
+
+fn trie() -> Fallible<()> {
+    let mut trie: TopicTrie<usize> = TopicTrie::default();
+    let subscriptions = 10_000;
+    for i in 0..subscriptions {
+        let pattern = match i % 4 {
+            0 => format!("/topic/prices.m{}.s{}.#", i % 50, i % 7),
+            1 => format!("/topic/prices.*.s{}", i % 200),
+            _ => format!("/topic/prices.m{}.s{}", i % 50, i % 200),
+        };
+        trie.insert(&topic_pattern(&pattern, &LIMITS).map_err(|e| e.0)?, i);
+    }
+    let names: Vec<Vec<Box<str>>> = (0..1000)
+        .map(|i| {
+            topic_words(&format!("/topic/prices.m{}.s{}", i % 50, i % 200), &LIMITS)
+                .map_err(|e| e.0)
+        })
+        .collect::<Result<_, _>>()?;
+    let rounds = 200;
+    let mut matched = 0;
+    let mut out = Vec::new();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for name in &names {
+            out.clear();
+            trie.matches(name, &mut out);
+            matched += out.len();
+        }
+    }
+    let elapsed = started.elapsed();
+    let lookups = rounds * names.len();
+    println!(
+        "trie: {subscriptions} subscriptions (25 % with #, 25 % with *): {:.2} M lookups/s, {:.1} matching subscriptions each, {:.0} M matches/s",
+        lookups as f64 / elapsed.as_secs_f64() / 1e6,
+        matched as f64 / lookups as f64,
+        matched as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    Ok(())
+}
+
+/// Runs both and prints their figures.
+pub fn run() -> Fallible<()> {
+    codec();
+    trie()
+}
