@@ -357,6 +357,10 @@ impl Router {
 
     /// Whether `[storage] persistent` makes messages to `destination` persistent.
     fn persistent_by_rule(&self, destination: &str) -> bool {
+        // On every publish: nothing to split when there are no rules (the default).
+        if self.persistent_patterns.is_empty() {
+            return false;
+        }
         let (is_queue, name) = match destination.strip_prefix(super::destination::QUEUE_PREFIX) {
             Some(name) => (true, name),
             None => (
