@@ -362,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 End::Error(error) => {
                     debug!(message = %error.message, "closing with ERROR");
-                    if error.message != SLOW_CONSUMER {
+                    if !self.overflow.is_set() {
                         // Frames queued before the error (RECEIPTs) go first.
                         let mut batch: Vec<OutFrame> =
                             std::iter::from_fn(|| self.outbound.try_recv()).collect();
@@ -391,10 +391,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-const SLOW_CONSUMER: &str = "slow consumer";
-
 fn slow_consumer() -> SessionError {
-    SessionError::new(SLOW_CONSUMER, CloseReason::PolicyViolation).with_detail(
+    SessionError::new("slow consumer", CloseReason::PolicyViolation).with_detail(
         "The client did not read its messages fast enough and exceeded its outbound budget \
          (outbound.max_queued_bytes / max_queued_frames).",
     )

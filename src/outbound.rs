@@ -217,6 +217,11 @@ impl OutboundQueue {
 pub struct OverflowSignal(Arc<Shared>);
 
 impl OverflowSignal {
+    /// Whether the queue has overflowed.
+    pub fn is_set(&self) -> bool {
+        self.0.overflowed.load(Ordering::Relaxed)
+    }
+
     /// Resolves once the queue has overflowed (at once if it already has).
     pub async fn wait(&self) {
         let notified = self.0.overflow.notified();

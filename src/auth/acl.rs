@@ -74,12 +74,6 @@ impl Permissions {
         })
     }
 
-    /// Everything (for tests and the embedded anonymous default).
-    pub fn everything(limits: &DestinationLimits) -> Permissions {
-        let all = ["/topic/#".to_owned(), "/queue/#".to_owned()];
-        Permissions::new(&all, &all, limits).unwrap_or_default()
-    }
-
     fn allows(list: &[Allowed], queue: bool, words: &[PatternWord]) -> bool {
         list.iter()
             .any(|allowed| allowed.queue == queue && contained(words, &allowed.words))
