@@ -42,18 +42,40 @@ pub fn segment_size_for(max_record_bytes: usize) -> usize {
         .max(MIN_SEGMENT_BYTES)
 }
 
+/// How long `open` waits for the database's file lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the database, waiting a bounded time for its file lock. A dropped
+/// `sled::Db` releases the lock only when sled's background threads and
+/// deferred garbage let go of the file, a moment later; a store reopened in
+/// the same process (tests, a restarted broker) must not fail on that. A
+/// second broker on the same directory still gets the lock error.
+fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`, sized for records of up to
     /// `max_record_bytes`.
     pub fn open(dir: &Path, max_record_bytes: usize) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| error(dir, "cannot create the directory", e))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .segment_size(segment_size_for(max_record_bytes))
             // We flush (and fsync) ourselves, once per group commit.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| error(dir, "cannot be opened", e))?;
+            .flush_every_ms(None);
+        let db = open_waiting_for_lock(&config).map_err(|e| error(dir, "cannot be opened", e))?;
         let tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| error(dir, "cannot open a tree", e))
@@ -288,6 +310,17 @@ mod tests {
             .write(&[StoreOp::DeleteQueue { id: 1 }])
             .expect("deletes");
         assert_eq!(store.stored_bytes(), 0);
+    }
+
+    #[test]
+    fn a_second_opener_of_a_store_in_use_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = SledStore::open(dir.path(), 1 << 20).expect("opens");
+        let second = SledStore::open(dir.path(), 1 << 20);
+        let Err(StoreError(message)) = second else {
+            panic!("a store in use opened twice");
+        };
+        assert!(message.contains("could not acquire lock"), "{message}");
     }
 
     #[test]
