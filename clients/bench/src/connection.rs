@@ -1,17 +1,78 @@
 //! One STOMP connection over WebSocket, as a load generator needs it: feed
 //! many frames, flush once, read frames as they come.
+//!
+//! Connections to a loopback broker take their source address in turn from
+//! 127.0.0.1 … 127.0.0.N (`--sources`), with `IP_BIND_ADDRESS_NO_PORT` so
+//! that the port is chosen at connect time per (source, destination) pair:
+//! past the ~28 000 ephemeral ports of one source address, and past a
+//! broker's per-address connection limit.
 
 use crate::Fallible;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use stomp_protocol::{encode, Command, Decoder, Frame, Limits, Version};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
+
+/// How many loopback source addresses connections are spread over.
+static SOURCES: OnceLock<usize> = OnceLock::new();
+/// The next source address, round robin.
+static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+
+/// Spreads loopback connections over 127.0.0.1 … 127.0.0.`count` (set once, at start).
+pub fn spread_sources(count: usize) {
+    let _ = SOURCES.set(count.clamp(1, 254));
+}
+
+/// A TCP connection to `target`, from the next loopback source address when
+/// the target is on loopback.
+async fn tcp_connect(target: SocketAddr) -> Fallible<tokio::net::TcpStream> {
+    let sources = SOURCES.get().copied().unwrap_or(1);
+    let stream = match target {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() && sources > 1 => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            bind_address_no_port(&socket)?;
+            let n = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % sources;
+            let source = Ipv4Addr::new(127, 0, 0, 1 + n as u8);
+            socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))?;
+            socket.connect(target).await?
+        }
+        _ => tokio::net::TcpStream::connect(target).await?,
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Lets `bind` take an address without reserving a port: the port is picked
+/// at `connect`, unique per destination instead of per source.
+fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int that
+    // outlives the call, with its exact size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 /// One STOMP connection over WebSocket.
 pub struct Connection {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
     decoder: Decoder,
     buffer: BytesMut,
 }
@@ -19,12 +80,24 @@ pub struct Connection {
 impl Connection {
     /// Opens the WebSocket and sends CONNECT.
     pub async fn open(url: &str) -> Fallible<Connection> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = url.into_client_request()?;
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", "v12.stomp".parse()?);
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let ws = if request.uri().scheme_str() == Some("ws") {
+            let host = request.uri().host().unwrap_or("127.0.0.1");
+            let port = request.uri().port_u16().unwrap_or(80);
+            let target = tokio::net::lookup_host((host, port))
+                .await?
+                .next()
+                .ok_or("the URL's host has no address")?;
+            let stream = tcp_connect(target).await?;
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+                .await?
+                .0
+        } else {
+            tokio_tungstenite::connect_async(request).await?.0
+        };
         let mut connection = Connection {
             ws,
             decoder: Decoder::new(Limits {

@@ -4,6 +4,7 @@
 //! all of them takes to reach every one.
 
 use crate::connection::Connection;
+use crate::report::Report;
 use crate::stats::rss_kib;
 use crate::Fallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,8 +33,8 @@ pub struct IdleArgs {
     pub pid: Option<u32>,
 }
 
-/// Runs the scenario and prints its figures.
-pub async fn run(args: IdleArgs) -> Fallible<()> {
+/// Runs the scenario.
+pub async fn run(args: IdleArgs) -> Fallible<Report> {
     let rss_before = args.pid.and_then(rss_kib);
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let connected = Arc::new(AtomicU64::new(0));
@@ -99,7 +100,7 @@ pub async fn run(args: IdleArgs) -> Fallible<()> {
         )
         .await?;
     publisher.flush().await?;
-    let mut reached = 0;
+    let mut reached = 0u64;
     let mut slowest = Duration::ZERO;
     for task in tasks {
         if let Ok(Ok(Ok(took))) = tokio::time::timeout(Duration::from_secs(30), task).await {
@@ -107,24 +108,38 @@ pub async fn run(args: IdleArgs) -> Fallible<()> {
             slowest = slowest.max(took);
         }
     }
-    println!(
-        "idle {} | {} connections, CONNECT + SUBSCRIBE each",
-        args.topic, args.connections
-    );
-    println!(
-        "opened {opened} in {:.2} s: {:.0} connects/s",
+    let connect_rate = opened as f64 / connect_time.as_secs_f64();
+    let mut report = Report::default();
+    report.line(format!(
+        "idle {} | {} connections, CONNECT + SUBSCRIBE each, {} at once",
+        args.topic, args.connections, args.concurrency
+    ));
+    report.line(format!(
+        "opened {opened} in {:.2} s: {connect_rate:.0} connects/s",
         connect_time.as_secs_f64(),
-        opened as f64 / connect_time.as_secs_f64()
-    );
+    ));
+    report.figure("connects/s", connect_rate);
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
-        println!(
-            "broker memory: {before} KiB before, {after} KiB with the connections: {:.1} KiB per connection",
-            (after.saturating_sub(before)) as f64 / opened.max(1) as f64
-        );
+        let each = (after.saturating_sub(before)) as f64 / opened.max(1) as f64;
+        report.line(format!(
+            "broker memory: {before} KiB before, {after} KiB with the connections: {each:.1} KiB per connection"
+        ));
+        report.figure("KiB per connection", each);
     }
-    println!(
-        "probe reached {reached} of {opened} connections; the last after {:.1} ms",
-        slowest.as_secs_f64() * 1e3
-    );
-    Ok(())
+    let last_ms = slowest.as_secs_f64() * 1e3;
+    report.line(format!(
+        "probe reached {reached} of {opened} connections; the last after {last_ms:.1} ms"
+    ));
+    report.figure("probe to all ms", last_ms);
+    report.figure("lost", (args.connections as u64 - reached) as f64);
+    if opened < args.connections as u64 {
+        report.problem(format!(
+            "only {opened} of {} connections opened",
+            args.connections
+        ));
+    }
+    if reached < opened {
+        report.problem(format!("the probe reached {reached} of {opened}"));
+    }
+    Ok(report)
 }

@@ -1,41 +1,48 @@
 //! stomphub-bench: load for any STOMP-over-WebSocket broker.
 //!
-//! Scenarios (one file each): `queue`, `fanout`, `idle`, `micro`.
+//! Scenarios (one file each): `fanout` and `topics` (fanout.rs), `queue`,
+//! `idle`, `micro`; `plan` runs a plan file of scenarios against several
+//! brokers in interleaved rounds and writes medians to a file.
 //!
-//! Scenario `queue`: P producers send N messages each to one queue, each SEND
-//! with a receipt, keeping up to `window` receipts outstanding; C consumers
-//! (client-individual acks) take them. Prints confirmed SENDs per second,
-//! receipt latency percentiles, delivered per second, lost and duplicate
-//! counts, and, given the broker's pid, its CPU seconds.
-//!
-//! usage: stomphub-bench queue --url ws://127.0.0.1:61614/ws --producers 4 --persistent
+//! usage: stomphub-bench fanout --url ws://127.0.0.1:61614/ws --subscribers 100 --pid <broker pid>
+//!        stomphub-bench plan clients/bench/plan.toml
 
 mod connection;
 mod fanout;
 mod idle;
 mod micro;
+mod plan;
 mod queue;
+mod report;
 mod stats;
 
 use clap::{Parser, Subcommand};
+use report::Report;
 
 #[derive(Parser)]
 #[command(about = "Load generator for STOMP over WebSocket brokers")]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
+    /// Spread connections to a loopback broker over 127.0.0.1 … 127.0.0.N.
+    #[arg(long, global = true, default_value_t = 16)]
+    sources: usize,
 }
 
 #[derive(Subcommand)]
-enum Scenario {
-    /// Producers and consumers on one queue, a receipt per SEND.
-    Queue(QueueArgs),
+pub enum Scenario {
     /// One publisher, N subscribers of one topic.
     Fanout(fanout::FanoutArgs),
+    /// One publisher over many topics, wildcard subscribers.
+    Topics(fanout::TopicsArgs),
+    /// Producers and consumers on one queue, a receipt per SEND.
+    Queue(QueueArgs),
     /// Many idle connections: connect rate, memory each, a probe to all.
     Idle(idle::IdleArgs),
     /// Codec decode/encode MB/s and topic-trie matches/s, in process.
     Micro,
+    /// A plan file's cases against its brokers, in rounds; medians to a file.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -72,17 +79,32 @@ pub struct QueueArgs {
 /// Errors end a run with a message.
 pub type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// Runs one scenario (not `plan`).
+pub async fn run_scenario(scenario: Scenario) -> Fallible<Report> {
+    match scenario {
+        Scenario::Fanout(args) => fanout::fanout(args).await,
+        Scenario::Topics(args) => fanout::topics(args).await,
+        Scenario::Queue(args) => queue::run(args).await,
+        Scenario::Idle(args) => idle::run(args).await,
+        Scenario::Micro => micro::run(),
+        Scenario::Plan(_) => Err("a plan cannot run a plan".into()),
+    }
+}
+
 fn main() -> Fallible<()> {
     let cli = Cli::parse();
+    connection::spread_sources(cli.sources);
+    if let Scenario::Plan(args) = cli.scenario {
+        return plan::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        match cli.scenario {
-            Scenario::Queue(args) => queue::run(args).await,
-            Scenario::Fanout(args) => fanout::run(args).await,
-            Scenario::Idle(args) => idle::run(args).await,
-            Scenario::Micro => micro::run(),
-        }
-    })
+    let report = runtime.block_on(run_scenario(cli.scenario))?;
+    print!("{}", report.text());
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(report.problems.join("; ").into())
+    }
 }

@@ -2,6 +2,7 @@
 //! encode throughput on a typical SEND, and the topic trie's matches per
 //! second with 10 000 subscriptions, a quarter of them wildcards.
 
+use crate::report::Report;
 use crate::Fallible;
 use bytes::BytesMut;
 use std::hint::black_box;
@@ -15,7 +16,7 @@ const LIMITS: DestinationLimits = DestinationLimits {
     max_multi_word_wildcards: 4,
 };
 
-fn codec() {
+fn codec(report: &mut Report) {
     let frame = format!(
         "SEND\ndestination:/topic/prices.nasdaq.acme\ncontent-type:application/json\nx-trace:a\\cb\\nc\ncontent-length:100\n\n{}\0",
         "x".repeat(100)
@@ -37,18 +38,24 @@ fn codec() {
     }
     let encoding = started.elapsed();
     let megabytes = wire.len() as f64 / 1e6;
-    println!(
+    let (decode_mb_s, encode_mb_s) = (
+        megabytes / decode.as_secs_f64(),
+        bytes as f64 / 1e6 / encoding.as_secs_f64(),
+    );
+    report.figure("decode MB/s", decode_mb_s);
+    report.figure("encode MB/s", encode_mb_s);
+    report.line(format!(
         "codec: decoded {} frames ({:.1} MB) at {:.0} MB/s, {:.2} M frames/s; encoded {:.1} MB at {:.0} MB/s",
         frames.len(),
         megabytes,
-        megabytes / decode.as_secs_f64(),
+        decode_mb_s,
         frames.len() as f64 / decode.as_secs_f64() / 1e6,
         bytes as f64 / 1e6,
-        bytes as f64 / 1e6 / encoding.as_secs_f64()
-    );
+        encode_mb_s
+    ));
 }
 
-fn trie() -> Fallible<()> {
+fn trie(report: &mut Report) -> Fallible<()> {
     let mut trie: TopicTrie<usize> = TopicTrie::default();
     let subscriptions = 10_000;
     for i in 0..subscriptions {
@@ -78,17 +85,23 @@ fn trie() -> Fallible<()> {
     }
     let elapsed = started.elapsed();
     let lookups = rounds * names.len();
-    println!(
+    report.figure(
+        "trie M lookups/s",
+        lookups as f64 / elapsed.as_secs_f64() / 1e6,
+    );
+    report.line(format!(
         "trie: {subscriptions} subscriptions (25 % with #, 25 % with *): {:.2} M lookups/s, {:.1} matching subscriptions each, {:.0} M matches/s",
         lookups as f64 / elapsed.as_secs_f64() / 1e6,
         matched as f64 / lookups as f64,
         matched as f64 / elapsed.as_secs_f64() / 1e6
-    );
+    ));
     Ok(())
 }
 
-/// Runs both and prints their figures.
-pub fn run() -> Fallible<()> {
-    codec();
-    trie()
+/// Runs both.
+pub fn run() -> Fallible<Report> {
+    let mut report = Report::default();
+    codec(&mut report);
+    trie(&mut report)?;
+    Ok(report)
 }

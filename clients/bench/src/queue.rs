@@ -1,12 +1,14 @@
 //! Scenario `queue`: producers and consumers on one queue, a receipt per SEND.
 
 use crate::connection::Connection;
-use crate::stats::{cpu_seconds, percentile};
+use crate::report::{delta, Report};
+use crate::stats::{cpu_seconds, own_cpu_seconds, percentile};
 use crate::{Fallible, QueueArgs};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stomp_protocol::{Command, Frame};
+use tokio::sync::Barrier;
 
 async fn produce(args: QueueArgs, producer: usize) -> Fallible<Vec<Duration>> {
     let mut connection = Connection::open(&args.url).await?;
@@ -53,6 +55,7 @@ async fn consume(
     args: QueueArgs,
     deliveries: Arc<Mutex<Deliveries>>,
     expected: usize,
+    subscribed: Arc<Barrier>,
 ) -> Fallible<()> {
     let mut connection = Connection::open(&args.url).await?;
     connection
@@ -61,9 +64,17 @@ async fn consume(
                 .header("id", "bench")
                 .header("destination", args.queue.clone())
                 .header("ack", "client-individual")
-                .header("prefetch-count", "200"),
+                .header("prefetch-count", "200")
+                .header("receipt", "subscribed"),
         )
         .await?;
+    let confirmation = connection.next().await?;
+    if confirmation.command != Command::Receipt {
+        return Err(format!("consumer: {:?}", confirmation.get("message")).into());
+    }
+    // Producers start once every consumer is there, so that a broker
+    // without stored queues (the baseline) loses nothing either.
+    subscribed.wait().await;
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(3), connection.next()).await;
         let Ok(frame) = frame else {
@@ -91,15 +102,24 @@ async fn consume(
     }
 }
 
-/// Runs the scenario and prints its figures.
-pub async fn run(args: QueueArgs) -> Fallible<()> {
+/// Runs the scenario.
+pub async fn run(args: QueueArgs) -> Fallible<Report> {
     let expected = args.producers * args.messages;
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
-    let cpu_before = args.pid.and_then(cpu_seconds);
-    let started = Instant::now();
+    let subscribed = Arc::new(Barrier::new(args.consumers + 1));
     let consumers: Vec<_> = (0..args.consumers)
-        .map(|_| tokio::spawn(consume(args.clone(), deliveries.clone(), expected)))
+        .map(|_| {
+            tokio::spawn(consume(
+                args.clone(),
+                deliveries.clone(),
+                expected,
+                subscribed.clone(),
+            ))
+        })
         .collect();
+    subscribed.wait().await;
+    let (cpu_before, tool_before) = (args.pid.and_then(cpu_seconds), own_cpu_seconds());
+    let started = Instant::now();
     let producers: Vec<_> = (0..args.producers)
         .map(|p| tokio::spawn(produce(args.clone(), p)))
         .collect();
@@ -107,51 +127,64 @@ pub async fn run(args: QueueArgs) -> Fallible<()> {
     for producer in producers {
         latencies.extend(producer.await??);
     }
-    let confirmed_in = started.elapsed();
+    let confirmed_in = started.elapsed().as_secs_f64();
     for consumer in consumers {
         consumer.await??;
     }
-    let cpu = match (cpu_before, args.pid.and_then(cpu_seconds)) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
+    let cpu = delta(cpu_before, args.pid.and_then(cpu_seconds));
+    let tool = delta(tool_before, own_cpu_seconds()).unwrap_or(0.0);
     latencies.sort_unstable();
     let deliveries = deliveries.lock().map_err(|_| "poisoned")?;
     let seen = &deliveries.seen;
     let delivered_in = deliveries
         .last
-        .map_or(Duration::ZERO, |last| last - started);
+        .map_or(Duration::ZERO, |last| last - started)
+        .as_secs_f64();
     let sent: HashSet<String> = (0..args.producers)
         .flat_map(|p| (0..args.messages).map(move |n| format!("{p}-{n}")))
         .collect();
     let lost = sent.iter().filter(|id| !seen.contains_key(*id)).count();
     let duplicates = seen.values().filter(|n| **n > 1).count();
-    println!(
+    let confirmed = latencies.len() as f64;
+    let ms = |p: f64| percentile(&latencies, p).as_secs_f64() * 1e3;
+    let mut report = Report::default();
+    report.line(format!(
         "queue {} | producers {} consumers {} window {} body {} B persistent {}",
         args.queue, args.producers, args.consumers, args.window, args.body, args.persistent
-    );
-    println!(
-        "confirmed {} SENDs in {:.2} s: {:.0}/s | receipt latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms",
-        latencies.len(),
-        confirmed_in.as_secs_f64(),
-        latencies.len() as f64 / confirmed_in.as_secs_f64(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.999).as_secs_f64() * 1e3,
-    );
-    println!(
-        "delivered {} in {:.2} s: {:.0}/s | lost {lost} | duplicates {duplicates}{}",
+    ));
+    report.line(format!(
+        "confirmed {confirmed} SENDs in {confirmed_in:.2} s: {:.0}/s | receipt latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms",
+        confirmed / confirmed_in,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+    ));
+    report.line(format!(
+        "delivered {} in {delivered_in:.2} s: {:.0}/s | lost {lost} | duplicates {duplicates}",
         seen.len(),
-        delivered_in.as_secs_f64(),
-        seen.len() as f64 / delivered_in.as_secs_f64(),
+        seen.len() as f64 / delivered_in,
+    ));
+    report.line(format!(
+        "{}tool CPU {tool:.2} s",
         cpu.map(|c| format!(
-            " | broker CPU {c:.2} s, {:.0} confirmed per CPU-second",
-            latencies.len() as f64 / c
+            "broker CPU {c:.2} s: {:.0} confirmed per broker CPU-second | ",
+            confirmed / c
         ))
         .unwrap_or_default()
-    );
-    if lost > 0 {
-        return Err(format!("{lost} messages lost").into());
+    ));
+    report.figure("confirmed/s", confirmed / confirmed_in);
+    report.figure("receipt p50 ms", ms(0.5));
+    report.figure("receipt p99 ms", ms(0.99));
+    report.figure("delivered/s", seen.len() as f64 / delivered_in);
+    if let Some(cpu) = cpu {
+        report.figure("broker CPU s", cpu);
+        report.figure("confirmed per broker CPU-s", confirmed / cpu);
     }
-    Ok(())
+    report.figure("tool CPU s", tool);
+    report.figure("lost", lost as f64);
+    report.figure("duplicates", duplicates as f64);
+    if lost > 0 {
+        report.problem(format!("{lost} messages lost"));
+    }
+    Ok(report)
 }

@@ -1,0 +1,357 @@
+//! `plan`: the standard measurement. Runs every case of a plan file against
+//! every target, in interleaved rounds (round 1 of every case and target,
+//! then round 2, …; the order of targets rotates each round), and writes
+//! each run's report and a table of medians to a Markdown file.
+//!
+//! A target with a `command` is started fresh for every run (with `{data}`
+//! replaced by a new empty directory) and stopped after it, so that memory
+//! and CPU figures start from the same state; a target without one is an
+//! already running broker, measured through its `pid` if given.
+
+use crate::report::Report;
+use crate::{Cli, Fallible};
+use clap::Parser;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Options of `plan`.
+#[derive(clap::Args, Clone)]
+pub struct PlanArgs {
+    /// The plan file (TOML).
+    #[arg(default_value = "clients/bench/plan.toml")]
+    pub plan: PathBuf,
+    /// Where the results file goes.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Override the plan's number of rounds.
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Run only the cases whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    rounds: usize,
+    #[serde(rename = "target")]
+    targets: Vec<Target>,
+    #[serde(rename = "case")]
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    name: String,
+    url: String,
+    /// Started for every run; `{data}` becomes a fresh directory.
+    #[serde(default)]
+    command: Vec<String>,
+    /// The pid of an already running broker.
+    pid: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// `fanout`, `topics`, `queue` or `idle`, with its options.
+    args: Vec<String>,
+    /// Figures for the summary table.
+    figures: Vec<String>,
+    /// The targets this case applies to (default: all).
+    targets: Option<Vec<String>>,
+}
+
+/// A started broker, stopped on drop.
+struct Started {
+    child: Child,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // SIGTERM first, so that a broker shuts down as in production.
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a pid this process spawned and has not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listen_address(url: &str) -> Fallible<SocketAddr> {
+    let rest = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or("a URL needs a scheme")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| format!("{url}: no address").into())
+}
+
+fn start(target: &Target, data: &Path, log: &Path) -> Fallible<Started> {
+    let argv: Vec<String> = target
+        .command
+        .iter()
+        .map(|a| a.replace("{data}", &data.to_string_lossy()))
+        .collect();
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let log = std::fs::File::create(log)?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: cannot start {program}: {e}", target.name))?;
+    let started = Started { child };
+    let address = listen_address(&target.url)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{} does not listen on {address}", target.name).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(started)
+}
+
+/// One run of one case against one target, on a fresh runtime.
+fn run_once(case: &Case, target: &Target, pid: Option<u32>) -> Fallible<Report> {
+    let (scenario, options) = case.args.split_first().ok_or("a case needs a scenario")?;
+    let mut argv = vec![
+        "stomphub-bench".to_owned(),
+        scenario.clone(),
+        "--url".to_owned(),
+        target.url.clone(),
+    ];
+    if let Some(pid) = pid {
+        argv.extend(["--pid".to_owned(), pid.to_string()]);
+    }
+    argv.extend(options.iter().cloned());
+    let cli = Cli::try_parse_from(&argv)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::run_scenario(cli.scenario))
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+fn format_figure(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        let whole = format!("{:.0}", value);
+        // Thin groups of three digits for large numbers.
+        let mut grouped = String::new();
+        for (i, c) in whole.chars().enumerate() {
+            if i > 0 && (whole.len() - i) % 3 == 0 && c.is_ascii_digit() {
+                grouped.push(' ');
+            }
+            grouped.push(c);
+        }
+        grouped
+    } else if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    format!("{cores} cores ({cpu}), Linux {kernel}")
+}
+
+/// Runs the plan and writes the results file.
+pub fn run(args: PlanArgs) -> Fallible<()> {
+    let text =
+        std::fs::read_to_string(&args.plan).map_err(|e| format!("{}: {e}", args.plan.display()))?;
+    let plan: PlanFile =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", args.plan.display()))?;
+    let mut plan = plan;
+    plan.targets.retain(|t| match t.command.first() {
+        Some(program) if !Path::new(program).exists() => {
+            eprintln!("skipping target {}: {program} not found", t.name);
+            false
+        }
+        _ => true,
+    });
+    let rounds = args.rounds.unwrap_or(plan.rounds).max(1);
+    let cases: Vec<&Case> = plan
+        .cases
+        .iter()
+        .filter(|c| {
+            args.only
+                .as_ref()
+                .is_none_or(|o| c.name.contains(o.as_str()))
+        })
+        .collect();
+    std::fs::create_dir_all(&args.out)?;
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let results_path = args.out.join(format!("plan-{stamp}.md"));
+    let scratch = args.out.join(format!("plan-{stamp}"));
+    std::fs::create_dir_all(&scratch)?;
+
+    // (case, target) -> figure -> values over rounds
+    let mut figures: BTreeMap<(usize, usize), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut details = String::new();
+    for round in 1..=rounds {
+        for (case_index, case) in cases.iter().enumerate() {
+            let applicable: Vec<usize> = (0..plan.targets.len())
+                .filter(|t| {
+                    case.targets
+                        .as_ref()
+                        .is_none_or(|names| names.contains(&plan.targets[*t].name))
+                })
+                .collect();
+            for k in 0..applicable.len() {
+                let target_index = applicable[(k + round - 1) % applicable.len()];
+                let target = &plan.targets[target_index];
+                let heading = format!("round {round}/{rounds} | {} | {}", case.name, target.name);
+                eprintln!("== {heading}");
+                let run_dir = scratch.join(format!("r{round}-c{case_index}-{}", target.name));
+                std::fs::create_dir_all(&run_dir)?;
+                let outcome = if target.command.is_empty() {
+                    run_once(case, target, target.pid)
+                } else {
+                    start(target, &run_dir.join("data"), &run_dir.join("broker.log")).and_then(
+                        |started| {
+                            let pid = started.child.id();
+                            run_once(case, target, Some(pid))
+                        },
+                    )
+                };
+                let _ = writeln!(details, "### {heading}\n\n```");
+                match outcome {
+                    Ok(report) => {
+                        eprint!("{}", report.text());
+                        let _ = write!(details, "{}", report.text());
+                        let slot = figures.entry((case_index, target_index)).or_default();
+                        for figure in &report.figures {
+                            slot.entry(figure.name.to_owned())
+                                .or_default()
+                                .push(figure.value);
+                        }
+                        for problem in report.problems {
+                            problems.push(format!("{heading}: {problem}"));
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("FAILED: {e}");
+                        let _ = writeln!(details, "FAILED: {e}");
+                        problems.push(format!("{heading}: failed: {e}"));
+                    }
+                }
+                let _ = writeln!(details, "```\n");
+                // Let sockets in TIME_WAIT and the kernel settle between runs.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+
+    let mut summary = String::new();
+    let _ = writeln!(summary, "# stomphub-bench plan results\n");
+    let _ = writeln!(
+        summary,
+        "Plan `{}`, {rounds} interleaved rounds, on {}. Medians of the rounds; every round's value in brackets.\n",
+        args.plan.display(),
+        machine()
+    );
+    let _ = writeln!(
+        summary,
+        "| case | figure | {} |",
+        plan.targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(
+        summary,
+        "| --- | --- |{}",
+        " --- |".repeat(plan.targets.len())
+    );
+    for (case_index, case) in cases.iter().enumerate() {
+        for figure in &case.figures {
+            let mut row = format!("| {} | {figure} |", case.name);
+            for target_index in 0..plan.targets.len() {
+                let values = figures
+                    .get(&(case_index, target_index))
+                    .and_then(|f| f.get(figure))
+                    .cloned()
+                    .unwrap_or_default();
+                let mut sorted = values.clone();
+                let cell = match median(&mut sorted) {
+                    Some(m) => format!(
+                        " **{}** ({}) |",
+                        format_figure(m),
+                        values
+                            .iter()
+                            .map(|v| format_figure(*v))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => " — |".to_owned(),
+                };
+                row.push_str(&cell);
+            }
+            let _ = writeln!(summary, "{row}");
+        }
+    }
+    let _ = writeln!(summary);
+    if problems.is_empty() {
+        let _ = writeln!(summary, "No run lost or duplicated a message or failed.\n");
+    } else {
+        let _ = writeln!(summary, "Problems:\n");
+        for problem in &problems {
+            let _ = writeln!(summary, "- {problem}");
+        }
+        let _ = writeln!(summary);
+    }
+    println!("{summary}");
+    std::fs::write(&results_path, format!("{summary}## Every run\n\n{details}"))?;
+    println!("results: {}", results_path.display());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} runs had problems", problems.len()).into())
+    }
+}
