@@ -6,6 +6,7 @@
 //! [`writer`] applies them on its own thread with group commit (many batches,
 //! one sync) and only then releases the RECEIPTs that waited for them.
 
+mod coalesce;
 mod record;
 mod sled_store;
 pub mod writer;

@@ -2,8 +2,10 @@
 //! waiting, writes them all, syncs once, and only then releases the RECEIPTs
 //! that waited for them, in order. A failed write or sync turns the durable
 //! RECEIPTs of those batches into ERRORs and marks the store failing until a
-//! later sync succeeds.
+//! later sync succeeds. Changes that cancel out within a group are not
+//! written (coalesce.rs).
 
+use super::coalesce::coalesce;
 use super::{Store, StoreError, StoreOp};
 use crate::outbound::{Closing, OutFrame, OutboundQueue};
 use crate::session::CloseReason;
@@ -127,12 +129,12 @@ fn run(
                 Err(_) => break,
             }
         }
-        let must_sync = group.iter().any(|b| !b.ops.is_empty() || b.probe);
+        let ops = coalesce(group.iter_mut().flat_map(|b| b.ops.drain(..)).collect());
+        // Earlier groups were synced: with nothing left to write, only a
+        // probe needs the disk.
+        let must_sync = !ops.is_empty() || group.iter().any(|b| b.probe);
         let result = if must_sync {
-            group
-                .iter()
-                .try_for_each(|batch| store.write(&batch.ops))
-                .and_then(|()| store.sync())
+            store.write(&ops).and_then(|()| store.sync())
         } else {
             Ok(())
         };
