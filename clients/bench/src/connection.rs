@@ -154,6 +154,25 @@ impl Connection {
         Ok(())
     }
 
+    /// A frame that has already arrived, without waiting or flushing: lets
+    /// a client answer a burst of frames with one write.
+    pub fn try_next(&mut self) -> Fallible<Option<Frame>> {
+        use futures_util::FutureExt;
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buffer)? {
+                return Ok(Some(frame));
+            }
+            match self.ws.next().now_or_never() {
+                None => return Ok(None),
+                Some(Some(Ok(Message::Binary(b)))) => self.buffer.extend_from_slice(&b),
+                Some(Some(Ok(Message::Text(t)))) => self.buffer.extend_from_slice(t.as_bytes()),
+                Some(Some(Ok(_))) => {}
+                Some(Some(Err(e))) => return Err(e.into()),
+                Some(None) => return Err("connection closed".into()),
+            }
+        }
+    }
+
     /// The next frame from the broker.
     pub async fn next(&mut self) -> Fallible<Frame> {
         self.flush().await?;

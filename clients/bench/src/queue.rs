@@ -30,15 +30,19 @@ async fn produce(args: QueueArgs, producer: usize) -> Fallible<Vec<Duration>> {
             outstanding.push_back(Instant::now());
             sent += 1;
         }
-        let frame = connection.next().await?;
-        match frame.command {
-            // Receipts come back in order on one connection.
-            Command::Receipt => {
-                if let Some(at) = outstanding.pop_front() {
-                    latencies.push(at.elapsed());
+        // Take every receipt that has arrived before sending (and writing) more.
+        let mut next = Some(connection.next().await?);
+        while let Some(frame) = next {
+            match frame.command {
+                // Receipts come back in order on one connection.
+                Command::Receipt => {
+                    if let Some(at) = outstanding.pop_front() {
+                        latencies.push(at.elapsed());
+                    }
                 }
+                _ => return Err(format!("producer {producer}: {:?}", frame.get("message")).into()),
             }
-            _ => return Err(format!("producer {producer}: {:?}", frame.get("message")).into()),
+            next = connection.try_next()?;
         }
     }
     Ok(latencies)
@@ -80,24 +84,28 @@ async fn consume(
         let Ok(frame) = frame else {
             return Ok(()); // quiet: the run is over
         };
-        let frame = frame?;
-        if frame.command != Command::Message {
-            return Err(format!("consumer: {:?}", frame.get("message")).into());
-        }
-        let id = frame.get("x-id").unwrap_or_default().to_owned();
-        let done = {
-            let mut deliveries = deliveries.lock().map_err(|_| "poisoned")?;
-            *deliveries.seen.entry(id).or_default() += 1;
-            deliveries.last = Some(Instant::now());
-            deliveries.seen.len() >= expected
-        };
-        let ack = frame.get("ack").unwrap_or_default().to_owned();
-        connection
-            .send(Frame::new(Command::Ack).header("id", ack))
-            .await?;
-        if done {
-            connection.flush().await?;
-            return Ok(());
+        // Acknowledge every message that has arrived, then write the ACKs at once.
+        let mut next = Some(frame?);
+        while let Some(frame) = next {
+            if frame.command != Command::Message {
+                return Err(format!("consumer: {:?}", frame.get("message")).into());
+            }
+            let id = frame.get("x-id").unwrap_or_default().to_owned();
+            let done = {
+                let mut deliveries = deliveries.lock().map_err(|_| "poisoned")?;
+                *deliveries.seen.entry(id).or_default() += 1;
+                deliveries.last = Some(Instant::now());
+                deliveries.seen.len() >= expected
+            };
+            let ack = frame.get("ack").unwrap_or_default().to_owned();
+            connection
+                .send(Frame::new(Command::Ack).header("id", ack))
+                .await?;
+            if done {
+                connection.flush().await?;
+                return Ok(());
+            }
+            next = connection.try_next()?;
         }
     }
 }
