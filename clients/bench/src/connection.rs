@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use stomp_protocol::{encode, Command, Decoder, Frame, Limits, Version};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
 
@@ -92,9 +93,18 @@ impl Connection {
                 .next()
                 .ok_or("the URL's host has no address")?;
             let stream = tcp_connect(target).await?;
-            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
-                .await?
-                .0
+            // tungstenite's default 128 KiB read buffer, zeroed for every
+            // connection, would cost the tool more than the broker a connect.
+            let config = WebSocketConfig::default()
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(4 * 1024);
+            tokio_tungstenite::client_async_with_config(
+                request,
+                MaybeTlsStream::Plain(stream),
+                Some(config),
+            )
+            .await?
+            .0
         } else {
             tokio_tungstenite::connect_async(request).await?.0
         };
