@@ -346,7 +346,8 @@ struct Router {
     drop_oldest_default: bool,
     max_unacked_per_connection: usize,
     queue_memory: Arc<QueueMemory>,
-    topics: TopicTrie<Arc<Subscriber>>,
+    /// Keyed by connection and subscription id.
+    topics: TopicTrie<(SessionId, Arc<str>), Arc<Subscriber>>,
     sessions: HashMap<SessionId, SessionEntry>,
     queues: HashMap<String, Queue>,
     /// Queues to revisit on the next tick: messages waiting for consumer
@@ -372,7 +373,7 @@ struct Router {
     next_sequence: u64,
     next_queue_id: u64,
     /// Durable topic subscriptions: topic pattern → their queue's name.
-    durables: TopicTrie<Arc<str>>,
+    durables: TopicTrie<Arc<str>, Arc<str>>,
     /// Durable subscription queue → the topic destination it is bound to.
     durable_bindings: HashMap<String, String>,
     destination_limits: destination::DestinationLimits,
@@ -447,8 +448,8 @@ impl Router {
                     .map_err(|e| {
                         format!("stored durable subscription {}: {}", definition.name, e.0)
                     })?;
-                self.durables
-                    .insert(&pattern, definition.name.clone().into());
+                let bound: Arc<str> = definition.name.clone().into();
+                self.durables.insert(&pattern, bound.clone(), bound);
                 self.durable_bindings
                     .insert(definition.name.clone(), binding);
             }
@@ -629,7 +630,11 @@ impl Router {
                     outbound: entry.outbound.clone(),
                     drop_oldest,
                 });
-                self.topics.insert(&pattern, subscriber.clone());
+                self.topics.insert(
+                    &pattern,
+                    (subscriber.session, subscriber.id.clone()),
+                    subscriber.clone(),
+                );
                 entry.subscriptions.insert(
                     id,
                     SubscriptionEntry {
@@ -674,7 +679,8 @@ impl Router {
                 pattern,
                 subscriber,
             } => {
-                self.topics.remove(pattern, |s| Arc::ptr_eq(s, subscriber));
+                self.topics
+                    .remove(pattern, &(subscriber.session, subscriber.id.clone()));
             }
             Target::Queue(name) => self.remove_consumer(name, session, id),
         }

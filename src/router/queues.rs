@@ -115,7 +115,8 @@ impl Router {
                         });
                     }
                 }
-                self.durables.insert(&pattern, name.clone().into());
+                let bound: Arc<str> = name.clone().into();
+                self.durables.insert(&pattern, bound.clone(), bound);
                 self.durable_bindings
                     .insert(name.clone(), durable.destination.clone());
             }
@@ -140,7 +141,7 @@ impl Router {
         if let Ok(pattern) =
             super::destination::topic_pattern(destination, &self.destination_limits)
         {
-            self.durables.remove(&pattern, |bound| &**bound == name);
+            self.durables.remove(&pattern, &Arc::<str>::from(name));
         }
         self.durable_bindings.remove(name);
     }

@@ -14,12 +14,8 @@ impl Router {
             return;
         }
         let mut matched: Vec<&Arc<super::Subscriber>> = Vec::new();
+        // Each subscription once, even one whose pattern matches along several paths.
         self.topics.matches(words, &mut matched);
-        if matched.len() > 1 {
-            // A pattern can match along several paths; deliver once per subscription.
-            matched.sort_unstable_by_key(|s| Arc::as_ptr(s));
-            matched.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        }
         let mut fan_out = FanOut::new(&message);
         let mut slow = Vec::new();
         for subscriber in matched {

@@ -56,7 +56,7 @@ fn codec(report: &mut Report) {
 }
 
 fn trie(report: &mut Report) -> Fallible<()> {
-    let mut trie: TopicTrie<usize> = TopicTrie::default();
+    let mut trie: TopicTrie<usize, usize> = TopicTrie::default();
     let subscriptions = 10_000;
     for i in 0..subscriptions {
         let pattern = match i % 4 {
@@ -64,7 +64,7 @@ fn trie(report: &mut Report) -> Fallible<()> {
             1 => format!("/topic/prices.*.s{}", i % 200),
             _ => format!("/topic/prices.m{}.s{}", i % 50, i % 200),
         };
-        trie.insert(&topic_pattern(&pattern, &LIMITS).map_err(|e| e.0)?, i);
+        trie.insert(&topic_pattern(&pattern, &LIMITS).map_err(|e| e.0)?, i, i);
     }
     let names: Vec<Vec<Box<str>>> = (0..1000)
         .map(|i| {
