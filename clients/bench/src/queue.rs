@@ -61,24 +61,30 @@ async fn consume(
     expected: usize,
     subscribed: Arc<Barrier>,
 ) -> Fallible<()> {
-    let mut connection = Connection::open(&args.url).await?;
-    connection
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "bench")
-                .header("destination", args.queue.clone())
-                .header("ack", "client-individual")
-                .header("prefetch-count", "200")
-                .header("receipt", "subscribed"),
-        )
-        .await?;
-    let confirmation = connection.next().await?;
-    if confirmation.command != Command::Receipt {
-        return Err(format!("consumer: {:?}", confirmation.get("message")).into());
+    let setup = async {
+        let mut connection = Connection::open(&args.url).await?;
+        connection
+            .send(
+                Frame::new(Command::Subscribe)
+                    .header("id", "bench")
+                    .header("destination", args.queue.clone())
+                    .header("ack", "client-individual")
+                    .header("prefetch-count", "200")
+                    .header("receipt", "subscribed"),
+            )
+            .await?;
+        let confirmation = connection.next().await?;
+        if confirmation.command != Command::Receipt {
+            return Err(format!("consumer: {:?}", confirmation.get("message")).into());
+        }
+        Fallible::Ok(connection)
     }
+    .await;
     // Producers start once every consumer is there, so that a broker
-    // without stored queues (the baseline) loses nothing either.
+    // without stored queues (the baseline) loses nothing either. A consumer
+    // that failed still passes the barrier, and the run reports its error.
     subscribed.wait().await;
+    let mut connection = setup?;
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(3), connection.next()).await;
         let Ok(frame) = frame else {
