@@ -10,7 +10,7 @@ use crate::report::{delta, Report};
 use crate::stats::{cpu_seconds, own_cpu_seconds, rss_kib};
 use crate::Fallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stomp_protocol::{Command, Frame};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -42,6 +42,7 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let (connected, subscribed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let failed = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     // Phases: everyone connects; everyone subscribes; the probe; close.
     let (subscribe_tx, subscribe_rx) = watch::channel(false);
     let (probe_tx, probe_rx) = watch::channel::<Option<Instant>>(None);
@@ -59,7 +60,7 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
         );
         let (mut subscribe_rx, mut probe_rx, mut close_rx) =
             (subscribe_rx.clone(), probe_rx.clone(), close_rx.clone());
-        let failed = failed.clone();
+        let (failed, first_error) = (failed.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
             let outcome = async {
                 let permit = permits.acquire_owned().await.map_err(|_| "closed")?;
@@ -92,8 +93,12 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
                 Ok(())
             }
             .await;
-            if outcome.is_err() {
-                failed.fetch_add(1, Ordering::Release);
+            if let Err(e) = &outcome {
+                if failed.fetch_add(1, Ordering::AcqRel) == 0 {
+                    if let Ok(mut first) = first_error.lock() {
+                        *first = Some(e.to_string());
+                    }
+                }
             }
             outcome
         }));
@@ -205,6 +210,12 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
         report.problem(format!(
             "only {opened} of {} connections opened",
             args.connections
+        ));
+    }
+    if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
+        report.problem(format!(
+            "{} connections failed; the first: {e}",
+            failed.load(Ordering::Acquire)
         ));
     }
     if reached < opened {

@@ -34,6 +34,25 @@ pub struct PlanArgs {
     /// Run only the cases whose name contains this.
     #[arg(long)]
     pub only: Option<String>,
+    /// Also measure a running broker: `name=url@pid`, e.g.
+    /// `rabbitmq=ws://127.0.0.1:15674/ws@$(pgrep -f beam.smp)`.
+    #[arg(long = "with", value_name = "NAME=URL@PID")]
+    pub with: Vec<String>,
+}
+
+/// A `--with` target.
+fn running_target(spec: &str) -> Fallible<Target> {
+    let (name, rest) = spec.split_once('=').ok_or("--with takes name=url@pid")?;
+    let (url, pid) = match rest.rsplit_once('@') {
+        Some((url, pid)) => (url, Some(pid.trim().parse::<u32>()?)),
+        None => (rest, None),
+    };
+    Ok(Target {
+        name: name.to_owned(),
+        url: url.to_owned(),
+        command: Vec::new(),
+        pid,
+    })
 }
 
 #[derive(Deserialize)]
@@ -112,6 +131,14 @@ fn start(target: &Target, data: &Path, log: &Path) -> Fallible<Started> {
         .map(|a| a.replace("{data}", &data.to_string_lossy()))
         .collect();
     let (program, args) = argv.split_first().ok_or("empty command")?;
+    let address = listen_address(&target.url)?;
+    if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+        return Err(format!(
+            "{}: something already listens on {address}; stop it first",
+            target.name
+        )
+        .into());
+    }
     let log = std::fs::File::create(log)?;
     let child = Command::new(program)
         .args(args)
@@ -120,14 +147,17 @@ fn start(target: &Target, data: &Path, log: &Path) -> Fallible<Started> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("{}: cannot start {program}: {e}", target.name))?;
-    let started = Started { child };
-    let address = listen_address(&target.url)?;
+    let mut started = Started { child };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
             return Err(format!("{} does not listen on {address}", target.name).into());
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // What answers must be the process just started, not one left running.
+    if let Some(status) = started.child.try_wait()? {
+        return Err(format!("{} exited at start: {status}", target.name).into());
     }
     Ok(started)
 }
@@ -206,6 +236,9 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
     let plan: PlanFile =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", args.plan.display()))?;
     let mut plan = plan;
+    for spec in &args.with {
+        plan.targets.push(running_target(spec)?);
+    }
     plan.targets.retain(|t| match t.command.first() {
         Some(program) if !Path::new(program).exists() => {
             eprintln!("skipping target {}: {program} not found", t.name);
