@@ -130,20 +130,23 @@ impl Connection {
         Ok(connection)
     }
 
-    /// Subscribes `id` to `destination` and waits for the RECEIPT.
+    /// Subscribes `id` to `destination` (with `extra` headers) and waits
+    /// for the RECEIPT.
     pub async fn subscribe_confirmed(
         &mut self,
         id: &str,
         destination: &str,
         receipt: &str,
+        extra: &[(&str, &str)],
     ) -> Fallible<()> {
-        self.send(
-            Frame::new(Command::Subscribe)
-                .header("id", id)
-                .header("destination", destination)
-                .header("receipt", receipt),
-        )
-        .await?;
+        let mut frame = Frame::new(Command::Subscribe)
+            .header("id", id)
+            .header("destination", destination)
+            .header("receipt", receipt);
+        for (name, value) in extra {
+            frame = frame.header(*name, *value);
+        }
+        self.send(frame).await?;
         match self.next().await? {
             frame if frame.command == Command::Receipt => Ok(()),
             frame => Err(format!("SUBSCRIBE not confirmed: {:?}", frame.get("message")).into()),

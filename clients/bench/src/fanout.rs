@@ -12,8 +12,8 @@
 //! time, so subscribers measure latency and count losses and duplicates.
 
 use crate::connection::Connection;
-use crate::report::{delta, Report};
-use crate::stats::{cpu_seconds, own_cpu_seconds, percentile};
+use crate::report::Report;
+use crate::stats::{percentile, CpuMeter};
 use crate::Fallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -110,7 +110,7 @@ async fn subscribe(
 ) -> Fallible<Seen> {
     let mut connection = Connection::open(&shared.load.url).await?;
     connection
-        .subscribe_confirmed("sub-0", &destination, &format!("ready-{index}"))
+        .subscribe_confirmed("sub-0", &destination, &format!("ready-{index}"), &[])
         .await?;
     shared.ready.fetch_add(1, Ordering::Release);
     let messages = shared.load.messages;
@@ -253,7 +253,7 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
     }
     let mut publisher = Connection::open(&load.url).await?;
     let padding = "x".repeat(load.body.saturating_sub(40));
-    let (cpu_before, tool_before) = (load.pid.and_then(cpu_seconds), own_cpu_seconds());
+    let meter = CpuMeter::start(load.pid);
     let started = Instant::now();
     for sequence in 0..load.messages {
         if load.rate > 0 {
@@ -293,8 +293,7 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
         seen.push(subscriber.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = delta(cpu_before, load.pid.and_then(cpu_seconds));
-    let tool = delta(tool_before, own_cpu_seconds()).unwrap_or(0.0);
+    let cpu = meter.used();
     let delivered: u64 = seen.iter().map(|s| s.received).sum();
     let expected: u64 = seen.iter().map(|s| s.expected).sum();
     let duplicates: u64 = seen.iter().map(|s| s.duplicates).sum();
@@ -324,23 +323,11 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
         delivered as f64 / elapsed,
         expected - delivered,
     ));
-    report.line(format!(
-        "{}tool CPU {tool:.2} s",
-        cpu.map(|c| format!(
-            "broker CPU {c:.2} s: {:.0} deliveries per broker CPU-second | ",
-            delivered as f64 / c
-        ))
-        .unwrap_or_default()
-    ));
+    report.cpu(cpu, delivered as f64, "deliveries per broker CPU-s");
     report.figure("deliveries/s", delivered as f64 / elapsed);
     report.figure("p50 ms", p50);
     report.figure("p99 ms", p99);
     report.figure("p999 ms", p999);
-    if let Some(cpu) = cpu {
-        report.figure("broker CPU s", cpu);
-        report.figure("deliveries per broker CPU-s", delivered as f64 / cpu);
-    }
-    report.figure("tool CPU s", tool);
     report.figure("lost", (expected - delivered) as f64);
     report.figure("duplicates", duplicates as f64);
     if delivered < expected {

@@ -6,8 +6,8 @@
 //! open until all have reported, so closing does not load the broker then).
 
 use crate::connection::Connection;
-use crate::report::{delta, Report};
-use crate::stats::{cpu_seconds, own_cpu_seconds, rss_kib};
+use crate::report::Report;
+use crate::stats::{rss_kib, CpuMeter};
 use crate::Fallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ pub struct IdleArgs {
 /// Runs the scenario.
 pub async fn run(args: IdleArgs) -> Fallible<Report> {
     let rss_before = args.pid.and_then(rss_kib);
-    let (cpu_before, tool_before) = (args.pid.and_then(cpu_seconds), own_cpu_seconds());
+    let connecting = CpuMeter::start(args.pid);
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let (connected, subscribed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let failed = Arc::new(AtomicU64::new(0));
@@ -72,7 +72,7 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
                     .await
                     .map_err(|_| "no subscribe")?;
                 connection
-                    .subscribe_confirmed("sub-0", &args.topic, &format!("r{index}"))
+                    .subscribe_confirmed("sub-0", &args.topic, &format!("r{index}"), &[])
                     .await?;
                 subscribed.fetch_add(1, Ordering::Release);
                 let frame = connection.next().await?;
@@ -113,8 +113,7 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let connect_time = started.elapsed();
-    let cpu = delta(cpu_before, args.pid.and_then(cpu_seconds));
-    let tool = delta(tool_before, own_cpu_seconds()).unwrap_or(0.0);
+    let connect_cpu = connecting.used();
     let opened = connected.load(Ordering::Acquire);
 
     let subscribing = Instant::now();
@@ -128,7 +127,7 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
     let rss_after = args.pid.and_then(rss_kib);
 
     let mut publisher = Connection::open(&args.url).await?;
-    let (probe_cpu_before, probe_tool_before) = (args.pid.and_then(cpu_seconds), own_cpu_seconds());
+    let probing = CpuMeter::start(args.pid);
     let probe_sent = Instant::now();
     probe_tx.send_replace(Some(probe_sent));
     publisher
@@ -151,8 +150,7 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
             _ => break,
         }
     }
-    let probe_cpu = delta(probe_cpu_before, args.pid.and_then(cpu_seconds));
-    let probe_tool = delta(probe_tool_before, own_cpu_seconds()).unwrap_or(0.0);
+    let probe_cpu = probing.used();
     close_tx.send_replace(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -168,12 +166,15 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
         connect_time.as_secs_f64(),
     ));
     report.line(format!(
-        "while connecting: {}tool CPU {tool:.2} s",
-        cpu.map(|c| format!(
-            "broker CPU {c:.2} s, {:.0} µs per connection | ",
-            c * 1e6 / opened.max(1) as f64
-        ))
-        .unwrap_or_default()
+        "while connecting: {}tool CPU {:.2} s",
+        connect_cpu
+            .broker
+            .map(|c| format!(
+                "broker CPU {c:.2} s, {:.0} µs per connection | ",
+                c * 1e6 / opened.max(1) as f64
+            ))
+            .unwrap_or_default(),
+        connect_cpu.tool
     ));
     report.line(format!(
         "then {subscribed} SUBSCRIBEs (with receipt) at once: {:.0}/s",
@@ -196,10 +197,12 @@ pub async fn run(args: IdleArgs) -> Fallible<Report> {
         "probe reached {reached} of {opened} connections; the last after {last_ms:.1} ms"
     ));
     report.line(format!(
-        "for the probe: {}tool CPU {probe_tool:.2} s",
+        "for the probe: {}tool CPU {:.2} s",
         probe_cpu
+            .broker
             .map(|c| format!("broker CPU {c:.2} s | "))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        probe_cpu.tool
     ));
     report.figure("probe to all ms", last_ms);
     report.figure(

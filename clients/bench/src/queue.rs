@@ -1,8 +1,8 @@
 //! Scenario `queue`: producers and consumers on one queue, a receipt per SEND.
 
 use crate::connection::Connection;
-use crate::report::{delta, Report};
-use crate::stats::{cpu_seconds, own_cpu_seconds, percentile};
+use crate::report::Report;
+use crate::stats::{percentile, CpuMeter};
 use crate::{Fallible, QueueArgs};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -64,19 +64,13 @@ async fn consume(
     let setup = async {
         let mut connection = Connection::open(&args.url).await?;
         connection
-            .send(
-                Frame::new(Command::Subscribe)
-                    .header("id", "bench")
-                    .header("destination", args.queue.clone())
-                    .header("ack", "client-individual")
-                    .header("prefetch-count", "200")
-                    .header("receipt", "subscribed"),
+            .subscribe_confirmed(
+                "bench",
+                &args.queue,
+                "subscribed",
+                &[("ack", "client-individual"), ("prefetch-count", "200")],
             )
             .await?;
-        let confirmation = connection.next().await?;
-        if confirmation.command != Command::Receipt {
-            return Err(format!("consumer: {:?}", confirmation.get("message")).into());
-        }
         Fallible::Ok(connection)
     }
     .await;
@@ -132,7 +126,7 @@ pub async fn run(args: QueueArgs) -> Fallible<Report> {
         })
         .collect();
     subscribed.wait().await;
-    let (cpu_before, tool_before) = (args.pid.and_then(cpu_seconds), own_cpu_seconds());
+    let meter = CpuMeter::start(args.pid);
     let started = Instant::now();
     let producers: Vec<_> = (0..args.producers)
         .map(|p| tokio::spawn(produce(args.clone(), p)))
@@ -145,8 +139,7 @@ pub async fn run(args: QueueArgs) -> Fallible<Report> {
     for consumer in consumers {
         consumer.await??;
     }
-    let cpu = delta(cpu_before, args.pid.and_then(cpu_seconds));
-    let tool = delta(tool_before, own_cpu_seconds()).unwrap_or(0.0);
+    let cpu = meter.used();
     latencies.sort_unstable();
     let deliveries = deliveries.lock().map_err(|_| "poisoned")?;
     let seen = &deliveries.seen;
@@ -178,23 +171,11 @@ pub async fn run(args: QueueArgs) -> Fallible<Report> {
         seen.len(),
         seen.len() as f64 / delivered_in,
     ));
-    report.line(format!(
-        "{}tool CPU {tool:.2} s",
-        cpu.map(|c| format!(
-            "broker CPU {c:.2} s: {:.0} confirmed per broker CPU-second | ",
-            confirmed / c
-        ))
-        .unwrap_or_default()
-    ));
+    report.cpu(cpu, confirmed, "confirmed per broker CPU-s");
     report.figure("confirmed/s", confirmed / confirmed_in);
     report.figure("receipt p50 ms", ms(0.5));
     report.figure("receipt p99 ms", ms(0.99));
     report.figure("delivered/s", seen.len() as f64 / delivered_in);
-    if let Some(cpu) = cpu {
-        report.figure("broker CPU s", cpu);
-        report.figure("confirmed per broker CPU-s", confirmed / cpu);
-    }
-    report.figure("tool CPU s", tool);
     report.figure("lost", lost as f64);
     report.figure("duplicates", duplicates as f64);
     if lost > 0 {

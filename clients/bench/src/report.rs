@@ -1,6 +1,7 @@
 //! What a scenario run found: readable lines for people, named figures for
 //! the plan (which takes medians over rounds).
 
+use crate::stats::CpuUsed;
 use std::fmt::Write;
 
 /// One measured quantity.
@@ -33,6 +34,23 @@ impl Report {
         self.problems.push(problem.into());
     }
 
+    /// The CPU line and figures: broker and tool CPU-seconds, and `count`
+    /// per broker CPU-second as figure `per_cpu` (e.g. "deliveries per broker CPU-s").
+    pub fn cpu(&mut self, used: CpuUsed, count: f64, per_cpu: &'static str) {
+        let tool = used.tool;
+        self.line(format!(
+            "{}tool CPU {tool:.2} s",
+            used.broker
+                .map(|c| format!("broker CPU {c:.2} s: {:.0} {per_cpu} | ", count / c))
+                .unwrap_or_default()
+        ));
+        if let Some(broker) = used.broker {
+            self.figure("broker CPU s", broker);
+            self.figure(per_cpu, count / broker);
+        }
+        self.figure("tool CPU s", tool);
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
         self.figures
             .iter()
@@ -51,9 +69,4 @@ impl Report {
         }
         text
     }
-}
-
-/// Difference of two optional readings (CPU seconds before and after).
-pub fn delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
-    Some(after? - before?)
 }

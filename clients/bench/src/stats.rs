@@ -21,8 +21,45 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// This process's own CPU seconds, to show when the tool is the bottleneck.
-pub fn own_cpu_seconds() -> Option<f64> {
+fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())
+}
+
+/// CPU spent over a stretch of a run, by the broker (when its pid is known)
+/// and by this tool.
+pub struct CpuMeter {
+    pid: Option<u32>,
+    broker: Option<f64>,
+    tool: Option<f64>,
+}
+
+/// What a [`CpuMeter`] read.
+#[derive(Clone, Copy)]
+pub struct CpuUsed {
+    /// The broker's CPU-seconds, when its pid was given.
+    pub broker: Option<f64>,
+    /// The tool's own CPU-seconds.
+    pub tool: f64,
+}
+
+impl CpuMeter {
+    /// Starts measuring now.
+    pub fn start(pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            pid,
+            broker: pid.and_then(cpu_seconds),
+            tool: own_cpu_seconds(),
+        }
+    }
+
+    /// CPU used since `start`.
+    pub fn used(&self) -> CpuUsed {
+        let since = |before: Option<f64>, now: Option<f64>| Some(now? - before?);
+        CpuUsed {
+            broker: since(self.broker, self.pid.and_then(cpu_seconds)),
+            tool: since(self.tool, own_cpu_seconds()).unwrap_or(0.0),
+        }
+    }
 }
 
 /// Resident memory of a process in KiB (VmRSS).
