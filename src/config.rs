@@ -108,14 +108,24 @@ pub struct StompConfig {
     /// Versions we negotiate.
     #[serde(deserialize_with = "versions")]
     pub versions: Vec<Version>,
-    /// The shortest interval at which we can send heart-beats (0: none).
+    /// The shortest interval we send heart-beats at (a floor on the
+    /// client's `cy`; 0: we never send any).
     #[serde(deserialize_with = "duration")]
     pub heartbeat_send: Duration,
-    /// The interval at which we want to hear from clients (0: never).
+    /// The shortest interval we expect clients to send at (a floor on the
+    /// client's `cx`; 0: we never check).
     #[serde(deserialize_with = "duration")]
     pub heartbeat_receive: Duration,
     /// Silence beyond interval × grace closes a connection.
     pub heartbeat_grace: f64,
+    /// The longest heart-beat interval in either direction; larger client
+    /// values are clamped to it.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_max: Duration,
+    /// A client late by one interval gets a WebSocket ping, and WebSocket
+    /// pings and pongs count as data (lenient to throttled background tabs);
+    /// off, only STOMP bytes count.
+    pub heartbeat_ping: bool,
 }
 
 impl Default for StompConfig {
@@ -123,9 +133,11 @@ impl Default for StompConfig {
         StompConfig {
             server_name: "stomphub".into(),
             versions: Version::ALL.to_vec(),
-            heartbeat_send: Duration::from_secs(10),
-            heartbeat_receive: Duration::from_secs(10),
+            heartbeat_send: Duration::from_secs(1),
+            heartbeat_receive: Duration::from_secs(1),
             heartbeat_grace: 2.0,
+            heartbeat_max: Duration::from_secs(3600),
+            heartbeat_ping: true,
         }
     }
 }
@@ -643,8 +655,19 @@ impl Config {
         if self.stomp.versions.is_empty() {
             return Err("stomp.versions must name at least one version".into());
         }
-        if !(self.stomp.heartbeat_grace >= 1.0 && self.stomp.heartbeat_grace.is_finite()) {
-            return Err("stomp.heartbeat_grace must be a number of at least 1.0".into());
+        if !(self.stomp.heartbeat_grace >= 1.0 && self.stomp.heartbeat_grace <= 100.0) {
+            return Err("stomp.heartbeat_grace must be a number from 1.0 to 100.0".into());
+        }
+        let stomp = &self.stomp;
+        if stomp.heartbeat_max.is_zero()
+            || stomp.heartbeat_max > Duration::from_secs(MAX_HEARTBEAT_SECS)
+            || stomp.heartbeat_max < stomp.heartbeat_send
+            || stomp.heartbeat_max < stomp.heartbeat_receive
+        {
+            return Err(format!(
+                "stomp.heartbeat_max must be at least heartbeat_send and heartbeat_receive, \
+                 and at most {MAX_HEARTBEAT_SECS} s"
+            ));
         }
         if self.outbound.max_queued_bytes < self.limits.max_body_bytes {
             return Err(
@@ -656,6 +679,10 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest `stomp.heartbeat_max` (a day): with the grace, timers stay
+/// far inside `Instant`'s range.
+const MAX_HEARTBEAT_SECS: u64 = 24 * 3600;
 
 /// Reads a duration written as `"250ms"`, `"10s"`, `"5m"` or a number of milliseconds.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {

@@ -1,6 +1,13 @@
 //! Drives one WebSocket connection: reads messages into the decoder, feeds
 //! frames to the session, writes the outbound queue in batches (one flush per
 //! batch), keeps heart-beats, and closes with ERROR and a fitting close code.
+//!
+//! Closing follows RFC 6455 §7: a client's Close frame is answered with one
+//! echoing its code, and after our own Close frame the connection *lingers*:
+//! it half-closes and reads and discards what the client still sends (bounded
+//! by [`LINGER_TIME`] and [`LINGER_BYTES`]) before the socket goes. Closing a
+//! socket with unread bytes makes the kernel send a reset, and a reset
+//! destroys the ERROR and the Close frame still on their way to the client.
 
 use crate::broker::BrokerContext;
 use crate::outbound::{outbound_queue, Closing, OutFrame, OutboundReceiver, OverflowSignal};
@@ -14,8 +21,8 @@ use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use stomp_protocol::{Command, Decoder, FrameEncoder, Version};
-use tokio::io::{AsyncRead, AsyncWrite};
+use stomp_protocol::{Command, Decoder, FrameEncoder, Limits, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -31,6 +38,17 @@ type Ws<S> = WebSocketStream<S>;
 const WRITE_BATCH: usize = 64;
 /// How long the last words (queued frames, ERROR, close) may take.
 const CLOSING_TIME: Duration = Duration::from_secs(2);
+/// After our Close frame, how long we keep reading (and discarding) what the
+/// client still sends: the rest of an oversized message on a slow link, its
+/// Close reply. A client gone quiet ends it early by closing its side.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How much we read and discard while lingering: the rest of a message
+/// several times `max_body_bytes`; past it we close and accept the reset.
+pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
+/// A heart-beat goes out this much (at most a quarter of the interval)
+/// before the promised interval is over, so that timer and scheduling delays
+/// on a busy machine never make it late at the client.
+const BEAT_EARLY: Duration = Duration::from_millis(250);
 
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve(
@@ -53,8 +71,10 @@ async fn run(
     context: Arc<BrokerContext>,
     shutdown: Shutdown,
 ) {
-    // Frames go out whole and at once; Nagle would only add latency.
-    let _ = stream.set_nodelay(true);
+    // Half-open peers are found by TCP keepalive even with heart-beats off.
+    if let Err(error) = crate::socket_options::configure(&stream) {
+        debug!(%error, "socket options not set");
+    }
     // TLS and WebSocket handshakes share one limit, in this task.
     let deadline = Instant::now() + context.config.listener.handshake_timeout;
     // Boxed futures: a task keeps room for its largest await point as long
@@ -132,6 +152,8 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         pinged: false,
         connect_deadline: now + context.config.listener.connect_timeout,
         grace: context.config.stomp.heartbeat_grace,
+        ping_late: context.config.stomp.heartbeat_ping,
+        frame_limits: context.config.limits.frame_limits(),
     };
     let Some(_ip_slot) = ip_slot else {
         let max = context.config.listener.max_connections_per_ip;
@@ -148,8 +170,10 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// How the read/write loop ended.
 enum End {
-    /// The client closed the WebSocket or the TCP connection.
+    /// The TCP connection ended or failed without a Close frame.
     ClientGone,
+    /// The client sent a Close frame: answer it (same code), then close.
+    ClientClosed,
     /// DISCONNECT: write what is queued, then close normally.
     Disconnect,
     /// ERROR, then close.
@@ -173,6 +197,10 @@ struct Connection<S> {
     pinged: bool,
     connect_deadline: Instant,
     grace: f64,
+    /// `stomp.heartbeat_ping`: ping late clients, count pings and pongs.
+    ping_late: bool,
+    /// Frame size limits, named in the ERROR for an oversized message.
+    frame_limits: Limits,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -223,13 +251,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Handles one WebSocket message; `Some` ends the loop.
     async fn on_message(&mut self, message: Option<Result<Message, WsError>>) -> Option<End> {
         let data: Bytes = match message {
-            None | Some(Ok(Message::Close(_))) => return Some(End::ClientGone),
-            Some(Err(error)) => return Some(transport_error(error)),
+            None => return Some(End::ClientGone),
+            Some(Ok(Message::Close(_))) => return Some(End::ClientClosed),
+            Some(Err(error)) => return Some(transport_error(error, &self.frame_limits)),
             Some(Ok(Message::Text(text))) => text.into(),
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                // Pings are answered by tungstenite; both count as a sign of life.
-                self.alive();
+                // Pings are answered by tungstenite. Lenient, both count as a
+                // sign of life; strict, only STOMP bytes do.
+                if self.ping_late {
+                    self.alive();
+                }
                 return None;
             }
         };
@@ -273,12 +305,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             send_every,
             expect_every,
         } = self.session.heartbeat();
-        let send_at = send_every.map(|every| self.last_write + every);
-        let check_at = expect_every.map(|every| {
-            if self.pinged {
-                self.last_read + every.mul_f64(self.grace)
+        // Intervals are clamped to stomp.heartbeat_max, but an Instant
+        // overflow must never be what ends a connection: checked adds.
+        let send_at = send_every.and_then(|every| self.last_write.checked_add(beat_after(every)));
+        let check_at = expect_every.and_then(|every| {
+            if self.ping_late && !self.pinged {
+                self.last_read.checked_add(every)
             } else {
-                self.last_read + every
+                self.last_read.checked_add(cut_off_after(every, self.grace))
             }
         });
         [send_at, check_at]
@@ -305,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         } = self.session.heartbeat();
         if let Some(every) = expect_every {
             let silent = now.saturating_duration_since(self.last_read);
-            if silent >= every.mul_f64(self.grace) {
+            if silent >= cut_off_after(every, self.grace) {
                 return Some(End::Error(SessionError::new(
                     format!(
                         "heart-beat timeout: no data from the client for {} ms",
@@ -314,7 +348,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     CloseReason::PolicyViolation,
                 )));
             }
-            if silent >= every && !self.pinged {
+            if self.ping_late && silent >= every && !self.pinged {
                 // Late, perhaps a throttled background tab: a WebSocket ping
                 // is answered by the browser itself, and a pong counts.
                 self.pinged = true;
@@ -324,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         if let Some(every) = send_every {
-            if now.saturating_duration_since(self.last_write) >= every {
+            if now.saturating_duration_since(self.last_write) >= beat_after(every) {
                 if !send_within(&mut self.ws, Message::text("\n"), every).await {
                     return Some(End::ClientGone);
                 }
@@ -334,7 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         None
     }
 
-    /// The last words: queued frames, ERROR, the close handshake.
+    /// The last words: queued frames, ERROR, the Close frame; then the linger.
     async fn finish(mut self, end: End) {
         // Detach first: for DISCONNECT the router already did, and for errors
         // this stops deliveries before the connection goes.
@@ -343,9 +377,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !disconnecting {
             self.session.end().await;
         }
+        // Whether our Close frame (or the answer to the client's) is out.
         let last_words = async {
             match end {
-                End::ClientGone => {}
+                End::ClientGone => false,
+                // tungstenite queued the answer echoing the client's code
+                // when it read the Close frame; a flush writes it.
+                End::ClientClosed => self.ws.flush().await.is_ok(),
                 End::Disconnect => {
                     // The router drops its queue handles after the RECEIPT,
                     // so recv_many returns 0 once everything is out.
@@ -355,10 +393,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             .await
                             .is_err()
                         {
-                            return;
+                            return false;
                         }
                     }
-                    close(&mut self.ws, CloseCode::Normal, "").await;
+                    close(&mut self.ws, CloseCode::Normal, "").await
                 }
                 End::Error(error) => {
                     debug!(message = %error.message, "closing with ERROR");
@@ -370,23 +408,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             .await
                             .is_err()
                         {
-                            return;
+                            return false;
                         }
                     }
                     let frame = error_frame(&error, version);
                     if self.ws.send(frame).await.is_err() {
-                        return;
+                        return false;
                     }
-                    close(&mut self.ws, close_code(error.close), &error.message).await;
+                    close(&mut self.ws, close_code(error.close), &error.message).await
                 }
                 End::Closed(closing) => {
-                    close(&mut self.ws, close_code(closing.reason), &closing.message).await;
+                    close(&mut self.ws, close_code(closing.reason), &closing.message).await
                 }
             }
         };
-        let _ = timeout(CLOSING_TIME, last_words).await;
+        let closed = matches!(timeout(CLOSING_TIME, last_words).await, Ok(true));
         if disconnecting {
             self.session.end().await;
+        }
+        if closed {
+            let drained = linger(self.ws.get_mut()).await;
+            debug!(drained, "closed");
         }
     }
 }
@@ -399,14 +441,18 @@ fn slow_consumer() -> SessionError {
 }
 
 /// Maps a tungstenite read error to how the connection ends.
-fn transport_error(error: WsError) -> End {
+fn transport_error(error: WsError, limits: &Limits) -> End {
     match error {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            End::Error(SessionError::new(
-                format!("WebSocket message too large: {size} bytes, the limit is {max_size}"),
-                CloseReason::TooBig,
-            ))
-        }
+        // tungstenite's `size` is the announced frame length or the bytes
+        // received so far: not worth reporting. The limits are.
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Error(SessionError::new(
+            format!(
+                "WebSocket message too large: frame body exceeds max_body_bytes ({} bytes) \
+                 or headers exceed max_header_bytes ({} bytes)",
+                limits.max_body_bytes, limits.max_header_bytes
+            ),
+            CloseReason::TooBig,
+        )),
         WsError::Utf8(_) => End::Error(SessionError::new(
             "a WebSocket text message was not valid UTF-8",
             CloseReason::InvalidData,
@@ -500,8 +546,13 @@ fn close_code(reason: CloseReason) -> CloseCode {
     }
 }
 
-/// Sends a close frame and waits briefly for the client's answer.
-async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: CloseCode, reason: &str) {
+/// Sends our Close frame; whether it went out. The client's answer is read
+/// (and discarded) by [`linger`].
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut Ws<S>,
+    code: CloseCode,
+    reason: &str,
+) -> bool {
     // A close reason must fit in 123 bytes.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
@@ -511,8 +562,108 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: CloseCod
         code,
         reason: Utf8Bytes::from(&reason[..end]),
     };
-    if ws.close(Some(frame)).await.is_err() {
-        return;
+    ws.close(Some(frame)).await.is_ok()
+}
+
+/// Half-closes `stream` (our FIN follows the Close frame) and reads and
+/// discards until the client closes its side, for at most [`LINGER_TIME`]
+/// and [`LINGER_BYTES`]; returns the bytes discarded. Reads the raw stream:
+/// after an oversized message the WebSocket framing is lost anyway.
+pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> usize {
+    let deadline = Instant::now() + LINGER_TIME;
+    if !matches!(timeout_at(deadline, stream.shutdown()).await, Ok(Ok(()))) {
+        return 0;
     }
-    while let Some(Ok(_)) = ws.next().await {}
+    // Only closing connections pay for the scratch buffer.
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(read)) if read > 0 => drained += read,
+            // The client closed its side (or failed, or took too long).
+            _ => break,
+        }
+    }
+    drained
+}
+
+/// When a heart-beat is due after our last write: [`BEAT_EARLY`] (at most a
+/// quarter of the interval) before the interval is over.
+fn beat_after(every: Duration) -> Duration {
+    every - (every / 4).min(BEAT_EARLY)
+}
+
+/// How long a client may be silent: its interval × `stomp.heartbeat_grace`
+/// (validated 1 to 100; intervals clamped to `heartbeat_max`, so no overflow;
+/// an absurd product still saturates instead of panicking).
+fn cut_off_after(every: Duration, grace: f64) -> Duration {
+    Duration::try_from_secs_f64(every.as_secs_f64() * grace).unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beats_go_out_a_little_early() {
+        assert_eq!(
+            beat_after(Duration::from_secs(1)),
+            Duration::from_millis(750)
+        );
+        assert_eq!(
+            beat_after(Duration::from_secs(10)),
+            Duration::from_millis(9750)
+        );
+        assert_eq!(
+            beat_after(Duration::from_millis(100)),
+            Duration::from_millis(75)
+        );
+    }
+
+    #[test]
+    fn cut_off_never_overflows() {
+        assert_eq!(
+            cut_off_after(Duration::from_secs(1), 2.0),
+            Duration::from_secs(2)
+        );
+        assert_eq!(cut_off_after(Duration::MAX, 100.0), Duration::MAX);
+    }
+
+    #[tokio::test]
+    async fn linger_drains_until_the_peer_closes_and_half_closes_first() {
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let peer = tokio::spawn(async move {
+            theirs.write_all(&[b'x'; 100_000]).await.expect("write");
+            // Our FIN reaches the peer while it is still writing.
+            let mut rest = Vec::new();
+            theirs.read_to_end(&mut rest).await.expect("read");
+            assert!(rest.is_empty());
+            theirs.shutdown().await.expect("shutdown");
+        });
+        assert_eq!(linger(&mut ours).await, 100_000);
+        peer.await.expect("peer");
+    }
+
+    #[tokio::test]
+    async fn linger_is_bounded_in_time_and_bytes() {
+        // A peer that neither closes nor stops writing.
+        let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let flood = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            while theirs.write_all(&chunk).await.is_ok() {}
+        });
+        let drained = linger(&mut ours).await;
+        assert!((LINGER_BYTES..LINGER_BYTES + 64 * 1024).contains(&drained));
+        drop(ours);
+        flood.await.expect("flood ends");
+
+        let (mut ours, _silent_peer) = tokio::io::duplex(1024);
+        let started = Instant::now();
+        assert_eq!(linger(&mut ours).await, 0);
+        let waited = started.elapsed();
+        assert!(
+            waited >= LINGER_TIME && waited < LINGER_TIME + Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
 }

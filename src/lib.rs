@@ -16,6 +16,7 @@ pub mod queue;
 pub mod router;
 pub mod session;
 pub mod shutdown;
+pub mod socket_options;
 pub mod store;
 pub mod tls;
 pub mod websocket;

@@ -78,7 +78,8 @@ async fn connected_carries_version_session_server_and_heart_beat() {
     assert!(connected
         .get("server")
         .is_some_and(|s| s.starts_with("stomphub/")));
-    assert_eq!(connected.get("heart-beat"), Some("10000,10000"));
+    // No heart-beat header is 0,0: none either way, and CONNECTED says so.
+    assert_eq!(connected.get("heart-beat"), Some("0,0"));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! CONNECT and STOMP: version negotiation, heart-beats, CONNECTED.
 
-use super::heartbeat::{negotiate, parse_client_header, Heartbeat};
+use super::heartbeat::{negotiate, parse_client_header, Heartbeat, HeartbeatPolicy};
 use super::{CloseReason, Flow, Session, SessionError, State};
 use crate::auth::Credentials;
 use crate::outbound::OutFrame;
@@ -49,21 +49,16 @@ impl Session {
         self.permissions = identity.permissions;
 
         // Heart-beating exists from 1.1 on; a 1.0 session has none.
-        let (server_send, server_receive) = if version == Version::V1_0 {
-            (0, 0)
-        } else {
-            (
-                millis(stomp.heartbeat_send),
-                millis(stomp.heartbeat_receive),
-            )
-        };
         self.heartbeat = if version == Version::V1_0 {
             Heartbeat::default()
         } else {
             negotiate(
                 parse_client_header(frame.get("heart-beat"))?,
-                server_send,
-                server_receive,
+                HeartbeatPolicy {
+                    send_floor: stomp.heartbeat_send,
+                    receive_floor: stomp.heartbeat_receive,
+                    ceiling: stomp.heartbeat_max,
+                },
             )
         };
 
@@ -93,7 +88,9 @@ impl Session {
             "server",
             &format!("{}/{}", stomp.server_name, env!("CARGO_PKG_VERSION")),
         );
-        connected.header("heart-beat", &format!("{server_send},{server_receive}"));
+        // What we settled on: the client's max(cx, sy), max(sx, cy) gives
+        // the same intervals back.
+        connected.header("heart-beat", &self.heartbeat.header_value());
         self.push(OutFrame {
             bytes: connected.finish(false, b""),
             text: true,
@@ -101,8 +98,4 @@ impl Session {
         })?;
         Ok(Flow::Continue)
     }
-}
-
-fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
