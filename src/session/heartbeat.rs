@@ -109,11 +109,20 @@ mod tests {
 
     #[test]
     fn spec_heart_beat_zero_on_either_side_is_off() {
-        assert_eq!(negotiate((0, 5000), policy(SECOND, SECOND)).expect_every, None);
-        assert_eq!(negotiate((5000, 0), policy(SECOND, SECOND)).send_every, None);
+        assert_eq!(
+            negotiate((0, 5000), policy(SECOND, SECOND)).expect_every,
+            None
+        );
+        assert_eq!(
+            negotiate((5000, 0), policy(SECOND, SECOND)).send_every,
+            None
+        );
         let no_sending = policy(Duration::ZERO, SECOND);
         assert_eq!(negotiate((5000, 5000), no_sending).send_every, None);
-        assert_eq!(negotiate((0, 0), policy(SECOND, SECOND)).header_value(), "0,0");
+        assert_eq!(
+            negotiate((0, 0), policy(SECOND, SECOND)).header_value(),
+            "0,0"
+        );
     }
 
     #[test]
