@@ -787,4 +787,19 @@ mod tests {
         let error = Config::from_toml("[router]\nqueue_depth = 0\n", "t").unwrap_err();
         assert!(error.to_string().contains("router.queue_depth"), "{error}");
     }
+
+    #[test]
+    fn heart_beat_bounds_are_validated() {
+        let error = Config::from_toml("[stomp]\nheartbeat_max = \"500ms\"\n", "t").unwrap_err();
+        assert!(error.to_string().contains("stomp.heartbeat_max"), "{error}");
+        let error = Config::from_toml("[stomp]\nheartbeat_max = \"1441m\"\n", "t").unwrap_err();
+        assert!(error.to_string().contains("stomp.heartbeat_max"), "{error}");
+        let error = Config::from_toml("[stomp]\nheartbeat_grace = 1e300\n", "t").unwrap_err();
+        assert!(
+            error.to_string().contains("stomp.heartbeat_grace"),
+            "{error}"
+        );
+        let strict = Config::from_toml("[stomp]\nheartbeat_ping = false\n", "t").expect("parses");
+        assert!(!strict.stomp.heartbeat_ping);
+    }
 }
