@@ -217,7 +217,9 @@ pub struct OutboundConfig {
 impl Default for OutboundConfig {
     fn default() -> Self {
         OutboundConfig {
-            max_queued_bytes: 4 * 1024 * 1024,
+            // Measured: healthy readers on a loaded 2-core machine needed up
+            // to 2.4 MB (docs/operations.md#slow-consumers); 8 MiB leaves room.
+            max_queued_bytes: 8 * 1024 * 1024,
             max_queued_frames: 4096,
         }
     }

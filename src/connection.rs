@@ -426,10 +426,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if disconnecting {
             self.session.end().await;
         }
-        if closed {
-            let drained = linger(self.ws.get_mut()).await;
-            debug!(drained, "closed");
-        }
+        let drained = if closed {
+            linger(self.ws.get_mut()).await
+        } else {
+            0
+        };
+        // The outbound peak is what sizing outbound.max_queued_bytes needs.
+        debug!(
+            drained,
+            outbound_peak_bytes = self.outbound.peak_bytes(),
+            "closed"
+        );
     }
 }
 

@@ -81,6 +81,9 @@ struct Shared {
     overflow: Notify,
     /// Frames dropped by `drop-oldest`.
     dropped: AtomicU64,
+    /// The most `in_flight_bytes` ever reached: what this connection needed
+    /// of its budget (logged at close; sizes `outbound.max_queued_bytes`).
+    peak_bytes: AtomicUsize,
 }
 
 impl Shared {
@@ -133,6 +136,7 @@ pub fn outbound_queue(max_frames: usize, max_bytes: usize) -> (OutboundQueue, Ou
         overflowed: AtomicBool::new(false),
         overflow: Notify::new(),
         dropped: AtomicU64::new(0),
+        peak_bytes: AtomicUsize::new(0),
     });
     (
         OutboundQueue {
@@ -189,7 +193,8 @@ impl OutboundQueue {
                 }
                 return Err(PushError::SlowConsumer);
             }
-            shared.in_flight_bytes.fetch_add(length, Ordering::Relaxed);
+            let in_flight = shared.in_flight_bytes.fetch_add(length, Ordering::Relaxed) + length;
+            shared.peak_bytes.fetch_max(in_flight, Ordering::Relaxed);
             pending.frames.push_back((frame, droppable));
         }
         shared.ready.notify_one();
@@ -281,6 +286,11 @@ impl OutboundReceiver {
     pub fn queued_bytes(&self) -> usize {
         self.shared.in_flight_bytes.load(Ordering::Relaxed)
     }
+
+    /// The most bytes ever queued and not yet written at once.
+    pub fn peak_bytes(&self) -> usize {
+        self.shared.peak_bytes.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +331,8 @@ mod tests {
         receiver.written(taken.bytes.len());
         assert_eq!(receiver.queued_bytes(), 0);
         assert!(queue.push(frame(80)).is_ok());
+        assert!(queue.push(frame(10)).is_ok());
+        assert_eq!(receiver.peak_bytes(), 90);
     }
 
     #[tokio::test]
