@@ -45,6 +45,10 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much we read and discard while lingering: the rest of a message
 /// several times `max_body_bytes`; past it we close and accept the reset.
 pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
+/// The longest a heart-beat or ping write may wait for a full socket: the
+/// loop cannot see shutdown or overflow meanwhile, and intervals go up to
+/// `stomp.heartbeat_max`.
+const BEAT_WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// A heart-beat goes out this much (at most a quarter of the interval)
 /// before the promised interval is over, so that timer and scheduling delays
 /// on a busy machine never make it late at the client.
@@ -471,13 +475,15 @@ fn transport_error(error: WsError, limits: &Limits) -> End {
     }
 }
 
-/// Sends one message unless the client's socket stays full for `limit`: a
-/// client that cannot take a heart-beat within its interval is gone.
+/// Sends one message unless the client's socket stays full for its interval
+/// (at most [`BEAT_WRITE_LIMIT`]): a client that cannot take a heart-beat in
+/// that time is gone.
 async fn send_within<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut Ws<S>,
     message: Message,
-    limit: Duration,
+    interval: Duration,
 ) -> bool {
+    let limit = interval.min(BEAT_WRITE_LIMIT);
     matches!(timeout(limit, ws.send(message)).await, Ok(Ok(())))
 }
 
