@@ -710,7 +710,10 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
+        "m" => number
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| serde::de::Error::custom(format!("'{text}' is too long"))),
         _ => Err(serde::de::Error::custom(format!(
             "'{text}' has no unit ms, s or m"
         ))),
@@ -769,6 +772,7 @@ mod tests {
         );
         assert_eq!(config.listener.connect_timeout, Duration::from_millis(1500));
         assert!(Config::from_toml("[shutdown]\ngrace = \"5 parsecs\"\n", "t").is_err());
+        assert!(Config::from_toml("[shutdown]\ngrace = \"999999999999999999m\"\n", "t").is_err());
     }
 
     #[test]
