@@ -10,6 +10,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod connection_rate;
 pub mod listener;
 pub mod outbound;
 pub mod queue;
@@ -18,6 +19,7 @@ pub mod session;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod token_bucket;
 pub mod websocket;
 
 pub use broker::Broker;
