@@ -162,3 +162,62 @@ async fn new_connections_past_the_rate_of_an_address_are_refused_others_are_not(
         .await;
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_publisher_still_receives_and_is_not_cut_off_for_silence() {
+    let mut config = test_config();
+    // The client must be heard from every second; 2 s of silence ends it.
+    config.stomp.heartbeat_receive = Duration::from_secs(1);
+    config.rate_limits.publish = vec![PublishRateRule {
+        bytes_per_second: Some(1000.0),
+        burst_bytes: Some(1000.0),
+        ..rule("/topic/slow.#", None, 1.0)
+    }];
+    let broker = start(config).await;
+    let url = broker.url();
+    let mut paused = Client::open(&url, &["v12.stomp"]).await;
+    paused
+        .send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "1000,0"),
+        )
+        .await;
+    assert_eq!(paused.frame().await.command, Command::Connected);
+    paused.subscribe("news", "/topic/news").await;
+
+    // About 5 000 bytes against 1 000 per second after a burst of 1 000:
+    // the broker reads nothing more from this connection for about 4 s.
+    let started = Instant::now();
+    paused.publish("/topic/slow.big", &"b".repeat(5000)).await;
+    paused
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/topic/slow.small")
+                .header("receipt", "after-the-pause"),
+        )
+        .await;
+    // Meanwhile its subscription is served.
+    let mut other = Client::connect(&url).await;
+    other.publish("/topic/news", "while paused").await;
+    let message = paused.message().await;
+    assert_eq!(&message.body[..], b"while paused");
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "delivery waited for the pause: {:?}",
+        started.elapsed()
+    );
+    // The pause (longer than the 2 s of silence that would end it) is not
+    // the client's silence: the SEND after it is answered.
+    match paused.event_within(Duration::from_secs(20)).await {
+        Some(Event::Frame(frame)) if frame.command == Command::Receipt => {}
+        other => panic!("expected the RECEIPT after the pause, got {other:?}"),
+    }
+    let paused_for = started.elapsed();
+    eprintln!("receipt after {paused_for:?}");
+    assert!(
+        paused_for >= Duration::from_millis(3500),
+        "no pause: {paused_for:?}"
+    );
+    broker.shutdown().await;
+}
