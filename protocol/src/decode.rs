@@ -213,7 +213,11 @@ fn frame_end(
     let body_len = match body.content_length {
         Some(length) => {
             // `content-length` is authoritative: NULs inside are data.
-            match input.get(body.start + length) {
+            match body
+                .start
+                .checked_add(length)
+                .and_then(|end| input.get(end))
+            {
                 None => return Err(DecodeError::Incomplete),
                 Some(0) => length,
                 Some(_) => {
@@ -225,8 +229,12 @@ fn frame_end(
         }
         None => {
             // The NUL may be at most `max_body_bytes` into the body.
-            let window_end = input.len().min(body.start + limits.max_body_bytes + 1);
-            let from = (*scanned).clamp(body.start, window_end);
+            let window_end = input.len().min(
+                body.start
+                    .saturating_add(limits.max_body_bytes)
+                    .saturating_add(1),
+            );
+            let from = (*scanned).max(body.start).min(window_end);
             let window = input.get(from..window_end).unwrap_or_default();
             match window.iter().position(|&b| b == 0) {
                 Some(at) => from + at - body.start,
