@@ -390,11 +390,14 @@ impl Decoder {
         let body = match progress.body {
             Some(body) => body,
             None => {
-                // The head is parsed again only when a line may have ended
-                // (a CR or LF arrived, or the byte before the new ones is a
-                // CR); in between, only the unfinished line's limits can trip.
-                // Lines are bounded by `max_headers`, so the head is parsed
-                // at most about 2 × max_headers times however it is split.
+                // The head is parsed again only when a CR or LF is among the
+                // new bytes or just before them: a line may have ended, a CR
+                // may be followed by something other than LF, or a line has
+                // begun (its first byte can make it invalid: an empty header
+                // name). Otherwise head() would again find the same unfinished
+                // line, and only that line's limits can trip. Lines are
+                // bounded by `max_headers`, so the head is parsed at most
+                // about 3 × max_headers times however it is split.
                 let from = progress.scanned.saturating_sub(1);
                 let new = input.get(from..).unwrap_or_default();
                 let line_end = new.iter().position(|&b| b == b'\r' || b == b'\n');
@@ -490,8 +493,9 @@ mod tests {
         wire.extend_from_slice(b"\r\n\0");
         let (frames, examined) = feed(&wire, 1, Limits::default());
         assert_eq!(frames, 1);
-        // Each line end (CR and LF) parses the head so far once: about
-        // 2 × lines × head / 2; parsing on every byte would be 60 000 times that.
+        // Each line's CR, LF and first byte parse the head so far once:
+        // about 3 × lines × head / 2; parsing on every byte would be
+        // hundreds of times that.
         let lines = 62;
         assert!(
             examined < 2 * lines * wire.len(),
