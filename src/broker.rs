@@ -3,10 +3,12 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::connection_rate::ConnectionRate;
 use crate::listener;
 use crate::queue::{QueueMemory, QueuePolicy};
 use crate::router::destination::DestinationLimits;
 use crate::router::{spawn_router, RouterHandle, RouterSettings};
+use crate::session::rate_limit::PublishRules;
 use crate::shutdown::{shutdown_pair, ShutdownTrigger};
 use crate::store::writer::spawn_writer;
 use crate::store::{NoStore, SledStore, Store};
@@ -42,6 +44,10 @@ pub struct BrokerContext {
     /// Open connections per client address. Entries go at zero, so the map
     /// holds at most `max_connections` keys. Short critical sections only.
     connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// New connections per second per address (its own short lock).
+    connection_rate: ConnectionRate,
+    /// `[[rate_limits.publish]]`, compiled; each session takes its buckets.
+    pub publish_rules: Arc<PublishRules>,
     next_session: AtomicU64,
 }
 
@@ -81,15 +87,21 @@ impl BrokerContext {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a connection from `ip`, or `None` past `max_connections_per_ip`.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    /// Counts a new connection from `ip`; `Err` with the refusal's text past
+    /// `rate_limits.connections_per_second_per_ip` or
+    /// `listener.max_connections_per_ip`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<IpSlot, String> {
+        self.connection_rate.admit(ip)?;
         let mut counts = self.lock_connections_per_ip();
         let count = counts.entry(ip).or_insert(0);
-        if *count >= self.config.listener.max_connections_per_ip {
-            return None;
+        let max = self.config.listener.max_connections_per_ip;
+        if *count >= max {
+            return Err(format!(
+                "too many connections from {ip}: max_connections_per_ip is {max}"
+            ));
         }
         *count += 1;
-        Some(IpSlot {
+        Ok(IpSlot {
             context: self.clone(),
             ip,
         })
@@ -164,7 +176,15 @@ impl Broker {
             max_disk_bytes: config.storage.max_disk_bytes,
         })
         .map_err(invalid)?;
+        let publish_rules = Arc::new(
+            PublishRules::new(&config.rate_limits.publish, &destination_limits).map_err(invalid)?,
+        );
         let context = Arc::new(BrokerContext {
+            connection_rate: ConnectionRate::new(
+                config.rate_limits.connections_per_second_per_ip,
+                config.rate_limits.connection_burst_per_ip,
+            ),
+            publish_rules,
             destination_limits,
             router,
             queue_memory,

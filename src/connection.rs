@@ -154,19 +154,21 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         last_read: now,
         last_write: now,
         pinged: false,
+        read_paused_until: None,
         connect_deadline: now + context.config.listener.connect_timeout,
         grace: context.config.stomp.heartbeat_grace,
         ping_late: context.config.stomp.heartbeat_ping,
         frame_limits: context.config.limits.frame_limits(),
     };
-    let Some(_ip_slot) = ip_slot else {
-        let max = context.config.listener.max_connections_per_ip;
-        let error = SessionError::new(
-            format!("too many connections from {peer_ip}: max_connections_per_ip is {max}"),
-            CloseReason::PolicyViolation,
-        );
-        Box::pin(connection.finish(End::Error(error))).await;
-        return;
+    let _ip_slot = match ip_slot {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            // Refused after the upgrade, so that the client (a browser
+            // too, which never sees an HTTP status) reads why.
+            let error = SessionError::new(refusal, CloseReason::PolicyViolation);
+            Box::pin(connection.finish(End::Error(error))).await;
+            return;
+        }
     };
     let end = connection.drive(shutdown).await;
     Box::pin(connection.finish(end)).await;
@@ -199,6 +201,9 @@ struct Connection<S> {
     last_write: Instant,
     /// A WebSocket ping was sent because the client's heart-beat is late.
     pinged: bool,
+    /// A publish rate limit: nothing is read or decoded until then (writes
+    /// and heart-beats go on).
+    read_paused_until: Option<Instant>,
     connect_deadline: Instant,
     grace: f64,
     /// `stomp.heartbeat_ping`: ping late clients, count pings and pongs.
@@ -213,6 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut batch = Vec::new();
         loop {
             let timer = self.next_timer();
+            let paused_until = self.read_paused_until;
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => {
@@ -238,8 +244,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                     }
                 }
-                message = self.ws.next() => {
+                message = self.ws.next(), if paused_until.is_none() => {
                     if let Some(end) = self.on_message(message).await {
+                        return end;
+                    }
+                }
+                _ = sleep_until(paused_until.unwrap_or(timer)), if paused_until.is_some() => {
+                    self.read_paused_until = None;
+                    if let Some(end) = self.decode_buffered().await {
                         return end;
                     }
                 }
@@ -271,6 +283,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         self.alive();
         self.buffer.extend_from_slice(&data);
+        self.decode_buffered().await
+    }
+
+    /// Handles the whole frames in the buffer; `Some` ends the loop.
+    async fn decode_buffered(&mut self) -> Option<End> {
         loop {
             let frame = match self.decoder.decode(&mut self.buffer) {
                 Ok(Some(frame)) => frame,
@@ -285,6 +302,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(Flow::Continue) => {
                     if let Some(version) = self.session.version() {
                         self.decoder.set_version(version);
+                    }
+                    if let Some(until) = self.session.take_read_pause() {
+                        // Over a publish rate: the rest waits in the buffer
+                        // (and the socket), and the pause is not the
+                        // client's silence.
+                        self.read_paused_until = Some(until);
+                        self.last_read = self.last_read.max(until);
+                        return None;
                     }
                 }
                 // Frames after DISCONNECT are ignored.

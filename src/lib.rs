@@ -10,6 +10,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod connection_rate;
 pub mod listener;
 pub mod outbound;
 pub mod queue;
@@ -19,6 +20,7 @@ pub mod shutdown;
 pub mod socket_options;
 pub mod store;
 pub mod tls;
+pub mod token_bucket;
 pub mod websocket;
 
 pub use broker::Broker;

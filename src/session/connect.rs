@@ -47,6 +47,10 @@ impl Session {
             }
         };
         self.permissions = identity.permissions;
+        self.publish_limiter = self
+            .context
+            .publish_rules
+            .limiter(identity.name.as_deref(), tokio::time::Instant::now());
 
         // Heart-beating exists from 1.1 on; a 1.0 session has none.
         self.heartbeat = if version == Version::V1_0 {

@@ -10,6 +10,7 @@ mod connect;
 mod disconnect;
 pub mod error;
 pub mod heartbeat;
+pub mod rate_limit;
 mod send;
 mod subscribe;
 mod transaction;
@@ -70,6 +71,11 @@ pub struct Session {
     client: ClientInfo,
     /// What it may read and write, from authentication (none until CONNECT).
     permissions: crate::auth::Permissions,
+    /// Its publish rate buckets, from `[[rate_limits.publish]]` (none until CONNECT).
+    publish_limiter: rate_limit::PublishLimiter,
+    /// Set by a SEND over a `slow` publish rate: the connection reads nothing
+    /// until then. Taken by the connection after each frame.
+    read_pause: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -96,7 +102,15 @@ impl Session {
             client_id: None,
             client,
             permissions: crate::auth::Permissions::default(),
+            publish_limiter: rate_limit::PublishLimiter::default(),
+            read_pause: None,
         }
+    }
+
+    /// When the connection may read again, if a publish rate limit asked
+    /// for a pause with the last frame.
+    pub fn take_read_pause(&mut self) -> Option<tokio::time::Instant> {
+        self.read_pause.take()
     }
 
     /// The negotiated version, once connected.

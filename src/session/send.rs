@@ -1,5 +1,6 @@
 //! SEND: validate, read expiry and reply-to, then route (or hold for COMMIT).
 
+use super::rate_limit::PublishVerdict;
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::queue::QueueArguments;
 use crate::router::destination::{send_target, SendTarget, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX};
@@ -10,6 +11,7 @@ use stomp_protocol::Frame;
 impl Session {
     pub(super) async fn on_send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let publication = self.publication(&frame)?;
+        self.count_publish(&frame)?;
         if let Some(transaction) = frame.get("transaction") {
             self.transactions
                 .add(transaction, TxOperation::Publish(publication))?;
@@ -27,6 +29,33 @@ impl Session {
         })
         .await?;
         Ok(Flow::Continue)
+    }
+
+    /// Counts the SEND against its publish rate rule (also inside a
+    /// transaction: the rate is of what the client sends). Over a `slow`
+    /// rule the SEND goes on and the connection pauses; over an `error` rule
+    /// the SEND is refused and the connection ends.
+    fn count_publish(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let destination = frame.get("destination").unwrap_or_default();
+        let bytes = frame.command.as_str().len()
+            + frame
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 2)
+                .sum::<usize>()
+            + frame.body.len()
+            + 2;
+        let now = tokio::time::Instant::now();
+        match self.publish_limiter.check(destination, bytes, now) {
+            PublishVerdict::Go => Ok(()),
+            PublishVerdict::PauseUntil(until) => {
+                self.read_pause = Some(self.read_pause.map_or(until, |p| p.max(until)));
+                Ok(())
+            }
+            PublishVerdict::Refuse(message) => {
+                Err(SessionError::new(message, CloseReason::PolicyViolation))
+            }
+        }
     }
 
     /// The SEND as the router takes it.
