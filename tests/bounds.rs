@@ -88,9 +88,9 @@ async fn queue_memory_counts_headers() {
     for i in 0..20 {
         let mut frame = Frame::new(Command::Send).header("destination", "/queue/heavy");
         for n in 0..7 {
-            frame = frame.header(&format!("x{n}"), &heavy);
+            frame = frame.header(format!("x{n}"), &heavy);
         }
-        client.send(frame.header("receipt", &i.to_string())).await;
+        client.send(frame.header("receipt", i.to_string())).await;
         let answer = client.frame().await;
         if answer.command == Command::Error {
             let message = answer.get("message").unwrap_or_default();

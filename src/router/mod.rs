@@ -878,3 +878,69 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueArguments;
+    use bytes::Bytes;
+
+    fn publish(body_bytes: usize) -> RouterCommand {
+        RouterCommand::Publish {
+            session: SessionId(1),
+            publication: Publication {
+                target: destination::SendTarget::Topic(vec!["t".into()]),
+                destination: "/topic/t".into(),
+                headers: Vec::new(),
+                body: Bytes::from(vec![b'x'; body_bytes]),
+                expires_at: None,
+                queue_arguments: QueueArguments::default(),
+                reply_queue: None,
+                persistent: false,
+            },
+            receipt: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_wait_for_bytes_until_the_router_has_applied_them() {
+        let (commands_tx, mut commands_rx) = mpsc::channel(16);
+        let handle = RouterHandle {
+            commands_tx,
+            queued_bytes: Arc::new(tokio::sync::Semaphore::new(1000)),
+            max_queued_bytes: 1000,
+        };
+        handle.send(publish(600)).await.map_err(|_| "gone").unwrap();
+        // 600 + 600 bytes > 1000: the second waits, with room in the channel.
+        let second = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.send(publish(600)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a send past the byte bound waits");
+        // Commands without a payload never wait for bytes.
+        let receipt = RouterCommand::Receipt {
+            session: SessionId(1),
+            receipt: "r".into(),
+        };
+        tokio::time::timeout(Duration::from_secs(1), handle.send(receipt))
+            .await
+            .expect("a RECEIPT does not wait")
+            .map_err(|_| "gone")
+            .unwrap();
+        // The router applies (drops) the first: the second goes.
+        drop(commands_rx.recv().await);
+        assert!(tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("released")
+            .expect("task"));
+        // A command larger than the whole bound takes all of it, not forever.
+        drop(commands_rx.recv().await);
+        drop(commands_rx.recv().await);
+        tokio::time::timeout(Duration::from_secs(1), handle.send(publish(5000)))
+            .await
+            .expect("an oversized command is not stuck")
+            .map_err(|_| "gone")
+            .unwrap();
+    }
+}
