@@ -175,13 +175,13 @@ impl Router {
         let Some(queue) = self.queues.get_mut(&name) else {
             return;
         };
-        self.subscription_count += 1;
         let prefetch = prefetch.unwrap_or(queue.settings.prefetch);
         queue.consumers.push(Consumer {
             session,
             subscription: id.clone(),
         });
         if let Some(entry) = self.sessions.get_mut(&session) {
+            self.subscription_count += 1;
             entry.subscriptions.insert(
                 id,
                 SubscriptionEntry {
