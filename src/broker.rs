@@ -163,6 +163,8 @@ impl Broker {
             .map_err(invalid)?;
         let (router, _router_task) = spawn_router(RouterSettings {
             queue_depth: config.router.queue_depth,
+            max_queued_bytes: config.router.max_queued_bytes,
+            caps: crate::router::StateCaps::from_limits(&config.limits),
             queue_policy,
             topic_prefetch: config.queues.prefetch,
             max_unacked_per_connection: config.limits.max_unacked_per_connection,

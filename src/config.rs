@@ -170,8 +170,23 @@ pub struct LimitsConfig {
     pub max_frames_per_transaction: usize,
     /// Unsettled deliveries per connection.
     pub max_unacked_per_connection: usize,
-    /// Body bytes in all queues together before publishers to queues wait.
+    /// Bytes (bodies and headers) in all queues together before publishers
+    /// to queues wait.
     pub max_queued_message_bytes: usize,
+    /// Bytes (bodies and headers) held in one connection's open transactions.
+    pub max_transaction_bytes: usize,
+    /// Subscriptions on the whole server (reply queues' included).
+    pub max_subscriptions: usize,
+    /// `/queue/...` queues on the whole server (created on first use).
+    pub max_queues: usize,
+    /// Durable topic subscriptions on the whole server.
+    pub max_durable_subscriptions: usize,
+    /// Durable topic subscriptions one connection may create.
+    pub max_durable_subscriptions_per_connection: usize,
+    /// `/temp-queue/` reply queues on the whole server.
+    pub max_reply_queues: usize,
+    /// `/temp-queue/` reply queues of one connection.
+    pub max_reply_queues_per_connection: usize,
 }
 
 impl Default for LimitsConfig {
@@ -189,6 +204,13 @@ impl Default for LimitsConfig {
             max_frames_per_transaction: 10_000,
             max_unacked_per_connection: 10_000,
             max_queued_message_bytes: 1024 * 1024 * 1024,
+            max_transaction_bytes: 16 * 1024 * 1024,
+            max_subscriptions: 1_000_000,
+            max_queues: 10_000,
+            max_durable_subscriptions: 10_000,
+            max_durable_subscriptions_per_connection: 100,
+            max_reply_queues: 100_000,
+            max_reply_queues_per_connection: 100,
         }
     }
 }
@@ -245,7 +267,7 @@ pub struct QueuesConfig {
     pub prefetch: usize,
     /// Messages a queue holds.
     pub max_length: usize,
-    /// Body bytes a queue holds.
+    /// Bytes (bodies and headers) a queue holds.
     pub max_bytes: usize,
     /// What a SEND to a full queue does.
     pub overflow: Overflow,
@@ -549,11 +571,16 @@ pub struct PublishRateRule {
 pub struct RouterConfig {
     /// Capacity of the router's command channel.
     pub queue_depth: usize,
+    /// Bytes of SEND bodies and headers in commands waiting for the router.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { queue_depth: 4096 }
+        RouterConfig {
+            queue_depth: 4096,
+            max_queued_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -655,6 +682,18 @@ impl Config {
             ("router.queue_depth", self.router.queue_depth),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{key} must be greater than 0"));
+        }
+        let state_bounds = [
+            (
+                "limits.max_transaction_bytes",
+                self.limits.max_transaction_bytes,
+            ),
+            ("limits.max_subscriptions", self.limits.max_subscriptions),
+            ("limits.max_queues", self.limits.max_queues),
+            ("router.max_queued_bytes", self.router.max_queued_bytes),
+        ];
+        if let Some((key, _)) = state_bounds.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be greater than 0"));
         }
         if let Some(pattern) = self

@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
-/// Body bytes held in queues, shared by every queue and every session.
+/// Bytes of messages (bodies and headers) held in queues, shared by every
+/// queue and every session.
 #[derive(Debug)]
 pub struct QueueMemory {
     bytes: AtomicUsize,

@@ -58,7 +58,8 @@ pub struct Queue {
     /// NACKed messages by (due time, arrival number).
     delayed: BTreeMap<(Instant, u64), QueuedMessage>,
     delayed_count: u64,
-    /// Body bytes of every held message, ready or delayed.
+    /// Bytes (bodies and headers, [`Message::size`]) of every held
+    /// message, ready or delayed.
     bytes: usize,
     /// The broker-wide count that `bytes` is part of.
     memory: Arc<QueueMemory>,
@@ -101,7 +102,7 @@ impl Queue {
 
     /// Puts back a message recovered from the store, bounds aside.
     pub fn restore(&mut self, message: QueuedMessage) {
-        self.hold(message.message.body.len());
+        self.hold(message.message.size());
         self.ready.push_back(message);
     }
 
@@ -134,7 +135,7 @@ impl Queue {
         message: Arc<Message>,
         sequence: Option<Sequence>,
     ) -> Result<(), QueueFull> {
-        let size = message.body.len();
+        let size = message.size();
         let full =
             |q: &Queue| q.len() >= q.settings.max_length || q.bytes + size > q.settings.max_bytes;
         if full(self) {
@@ -154,7 +155,7 @@ impl Queue {
                         let Some(oldest) = self.ready.pop_front() else {
                             break;
                         };
-                        self.release(oldest.message.body.len());
+                        self.release(oldest.message.size());
                         self.discard(oldest);
                     }
                     if full(self) {
@@ -189,7 +190,7 @@ impl Queue {
     /// Takes the next ready message, dropping expired ones on the way.
     pub fn pop_ready(&mut self, now_ms: u64) -> Option<QueuedMessage> {
         while let Some(next) = self.ready.pop_front() {
-            self.release(next.message.body.len());
+            self.release(next.message.size());
             if next.message.expired(now_ms) {
                 self.discard(next);
                 continue;
@@ -202,14 +203,14 @@ impl Queue {
     /// Puts returned messages back in front, in the order given.
     pub fn return_to_front(&mut self, messages: impl DoubleEndedIterator<Item = QueuedMessage>) {
         for message in messages.rev() {
-            self.hold(message.message.body.len());
+            self.hold(message.message.size());
             self.ready.push_front(message);
         }
     }
 
     /// Holds a NACKed message until `due`.
     pub fn delay(&mut self, message: QueuedMessage, due: Instant) {
-        self.hold(message.message.body.len());
+        self.hold(message.message.size());
         self.delayed_count += 1;
         self.delayed.insert((due, self.delayed_count), message);
     }
@@ -400,5 +401,30 @@ mod tests {
             ..twice
         };
         assert_eq!(queue.dead_letter_for(&thrice), Some("/queue/q.dlq"));
+    }
+
+    #[test]
+    fn headers_count_against_max_bytes() {
+        // Empty bodies with 40 KB of headers: the second does not fit in
+        // 64 KiB, although the bodies weigh nothing.
+        let mut queue = new_queue(QueueSettings {
+            max_bytes: 64 * 1024,
+            ..settings(10, Overflow::Reject)
+        });
+        let heavy = |id: &str| {
+            Arc::new(Message {
+                id: id.into(),
+                destination: "/queue/q".into(),
+                headers: vec![("x".into(), "h".repeat(40_000))],
+                body: Bytes::new(),
+                text: true,
+                expires_at: None,
+            })
+        };
+        queue.enqueue_test(heavy("1")).expect("fits");
+        assert!(queue.enqueue_test(heavy("2")).is_err());
+        assert_eq!(queue.memory.bytes(), heavy("1").size());
+        assert!(queue.pop_ready(0).is_some());
+        assert_eq!(queue.memory.bytes(), 0, "released with its headers");
     }
 }

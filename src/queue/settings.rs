@@ -17,7 +17,7 @@ pub struct QueueSettings {
     pub prefetch: usize,
     /// Most messages held.
     pub max_length: usize,
-    /// Most body bytes held.
+    /// Most bytes held (bodies and headers).
     pub max_bytes: usize,
     /// What a SEND to a full queue does.
     pub overflow: Overflow,

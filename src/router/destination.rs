@@ -72,6 +72,7 @@ pub fn subscribe_target(
             "cannot subscribe to '{destination}': replies to a {TEMP_QUEUE_PREFIX} reply-to arrive on the sending connection by themselves"
         )))
     } else {
+        wildcards_are_whole_words(destination)?;
         topic_pattern(destination, limits).map(SubscribeTarget::Topic)
     }
 }
@@ -153,22 +154,53 @@ pub fn topic_pattern(
 }
 
 /// Whether `pattern` matches `words` (the trie's rules, for one pattern).
+/// Linear in pattern × words: `reachable[j]` says whether the pattern's
+/// words so far can match the first `j` names' words, so a `#` never tries
+/// every split of the rest (which was exponential in the number of `#`s).
 pub fn pattern_matches(pattern: &[PatternWord], words: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => words.is_empty(),
-        Some((PatternWord::Many, rest)) => {
-            (0..=words.len()).any(|skip| pattern_matches(rest, &words[skip..]))
-        }
-        Some((word, rest)) => match words.split_first() {
-            None => false,
-            Some((first, others)) => {
-                let matches = match word {
-                    PatternWord::Exact(exact) => **exact == **first,
-                    _ => true,
-                };
-                matches && pattern_matches(rest, others)
-            }
-        },
+    let mut reachable: Vec<bool> = std::iter::once(true)
+        .chain(words.iter().map(|_| false))
+        .collect();
+    for word in pattern {
+        reachable = match word {
+            // `#` takes zero or more words: reachable from any earlier point.
+            PatternWord::Many => reachable
+                .iter()
+                .scan(false, |any, &r| {
+                    *any |= r;
+                    Some(*any)
+                })
+                .collect(),
+            // One word: reachable one word further, if that word fits.
+            _ => std::iter::once(false)
+                .chain(reachable.iter().zip(words).map(|(&r, name_word)| {
+                    r && match word {
+                        PatternWord::Exact(exact) => **exact == **name_word,
+                        _ => true,
+                    }
+                }))
+                .collect(),
+        };
+    }
+    reachable.last().copied().unwrap_or(false)
+}
+
+/// Refuses `*` or `#` inside a word of a subscription pattern: wildcards
+/// are whole dot-separated words. MQTT and Spring users write
+/// `/topic/foo/#` or `/topic/a*`, which would otherwise be silently literal
+/// and never match what they meant.
+pub fn wildcards_are_whole_words(destination: &str) -> Result<(), DestinationError> {
+    let name = destination
+        .strip_prefix(TOPIC_PREFIX)
+        .unwrap_or(destination);
+    let inside = name
+        .split('.')
+        .find(|word| *word != "*" && *word != "#" && word.contains(['*', '#']));
+    match inside {
+        Some(word) => Err(DestinationError(format!(
+            "'{destination}' has a wildcard inside the word '{word}': wildcards '*' and '#' are whole dot-separated words (as in /topic/foo.#)"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -244,5 +276,43 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_wildcard_inside_a_word_is_refused_at_subscribe() {
+        for destination in ["/topic/foo/#", "/topic/a*", "/topic/a.b#", "/topic/#x.y"] {
+            let error = subscribe_target(destination, &LIMITS).unwrap_err();
+            assert!(
+                error
+                    .0
+                    .contains("wildcards '*' and '#' are whole dot-separated words"),
+                "{destination}: {}",
+                error.0
+            );
+        }
+        for destination in ["/topic/foo.#", "/topic/a.*", "/topic/foo/bar", "/topic/#"] {
+            assert!(
+                subscribe_target(destination, &LIMITS).is_ok(),
+                "{destination}"
+            );
+        }
+    }
+
+    #[test]
+    fn many_hashes_match_in_linear_time() {
+        let limits = DestinationLimits {
+            max_words: 64,
+            max_multi_word_wildcards: 8,
+        };
+        let pattern = topic_pattern("/topic/#.x.#.x.#.x.#.x.#.x.#.x.#.y", &limits).unwrap();
+        let words = vec!["x"; 64];
+        // Exponential before: this took far longer than a test may.
+        assert!(!pattern_matches(&pattern, &words));
+        let mut with_y = words.clone();
+        with_y.push("y");
+        assert!(pattern_matches(&pattern, &with_y));
+        assert!(pattern_matches(&[], &[]));
+        assert!(!pattern_matches(&[], &["a"]));
+        assert!(pattern_matches(&[PatternWord::Many], &[]));
     }
 }

@@ -72,7 +72,30 @@ pub struct Message {
     pub expires_at: Option<u64>,
 }
 
+/// Bytes of a header list, as counted against byte bounds: a 64 KiB header
+/// block weighs as much as a 64 KiB body.
+fn headers_size(headers: &[(String, String)]) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 2)
+        .sum()
+}
+
+impl Publication {
+    /// What it weighs against byte bounds (transactions, the router's
+    /// channel): body, headers and destination.
+    pub fn size(&self) -> usize {
+        self.body.len() + headers_size(&self.headers) + self.destination.len()
+    }
+}
+
 impl Message {
+    /// What it weighs against queue memory: body, headers, destination and
+    /// id (empty bodies with large headers are not free).
+    pub fn size(&self) -> usize {
+        self.body.len() + headers_size(&self.headers) + self.destination.len() + self.id.len()
+    }
+
     /// Whether it has expired at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now_ms)

@@ -16,6 +16,7 @@
 //! (ACK, NACK, returning unacknowledged messages).
 
 mod acks;
+mod caps;
 pub mod destination;
 pub mod message;
 mod queues;
@@ -29,6 +30,7 @@ use crate::queue::{Queue, QueueArguments, QueueMemory, QueuePolicy, QueuedMessag
 use crate::session::CloseReason;
 use crate::store::writer::{PendingReceipt, StoreWriter, WriteBatch};
 use crate::store::{StoreOp, StoredQueue};
+pub use caps::StateCaps;
 use destination::{PatternWord, SubscribeTarget};
 use message::Publication;
 pub use queues::{DurableSubscription, DURABLE_PREFIX};
@@ -173,11 +175,44 @@ pub enum RouterCommand {
     },
 }
 
+impl RouterCommand {
+    /// Bytes of SEND bodies and headers the command carries (0 for the rest).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            RouterCommand::Publish { publication, .. } => publication.size(),
+            RouterCommand::Commit { operations, .. } => operations
+                .iter()
+                .map(|operation| match operation {
+                    TxOperation::Publish(publication) => publication.size(),
+                    TxOperation::Settle(_) => 0,
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// A command on its way to the router, holding its share of
+/// `router.max_queued_bytes` until the router has applied it.
+#[derive(Debug)]
+struct Queued {
+    command: RouterCommand,
+    /// Released (dropped) by the router after `apply`.
+    bytes: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// A session's way to the router.
 #[derive(Debug, Clone)]
 pub struct RouterHandle {
     /// The router's input. Bounded: a session waits when the router is behind.
-    commands_tx: mpsc::Sender<RouterCommand>,
+    commands_tx: mpsc::Sender<Queued>,
+    /// Bytes of SEND bodies and headers in commands not yet applied, one
+    /// permit per byte (`router.max_queued_bytes`): `queue_depth` commands
+    /// of 1 MiB would be 4 GiB. Sessions acquire before sending, the router
+    /// releases after applying; closed never.
+    queued_bytes: Arc<tokio::sync::Semaphore>,
+    /// The semaphore's size: a command larger than all of it takes all of it.
+    max_queued_bytes: u32,
 }
 
 /// The router has stopped (only during shutdown).
@@ -185,9 +220,28 @@ pub struct RouterHandle {
 pub struct RouterGone;
 
 impl RouterHandle {
-    /// Sends a command, waiting while the router's queue is full.
+    /// Sends a command, waiting while the router's queue is full in
+    /// commands or in bytes.
     pub async fn send(&self, command: RouterCommand) -> Result<(), RouterGone> {
-        self.commands_tx.send(command).await.map_err(|_| RouterGone)
+        let payload = command.payload_bytes();
+        let bytes = if payload == 0 {
+            None
+        } else {
+            let permits = u32::try_from(payload)
+                .unwrap_or(u32::MAX)
+                .min(self.max_queued_bytes);
+            let permit = self
+                .queued_bytes
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+                .map_err(|_| RouterGone)?;
+            Some(permit)
+        };
+        self.commands_tx
+            .send(Queued { command, bytes })
+            .await
+            .map_err(|_| RouterGone)
     }
 }
 
@@ -196,6 +250,10 @@ impl RouterHandle {
 pub struct RouterSettings {
     /// Capacity of the command channel.
     pub queue_depth: usize,
+    /// `router.max_queued_bytes`: SEND bytes in the command channel.
+    pub max_queued_bytes: usize,
+    /// Caps on state keyed by names clients choose.
+    pub caps: StateCaps,
     /// Queue settings by name.
     pub queue_policy: QueuePolicy,
     /// Default prefetch of client-ack topic subscriptions.
@@ -225,6 +283,14 @@ pub fn spawn_router(
     settings: RouterSettings,
 ) -> Result<(RouterHandle, tokio::task::JoinHandle<()>), String> {
     let (commands_tx, commands_rx) = mpsc::channel(settings.queue_depth);
+    let max_queued_bytes = u32::try_from(settings.max_queued_bytes)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let handle = RouterHandle {
+        commands_tx,
+        queued_bytes: Arc::new(tokio::sync::Semaphore::new(max_queued_bytes as usize)),
+        max_queued_bytes,
+    };
     let limits = settings.destination_limits;
     let drop_oldest_rules = settings
         .slow_consumers
@@ -271,10 +337,13 @@ pub fn spawn_router(
         durable_bindings: HashMap::new(),
         destination_limits: limits,
         last_probe: Instant::now(),
+        caps: settings.caps,
+        subscription_count: 0,
+        reply_queue_count: 0,
     };
     router.recover(settings.recovered)?;
     let task = tokio::spawn(router.run(commands_rx));
-    Ok((RouterHandle { commands_tx }, task))
+    Ok((handle, task))
 }
 
 /// A prefix that keeps message ids unique across restarts: the start time.
@@ -309,6 +378,8 @@ struct SessionEntry {
     ack_index: HashMap<String, Arc<str>>,
     /// Reply queues this session made with `reply-to:/temp-queue/...`.
     reply_queues: Vec<String>,
+    /// Durable subscriptions this session created (`StateCaps`).
+    durables_created: usize,
     /// RECEIPTs of this session waiting for the store; while any wait, later
     /// ones wait too, so that RECEIPTs keep their order.
     held_receipts: Arc<AtomicUsize>,
@@ -379,10 +450,16 @@ struct Router {
     destination_limits: destination::DestinationLimits,
     /// When a failing store was last asked whether it works again.
     last_probe: Instant,
+    /// Caps on state keyed by names clients choose (`caps.rs`).
+    caps: StateCaps,
+    /// Entries of every session's `subscriptions`, reply queues' included.
+    subscription_count: usize,
+    /// Reply queues of every session.
+    reply_queue_count: usize,
 }
 
 impl Router {
-    async fn run(mut self, mut commands_rx: mpsc::Receiver<RouterCommand>) {
+    async fn run(mut self, mut commands_rx: mpsc::Receiver<Queued>) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -393,8 +470,11 @@ impl Router {
                     if received == 0 {
                         break;
                     }
-                    for command in batch.drain(..) {
+                    for Queued { command, bytes } in batch.drain(..) {
                         self.apply(command);
+                        // What it carried now sits in queues or outbound
+                        // queues, which have bounds of their own.
+                        drop(bytes);
                     }
                 }
                 _ = tick.tick(), if !self.attention.is_empty() || store_failing => {
@@ -490,6 +570,7 @@ impl Router {
                         subscriptions: HashMap::new(),
                         ack_index: HashMap::new(),
                         reply_queues: Vec::new(),
+                        durables_created: 0,
                         held_receipts: Arc::new(AtomicUsize::new(0)),
                     },
                 );
@@ -504,6 +585,9 @@ impl Router {
                 durable,
                 receipt,
             } => {
+                if !self.admit_subscription(session, &id, receipt.as_deref()) {
+                    return;
+                }
                 let queue = match (&target, &durable) {
                     (_, Some(durable)) => Some(format!("{DURABLE_PREFIX}{}", durable.key)),
                     (SubscribeTarget::Queue(name), None) => Some(name.clone()),
@@ -635,6 +719,7 @@ impl Router {
                     (subscriber.session, subscriber.id.clone()),
                     subscriber.clone(),
                 );
+                self.subscription_count += 1;
                 entry.subscriptions.insert(
                     id,
                     SubscriptionEntry {
@@ -659,6 +744,7 @@ impl Router {
             .sessions
             .get_mut(&session)
             .and_then(|entry| entry.subscriptions.remove(id))?;
+        self.subscription_count = self.subscription_count.saturating_sub(1);
         let queue = match &removed.target {
             Target::Queue(name) => Some(name.clone()),
             Target::Topic { .. } => None,
@@ -745,6 +831,10 @@ impl Router {
             return;
         };
         let reply_queues = std::mem::take(&mut entry.reply_queues);
+        self.subscription_count = self
+            .subscription_count
+            .saturating_sub(entry.subscriptions.len());
+        self.reply_queue_count = self.reply_queue_count.saturating_sub(reply_queues.len());
         for (id, subscription) in entry.subscriptions.drain() {
             self.end_subscription(session, &id, subscription);
         }
@@ -786,5 +876,71 @@ impl Router {
                 self.remove_session(session);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueArguments;
+    use bytes::Bytes;
+
+    fn publish(body_bytes: usize) -> RouterCommand {
+        RouterCommand::Publish {
+            session: SessionId(1),
+            publication: Publication {
+                target: destination::SendTarget::Topic(vec!["t".into()]),
+                destination: "/topic/t".into(),
+                headers: Vec::new(),
+                body: Bytes::from(vec![b'x'; body_bytes]),
+                expires_at: None,
+                queue_arguments: QueueArguments::default(),
+                reply_queue: None,
+                persistent: false,
+            },
+            receipt: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_wait_for_bytes_until_the_router_has_applied_them() {
+        let (commands_tx, mut commands_rx) = mpsc::channel(16);
+        let handle = RouterHandle {
+            commands_tx,
+            queued_bytes: Arc::new(tokio::sync::Semaphore::new(1000)),
+            max_queued_bytes: 1000,
+        };
+        handle.send(publish(600)).await.map_err(|_| "gone").unwrap();
+        // 600 + 600 bytes > 1000: the second waits, with room in the channel.
+        let second = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.send(publish(600)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a send past the byte bound waits");
+        // Commands without a payload never wait for bytes.
+        let receipt = RouterCommand::Receipt {
+            session: SessionId(1),
+            receipt: "r".into(),
+        };
+        tokio::time::timeout(Duration::from_secs(1), handle.send(receipt))
+            .await
+            .expect("a RECEIPT does not wait")
+            .map_err(|_| "gone")
+            .unwrap();
+        // The router applies (drops) the first: the second goes.
+        drop(commands_rx.recv().await);
+        assert!(tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("released")
+            .expect("task"));
+        // A command larger than the whole bound takes all of it, not forever.
+        drop(commands_rx.recv().await);
+        drop(commands_rx.recv().await);
+        tokio::time::timeout(Duration::from_secs(1), handle.send(publish(5000)))
+            .await
+            .expect("an oversized command is not stuck")
+            .map_err(|_| "gone")
+            .unwrap();
     }
 }

@@ -64,6 +64,9 @@ impl Router {
         arguments: &QueueArguments,
         receipt: Option<&str>,
     ) -> bool {
+        if !self.queue_room(who.session, &name, receipt) {
+            return false;
+        }
         self.ensure_queue(&name, arguments, None);
         let Some(queue) = self.queues.get_mut(&name) else {
             return false;
@@ -92,6 +95,9 @@ impl Router {
     ) -> bool {
         let name = format!("{DURABLE_PREFIX}{}", durable.key);
         let existing = self.durable_bindings.get(&name).cloned();
+        if existing.is_none() && !self.durable_room(who.session, receipt) {
+            return false;
+        }
         match existing {
             Some(bound) if bound == durable.destination => {}
             _ => {
@@ -175,6 +181,7 @@ impl Router {
             subscription: id.clone(),
         });
         if let Some(entry) = self.sessions.get_mut(&session) {
+            self.subscription_count += 1;
             entry.subscriptions.insert(
                 id,
                 SubscriptionEntry {
@@ -234,6 +241,9 @@ impl Router {
         receipt: Option<&str>,
     ) -> bool {
         if let Some(reply_queue) = &publication.reply_queue {
+            if !self.reply_queue_room(session, reply_queue, receipt) {
+                return false;
+            }
             self.ensure_reply_queue(session, reply_queue);
         }
         let persistent = self.store_enabled
@@ -277,6 +287,9 @@ impl Router {
             }
             super::destination::SendTarget::Queue(name) => {
                 if persistent && !self.store_has_room(session, message.body.len(), receipt) {
+                    return false;
+                }
+                if !self.queue_room(session, &name, receipt) {
                     return false;
                 }
                 self.ensure_queue(&name, &queue_arguments, None);
@@ -398,6 +411,8 @@ impl Router {
             return;
         };
         entry.reply_queues.push(reply_queue.queue.clone());
+        self.reply_queue_count += 1;
+        self.subscription_count += 1;
         entry.subscriptions.insert(
             reply_queue.subscription.clone(),
             SubscriptionEntry {

@@ -1,14 +1,16 @@
 //! The topic trie: subscription patterns stored word by word, each node with
 //! exact children plus a `*` slot and a `#` slot.
 //!
-//! Matching walks exact, `*` and `#` branches at once. Work is bounded because
-//! patterns hold at most `max_multi_word_wildcards` (non-adjacent) `#` words
-//! and names at most `max_destination_words` words. Each value carries a key,
-//! so that removing one of 20 000 subscribers of a topic is one hash lookup,
-//! not a scan (a mass disconnect would otherwise be quadratic).
+//! Matching walks exact, `*` and `#` branches at once, visiting each (node,
+//! position) pair at most once: a `#` node takes words one at a time instead
+//! of trying every split, so `#.x.#.x.#.x.#` against 32 words costs at most
+//! 8 nodes × 33 positions, not the ~52 000 recursive steps of trying every
+//! split. Each value carries a key, so that removing one of 20 000
+//! subscribers of a topic is one hash lookup, not a scan (a mass disconnect
+//! would otherwise be quadratic).
 
 use super::destination::PatternWord;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 /// Values (subscriptions) keyed by pattern, each with a key unique under
@@ -87,20 +89,80 @@ impl<K: Eq + Hash + Clone, T> TopicTrie<K, T> {
         removed
     }
 
-    /// Appends every value whose pattern matches `words` to `out`, each once
-    /// (a pattern that matches along several paths, such as `#.#` shapes,
-    /// reaches the same node more than once: nodes are deduplicated, which
-    /// is cheap, rather than values, which are many).
+    /// Appends every value whose pattern matches `words` to `out`, each once.
     pub fn matches<'a>(&'a self, words: &[Box<str>], out: &mut Vec<&'a T>) {
-        let mut nodes: Vec<&'a Node<K, T>> = Vec::new();
-        walk(&self.root, words, &mut nodes);
-        if nodes.len() > 1 {
-            nodes.sort_unstable_by_key(|n| *n as *const Node<K, T>);
-            nodes.dedup_by(|a, b| std::ptr::eq(*a, *b));
+        self.matches_counting(words, out);
+    }
+
+    /// [`TopicTrie::matches`], returning how many (node, position) pairs
+    /// the walk visited: at most (trie nodes reached) × (words + 1), each
+    /// pair once, whatever the patterns (benchmarks and tests read it).
+    pub fn matches_counting<'a>(&'a self, words: &[Box<str>], out: &mut Vec<&'a T>) -> usize {
+        let mut steps = 0;
+        let mut pending = vec![Visit {
+            node: &self.root,
+            at: 0,
+            absorbs: false,
+            after_many: false,
+        }];
+        // Pairs below a `#` can be reached along several paths (`#.a.#`
+        // against `a.a.a`); those are remembered so each is walked once. A
+        // pair with no `#` above it has its node's depth as its position
+        // and one path from the root, so the common case needs no set.
+        let mut seen: HashSet<(*const Node<K, T>, usize)> = HashSet::new();
+        while let Some(visit) = pending.pop() {
+            let Visit {
+                node,
+                at,
+                absorbs,
+                after_many,
+            } = visit;
+            if after_many && !seen.insert((node as *const Node<K, T>, at)) {
+                continue;
+            }
+            steps += 1;
+            let word = words.get(at);
+            if word.is_none() {
+                // Each node's end-of-words pair is visited once, so its
+                // values are appended once.
+                out.extend(node.values.iter().map(|(_, value)| value));
+            }
+            if let Some(many) = &node.many {
+                // `#` taking no word; `absorbs` lets it take more, one by one.
+                pending.push(Visit {
+                    node: many,
+                    at,
+                    absorbs: true,
+                    after_many: true,
+                });
+            }
+            let Some(word) = word else { continue };
+            if absorbs {
+                pending.push(Visit {
+                    node,
+                    at: at + 1,
+                    absorbs: true,
+                    after_many,
+                });
+            }
+            if let Some(child) = node.exact.get(word) {
+                pending.push(Visit {
+                    node: child,
+                    at: at + 1,
+                    absorbs: false,
+                    after_many,
+                });
+            }
+            if let Some(one) = &node.one {
+                pending.push(Visit {
+                    node: one,
+                    at: at + 1,
+                    absorbs: false,
+                    after_many,
+                });
+            }
         }
-        for node in nodes {
-            out.extend(node.values.iter().map(|(_, value)| value));
-        }
+        steps
     }
 
     /// How many values are stored.
@@ -114,29 +176,14 @@ impl<K: Eq + Hash + Clone, T> TopicTrie<K, T> {
     }
 }
 
-/// Collects the nodes holding the patterns that match `words`.
-fn walk<'a, K, T>(node: &'a Node<K, T>, words: &[Box<str>], out: &mut Vec<&'a Node<K, T>>) {
-    if let Some(many) = &node.many {
-        // `#` takes zero, one, ... or all of the remaining words.
-        for skip in 0..=words.len() {
-            walk(many, &words[skip..], out);
-        }
-    }
-    match words.split_first() {
-        None => {
-            if !node.values.is_empty() {
-                out.push(node);
-            }
-        }
-        Some((word, rest)) => {
-            if let Some(child) = node.exact.get(word) {
-                walk(child, rest, out);
-            }
-            if let Some(one) = &node.one {
-                walk(one, rest, out);
-            }
-        }
-    }
+/// One step of a match: `node` reached with `words[at..]` left.
+struct Visit<'a, K, T> {
+    node: &'a Node<K, T>,
+    at: usize,
+    /// `node` is a `#` slot: it may take the next word and stay.
+    absorbs: bool,
+    /// A `#` lies on the path from the root (the pair may recur).
+    after_many: bool,
 }
 
 fn remove_in<K: Eq + Hash + Clone, T>(
@@ -264,5 +311,99 @@ mod tests {
         assert!(t.is_empty());
         assert!(t.root.is_empty(), "empty nodes are pruned");
         assert_eq!(t.remove(&pattern, &1), None);
+    }
+
+    /// The words of `name`, for the trie.
+    fn words(name: &str) -> Vec<Box<str>> {
+        topic_words(name, &LIMITS).unwrap()
+    }
+
+    #[test]
+    fn a_wildcard_bomb_costs_nodes_times_positions() {
+        let t = trie(&["/topic/#.x.#.x.#.x.#"]);
+        let topic = words(&format!("/topic/{}", vec!["x"; 32].join(".")));
+        let mut out = Vec::new();
+        let steps = t.matches_counting(&topic, &mut out);
+        assert_eq!(out, vec![&0]);
+        // 8 nodes (the root and 7 pattern words) × 33 positions; the walk
+        // that tried every split of each `#` took 52 426 steps here.
+        eprintln!("wildcard bomb: {steps} steps");
+        assert!(steps <= 8 * 33, "{steps} steps");
+
+        // A thousand different bombs: bounded by their nodes, not their paths.
+        let patterns: Vec<String> = (0..1000)
+            .map(|i| format!("/topic/#.x{}.#.x.#.x.#", i % 7))
+            .chain((0..1000).map(|i| format!("/topic/*.#.x.#.x.#.x{i}")))
+            .collect();
+        let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let t = trie(&refs);
+        let topic = words(&format!("/topic/{}", vec!["x"; 32].join(".")));
+        let mut out = Vec::new();
+        let steps = t.matches_counting(&topic, &mut out);
+        let nodes = 1 + 7 * 6 + (1 + 6 + 1000);
+        assert!(steps <= nodes * 33, "{steps} steps for {nodes} nodes");
+        assert!(out.is_empty(), "no x0..x6 or x<i> word at the end");
+    }
+
+    #[test]
+    fn plain_topics_take_one_step_per_word() {
+        let t = trie(&["/topic/a.b.c", "/topic/a.b.d", "/topic/z"]);
+        let mut out = Vec::new();
+        assert_eq!(t.matches_counting(&words("/topic/a.b.c"), &mut out), 4);
+        assert_eq!(out, vec![&0]);
+    }
+
+    /// The RabbitMQ rule, spelled out the slow way, for comparison.
+    fn naive(pattern: &[PatternWord], words: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => words.is_empty(),
+            Some((PatternWord::Many, rest)) => (0..=words.len()).any(|k| naive(rest, &words[k..])),
+            Some((word, rest)) => words.split_first().is_some_and(|(first, others)| {
+                (match word {
+                    PatternWord::Exact(exact) => **exact == **first,
+                    _ => true,
+                }) && naive(rest, others)
+            }),
+        }
+    }
+
+    #[test]
+    fn every_small_pattern_matches_as_the_rule_says() {
+        // Every pattern of up to 4 words over {a, b, *, #}, in one trie,
+        // against every name of 1 to 5 words over {a, b}.
+        let alphabet = ["a", "b", "*", "#"];
+        let mut patterns = Vec::new();
+        for len in 1..=4u32 {
+            for code in 0..4usize.pow(len) {
+                let words: Vec<&str> = (0..len)
+                    .map(|i| alphabet[code / 4usize.pow(i) % 4])
+                    .collect();
+                patterns.push(format!("/topic/{}", words.join(".")));
+            }
+        }
+        let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let t = trie(&refs);
+        let parsed: Vec<Vec<PatternWord>> = refs
+            .iter()
+            .map(|p| topic_pattern(p, &LIMITS).unwrap())
+            .collect();
+        for len in 1..=5u32 {
+            for code in 0..2usize.pow(len) {
+                let name: Vec<&str> = (0..len).map(|i| alphabet[code >> i & 1]).collect();
+                let expected: Vec<usize> = (0..parsed.len())
+                    .filter(|&i| naive(&parsed[i], &name))
+                    .collect();
+                let found = matching(&t, &format!("/topic/{}", name.join(".")));
+                assert_eq!(found, expected, "name {name:?}");
+                for (i, pattern) in parsed.iter().enumerate() {
+                    assert_eq!(
+                        super::super::destination::pattern_matches(pattern, &name),
+                        expected.contains(&i),
+                        "pattern_matches({}, {name:?})",
+                        refs[i]
+                    );
+                }
+            }
+        }
     }
 }

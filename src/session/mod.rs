@@ -92,6 +92,7 @@ impl Session {
             transactions: transaction::Transactions::new(
                 context.config.limits.max_transactions_per_connection,
                 context.config.limits.max_frames_per_transaction,
+                context.config.limits.max_transaction_bytes,
             ),
             context,
             allowed_versions,

@@ -5,45 +5,96 @@
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::router::destination::SendTarget;
-use crate::router::{RouterCommand, TxOperation};
+use crate::router::{AckKey, RouterCommand, TxOperation};
 use std::collections::HashMap;
 use stomp_protocol::{Command, Frame};
 
-/// A session's open transactions, bounded by the `[limits]`.
+/// A session's open transactions, bounded by the `[limits]` in count and
+/// in bytes (16 transactions × 10 000 frames × 1 MiB would otherwise be
+/// 160 GiB held for one connection).
 #[derive(Debug, Default)]
 pub struct Transactions {
-    open: HashMap<String, Vec<TxOperation>>,
+    open: HashMap<String, Held>,
     max_open: usize,
     max_operations: usize,
+    /// Bytes of all open transactions together, and their bound.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// One open transaction's operations and what they weigh.
+#[derive(Debug, Default)]
+struct Held {
+    operations: Vec<TxOperation>,
+    bytes: usize,
+}
+
+/// What an operation weighs against `max_transaction_bytes`.
+fn weight(operation: &TxOperation) -> usize {
+    match operation {
+        TxOperation::Publish(publication) => publication.size(),
+        // ACK/NACK: the ids they carry and a little bookkeeping.
+        TxOperation::Settle(settle) => {
+            64 + match &settle.key {
+                AckKey::Id(id) => id.len(),
+                AckKey::MessageId {
+                    message_id,
+                    subscription,
+                } => message_id.len() + subscription.as_ref().map_or(0, String::len),
+            }
+        }
+    }
 }
 
 impl Transactions {
     /// No transactions, with these bounds.
-    pub fn new(max_open: usize, max_operations: usize) -> Self {
+    pub fn new(max_open: usize, max_operations: usize, max_bytes: usize) -> Self {
         Transactions {
             open: HashMap::new(),
             max_open,
             max_operations,
+            bytes: 0,
+            max_bytes,
         }
     }
 
     /// Holds an operation of transaction `id` until COMMIT.
     pub fn add(&mut self, id: &str, operation: TxOperation) -> Result<(), SessionError> {
         let max = self.max_operations;
-        let operations = self.open.get_mut(id).ok_or_else(|| unknown(id))?;
-        if operations.len() >= max {
+        let held = self.open.get_mut(id).ok_or_else(|| unknown(id))?;
+        if held.operations.len() >= max {
             return Err(SessionError::new(
                 format!("transaction '{id}' is too large: max_frames_per_transaction is {max}"),
                 CloseReason::PolicyViolation,
             ));
         }
-        operations.push(operation);
+        let bytes = weight(&operation);
+        if self.bytes.saturating_add(bytes) > self.max_bytes {
+            return Err(SessionError::new(
+                format!(
+                    "transaction '{id}' is too large: this connection's open transactions would hold more than max_transaction_bytes ({})",
+                    self.max_bytes
+                ),
+                CloseReason::PolicyViolation,
+            ));
+        }
+        held.operations.push(operation);
+        held.bytes += bytes;
+        self.bytes += bytes;
         Ok(())
+    }
+
+    /// Ends transaction `id` (COMMIT or ABORT), handing back its operations.
+    fn take(&mut self, id: &str) -> Result<Vec<TxOperation>, SessionError> {
+        let held = self.open.remove(id).ok_or_else(|| unknown(id))?;
+        self.bytes -= held.bytes;
+        Ok(held.operations)
     }
 
     /// Discards every open transaction.
     pub fn clear(&mut self) {
         self.open.clear();
+        self.bytes = 0;
     }
 }
 
@@ -70,15 +121,13 @@ impl Session {
                         CloseReason::PolicyViolation,
                     ));
                 }
-                self.transactions.open.insert(id.to_owned(), Vec::new());
+                self.transactions
+                    .open
+                    .insert(id.to_owned(), Held::default());
                 self.receipt(frame).await?;
             }
             Command::Commit => {
-                let operations = self
-                    .transactions
-                    .open
-                    .remove(id)
-                    .ok_or_else(|| unknown(id))?;
+                let operations = self.transactions.take(id)?;
                 let to_queues = operations.iter().any(|operation| {
                     matches!(operation, TxOperation::Publish(p) if matches!(p.target, SendTarget::Queue(_)))
                 });
@@ -94,10 +143,7 @@ impl Session {
                 .await?;
             }
             _ => {
-                self.transactions
-                    .open
-                    .remove(id)
-                    .ok_or_else(|| unknown(id))?;
+                self.transactions.take(id)?;
                 self.receipt(frame).await?;
             }
         }

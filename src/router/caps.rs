@@ -1,0 +1,178 @@
+//! Caps on state keyed by names a client chooses: queues created on first
+//! use, durable subscriptions, reply queues (one per distinct `reply-to`),
+//! subscriptions. Without them one client could fill the router's maps
+//! with names. A frame that would go past a cap gets an ERROR naming it and
+//! its connection closes; nothing that exists is touched, so bystanders'
+//! queues and subscriptions keep working.
+
+use super::destination::QUEUE_PREFIX;
+use super::message::ReplyQueue;
+use super::{Router, SessionId};
+use crate::config::LimitsConfig;
+use crate::session::CloseReason;
+
+/// The caps, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct StateCaps {
+    /// Subscriptions on the server, reply queues' included.
+    pub max_subscriptions: usize,
+    /// `/queue/...` queues on the server.
+    pub max_queues: usize,
+    /// Durable topic subscriptions on the server.
+    pub max_durable_subscriptions: usize,
+    /// Durable topic subscriptions one connection may create.
+    pub max_durable_subscriptions_per_connection: usize,
+    /// Reply queues on the server.
+    pub max_reply_queues: usize,
+    /// Reply queues of one connection.
+    pub max_reply_queues_per_connection: usize,
+}
+
+impl StateCaps {
+    /// The caps of a `[limits]` section.
+    pub fn from_limits(limits: &LimitsConfig) -> Self {
+        StateCaps {
+            max_subscriptions: limits.max_subscriptions,
+            max_queues: limits.max_queues,
+            max_durable_subscriptions: limits.max_durable_subscriptions,
+            max_durable_subscriptions_per_connection: limits
+                .max_durable_subscriptions_per_connection,
+            max_reply_queues: limits.max_reply_queues,
+            max_reply_queues_per_connection: limits.max_reply_queues_per_connection,
+        }
+    }
+}
+
+impl Router {
+    /// Whether `session` may add subscription `id`: not an id already in
+    /// use (the session checks its own ids; a reply queue's subscription,
+    /// made by the router, would otherwise be silently replaced, or replace
+    /// a topic subscription that then stayed in the trie for ever), and
+    /// room under `max_subscriptions`. Fails the session if not.
+    pub(super) fn admit_subscription(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        receipt: Option<&str>,
+    ) -> bool {
+        let in_use = self
+            .sessions
+            .get(&session)
+            .is_some_and(|entry| entry.subscriptions.contains_key(id));
+        if in_use {
+            let message = format!(
+                "subscription id '{id}' is already in use on this connection (by the reply queue of reply-to '{id}')"
+            );
+            self.fail(session, message, receipt, CloseReason::ProtocolError);
+            return false;
+        }
+        if self.subscription_count >= self.caps.max_subscriptions {
+            let message = format!(
+                "too many subscriptions on this server: max_subscriptions is {}",
+                self.caps.max_subscriptions
+            );
+            self.fail(session, message, receipt, CloseReason::PolicyViolation);
+            return false;
+        }
+        true
+    }
+
+    /// `/queue/...` queues now: all queues but durable subscriptions and
+    /// reply queues.
+    fn named_queue_count(&self) -> usize {
+        self.queues
+            .len()
+            .saturating_sub(self.durable_bindings.len())
+            .saturating_sub(self.reply_queue_count)
+    }
+
+    /// Whether queue `name` exists or may be created under `max_queues`.
+    /// Fails the session if not.
+    pub(super) fn queue_room(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        receipt: Option<&str>,
+    ) -> bool {
+        if self.queues.contains_key(name)
+            || !name.starts_with(QUEUE_PREFIX)
+            || self.named_queue_count() < self.caps.max_queues
+        {
+            return true;
+        }
+        let message = format!(
+            "cannot create queue '{name}': too many queues on this server, max_queues is {}",
+            self.caps.max_queues
+        );
+        self.fail(session, message, receipt, CloseReason::PolicyViolation);
+        false
+    }
+
+    /// Whether `session` may create a new durable subscription; counts it
+    /// if so, fails the session if not.
+    pub(super) fn durable_room(&mut self, session: SessionId, receipt: Option<&str>) -> bool {
+        let caps = self.caps;
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        let message = if entry.durables_created >= caps.max_durable_subscriptions_per_connection {
+            format!(
+                "too many durable subscriptions created by this connection: max_durable_subscriptions_per_connection is {}",
+                caps.max_durable_subscriptions_per_connection
+            )
+        } else if self.durable_bindings.len() >= caps.max_durable_subscriptions {
+            format!(
+                "too many durable subscriptions on this server: max_durable_subscriptions is {}",
+                caps.max_durable_subscriptions
+            )
+        } else {
+            entry.durables_created += 1;
+            return true;
+        };
+        self.fail(session, message, receipt, CloseReason::PolicyViolation);
+        false
+    }
+
+    /// Whether `session` may have `reply_queue` (it has it already, or
+    /// there is room under both caps and its subscription id is free).
+    /// Fails the session if not.
+    pub(super) fn reply_queue_room(
+        &mut self,
+        session: SessionId,
+        reply_queue: &ReplyQueue,
+        receipt: Option<&str>,
+    ) -> bool {
+        let caps = self.caps;
+        let Some(entry) = self.sessions.get(&session) else {
+            return false;
+        };
+        if self.queues.contains_key(&reply_queue.queue) {
+            return true;
+        }
+        let id = &reply_queue.subscription;
+        let message = if entry.subscriptions.contains_key(id) {
+            format!(
+                "reply-to '{id}' collides with the subscription id '{id}' on this connection: use another name"
+            )
+        } else if entry.reply_queues.len() >= caps.max_reply_queues_per_connection {
+            format!(
+                "too many reply queues on this connection: max_reply_queues_per_connection is {}",
+                caps.max_reply_queues_per_connection
+            )
+        } else if self.reply_queue_count >= caps.max_reply_queues {
+            format!(
+                "too many reply queues on this server: max_reply_queues is {}",
+                caps.max_reply_queues
+            )
+        } else if self.subscription_count >= caps.max_subscriptions {
+            format!(
+                "too many subscriptions on this server: max_subscriptions is {}",
+                caps.max_subscriptions
+            )
+        } else {
+            return true;
+        };
+        self.fail(session, message, receipt, CloseReason::PolicyViolation);
+        false
+    }
+}
