@@ -119,6 +119,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             ClientInfo {
                 ip: peer_ip,
                 bearer: handshake.bearer,
+                origin: handshake.origin,
             },
             handshake.allowed_versions,
             queue,
@@ -281,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.last_read + every
             }
         });
-        [send_at, check_at]
+        [send_at, check_at, self.session.expires_at()]
             .into_iter()
             .flatten()
             .min()
@@ -298,6 +299,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 )));
             }
             return None;
+        }
+        // OWASP: a long-lived socket must not outlive its credentials.
+        if self.session.expires_at().is_some_and(|at| now >= at) {
+            return Some(End::Error(SessionError::new(
+                "token expired",
+                CloseReason::PolicyViolation,
+            )));
         }
         let Heartbeat {
             send_every,

@@ -31,6 +31,8 @@ pub struct ClientInfo {
     pub ip: std::net::IpAddr,
     /// A bearer token from the handshake (a secret: never logged).
     pub bearer: Option<String>,
+    /// The handshake's `Origin` header, if any (browsers send one).
+    pub origin: Option<String>,
 }
 
 /// What the connection does after a frame was handled.
@@ -70,6 +72,8 @@ pub struct Session {
     client: ClientInfo,
     /// What it may read and write, from authentication (none until CONNECT).
     permissions: crate::auth::Permissions,
+    /// When its credentials (a token) expire: the connection ends it then.
+    expires_at: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -96,7 +100,13 @@ impl Session {
             client_id: None,
             client,
             permissions: crate::auth::Permissions::default(),
+            expires_at: None,
         }
+    }
+
+    /// When the session's credentials expire (a token's `exp`), if ever.
+    pub fn expires_at(&self) -> Option<tokio::time::Instant> {
+        self.expires_at
     }
 
     /// The negotiated version, once connected.
