@@ -564,6 +564,7 @@ async fn a_login_flood_from_one_address_leaves_others_fast() {
     }
     let (_bob, answer, took) = login_from([127, 0, 0, 2].into(), &url, "bob", "builder").await;
     assert_eq!(answer.command, Command::Connected, "{answer:?}");
+    eprintln!("correct login from 127.0.0.2 during the flood: {took:?}");
     assert!(
         took < Duration::from_secs(1),
         "a correct login from another address took {took:?} during the flood"
@@ -599,6 +600,7 @@ async fn a_success_clears_only_its_own_back_off() {
     // the fourth failure; a reset would answer within a fraction of 400 ms).
     let (_, answer, took) = login_from(source, &url, "alice", "guess").await;
     assert_eq!(answer.command, Command::Error, "{answer:?}");
+    eprintln!("fifth guess at alice after bob's success: {took:?}");
     assert!(
         took >= Duration::from_millis(1500),
         "the fifth guess at alice's password was checked after only {took:?}"
@@ -730,6 +732,7 @@ async fn unknown_logins_take_as_long_as_known_ones() {
         unknown.into_iter().min().expect("samples"),
     );
     let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    eprintln!("fastest failed login: unknown {unknown:?}, known {known:?} (ratio {ratio:.2})");
     assert!(
         (0.5..=2.0).contains(&ratio),
         "unknown login {unknown:?} vs known login {known:?} (ratio {ratio:.2})"
@@ -851,6 +854,7 @@ async fn a_session_ends_when_its_token_expires() {
         .expect_error("token expired", CloseCode::Policy)
         .await;
     let took = since.elapsed();
+    eprintln!("token expiry ended the session {took:?} after CONNECTED");
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(4),
         "the session ended {took:?} after CONNECTED, its token expired 1-2 s after it"
