@@ -286,7 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(far)
+            .map_or(far, |at| at.min(far))
     }
 
     async fn on_timer(&mut self) -> Option<End> {
