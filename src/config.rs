@@ -59,7 +59,8 @@ pub struct ListenerConfig {
     #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// Origins allowed to upgrade (`*` in a port or as the whole entry is a
-    /// wildcard; `null` is a page opened from a file).
+    /// wildcard; `null` is a sandboxed frame or a page opened from a file,
+    /// which any web page can create, so it is not in the default).
     pub allowed_origins: Vec<String>,
     /// Whether requests without `Origin` (non-browser clients) may upgrade.
     pub allow_missing_origin: bool,
@@ -91,7 +92,6 @@ impl Default for ListenerConfig {
                 "http://127.0.0.1:*",
                 "https://localhost:*",
                 "https://127.0.0.1:*",
-                "null",
             ]
             .map(String::from)
             .to_vec(),
@@ -464,12 +464,13 @@ pub struct UserConfig {
     pub write: Vec<String>,
 }
 
-/// `[auth.jwt]`
+/// `[auth.jwt]`: what every token must satisfy, and its verification key(s):
+/// one given here (`algorithm` with a key), and/or several in `keys`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
-    /// `HS256`, `RS256` or `ES256`.
-    pub algorithm: String,
+    /// `HS256`, `RS256` or `ES256`, for the key given in this section (none: only `keys`).
+    pub algorithm: Option<String>,
     /// The HS256 shared secret.
     pub secret: Option<String>,
     /// A file holding the HS256 shared secret.
@@ -491,6 +492,28 @@ pub struct JwtConfig {
     /// Clock skew tolerated for `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// More verification keys (`[[auth.jwt.keys]]`), for key rotation and
+    /// several issuers' algorithms.
+    #[serde(default)]
+    pub keys: Vec<JwtKeyConfig>,
+}
+
+/// `[[auth.jwt.keys]]`: one verification key (or a JWKS file of several).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// `HS256`, `RS256` or `ES256`.
+    pub algorithm: String,
+    /// An HS256 shared secret.
+    pub secret: Option<String>,
+    /// A file holding an HS256 shared secret.
+    pub secret_file: Option<std::path::PathBuf>,
+    /// An RS256/ES256 public key (PEM).
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// A JWKS file; each key's `kid` and `alg` come from the file.
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// The `kid` a token must carry to be checked with this key (none: any).
+    pub kid: Option<String>,
 }
 
 fn default_read_claim() -> String {

@@ -143,6 +143,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             ClientInfo {
                 ip: peer_ip,
                 bearer: handshake.bearer,
+                origin: handshake.origin,
             },
             handshake.allowed_versions,
             queue,
@@ -344,11 +345,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.last_read.checked_add(cut_off_after(every, self.grace))
             }
         });
-        [send_at, check_at]
+        [send_at, check_at, self.session.expires_at()]
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or(far)
+            .map_or(far, |at| at.min(far))
     }
 
     async fn on_timer(&mut self) -> Option<End> {
@@ -361,6 +362,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 )));
             }
             return None;
+        }
+        // OWASP: a long-lived socket must not outlive its credentials.
+        if self.session.expires_at().is_some_and(|at| now >= at) {
+            return Some(End::Error(SessionError::new(
+                "token expired",
+                CloseReason::PolicyViolation,
+            )));
         }
         let Heartbeat {
             send_every,

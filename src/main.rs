@@ -6,7 +6,32 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use stomphub::config::{Config, DEFAULT_CONFIG};
 use stomphub::Broker;
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Crates that see frame bytes, TLS records or stored messages: logged at
+/// info and above only, whatever the filter says.
+const CAPPED: [&str; 6] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "rustls",
+    "tokio_rustls",
+    "sled",
+    "log",
+];
+
+/// Whether `target` belongs to a capped crate (`tungstenite` and
+/// `tungstenite::protocol`, not `tungstenite_extra`).
+fn sees_secrets(target: &str) -> bool {
+    CAPPED.iter().any(|krate| {
+        target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
 
 /// A STOMP 1.0/1.1/1.2 broker over WebSocket.
 #[derive(Debug, Parser)]
@@ -36,7 +61,18 @@ enum Tool {
     HashPassword,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, as the error says it (a config error names the key).
+            eprintln!("stomphub: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     if cli.print_config {
         print!("{DEFAULT_CONFIG}");
@@ -62,22 +98,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = cli.data_dir {
         config.storage.data_dir = dir;
     }
-    let mut filter = EnvFilter::try_from_default_env()
+    let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .map_err(|e| format!("log.level '{}': {e}", config.log.level))?;
     // At debug and trace these crates log wire payloads (CONNECT's passcode,
-    // tokens in frames) and stored records: never below info, whatever the filter.
-    for quiet in [
-        "tungstenite=info",
-        "tokio_tungstenite=info",
-        "sled=info",
-        "rustls=info",
-    ] {
-        filter = filter.add_directive(quiet.parse()?);
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // tokens in frames) and stored records. A separate filter, ANDed after
+    // the user's: no directive can lift it, whether it names a module
+    // (`tungstenite::protocol=trace`), comes later, or matches a span.
+    let cap =
+        filter_fn(|metadata| *metadata.level() <= Level::INFO || !sees_secrets(metadata.target()));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter.and(cap)),
+        )
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -21,6 +21,9 @@ pub struct Handshake {
     /// A bearer token from `Authorization: Bearer` or `?access_token=`.
     /// A secret: never logged.
     pub bearer: Option<String>,
+    /// The request's `Origin`, once it passed the allow-list (anonymous
+    /// loopback access also requires it to be a page of this machine).
+    pub origin: Option<String>,
 }
 
 /// Chooses our answer to the offered subprotocols.
@@ -34,6 +37,7 @@ pub fn negotiate_subprotocol(offered: &[&str]) -> Result<Handshake, String> {
             subprotocol: None,
             allowed_versions: Version::ALL.to_vec(),
             bearer: None,
+            origin: None,
         });
     }
     let mut ours: Vec<Version> = offered
@@ -47,6 +51,7 @@ pub fn negotiate_subprotocol(offered: &[&str]) -> Result<Handshake, String> {
             subprotocol: Some(highest),
             allowed_versions: ours,
             bearer: None,
+            origin: None,
         }),
         None => Err(format!(
             "no supported STOMP subprotocol offered (offered: {}; supported: v12.stomp, v11.stomp, v10.stomp)",
@@ -170,6 +175,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         let mut handshake = negotiate_subprotocol(&offered)
             .map_err(|reason| refuse(StatusCode::BAD_REQUEST, reason))?;
         handshake.bearer = bearer(request);
+        handshake.origin = origin.map(str::to_owned);
         if let Some(version) = handshake.subprotocol {
             response.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
@@ -189,6 +195,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         subprotocol: None,
         allowed_versions: Version::ALL.to_vec(),
         bearer: None,
+        origin: None,
     });
     Ok((ws, handshake))
 }

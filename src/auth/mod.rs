@@ -4,7 +4,8 @@
 //! `passcode` against argon2 hashes; a JWT from the WebSocket handshake
 //! (`Authorization: Bearer`, or `access_token` in the query, which browsers
 //! can set); else the anonymous policy. Failed logins all get the same text
-//! ("authentication failed"), after a delay that grows per address.
+//! ("authentication failed"); password checks are throttled per address and
+//! per (address, login) before they run (see `throttle`).
 
 pub mod acl;
 pub mod jwt;
@@ -18,8 +19,8 @@ use jwt::{looks_like_jwt, JwtValidator};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use throttle::FailureThrottle;
+use std::time::SystemTime;
+use throttle::LoginThrottle;
 use tokio::sync::Semaphore;
 
 /// What a client presented.
@@ -33,6 +34,8 @@ pub struct Credentials<'a> {
     pub bearer: Option<&'a str>,
     /// The client's address.
     pub ip: IpAddr,
+    /// The handshake's `Origin` (browsers only).
+    pub origin: Option<&'a str>,
 }
 
 /// Who a client is and what it may do.
@@ -42,15 +45,9 @@ pub struct Identity {
     pub name: Option<String>,
     /// Its permissions.
     pub permissions: Permissions,
-}
-
-/// A refused CONNECT: the ERROR text and how long to wait before sending it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// The ERROR's `message`.
-    pub message: String,
-    /// Brute-force delay.
-    pub delay: Duration,
+    /// When its credentials stop being valid (a token's `exp`): the session
+    /// ends then.
+    pub expires: Option<SystemTime>,
 }
 
 struct User {
@@ -64,10 +61,14 @@ pub struct Authenticator {
     anonymous_permissions: Permissions,
     users: HashMap<String, User>,
     jwt: Option<JwtValidator>,
-    throttle: FailureThrottle,
+    throttle: LoginThrottle,
     limits: DestinationLimits,
-    /// argon2 is slow on purpose: at most this many verifications at once.
+    /// argon2 is slow on purpose: at most this many verifications at once
+    /// (and at most one of them per address, see `throttle`).
     verifications: Arc<Semaphore>,
+    /// What unknown logins are verified against: a hash with the costliest
+    /// parameters in use, so that they take as long as the slowest real one.
+    dummy_hash: String,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -83,17 +84,19 @@ impl std::fmt::Debug for Authenticator {
 const FAILED: &str = "authentication failed";
 
 /// An argon2id hash (of a password nobody uses) with the default cost, for
-/// unknown logins: verifying against it takes as long as against a real one.
-/// A constant, so that no start pays for hashing it.
+/// unknown logins when no user is configured. A constant, so that such a
+/// start pays for no hashing.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$2w1Z4YTPGiNc/naYz7y6QA$8GnHj46ixZVbpuPKhd/iDNgwDHGOK73p5MGu/f0OIPU";
 
 impl Authenticator {
     /// Builds from `[auth]`; errors name the key.
     pub fn new(config: &AuthConfig, limits: DestinationLimits) -> Result<Authenticator, String> {
         let mut users = HashMap::new();
+        let mut costs = Vec::new();
         for user in &config.users {
-            password::validate(&user.password_hash)
+            let cost = password::validate(&user.password_hash)
                 .map_err(|e| format!("auth.users '{}': password_hash is {e}", user.login))?;
+            costs.push(cost);
             let permissions = Permissions::new(&user.read, &user.write, &limits)
                 .map_err(|e| format!("auth.users '{}': {e}", user.login))?;
             users.insert(
@@ -104,6 +107,11 @@ impl Authenticator {
                 },
             );
         }
+        let dummy_hash = match password::strongest(&costs) {
+            None => DUMMY_HASH.to_owned(),
+            // A random password nobody knows; hashed once per start.
+            Some(cost) => password::hash_with(&dummy_password(), cost.clone())?,
+        };
         Ok(Authenticator {
             anonymous: config.anonymous,
             anonymous_permissions: Permissions::new(
@@ -114,31 +122,15 @@ impl Authenticator {
             .map_err(|e| format!("auth.anonymous_read/write: {e}"))?,
             users,
             jwt: config.jwt.as_ref().map(JwtValidator::new).transpose()?,
-            throttle: FailureThrottle::new(config.failure_delay, config.failure_delay_max),
+            throttle: LoginThrottle::new(config.failure_delay, config.failure_delay_max),
             limits,
             verifications: Arc::new(Semaphore::new(2)),
+            dummy_hash,
         })
     }
 
-    /// Authenticates a CONNECT.
-    pub async fn authenticate(&self, credentials: Credentials<'_>) -> Result<Identity, Refusal> {
-        let result = self.check(credentials).await;
-        match &result {
-            Ok(_) => self.throttle.succeeded(credentials.ip),
-            Err(message) => {
-                return Err(Refusal {
-                    message: message.clone(),
-                    delay: self.throttle.failed(credentials.ip),
-                })
-            }
-        }
-        result.map_err(|message| Refusal {
-            message,
-            delay: Duration::ZERO,
-        })
-    }
-
-    async fn check(&self, credentials: Credentials<'_>) -> Result<Identity, String> {
+    /// Authenticates a CONNECT; the error is the ERROR frame's `message`.
+    pub async fn authenticate(&self, credentials: Credentials<'_>) -> Result<Identity, String> {
         let passcode_token = credentials
             .passcode
             .filter(|p| self.jwt.is_some() && looks_like_jwt(p));
@@ -147,7 +139,7 @@ impl Authenticator {
         }
         if let Some(login) = credentials.login {
             return self
-                .password(login, credentials.passcode.unwrap_or(""))
+                .password(credentials.ip, login, credentials.passcode.unwrap_or(""))
                 .await;
         }
         if let Some(token) = credentials.bearer {
@@ -155,10 +147,14 @@ impl Authenticator {
         }
         match self.anonymous {
             Anonymous::Any => {}
-            Anonymous::Loopback if credentials.ip.to_canonical().is_loopback() => {}
+            // A page from elsewhere, open in a browser on this machine,
+            // connects from loopback too: only this machine's pages count.
+            Anonymous::Loopback
+                if credentials.ip.to_canonical().is_loopback()
+                    && credentials.origin.is_none_or(is_loopback_origin) => {}
             Anonymous::Loopback => {
                 return Err(
-                    "authentication required: anonymous access is allowed from this machine only"
+                    "authentication required: anonymous access is allowed to clients and pages of this machine only"
                         .into(),
                 )
             }
@@ -167,6 +163,7 @@ impl Authenticator {
         Ok(Identity {
             name: None,
             permissions: self.anonymous_permissions.clone(),
+            expires: None,
         })
     }
 
@@ -182,13 +179,25 @@ impl Authenticator {
         Ok(Identity {
             name: claims.subject,
             permissions,
+            expires: claims.expires,
         })
     }
 
-    async fn password(&self, login: &str, passcode: &str) -> Result<Identity, String> {
+    async fn password(&self, ip: IpAddr, login: &str, passcode: &str) -> Result<Identity, String> {
+        // One check in flight per address: a flood from one address holds at
+        // most one verification slot, and its surplus costs nothing.
+        let Some(_turn) = self.throttle.turn(ip) else {
+            return Err(format!(
+                "{FAILED}: another login from this address is being checked; retry later"
+            ));
+        };
+        // Back-off before the check, so throttled guesses are not verified.
+        if let Some(at) = self.throttle.not_before(ip, login) {
+            tokio::time::sleep_until(at.into()).await;
+        }
         let user = self.users.get(login);
         // Unknown logins are checked against a dummy hash: same time, same answer.
-        let hash = user.map_or_else(|| DUMMY_HASH.to_owned(), |u| u.hash.clone());
+        let hash = user.map_or_else(|| self.dummy_hash.clone(), |u| u.hash.clone());
         let passcode = passcode.to_owned();
         // argon2 takes tens of milliseconds: off the runtime, a few at a time.
         let permit = self
@@ -204,13 +213,51 @@ impl Authenticator {
         .await
         .unwrap_or(false);
         match user {
-            Some(user) if matches => Ok(Identity {
-                name: Some(login.to_owned()),
-                permissions: user.permissions.clone(),
-            }),
-            _ => Err(FAILED.to_owned()),
+            Some(user) if matches => {
+                self.throttle.succeeded(ip, login);
+                Ok(Identity {
+                    name: Some(login.to_owned()),
+                    permissions: user.permissions.clone(),
+                    expires: None,
+                })
+            }
+            _ => {
+                self.throttle.failed(ip, login);
+                Err(FAILED.to_owned())
+            }
         }
     }
+}
+
+/// 32 random characters, never told to anyone.
+fn dummy_password() -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; 24];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `origin` is a page served from this machine: `http(s)://` with
+/// host `localhost`, a 127.0.0.0/8 address or `[::1]`, any port.
+pub fn is_loopback_origin(origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, rest)) if rest.is_empty() || rest.starts_with(':') => host,
+            _ => return false,
+        },
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether `origin` is allowed by `allowed` (`*` alone: any; `scheme://host:*`: any port).
@@ -260,5 +307,28 @@ mod tests {
         assert!(!origin_allowed("http://localhost:80x", &allowed));
         assert!(!origin_allowed("https://evil.example.com", &allowed));
         assert!(origin_allowed("https://anything", &["*".to_owned()]));
+    }
+
+    #[test]
+    fn loopback_origins_are_this_machines_pages_only() {
+        for local in [
+            "http://localhost:8080",
+            "https://LOCALHOST",
+            "http://127.0.0.1:1",
+            "http://127.1.2.3",
+            "http://[::1]:8000",
+        ] {
+            assert!(is_loopback_origin(local), "{local}");
+        }
+        for foreign in [
+            "null",
+            "http://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+            "file://",
+            "http://[::1].evil",
+        ] {
+            assert!(!is_loopback_origin(foreign), "{foreign}");
+        }
     }
 }

@@ -34,23 +34,26 @@ impl Session {
             passcode: frame.get("passcode"),
             bearer: self.client.bearer.as_deref(),
             ip: self.client.ip,
+            origin: self.client.origin.as_deref(),
         };
-        let identity = match self.context.auth.authenticate(credentials).await {
-            Ok(identity) => identity,
-            Err(refusal) => {
-                // Slows guessing down; only this connection waits.
-                tokio::time::sleep(refusal.delay).await;
-                return Err(SessionError::new(
-                    refusal.message,
-                    CloseReason::PolicyViolation,
-                ));
-            }
-        };
+        let identity = self
+            .context
+            .auth
+            .authenticate(credentials)
+            .await
+            .map_err(|message| SessionError::new(message, CloseReason::PolicyViolation))?;
         self.permissions = identity.permissions;
         self.publish_limiter = self
             .context
             .publish_rules
             .limiter(identity.name.as_deref(), tokio::time::Instant::now());
+        // The connection's timer ends the session when its token expires.
+        self.expires_at = identity.expires.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left.min(std::time::Duration::from_secs(1 << 32))
+        });
 
         // Heart-beating exists from 1.1 on; a 1.0 session has none.
         self.heartbeat = if version == Version::V1_0 {

@@ -32,6 +32,8 @@ pub struct ClientInfo {
     pub ip: std::net::IpAddr,
     /// A bearer token from the handshake (a secret: never logged).
     pub bearer: Option<String>,
+    /// The handshake's `Origin` header, if any (browsers send one).
+    pub origin: Option<String>,
 }
 
 /// What the connection does after a frame was handled.
@@ -76,6 +78,8 @@ pub struct Session {
     /// Set by a SEND over a `slow` publish rate: the connection reads nothing
     /// until then. Taken by the connection after each frame.
     read_pause: Option<tokio::time::Instant>,
+    /// When its credentials (a token) expire: the connection ends it then.
+    expires_at: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -105,6 +109,7 @@ impl Session {
             permissions: crate::auth::Permissions::default(),
             publish_limiter: rate_limit::PublishLimiter::default(),
             read_pause: None,
+            expires_at: None,
         }
     }
 
@@ -112,6 +117,11 @@ impl Session {
     /// for a pause with the last frame.
     pub fn take_read_pause(&mut self) -> Option<tokio::time::Instant> {
         self.read_pause.take()
+    }
+
+    /// When the session's credentials expire (a token's `exp`), if ever.
+    pub fn expires_at(&self) -> Option<tokio::time::Instant> {
+        self.expires_at
     }
 
     /// The negotiated version, once connected.

@@ -100,3 +100,46 @@ test('Chromium connects with ?access_token= and is refused with a bad one', asyn
     server.close();
   }
 });
+
+test('Chromium: on the default config no foreign page gets in, a page of this machine does', async () => {
+  const broker = await startBroker();
+  // A page that tries the broker itself and from a sandboxed frame (Origin
+  // `null`, which any site can create); it reports 'open' or 'refused' for each.
+  const probe = (label) => `
+    const ws = new WebSocket(${JSON.stringify(broker.url)}, ['v12.stomp']);
+    const report = (result) => parent.postMessage({ label: ${JSON.stringify(label)}, result }, '*');
+    ws.onopen = () => { report('open'); ws.close(); };
+    ws.onerror = () => report('refused');`;
+  const html = `<!doctype html><html><body><script>
+    window.results = {};
+    window.addEventListener('message', (e) => { window.results[e.data.label] = e.data.result; });
+    ${probe('page').replace('parent.postMessage', 'window.postMessage')}
+  </script><iframe sandbox="allow-scripts" srcdoc="${`<script>${probe('sandboxed')}</script>`.replace(/"/g, '&quot;')}"></iframe></body></html>`;
+  const server = createServer((request, response) => {
+    response.writeHead(200, { 'content-type': 'text/html' });
+    response.end(html);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const port = server.address().port;
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    // evil.example resolves to this machine: a foreign origin served locally.
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--host-resolver-rules=MAP evil.example 127.0.0.1'],
+  });
+  try {
+    const page = await browser.newPage();
+    const results = async (url) => {
+      await page.goto(url);
+      await page.waitForFunction(() => Object.keys(window.results).length === 2, null, { timeout: 10_000 });
+      return page.evaluate(() => window.results);
+    };
+    assert.deepEqual(await results(`http://localhost:${port}/`), { page: 'open', sandboxed: 'refused' });
+    assert.deepEqual(await results(`http://evil.example:${port}/`), { page: 'refused', sandboxed: 'refused' });
+  } finally {
+    await browser.close();
+    server.close();
+    await broker.stop();
+  }
+});
