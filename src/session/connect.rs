@@ -47,6 +47,7 @@ impl Session {
             }
         };
         self.permissions = identity.permissions;
+        self.principal = crate::router::Principal::of(identity.name.as_deref());
 
         // Heart-beating exists from 1.1 on; a 1.0 session has none.
         let (server_send, server_receive) = if version == Version::V1_0 {

@@ -10,6 +10,7 @@ mod connect;
 mod disconnect;
 pub mod error;
 pub mod heartbeat;
+mod reply_to;
 mod send;
 mod subscribe;
 mod transaction;
@@ -70,6 +71,10 @@ pub struct Session {
     client: ClientInfo,
     /// What it may read and write, from authentication (none until CONNECT).
     permissions: crate::auth::Permissions,
+    /// Who it is for ownership (durable subscriptions); set on CONNECT.
+    principal: crate::router::Principal,
+    /// Its reply-queue naming key, made on the first `reply-to:/temp-queue/`.
+    reply_names: std::sync::OnceLock<Option<reply_to::ReplyNames>>,
 }
 
 impl Session {
@@ -96,6 +101,8 @@ impl Session {
             client_id: None,
             client,
             permissions: crate::auth::Permissions::default(),
+            principal: crate::router::Principal::Anonymous,
+            reply_names: std::sync::OnceLock::new(),
         }
     }
 
