@@ -3,6 +3,7 @@
 //! batch), keeps heart-beats, and closes with ERROR and a fitting close code.
 
 use crate::broker::BrokerContext;
+use crate::listener::Endpoint;
 use crate::outbound::{outbound_queue, Closing, OutFrame, OutboundReceiver, OverflowSignal};
 use crate::router::SessionId;
 use crate::session::heartbeat::Heartbeat;
@@ -37,11 +38,12 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
     let id = SessionId(context.next_session_id());
     let span = info_span!("conn", id = id.0, %peer);
-    run(stream, peer.ip(), id, context, shutdown)
+    run(stream, peer.ip(), id, context, endpoint, shutdown)
         .instrument(span)
         .await;
 }
@@ -51,6 +53,7 @@ async fn run(
     peer_ip: std::net::IpAddr,
     id: SessionId,
     context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
     // Frames go out whole and at once; Nagle would only add latency.
@@ -61,16 +64,19 @@ async fn run(
     // as it lives, and the handshakes (tungstenite keeps a 4 KiB read chunk
     // inline), TLS and the closing words are large but brief. Boxed, an idle
     // connection's task holds only the live connection.
-    match context.tls.clone() {
+    match endpoint.tls.clone() {
         None => {
             Box::pin(serve_stream(
-                stream, deadline, peer_ip, id, context, shutdown,
+                stream, deadline, peer_ip, id, context, endpoint, shutdown,
             ))
             .await
         }
         Some(acceptor) => match timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
             Ok(Ok(tls)) => {
-                Box::pin(serve_stream(tls, deadline, peer_ip, id, context, shutdown)).await
+                Box::pin(serve_stream(
+                    tls, deadline, peer_ip, id, context, endpoint, shutdown,
+                ))
+                .await
             }
             Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
             Err(_) => debug!("TLS handshake timed out"),
@@ -84,12 +90,13 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     peer_ip: std::net::IpAddr,
     id: SessionId,
     context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
     let handshake_timeout = context.config.listener.handshake_timeout;
     let (ws, handshake) = match timeout_at(
         deadline,
-        Box::pin(websocket::accept(stream, &context.config)),
+        Box::pin(websocket::accept(stream, &context.config, &endpoint.config)),
     )
     .await
     {

@@ -281,8 +281,8 @@ async fn permissions_hold_for_wildcards_writes_and_acks() {
 #[tokio::test]
 async fn origin_allowed_refused_and_absent() {
     let mut config = test_config();
-    config.listener.allowed_origins = vec!["https://app.example.com".into()];
-    config.listener.allow_missing_origin = false;
+    config.listeners[0].allowed_origins = vec!["https://app.example.com".into()];
+    config.listeners[0].allow_missing_origin = false;
     let broker = start(config).await;
     let open = |origin: Option<&'static str>| {
         let url = broker.url();
@@ -317,7 +317,7 @@ async fn tls_serves_wss_with_its_certificate() {
     std::fs::write(&cert_file, certified.cert.pem()).expect("write");
     std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("write");
     let mut config = test_config();
-    config.listener.tls = Some(stomphub::config::TlsConfig {
+    config.listeners[0].tls = Some(stomphub::config::TlsConfig {
         cert_file,
         key_file,
     });
