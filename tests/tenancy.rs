@@ -439,3 +439,43 @@ async fn reply_queues_cannot_be_guessed_or_taken() {
     let theirs = reply_name(&mut other, &mut service, "answers").await;
     assert_ne!(theirs, reply_to);
 }
+
+#[tokio::test]
+async fn a_durable_subscription_stored_without_owner_is_claimed_by_its_first_subscriber() {
+    use stomphub::store::{QueueDefinition, SledStore, Store, StoreOp};
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        // What an older version stored: a durable subscription, no owner.
+        let mut store = SledStore::open(&dir.path().join("data"), 1 << 20).expect("store");
+        store
+            .write(&[StoreOp::DefineQueue {
+                id: 1,
+                definition: QueueDefinition {
+                    name: "/durable/carol/inbox".into(),
+                    binding: Some("/topic/public.carol".into()),
+                    ..QueueDefinition::default()
+                },
+            }])
+            .expect("write");
+        store.sync().expect("sync");
+    }
+    let config = tenants_toml();
+    let broker = BrokerProcess::start(&config, dir.path());
+    let mut carol = login(&broker.url, "carol", "singer", Some("carol")).await;
+    carol
+        .send(durable_subscribe("s", "/topic/public.carol", "inbox"))
+        .await;
+    carol.expect_receipt("subscribed").await;
+    carol
+        .send_confirmed(Frame::new(Command::Disconnect), "bye")
+        .await;
+    broker.kill();
+
+    // The claim was stored: after a restart bob is still refused.
+    let broker = BrokerProcess::start(&config, dir.path());
+    let mut bob = login(&broker.url, "bob", "builder", Some("carol")).await;
+    bob.send(durable_subscribe("s", "/topic/public.carol", "inbox"))
+        .await;
+    bob.expect_error("belongs to another principal", CloseCode::Policy)
+        .await;
+}
