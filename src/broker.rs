@@ -1,10 +1,11 @@
-//! Assembles a running broker: the router task, the listener, shared context,
-//! and a bounded graceful shutdown.
+//! Assembles a running broker: the router task, the listeners (one accept
+//! loop per `[[listeners]]` entry, one connection budget for all), shared
+//! context, and a bounded graceful shutdown.
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connection_rate::ConnectionRate;
-use crate::listener;
+use crate::listener::{self, Endpoint};
 use crate::queue::{QueueMemory, QueuePolicy};
 use crate::router::destination::DestinationLimits;
 use crate::router::{spawn_router, RouterHandle, RouterSettings};
@@ -20,7 +21,6 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 fn invalid(error: impl std::fmt::Display) -> std::io::Error {
@@ -39,8 +39,6 @@ pub struct BrokerContext {
     pub queue_memory: Arc<QueueMemory>,
     /// Checks credentials on CONNECT.
     pub auth: Authenticator,
-    /// `wss://`, when configured.
-    pub tls: Option<TlsAcceptor>,
     /// Open connections per client address. Entries go at zero, so the map
     /// holds at most `max_connections` keys. Short critical sections only.
     connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -55,7 +53,6 @@ impl std::fmt::Debug for BrokerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerContext")
             .field("auth", &self.auth)
-            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -115,9 +112,10 @@ impl BrokerContext {
 
 /// A running broker.
 pub struct Broker {
-    local_addr: SocketAddr,
+    /// Each listener's bound address and URL, in `[[listeners]]` order.
+    bound: Vec<(SocketAddr, String)>,
     trigger: ShutdownTrigger,
-    accept_task: JoinHandle<()>,
+    accept_tasks: Vec<JoinHandle<()>>,
     /// One permit per connection: all permits back means all sessions are gone.
     permits: Arc<Semaphore>,
     config: Config,
@@ -142,10 +140,33 @@ impl Broker {
     ) -> std::io::Result<Broker> {
         // A store that cannot be read completely stops the start: never a
         // silently shortened queue.
+        if config.listeners.is_empty() {
+            return Err(invalid("listeners: at least one [[listeners]] is needed"));
+        }
         let recovered = store.recover().map_err(invalid)?;
         let writer = spawn_writer(store).map_err(invalid)?;
-        let listener = TcpListener::bind(config.listener.address).await?;
-        let local_addr = listener.local_addr()?;
+        // Every listener is bound (and its certificate read) before anything
+        // is served: a bad one stops the start, naming it.
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for endpoint in &config.listeners {
+            let listener = TcpListener::bind(endpoint.address).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("listeners: {}: {e}", endpoint.address))
+            })?;
+            let local_addr = listener.local_addr()?;
+            let tls = endpoint
+                .tls
+                .as_ref()
+                .map(crate::tls::acceptor)
+                .transpose()
+                .map_err(invalid)?;
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let url = format!("{scheme}://{local_addr}{}", endpoint.path);
+            let endpoint = Arc::new(Endpoint {
+                config: endpoint.clone(),
+                tls,
+            });
+            listeners.push((listener, endpoint, (local_addr, url)));
+        }
         let destination_limits = DestinationLimits {
             max_words: config.limits.max_destination_words,
             max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
@@ -154,13 +175,6 @@ impl Broker {
             QueuePolicy::new(&config.queues, &destination_limits).map_err(invalid)?;
         let queue_memory = Arc::new(QueueMemory::new(config.limits.max_queued_message_bytes));
         let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
-        let tls = config
-            .listener
-            .tls
-            .as_ref()
-            .map(crate::tls::acceptor)
-            .transpose()
-            .map_err(invalid)?;
         let (router, _router_task) = spawn_router(RouterSettings {
             queue_depth: config.router.queue_depth,
             max_queued_bytes: config.router.max_queued_bytes,
@@ -191,52 +205,61 @@ impl Broker {
             router,
             queue_memory,
             auth,
-            tls,
             connections_per_ip: Mutex::new(HashMap::new()),
             config: config.clone(),
             next_session: AtomicU64::new(0),
         });
         let permits = Arc::new(Semaphore::new(config.listener.max_connections));
         let (trigger, shutdown) = shutdown_pair();
-        let accept_task = tokio::spawn(listener::accept_loop(
-            listener,
-            context,
-            permits.clone(),
-            shutdown,
-        ));
-        info!(address = %local_addr, path = %config.listener.path, "listening");
+        let mut accept_tasks = Vec::with_capacity(listeners.len());
+        let mut bound = Vec::with_capacity(listeners.len());
+        for (listener, endpoint, (local_addr, url)) in listeners {
+            info!(address = %local_addr, %url, "listening");
+            accept_tasks.push(tokio::spawn(listener::accept_loop(
+                listener,
+                endpoint,
+                context.clone(),
+                permits.clone(),
+                shutdown.clone(),
+            )));
+            bound.push((local_addr, url));
+        }
         Ok(Broker {
-            local_addr,
+            bound,
             trigger,
-            accept_task,
+            accept_tasks,
             permits,
             config,
         })
     }
 
-    /// The bound address (useful with port 0).
+    /// The first listener's bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs()[0]
     }
 
-    /// The URL clients connect to (`wss://` with TLS).
+    /// Every listener's bound address, in `[[listeners]]` order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound.iter().map(|(address, _)| *address).collect()
+    }
+
+    /// The URL clients connect to on the first listener (`wss://` with TLS).
     pub fn url(&self) -> String {
-        let scheme = if self.config.listener.tls.is_some() {
-            "wss"
-        } else {
-            "ws"
-        };
-        format!(
-            "{scheme}://{}{}",
-            self.local_addr, self.config.listener.path
-        )
+        self.urls().swap_remove(0)
+    }
+
+    /// Every listener's URL, in `[[listeners]]` order.
+    pub fn urls(&self) -> Vec<String> {
+        self.bound.iter().map(|(_, url)| url.clone()).collect()
     }
 
     /// Stops accepting, tells every session (ERROR, close 1001), and waits
     /// for them up to the configured grace.
     pub async fn shutdown(self) {
         self.trigger.fire();
-        let _ = self.accept_task.await;
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
         let all = u32::try_from(self.config.listener.max_connections).unwrap_or(u32::MAX);
         let grace = self.config.shutdown.grace;
         match tokio::time::timeout(grace, self.permits.acquire_many(all)).await {

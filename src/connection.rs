@@ -10,6 +10,7 @@
 //! destroys the ERROR and the Close frame still on their way to the client.
 
 use crate::broker::BrokerContext;
+use crate::listener::Endpoint;
 use crate::outbound::{outbound_queue, Closing, OutFrame, OutboundReceiver, OverflowSignal};
 use crate::router::SessionId;
 use crate::session::heartbeat::Heartbeat;
@@ -59,11 +60,12 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
     let id = SessionId(context.next_session_id());
     let span = info_span!("conn", id = id.0, %peer);
-    run(stream, peer.ip(), id, context, shutdown)
+    run(stream, peer.ip(), id, context, endpoint, shutdown)
         .instrument(span)
         .await;
 }
@@ -73,6 +75,7 @@ async fn run(
     peer_ip: std::net::IpAddr,
     id: SessionId,
     context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
     // Half-open peers are found by TCP keepalive even with heart-beats off.
@@ -85,16 +88,19 @@ async fn run(
     // as it lives, and the handshakes (tungstenite keeps a 4 KiB read chunk
     // inline), TLS and the closing words are large but brief. Boxed, an idle
     // connection's task holds only the live connection.
-    match context.tls.clone() {
+    match endpoint.tls.clone() {
         None => {
             Box::pin(serve_stream(
-                stream, deadline, peer_ip, id, context, shutdown,
+                stream, deadline, peer_ip, id, context, endpoint, shutdown,
             ))
             .await
         }
         Some(acceptor) => match timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
             Ok(Ok(tls)) => {
-                Box::pin(serve_stream(tls, deadline, peer_ip, id, context, shutdown)).await
+                Box::pin(serve_stream(
+                    tls, deadline, peer_ip, id, context, endpoint, shutdown,
+                ))
+                .await
             }
             Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
             Err(_) => debug!("TLS handshake timed out"),
@@ -108,12 +114,13 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     peer_ip: std::net::IpAddr,
     id: SessionId,
     context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
     let handshake_timeout = context.config.listener.handshake_timeout;
     let (ws, handshake) = match timeout_at(
         deadline,
-        Box::pin(websocket::accept(stream, &context.config)),
+        Box::pin(websocket::accept(stream, &context.config, &endpoint.config)),
     )
     .await
     {

@@ -2,17 +2,40 @@
 //! handshakes run in the spawned task. Accept errors (EMFILE, ...) back off.
 
 use crate::broker::BrokerContext;
+use crate::config::EndpointConfig;
 use crate::connection;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::warn;
 
-/// Accepts until shutdown. `permits` bounds the connections served at once.
+/// One `[[listeners]]` entry as its connections see it: where they came in,
+/// and its TLS acceptor (`wss://`) when it has one.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Its configuration (path, Origin rules).
+    pub config: EndpointConfig,
+    /// `wss://`: TLS first, then the WebSocket upgrade.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Accepts on one listener until shutdown. `permits`, shared by all
+/// listeners, bounds the connections served at once.
 pub async fn accept_loop(
     listener: TcpListener,
+    endpoint: Arc<Endpoint>,
     context: Arc<BrokerContext>,
     permits: Arc<Semaphore>,
     mut shutdown: Shutdown,
@@ -34,9 +57,10 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let context = context.clone();
+                let endpoint = endpoint.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, context, shutdown).await;
+                    connection::serve(stream, peer, context, endpoint, shutdown).await;
                     drop(permit);
                 });
             }

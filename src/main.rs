@@ -40,7 +40,7 @@ struct Cli {
     /// Configuration file; without it the embedded default (broker.toml) is used.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Overrides `listener.address` (port 0 picks a free port).
+    /// Overrides the first `[[listeners]]` entry's address (port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Overrides `storage.data_dir`.
@@ -93,7 +93,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => Config::from_toml(DEFAULT_CONFIG, "embedded broker.toml")?,
     };
     if let Some(address) = cli.listen {
-        config.listener.address = address;
+        if let Some(first) = config.listeners.first_mut() {
+            first.address = address;
+        }
     }
     if let Some(dir) = cli.data_dir {
         config.storage.data_dir = dir;
@@ -120,8 +122,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async move {
         let broker = Broker::start(config).await?;
-        // Scripts and tests read the URL from this line.
-        println!("stomphub listening on {}", broker.url());
+        // Scripts and tests read the URL from these lines (the first
+        // listener's comes first).
+        for url in broker.urls() {
+            println!("stomphub listening on {url}");
+        }
         std::io::stdout().flush()?;
         wait_for_signal().await?;
         tracing::info!("shutting down");

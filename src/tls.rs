@@ -1,4 +1,4 @@
-//! `wss://`: the rustls acceptor built from `[listener.tls]`.
+//! `wss://`: the rustls acceptor built from a `[[listeners]]` entry's `tls`.
 
 use crate::config::TlsConfig;
 use std::sync::Arc;
@@ -11,20 +11,25 @@ use tokio_rustls::TlsAcceptor;
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
     let certs = CertificateDer::pem_file_iter(&config.cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("listener.tls.cert_file {}: {e}", config.cert_file.display()))?;
+        .map_err(|e| {
+            format!(
+                "listeners.tls.cert_file {}: {e}",
+                config.cert_file.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!(
-            "listener.tls.cert_file {}: no certificate",
+            "listeners.tls.cert_file {}: no certificate",
             config.cert_file.display()
         ));
     }
     let key = PrivateKeyDer::from_pem_file(&config.key_file)
-        .map_err(|e| format!("listener.tls.key_file {}: {e}", config.key_file.display()))?;
+        .map_err(|e| format!("listeners.tls.key_file {}: {e}", config.key_file.display()))?;
     let server = ServerConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("listener.tls: {e}"))?;
+        .map_err(|e| format!("listeners.tls: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(server)))
 }

@@ -2,7 +2,7 @@
 //! tungstenite's limits. Runs in the connection's own task, under a timeout.
 
 use crate::auth::origin_allowed;
-use crate::config::Config;
+use crate::config::{Config, EndpointConfig};
 use stomp_protocol::Version;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -125,16 +125,18 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Performs the upgrade on `stream`.
+/// Performs the upgrade on `stream`, by the path and Origin rules of the
+/// listener it came in on.
 // The callback's error type is tungstenite's `ErrorResponse`, an HTTP
 // response: large, but not ours to box.
 #[allow(clippy::result_large_err)]
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     config: &Config,
+    endpoint: &EndpointConfig,
 ) -> Result<(WebSocketStream<S>, Handshake), tokio_tungstenite::tungstenite::Error> {
     let mut settled: Option<Handshake> = None;
-    let path = config.listener.path.as_str();
+    let path = endpoint.path.as_str();
     let callback = |request: &Request, mut response: Response| {
         if request.uri().path() != path {
             return Err(refuse(
@@ -156,7 +158,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             .headers()
             .get("Origin")
             .map(|v| v.to_str().unwrap_or("<not UTF-8>"));
-        let listener = &config.listener;
+        let listener = endpoint;
         match origin {
             None if !listener.allow_missing_origin => {
                 return Err(refuse(

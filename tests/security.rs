@@ -282,8 +282,8 @@ async fn permissions_hold_for_wildcards_writes_and_acks() {
 #[tokio::test]
 async fn origin_allowed_refused_and_absent() {
     let mut config = test_config();
-    config.listener.allowed_origins = vec!["https://app.example.com".into()];
-    config.listener.allow_missing_origin = false;
+    config.listeners[0].allowed_origins = vec!["https://app.example.com".into()];
+    config.listeners[0].allow_missing_origin = false;
     let broker = start(config).await;
     let open = |origin: Option<&'static str>| {
         let url = broker.url();
@@ -318,7 +318,7 @@ async fn tls_serves_wss_with_its_certificate() {
     std::fs::write(&cert_file, certified.cert.pem()).expect("write");
     std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("write");
     let mut config = test_config();
-    config.listener.tls = Some(stomphub::config::TlsConfig {
+    config.listeners[0].tls = Some(stomphub::config::TlsConfig {
         cert_file,
         key_file,
     });
@@ -438,7 +438,7 @@ async fn secrets_stay_out_of_the_log_at(rust_log: &str) {
 /// on a free loopback port.
 fn from_toml(text: &str) -> stomphub::Config {
     let mut config = stomphub::Config::from_toml(text, "test config").expect("config parses");
-    config.listener.address = "127.0.0.1:0".parse().expect("address");
+    config.listeners[0].address = "127.0.0.1:0".parse().expect("address");
     config
 }
 
@@ -644,7 +644,7 @@ async fn the_default_config_lets_no_foreign_page_in() {
     // Even where an operator allows every origin, loopback anonymous access
     // is for this machine's pages only: a foreign page gets no anonymous session.
     let mut open = test_config();
-    open.listener.allowed_origins = vec!["*".into()];
+    open.listeners[0].allowed_origins = vec!["*".into()];
     let broker = start(open).await;
     let mut foreign = open_with_origin(&broker.url(), "http://evil.example")
         .await

@@ -1,6 +1,7 @@
 //! A queue's settings: the `[queues]` defaults, overridden by the first
 //! matching `[[queues.rules]]`, overridden by RabbitMQ-style arguments on the
-//! SUBSCRIBE or SEND that created the queue.
+//! SUBSCRIBE or SEND that created the queue, except for the dead-letter
+//! target, where a rule's `dead_letter` wins over `x-dead-letter-routing-key`.
 
 use crate::config::{Overflow, QueueRule, QueuesConfig};
 use crate::router::destination::{
@@ -115,10 +116,11 @@ impl QueuePolicy {
             .find(|(pattern, _)| pattern_matches(pattern, &words))
             .map(|(_, rule)| rule);
         let is_dead_letter_queue = name.ends_with(&d.dead_letter_suffix);
-        let dead_letter = arguments
-            .dead_letter
-            .clone()
-            .or_else(|| rule.and_then(|r| r.dead_letter.clone()))
+        // The operator's rule wins over the client's argument: a client
+        // must not move dead letters out of where the operator collects them.
+        let dead_letter = rule
+            .and_then(|r| r.dead_letter.clone())
+            .or_else(|| arguments.dead_letter.clone())
             .or_else(|| (!is_dead_letter_queue).then(|| format!("{name}{}", d.dead_letter_suffix)))
             .filter(|target| target != name);
         QueueSettings {
@@ -192,6 +194,24 @@ mod tests {
                 .dead_letter,
             None
         );
+    }
+
+    #[test]
+    fn a_rules_dead_letter_wins_over_the_clients() {
+        let config = Config::from_toml(
+            "[[queues.rules]]\npattern = \"/queue/orders.#\"\ndead_letter = \"/queue/ops.dead\"\n",
+            "t",
+        )
+        .expect("config");
+        let policy = QueuePolicy::new(&config.queues, &LIMITS).expect("policy");
+        let client = QueueArguments {
+            dead_letter: Some("/queue/mine".into()),
+            ..QueueArguments::default()
+        };
+        let ruled = policy.settings_for("/queue/orders.eu", &client);
+        assert_eq!(ruled.dead_letter.as_deref(), Some("/queue/ops.dead"));
+        let unruled = policy.settings_for("/queue/jobs", &client);
+        assert_eq!(unruled.dead_letter.as_deref(), Some("/queue/mine"));
     }
 
     #[test]

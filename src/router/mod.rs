@@ -19,6 +19,7 @@ mod acks;
 mod caps;
 pub mod destination;
 pub mod message;
+mod principal;
 mod queues;
 pub mod subscription;
 pub mod topic_trie;
@@ -33,6 +34,7 @@ use crate::store::{StoreOp, StoredQueue};
 pub use caps::StateCaps;
 use destination::{PatternWord, SubscribeTarget};
 use message::Publication;
+pub use principal::Principal;
 pub use queues::{DurableSubscription, DURABLE_PREFIX};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -335,6 +337,7 @@ pub fn spawn_router(
         next_queue_id: 1,
         durables: TopicTrie::default(),
         durable_bindings: HashMap::new(),
+        durable_owners: HashMap::new(),
         destination_limits: limits,
         last_probe: Instant::now(),
         caps: settings.caps,
@@ -447,6 +450,10 @@ struct Router {
     durables: TopicTrie<Arc<str>, Arc<str>>,
     /// Durable subscription queue → the topic destination it is bound to.
     durable_bindings: HashMap<String, String>,
+    /// Durable subscription queue → the principal it belongs to. A queue
+    /// stored by an older version has none until its first subscriber
+    /// claims it.
+    durable_owners: HashMap<String, Principal>,
     destination_limits: destination::DestinationLimits,
     /// When a failing store was last asked whether it works again.
     last_probe: Instant,
@@ -532,6 +539,15 @@ impl Router {
                 self.durables.insert(&pattern, bound.clone(), bound);
                 self.durable_bindings
                     .insert(definition.name.clone(), binding);
+                if let Some(owner) = &definition.owner {
+                    let owner = Principal::from_record(owner).ok_or_else(|| {
+                        format!(
+                            "stored durable subscription {}: unknown owner '{owner}'",
+                            definition.name
+                        )
+                    })?;
+                    self.durable_owners.insert(definition.name.clone(), owner);
+                }
             }
             self.queues.insert(definition.name, queue);
             queues += 1;

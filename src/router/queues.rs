@@ -25,6 +25,8 @@ pub struct DurableSubscription {
     pub key: String,
     /// The topic destination (pattern) it collects.
     pub destination: String,
+    /// Who asks: the principal it belongs to, or must belong to.
+    pub owner: super::Principal,
 }
 
 impl Router {
@@ -49,6 +51,7 @@ impl Router {
                         max_length: arguments.max_length.map(|n| n as u64),
                         dead_letter: arguments.dead_letter.clone(),
                         binding: binding.map(str::to_owned),
+                        owner: None,
                     },
                 });
             }
@@ -85,7 +88,10 @@ impl Router {
     }
 
     /// Attaches a consumer to a durable topic subscription, creating (or
-    /// re-binding) it first.
+    /// re-binding) it first. It belongs to the principal that created it:
+    /// anyone else using the same client id and name gets ERROR. Re-binding
+    /// to another topic discards the old topic's backlog (JMS semantics);
+    /// read permission on the new topic was checked by the session.
     pub(super) fn subscribe_durable(
         &mut self,
         who: Subscribing,
@@ -94,38 +100,18 @@ impl Router {
         receipt: Option<&str>,
     ) -> bool {
         let name = format!("{DURABLE_PREFIX}{}", durable.key);
-        let existing = self.durable_bindings.get(&name).cloned();
-        if existing.is_none() && !self.durable_room(who.session, receipt) {
+        if self
+            .durable_owners
+            .get(&name)
+            .is_some_and(|owner| *owner != durable.owner)
+        {
+            // Not saying whose: that would tell a stranger who uses it.
+            let message = format!(
+                "durable subscription '{}' belongs to another principal",
+                durable.key
+            );
+            self.fail(who.session, message, receipt, CloseReason::PolicyViolation);
             return false;
-        }
-        match existing {
-            Some(bound) if bound == durable.destination => {}
-            _ => {
-                // New, or the same name for another topic: (re)bind it.
-                self.ensure_queue(
-                    &name,
-                    &QueueArguments::default(),
-                    Some(&durable.destination),
-                );
-                let store_id = self.queues.get(&name).and_then(|q| q.store_id);
-                if let Some(old) = existing {
-                    self.unbind_durable(&name, &old);
-                    if let Some(id) = store_id {
-                        self.store_op(StoreOp::DefineQueue {
-                            id,
-                            definition: QueueDefinition {
-                                name: name.clone(),
-                                binding: Some(durable.destination.clone()),
-                                ..QueueDefinition::default()
-                            },
-                        });
-                    }
-                }
-                let bound: Arc<str> = name.clone().into();
-                self.durables.insert(&pattern, bound.clone(), bound);
-                self.durable_bindings
-                    .insert(name.clone(), durable.destination.clone());
-            }
         }
         let in_use = self
             .queues
@@ -139,8 +125,56 @@ impl Router {
             self.fail(who.session, message, receipt, CloseReason::PolicyViolation);
             return false;
         }
+        let existing = self.durable_bindings.get(&name).cloned();
+        if existing.is_none() && !self.durable_room(who.session, receipt) {
+            return false;
+        }
+        let owned = self.durable_owners.contains_key(&name);
+        match existing {
+            Some(bound) if bound == durable.destination => {
+                if !owned {
+                    // Stored by an older version without an owner: the
+                    // first principal to attach claims it.
+                    self.define_durable(&name, durable);
+                }
+            }
+            rebound => {
+                if rebound.is_some() {
+                    // The same name for another topic: what it collected
+                    // belongs to the old topic and goes with it.
+                    self.delete_durable(&name);
+                }
+                self.ensure_queue(
+                    &name,
+                    &QueueArguments::default(),
+                    Some(&durable.destination),
+                );
+                self.define_durable(&name, durable);
+                let bound: Arc<str> = name.clone().into();
+                self.durables.insert(&pattern, bound.clone(), bound);
+                self.durable_bindings
+                    .insert(name.clone(), durable.destination.clone());
+            }
+        }
+        self.durable_owners
+            .insert(name.clone(), durable.owner.clone());
         self.add_consumer(who, name);
         true
+    }
+
+    /// Stores a durable subscription's definition with its binding and owner.
+    fn define_durable(&mut self, name: &str, durable: &DurableSubscription) {
+        if let Some(id) = self.queues.get(name).and_then(|q| q.store_id) {
+            self.store_op(StoreOp::DefineQueue {
+                id,
+                definition: QueueDefinition {
+                    name: name.to_owned(),
+                    binding: Some(durable.destination.clone()),
+                    owner: Some(durable.owner.to_record()),
+                    ..QueueDefinition::default()
+                },
+            });
+        }
     }
 
     fn unbind_durable(&mut self, name: &str, destination: &str) {
@@ -157,6 +191,7 @@ impl Router {
         if let Some(destination) = self.durable_bindings.get(name).cloned() {
             self.unbind_durable(name, &destination);
         }
+        self.durable_owners.remove(name);
         if let Some(queue) = self.queues.remove(name) {
             self.attention.remove(name);
             if let Some(id) = queue.store_id {

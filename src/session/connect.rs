@@ -54,6 +54,7 @@ impl Session {
                 .unwrap_or_default();
             tokio::time::Instant::now() + left.min(std::time::Duration::from_secs(1 << 32))
         });
+        self.principal = crate::router::Principal::of(identity.name.as_deref());
 
         // Heart-beating exists from 1.1 on; a 1.0 session has none.
         self.heartbeat = if version == Version::V1_0 {

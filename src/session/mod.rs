@@ -11,6 +11,7 @@ mod disconnect;
 pub mod error;
 pub mod heartbeat;
 pub mod rate_limit;
+mod reply_to;
 mod send;
 mod subscribe;
 mod transaction;
@@ -80,6 +81,10 @@ pub struct Session {
     read_pause: Option<tokio::time::Instant>,
     /// When its credentials (a token) expire: the connection ends it then.
     expires_at: Option<tokio::time::Instant>,
+    /// Who it is for ownership (durable subscriptions); set on CONNECT.
+    principal: crate::router::Principal,
+    /// Its reply-queue naming key, made on the first `reply-to:/temp-queue/`.
+    reply_names: std::sync::OnceLock<Option<reply_to::ReplyNames>>,
 }
 
 impl Session {
@@ -110,6 +115,8 @@ impl Session {
             publish_limiter: rate_limit::PublishLimiter::default(),
             read_pause: None,
             expires_at: None,
+            principal: crate::router::Principal::Anonymous,
+            reply_names: std::sync::OnceLock::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 use super::rate_limit::PublishVerdict;
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::queue::QueueArguments;
-use crate::router::destination::{send_target, SendTarget, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX};
+use crate::router::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{epoch_ms, RouterCommand, TxOperation};
 use stomp_protocol::Frame;
@@ -72,6 +72,7 @@ impl Session {
         let expires_at = expiry(frame)?;
         let queue_arguments =
             QueueArguments::from_headers(&frame.headers).map_err(SessionError::protocol)?;
+        self.check_dead_letter(&queue_arguments)?;
         let mut reply_queue = None;
         let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
         for (name, value) in frame.headers.iter() {
@@ -87,7 +88,17 @@ impl Session {
                             "reply-to '{value}' is not /temp-queue/<name>"
                         )));
                     }
-                    let queue = format!("{REPLY_QUEUE_PREFIX}s{}.{reply}", self.id);
+                    let queue = self
+                        .reply_names
+                        .get_or_init(super::reply_to::ReplyNames::new)
+                        .as_ref()
+                        .map(|names| names.queue(reply))
+                        .ok_or_else(|| {
+                            SessionError::new(
+                                "no randomness for a reply queue name",
+                                CloseReason::InternalError,
+                            )
+                        })?;
                     headers.push((name.to_owned(), queue.clone()));
                     reply_queue = Some(ReplyQueue {
                         subscription: value.into(),

@@ -3,7 +3,7 @@
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::queue::QueueArguments;
-use crate::router::destination::{subscribe_target, SubscribeTarget};
+use crate::router::destination::{queue_name, subscribe_target, SubscribeTarget};
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
 use stomp_protocol::{Frame, Version};
@@ -48,6 +48,7 @@ impl Session {
         let prefetch = prefetch(frame)?;
         let arguments =
             QueueArguments::from_headers(&frame.headers).map_err(SessionError::protocol)?;
+        self.check_dead_letter(&arguments)?;
         let durable = match &target {
             SubscribeTarget::Topic(_) => self.durable_subscription(frame, destination, &id)?,
             SubscribeTarget::Queue(_) => None,
@@ -69,6 +70,24 @@ impl Session {
 }
 
 impl Session {
+    /// A client-named dead-letter target (`x-dead-letter-routing-key`) is a
+    /// place messages are written to: it needs write permission there, as a
+    /// SEND would. (A `[[queues.rules]]` `dead_letter` then still wins.)
+    pub(super) fn check_dead_letter(&self, arguments: &QueueArguments) -> Result<(), SessionError> {
+        let Some(target) = &arguments.dead_letter else {
+            return Ok(());
+        };
+        let limits = &self.context.destination_limits;
+        queue_name(target, limits).map_err(|e| SessionError::protocol(e.0))?;
+        if !self.permissions.can_write(target, limits) {
+            return Err(SessionError::new(
+                format!("write access to '{target}' denied (x-dead-letter-routing-key)"),
+                CloseReason::PolicyViolation,
+            ));
+        }
+        Ok(())
+    }
+
     /// A durable topic subscription in any of the three dialects, keyed by
     /// the connection's client id and a name, never by the id alone
     /// (stompjs numbers ids `sub-0, sub-1, ...` on every connection):
@@ -99,6 +118,7 @@ impl Session {
         Ok(Some(DurableSubscription {
             key: format!("{}/{name}", self.client_id.as_deref().unwrap_or("")),
             destination: destination.to_owned(),
+            owner: self.principal.clone(),
         }))
     }
 }

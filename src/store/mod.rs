@@ -33,6 +33,10 @@ pub struct QueueDefinition {
     pub dead_letter: Option<String>,
     /// For a durable topic subscription: the topic pattern it collects.
     pub binding: Option<String>,
+    /// For a durable topic subscription: the principal it belongs to
+    /// (`router::Principal`'s stored form); `None` in records written
+    /// before owners were stored.
+    pub owner: Option<String>,
 }
 
 /// One durable change, applied in order.

@@ -3,7 +3,7 @@
 //!
 //! | tree | key | value |
 //! | --- | --- | --- |
-//! | `queues` | queue id (u64 BE) | a frame whose headers hold the [`QueueDefinition`] |
+//! | `queues` | queue id (u64 BE) | a frame whose headers hold the [`QueueDefinition`] (`name`, `x-message-ttl`, `x-max-length`, `dead-letter`, `binding`, `owner`; absent headers are `None`, so older records read unchanged) |
 //! | `messages` | queue id, sequence (u64 BE each) | version byte, expiry (u64 BE, 0 = none), the MESSAGE frame |
 //! | `deliveries` | as `messages` | deliveries (u32 BE) |
 
@@ -128,6 +128,9 @@ pub fn encode_definition(definition: &QueueDefinition) -> Vec<u8> {
     if let Some(binding) = &definition.binding {
         frame = frame.header("binding", binding.clone());
     }
+    if let Some(owner) = &definition.owner {
+        frame = frame.header("owner", owner.clone());
+    }
     encode(&frame, Version::V1_2).to_vec()
 }
 
@@ -152,6 +155,8 @@ pub fn decode_definition(record: &[u8]) -> Result<QueueDefinition, StoreError> {
         max_length: number("x-max-length")?,
         dead_letter: frame.get("dead-letter").map(str::to_owned),
         binding: frame.get("binding").map(str::to_owned),
+        // Absent in records of older versions: read as "no owner yet".
+        owner: frame.get("owner").map(str::to_owned),
     })
 }
 
@@ -186,10 +191,26 @@ mod tests {
             max_length: None,
             dead_letter: Some("/queue/x".into()),
             binding: Some("/topic/news.#".into()),
+            owner: Some("user:carol".into()),
         };
         assert_eq!(
             decode_definition(&encode_definition(&definition)),
-            Ok(definition)
+            Ok(definition.clone())
+        );
+        // A record written before owners were stored still reads.
+        let legacy = encode(
+            &Frame::new(Command::Send)
+                .header("name", "/durable/app/news")
+                .header("binding", "/topic/news.#"),
+            Version::V1_2,
+        );
+        assert_eq!(
+            decode_definition(&legacy),
+            Ok(QueueDefinition {
+                name: definition.name,
+                binding: definition.binding,
+                ..QueueDefinition::default()
+            })
         );
         assert_eq!(split_message_key(&message_key(7, 9)), Ok((7, 9)));
         assert!(

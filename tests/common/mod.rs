@@ -19,7 +19,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// is set by `start`, one per broker.
 pub fn test_config() -> Config {
     let mut config = Config::default();
-    config.listener.address = "127.0.0.1:0".parse().expect("address");
+    config.listeners[0].address = "127.0.0.1:0".parse().expect("address");
     config
 }
 

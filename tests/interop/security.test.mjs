@@ -37,7 +37,7 @@ before(async () => {
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
     '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
-  tlsBroker = await startBroker({ config: `[listener.tls]\ncert_file = "${cert}"\nkey_file = "${key}"\n` });
+  tlsBroker = await startBroker({ config: `[[listeners]]\naddress = "127.0.0.1:0"\n[listeners.tls]\ncert_file = "${cert}"\nkey_file = "${key}"\n` });
   jwtBroker = await startBroker({
     config: `[auth]\nanonymous = "never"\n[auth.jwt]\nalgorithm = "HS256"\nsecret = "${SECRET}"\naudience = "stomphub"\n`,
   });
