@@ -4,20 +4,17 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::connection_rate::ConnectionRate;
+use crate::context::BrokerContext;
 use crate::listener::{self, Endpoint};
+use crate::model::destination::DestinationLimits;
 use crate::queue::{QueueMemory, QueuePolicy};
-use crate::router::destination::DestinationLimits;
-use crate::router::{spawn_router, RouterHandle, RouterSettings};
+use crate::router::{spawn_router, RouterSettings};
 use crate::session::rate_limit::PublishRules;
 use crate::shutdown::{shutdown_pair, ShutdownTrigger};
 use crate::store::writer::spawn_writer;
 use crate::store::{NoStore, SledStore, Store};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -25,89 +22,6 @@ use tracing::{info, warn};
 
 fn invalid(error: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
-}
-
-/// What every connection shares. Read-only but for the id counter.
-pub struct BrokerContext {
-    /// The configuration in force.
-    pub config: Config,
-    /// The way to the router.
-    pub router: RouterHandle,
-    /// Destination limits, from `config.limits`.
-    pub destination_limits: DestinationLimits,
-    /// Memory of all queues; sessions wait on it before queue SENDs.
-    pub queue_memory: Arc<QueueMemory>,
-    /// Checks credentials on CONNECT.
-    pub auth: Authenticator,
-    /// Open connections per client address. Entries go at zero, so the map
-    /// holds at most `max_connections` keys. Short critical sections only.
-    connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// New connections per second per address (its own short lock).
-    connection_rate: ConnectionRate,
-    /// `[[rate_limits.publish]]`, compiled; each session takes its buckets.
-    pub publish_rules: Arc<PublishRules>,
-    next_session: AtomicU64,
-}
-
-impl std::fmt::Debug for BrokerContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerContext")
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
-}
-
-/// One open connection counted against its address; uncounted on drop.
-#[derive(Debug)]
-pub struct IpSlot {
-    context: Arc<BrokerContext>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.context.lock_connections_per_ip();
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl BrokerContext {
-    fn lock_connections_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        // A poisoned lock only means a panic elsewhere; the counts are plain.
-        self.connections_per_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts a new connection from `ip`; `Err` with the refusal's text past
-    /// `rate_limits.connections_per_second_per_ip` or
-    /// `listener.max_connections_per_ip`.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<IpSlot, String> {
-        self.connection_rate.admit(ip)?;
-        let mut counts = self.lock_connections_per_ip();
-        let count = counts.entry(ip).or_insert(0);
-        let max = self.config.listener.max_connections_per_ip;
-        if *count >= max {
-            return Err(format!(
-                "too many connections from {ip}: max_connections_per_ip is {max}"
-            ));
-        }
-        *count += 1;
-        Ok(IpSlot {
-            context: self.clone(),
-            ip,
-        })
-    }
-
-    /// A fresh session id.
-    pub fn next_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
-    }
 }
 
 /// A running broker.
@@ -195,20 +109,14 @@ impl Broker {
         let publish_rules = Arc::new(
             PublishRules::new(&config.rate_limits.publish, &destination_limits).map_err(invalid)?,
         );
-        let context = Arc::new(BrokerContext {
-            connection_rate: ConnectionRate::new(
-                config.rate_limits.connections_per_second_per_ip,
-                config.rate_limits.connection_burst_per_ip,
-            ),
-            publish_rules,
-            destination_limits,
+        let context = Arc::new(BrokerContext::new(
+            config.clone(),
             router,
+            destination_limits,
             queue_memory,
             auth,
-            connections_per_ip: Mutex::new(HashMap::new()),
-            config: config.clone(),
-            next_session: AtomicU64::new(0),
-        });
+            publish_rules,
+        ));
         let permits = Arc::new(Semaphore::new(config.listener.max_connections));
         let (trigger, shutdown) = shutdown_pair();
         let mut accept_tasks = Vec::with_capacity(listeners.len());

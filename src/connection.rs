@@ -9,10 +9,11 @@
 //! socket with unread bytes makes the kernel send a reset, and a reset
 //! destroys the ERROR and the Close frame still on their way to the client.
 
-use crate::broker::BrokerContext;
+use crate::context::BrokerContext;
 use crate::listener::Endpoint;
+use crate::model::frames;
+use crate::model::session_id::SessionId;
 use crate::outbound::{outbound_queue, Closing, OutFrame, OutboundReceiver, OverflowSignal};
-use crate::router::SessionId;
 use crate::session::heartbeat::Heartbeat;
 use crate::session::{ClientInfo, CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
@@ -22,7 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use stomp_protocol::{Command, Decoder, FrameEncoder, Limits, Version};
+use stomp_protocol::{Decoder, Limits, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
@@ -565,24 +566,17 @@ fn to_message(frame: OutFrame) -> Message {
 fn error_frame(error: &SessionError, version: Option<Version>) -> Message {
     // Before CONNECT no escaping is agreed: write headers unescaped (1.0 rules).
     let version = version.unwrap_or(Version::V1_0);
-    let detail = error.detail.as_deref().unwrap_or("");
-    let mut frame = FrameEncoder::begin(
-        Command::Error,
+    let bytes = frames::error(
         version,
-        128 + error.message.len() + detail.len(),
+        &frames::ErrorFrame {
+            message: &error.message,
+            receipt_id: error.receipt_id.as_deref(),
+            versions: error.version.as_deref(),
+            detail: error.detail.as_deref(),
+        },
     );
-    frame.header("message", &error.message);
-    if let Some(receipt) = &error.receipt_id {
-        frame.header("receipt-id", receipt);
-    }
-    if let Some(versions) = &error.version {
-        frame.header("version", versions);
-    }
-    if !detail.is_empty() {
-        frame.header("content-type", "text/plain");
-    }
     to_message(OutFrame {
-        bytes: frame.finish(true, detail.as_bytes()),
+        bytes,
         text: true,
         close: None,
     })

@@ -1,9 +1,9 @@
 //! The accept loop: take a permit, accept, spawn. It never waits on a peer;
 //! handshakes run in the spawned task. Accept errors (EMFILE, ...) back off.
 
-use crate::broker::BrokerContext;
 use crate::config::EndpointConfig;
 use crate::connection;
+use crate::context::BrokerContext;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;

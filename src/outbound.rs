@@ -10,7 +10,7 @@
 //! A `std::sync::Mutex` guards the deque: critical sections are a push or a
 //! drain, never held across an `.await`.
 
-use crate::session::CloseReason;
+use crate::model::close::CloseReason;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! destination it can match is allowed, so `/topic/#` is refused to someone
 //! allowed `/topic/public.#` only.
 
-use crate::router::destination::{
+use crate::model::destination::{
     topic_pattern, DestinationLimits, PatternWord, QUEUE_PREFIX, TOPIC_PREFIX,
 };
 
@@ -88,7 +88,7 @@ impl Permissions {
 
     /// May SEND to `destination`. Replies to a `reply-to` are always allowed.
     pub fn can_write(&self, destination: &str, limits: &DestinationLimits) -> bool {
-        if destination.starts_with(crate::router::destination::REPLY_QUEUE_PREFIX) {
+        if destination.starts_with(crate::model::destination::REPLY_QUEUE_PREFIX) {
             return true;
         }
         let queue = destination.starts_with(QUEUE_PREFIX);

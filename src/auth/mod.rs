@@ -13,7 +13,7 @@ pub mod password;
 mod throttle;
 
 use crate::config::{Anonymous, AuthConfig};
-use crate::router::destination::DestinationLimits;
+use crate::model::destination::DestinationLimits;
 pub use acl::Permissions;
 use jwt::{looks_like_jwt, JwtValidator};
 use std::collections::HashMap;

@@ -13,8 +13,8 @@ mod memory;
 mod settings;
 
 use crate::config::Overflow;
-use crate::router::message::Message;
-use crate::router::SessionId;
+use crate::model::message::Message;
+use crate::model::session_id::SessionId;
 use crate::store::{QueueId, Sequence};
 pub use memory::QueueMemory;
 pub use settings::{QueueArguments, QueuePolicy, QueueSettings};

@@ -4,7 +4,7 @@
 //! target, where a rule's `dead_letter` wins over `x-dead-letter-routing-key`.
 
 use crate::config::{Overflow, QueueRule, QueuesConfig};
-use crate::router::destination::{
+use crate::model::destination::{
     pattern_matches, topic_pattern, DestinationLimits, PatternWord, QUEUE_PREFIX,
 };
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use super::message::ack_id;
 use super::{AckKey, AckMode, Router, SessionId, Settle, Unacked};
-use crate::session::CloseReason;
+use crate::model::close::CloseReason;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 

@@ -5,11 +5,11 @@
 //! its connection closes; nothing that exists is touched, so bystanders'
 //! queues and subscriptions keep working.
 
-use super::destination::QUEUE_PREFIX;
 use super::message::ReplyQueue;
 use super::{Router, SessionId};
 use crate::config::LimitsConfig;
-use crate::session::CloseReason;
+use crate::model::close::CloseReason;
+use crate::model::destination::QUEUE_PREFIX;
 
 /// The caps, from `[limits]`.
 #[derive(Debug, Clone, Copy)]

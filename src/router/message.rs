@@ -6,7 +6,8 @@
 //! `sub-0, sub-1, ...` on every connection, so most subscribers of a topic
 //! share one encoding.
 
-use super::destination::SendTarget;
+use crate::model::destination::SendTarget;
+use crate::model::message::{headers_size, Message};
 use crate::outbound::OutFrame;
 use crate::queue::QueueArguments;
 use bytes::Bytes;
@@ -55,50 +56,11 @@ pub const NOT_PASSED_ON: [&str; 7] = [
     "transaction",
 ];
 
-/// A routed message. Shared (`Arc`) between a queue and its deliveries.
-#[derive(Debug)]
-pub struct Message {
-    /// The unique `message-id`.
-    pub id: Arc<str>,
-    /// The `destination` header of its MESSAGE frames.
-    pub destination: String,
-    /// Headers passed on, in order.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Bytes,
-    /// The body is UTF-8, so frames can be text WebSocket messages.
-    pub text: bool,
-    /// Expiry, in ms since the Unix epoch.
-    pub expires_at: Option<u64>,
-}
-
-/// Bytes of a header list, as counted against byte bounds: a 64 KiB header
-/// block weighs as much as a 64 KiB body.
-fn headers_size(headers: &[(String, String)]) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.len() + value.len() + 2)
-        .sum()
-}
-
 impl Publication {
     /// What it weighs against byte bounds (transactions, the router's
     /// channel): body, headers and destination.
     pub fn size(&self) -> usize {
         self.body.len() + headers_size(&self.headers) + self.destination.len()
-    }
-}
-
-impl Message {
-    /// What it weighs against queue memory: body, headers, destination and
-    /// id (empty bodies with large headers are not free).
-    pub fn size(&self) -> usize {
-        self.body.len() + headers_size(&self.headers) + self.destination.len() + self.id.len()
-    }
-
-    /// Whether it has expired at `now_ms`.
-    pub fn expired(&self, now_ms: u64) -> bool {
-        self.expires_at.is_some_and(|at| at <= now_ms)
     }
 }
 

@@ -17,7 +17,6 @@
 
 mod acks;
 mod caps;
-pub mod destination;
 pub mod message;
 mod principal;
 mod queues;
@@ -26,13 +25,16 @@ pub mod topic_trie;
 mod topics;
 
 use crate::config::{SlowConsumerPolicy, SlowConsumersConfig};
+use crate::model::close::CloseReason;
+use crate::model::destination::{self, PatternWord, SubscribeTarget};
+use crate::model::frames;
+use crate::model::message::epoch_ms;
+pub use crate::model::session_id::SessionId;
 use crate::outbound::{Closing, OutFrame, OutboundQueue, PushError};
 use crate::queue::{Queue, QueueArguments, QueueMemory, QueuePolicy, QueuedMessage};
-use crate::session::CloseReason;
 use crate::store::writer::{PendingReceipt, StoreWriter, WriteBatch};
 use crate::store::{StoreOp, StoredQueue};
 pub use caps::StateCaps;
-use destination::{PatternWord, SubscribeTarget};
 use message::Publication;
 pub use principal::Principal;
 pub use queues::{DurableSubscription, DURABLE_PREFIX};
@@ -40,8 +42,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use stomp_protocol::{Command, FrameEncoder, Version};
-pub use subscription::{AckMode, SessionId, Subscriber};
+use stomp_protocol::Version;
+pub use subscription::{AckMode, Subscriber};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use topic_trie::TopicTrie;
@@ -352,14 +354,6 @@ pub fn spawn_router(
 /// A prefix that keeps message ids unique across restarts: the start time.
 fn message_id_prefix() -> String {
     format!("{:x}-", epoch_ms())
-}
-
-/// Milliseconds since the Unix epoch (message expiry is in these units).
-pub fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Who subscribes, and how its deliveries are acknowledged.
@@ -808,9 +802,7 @@ impl Router {
             });
             return;
         }
-        let mut frame = FrameEncoder::begin(Command::Receipt, entry.version, 32 + receipt.len());
-        frame.header("receipt-id", &receipt);
-        let frame = OutFrame::new(frame.finish(false, b""), true);
+        let frame = OutFrame::new(frames::receipt(entry.version, &receipt), true);
         if entry.outbound.push(frame) == Err(PushError::SlowConsumer) {
             self.remove_session(session);
         }
@@ -828,14 +820,17 @@ impl Router {
             return;
         };
         debug!(session = %session, %message, "failing session");
-        let mut frame = FrameEncoder::begin(Command::Error, entry.version, 64 + message.len());
-        frame.header("message", &message);
-        if let Some(receipt) = receipt {
-            frame.header("receipt-id", receipt);
-        }
+        let bytes = frames::error(
+            entry.version,
+            &frames::ErrorFrame {
+                message: &message,
+                receipt_id: receipt,
+                ..frames::ErrorFrame::default()
+            },
+        );
         // Ignoring a full queue: the connection is closing either way.
         let _ = entry.outbound.push(OutFrame {
-            bytes: frame.finish(true, b""),
+            bytes,
             text: true,
             close: Some(Box::new(Closing { reason, message })),
         });

@@ -2,13 +2,13 @@
 //! first use, durable topic subscriptions, reply queues, dead letters,
 //! persistence of what must survive, and the periodic revisit.
 
-use super::destination::{PatternWord, REPLY_QUEUE_PREFIX};
-use super::message::{ack_id, encode, Delivery, Message, Publication, ReplyQueue};
-use super::{
-    epoch_ms, AckMode, Router, SessionId, Subscribing, SubscriptionEntry, Target, Unacked,
-};
+use super::message::{ack_id, encode, Delivery, Publication, ReplyQueue};
+use super::{AckMode, Router, SessionId, Subscribing, SubscriptionEntry, Target, Unacked};
+use crate::model::close::CloseReason;
+use crate::model::destination::{PatternWord, REPLY_QUEUE_PREFIX};
+use crate::model::message::epoch_ms;
+use crate::model::message::Message;
 use crate::queue::{Consumer, Queue, QueueArguments, QueuedMessage};
-use crate::session::CloseReason;
 use crate::store::{QueueDefinition, StoreOp};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -179,7 +179,7 @@ impl Router {
 
     fn unbind_durable(&mut self, name: &str, destination: &str) {
         if let Ok(pattern) =
-            super::destination::topic_pattern(destination, &self.destination_limits)
+            crate::model::destination::topic_pattern(destination, &self.destination_limits)
         {
             self.durables.remove(&pattern, &Arc::<str>::from(name));
         }
@@ -303,7 +303,7 @@ impl Router {
             expires_at,
         };
         match target {
-            super::destination::SendTarget::Topic(words) => {
+            crate::model::destination::SendTarget::Topic(words) => {
                 let durable_queues = self.durable_queues_for(&words);
                 if persistent
                     && !durable_queues.is_empty()
@@ -320,7 +320,7 @@ impl Router {
                 }
                 true
             }
-            super::destination::SendTarget::Queue(name) => {
+            crate::model::destination::SendTarget::Queue(name) => {
                 if persistent && !self.store_has_room(session, message.body.len(), receipt) {
                     return false;
                 }
@@ -341,7 +341,7 @@ impl Router {
                 }
                 true
             }
-            super::destination::SendTarget::ReplyQueue(name) => {
+            crate::model::destination::SendTarget::ReplyQueue(name) => {
                 if self.queues.contains_key(&name) {
                     if let Err(reason) = self.enqueue(&name, Arc::new(message), false) {
                         debug!(queue = %name, %reason, "reply dropped");
@@ -410,18 +410,19 @@ impl Router {
         if self.persistent_patterns.is_empty() {
             return false;
         }
-        let (is_queue, name) = match destination.strip_prefix(super::destination::QUEUE_PREFIX) {
-            Some(name) => (true, name),
-            None => (
-                false,
-                destination
-                    .strip_prefix(super::destination::TOPIC_PREFIX)
-                    .unwrap_or(destination),
-            ),
-        };
+        let (is_queue, name) =
+            match destination.strip_prefix(crate::model::destination::QUEUE_PREFIX) {
+                Some(name) => (true, name),
+                None => (
+                    false,
+                    destination
+                        .strip_prefix(crate::model::destination::TOPIC_PREFIX)
+                        .unwrap_or(destination),
+                ),
+            };
         let words: Vec<&str> = name.split('.').collect();
         self.persistent_patterns.iter().any(|(queue, pattern)| {
-            *queue == is_queue && super::destination::pattern_matches(pattern, &words)
+            *queue == is_queue && crate::model::destination::pattern_matches(pattern, &words)
         })
     }
 

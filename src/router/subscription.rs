@@ -1,19 +1,10 @@
 //! What the router keeps for one subscription: where its messages go and how
 //! they are to be acknowledged.
 
+use crate::model::session_id::SessionId;
 use crate::outbound::OutboundQueue;
 use std::sync::Arc;
 use stomp_protocol::Version;
-
-/// A connection's identity, unique for the life of the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-impl std::fmt::Display for SessionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// SUBSCRIBE's `ack` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

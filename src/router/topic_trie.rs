@@ -9,7 +9,7 @@
 //! subscribers of a topic is one hash lookup, not a scan (a mass disconnect
 //! would otherwise be quadratic).
 
-use super::destination::PatternWord;
+use crate::model::destination::PatternWord;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
@@ -231,8 +231,8 @@ fn remove_in<K: Eq + Hash + Clone, T>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::destination::{topic_pattern, topic_words, DestinationLimits};
     use super::*;
+    use crate::model::destination::{topic_pattern, topic_words, DestinationLimits};
 
     const LIMITS: DestinationLimits = DestinationLimits {
         max_words: 32,
@@ -397,7 +397,7 @@ mod tests {
                 assert_eq!(found, expected, "name {name:?}");
                 for (i, pattern) in parsed.iter().enumerate() {
                     assert_eq!(
-                        super::super::destination::pattern_matches(pattern, &name),
+                        crate::model::destination::pattern_matches(pattern, &name),
                         expected.contains(&i),
                         "pattern_matches({}, {name:?})",
                         refs[i]

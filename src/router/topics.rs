@@ -1,7 +1,9 @@
 //! Topic fan-out: every matching subscription gets the message once.
 
-use super::message::{ack_id, FanOut, Message};
-use super::{epoch_ms, Router, Unacked};
+use super::message::{ack_id, FanOut};
+use super::{Router, Unacked};
+use crate::model::message::epoch_ms;
+use crate::model::message::Message;
 use crate::outbound::PushError;
 use crate::queue::QueuedMessage;
 use std::sync::Arc;

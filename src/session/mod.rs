@@ -17,10 +17,11 @@ mod subscribe;
 mod transaction;
 mod unsubscribe;
 
-use crate::broker::BrokerContext;
+use crate::context::BrokerContext;
+pub use crate::model::close::CloseReason;
 use crate::outbound::{OutFrame, OutboundQueue};
 use crate::router::{RouterCommand, SessionId};
-pub use error::{CloseReason, SessionError};
+pub use error::SessionError;
 use heartbeat::Heartbeat;
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! ended with an ERROR naming the limit, as its rule says.
 
 use crate::config::{PublishRateRule, RateLimitAction};
-use crate::router::destination::{
+use crate::model::destination::{
     topic_pattern, DestinationLimits, PatternWord, QUEUE_PREFIX, TOPIC_PREFIX,
 };
 use crate::token_bucket::TokenBucket;
@@ -154,7 +154,7 @@ impl PublishLimiter {
             let matches = match (&rule.pattern, &name) {
                 (None, _) => true,
                 (Some((queue, pattern)), Some((is_queue, words))) => {
-                    queue == is_queue && crate::router::destination::pattern_matches(pattern, words)
+                    queue == is_queue && crate::model::destination::pattern_matches(pattern, words)
                 }
                 (Some(_), None) => false,
             };

@@ -9,7 +9,7 @@
 //! nothing in it is derived from the session number or shared with other
 //! sessions.
 
-use crate::router::destination::REPLY_QUEUE_PREFIX;
+use crate::model::destination::REPLY_QUEUE_PREFIX;
 use ring::hmac;
 use ring::rand::SystemRandom;
 

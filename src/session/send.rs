@@ -2,10 +2,11 @@
 
 use super::rate_limit::PublishVerdict;
 use super::{required, CloseReason, Flow, Session, SessionError};
+use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
+use crate::model::message::epoch_ms;
 use crate::queue::QueueArguments;
-use crate::router::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
-use crate::router::{epoch_ms, RouterCommand, TxOperation};
+use crate::router::{RouterCommand, TxOperation};
 use stomp_protocol::Frame;
 
 impl Session {

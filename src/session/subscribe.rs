@@ -2,8 +2,8 @@
 //! with the router.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
+use crate::model::destination::{queue_name, subscribe_target, SubscribeTarget};
 use crate::queue::QueueArguments;
-use crate::router::destination::{queue_name, subscribe_target, SubscribeTarget};
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
 use stomp_protocol::{Frame, Version};

@@ -4,7 +4,7 @@
 //! discard them.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
-use crate::router::destination::SendTarget;
+use crate::model::destination::SendTarget;
 use crate::router::{AckKey, RouterCommand, TxOperation};
 use std::collections::HashMap;
 use stomp_protocol::{Command, Frame};

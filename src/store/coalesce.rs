@@ -52,7 +52,7 @@ pub fn coalesce(ops: Vec<StoreOp>) -> Vec<StoreOp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::message::Message;
+    use crate::model::message::Message;
     use std::sync::Arc;
 
     fn put(queue: QueueId, sequence: Sequence) -> StoreOp {

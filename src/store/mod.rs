@@ -11,7 +11,7 @@ mod record;
 mod sled_store;
 pub mod writer;
 
-use crate::router::message::Message;
+use crate::model::message::Message;
 pub use sled_store::SledStore;
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 //! | `deliveries` | as `messages` | deliveries (u32 BE) |
 
 use super::{QueueDefinition, QueueId, Sequence, StoreError};
-use crate::router::message::Message;
+use crate::model::message::Message;
 use bytes::{Bytes, BytesMut};
 use stomp_protocol::{encode, Command, Decoder, Frame, Limits, Version};
 

@@ -240,7 +240,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::message::Message;
+    use crate::model::message::Message;
     use crate::store::QueueDefinition;
     use bytes::Bytes;
     use std::sync::Arc;

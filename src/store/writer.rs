@@ -7,11 +7,12 @@
 
 use super::coalesce::coalesce;
 use super::{Store, StoreError, StoreOp};
+use crate::model::close::CloseReason;
+use crate::model::frames;
 use crate::outbound::{Closing, OutFrame, OutboundQueue};
-use crate::session::CloseReason;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use stomp_protocol::{Command, FrameEncoder, Version};
+use stomp_protocol::Version;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
@@ -168,12 +169,16 @@ fn release(pending: PendingReceipt, failure: Option<&StoreError>) {
     let frame = match failure {
         Some(e) if pending.durable => {
             let message = format!("could not store the message: {e}");
-            let mut frame =
-                FrameEncoder::begin(Command::Error, pending.version, 64 + message.len());
-            frame.header("message", &message);
-            frame.header("receipt-id", &pending.receipt);
+            let bytes = frames::error(
+                pending.version,
+                &frames::ErrorFrame {
+                    message: &message,
+                    receipt_id: Some(&pending.receipt),
+                    ..frames::ErrorFrame::default()
+                },
+            );
             OutFrame {
-                bytes: frame.finish(true, b""),
+                bytes,
                 text: true,
                 close: Some(Box::new(Closing {
                     reason: CloseReason::InternalError,
@@ -181,15 +186,7 @@ fn release(pending: PendingReceipt, failure: Option<&StoreError>) {
                 })),
             }
         }
-        _ => {
-            let mut frame = FrameEncoder::begin(
-                Command::Receipt,
-                pending.version,
-                32 + pending.receipt.len(),
-            );
-            frame.header("receipt-id", &pending.receipt);
-            OutFrame::new(frame.finish(false, b""), true)
-        }
+        _ => OutFrame::new(frames::receipt(pending.version, &pending.receipt), true),
     };
     // A full or closed queue: the connection is going anyway.
     let _ = pending.outbound.push(frame);

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use std::hint::black_box;
 use std::time::Instant;
 use stomp_protocol::{encode, Decoder, Limits, Version};
-use stomphub::router::destination::{topic_pattern, topic_words, DestinationLimits};
+use stomphub::model::destination::{topic_pattern, topic_words, DestinationLimits};
 use stomphub::router::topic_trie::TopicTrie;
 
 const LIMITS: DestinationLimits = DestinationLimits {

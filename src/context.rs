@@ -1,0 +1,123 @@
+//! What every connection shares: the configuration, the way to the router,
+//! authentication, and the per-address connection counts. Built by
+//! [`crate::broker`], read by the listener, connections and sessions.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::connection_rate::ConnectionRate;
+use crate::model::destination::DestinationLimits;
+use crate::queue::QueueMemory;
+use crate::router::RouterHandle;
+use crate::session::rate_limit::PublishRules;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What every connection shares. Read-only but for the id counter.
+pub struct BrokerContext {
+    /// The configuration in force.
+    pub config: Config,
+    /// The way to the router.
+    pub router: RouterHandle,
+    /// Destination limits, from `config.limits`.
+    pub destination_limits: DestinationLimits,
+    /// Memory of all queues; sessions wait on it before queue SENDs.
+    pub queue_memory: Arc<QueueMemory>,
+    /// Checks credentials on CONNECT.
+    pub auth: Authenticator,
+    /// Open connections per client address. Entries go at zero, so the map
+    /// holds at most `max_connections` keys. Short critical sections only.
+    connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// New connections per second per address (its own short lock).
+    connection_rate: ConnectionRate,
+    /// `[[rate_limits.publish]]`, compiled; each session takes its buckets.
+    pub publish_rules: Arc<PublishRules>,
+    next_session: AtomicU64,
+}
+
+impl std::fmt::Debug for BrokerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerContext")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One open connection counted against its address; uncounted on drop.
+#[derive(Debug)]
+pub struct IpSlot {
+    context: Arc<BrokerContext>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.context.lock_connections_per_ip();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl BrokerContext {
+    /// The context of a broker with this configuration and these parts.
+    pub fn new(
+        config: Config,
+        router: RouterHandle,
+        destination_limits: DestinationLimits,
+        queue_memory: Arc<QueueMemory>,
+        auth: Authenticator,
+        publish_rules: Arc<PublishRules>,
+    ) -> BrokerContext {
+        BrokerContext {
+            connection_rate: ConnectionRate::new(
+                config.rate_limits.connections_per_second_per_ip,
+                config.rate_limits.connection_burst_per_ip,
+            ),
+            connections_per_ip: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(0),
+            config,
+            router,
+            destination_limits,
+            queue_memory,
+            auth,
+            publish_rules,
+        }
+    }
+
+    fn lock_connections_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A poisoned lock only means a panic elsewhere; the counts are plain.
+        self.connections_per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new connection from `ip`; `Err` with the refusal's text past
+    /// `rate_limits.connections_per_second_per_ip` or
+    /// `listener.max_connections_per_ip`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<IpSlot, String> {
+        self.connection_rate.admit(ip)?;
+        let mut counts = self.lock_connections_per_ip();
+        let count = counts.entry(ip).or_insert(0);
+        let max = self.config.listener.max_connections_per_ip;
+        if *count >= max {
+            return Err(format!(
+                "too many connections from {ip}: max_connections_per_ip is {max}"
+            ));
+        }
+        *count += 1;
+        Ok(IpSlot {
+            context: self.clone(),
+            ip,
+        })
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}

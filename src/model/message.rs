@@ -1,0 +1,51 @@
+//! A message as the broker holds it between a SEND and its deliveries.
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A routed message. Shared (`Arc`) between a queue and its deliveries.
+#[derive(Debug)]
+pub struct Message {
+    /// The unique `message-id`.
+    pub id: Arc<str>,
+    /// The `destination` header of its MESSAGE frames.
+    pub destination: String,
+    /// Headers passed on, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// The body is UTF-8, so frames can be text WebSocket messages.
+    pub text: bool,
+    /// Expiry, in ms since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+/// Bytes of a header list, as counted against byte bounds: a 64 KiB header
+/// block weighs as much as a 64 KiB body.
+pub(crate) fn headers_size(headers: &[(String, String)]) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 2)
+        .sum()
+}
+
+impl Message {
+    /// What it weighs against queue memory: body, headers, destination and
+    /// id (empty bodies with large headers are not free).
+    pub fn size(&self) -> usize {
+        self.body.len() + headers_size(&self.headers) + self.destination.len() + self.id.len()
+    }
+
+    /// Whether it has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch (message expiry is in these units).
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
