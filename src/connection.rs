@@ -13,7 +13,7 @@ use crate::context::BrokerContext;
 use crate::listener::Endpoint;
 use crate::model::frames;
 use crate::model::session_id::SessionId;
-use crate::outbound::{outbound_queue, Closing, OutFrame, OutboundReceiver, OverflowSignal};
+use crate::outbound::{outbound_channel, Closing, OutFrame, OutboundReceiver, OverflowSignal};
 use crate::session::heartbeat::Heartbeat;
 use crate::session::{ClientInfo, CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
@@ -138,7 +138,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     debug!(subprotocol = ?handshake.subprotocol, "WebSocket open");
     let ip_slot = context.admit(peer_ip);
     let outbound_config = &context.config.outbound;
-    let (queue, outbound) = outbound_queue(
+    let (queue, outbound) = outbound_channel(
         outbound_config.max_queued_frames,
         outbound_config.max_queued_bytes,
     );

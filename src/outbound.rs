@@ -71,7 +71,7 @@ struct Shared {
     max_bytes: usize,
     /// Wakes the writer when frames arrive or the last sender goes.
     ready: Notify,
-    /// Live `OutboundQueue` handles; zero means no more frames will come.
+    /// Live `OutboundSender` handles; zero means no more frames will come.
     senders: AtomicUsize,
     /// Bytes pushed and not yet written (pending plus the writer's batch).
     in_flight_bytes: AtomicUsize,
@@ -97,20 +97,20 @@ impl Shared {
 
 /// The sending half: held by the router for every subscription and by the session.
 #[derive(Debug)]
-pub struct OutboundQueue {
+pub struct OutboundSender {
     shared: Arc<Shared>,
 }
 
-impl Clone for OutboundQueue {
+impl Clone for OutboundSender {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
-        OutboundQueue {
+        OutboundSender {
             shared: self.shared.clone(),
         }
     }
 }
 
-impl Drop for OutboundQueue {
+impl Drop for OutboundSender {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.ready.notify_one();
@@ -125,7 +125,7 @@ pub struct OutboundReceiver {
 }
 
 /// A queue of at most `max_frames` frames and `max_bytes` bytes.
-pub fn outbound_queue(max_frames: usize, max_bytes: usize) -> (OutboundQueue, OutboundReceiver) {
+pub fn outbound_channel(max_frames: usize, max_bytes: usize) -> (OutboundSender, OutboundReceiver) {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending::default()),
         max_frames: max_frames.max(1),
@@ -139,14 +139,14 @@ pub fn outbound_queue(max_frames: usize, max_bytes: usize) -> (OutboundQueue, Ou
         peak_bytes: AtomicUsize::new(0),
     });
     (
-        OutboundQueue {
+        OutboundSender {
             shared: shared.clone(),
         },
         OutboundReceiver { shared },
     )
 }
 
-impl OutboundQueue {
+impl OutboundSender {
     /// Queues a frame without waiting; past the budget the connection is a
     /// slow consumer.
     pub fn push(&self, frame: OutFrame) -> Result<(), PushError> {
@@ -304,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn byte_budget_overflow_is_sticky_and_signalled() {
-        let (queue, receiver) = outbound_queue(10, 100);
+        let (queue, receiver) = outbound_channel(10, 100);
         assert_eq!(queue.push(frame(60)), Ok(()));
         assert_eq!(queue.push(frame(60)), Err(PushError::SlowConsumer));
         // Even a small frame is refused once overflowed.
@@ -316,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn frame_count_overflow() {
-        let (queue, mut receiver) = outbound_queue(2, 1000);
+        let (queue, mut receiver) = outbound_channel(2, 1000);
         assert!(queue.push(frame(1)).is_ok());
         assert!(queue.push(frame(1)).is_ok());
         assert_eq!(queue.push(frame(1)), Err(PushError::SlowConsumer));
@@ -325,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn written_frames_return_budget() {
-        let (queue, mut receiver) = outbound_queue(10, 100);
+        let (queue, mut receiver) = outbound_channel(10, 100);
         queue.push(frame(80)).expect("fits");
         let taken = receiver.try_recv().expect("queued");
         receiver.written(taken.bytes.len());
@@ -337,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn drop_oldest_keeps_the_newest_droppable_frames_and_every_other_frame() {
-        let (queue, mut receiver) = outbound_queue(3, 1000);
+        let (queue, mut receiver) = outbound_channel(3, 1000);
         queue
             .push(OutFrame::new(Bytes::from_static(b"receipt"), true))
             .expect("fits");
@@ -355,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_end_is_seen_when_every_sender_is_gone() {
-        let (queue, mut receiver) = outbound_queue(10, 100);
+        let (queue, mut receiver) = outbound_channel(10, 100);
         let other = queue.clone();
         queue.push(frame(1)).expect("fits");
         drop(queue);

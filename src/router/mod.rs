@@ -30,7 +30,7 @@ use crate::model::destination::{self, PatternWord, SubscribeTarget};
 use crate::model::frames;
 use crate::model::message::epoch_ms;
 pub use crate::model::session_id::SessionId;
-use crate::outbound::{Closing, OutFrame, OutboundQueue, PushError};
+use crate::outbound::{Closing, OutFrame, OutboundSender, PushError};
 use crate::queue::{Queue, QueueArguments, QueueMemory, QueuePolicy, QueuedMessage};
 use crate::store::writer::{PendingReceipt, StoreWriter, WriteBatch};
 use crate::store::{StoreOp, StoredQueue};
@@ -100,7 +100,7 @@ pub enum RouterCommand {
         /// The session.
         session: SessionId,
         /// Where its frames go.
-        outbound: OutboundQueue,
+        outbound: OutboundSender,
         /// Its negotiated version.
         version: Version,
     },
@@ -368,7 +368,7 @@ struct Subscribing {
 
 /// What the router keeps per connected session.
 struct SessionEntry {
-    outbound: OutboundQueue,
+    outbound: OutboundSender,
     version: Version,
     subscriptions: HashMap<Arc<str>, SubscriptionEntry>,
     /// Unsettled deliveries' ack ids → their subscription.

@@ -2,7 +2,7 @@
 //! they are to be acknowledged.
 
 use crate::model::session_id::SessionId;
-use crate::outbound::OutboundQueue;
+use crate::outbound::OutboundSender;
 use std::sync::Arc;
 use stomp_protocol::Version;
 
@@ -46,7 +46,7 @@ pub struct Subscriber {
     /// The connection's STOMP version, for header escaping.
     pub version: Version,
     /// The connection's outbound queue.
-    pub outbound: OutboundQueue,
+    pub outbound: OutboundSender,
     /// Slow-consumer policy `drop-oldest`: its topic messages may be dropped.
     pub drop_oldest: bool,
 }

@@ -19,7 +19,7 @@ mod unsubscribe;
 
 use crate::context::BrokerContext;
 pub use crate::model::close::CloseReason;
-use crate::outbound::{OutFrame, OutboundQueue};
+use crate::outbound::{OutFrame, OutboundSender};
 use crate::router::{RouterCommand, SessionId};
 pub use error::SessionError;
 use heartbeat::Heartbeat;
@@ -65,7 +65,7 @@ pub struct Session {
     subscriptions: HashSet<Arc<str>>,
     /// This session's own handle on its outbound queue (for CONNECTED);
     /// dropped when the session ends so the writer can see the end.
-    outbound: Option<OutboundQueue>,
+    outbound: Option<OutboundSender>,
     heartbeat: Heartbeat,
     /// Open transactions and what they hold.
     transactions: transaction::Transactions,
@@ -95,7 +95,7 @@ impl Session {
         context: Arc<BrokerContext>,
         client: ClientInfo,
         allowed_versions: Vec<Version>,
-        outbound: OutboundQueue,
+        outbound: OutboundSender,
     ) -> Self {
         Session {
             id,

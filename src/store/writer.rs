@@ -9,7 +9,7 @@ use super::coalesce::coalesce;
 use super::{Store, StoreError, StoreOp};
 use crate::model::close::CloseReason;
 use crate::model::frames;
-use crate::outbound::{Closing, OutFrame, OutboundQueue};
+use crate::outbound::{Closing, OutFrame, OutboundSender};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use stomp_protocol::Version;
@@ -23,7 +23,7 @@ const MAX_GROUP: usize = 4096;
 #[derive(Debug)]
 pub struct PendingReceipt {
     /// Where it goes.
-    pub outbound: OutboundQueue,
+    pub outbound: OutboundSender,
     /// The receipt id.
     pub receipt: String,
     /// The session's version, for escaping.
