@@ -10,7 +10,7 @@
 //! destroys the ERROR and the Close frame still on their way to the client.
 
 use crate::context::BrokerContext;
-use crate::listener::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::model::frames;
 use crate::model::session_id::SessionId;
 use crate::outbound::{outbound_channel, Closing, OutFrame, OutboundReceiver, OverflowSignal};
