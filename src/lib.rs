@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod listener;
 pub mod model;
 pub mod outbound;
+pub mod publish_rate;
 pub mod queue;
 pub mod router;
 pub mod session;
