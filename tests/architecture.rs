@@ -21,7 +21,6 @@ const MAX_LINES: usize = 400;
 /// but not grow. Being split elsewhere; empty this list as they are.
 const OVER_LONG_TODAY: &[(&str, usize)] = &[
     ("src/config.rs", 1014),
-    ("src/connection.rs", 649),
     ("src/router/mod.rs", 892),
     ("src/router/queues.rs", 657),
 ];
