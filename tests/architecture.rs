@@ -20,7 +20,6 @@ const MAX_LINES: usize = 400;
 /// Files over [`MAX_LINES`] today, with their count today: they may shrink
 /// but not grow. Being split elsewhere; empty this list as they are.
 const OVER_LONG_TODAY: &[(&str, usize)] = &[
-    ("src/config.rs", 1014),
     ("src/router/mod.rs", 892),
     ("src/router/queues.rs", 657),
 ];
