@@ -83,8 +83,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                     close(&mut self.ws, close_code(error.close), &error.message).await
                 }
-                End::Closed(closing) => {
-                    close(&mut self.ws, close_code(closing.reason), &closing.message).await
+                End::FinalFrame(close_after) => {
+                    close(
+                        &mut self.ws,
+                        close_code(close_after.reason),
+                        &close_after.message,
+                    )
+                    .await
                 }
             }
         };

@@ -16,7 +16,7 @@ mod writer;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
 use crate::model::session_id::SessionId;
-use crate::outbound::{Closing, OutboundReceiver, OverflowSignal};
+use crate::outbound::{CloseAfter, OutboundReceiver, OverflowSignal};
 use crate::session::{CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
 use bytes::{Bytes, BytesMut};
@@ -62,8 +62,9 @@ enum End {
     Disconnect,
     /// ERROR, then close.
     Error(SessionError),
-    /// The router's final ERROR was written: close.
-    Closed(Box<Closing>),
+    /// A final frame (an ERROR queued by the router or the store writer)
+    /// was written: close as its [`CloseAfter`] says.
+    FinalFrame(Box<CloseAfter>),
 }
 
 /// One admitted connection: its WebSocket, its STOMP session, the receiving
@@ -120,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         written = write_batch(&mut self.ws, &self.outbound, &mut batch) => {
                             match written {
                                 Err(_) => return End::ClientGone,
-                                Ok(Some(closing)) => return End::Closed(closing),
+                                Ok(Some(close_after)) => return End::FinalFrame(close_after),
                                 Ok(None) => self.last_write = Instant::now(),
                             }
                         }

@@ -3,7 +3,7 @@
 //! A final frame (one carrying a close order) ends the batch.
 
 use super::Ws;
-use crate::outbound::{Closing, OutFrame, OutboundReceiver};
+use crate::outbound::{CloseAfter, OutFrame, OutboundReceiver};
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
@@ -18,21 +18,21 @@ pub(super) async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut Ws<S>,
     outbound: &OutboundReceiver,
     batch: &mut Vec<OutFrame>,
-) -> Result<Option<Box<Closing>>, WsError> {
+) -> Result<Option<Box<CloseAfter>>, WsError> {
     let mut bytes = 0;
-    let mut closing = None;
+    let mut close_after = None;
     for mut frame in batch.drain(..) {
         bytes += frame.bytes.len();
-        closing = frame.close.take();
+        close_after = frame.close.take();
         ws.feed(to_message(frame)).await?;
-        if closing.is_some() {
+        if close_after.is_some() {
             break;
         }
     }
     batch.clear();
     ws.flush().await?;
     outbound.written(bytes);
-    Ok(closing)
+    Ok(close_after)
 }
 
 /// One STOMP frame as one WebSocket message: text when it is UTF-8.
