@@ -149,7 +149,7 @@ impl Config {
                 "outbound.max_queued_frames",
                 self.outbound.max_queued_frames,
             ),
-            ("router.queue_depth", self.router.queue_depth),
+            ("router.channel_capacity", self.router.channel_capacity),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be greater than 0"));
@@ -202,7 +202,21 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
+        let error = Config::from_toml("[router]\nchannel_capacity = 0\n", "t").unwrap_err();
+        assert!(
+            error.to_string().contains("router.channel_capacity"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_old_name_of_router_channel_capacity_is_still_read() {
+        let config = Config::from_toml("[router]\nqueue_depth = 123\n", "t").expect("parses");
+        assert_eq!(config.router.channel_capacity, 123);
         let error = Config::from_toml("[router]\nqueue_depth = 0\n", "t").unwrap_err();
-        assert!(error.to_string().contains("router.queue_depth"), "{error}");
+        assert!(
+            error.to_string().contains("router.channel_capacity"),
+            "{error}"
+        );
     }
 }

@@ -9,8 +9,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
-    /// Capacity of the router's command channel.
-    pub queue_depth: usize,
+    /// Capacity of the router's command channel, in commands. Written
+    /// `queue_depth` before; that name is still read.
+    #[serde(alias = "queue_depth")]
+    pub channel_capacity: usize,
     /// Bytes of SEND bodies and headers in commands waiting for the router.
     pub max_queued_bytes: usize,
 }
@@ -18,7 +20,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
-            queue_depth: 4096,
+            channel_capacity: 4096,
             max_queued_bytes: 64 * 1024 * 1024,
         }
     }
