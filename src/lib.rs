@@ -5,6 +5,7 @@
 //! subscriptions and fans messages out into each connection's [`outbound`]
 //! queue. `docs/architecture.md` draws the tasks and channels.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod broker;

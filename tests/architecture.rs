@@ -96,6 +96,18 @@ fn no_source_file_is_over_the_line_limit() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+#[test]
+fn the_broker_and_the_codec_forbid_unsafe_code() {
+    for root in ["src/lib.rs", "src/main.rs", "protocol/src/lib.rs"] {
+        let text = fs::read_to_string(repo().join(root)).expect("crate root readable");
+        assert!(
+            text.lines()
+                .any(|line| line.trim() == "#![forbid(unsafe_code)]"),
+            "{root} must keep #![forbid(unsafe_code)]"
+        );
+    }
+}
+
 /// Lines before the first `#[cfg(test)]` (the test module comes last).
 fn non_test_lines(text: &str) -> usize {
     text.lines()
