@@ -90,7 +90,7 @@ impl Broker {
         let queue_memory = Arc::new(QueueMemory::new(config.limits.max_queued_message_bytes));
         let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
         let (router, _router_task) = spawn_router(RouterSettings {
-            queue_depth: config.router.queue_depth,
+            queue_depth: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,
             caps: crate::router::StateCaps::from_limits(&config.limits),
             queue_policy,

@@ -5,6 +5,7 @@
 //! subscriptions and fans messages out into each connection's [`outbound`]
 //! queue. `docs/architecture.md` draws the tasks and channels.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod broker;
@@ -12,9 +13,11 @@ pub mod config;
 pub mod connection;
 pub mod connection_rate;
 pub mod context;
+pub mod endpoint;
 pub mod listener;
 pub mod model;
 pub mod outbound;
+pub mod publish_rate;
 pub mod queue;
 pub mod router;
 pub mod session;

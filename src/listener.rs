@@ -1,7 +1,6 @@
 //! The accept loop: take a permit, accept, spawn. It never waits on a peer;
 //! handshakes run in the spawned task. Accept errors (EMFILE, ...) back off.
 
-use crate::config::EndpointConfig;
 use crate::connection;
 use crate::context::BrokerContext;
 use crate::shutdown::Shutdown;
@@ -9,27 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tracing::warn;
 
-/// One `[[listeners]]` entry as its connections see it: where they came in,
-/// and its TLS acceptor (`wss://`) when it has one.
-#[derive(Clone)]
-pub struct Endpoint {
-    /// Its configuration (path, Origin rules).
-    pub config: EndpointConfig,
-    /// `wss://`: TLS first, then the WebSocket upgrade.
-    pub tls: Option<TlsAcceptor>,
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("config", &self.config)
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
+// Re-exported so that `listener::Endpoint` keeps working for the broker,
+// which builds one per `[[listeners]]` entry.
+pub use crate::endpoint::Endpoint;
 
 /// Accepts on one listener until shutdown. `permits`, shared by all
 /// listeners, bounds the connections served at once.

@@ -1,4 +1,5 @@
 //! The `stomphub` binary: CLI, logging, config, run until SIGINT/SIGTERM.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use std::io::Write;

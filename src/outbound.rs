@@ -24,8 +24,9 @@ pub struct OutFrame {
     pub bytes: Bytes,
     /// The whole frame is valid UTF-8 and may go out as a text message.
     pub text: bool,
-    /// Set on a final ERROR from the router: close the connection after it.
-    pub close: Option<Box<Closing>>,
+    /// Set on a final frame (an ERROR from the router or the store writer):
+    /// close the connection after it, as this says.
+    pub close: Option<Box<CloseAfter>>,
 }
 
 impl OutFrame {
@@ -39,9 +40,10 @@ impl OutFrame {
     }
 }
 
-/// How to close after a final frame.
+/// The close order a final frame carries: after writing it, the connection
+/// closes with this reason (its close code) and message (its close text).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Closing {
+pub struct CloseAfter {
     /// The close code's meaning.
     pub reason: CloseReason,
     /// The close reason text (the ERROR's `message`).
@@ -53,8 +55,10 @@ pub struct Closing {
 pub enum PushError {
     /// The connection is too far behind; it is being closed.
     SlowConsumer,
-    /// The connection has gone away.
-    Closed,
+    /// The connection has gone away. (Not produced today: a push to a
+    /// connection whose writer is gone is accepted, and freed when the last
+    /// sender goes.)
+    Gone,
 }
 
 /// Frames waiting, with whether each may be dropped under pressure.

@@ -31,12 +31,7 @@ async fn a_wildcard_inside_a_word_is_refused_at_subscribe() {
     for destination in ["/topic/foo/#", "/topic/a*", "/topic/a.b#"] {
         let mut client = Client::connect(&broker.url()).await;
         client
-            .send(
-                Frame::new(Command::Subscribe)
-                    .header("id", "0")
-                    .header("destination", destination)
-                    .header("receipt", "r"),
-            )
+            .send_subscribe("0", destination, &[("receipt", "r")])
             .await;
         let error = client
             .expect_error(
@@ -144,13 +139,7 @@ async fn queues_created_on_first_use_are_capped() {
         .await;
     // SUBSCRIBE to a new queue is refused the same way.
     let mut subscriber = Client::connect(&broker.url()).await;
-    subscriber
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "s")
-                .header("destination", "/queue/d"),
-        )
-        .await;
+    subscriber.send_subscribe("s", "/queue/d", &[]).await;
     subscriber
         .expect_error("max_queues is 3", CloseCode::Policy)
         .await;
@@ -176,11 +165,10 @@ async fn durable_subscriptions_are_capped_per_connection_and_in_total() {
         )
         .await;
     first
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "d2")
-                .header("destination", "/topic/durable.two")
-                .header("durable-subscription-name", "two"),
+        .send_subscribe(
+            "d2",
+            "/topic/durable.two",
+            &[("durable-subscription-name", "two")],
         )
         .await;
     first
@@ -199,11 +187,10 @@ async fn durable_subscriptions_are_capped_per_connection_and_in_total() {
         .await;
     let mut third = Client::connect(&broker.url()).await;
     third
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "d")
-                .header("destination", "/topic/durable.three")
-                .header("durable-subscription-name", "three"),
+        .send_subscribe(
+            "d",
+            "/topic/durable.three",
+            &[("durable-subscription-name", "three")],
         )
         .await;
     third
@@ -266,13 +253,7 @@ async fn subscriptions_are_capped_in_total() {
     let mut client = Client::connect(&broker.url()).await;
     client.subscribe("1", "/topic/one").await;
     client.subscribe("2", "/topic/two").await;
-    client
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "3")
-                .header("destination", "/topic/three"),
-        )
-        .await;
+    client.send_subscribe("3", "/topic/three", &[]).await;
     client
         .expect_error("max_subscriptions is 3", CloseCode::Policy)
         .await;
@@ -298,11 +279,7 @@ async fn a_reply_queue_cannot_take_over_a_subscription_id() {
     client.send(request("/temp-queue/y", "r")).await;
     client.expect_receipt("r").await;
     client
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "/temp-queue/y")
-                .header("destination", "/topic/victim"),
-        )
+        .send_subscribe("/temp-queue/y", "/topic/victim", &[])
         .await;
     client
         .expect_error("already in use on this connection", CloseCode::Protocol)

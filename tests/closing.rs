@@ -166,15 +166,7 @@ async fn lenient_a_client_whose_websocket_answers_pings_is_kept() {
             other => panic!("expected silence, got {other:?}"),
         }
     }
-    client
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "1")
-                .header("destination", "/topic/x")
-                .header("receipt", "alive"),
-        )
-        .await;
-    client.expect_receipt("alive").await;
+    client.subscribe_confirmed("1", "/topic/x", "alive").await;
 }
 
 #[tokio::test]
@@ -191,15 +183,7 @@ async fn absurd_heart_beat_values_are_clamped_never_a_panic() {
     ] {
         let (mut client, got) = connect_with_heartbeat(&broker.url, asked).await;
         assert_eq!(got, settled, "CONNECTED heart-beat for {asked}");
-        client
-            .send(
-                Frame::new(Command::Subscribe)
-                    .header("id", "1")
-                    .header("destination", "/topic/x")
-                    .header("receipt", "r"),
-            )
-            .await;
-        client.expect_receipt("r").await;
+        client.subscribe_confirmed("1", "/topic/x", "r").await;
         client.expect_silence(Duration::from_millis(100)).await;
     }
     assert!(broker.alive());

@@ -55,15 +55,7 @@ async fn client_heart_beats_keep_the_connection_alive() {
         tokio::time::sleep(Duration::from_millis(60)).await;
         client.send_text("\n").await;
     }
-    client
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "1")
-                .header("destination", "/topic/x")
-                .header("receipt", "alive"),
-        )
-        .await;
-    client.expect_receipt("alive").await;
+    client.subscribe_confirmed("1", "/topic/x", "alive").await;
 }
 
 #[tokio::test]

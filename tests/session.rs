@@ -338,13 +338,7 @@ async fn duplicate_subscription_id_is_an_error() {
     let broker = start_default().await;
     let mut client = Client::connect(&broker.url()).await;
     client.subscribe("s", "/topic/a").await;
-    client
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "s")
-                .header("destination", "/topic/b"),
-        )
-        .await;
+    client.send_subscribe("s", "/topic/b", &[]).await;
     client
         .expect_error("already in use", CloseCode::Protocol)
         .await;

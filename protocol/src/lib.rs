@@ -8,6 +8,7 @@
 //!
 //! nom is an implementation detail: its error types never leave this crate.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod decode;
 mod encode;

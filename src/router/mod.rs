@@ -30,7 +30,7 @@ use crate::model::destination::{self, PatternWord, SubscribeTarget};
 use crate::model::frames;
 use crate::model::message::epoch_ms;
 pub use crate::model::session_id::SessionId;
-use crate::outbound::{Closing, OutFrame, OutboundSender, PushError};
+use crate::outbound::{CloseAfter, OutFrame, OutboundSender, PushError};
 use crate::queue::{Queue, QueueArguments, QueueMemory, QueuePolicy, QueuedMessage};
 use crate::store::writer::{PendingReceipt, StoreWriter, WriteBatch};
 use crate::store::{StoreOp, StoredQueue};
@@ -832,7 +832,7 @@ impl Router {
         let _ = entry.outbound.push(OutFrame {
             bytes,
             text: true,
-            close: Some(Box::new(Closing { reason, message })),
+            close: Some(Box::new(CloseAfter { reason, message })),
         });
         self.remove_session(session);
     }

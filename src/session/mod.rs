@@ -10,7 +10,6 @@ mod connect;
 mod disconnect;
 pub mod error;
 pub mod heartbeat;
-pub mod rate_limit;
 mod reply_to;
 mod send;
 mod subscribe;
@@ -22,6 +21,9 @@ pub use crate::model::close::CloseReason;
 use crate::outbound::{OutFrame, OutboundSender};
 use crate::router::{RouterCommand, SessionId};
 pub use error::SessionError;
+// The publish rate rules live below the broker context, which holds them;
+// the old path stays for the files that still name it.
+pub use crate::publish_rate as rate_limit;
 use heartbeat::Heartbeat;
 use std::collections::HashSet;
 use std::sync::Arc;

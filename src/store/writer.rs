@@ -9,7 +9,7 @@ use super::coalesce::coalesce;
 use super::{Store, StoreError, StoreOp};
 use crate::model::close::CloseReason;
 use crate::model::frames;
-use crate::outbound::{Closing, OutFrame, OutboundSender};
+use crate::outbound::{CloseAfter, OutFrame, OutboundSender};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use stomp_protocol::Version;
@@ -180,7 +180,7 @@ fn release(pending: PendingReceipt, failure: Option<&StoreError>) {
             OutFrame {
                 bytes,
                 text: true,
-                close: Some(Box::new(Closing {
+                close: Some(Box::new(CloseAfter {
                     reason: CloseReason::InternalError,
                     message,
                 })),

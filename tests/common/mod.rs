@@ -15,6 +15,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// A SUBSCRIBE frame: `id`, `destination`, then `headers` in order.
+pub fn subscribe_frame(id: &str, destination: &str, headers: &[(&str, &str)]) -> Frame {
+    let mut frame = Frame::new(Command::Subscribe)
+        .header("id", id)
+        .header("destination", destination);
+    for (name, value) in headers {
+        frame = frame.header(*name, *value);
+    }
+    frame
+}
+
 /// The embedded default config on a free loopback port. Its data directory
 /// is set by `start`, one per broker.
 pub fn test_config() -> Config {
@@ -202,16 +213,23 @@ impl Client {
             .is_ok()
     }
 
+    /// Subscribes and waits for the RECEIPT (`sub-{id}`): after it, every
+    /// later publish reaches the subscription.
     pub async fn subscribe(&mut self, id: &str, destination: &str) {
-        let receipt = format!("sub-{id}");
-        self.send(
-            Frame::new(Command::Subscribe)
-                .header("id", id)
-                .header("destination", destination)
-                .header("receipt", &receipt),
-        )
-        .await;
-        self.expect_receipt(&receipt).await;
+        self.subscribe_confirmed(id, destination, &format!("sub-{id}"))
+            .await;
+    }
+
+    /// Subscribes with `receipt` and waits for that RECEIPT.
+    pub async fn subscribe_confirmed(&mut self, id: &str, destination: &str, receipt: &str) {
+        self.send_confirmed(subscribe_frame(id, destination, &[]), receipt)
+            .await;
+    }
+
+    /// Sends a SUBSCRIBE (with extra headers) without waiting for anything:
+    /// for the ones the broker must refuse.
+    pub async fn send_subscribe(&mut self, id: &str, destination: &str, headers: &[(&str, &str)]) {
+        self.send(subscribe_frame(id, destination, headers)).await;
     }
 
     /// Sends `frame` with a receipt and waits for it.
@@ -222,13 +240,11 @@ impl Client {
 
     /// Subscribes with extra headers (ack mode, prefetch, ...), confirmed.
     pub async fn subscribe_with(&mut self, id: &str, destination: &str, headers: &[(&str, &str)]) {
-        let mut frame = Frame::new(Command::Subscribe)
-            .header("id", id)
-            .header("destination", destination);
-        for (name, value) in headers {
-            frame = frame.header(*name, *value);
-        }
-        self.send_confirmed(frame, &format!("sub-{id}")).await;
+        self.send_confirmed(
+            subscribe_frame(id, destination, headers),
+            &format!("sub-{id}"),
+        )
+        .await;
     }
 
     /// ACKs (or NACKs) a MESSAGE by its `ack` header (STOMP 1.2).

@@ -1,0 +1,133 @@
+//! A connection's way in: TCP options, the TLS handshake (`wss://`) and the
+//! WebSocket upgrade under one `listener.handshake_timeout`, then the
+//! per-address admission. Refused clients still get an ERROR over the open
+//! WebSocket, so that a browser (which never sees an HTTP status) reads why.
+
+use super::{Connection, End};
+use crate::context::BrokerContext;
+use crate::endpoint::Endpoint;
+use crate::model::session_id::SessionId;
+use crate::outbound::outbound_channel;
+use crate::session::{ClientInfo, CloseReason, Session, SessionError};
+use crate::shutdown::Shutdown;
+use crate::websocket;
+use bytes::BytesMut;
+use std::sync::Arc;
+use stomp_protocol::Decoder;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tracing::debug;
+
+/// Handshakes, admits and serves one accepted TCP connection.
+pub(super) async fn run(
+    stream: TcpStream,
+    peer_ip: std::net::IpAddr,
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
+    shutdown: Shutdown,
+) {
+    // Half-open peers are found by TCP keepalive even with heart-beats off.
+    if let Err(error) = crate::socket_options::configure(&stream) {
+        debug!(%error, "socket options not set");
+    }
+    // TLS and WebSocket handshakes share one limit, in this task.
+    let deadline = Instant::now() + context.config.listener.handshake_timeout;
+    // Boxed futures: a task keeps room for its largest await point as long
+    // as it lives, and the handshakes (tungstenite keeps a 4 KiB read chunk
+    // inline), TLS and the closing words are large but brief. Boxed, an idle
+    // connection's task holds only the live connection.
+    match endpoint.tls.clone() {
+        None => {
+            Box::pin(serve_stream(
+                stream, deadline, peer_ip, id, context, endpoint, shutdown,
+            ))
+            .await
+        }
+        Some(acceptor) => match timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
+            Ok(Ok(tls)) => {
+                Box::pin(serve_stream(
+                    tls, deadline, peer_ip, id, context, endpoint, shutdown,
+                ))
+                .await
+            }
+            Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
+            Err(_) => debug!("TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    deadline: Instant,
+    peer_ip: std::net::IpAddr,
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
+    shutdown: Shutdown,
+) {
+    let handshake_timeout = context.config.listener.handshake_timeout;
+    let (ws, handshake) = match timeout_at(
+        deadline,
+        Box::pin(websocket::accept(stream, &context.config, &endpoint.config)),
+    )
+    .await
+    {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(error)) => {
+            debug!(%error, "WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(?handshake_timeout, "WebSocket handshake timed out");
+            return;
+        }
+    };
+    debug!(subprotocol = ?handshake.subprotocol, "WebSocket open");
+    let ip_slot = context.admit(peer_ip);
+    let outbound_config = &context.config.outbound;
+    let (queue, outbound) = outbound_channel(
+        outbound_config.max_queued_frames,
+        outbound_config.max_queued_bytes,
+    );
+    let now = Instant::now();
+    let mut connection = Connection {
+        decoder: Decoder::new(context.config.limits.frame_limits()),
+        session: Session::new(
+            id,
+            context.clone(),
+            ClientInfo {
+                ip: peer_ip,
+                bearer: handshake.bearer,
+                origin: handshake.origin,
+            },
+            handshake.allowed_versions,
+            queue,
+        ),
+        ws,
+        overflow: outbound.overflow_signal(),
+        outbound,
+        buffer: BytesMut::new(),
+        last_read: now,
+        last_write: now,
+        pinged: false,
+        read_paused_until: None,
+        connect_deadline: now + context.config.listener.connect_timeout,
+        grace: context.config.stomp.heartbeat_grace,
+        ping_late: context.config.stomp.heartbeat_ping,
+        frame_limits: context.config.limits.frame_limits(),
+    };
+    let _ip_slot = match ip_slot {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            // Refused after the upgrade, so that the client (a browser
+            // too, which never sees an HTTP status) reads why.
+            let error = SessionError::new(refusal, CloseReason::PolicyViolation);
+            Box::pin(connection.finish(End::Error(error))).await;
+            return;
+        }
+    };
+    let end = connection.drive(shutdown).await;
+    Box::pin(connection.finish(end)).await;
+}

@@ -1,0 +1,240 @@
+//! Drives one WebSocket connection: reads messages into the decoder, feeds
+//! frames to the session, and hands the outbound queue to the writer, until
+//! the connection ends one way or another ([`End`]).
+//!
+//! The rest of a connection's life has a file each: [`admission`] (TLS,
+//! the WebSocket handshake under the timeout, per-address admission),
+//! [`timers`] (heart-beats, the CONNECT deadline, token expiry), [`writer`]
+//! (the outbound queue in batches, one flush each) and [`closing`] (ERROR,
+//! the Close frame and the linger after it).
+
+mod admission;
+mod closing;
+mod timers;
+mod writer;
+
+use crate::context::BrokerContext;
+use crate::endpoint::Endpoint;
+use crate::model::session_id::SessionId;
+use crate::outbound::{CloseAfter, OutboundReceiver, OverflowSignal};
+use crate::session::{CloseReason, Flow, Session, SessionError};
+use crate::shutdown::Shutdown;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use stomp_protocol::{Decoder, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info_span, Instrument};
+use writer::{write_batch, WRITE_BATCH};
+
+pub use closing::{linger, LINGER_BYTES, LINGER_TIME};
+
+type Ws<S> = WebSocketStream<S>;
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
+    shutdown: Shutdown,
+) {
+    let id = SessionId(context.next_session_id());
+    let span = info_span!("conn", id = id.0, %peer);
+    admission::run(stream, peer.ip(), id, context, endpoint, shutdown)
+        .instrument(span)
+        .await;
+}
+
+/// How the read/write loop ended.
+enum End {
+    /// The TCP connection ended or failed without a Close frame.
+    ClientGone,
+    /// The client sent a Close frame: answer it (same code), then close.
+    ClientClosed,
+    /// DISCONNECT: write what is queued, then close normally.
+    Disconnect,
+    /// ERROR, then close.
+    Error(SessionError),
+    /// A final frame (an ERROR queued by the router or the store writer)
+    /// was written: close as its [`CloseAfter`] says.
+    FinalFrame(Box<CloseAfter>),
+}
+
+/// One admitted connection: its WebSocket, its STOMP session, the receiving
+/// half of its outbound queue, and the state its timers read.
+struct Connection<S> {
+    ws: Ws<S>,
+    session: Session,
+    outbound: OutboundReceiver,
+    /// Fires when the router found this connection over its outbound budget.
+    overflow: OverflowSignal,
+    decoder: Decoder,
+    /// Received bytes not yet decoded (at most one partial frame, bounded by the limits).
+    buffer: BytesMut,
+    last_read: Instant,
+    last_write: Instant,
+    /// A WebSocket ping was sent because the client's heart-beat is late.
+    pinged: bool,
+    /// A publish rate limit: nothing is read or decoded until then (writes
+    /// and heart-beats go on).
+    read_paused_until: Option<Instant>,
+    connect_deadline: Instant,
+    grace: f64,
+    /// `stomp.heartbeat_ping`: ping late clients, count pings and pongs.
+    ping_late: bool,
+    /// Frame size limits, named in the ERROR for an oversized message.
+    frame_limits: Limits,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The read/write loop: shutdown, overflow, outbound batches, client
+    /// messages and timers, in that order of priority.
+    async fn drive(&mut self, mut shutdown: Shutdown) -> End {
+        // Grows on first use: an idle connection never needs 64 slots.
+        let mut batch = Vec::new();
+        loop {
+            let timer = self.next_timer();
+            let paused_until = self.read_paused_until;
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => {
+                    return End::Error(SessionError::new("server shutting down", CloseReason::GoingAway));
+                }
+                _ = self.overflow.wait() => return End::Error(slow_consumer()),
+                received = self.outbound.recv_many(&mut batch, WRITE_BATCH) => {
+                    if received == 0 {
+                        return End::Disconnect;
+                    }
+                    // A client that stops reading blocks this write; the
+                    // overflow signal and shutdown still end it.
+                    tokio::select! {
+                        biased;
+                        _ = self.overflow.wait() => return End::Error(slow_consumer()),
+                        _ = shutdown.wait() => return End::ClientGone,
+                        written = write_batch(&mut self.ws, &self.outbound, &mut batch) => {
+                            match written {
+                                Err(_) => return End::ClientGone,
+                                Ok(Some(close_after)) => return End::FinalFrame(close_after),
+                                Ok(None) => self.last_write = Instant::now(),
+                            }
+                        }
+                    }
+                }
+                message = self.ws.next(), if paused_until.is_none() => {
+                    if let Some(end) = self.on_message(message).await {
+                        return end;
+                    }
+                }
+                _ = sleep_until(paused_until.unwrap_or(timer)), if paused_until.is_some() => {
+                    self.read_paused_until = None;
+                    if let Some(end) = self.decode_buffered().await {
+                        return end;
+                    }
+                }
+                _ = sleep_until(timer) => {
+                    if let Some(end) = self.on_timer().await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one WebSocket message; `Some` ends the loop.
+    async fn on_message(&mut self, message: Option<Result<Message, WsError>>) -> Option<End> {
+        let data: Bytes = match message {
+            None => return Some(End::ClientGone),
+            Some(Ok(Message::Close(_))) => return Some(End::ClientClosed),
+            Some(Err(error)) => return Some(transport_error(error, &self.frame_limits)),
+            Some(Ok(Message::Text(text))) => text.into(),
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                // Pings are answered by tungstenite. Lenient, both count as a
+                // sign of life; strict, only STOMP bytes do.
+                if self.ping_late {
+                    self.alive();
+                }
+                return None;
+            }
+        };
+        self.alive();
+        self.buffer.extend_from_slice(&data);
+        self.decode_buffered().await
+    }
+
+    /// Handles the whole frames in the buffer; `Some` ends the loop.
+    async fn decode_buffered(&mut self) -> Option<End> {
+        loop {
+            let frame = match self.decoder.decode(&mut self.buffer) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(error) => return Some(End::Error(error.into())),
+            };
+            let handled = self.session.handle(frame).await;
+            // Time the broker spent on the frame (publisher back-pressure)
+            // is not the client's silence.
+            self.alive();
+            match handled {
+                Ok(Flow::Continue) => {
+                    if let Some(version) = self.session.version() {
+                        self.decoder.set_version(version);
+                    }
+                    if let Some(until) = self.session.take_read_pause() {
+                        // Over a publish rate: the rest waits in the buffer
+                        // (and the socket), and the pause is not the
+                        // client's silence.
+                        self.read_paused_until = Some(until);
+                        self.last_read = self.last_read.max(until);
+                        return None;
+                    }
+                }
+                // Frames after DISCONNECT are ignored.
+                Ok(Flow::Disconnect) => return Some(End::Disconnect),
+                Err(error) => return Some(End::Error(error)),
+            }
+        }
+    }
+
+    fn alive(&mut self) {
+        self.last_read = Instant::now();
+        self.pinged = false;
+    }
+}
+
+fn slow_consumer() -> SessionError {
+    SessionError::new("slow consumer", CloseReason::PolicyViolation).with_detail(
+        "The client did not read its messages fast enough and exceeded its outbound budget \
+         (outbound.max_queued_bytes / max_queued_frames).",
+    )
+}
+
+/// Maps a tungstenite read error to how the connection ends.
+fn transport_error(error: WsError, limits: &Limits) -> End {
+    match error {
+        // tungstenite's `size` is the announced frame length or the bytes
+        // received so far: not worth reporting. The limits are.
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Error(SessionError::new(
+            format!(
+                "WebSocket message too large: frame body exceeds max_body_bytes ({} bytes) \
+                 or headers exceed max_header_bytes ({} bytes)",
+                limits.max_body_bytes, limits.max_header_bytes
+            ),
+            CloseReason::TooBig,
+        )),
+        WsError::Utf8(_) => End::Error(SessionError::new(
+            "a WebSocket text message was not valid UTF-8",
+            CloseReason::InvalidData,
+        )),
+        error => {
+            debug!(%error, "connection lost");
+            End::ClientGone
+        }
+    }
+}
