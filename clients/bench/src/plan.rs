@@ -44,7 +44,8 @@ pub struct PlanArgs {
     /// Run only these targets of the plan (repeatable; `--with` targets always run).
     #[arg(long = "target", value_name = "NAME")]
     pub target: Vec<String>,
-    /// Also measure a running broker: `name=url@pid`, e.g.
+    /// Also measure a running broker: `name=url@pid` (replacing the plan's
+    /// target of that name, if any), e.g.
     /// `rabbitmq=ws://127.0.0.1:15674/ws@$(pgrep -f beam.smp)`.
     #[arg(long = "with", value_name = "NAME=URL@PID")]
     pub with: Vec<String>,
@@ -276,7 +277,11 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
         plan.targets.retain(|t| args.target.contains(&t.name));
     }
     for spec in &args.with {
-        plan.targets.push(running_target(spec)?);
+        // A running broker named like a plan target takes its place, so
+        // that cases naming that target run against it.
+        let running = running_target(spec)?;
+        plan.targets.retain(|t| t.name != running.name);
+        plan.targets.push(running);
     }
     let mut skipped: Vec<String> = Vec::new();
     plan.targets.retain(|t| match t.command.first() {
