@@ -8,12 +8,13 @@
 //!
 //! At full speed the publisher stays at most `window` messages ahead of the
 //! slowest subscriber (so no broker need drop anything); with `--rate` it
-//! publishes at a fixed rate. Each body carries its sequence number and send
-//! time, so subscribers measure latency and count losses and duplicates.
+//! publishes at a fixed rate. Each body carries a stamp (delivery.rs), so
+//! subscribers measure latency and count losses, duplicates and reordering.
 
 use crate::connection::Connection;
+use crate::delivery::{Outcome, Stamp, Tally};
 use crate::report::Report;
-use crate::stats::{percentile, CpuMeter};
+use crate::stats::{CpuMeter, ThreadMeter};
 use crate::Fallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,16 +59,17 @@ pub struct LoadArgs {
     /// Broker URL.
     #[arg(long, default_value = "ws://127.0.0.1:61614/ws")]
     pub url: String,
-    /// Messages to publish.
+    /// Messages to publish (per publisher in `publishers`).
     #[arg(long, default_value_t = 20000)]
     pub messages: u64,
-    /// Messages per second; 0 publishes as fast as the slowest subscriber allows.
+    /// Messages per second (per publisher in `publishers`); 0 publishes as
+    /// fast as the slowest subscriber allows.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// At full speed, how far the publisher may run ahead of the slowest subscriber.
+    /// At full speed, how far a publisher may run ahead of the slowest subscriber.
     #[arg(long, default_value_t = 500)]
     pub window: u64,
-    /// Body size in bytes (at least 40).
+    /// Body size in bytes (at least 50: sequence, send time, publisher).
     #[arg(long, default_value_t = 100)]
     pub body: usize,
     /// The broker's process id, to read its CPU time from /proc.
@@ -81,14 +83,6 @@ struct Layout {
     topics: Vec<String>,
     /// Per subscriber: its SUBSCRIBE destination, and for each topic whether it matches.
     subscribers: Vec<(String, Arc<Vec<bool>>)>,
-}
-
-/// What one subscriber saw.
-struct Seen {
-    received: u64,
-    expected: u64,
-    duplicates: u64,
-    latencies_us: Vec<u32>,
 }
 
 /// Shared by the subscriber tasks and the publisher.
@@ -107,7 +101,7 @@ async fn subscribe(
     destination: String,
     matches: Arc<Vec<bool>>,
     progress: Arc<AtomicU64>,
-) -> Fallible<Seen> {
+) -> Fallible<Tally> {
     let mut connection = Connection::open(&shared.load.url).await?;
     connection
         .subscribe_confirmed("sub-0", &destination, &format!("ready-{index}"), &[])
@@ -116,21 +110,8 @@ async fn subscribe(
     let messages = shared.load.messages;
     let wanted = |sequence: u64| matches[(sequence % shared.topic_count) as usize];
     let expected = (0..messages).filter(|s| wanted(*s)).count() as u64;
-    let last_wanted = (0..messages).rev().find(|s| wanted(*s));
-    // Sample latencies so that big runs stay small in memory.
-    let sample_every = (shared.expected_total / 2_000_000).max(1);
-    let mut seen = Seen {
-        received: 0,
-        expected,
-        duplicates: 0,
-        latencies_us: Vec::new(),
-    };
-    let Some(last_wanted) = last_wanted else {
-        progress.store(u64::MAX, Ordering::Release);
-        return Ok(seen);
-    };
-    let mut next_expected = 0u64;
-    while next_expected <= last_wanted {
+    let mut tally = Tally::new(1, messages, expected, shared.expected_total);
+    while !tally.complete() {
         let frame = match tokio::time::timeout(Duration::from_secs(5), connection.next()).await {
             Ok(frame) => frame?,
             Err(_) => break, // nothing for 5 s: the rest is lost
@@ -138,29 +119,17 @@ async fn subscribe(
         if frame.command != Command::Message {
             return Err(format!("subscriber: {:?}", frame.get("message")).into());
         }
-        let body = &frame.body;
-        let parse = |range: std::ops::Range<usize>| -> u64 {
-            body.get(range)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0)
-        };
-        let (sequence, sent_ns) = (parse(0..20), parse(20..40));
-        if sequence < next_expected || !wanted(sequence) {
-            seen.duplicates += 1;
-            continue;
+        let now_ns = shared.epoch.elapsed().as_nanos() as u64;
+        match Stamp::parse(&frame.body) {
+            Some(stamp) => {
+                tally.record(stamp, wanted(stamp.sequence), now_ns);
+            }
+            None => tally.duplicates += 1,
         }
-        next_expected = sequence + 1;
-        seen.received += 1;
-        progress.store(next_expected, Ordering::Release);
-        if seen.received % sample_every == 0 {
-            let now_ns = shared.epoch.elapsed().as_nanos() as u64;
-            seen.latencies_us
-                .push((now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32);
-        }
+        progress.store(tally.progress(0), Ordering::Release);
     }
     progress.store(u64::MAX, Ordering::Release);
-    Ok(seen)
+    Ok(tally)
 }
 
 /// Scenario `fanout`.
@@ -252,8 +221,8 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut publisher = Connection::open(&load.url).await?;
-    let padding = "x".repeat(load.body.saturating_sub(40));
     let meter = CpuMeter::start(load.pid);
+    let thread_meter = load.pid.map(ThreadMeter::start);
     let started = Instant::now();
     for sequence in 0..load.messages {
         if load.rate > 0 {
@@ -283,58 +252,39 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
             .send(
                 Frame::new(Command::Send)
                     .header("destination", topic.clone())
-                    .body(format!("{sequence:020}{sent_ns:020}{padding}")),
+                    .body(
+                        Stamp {
+                            sequence,
+                            sent_ns,
+                            publisher: 0,
+                        }
+                        .body(load.body),
+                    ),
             )
             .await?;
     }
     publisher.flush().await?;
-    let mut seen = Vec::new();
+    let mut tallies = Vec::new();
     for subscriber in subscribers {
-        seen.push(subscriber.await??);
+        tallies.push(subscriber.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = meter.used();
-    let delivered: u64 = seen.iter().map(|s| s.received).sum();
-    let expected: u64 = seen.iter().map(|s| s.expected).sum();
-    let duplicates: u64 = seen.iter().map(|s| s.duplicates).sum();
-    let mut latencies: Vec<Duration> = seen
-        .iter()
-        .flat_map(|s| {
-            s.latencies_us
-                .iter()
-                .map(|us| Duration::from_micros(u64::from(*us)))
-        })
-        .collect();
-    latencies.sort_unstable();
-    let ms = |p: f64| percentile(&latencies, p).as_secs_f64() * 1e3;
-    let (p50, p99, p999) = (ms(0.5), ms(0.99), ms(0.999));
+    let threads = thread_meter.and_then(|m| m.used());
     let mode = if load.rate > 0 {
         format!("{} msg/s", load.rate)
     } else {
         format!("full speed, window {}", load.window)
     };
-    let mut report = Report::default();
-    report.line(format!(
-        "{} | {} messages of {} B | {mode}",
-        layout.title, load.messages, load.body
-    ));
-    report.line(format!(
-        "delivered {delivered} of {expected} in {elapsed:.2} s: {:.0} deliveries/s | latency p50 {p50:.2} ms p99 {p99:.2} ms p999 {p999:.2} ms | lost {} | duplicates {duplicates}",
-        delivered as f64 / elapsed,
-        expected - delivered,
-    ));
-    report.cpu(cpu, delivered as f64, "deliveries per broker CPU-s");
-    report.figure("deliveries/s", delivered as f64 / elapsed);
-    report.figure("p50 ms", p50);
-    report.figure("p99 ms", p99);
-    report.figure("p999 ms", p999);
-    report.figure("lost", (expected - delivered) as f64);
-    report.figure("duplicates", duplicates as f64);
-    if delivered < expected {
-        report.problem(format!("{} deliveries lost", expected - delivered));
-    }
-    if duplicates > 0 {
-        report.problem(format!("{duplicates} duplicate deliveries"));
-    }
-    Ok(report)
+    let outcome = Outcome {
+        title: format!(
+            "{} | {} messages of {} B | {mode}",
+            layout.title, load.messages, load.body
+        ),
+        tallies: &tallies,
+        elapsed,
+        cpu,
+        threads,
+    };
+    Ok(outcome.report())
 }

@@ -1,17 +1,20 @@
 //! stomphub-bench: load for any STOMP-over-WebSocket broker.
 //!
-//! Scenarios (one file each): `fanout` and `topics` (fanout.rs), `queue`,
-//! `idle`, `micro`; `plan` runs a plan file of scenarios against several
+//! Scenarios (one file each): `fanout` and `topics` (fanout.rs),
+//! `publishers`, `queue`, `idle`, `micro`, with the delivery accounting of
+//! the publish/subscribe ones in delivery.rs; `plan` runs a plan file of scenarios against several
 //! brokers in interleaved rounds and writes medians to a file.
 //!
 //! usage: stomphub-bench fanout --url ws://127.0.0.1:61614/ws --subscribers 100 --pid <broker pid>
 //!        stomphub-bench plan clients/bench/plan.toml
 
 mod connection;
+mod delivery;
 mod fanout;
 mod idle;
 mod micro;
 mod plan;
+mod publishers;
 mod queue;
 mod report;
 mod stats;
@@ -35,6 +38,8 @@ pub enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// One publisher over many topics, wildcard subscribers.
     Topics(fanout::TopicsArgs),
+    /// Many publishers on many topics, exact or wildcard subscribers.
+    Publishers(publishers::PublishersArgs),
     /// Producers and consumers on one queue, a receipt per SEND.
     Queue(QueueArgs),
     /// Many idle connections: connect rate, memory each, a probe to all.
@@ -84,6 +89,7 @@ pub async fn run_scenario(scenario: Scenario) -> Fallible<Report> {
     match scenario {
         Scenario::Fanout(args) => fanout::fanout(args).await,
         Scenario::Topics(args) => fanout::topics(args).await,
+        Scenario::Publishers(args) => publishers::run(args).await,
         Scenario::Queue(args) => queue::run(args).await,
         Scenario::Idle(args) => idle::run(args).await,
         Scenario::Micro => micro::run(),

@@ -6,7 +6,11 @@
 //! A target with a `command` is started fresh for every run (with `{data}`
 //! replaced by a new empty directory) and stopped after it, so that memory
 //! and CPU figures start from the same state; a target without one is an
-//! already running broker, measured through its `pid` if given.
+//! already running broker, measured through its `pid` if given. `{port}` in
+//! a target's `url` and `command` becomes a free loopback port, new for every
+//! run, so that targets need no fixed ports. A target whose program is
+//! missing (e.g. the previous revision's build, not made) is skipped, and
+//! the results file says so.
 
 use crate::report::Report;
 use crate::{Cli, Fallible};
@@ -34,7 +38,14 @@ pub struct PlanArgs {
     /// Run only the cases whose name contains this.
     #[arg(long)]
     pub only: Option<String>,
-    /// Also measure a running broker: `name=url@pid`, e.g.
+    /// A line for the results file, e.g. which revision a target was built from (repeatable).
+    #[arg(long = "note", value_name = "TEXT")]
+    pub note: Vec<String>,
+    /// Run only these targets of the plan (repeatable; `--with` targets always run).
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Vec<String>,
+    /// Also measure a running broker: `name=url@pid` (replacing the plan's
+    /// target of that name, if any), e.g.
     /// `rabbitmq=ws://127.0.0.1:15674/ws@$(pgrep -f beam.smp)`.
     #[arg(long = "with", value_name = "NAME=URL@PID")]
     pub with: Vec<String>,
@@ -65,12 +76,13 @@ struct PlanFile {
     cases: Vec<Case>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct Target {
     name: String,
     url: String,
-    /// Started for every run; `{data}` becomes a fresh directory.
+    /// Started for every run; `{data}` becomes a fresh directory, `{port}`
+    /// (here and in `url`) a free port.
     #[serde(default)]
     command: Vec<String>,
     /// The pid of an already running broker.
@@ -110,6 +122,31 @@ impl Drop for Started {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port that nothing listens on now.
+fn free_port() -> Fallible<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The target as one run sees it: `{port}` replaced by a free port.
+fn for_this_run(target: &Target) -> Fallible<Target> {
+    let uses_port =
+        target.url.contains("{port}") || target.command.iter().any(|a| a.contains("{port}"));
+    if !uses_port {
+        return Ok(target.clone());
+    }
+    let port = free_port()?.to_string();
+    Ok(Target {
+        url: target.url.replace("{port}", &port),
+        command: target
+            .command
+            .iter()
+            .map(|a| a.replace("{port}", &port))
+            .collect(),
+        ..target.clone()
+    })
 }
 
 fn listen_address(url: &str) -> Fallible<SocketAddr> {
@@ -236,12 +273,22 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
     let plan: PlanFile =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", args.plan.display()))?;
     let mut plan = plan;
-    for spec in &args.with {
-        plan.targets.push(running_target(spec)?);
+    if !args.target.is_empty() {
+        plan.targets.retain(|t| args.target.contains(&t.name));
     }
+    for spec in &args.with {
+        // A running broker named like a plan target takes its place, so
+        // that cases naming that target run against it.
+        let running = running_target(spec)?;
+        plan.targets.retain(|t| t.name != running.name);
+        plan.targets.push(running);
+    }
+    let mut skipped: Vec<String> = Vec::new();
     plan.targets.retain(|t| match t.command.first() {
         Some(program) if !Path::new(program).exists() => {
-            eprintln!("skipping target {}: {program} not found", t.name);
+            let note = format!("target {} skipped: {program} not found", t.name);
+            eprintln!("{note}");
+            skipped.push(note);
             false
         }
         _ => true,
@@ -277,7 +324,7 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
                 .collect();
             for k in 0..applicable.len() {
                 let target_index = applicable[(k + round - 1) % applicable.len()];
-                let target = &plan.targets[target_index];
+                let target = &for_this_run(&plan.targets[target_index])?;
                 let heading = format!("round {round}/{rounds} | {} | {}", case.name, target.name);
                 eprintln!("== {heading}");
                 let run_dir = scratch.join(format!("r{round}-c{case_index}-{}", target.name));
@@ -328,6 +375,18 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
         args.plan.display(),
         machine()
     );
+    for target in &plan.targets {
+        let how = if target.command.is_empty() {
+            format!("running at {}", target.url)
+        } else {
+            format!("started as `{}`", target.command.join(" "))
+        };
+        let _ = writeln!(summary, "- {}: {how}", target.name);
+    }
+    for note in args.note.iter().chain(&skipped) {
+        let _ = writeln!(summary, "- {note}");
+    }
+    let _ = writeln!(summary);
     let _ = writeln!(
         summary,
         "| case | figure | {} |",

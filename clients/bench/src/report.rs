@@ -1,7 +1,7 @@
 //! What a scenario run found: readable lines for people, named figures for
 //! the plan (which takes medians over rounds).
 
-use crate::stats::CpuUsed;
+use crate::stats::{CpuUsed, ThreadsUsed};
 use std::fmt::Write;
 
 /// One measured quantity.
@@ -49,6 +49,19 @@ impl Report {
             self.figure(per_cpu, count / broker);
         }
         self.figure("tool CPU s", tool);
+    }
+
+    /// The broker-threads line and figures: the busiest thread's share of
+    /// the broker's CPU, and how many threads did work.
+    pub fn threads(&mut self, threads: &ThreadsUsed) {
+        self.line(format!(
+            "broker threads: {} did work; busiest {} with {:.0} % of the broker's CPU",
+            threads.working,
+            threads.busiest,
+            threads.busiest_share * 100.0
+        ));
+        self.figure("busiest broker thread CPU share", threads.busiest_share);
+        self.figure("broker threads working", threads.working as f64);
     }
 
     pub fn get(&self, name: &str) -> Option<f64> {
