@@ -476,7 +476,7 @@ async fn per_address_limit_counts_tcp_and_websocket_together() {
     let (broker, tcp) = start_with_tcp(config).await;
     let _browser = Client::connect(&broker.urls()[0]).await;
     let mut refused = TcpClient::open(tcp).await;
-    refused.expect_error("").await;
+    refused.expect_error("max_connections_per_ip is 1").await;
 }
 
 #[tokio::test]
@@ -486,4 +486,105 @@ async fn shutdown_sends_error_then_closes() {
     let stopping = tokio::spawn(broker.shutdown());
     client.expect_error("shutting down").await;
     stopping.await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn an_oversized_frame_gets_error_naming_the_limit_then_close() {
+    let mut config = test_config();
+    config.limits.max_body_bytes = 1024;
+    let (_broker, tcp) = start_with_tcp(config).await;
+    let mut client = TcpClient::connect(tcp).await;
+    // Refused from the header, before the body is buffered.
+    client
+        .send_bytes(b"SEND\ndestination:/topic/t\ncontent-length:100000\n\n")
+        .await;
+    client.expect_error("max_body_bytes").await;
+}
+
+#[tokio::test]
+async fn connect_must_come_in_time() {
+    let mut config = test_config();
+    config.listener.connect_timeout = Duration::from_millis(200);
+    let (_broker, tcp) = start_with_tcp(config).await;
+    let mut client = TcpClient::open(tcp).await;
+    client
+        .expect_error("no CONNECT frame received in time")
+        .await;
+}
+
+#[tokio::test]
+async fn a_slow_tcp_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
+    let mut config = test_config();
+    config.outbound.max_queued_bytes = 64 * 1024;
+    config.outbound.max_queued_frames = 256;
+    config.limits.max_body_bytes = 16 * 1024;
+    let (_broker, tcp) = start_with_tcp(config).await;
+    let mut slow = TcpClient::connect(tcp).await;
+    slow.subscribe("s", "/topic/feed", "auto").await;
+    let mut fast = TcpClient::connect(tcp).await;
+    fast.subscribe("f", "/topic/feed", "auto").await;
+
+    const COUNT: usize = 4000;
+    let body = "x".repeat(4096);
+    // The publisher stays at most 8 messages ahead of the fast reader: 16 MB
+    // in all, far more than the slow reader's budget and socket buffers hold.
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0usize);
+    let publisher = tokio::spawn(async move {
+        let mut publisher = TcpClient::connect(tcp).await;
+        for i in 0..COUNT {
+            if progress_rx.wait_for(|read| read + 8 >= i).await.is_err() {
+                panic!("fast reader stopped");
+            }
+            publisher.publish("/topic/feed", &body).await;
+        }
+    });
+    for i in 0..COUNT {
+        let message = fast.frame().await;
+        assert_eq!(message.command, Command::Message, "{message:?}");
+        assert_eq!(message.body.len(), 4096);
+        progress_tx.send_replace(i + 1);
+    }
+    publisher.await.expect("publisher");
+    // Now `slow` reads what its socket held, then the end; the ERROR is
+    // best-effort when its socket buffer is full.
+    let mut received = 0;
+    loop {
+        match slow.event_within(WAIT).await {
+            Some(Event::Frame(frame)) if frame.command == Command::Message => received += 1,
+            Some(Event::Frame(frame)) => {
+                assert_eq!(frame.command, Command::Error, "{frame:?}");
+                assert_eq!(frame.get("message"), Some("slow consumer"));
+            }
+            Some(Event::HeartBeat) => {}
+            Some(Event::Closed) => break,
+            None => panic!("the slow consumer was never cut off ({received} read)"),
+        }
+    }
+    assert!(received < COUNT, "cut off after {received} messages");
+}
+
+#[tokio::test]
+async fn the_error_survives_a_client_that_keeps_sending() {
+    let (_broker, tcp) = start_with_tcp(test_config()).await;
+    let client = TcpClient::connect(tcp).await;
+    // A fatal frame followed by 1 MiB the broker will never decode: the
+    // ERROR still comes first and whole. (On loopback the ERROR is through
+    // before any reset, so this does not tell the linger apart; the linger's
+    // own tests in connection/closing.rs do.)
+    let mut bytes = b"SEND\ndestination:/topic/t\nbad:\\x\n\nbody\0".to_vec();
+    bytes.extend(std::iter::repeat_n(b'x', 1 << 20));
+    let (mut read_half, mut write_half) = tokio::io::split(client.stream);
+    let writer = tokio::spawn(async move {
+        // Fails once the broker is gone: that is fine.
+        let _ = write_half.write_all(&bytes).await;
+        let _ = write_half.shutdown().await;
+    });
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(WAIT, read_half.read_to_end(&mut received)).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("ERROR\n") && text.contains("message:"),
+        "{text:?}"
+    );
+    writer.await.expect("writer");
 }
