@@ -73,8 +73,7 @@ impl Broker {
                 .map(crate::tls::acceptor)
                 .transpose()
                 .map_err(invalid)?;
-            let scheme = if tls.is_some() { "wss" } else { "ws" };
-            let url = format!("{scheme}://{local_addr}{}", endpoint.path);
+            let url = endpoint.url(local_addr);
             let endpoint = Arc::new(Endpoint {
                 config: endpoint.clone(),
                 tls,

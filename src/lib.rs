@@ -1,7 +1,7 @@
-//! stomphub: a STOMP 1.0/1.1/1.2 broker over WebSocket.
+//! stomphub: a STOMP 1.0/1.1/1.2 broker over WebSocket and plain TCP.
 //!
 //! Layout: [`listener`] accepts, [`websocket`] upgrades, [`connection`] drives
-//! one WebSocket, [`session`] is the STOMP state machine, [`router`] owns all
+//! one WebSocket or TCP connection, [`session`] is the STOMP state machine, [`router`] owns all
 //! subscriptions and fans messages out into each connection's [`outbound`]
 //! queue. `docs/architecture.md` draws the tasks and channels.
 #![deny(missing_docs)]

@@ -34,7 +34,7 @@ fn sees_secrets(target: &str) -> bool {
     })
 }
 
-/// A STOMP 1.0/1.1/1.2 broker over WebSocket.
+/// A STOMP 1.0/1.1/1.2 broker over WebSocket and plain TCP.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
