@@ -92,7 +92,7 @@ impl Broker {
         let (router, _router_task) = spawn_router(RouterSettings {
             queue_depth: config.router.queue_depth,
             max_queued_bytes: config.router.max_queued_bytes,
-            caps: crate::router::StateCaps::from_limits(&config.limits),
+            caps: config.limits.clone(),
             queue_policy,
             topic_prefetch: config.queues.prefetch,
             max_unacked_per_connection: config.limits.max_unacked_per_connection,

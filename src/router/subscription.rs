@@ -34,7 +34,10 @@ impl AckMode {
     }
 }
 
-/// One subscription as the router sees it.
+/// A **subscriber**: what a topic trie holds and pushes to for one topic
+/// subscription (the connection's outbound queue and how to encode for it).
+/// The subscription itself, with its unsettled deliveries, is the router's
+/// `Subscription`.
 #[derive(Debug)]
 pub struct Subscriber {
     /// The connection that subscribed.
