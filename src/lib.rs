@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod connection_rate;
 pub mod context;
+pub mod fanout;
 pub mod listener;
 pub mod model;
 pub mod outbound;

@@ -113,6 +113,15 @@ pub enum RouterCommand {
         /// COMMIT's receipt.
         receipt: Option<String>,
     },
+    /// Answers `done` once every command the session sent before is
+    /// applied: a session that sent the router a SUBSCRIBE, UNSUBSCRIBE or a
+    /// whole topic publication waits for this before it next fans out
+    /// itself, so that its own publications keep their order and see its
+    /// own subscriptions as before.
+    Applied {
+        /// Answered when applied.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     /// Only a RECEIPT, after everything the session sent before.
     Receipt {
         /// The session.

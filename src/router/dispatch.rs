@@ -2,8 +2,8 @@
 //! consumers with credit, persistence of what must survive, returned and
 //! dead-lettered messages, and the periodic revisit.
 
-use super::message::{ack_id, encode, Delivery};
 use super::{Router, SessionId, SubscribeRequest, Subscription, Target, Unacked};
+use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::close::CloseReason;
 use crate::model::message::{epoch_ms, Message};
 use crate::queue::{Consumer, Queue, QueueArguments, QueuedMessage};

@@ -2,6 +2,7 @@
 //! bound to a topic pattern, owned by the principal that created them.
 
 use super::{Router, SubscribeRequest};
+use crate::fanout::{IndexKey, Interest};
 use crate::model::close::CloseReason;
 use crate::model::destination::PatternWord;
 use crate::queue::QueueArguments;
@@ -86,8 +87,7 @@ impl Router {
                     Some(&durable.destination),
                 );
                 self.define_durable(&name, durable);
-                let bound: Arc<str> = name.clone().into();
-                self.durables.insert(&pattern, bound.clone(), bound);
+                self.bind_durable(&pattern, &name);
                 self.durable_bindings
                     .insert(name.clone(), durable.destination.clone());
             }
@@ -96,6 +96,16 @@ impl Router {
             .insert(name.clone(), durable.owner.clone());
         self.add_consumer(who, name);
         true
+    }
+
+    /// Binds durable subscription `name` to `pattern`: in the router's own
+    /// trie, and as a router interest in the shared index (publishers then
+    /// send matching publications to the router).
+    pub(super) fn bind_durable(&mut self, pattern: &[PatternWord], name: &str) {
+        let bound: Arc<str> = name.into();
+        self.durables.insert(pattern, bound.clone(), bound.clone());
+        self.index
+            .insert(pattern, IndexKey::Durable(bound), Interest::Router);
     }
 
     /// Stores a durable subscription's definition with its binding and owner.
@@ -117,7 +127,9 @@ impl Router {
         if let Ok(pattern) =
             crate::model::destination::topic_pattern(destination, &self.destination_limits)
         {
-            self.durables.remove(&pattern, &Arc::<str>::from(name));
+            let bound: Arc<str> = name.into();
+            self.durables.remove(&pattern, &bound);
+            self.index.remove(&pattern, &IndexKey::Durable(bound));
         }
         self.durable_bindings.remove(name);
     }

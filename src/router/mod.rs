@@ -31,13 +31,15 @@ mod receipts;
 mod recovery;
 mod reply_queues;
 mod sessions;
-pub mod subscription;
-pub mod topic_trie;
 mod topics;
 
+pub use crate::fanout::topic_trie;
+pub use crate::fanout::Subscriber;
+pub use crate::model::ack_mode::AckMode;
+
 use crate::config::{LimitsConfig, SlowConsumerPolicy, SlowConsumersConfig};
+use crate::fanout::IndexWriter;
 use crate::model::destination::{self, PatternWord, SubscribeTarget};
-use crate::model::message::epoch_ms;
 pub use crate::model::session_id::SessionId;
 use crate::queue::{Queue, QueueMemory, QueuePolicy};
 use crate::store::writer::{StoreWriter, WriteBatch};
@@ -50,7 +52,6 @@ use sessions::{SessionEntry, SubscribeRequest, Subscription, Target, Unacked};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-pub use subscription::{AckMode, Subscriber};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use topic_trie::TopicTrie;
@@ -97,6 +98,8 @@ pub struct RouterSettings {
     pub persistent_patterns: Vec<String>,
     /// `[storage] max_disk_bytes`.
     pub max_disk_bytes: u64,
+    /// The writing half of the shared topic index.
+    pub index: IndexWriter,
 }
 
 /// Starts the router task.
@@ -143,8 +146,7 @@ pub fn spawn_router(
         attention: HashSet::new(),
         policy: settings.queue_policy,
         topic_prefetch: settings.topic_prefetch,
-        message_prefix: message_id_prefix(),
-        next_message: 0,
+        index: settings.index,
         store: settings.store,
         store_enabled: settings.store_enabled,
         batch: WriteBatch::default(),
@@ -168,18 +170,15 @@ pub fn spawn_router(
     Ok((handle, task))
 }
 
-/// A prefix that keeps message ids unique across restarts: the start time.
-fn message_id_prefix() -> String {
-    format!("{:x}-", epoch_ms())
-}
-
 struct Router {
     /// Slow-consumer rules: pattern → whether it means `drop-oldest`.
     drop_oldest_rules: Vec<(Vec<PatternWord>, bool)>,
     drop_oldest_default: bool,
     max_unacked_per_connection: usize,
     queue_memory: Arc<QueueMemory>,
-    /// Keyed by connection and subscription id.
+    /// Client-ack topic subscriptions (the router tracks their unsettled
+    /// deliveries), keyed by connection and subscription id. Auto-ack ones
+    /// are only in the shared index.
     topics: TopicTrie<(SessionId, Arc<str>), Arc<Subscriber>>,
     sessions: HashMap<SessionId, SessionEntry>,
     queues: HashMap<String, Queue>,
@@ -188,8 +187,10 @@ struct Router {
     attention: HashSet<String>,
     policy: QueuePolicy,
     topic_prefetch: usize,
-    message_prefix: String,
-    next_message: u64,
+    /// The shared topic index, which only the router changes: auto-ack
+    /// topic subscriptions, and markers for the client-ack and durable ones
+    /// the router delivers to itself.
+    index: IndexWriter,
     store: StoreWriter,
     store_enabled: bool,
     /// Store ops and held RECEIPTs of the commands applied since the last
@@ -382,6 +383,10 @@ impl Router {
                     self.receipt(session, receipt, durable);
                 }
             }
+            RouterCommand::Applied { done } => {
+                // The session only waits; it may have gone meanwhile.
+                let _ = done.send(());
+            }
             RouterCommand::Receipt { session, receipt } => {
                 self.receipt(session, Some(receipt), false)
             }
@@ -404,6 +409,8 @@ mod tests {
         RouterCommand::Publish {
             session: SessionId(1),
             publication: Publication {
+                id: "m-1".into(),
+                delivered_direct: false,
                 target: destination::SendTarget::Topic(vec!["t".into()]),
                 destination: "/topic/t".into(),
                 headers: Vec::new(),

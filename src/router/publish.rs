@@ -24,8 +24,9 @@ impl Router {
         }
         let persistent = self.store_enabled
             && (publication.persistent || self.persistent_by_rule(&publication.destination));
-        let id = self.next_message_id();
         let Publication {
+            id,
+            delivered_direct,
             target,
             destination,
             headers,
@@ -53,6 +54,12 @@ impl Router {
                     return false;
                 }
                 let message = Arc::new(message);
+                if !delivered_direct {
+                    // Sent whole (a reply queue first, or a persistent
+                    // message the store may refuse): the direct subscribers
+                    // get it from here, before the router's own.
+                    self.index.index().publish(&words, &message, false);
+                }
                 self.publish_topic(&words, message.clone());
                 for name in durable_queues {
                     if let Err(reason) = self.enqueue(&name, message.clone(), persistent) {
@@ -149,11 +156,5 @@ impl Router {
         names.sort_unstable();
         names.dedup();
         names
-    }
-
-    /// The next message id.
-    pub(super) fn next_message_id(&mut self) -> Arc<str> {
-        self.next_message += 1;
-        format!("{}{}", self.message_prefix, self.next_message).into()
     }
 }

@@ -40,8 +40,7 @@ impl Router {
                     .map_err(|e| {
                         format!("stored durable subscription {}: {}", definition.name, e.0)
                     })?;
-                let bound: Arc<str> = definition.name.clone().into();
-                self.durables.insert(&pattern, bound.clone(), bound);
+                self.bind_durable(&pattern, &definition.name);
                 self.durable_bindings
                     .insert(definition.name.clone(), binding);
                 if let Some(owner) = &definition.owner {

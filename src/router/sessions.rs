@@ -3,6 +3,7 @@
 //! removing subscriptions, and dropping a session that ended or fell behind.
 
 use super::{AckMode, Router, SessionId, Subscriber};
+use crate::fanout::{IndexKey, Interest};
 use crate::model::destination::{self, PatternWord, SubscribeTarget};
 use crate::outbound::OutboundSender;
 use crate::queue::{QueueArguments, QueuedMessage};
@@ -122,11 +123,19 @@ impl Router {
                     outbound: entry.outbound.clone(),
                     drop_oldest,
                 });
-                self.topics.insert(
-                    &pattern,
-                    (subscriber.session, subscriber.id.clone()),
-                    subscriber.clone(),
-                );
+                // Inserted before the RECEIPT goes out: every publication
+                // that starts after it sees the subscription.
+                let key = IndexKey::Subscription(session, id.clone());
+                if ack.expects_ack() {
+                    // Unsettled deliveries need one owner: the router
+                    // delivers, publishers only learn that it must.
+                    self.topics
+                        .insert(&pattern, (session, id.clone()), subscriber.clone());
+                    self.index.insert(&pattern, key, Interest::Router);
+                } else {
+                    self.index
+                        .insert(&pattern, key, Interest::Direct(subscriber.clone()));
+                }
                 self.subscription_count += 1;
                 entry.subscriptions.insert(
                     id,
@@ -178,8 +187,12 @@ impl Router {
                 pattern,
                 subscriber,
             } => {
-                self.topics
-                    .remove(pattern, &(subscriber.session, subscriber.id.clone()));
+                let key = (subscriber.session, subscriber.id.clone());
+                self.topics.remove(pattern, &key);
+                // Once removed, no publisher is still pushing to it: the
+                // UNSUBSCRIBE's RECEIPT, sent after this, is the last word.
+                self.index
+                    .remove(pattern, &IndexKey::Subscription(key.0, key.1));
             }
             Target::Queue(name) => self.remove_consumer(name, session, id),
         }
