@@ -1,14 +1,18 @@
 //! RECEIPTs and router-detected ERRORs: a RECEIPT goes out at once, or is
 //! held for the store's next sync when its frame changed the store or an
 //! earlier RECEIPT of the same session is still held (so RECEIPTs keep
-//! their order).
+//! their order). A held RECEIPT travels to the store writer as a
+//! [`SyncCompletion`] that becomes the RECEIPT, or an ERROR when what its
+//! frame wrote could not be stored.
 
 use super::{Router, SessionId};
 use crate::model::close::CloseReason;
 use crate::model::frames;
 use crate::outbound::{Closing, OutFrame, PushError};
-use crate::store::writer::PendingReceipt;
+use crate::store::writer::SyncCompletion;
+use crate::store::StoreError;
 use std::sync::atomic::Ordering;
+use stomp_protocol::Version;
 use tracing::debug;
 
 impl Router {
@@ -22,13 +26,15 @@ impl Router {
         };
         if durable || entry.held_receipts.load(Ordering::Acquire) > 0 {
             entry.held_receipts.fetch_add(1, Ordering::AcqRel);
-            self.batch.receipts.push(PendingReceipt {
-                outbound: entry.outbound.clone(),
-                receipt,
-                version: entry.version,
-                durable,
-                held: entry.held_receipts.clone(),
-            });
+            let (outbound, version) = (entry.outbound.clone(), entry.version);
+            let held = entry.held_receipts.clone();
+            self.batch
+                .completions
+                .push(SyncCompletion::new(move |result| {
+                    // A full or closed queue: the connection is going anyway.
+                    let _ = outbound.push(after_sync(version, &receipt, durable, result));
+                    held.fetch_sub(1, Ordering::AcqRel);
+                }));
             return;
         }
         let frame = OutFrame::new(frames::receipt(entry.version, &receipt), true);
@@ -64,5 +70,37 @@ impl Router {
             close: Some(Box::new(Closing { reason, message })),
         });
         self.remove_session(session);
+    }
+}
+
+/// The frame a held RECEIPT becomes after the sync: the RECEIPT, or, for
+/// a frame that wrote to the store when the write failed, a final ERROR.
+fn after_sync(
+    version: Version,
+    receipt: &str,
+    durable: bool,
+    result: Result<(), &StoreError>,
+) -> OutFrame {
+    match result {
+        Err(e) if durable => {
+            let message = format!("could not store the message: {e}");
+            let bytes = frames::error(
+                version,
+                &frames::ErrorFrame {
+                    message: &message,
+                    receipt_id: Some(receipt),
+                    ..frames::ErrorFrame::default()
+                },
+            );
+            OutFrame {
+                bytes,
+                text: true,
+                close: Some(Box::new(Closing {
+                    reason: CloseReason::InternalError,
+                    message,
+                })),
+            }
+        }
+        _ => OutFrame::new(frames::receipt(version, receipt), true),
     }
 }
