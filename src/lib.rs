@@ -1,9 +1,10 @@
 //! stomphub: a STOMP 1.0/1.1/1.2 broker over WebSocket.
 //!
 //! Layout: [`listener`] accepts, [`websocket`] upgrades, [`connection`] drives
-//! one WebSocket, [`session`] is the STOMP state machine, [`router`] owns all
-//! subscriptions and fans messages out into each connection's [`outbound`]
-//! queue. `docs/architecture.md` draws the tasks and channels.
+//! one WebSocket, [`session`] is the STOMP state machine and fans topic
+//! messages out itself through the shared index in [`fanout`], [`router`]
+//! owns queues, acks, durable subscriptions and the index's changes; both
+//! push into each connection's [`outbound`] queue. `docs/architecture.md` draws the tasks and channels.
 #![deny(missing_docs)]
 
 pub mod auth;

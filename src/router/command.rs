@@ -166,7 +166,11 @@ pub(super) struct Queued {
     pub(super) bytes: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// A session's way to the router.
+/// A session's way to the router, and the **queue boundary**: where queue
+/// messages live and are dispatched from (queues, acks, durable
+/// subscriptions, transactions' queue parts) is behind these commands. A
+/// second engine for queues (JetStream) would sit behind this handle; the
+/// topic boundary is `fanout::TopicExport`.
 #[derive(Debug, Clone)]
 pub struct RouterHandle {
     /// The router's input. Bounded: a session waits when the router is behind.
