@@ -424,3 +424,72 @@ async fn a_slow_disk_slows_persistent_queue_sends_but_not_topic_traffic() {
         "persistent SENDs with receipts wait for the slow sync (slowest {slowest:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publications_the_router_handles_whole_keep_their_place_in_line() {
+    let broker = start(test_config()).await;
+    let url = broker.url();
+    let mut subscriber = Client::connect(&url).await;
+    subscriber.subscribe("live", "/topic/line").await;
+    let mut publisher = Client::connect(&url).await;
+    for round in 0..50 {
+        // The middle one creates a reply queue first, in the router.
+        publisher
+            .send(send("/topic/line", &format!("{round}.a")))
+            .await;
+        publisher
+            .send(send("/topic/line", &format!("{round}.b")).header("reply-to", "/temp-queue/r"))
+            .await;
+        publisher
+            .send(send("/topic/line", &format!("{round}.c")))
+            .await;
+    }
+    for round in 0..50 {
+        for part in ["a", "b", "c"] {
+            assert_eq!(body(&subscriber.message().await), format!("{round}.{part}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_receipt_follows_its_topic_messages_in_order() {
+    let broker = start(test_config()).await;
+    let mut client = Client::connect(&broker.url()).await;
+    client.subscribe_with("auto", "/topic/tx", &[]).await;
+    client
+        .subscribe_with("acked", "/topic/tx", &[("ack", "client-individual")])
+        .await;
+    for round in 0..20 {
+        let tx = format!("t{round}");
+        client
+            .send(Frame::new(Command::Begin).header("transaction", &tx))
+            .await;
+        for n in 0..3 {
+            client
+                .send(send("/topic/tx", &format!("{round}.{n}")).header("transaction", &tx))
+                .await;
+        }
+        client
+            .send(
+                Frame::new(Command::Commit)
+                    .header("transaction", &tx)
+                    .header("receipt", format!("c{round}")),
+            )
+            .await;
+        let mut next: HashMap<String, usize> = HashMap::new();
+        for _ in 0..6 {
+            let message = client.message().await;
+            let subscription = message
+                .get("subscription")
+                .expect("subscription")
+                .to_owned();
+            let n = next.entry(subscription).or_insert(0);
+            assert_eq!(body(&message), format!("{round}.{n}"));
+            *n += 1;
+            if message.get("ack").is_some() {
+                client.settle(&message, false).await;
+            }
+        }
+        client.expect_receipt(&format!("c{round}")).await;
+    }
+}

@@ -154,3 +154,118 @@ impl IndexWriter {
         &self.index
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::LocalOnly;
+    use crate::model::destination::{topic_pattern, DestinationLimits};
+    use crate::outbound::{outbound_channel, OutFrame, OutboundReceiver};
+    use bytes::Bytes;
+    use stomp_protocol::Version;
+
+    fn pattern(text: &str) -> Vec<PatternWord> {
+        let limits = DestinationLimits {
+            max_words: 32,
+            max_multi_word_wildcards: 4,
+        };
+        topic_pattern(text, &limits).expect("pattern")
+    }
+
+    fn words(text: &str) -> Vec<Box<str>> {
+        text.split('.').map(Into::into).collect()
+    }
+
+    fn message() -> Message {
+        Message {
+            id: "m-1".into(),
+            destination: "/topic/a.b".into(),
+            headers: Vec::new(),
+            body: Bytes::from_static(b"hello"),
+            text: true,
+            expires_at: None,
+        }
+    }
+
+    fn subscriber(session: u64, id: &str) -> (Interest, OutboundReceiver) {
+        let (outbound, receiver) = outbound_channel(16, 1 << 20);
+        let subscriber = Subscriber {
+            session: SessionId(session),
+            id: id.into(),
+            ack: crate::model::ack_mode::AckMode::Auto,
+            version: Version::V1_2,
+            outbound,
+            drop_oldest: false,
+        };
+        (Interest::Direct(Arc::new(subscriber)), receiver)
+    }
+
+    async fn received(receiver: &mut OutboundReceiver) -> usize {
+        let mut batch: Vec<OutFrame> = Vec::new();
+        let ready = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            receiver.recv_many(&mut batch, 64),
+        )
+        .await;
+        ready.unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn publishers_push_to_direct_subscribers_and_learn_of_router_interest() {
+        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly));
+        let (direct, mut receiver) = subscriber(1, "s");
+        writer.insert(
+            &pattern("/topic/a.*"),
+            IndexKey::Subscription(SessionId(1), "s".into()),
+            direct,
+        );
+        let published = index.publish(&words("a.b"), &message(), true);
+        assert_eq!(
+            published,
+            Published::Delivered {
+                router_interest: false
+            }
+        );
+        assert_eq!(received(&mut receiver).await, 1);
+
+        // A durable subscription on the same topic: the router must see it.
+        writer.insert(
+            &pattern("/topic/a.#"),
+            IndexKey::Durable("/durable/c/n".into()),
+            Interest::Router,
+        );
+        assert_eq!(
+            index.publish(&words("a.b"), &message(), true),
+            Published::Deferred
+        );
+        assert_eq!(received(&mut receiver).await, 0, "deferred: nothing pushed");
+        assert_eq!(
+            index.publish(&words("a.b"), &message(), false),
+            Published::Delivered {
+                router_interest: true
+            }
+        );
+        assert_eq!(received(&mut receiver).await, 1);
+
+        // Removed: no more pushes, and the subscriber's sender is gone.
+        writer.remove(
+            &pattern("/topic/a.*"),
+            &IndexKey::Subscription(SessionId(1), "s".into()),
+        );
+        writer.remove(
+            &pattern("/topic/a.#"),
+            &IndexKey::Durable("/durable/c/n".into()),
+        );
+        assert_eq!(
+            index.publish(&words("a.b"), &message(), true),
+            Published::Delivered {
+                router_interest: false
+            }
+        );
+        assert_eq!(
+            received(&mut receiver).await,
+            0,
+            "every sender gone, nothing queued"
+        );
+    }
+}

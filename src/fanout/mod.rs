@@ -12,7 +12,7 @@
 //! What needs one owner stays with the router: client-ack topic
 //! subscriptions (unsettled tracking) and durable subscriptions (queues,
 //! stored). The index keeps a marker for each, so a publisher knows when the
-//! router must see a publication too ([`Published::router_interest`]).
+//! router must see a publication too ([`Published::Delivered`]).
 //!
 //! Where a topic message goes besides local subscribers is
 //! [`TopicExport`]: the one boundary for a second engine (NATS subjects).
