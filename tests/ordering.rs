@@ -4,8 +4,10 @@
 //! at once), a RECEIPT after every MESSAGE its session caused, nothing after
 //! an UNSUBSCRIBE's RECEIPT, a SUBSCRIBE's RECEIPT meaning every later
 //! publish reaches it, a session seeing its own SUBSCRIBE and UNSUBSCRIBE
-//! in order without receipts, and a slow disk not slowing non-persistent
-//! topic traffic.
+//! in order without receipts, publications the router handles whole
+//! keeping their place, COMMIT, a slow disk not slowing non-persistent
+//! topic traffic, and a slow consumer cut off by a publisher's push leaving
+//! no state in the router.
 
 mod common;
 
@@ -492,4 +494,72 @@ async fn a_commit_receipt_follows_its_topic_messages_in_order() {
         }
         client.expect_receipt(&format!("c{round}")).await;
     }
+}
+
+/// Subscribes on a fresh connection; whether the broker took it (RECEIPT)
+/// rather than refusing it (ERROR).
+async fn try_subscribe(url: &str, topic: &str) -> bool {
+    let mut client = Client::connect(url).await;
+    client
+        .send(
+            Frame::new(Command::Subscribe)
+                .header("id", "new")
+                .header("destination", topic)
+                .header("receipt", "joined"),
+        )
+        .await;
+    client.frame().await.command == Command::Receipt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_consumer_cut_off_by_a_direct_push_leaves_no_state_behind() {
+    let mut config = test_config();
+    config.outbound.max_queued_bytes = 64 * 1024;
+    config.outbound.max_queued_frames = 256;
+    // The slow and the fast subscriber fill the server: a third fits only
+    // once the router has dropped the slow one.
+    config.limits.max_subscriptions = 2;
+    let broker = start(config).await;
+    let url = broker.url();
+    let mut slow = Client::connect(&url).await;
+    slow.subscribe("s", "/topic/feed").await;
+    let mut fast = Client::connect(&url).await;
+    fast.subscribe("f", "/topic/feed").await;
+    assert!(!try_subscribe(&url, "/topic/other").await, "full at first");
+
+    const COUNT: usize = 4000;
+    let body = "x".repeat(4096);
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0usize);
+    let publisher = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let mut publisher = Client::connect(&url).await;
+            for i in 0..COUNT {
+                // At most 8 messages ahead of the fast reader.
+                if progress_rx.wait_for(|read| read + 8 >= i).await.is_err() {
+                    panic!("fast reader stopped");
+                }
+                publisher.publish("/topic/feed", &body).await;
+            }
+        }
+    });
+    for i in 0..COUNT {
+        fast.message().await;
+        progress_tx.send_replace(i + 1);
+    }
+    publisher.await.expect("publisher");
+    // The slow one was cut off (by the publisher's push, not the router);
+    // its Detach must still free its subscription.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if try_subscribe(&url, "/topic/other").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow consumer's subscription was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(slow);
 }
