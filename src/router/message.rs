@@ -2,7 +2,7 @@
 //! headers a MESSAGE does not copy. MESSAGE encoding is `fanout::encode`.
 
 use crate::model::destination::SendTarget;
-use crate::model::message::{headers_size, Message};
+use crate::model::message::headers_size;
 use crate::queue::QueueArguments;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -60,19 +60,5 @@ impl Publication {
     /// channel): body, headers and destination.
     pub fn size(&self) -> usize {
         self.body.len() + headers_size(&self.headers) + self.destination.len()
-    }
-}
-
-impl Publication {
-    /// The message it becomes (headers copied; the body is shared).
-    pub fn to_message(&self) -> Message {
-        Message {
-            id: self.id.clone(),
-            destination: self.destination.clone(),
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-            text: std::str::from_utf8(&self.body).is_ok(),
-            expires_at: self.expires_at,
-        }
     }
 }

@@ -9,7 +9,7 @@ use super::rate_limit::PublishVerdict;
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::fanout::Published;
 use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
-use crate::model::message::epoch_ms;
+use crate::model::message::{epoch_ms, Message};
 use crate::queue::QueueArguments;
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
@@ -57,9 +57,9 @@ impl Session {
         &mut self,
         publication: &mut Publication,
     ) -> Result<bool, SessionError> {
-        let SendTarget::Topic(words) = &publication.target else {
+        if !matches!(publication.target, SendTarget::Topic(_)) {
             return Ok(true);
-        };
+        }
         if publication.reply_queue.is_some() {
             // The reply queue must exist before anyone can answer: the
             // router creates it and fans out, and this session's next direct
@@ -68,9 +68,33 @@ impl Session {
             return Ok(true);
         }
         self.await_router().await?;
-        let message = publication.to_message();
         let defer = self.may_persist(publication);
-        match self.context.topics.publish(words, &message, defer) {
+        let Publication {
+            id,
+            target: SendTarget::Topic(words),
+            destination,
+            headers,
+            body,
+            expires_at,
+            ..
+        } = publication
+        else {
+            return Ok(true);
+        };
+        // The message borrows destination and headers (no copies on the
+        // publishing path) and gives them back for the router, if needed.
+        let message = Message {
+            id: id.clone(),
+            destination: std::mem::take(destination),
+            headers: std::mem::take(headers),
+            body: body.clone(),
+            text: std::str::from_utf8(body).is_ok(),
+            expires_at: *expires_at,
+        };
+        let published = self.context.topics.publish(words, &message, defer);
+        *destination = message.destination;
+        *headers = message.headers;
+        match published {
             Published::Deferred => {
                 self.router_ahead = true;
                 Ok(true)
