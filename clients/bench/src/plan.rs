@@ -42,9 +42,9 @@ pub struct PlanArgs {
     /// Override the plan's number of rounds.
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// Run only the cases whose name contains this.
-    #[arg(long)]
-    pub only: Option<String>,
+    /// Run only the cases whose name contains this (repeatable: any of them).
+    #[arg(long, value_name = "TEXT")]
+    pub only: Vec<String>,
     /// A line for the results file, e.g. which revision a target was built from (repeatable).
     #[arg(long = "note", value_name = "TEXT")]
     pub note: Vec<String>,
@@ -346,11 +346,7 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
     let cases: Vec<&Case> = plan
         .cases
         .iter()
-        .filter(|c| {
-            args.only
-                .as_ref()
-                .is_none_or(|o| c.name.contains(o.as_str()))
-        })
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name.contains(o.as_str())))
         .collect();
     std::fs::create_dir_all(&args.out)?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
