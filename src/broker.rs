@@ -5,6 +5,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::BrokerContext;
+use crate::fanout::{LocalOnly, TopicIndex};
 use crate::listener::{self, Endpoint};
 use crate::model::destination::DestinationLimits;
 use crate::queue::{QueueMemory, QueuePolicy};
@@ -73,8 +74,7 @@ impl Broker {
                 .map(crate::tls::acceptor)
                 .transpose()
                 .map_err(invalid)?;
-            let scheme = if tls.is_some() { "wss" } else { "ws" };
-            let url = format!("{scheme}://{local_addr}{}", endpoint.path);
+            let url = endpoint.url(local_addr);
             let endpoint = Arc::new(Endpoint {
                 config: endpoint.clone(),
                 tls,
@@ -89,10 +89,13 @@ impl Broker {
             QueuePolicy::new(&config.queues, &destination_limits).map_err(invalid)?;
         let queue_memory = Arc::new(QueueMemory::new(config.limits.max_queued_message_bytes));
         let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
+        // A single broker exports topic messages nowhere (the cluster's
+        // seam: `fanout::TopicExport`).
+        let (topics, index_writer) = TopicIndex::new(Box::new(LocalOnly));
         let (router, _router_task) = spawn_router(RouterSettings {
-            queue_depth: config.router.channel_capacity,
+            channel_capacity: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,
-            caps: crate::router::StateCaps::from_limits(&config.limits),
+            caps: config.limits.clone(),
             queue_policy,
             topic_prefetch: config.queues.prefetch,
             max_unacked_per_connection: config.limits.max_unacked_per_connection,
@@ -104,6 +107,7 @@ impl Broker {
             recovered,
             persistent_patterns: config.storage.persistent.clone(),
             max_disk_bytes: config.storage.max_disk_bytes,
+            index: index_writer,
         })
         .map_err(invalid)?;
         let publish_rules = Arc::new(
@@ -112,6 +116,7 @@ impl Broker {
         let context = Arc::new(BrokerContext::new(
             config.clone(),
             router,
+            topics,
             destination_limits,
             queue_memory,
             auth,

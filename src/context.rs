@@ -1,11 +1,14 @@
 //! What every connection shares: the configuration, the way to the router,
-//! authentication, and the per-address connection counts. Built by
+//! the topic index sessions publish through, message ids, authentication,
+//! and the per-address connection counts. Built by
 //! [`crate::broker`], read by the listener, connections and sessions.
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connection_rate::ConnectionRate;
+use crate::fanout::TopicIndex;
 use crate::model::destination::DestinationLimits;
+use crate::model::message::MessageIds;
 use crate::publish_rate::PublishRules;
 use crate::queue::QueueMemory;
 use crate::router::RouterHandle;
@@ -14,12 +17,18 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// What every connection shares. Read-only but for the id counter.
+/// What every connection shares. Read-only but for the id counters, the
+/// topic index (its own lock) and the per-address tables (theirs).
 pub struct BrokerContext {
     /// The configuration in force.
     pub config: Config,
     /// The way to the router.
     pub router: RouterHandle,
+    /// Topic subscriptions, matched by publishing sessions themselves
+    /// (written by the router only).
+    pub topics: Arc<TopicIndex>,
+    /// `message-id`s for every SEND, unique without asking the router.
+    pub message_ids: MessageIds,
     /// Destination limits, from `config.limits`.
     pub destination_limits: DestinationLimits,
     /// Memory of all queues; sessions wait on it before queue SENDs.
@@ -68,6 +77,7 @@ impl BrokerContext {
     pub fn new(
         config: Config,
         router: RouterHandle,
+        topics: Arc<TopicIndex>,
         destination_limits: DestinationLimits,
         queue_memory: Arc<QueueMemory>,
         auth: Authenticator,
@@ -82,6 +92,8 @@ impl BrokerContext {
             next_session: AtomicU64::new(0),
             config,
             router,
+            topics,
+            message_ids: MessageIds::default(),
             destination_limits,
             queue_memory,
             auth,

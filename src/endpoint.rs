@@ -1,5 +1,5 @@
-//! What one `[[listeners]]` entry serves: its configuration (path, Origin
-//! rules) and its TLS acceptor. It sits below both the accept loop
+//! What one `[[listeners]]` entry serves: its configuration (kind, WebSocket
+//! or TCP; path and Origin rules) and its TLS acceptor. It sits below both the accept loop
 //! (`listener`) and the connection task (`connection`), which share it, so
 //! neither has to import the other for it.
 
@@ -10,9 +10,9 @@ use tokio_rustls::TlsAcceptor;
 /// and its TLS acceptor (`wss://`) when it has one.
 #[derive(Clone)]
 pub struct Endpoint {
-    /// Its configuration (path, Origin rules).
+    /// Its configuration (kind; path and Origin rules for WebSocket).
     pub config: EndpointConfig,
-    /// `wss://`: TLS first, then the WebSocket upgrade.
+    /// TLS first (`wss://`, or STOMP over TLS on a `tcp` listener).
     pub tls: Option<TlsAcceptor>,
 }
 

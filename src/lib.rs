@@ -1,9 +1,10 @@
-//! stomphub: a STOMP 1.0/1.1/1.2 broker over WebSocket.
+//! stomphub: a STOMP 1.0/1.1/1.2 broker over WebSocket and plain TCP.
 //!
 //! Layout: [`listener`] accepts, [`websocket`] upgrades, [`connection`] drives
-//! one WebSocket, [`session`] is the STOMP state machine, [`router`] owns all
-//! subscriptions and fans messages out into each connection's [`outbound`]
-//! queue. `docs/architecture.md` draws the tasks and channels.
+//! one WebSocket or TCP connection, [`session`] is the STOMP state machine and fans topic
+//! messages out itself through the shared index in [`fanout`], [`router`]
+//! owns queues, acks, durable subscriptions and the index's changes; both
+//! push into each connection's [`outbound`] queue. `docs/architecture.md` draws the tasks and channels.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod connection;
 pub mod connection_rate;
 pub mod context;
 pub mod endpoint;
+pub mod fanout;
 pub mod listener;
 pub mod model;
 pub mod outbound;

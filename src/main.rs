@@ -58,7 +58,7 @@ where
     filter.and(cap)
 }
 
-/// A STOMP 1.0/1.1/1.2 broker over WebSocket.
+/// A STOMP 1.0/1.1/1.2 broker over WebSocket and plain TCP.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {

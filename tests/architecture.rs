@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 /// Longest a source file may be before its first `#[cfg(test)]` module.
 const MAX_LINES: usize = 400;
 
-/// Files over [`MAX_LINES`] today, with their count today: they may shrink
-/// but not grow. Being split elsewhere; empty this list as they are.
-const OVER_LONG_TODAY: &[(&str, usize)] =
-    &[("src/router/mod.rs", 892), ("src/router/queues.rs", 657)];
+/// Files allowed over [`MAX_LINES`], with their count when allowed: they may
+/// shrink but not grow. Empty: every file is within the limit.
+const OVER_LONG_TODAY: &[(&str, usize)] = &[];
 
 /// The crates whose module graphs must be acyclic: (source root, root files
 /// that are not modules of their own).

@@ -92,6 +92,7 @@ async fn ws_and_wss_listeners_serve_one_broker() {
     let (certified, tls) = certificate(dir.path());
     let mut config = test_config();
     config.listeners.push(EndpointConfig {
+        kind: stomphub::config::ListenerKind::Ws,
         address: "127.0.0.1:0".parse().expect("address"),
         path: "/secure".into(),
         allowed_origins: vec!["https://app.example.com".into()],

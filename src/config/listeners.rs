@@ -1,5 +1,6 @@
 //! `[listener]` (what holds for all listeners together) and `[[listeners]]`
-//! (one entry per address: path, Origin rules, TLS).
+//! (one entry per address: its kind, WebSocket or plain TCP; path and Origin
+//! rules for WebSocket; TLS for both).
 
 use super::values::duration;
 use serde::Deserialize;
@@ -33,26 +34,98 @@ pub struct ListenerConfig {
     tls: Option<toml::Value>,
 }
 
-/// One `[[listeners]]` entry: an address that accepts WebSocket connections.
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// STOMP over WebSocket (`ws://`, `wss://` with TLS).
+    #[default]
+    Ws,
+    /// STOMP over plain TCP, the frames straight on the stream (TLS optional).
+    /// The conventional port is 61613.
+    Tcp,
+}
+
+/// One `[[listeners]]` entry: an address that accepts STOMP connections,
+/// over WebSocket (the default) or plain TCP.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawEndpoint")]
 pub struct EndpointConfig {
+    /// What the listener speaks: `ws` (default) or `tcp`.
+    pub kind: ListenerKind,
     /// Socket address to bind (required).
     pub address: SocketAddr,
-    /// HTTP path that upgrades to WebSocket.
-    #[serde(default = "default_path")]
+    /// HTTP path that upgrades to WebSocket (`ws` only).
     pub path: String,
     /// Origins allowed to upgrade (`*` in a port or as the whole entry is a
     /// wildcard; `null` is a sandboxed frame or a page opened from a file,
-    /// which any web page can create, so it is not in the default).
-    #[serde(default = "default_allowed_origins")]
+    /// which any web page can create, so it is not in the default). `ws` only.
     pub allowed_origins: Vec<String>,
-    /// Whether requests without `Origin` (non-browser clients) may upgrade.
-    #[serde(default = "default_allow_missing_origin")]
+    /// Whether requests without `Origin` (non-browser clients) may upgrade
+    /// (`ws` only).
     pub allow_missing_origin: bool,
-    /// `wss://`: serve TLS with this certificate and key.
-    #[serde(default)]
+    /// TLS with this certificate and key (`wss://`, or STOMP over TLS).
     pub tls: Option<TlsConfig>,
+}
+
+/// A `[[listeners]]` entry as written: the WebSocket-only keys stay unset
+/// when absent, so that a `tcp` entry that sets one is refused by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    #[serde(default)]
+    kind: ListenerKind,
+    address: SocketAddr,
+    path: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    allow_missing_origin: Option<bool>,
+    #[serde(default)]
+    tls: Option<TlsConfig>,
+}
+
+impl TryFrom<RawEndpoint> for EndpointConfig {
+    type Error = String;
+
+    fn try_from(raw: RawEndpoint) -> Result<Self, String> {
+        if raw.kind == ListenerKind::Tcp {
+            let websocket_only = [
+                ("path", raw.path.is_some()),
+                ("allowed_origins", raw.allowed_origins.is_some()),
+                ("allow_missing_origin", raw.allow_missing_origin.is_some()),
+            ];
+            if let Some((key, _)) = websocket_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "listeners.{key} is a WebSocket setting; a kind = \"tcp\" listener ({}) \
+                     has no HTTP path or Origin: remove it",
+                    raw.address
+                ));
+            }
+        }
+        Ok(EndpointConfig {
+            kind: raw.kind,
+            address: raw.address,
+            path: raw.path.unwrap_or_else(default_path),
+            allowed_origins: raw.allowed_origins.unwrap_or_else(default_allowed_origins),
+            allow_missing_origin: raw
+                .allow_missing_origin
+                .unwrap_or_else(default_allow_missing_origin),
+            tls: raw.tls,
+        })
+    }
+}
+
+impl EndpointConfig {
+    /// The URL clients use for this listener bound at `bound`:
+    /// `ws://`/`wss://` with the path, or `tcp://`/`ssl://` for STOMP over
+    /// TCP (the schemes stomp clients such as stomp.js and ActiveMQ's use).
+    pub fn url(&self, bound: SocketAddr) -> String {
+        match (self.kind, self.tls.is_some()) {
+            (ListenerKind::Ws, false) => format!("ws://{bound}{}", self.path),
+            (ListenerKind::Ws, true) => format!("wss://{bound}{}", self.path),
+            (ListenerKind::Tcp, false) => format!("tcp://{bound}"),
+            (ListenerKind::Tcp, true) => format!("ssl://{bound}"),
+        }
+    }
 }
 
 /// `[listeners.tls]`
@@ -87,6 +160,7 @@ fn default_allow_missing_origin() -> bool {
 impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
+            kind: ListenerKind::Ws,
             address: SocketAddr::from(([127, 0, 0, 1], 61614)),
             path: default_path(),
             allowed_origins: default_allowed_origins(),
@@ -157,6 +231,7 @@ pub(super) fn validate(
 
 #[cfg(test)]
 mod tests {
+    use super::ListenerKind;
     use crate::config::Config;
 
     #[test]
@@ -184,5 +259,39 @@ mod tests {
             "address required"
         );
         assert!(Config::from_toml("listeners = []\n", "t").is_err());
+    }
+
+    #[test]
+    fn tcp_listeners_take_tls_and_refuse_websocket_keys_by_name() {
+        let config = Config::from_toml(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:61613\"\n[listeners.tls]\ncert_file = \"c\"\nkey_file = \"k\"\n",
+            "t",
+        )
+        .expect("parses");
+        assert_eq!(config.listeners[0].kind, ListenerKind::Ws);
+        assert_eq!(config.listeners[1].kind, ListenerKind::Tcp);
+        assert!(config.listeners[1].tls.is_some());
+        let bound = "127.0.0.1:61613".parse().expect("address");
+        assert_eq!(config.listeners[1].url(bound), "ssl://127.0.0.1:61613");
+        for (key, value) in [
+            ("path", "\"/ws\""),
+            ("allowed_origins", "[\"*\"]"),
+            ("allow_missing_origin", "true"),
+        ] {
+            let text = format!(
+                "[[listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\n{key} = {value}\n"
+            );
+            let error = Config::from_toml(&text, "t").unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("listeners.{key} is a WebSocket setting")),
+                "{error}"
+            );
+        }
+        let error = Config::from_toml(
+            "[[listeners]]\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("udp"), "{error}");
     }
 }

@@ -19,7 +19,7 @@ mod values;
 
 pub use auth::{Anonymous, AuthConfig, JwtConfig, JwtKeyConfig, UserConfig};
 pub use limits::LimitsConfig;
-pub use listeners::{EndpointConfig, ListenerConfig, TlsConfig};
+pub use listeners::{EndpointConfig, ListenerConfig, ListenerKind, TlsConfig};
 pub use outbound::{OutboundConfig, SlowConsumerPolicy, SlowConsumerRule, SlowConsumersConfig};
 pub use queues::{Overflow, QueueRule, QueuesConfig};
 pub use rate_limits::{PublishRateRule, RateLimitAction, RateLimitsConfig};

@@ -1,19 +1,22 @@
-//! A connection's way in: TCP options, the TLS handshake (`wss://`) and the
-//! WebSocket upgrade under one `listener.handshake_timeout`, then the
-//! per-address admission. Refused clients still get an ERROR over the open
-//! WebSocket, so that a browser (which never sees an HTTP status) reads why.
+//! A connection's way in: TCP options, the TLS handshake (`wss://`, or TLS
+//! on a `tcp` listener) and the WebSocket upgrade under one
+//! `listener.handshake_timeout`, then the per-address admission. Refused
+//! clients still get an ERROR over the open WebSocket (a browser never sees
+//! an HTTP status) or the TCP stream, so that they read why.
 
+use super::transport::Transport;
 use super::{Connection, End};
+use crate::config::ListenerKind;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
 use crate::model::session_id::SessionId;
 use crate::outbound::outbound_channel;
 use crate::session::{ClientInfo, CloseReason, Session, SessionError};
 use crate::shutdown::Shutdown;
-use crate::websocket;
+use crate::websocket::{self, Handshake};
 use bytes::BytesMut;
 use std::sync::Arc;
-use stomp_protocol::Decoder;
+use stomp_protocol::{Decoder, Version};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -67,24 +70,26 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
-    let handshake_timeout = context.config.listener.handshake_timeout;
-    let (ws, handshake) = match timeout_at(
-        deadline,
-        Box::pin(websocket::accept(stream, &context.config, &endpoint.config)),
-    )
-    .await
-    {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(error)) => {
-            debug!(%error, "WebSocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(?handshake_timeout, "WebSocket handshake timed out");
-            return;
+    let (transport, handshake) = match endpoint.config.kind {
+        ListenerKind::Ws => match upgrade(stream, deadline, &context, &endpoint).await {
+            Some((ws, handshake)) => (Transport::WebSocket(ws), handshake),
+            None => return,
+        },
+        // STOMP straight on the stream: no handshake, so no subprotocol,
+        // token or Origin; CONNECT says the rest.
+        ListenerKind::Tcp => {
+            debug!("STOMP over TCP open");
+            let handshake = Handshake {
+                subprotocol: None,
+                allowed_versions: Version::ALL.to_vec(),
+                bearer: None,
+                origin: None,
+            };
+            (Transport::Tcp(stream), handshake)
         }
     };
-    debug!(subprotocol = ?handshake.subprotocol, "WebSocket open");
+    // TCP has no ping: a late client is late, whatever the setting.
+    let ping_late = context.config.stomp.heartbeat_ping && transport.is_websocket();
     let ip_slot = context.admit(peer_ip);
     let outbound_config = &context.config.outbound;
     let (queue, outbound) = outbound_channel(
@@ -105,7 +110,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             handshake.allowed_versions,
             queue,
         ),
-        ws,
+        transport,
         overflow: outbound.overflow_signal(),
         outbound,
         buffer: BytesMut::new(),
@@ -115,14 +120,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         read_paused_until: None,
         connect_deadline: now + context.config.listener.connect_timeout,
         grace: context.config.stomp.heartbeat_grace,
-        ping_late: context.config.stomp.heartbeat_ping,
+        ping_late,
         frame_limits: context.config.limits.frame_limits(),
     };
     let _ip_slot = match ip_slot {
         Ok(slot) => slot,
         Err(refusal) => {
             // Refused after the upgrade, so that the client (a browser
-            // too, which never sees an HTTP status) reads why.
+            // too, which never sees an HTTP status) reads why; over TCP
+            // the ERROR comes before any CONNECT.
             let error = SessionError::new(refusal, CloseReason::PolicyViolation);
             Box::pin(connection.finish(End::Error(error))).await;
             return;
@@ -130,4 +136,34 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let end = connection.drive(shutdown).await;
     Box::pin(connection.finish(end)).await;
+}
+
+/// The WebSocket upgrade under the handshake deadline; `None` when it failed
+/// (logged).
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    deadline: Instant,
+    context: &BrokerContext,
+    endpoint: &Endpoint,
+) -> Option<(tokio_tungstenite::WebSocketStream<S>, Handshake)> {
+    let handshake_timeout = context.config.listener.handshake_timeout;
+    match timeout_at(
+        deadline,
+        Box::pin(websocket::accept(stream, &context.config, &endpoint.config)),
+    )
+    .await
+    {
+        Ok(Ok((ws, handshake))) => {
+            debug!(subprotocol = ?handshake.subprotocol, "WebSocket open");
+            Some((ws, handshake))
+        }
+        Ok(Err(error)) => {
+            debug!(%error, "WebSocket handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(?handshake_timeout, "WebSocket handshake timed out");
+            None
+        }
+    }
 }

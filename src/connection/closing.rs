@@ -1,26 +1,24 @@
-//! How a connection ends: the last words (frames still queued, ERROR, the
-//! Close frame with a fitting code) within [`CLOSING_TIME`], then the linger.
+//! How a connection ends: the last words (frames still queued, ERROR, over
+//! WebSocket the Close frame with a fitting code) within [`CLOSING_TIME`],
+//! then the linger. TCP and WebSocket end alike but for the Close frame.
 //!
 //! Closing follows RFC 6455 §7: a client's Close frame is answered with one
-//! echoing its code, and after our own Close frame the connection *lingers*:
+//! echoing its code, and after our own Close frame (over TCP, after the last
+//! frame) the connection *lingers*:
 //! it half-closes and reads and discards what the client still sends (bounded
 //! by [`LINGER_TIME`] and [`LINGER_BYTES`]) before the socket goes. Closing a
 //! socket with unread bytes makes the kernel send a reset, and a reset
 //! destroys the ERROR and the Close frame still on their way to the client.
 
-use super::writer::{to_message, write_batch, WRITE_BATCH};
-use super::{Connection, End, Ws};
+use super::writer::{write_batch, WRITE_BATCH};
+use super::{Connection, End};
 use crate::model::frames;
 use crate::outbound::OutFrame;
-use crate::session::{CloseReason, SessionError};
-use futures_util::SinkExt;
+use crate::session::SessionError;
 use std::time::Duration;
 use stomp_protocol::Version;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::debug;
 
 /// How long the last words (queued frames, ERROR, close) may take.
@@ -34,7 +32,7 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// The last words: queued frames, ERROR, the Close frame; then the linger.
+    /// The last words: queued frames, ERROR, the close; then the linger.
     pub(super) async fn finish(mut self, end: End) {
         // Detach first: for DISCONNECT the router already did, and for errors
         // this stops deliveries before the connection goes.
@@ -49,20 +47,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 End::ClientGone => false,
                 // tungstenite queued the answer echoing the client's code
                 // when it read the Close frame; a flush writes it.
-                End::ClientClosed => self.ws.flush().await.is_ok(),
+                End::ClientClosed => self.transport.flush().await.is_ok(),
                 End::Disconnect => {
                     // The router drops its queue handles after the RECEIPT,
                     // so recv_many returns 0 once everything is out.
                     let mut batch = Vec::with_capacity(WRITE_BATCH);
                     while self.outbound.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-                        if write_batch(&mut self.ws, &self.outbound, &mut batch)
+                        if write_batch(&mut self.transport, &self.outbound, &mut batch)
                             .await
                             .is_err()
                         {
                             return false;
                         }
                     }
-                    close(&mut self.ws, CloseCode::Normal, "").await
+                    self.transport.close(None, "").await
                 }
                 End::Error(error) => {
                     debug!(message = %error.message, "closing with ERROR");
@@ -70,7 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         // Frames queued before the error (RECEIPTs) go first.
                         let mut batch: Vec<OutFrame> =
                             std::iter::from_fn(|| self.outbound.try_recv()).collect();
-                        if write_batch(&mut self.ws, &self.outbound, &mut batch)
+                        if write_batch(&mut self.transport, &self.outbound, &mut batch)
                             .await
                             .is_err()
                         {
@@ -78,18 +76,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                     }
                     let frame = error_frame(&error, version);
-                    if self.ws.send(frame).await.is_err() {
+                    if self.transport.write_frames(&[frame]).await.is_err() {
                         return false;
                     }
-                    close(&mut self.ws, close_code(error.close), &error.message).await
+                    self.transport
+                        .close(Some(error.close), &error.message)
+                        .await
                 }
                 End::FinalFrame(close_after) => {
-                    close(
-                        &mut self.ws,
-                        close_code(close_after.reason),
-                        &close_after.message,
-                    )
-                    .await
+                    self.transport
+                        .close(Some(close_after.reason), &close_after.message)
+                        .await
                 }
             }
         };
@@ -98,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.session.end().await;
         }
         let drained = if closed {
-            linger(self.ws.get_mut()).await
+            linger(self.transport.stream_mut()).await
         } else {
             0
         };
@@ -111,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-fn error_frame(error: &SessionError, version: Option<Version>) -> Message {
+fn error_frame(error: &SessionError, version: Option<Version>) -> OutFrame {
     // Before CONNECT no escaping is agreed: write headers unescaped (1.0 rules).
     let version = version.unwrap_or(Version::V1_0);
     let bytes = frames::error(
@@ -123,41 +120,11 @@ fn error_frame(error: &SessionError, version: Option<Version>) -> Message {
             detail: error.detail.as_deref(),
         },
     );
-    to_message(OutFrame {
+    OutFrame {
         bytes,
         text: true,
         close: None,
-    })
-}
-
-fn close_code(reason: CloseReason) -> CloseCode {
-    match reason {
-        CloseReason::ProtocolError => CloseCode::Protocol,
-        CloseReason::PolicyViolation => CloseCode::Policy,
-        CloseReason::TooBig => CloseCode::Size,
-        CloseReason::InvalidData => CloseCode::Invalid,
-        CloseReason::GoingAway => CloseCode::Away,
-        CloseReason::InternalError => CloseCode::Error,
     }
-}
-
-/// Sends our Close frame; whether it went out. The client's answer is read
-/// (and discarded) by [`linger`].
-async fn close<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut Ws<S>,
-    code: CloseCode,
-    reason: &str,
-) -> bool {
-    // A close reason must fit in 123 bytes.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(&reason[..end]),
-    };
-    ws.close(Some(frame)).await.is_ok()
 }
 
 /// Half-closes `stream` (our FIN follows the Close frame) and reads and

@@ -1,16 +1,18 @@
-//! Drives one WebSocket connection: reads messages into the decoder, feeds
-//! frames to the session, and hands the outbound queue to the writer, until
-//! the connection ends one way or another ([`End`]).
+//! Drives one STOMP connection, over WebSocket or plain TCP: reads bytes into
+//! the decoder, feeds frames to the session, and hands the outbound queue to
+//! the writer, until the connection ends one way or another ([`End`]).
 //!
 //! The rest of a connection's life has a file each: [`admission`] (TLS,
 //! the WebSocket handshake under the timeout, per-address admission),
-//! [`timers`] (heart-beats, the CONNECT deadline, token expiry), [`writer`]
-//! (the outbound queue in batches, one flush each) and [`closing`] (ERROR,
-//! the Close frame and the linger after it).
+//! [`transport`] (what differs between WebSocket and TCP), [`timers`]
+//! (heart-beats, the CONNECT deadline, token expiry), [`writer`] (the
+//! outbound queue in batches, one flush each) and [`closing`] (ERROR, the
+//! close and the linger after it).
 
 mod admission;
 mod closing;
 mod timers;
+mod transport;
 mod writer;
 
 use crate::context::BrokerContext;
@@ -19,23 +21,18 @@ use crate::model::session_id::SessionId;
 use crate::outbound::{CloseAfter, OutboundReceiver, OverflowSignal};
 use crate::session::{CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use stomp_protocol::{Decoder, Limits};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, info_span, Instrument};
+use tracing::{info_span, Instrument};
+use transport::{Received, Transport};
 use writer::{write_batch, WRITE_BATCH};
 
 pub use closing::{linger, LINGER_BYTES, LINGER_TIME};
-
-type Ws<S> = WebSocketStream<S>;
 
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve(
@@ -54,9 +51,9 @@ pub async fn serve(
 
 /// How the read/write loop ended.
 enum End {
-    /// The TCP connection ended or failed without a Close frame.
+    /// The TCP connection ended or failed (without a WebSocket Close frame).
     ClientGone,
-    /// The client sent a Close frame: answer it (same code), then close.
+    /// The client sent a WebSocket Close frame: answer it (same code), then close.
     ClientClosed,
     /// DISCONNECT: write what is queued, then close normally.
     Disconnect,
@@ -67,10 +64,10 @@ enum End {
     FinalFrame(Box<CloseAfter>),
 }
 
-/// One admitted connection: its WebSocket, its STOMP session, the receiving
+/// One admitted connection: its transport, its STOMP session, the receiving
 /// half of its outbound queue, and the state its timers read.
 struct Connection<S> {
-    ws: Ws<S>,
+    transport: Transport<S>,
     session: Session,
     outbound: OutboundReceiver,
     /// Fires when the router found this connection over its outbound budget.
@@ -87,7 +84,8 @@ struct Connection<S> {
     read_paused_until: Option<Instant>,
     connect_deadline: Instant,
     grace: f64,
-    /// `stomp.heartbeat_ping`: ping late clients, count pings and pongs.
+    /// `stomp.heartbeat_ping` on a WebSocket: ping late clients, count
+    /// pings and pongs. Always off over TCP, which has no ping.
     ping_late: bool,
     /// Frame size limits, named in the ERROR for an oversized message.
     frame_limits: Limits,
@@ -118,7 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         biased;
                         _ = self.overflow.wait() => return End::Error(slow_consumer()),
                         _ = shutdown.wait() => return End::ClientGone,
-                        written = write_batch(&mut self.ws, &self.outbound, &mut batch) => {
+                        written = write_batch(&mut self.transport, &self.outbound, &mut batch) => {
                             match written {
                                 Err(_) => return End::ClientGone,
                                 Ok(Some(close_after)) => return End::FinalFrame(close_after),
@@ -127,8 +125,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                     }
                 }
-                message = self.ws.next(), if paused_until.is_none() => {
-                    if let Some(end) = self.on_message(message).await {
+                received = self.transport.read(&mut self.buffer, &self.frame_limits), if paused_until.is_none() => {
+                    if let Some(end) = self.on_received(received).await {
                         return end;
                     }
                 }
@@ -147,26 +145,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Handles one WebSocket message; `Some` ends the loop.
-    async fn on_message(&mut self, message: Option<Result<Message, WsError>>) -> Option<End> {
-        let data: Bytes = match message {
-            None => return Some(End::ClientGone),
-            Some(Ok(Message::Close(_))) => return Some(End::ClientClosed),
-            Some(Err(error)) => return Some(transport_error(error, &self.frame_limits)),
-            Some(Ok(Message::Text(text))) => text.into(),
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                // Pings are answered by tungstenite. Lenient, both count as a
-                // sign of life; strict, only STOMP bytes do.
+    /// Handles what one read brought; `Some` ends the loop.
+    async fn on_received(&mut self, received: Received) -> Option<End> {
+        match received {
+            Received::End(end) => Some(end),
+            Received::Control => {
+                // Lenient, pings and pongs count as a sign of life; strict,
+                // only STOMP bytes do.
                 if self.ping_late {
                     self.alive();
                 }
-                return None;
+                None
             }
-        };
-        self.alive();
-        self.buffer.extend_from_slice(&data);
-        self.decode_buffered().await
+            Received::Data => {
+                self.alive();
+                self.decode_buffered().await
+            }
+        }
     }
 
     /// Handles the whole frames in the buffer; `Some` ends the loop.
@@ -213,28 +208,4 @@ fn slow_consumer() -> SessionError {
         "The client did not read its messages fast enough and exceeded its outbound budget \
          (outbound.max_queued_bytes / max_queued_frames).",
     )
-}
-
-/// Maps a tungstenite read error to how the connection ends.
-fn transport_error(error: WsError, limits: &Limits) -> End {
-    match error {
-        // tungstenite's `size` is the announced frame length or the bytes
-        // received so far: not worth reporting. The limits are.
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Error(SessionError::new(
-            format!(
-                "WebSocket message too large: frame body exceeds max_body_bytes ({} bytes) \
-                 or headers exceed max_header_bytes ({} bytes)",
-                limits.max_body_bytes, limits.max_header_bytes
-            ),
-            CloseReason::TooBig,
-        )),
-        WsError::Utf8(_) => End::Error(SessionError::new(
-            "a WebSocket text message was not valid UTF-8",
-            CloseReason::InvalidData,
-        )),
-        error => {
-            debug!(%error, "connection lost");
-            End::ClientGone
-        }
-    }
 }

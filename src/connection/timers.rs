@@ -1,16 +1,15 @@
-//! A connection's clocks: heart-beats both ways (with a WebSocket ping for a
-//! late client when `stomp.heartbeat_ping` is on), the CONNECT deadline and
+//! A connection's clocks: heart-beats both ways (an EOL; over WebSocket, a
+//! ping for a late client when `stomp.heartbeat_ping` is on), the CONNECT deadline and
 //! the expiry of the client's token.
 
-use super::{Connection, End, Ws};
+use super::{Connection, End};
 use crate::session::heartbeat::Heartbeat;
 use crate::session::{CloseReason, SessionError};
-use bytes::Bytes;
-use futures_util::SinkExt;
+use std::future::Future;
+use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 /// The longest a heart-beat or ping write may wait for a full socket: the
 /// loop cannot see shutdown or overflow meanwhile, and intervals go up to
@@ -87,14 +86,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Late, perhaps a throttled background tab: a WebSocket ping
                 // is answered by the browser itself, and a pong counts.
                 self.pinged = true;
-                if !send_within(&mut self.ws, Message::Ping(Bytes::new()), every).await {
+                if !within(self.transport.ping(), every).await {
                     return Some(End::ClientGone);
                 }
             }
         }
         if let Some(every) = send_every {
             if now.saturating_duration_since(self.last_write) >= beat_after(every) {
-                if !send_within(&mut self.ws, Message::text("\n"), every).await {
+                if !within(self.transport.heartbeat(), every).await {
                     return Some(End::ClientGone);
                 }
                 self.last_write = now;
@@ -104,16 +103,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// Sends one message unless the client's socket stays full for its interval
-/// (at most [`BEAT_WRITE_LIMIT`]): a client that cannot take a heart-beat in
-/// that time is gone.
-async fn send_within<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut Ws<S>,
-    message: Message,
-    interval: Duration,
-) -> bool {
+/// Whether a heart-beat or ping went out before the client's socket stayed
+/// full for its interval (at most [`BEAT_WRITE_LIMIT`]): a client that
+/// cannot take a heart-beat in that time is gone.
+async fn within(write: impl Future<Output = io::Result<()>>, interval: Duration) -> bool {
     let limit = interval.min(BEAT_WRITE_LIMIT);
-    matches!(timeout(limit, ws.send(message)).await, Ok(Ok(())))
+    matches!(timeout(limit, write).await, Ok(Ok(())))
 }
 
 /// When a heart-beat is due after our last write: [`BEAT_EARLY`] (at most a

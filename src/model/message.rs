@@ -1,6 +1,7 @@
 //! A message as the broker holds it between a SEND and its deliveries.
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A routed message. Shared (`Arc`) between a queue and its deliveries.
@@ -48,4 +49,29 @@ pub fn epoch_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Message ids, unique across the broker and its restarts: a prefix (the
+/// start time) and a counter shared by every publishing session.
+#[derive(Debug)]
+pub struct MessageIds {
+    prefix: String,
+    last: AtomicU64,
+}
+
+impl Default for MessageIds {
+    fn default() -> Self {
+        MessageIds {
+            prefix: format!("{:x}-", epoch_ms()),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl MessageIds {
+    /// The next id.
+    pub fn next(&self) -> Arc<str> {
+        let n = self.last.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}{n}", self.prefix).into()
+    }
 }

@@ -2,6 +2,7 @@
 //! names, connection ids, close reasons. Nothing here knows of sessions,
 //! the router or a transport.
 
+pub mod ack_mode;
 pub mod close;
 pub mod destination;
 pub mod frames;

@@ -34,7 +34,9 @@ pub struct QueuedMessage {
     pub sequence: Option<Sequence>,
 }
 
-/// A consumer: a subscription of a session.
+/// A **consumer**: a queue subscription as its queue holds it for
+/// round-robin dispatch (the session and subscription id naming the
+/// router's `Subscription`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumer {
     /// The session.

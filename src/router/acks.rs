@@ -1,8 +1,8 @@
 //! ACK and NACK: settling deliveries by id, cumulatively for `client`
 //! subscriptions, and returning what a subscription leaves unsettled.
 
-use super::message::ack_id;
 use super::{AckKey, AckMode, Router, SessionId, Settle, Unacked};
+use crate::fanout::encode::ack_id;
 use crate::model::close::CloseReason;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

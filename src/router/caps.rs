@@ -3,45 +3,13 @@
 //! subscriptions. Without them one client could fill the router's maps
 //! with names. A frame that would go past a cap gets an ERROR naming it and
 //! its connection closes; nothing that exists is touched, so bystanders'
-//! queues and subscriptions keep working.
+//! queues and subscriptions keep working. The caps themselves are the
+//! router's copy of `[limits]` (`Router::caps`).
 
 use super::message::ReplyQueue;
 use super::{Router, SessionId};
-use crate::config::LimitsConfig;
 use crate::model::close::CloseReason;
 use crate::model::destination::QUEUE_PREFIX;
-
-/// The caps, from `[limits]`.
-#[derive(Debug, Clone, Copy)]
-pub struct StateCaps {
-    /// Subscriptions on the server, reply queues' included.
-    pub max_subscriptions: usize,
-    /// `/queue/...` queues on the server.
-    pub max_queues: usize,
-    /// Durable topic subscriptions on the server.
-    pub max_durable_subscriptions: usize,
-    /// Durable topic subscriptions one connection may create.
-    pub max_durable_subscriptions_per_connection: usize,
-    /// Reply queues on the server.
-    pub max_reply_queues: usize,
-    /// Reply queues of one connection.
-    pub max_reply_queues_per_connection: usize,
-}
-
-impl StateCaps {
-    /// The caps of a `[limits]` section.
-    pub fn from_limits(limits: &LimitsConfig) -> Self {
-        StateCaps {
-            max_subscriptions: limits.max_subscriptions,
-            max_queues: limits.max_queues,
-            max_durable_subscriptions: limits.max_durable_subscriptions,
-            max_durable_subscriptions_per_connection: limits
-                .max_durable_subscriptions_per_connection,
-            max_reply_queues: limits.max_reply_queues,
-            max_reply_queues_per_connection: limits.max_reply_queues_per_connection,
-        }
-    }
-}
 
 impl Router {
     /// Whether `session` may add subscription `id`: not an id already in
@@ -111,7 +79,7 @@ impl Router {
     /// Whether `session` may create a new durable subscription; counts it
     /// if so, fails the session if not.
     pub(super) fn durable_room(&mut self, session: SessionId, receipt: Option<&str>) -> bool {
-        let caps = self.caps;
+        let caps = &self.caps;
         let Some(entry) = self.sessions.get_mut(&session) else {
             return false;
         };
@@ -142,7 +110,7 @@ impl Router {
         reply_queue: &ReplyQueue,
         receipt: Option<&str>,
     ) -> bool {
-        let caps = self.caps;
+        let caps = &self.caps;
         let Some(entry) = self.sessions.get(&session) else {
             return false;
         };

@@ -11,43 +11,51 @@
 //! Errors only the router can see (an ACK of an unknown id, a SEND to a full
 //! queue) are sent as a final ERROR frame that makes the connection close.
 //!
-//! The router knows STOMP frames, not WebSockets. Its work is split by topic:
-//! `topics.rs` (fan-out), `queues.rs` (dispatch, dead letters), `acks.rs`
-//! (ACK, NACK, returning unacknowledged messages).
+//! The router knows STOMP frames, not WebSockets. Its work is split along
+//! its seams: `command.rs` (what sessions send, the handle), this file (the
+//! state, the run loop, applying commands), `sessions.rs` (per-session
+//! tables), `receipts.rs` (RECEIPT order, router-detected ERRORs),
+//! `recovery.rs`, `publish.rs`, `topics.rs` (topic delivery), `dispatch.rs`
+//! (queue dispatch, dead letters), `durables.rs`, `reply_queues.rs`,
+//! `acks.rs` (ACK, NACK, returning unacknowledged messages), `caps.rs`.
 
 mod acks;
 mod caps;
+mod command;
+mod dispatch;
+mod durables;
 pub mod message;
 mod principal;
-mod queues;
-pub mod subscription;
-pub mod topic_trie;
+mod publish;
+mod receipts;
+mod recovery;
+mod reply_queues;
+mod sessions;
 mod topics;
 
-use crate::config::{SlowConsumerPolicy, SlowConsumersConfig};
-use crate::model::close::CloseReason;
+pub use crate::fanout::topic_trie;
+pub use crate::fanout::Subscriber;
+pub use crate::model::ack_mode::AckMode;
+
+use crate::config::{LimitsConfig, SlowConsumerPolicy, SlowConsumersConfig};
+use crate::fanout::IndexWriter;
 use crate::model::destination::{self, PatternWord, SubscribeTarget};
-use crate::model::frames;
-use crate::model::message::epoch_ms;
 pub use crate::model::session_id::SessionId;
-use crate::outbound::{CloseAfter, OutFrame, OutboundSender, PushError};
-use crate::queue::{Queue, QueueArguments, QueueMemory, QueuePolicy, QueuedMessage};
-use crate::store::writer::{PendingReceipt, StoreWriter, WriteBatch};
+use crate::queue::{Queue, QueueMemory, QueuePolicy};
+use crate::store::writer::{StoreWriter, WriteBatch};
 use crate::store::{StoreOp, StoredQueue};
-pub use caps::StateCaps;
-use message::Publication;
+use command::Queued;
+pub use command::{AckKey, RouterCommand, RouterGone, RouterHandle, Settle, TxOperation};
+pub use durables::{DurableSubscription, DURABLE_PREFIX};
 pub use principal::Principal;
-pub use queues::{DurableSubscription, DURABLE_PREFIX};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use sessions::{SessionEntry, SubscribeRequest, Subscription, Target, Unacked};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use stomp_protocol::Version;
-pub use subscription::{AckMode, Subscriber};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use topic_trie::TopicTrie;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Most commands the router takes from its channel before it looks again;
 /// draining in bulk keeps the per-command overhead low under load.
@@ -59,205 +67,15 @@ const TICK: Duration = Duration::from_millis(20);
 /// How often a failing store is asked whether it works again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// ACK or NACK, and which delivery it names.
-#[derive(Debug, Clone)]
-pub struct Settle {
-    /// NACK rather than ACK.
-    pub nack: bool,
-    /// The delivery.
-    pub key: AckKey,
-}
-
-/// How ACK/NACK name a delivery.
-#[derive(Debug, Clone)]
-pub enum AckKey {
-    /// STOMP 1.2: the MESSAGE's `ack` header, sent back as `id`.
-    Id(String),
-    /// STOMP 1.0/1.1: `message-id`, with `subscription` in 1.1.
-    MessageId {
-        /// The MESSAGE's `message-id`.
-        message_id: String,
-        /// The subscription, when given.
-        subscription: Option<String>,
-    },
-}
-
-/// One operation of a committed transaction.
-#[derive(Debug)]
-pub enum TxOperation {
-    /// A SEND.
-    Publish(Publication),
-    /// An ACK or NACK.
-    Settle(Settle),
-}
-
-/// What a session asks of the router. `receipt` is answered with a RECEIPT
-/// once the command has taken effect.
-#[derive(Debug)]
-pub enum RouterCommand {
-    /// A session has connected.
-    Attach {
-        /// The session.
-        session: SessionId,
-        /// Where its frames go.
-        outbound: OutboundSender,
-        /// Its negotiated version.
-        version: Version,
-    },
-    /// Add a subscription.
-    Subscribe {
-        /// The session.
-        session: SessionId,
-        /// The client's subscription id.
-        id: Arc<str>,
-        /// The parsed destination.
-        target: SubscribeTarget,
-        /// Ack mode.
-        ack: AckMode,
-        /// `prefetch-count`, if given.
-        prefetch: Option<usize>,
-        /// Queue arguments (when the subscription creates a queue).
-        arguments: QueueArguments,
-        /// A durable topic subscription, by any of the three dialects.
-        durable: Option<DurableSubscription>,
-        /// Receipt to send once active.
-        receipt: Option<String>,
-    },
-    /// Remove a subscription; its unacknowledged queue messages go back.
-    Unsubscribe {
-        /// The session.
-        session: SessionId,
-        /// The client's subscription id.
-        id: Arc<str>,
-        /// Also delete the durable subscription behind it.
-        remove_durable: bool,
-        /// Receipt to send once removed.
-        receipt: Option<String>,
-    },
-    /// Route a message.
-    Publish {
-        /// The publishing session.
-        session: SessionId,
-        /// The message.
-        publication: Publication,
-        /// Receipt to send once routed.
-        receipt: Option<String>,
-    },
-    /// ACK or NACK.
-    Settle {
-        /// The session.
-        session: SessionId,
-        /// What to settle.
-        settle: Settle,
-        /// Receipt to send once settled.
-        receipt: Option<String>,
-    },
-    /// A transaction's operations, applied together.
-    Commit {
-        /// The session.
-        session: SessionId,
-        /// SENDs, ACKs and NACKs in order.
-        operations: Vec<TxOperation>,
-        /// COMMIT's receipt.
-        receipt: Option<String>,
-    },
-    /// Only a RECEIPT, after everything the session sent before.
-    Receipt {
-        /// The session.
-        session: SessionId,
-        /// The receipt id.
-        receipt: String,
-    },
-    /// The session is over: drop its subscriptions, return its unacknowledged
-    /// messages, and drop its outbound queue (after the receipt, if any),
-    /// which lets the connection finish writing.
-    Detach {
-        /// The session.
-        session: SessionId,
-        /// DISCONNECT's receipt.
-        receipt: Option<String>,
-    },
-}
-
-impl RouterCommand {
-    /// Bytes of SEND bodies and headers the command carries (0 for the rest).
-    pub fn payload_bytes(&self) -> usize {
-        match self {
-            RouterCommand::Publish { publication, .. } => publication.size(),
-            RouterCommand::Commit { operations, .. } => operations
-                .iter()
-                .map(|operation| match operation {
-                    TxOperation::Publish(publication) => publication.size(),
-                    TxOperation::Settle(_) => 0,
-                })
-                .sum(),
-            _ => 0,
-        }
-    }
-}
-
-/// A command on its way to the router, holding its share of
-/// `router.max_queued_bytes` until the router has applied it.
-#[derive(Debug)]
-struct Queued {
-    command: RouterCommand,
-    /// Released (dropped) by the router after `apply`.
-    bytes: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// A session's way to the router.
-#[derive(Debug, Clone)]
-pub struct RouterHandle {
-    /// The router's input. Bounded: a session waits when the router is behind.
-    commands_tx: mpsc::Sender<Queued>,
-    /// Bytes of SEND bodies and headers in commands not yet applied, one
-    /// permit per byte (`router.max_queued_bytes`): `queue_depth` commands
-    /// of 1 MiB would be 4 GiB. Sessions acquire before sending, the router
-    /// releases after applying; closed never.
-    queued_bytes: Arc<tokio::sync::Semaphore>,
-    /// The semaphore's size: a command larger than all of it takes all of it.
-    max_queued_bytes: u32,
-}
-
-/// The router has stopped (only during shutdown).
-#[derive(Debug, Clone, Copy)]
-pub struct RouterGone;
-
-impl RouterHandle {
-    /// Sends a command, waiting while the router's queue is full in
-    /// commands or in bytes.
-    pub async fn send(&self, command: RouterCommand) -> Result<(), RouterGone> {
-        let payload = command.payload_bytes();
-        let bytes = if payload == 0 {
-            None
-        } else {
-            let permits = u32::try_from(payload)
-                .unwrap_or(u32::MAX)
-                .min(self.max_queued_bytes);
-            let permit = self
-                .queued_bytes
-                .clone()
-                .acquire_many_owned(permits)
-                .await
-                .map_err(|_| RouterGone)?;
-            Some(permit)
-        };
-        self.commands_tx
-            .send(Queued { command, bytes })
-            .await
-            .map_err(|_| RouterGone)
-    }
-}
-
 /// Settings the router needs.
 #[derive(Debug)]
 pub struct RouterSettings {
     /// Capacity of the command channel.
-    pub queue_depth: usize,
+    pub channel_capacity: usize,
     /// `router.max_queued_bytes`: SEND bytes in the command channel.
     pub max_queued_bytes: usize,
     /// Caps on state keyed by names clients choose.
-    pub caps: StateCaps,
+    pub caps: LimitsConfig,
     /// Queue settings by name.
     pub queue_policy: QueuePolicy,
     /// Default prefetch of client-ack topic subscriptions.
@@ -280,13 +98,15 @@ pub struct RouterSettings {
     pub persistent_patterns: Vec<String>,
     /// `[storage] max_disk_bytes`.
     pub max_disk_bytes: u64,
+    /// The writing half of the shared topic index.
+    pub index: IndexWriter,
 }
 
 /// Starts the router task.
 pub fn spawn_router(
     settings: RouterSettings,
 ) -> Result<(RouterHandle, tokio::task::JoinHandle<()>), String> {
-    let (commands_tx, commands_rx) = mpsc::channel(settings.queue_depth);
+    let (commands_tx, commands_rx) = mpsc::channel(settings.channel_capacity);
     let max_queued_bytes = u32::try_from(settings.max_queued_bytes)
         .unwrap_or(u32::MAX)
         .max(1);
@@ -326,8 +146,7 @@ pub fn spawn_router(
         attention: HashSet::new(),
         policy: settings.queue_policy,
         topic_prefetch: settings.topic_prefetch,
-        message_prefix: message_id_prefix(),
-        next_message: 0,
+        index: settings.index,
         store: settings.store,
         store_enabled: settings.store_enabled,
         batch: WriteBatch::default(),
@@ -351,70 +170,15 @@ pub fn spawn_router(
     Ok((handle, task))
 }
 
-/// A prefix that keeps message ids unique across restarts: the start time.
-fn message_id_prefix() -> String {
-    format!("{:x}-", epoch_ms())
-}
-
-/// Who subscribes, and how its deliveries are acknowledged.
-#[derive(Debug, Clone)]
-struct Subscribing {
-    session: SessionId,
-    id: Arc<str>,
-    ack: AckMode,
-    /// `prefetch-count`, if given.
-    prefetch: Option<usize>,
-}
-
-/// What the router keeps per connected session.
-struct SessionEntry {
-    outbound: OutboundSender,
-    version: Version,
-    subscriptions: HashMap<Arc<str>, SubscriptionEntry>,
-    /// Unsettled deliveries' ack ids → their subscription.
-    ack_index: HashMap<String, Arc<str>>,
-    /// Reply queues this session made with `reply-to:/temp-queue/...`.
-    reply_queues: Vec<String>,
-    /// Durable subscriptions this session created (`StateCaps`).
-    durables_created: usize,
-    /// RECEIPTs of this session waiting for the store; while any wait, later
-    /// ones wait too, so that RECEIPTs keep their order.
-    held_receipts: Arc<AtomicUsize>,
-}
-
-/// One subscription's routing target and its unsettled deliveries.
-struct SubscriptionEntry {
-    target: Target,
-    ack: AckMode,
-    /// Most unsettled deliveries (client ack modes).
-    prefetch: usize,
-    /// Unsettled deliveries in delivery order (client ack modes only).
-    unacked: VecDeque<Unacked>,
-}
-
-enum Target {
-    Topic {
-        pattern: Vec<PatternWord>,
-        subscriber: Arc<Subscriber>,
-    },
-    Queue(String),
-}
-
-/// A delivery awaiting ACK or NACK.
-struct Unacked {
-    ack_id: String,
-    message: QueuedMessage,
-    /// The queue it came from; `None` for topic deliveries (nothing to return).
-    queue: Option<String>,
-}
-
 struct Router {
     /// Slow-consumer rules: pattern → whether it means `drop-oldest`.
     drop_oldest_rules: Vec<(Vec<PatternWord>, bool)>,
     drop_oldest_default: bool,
     max_unacked_per_connection: usize,
     queue_memory: Arc<QueueMemory>,
-    /// Keyed by connection and subscription id.
+    /// Client-ack topic subscriptions (the router tracks their unsettled
+    /// deliveries), keyed by connection and subscription id. Auto-ack ones
+    /// are only in the shared index.
     topics: TopicTrie<(SessionId, Arc<str>), Arc<Subscriber>>,
     sessions: HashMap<SessionId, SessionEntry>,
     queues: HashMap<String, Queue>,
@@ -423,8 +187,10 @@ struct Router {
     attention: HashSet<String>,
     policy: QueuePolicy,
     topic_prefetch: usize,
-    message_prefix: String,
-    next_message: u64,
+    /// The shared topic index, which only the router changes: auto-ack
+    /// topic subscriptions, and markers for the client-ack and durable ones
+    /// the router delivers to itself.
+    index: IndexWriter,
     store: StoreWriter,
     store_enabled: bool,
     /// Store ops and held RECEIPTs of the commands applied since the last
@@ -451,8 +217,8 @@ struct Router {
     destination_limits: destination::DestinationLimits,
     /// When a failing store was last asked whether it works again.
     last_probe: Instant,
-    /// Caps on state keyed by names clients choose (`caps.rs`).
-    caps: StateCaps,
+    /// `[limits]`: caps on state keyed by names clients choose (`caps.rs`).
+    caps: LimitsConfig,
     /// Entries of every session's `subscriptions`, reply queues' included.
     subscription_count: usize,
     /// Reply queues of every session.
@@ -460,7 +226,7 @@ struct Router {
 }
 
 impl Router {
-    async fn run(mut self, mut commands_rx: mpsc::Receiver<Queued>) {
+    pub(super) async fn run(mut self, mut commands_rx: mpsc::Receiver<Queued>) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -497,63 +263,8 @@ impl Router {
         debug!("router stopped: every session handle is gone");
     }
 
-    /// Rebuilds stored queues and durable subscriptions at start.
-    fn recover(&mut self, recovered: Vec<StoredQueue>) -> Result<(), String> {
-        let (mut queues, mut messages) = (0, 0);
-        for stored in recovered {
-            let definition = stored.definition;
-            let arguments = QueueArguments {
-                message_ttl: definition.message_ttl_ms.map(Duration::from_millis),
-                max_length: definition
-                    .max_length
-                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-                dead_letter: definition.dead_letter.clone(),
-                ..QueueArguments::default()
-            };
-            let settings = self.policy.settings_for(&definition.name, &arguments);
-            let mut queue =
-                Queue::new(definition.name.clone(), settings, self.queue_memory.clone());
-            queue.store_id = Some(stored.id);
-            self.next_queue_id = self.next_queue_id.max(stored.id + 1);
-            for message in stored.messages {
-                self.next_sequence = self.next_sequence.max(message.sequence);
-                messages += 1;
-                queue.restore(QueuedMessage {
-                    message: Arc::new(message.message),
-                    deliveries: message.deliveries,
-                    sequence: Some(message.sequence),
-                });
-            }
-            if let Some(binding) = definition.binding {
-                let pattern = destination::topic_pattern(&binding, &self.destination_limits)
-                    .map_err(|e| {
-                        format!("stored durable subscription {}: {}", definition.name, e.0)
-                    })?;
-                let bound: Arc<str> = definition.name.clone().into();
-                self.durables.insert(&pattern, bound.clone(), bound);
-                self.durable_bindings
-                    .insert(definition.name.clone(), binding);
-                if let Some(owner) = &definition.owner {
-                    let owner = Principal::from_record(owner).ok_or_else(|| {
-                        format!(
-                            "stored durable subscription {}: unknown owner '{owner}'",
-                            definition.name
-                        )
-                    })?;
-                    self.durable_owners.insert(definition.name.clone(), owner);
-                }
-            }
-            self.queues.insert(definition.name, queue);
-            queues += 1;
-        }
-        if queues > 0 {
-            tracing::info!(queues, messages, "recovered from the store");
-        }
-        Ok(())
-    }
-
     /// Queues a store op (when anything is stored).
-    fn store_op(&mut self, op: StoreOp) {
+    pub(super) fn store_op(&mut self, op: StoreOp) {
         if !self.store_enabled {
             return;
         }
@@ -563,7 +274,7 @@ impl Router {
         self.batch.ops.push(op);
     }
 
-    fn apply(&mut self, command: RouterCommand) {
+    pub(super) fn apply(&mut self, command: RouterCommand) {
         // A command that changed the store gets its RECEIPT after the sync.
         let mark = self.durable_ops;
         match command {
@@ -572,18 +283,7 @@ impl Router {
                 outbound,
                 version,
             } => {
-                self.sessions.insert(
-                    session,
-                    SessionEntry {
-                        outbound,
-                        version,
-                        subscriptions: HashMap::new(),
-                        ack_index: HashMap::new(),
-                        reply_queues: Vec::new(),
-                        durables_created: 0,
-                        held_receipts: Arc::new(AtomicUsize::new(0)),
-                    },
-                );
+                self.attach(session, outbound, version);
             }
             RouterCommand::Subscribe {
                 session,
@@ -603,7 +303,7 @@ impl Router {
                     (SubscribeTarget::Queue(name), None) => Some(name.clone()),
                     (SubscribeTarget::Topic(_), None) => None,
                 };
-                let who = Subscribing {
+                let who = SubscribeRequest {
                     session,
                     id,
                     ack,
@@ -683,207 +383,15 @@ impl Router {
                     self.receipt(session, receipt, durable);
                 }
             }
+            RouterCommand::Applied { done } => {
+                // The session only waits; it may have gone meanwhile.
+                let _ = done.send(());
+            }
             RouterCommand::Receipt { session, receipt } => {
                 self.receipt(session, Some(receipt), false)
             }
             RouterCommand::Detach { session, receipt } => {
                 self.receipt(session, receipt, false);
-                self.remove_session(session);
-            }
-        }
-    }
-
-    /// Adds a subscription; false (after failing the session) if refused.
-    fn subscribe(
-        &mut self,
-        who: Subscribing,
-        target: SubscribeTarget,
-        arguments: &QueueArguments,
-        receipt: Option<&str>,
-    ) -> bool {
-        let Subscribing {
-            session,
-            id,
-            ack,
-            prefetch,
-        } = who.clone();
-        let drop_oldest = match &target {
-            SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
-            SubscribeTarget::Queue(_) => false,
-        };
-        let Some(entry) = self.sessions.get_mut(&session) else {
-            return false;
-        };
-        match target {
-            SubscribeTarget::Topic(pattern) => {
-                let subscriber = Arc::new(Subscriber {
-                    session,
-                    id: id.clone(),
-                    ack,
-                    version: entry.version,
-                    outbound: entry.outbound.clone(),
-                    drop_oldest,
-                });
-                self.topics.insert(
-                    &pattern,
-                    (subscriber.session, subscriber.id.clone()),
-                    subscriber.clone(),
-                );
-                self.subscription_count += 1;
-                entry.subscriptions.insert(
-                    id,
-                    SubscriptionEntry {
-                        target: Target::Topic {
-                            pattern,
-                            subscriber,
-                        },
-                        ack,
-                        prefetch: prefetch.unwrap_or(self.topic_prefetch),
-                        unacked: VecDeque::new(),
-                    },
-                );
-                true
-            }
-            SubscribeTarget::Queue(name) => self.subscribe_queue(who, name, arguments, receipt),
-        }
-    }
-
-    /// Ends a subscription; returns the queue it consumed from, if any.
-    fn unsubscribe(&mut self, session: SessionId, id: &str) -> Option<String> {
-        let removed = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|entry| entry.subscriptions.remove(id))?;
-        self.subscription_count = self.subscription_count.saturating_sub(1);
-        let queue = match &removed.target {
-            Target::Queue(name) => Some(name.clone()),
-            Target::Topic { .. } => None,
-        };
-        self.end_subscription(session, id, removed);
-        queue
-    }
-
-    /// Unhooks a removed subscription and returns its unsettled messages.
-    fn end_subscription(&mut self, session: SessionId, id: &str, subscription: SubscriptionEntry) {
-        if let Some(entry) = self.sessions.get_mut(&session) {
-            for unacked in &subscription.unacked {
-                entry.ack_index.remove(&unacked.ack_id);
-            }
-        }
-        match &subscription.target {
-            Target::Topic {
-                pattern,
-                subscriber,
-            } => {
-                self.topics
-                    .remove(pattern, &(subscriber.session, subscriber.id.clone()));
-            }
-            Target::Queue(name) => self.remove_consumer(name, session, id),
-        }
-        self.return_unacked(subscription.unacked);
-    }
-
-    /// Sends RECEIPT `receipt` to `session`, if both exist: at once, or
-    /// after the store's next sync when `durable` or when earlier RECEIPTs
-    /// of the session are still waiting for one.
-    fn receipt(&mut self, session: SessionId, receipt: Option<String>, durable: bool) {
-        let Some(receipt) = receipt else { return };
-        let Some(entry) = self.sessions.get(&session) else {
-            return;
-        };
-        if durable || entry.held_receipts.load(Ordering::Acquire) > 0 {
-            entry.held_receipts.fetch_add(1, Ordering::AcqRel);
-            self.batch.receipts.push(PendingReceipt {
-                outbound: entry.outbound.clone(),
-                receipt,
-                version: entry.version,
-                durable,
-                held: entry.held_receipts.clone(),
-            });
-            return;
-        }
-        let frame = OutFrame::new(frames::receipt(entry.version, &receipt), true);
-        if entry.outbound.push(frame) == Err(PushError::SlowConsumer) {
-            self.remove_session(session);
-        }
-    }
-
-    /// Ends `session` with an ERROR that only the router could detect.
-    fn fail(
-        &mut self,
-        session: SessionId,
-        message: String,
-        receipt: Option<&str>,
-        reason: CloseReason,
-    ) {
-        let Some(entry) = self.sessions.get(&session) else {
-            return;
-        };
-        debug!(session = %session, %message, "failing session");
-        let bytes = frames::error(
-            entry.version,
-            &frames::ErrorFrame {
-                message: &message,
-                receipt_id: receipt,
-                ..frames::ErrorFrame::default()
-            },
-        );
-        // Ignoring a full queue: the connection is closing either way.
-        let _ = entry.outbound.push(OutFrame {
-            bytes,
-            text: true,
-            close: Some(Box::new(CloseAfter { reason, message })),
-        });
-        self.remove_session(session);
-    }
-
-    fn remove_session(&mut self, session: SessionId) {
-        let Some(mut entry) = self.sessions.remove(&session) else {
-            return;
-        };
-        let reply_queues = std::mem::take(&mut entry.reply_queues);
-        self.subscription_count = self
-            .subscription_count
-            .saturating_sub(entry.subscriptions.len());
-        self.reply_queue_count = self.reply_queue_count.saturating_sub(reply_queues.len());
-        for (id, subscription) in entry.subscriptions.drain() {
-            self.end_subscription(session, &id, subscription);
-        }
-        for name in reply_queues {
-            self.queues.remove(&name);
-            self.attention.remove(&name);
-        }
-    }
-
-    /// The slow-consumer policy of a topic subscription: the first rule whose
-    /// pattern matches the subscription's destination (its wildcards read as
-    /// plain words), else the default.
-    fn drops_oldest(&self, pattern: &[PatternWord]) -> bool {
-        let words: Vec<&str> = pattern
-            .iter()
-            .map(|word| match word {
-                PatternWord::Exact(word) => &**word,
-                PatternWord::One => "*",
-                PatternWord::Many => "#",
-            })
-            .collect();
-        self.drop_oldest_rules
-            .iter()
-            .find(|(rule, _)| destination::pattern_matches(rule, &words))
-            .map_or(self.drop_oldest_default, |(_, drop_oldest)| *drop_oldest)
-    }
-
-    /// The next message id.
-    fn next_message_id(&mut self) -> Arc<str> {
-        self.next_message += 1;
-        format!("{}{}", self.message_prefix, self.next_message).into()
-    }
-
-    /// Logs once per slow session and removes it.
-    fn cut_off_slow(&mut self, slow: Vec<SessionId>) {
-        for session in slow {
-            if self.sessions.contains_key(&session) {
-                warn!(session = %session, "slow consumer: outbound budget exceeded, disconnecting");
                 self.remove_session(session);
             }
         }
@@ -894,12 +402,15 @@ impl Router {
 mod tests {
     use super::*;
     use crate::queue::QueueArguments;
+    use crate::router::message::Publication;
     use bytes::Bytes;
 
     fn publish(body_bytes: usize) -> RouterCommand {
         RouterCommand::Publish {
             session: SessionId(1),
             publication: Publication {
+                id: "m-1".into(),
+                delivered_direct: false,
                 target: destination::SendTarget::Topic(vec!["t".into()]),
                 destination: "/topic/t".into(),
                 headers: Vec::new(),

@@ -1,7 +1,10 @@
-//! Topic fan-out: every matching subscription gets the message once.
+//! Topic delivery the router still does itself: client-ack topic
+//! subscriptions, whose unsettled deliveries it tracks. Auto-ack ones are
+//! served by the publishing session through the shared index
+//! (`crate::fanout`); durable ones are queues (`durables.rs`).
 
-use super::message::{ack_id, FanOut};
 use super::{Router, Unacked};
+use crate::fanout::encode::{ack_id, FanOut};
 use crate::model::message::epoch_ms;
 use crate::model::message::Message;
 use crate::outbound::PushError;
@@ -10,7 +13,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 impl Router {
-    /// Delivers `message` to every subscription matching `words`.
+    /// Delivers `message` to every client-ack subscription matching `words`.
     pub(super) fn publish_topic(&mut self, words: &[Box<str>], message: Arc<Message>) {
         if message.expired(epoch_ms()) {
             return;

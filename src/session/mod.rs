@@ -86,6 +86,11 @@ pub struct Session {
     expires_at: Option<tokio::time::Instant>,
     /// Who it is for ownership (durable subscriptions); set on CONNECT.
     principal: crate::router::Principal,
+    /// The router has been sent a command that this session's next direct
+    /// fan-out must not overtake (a topic SUBSCRIBE, an UNSUBSCRIBE, a
+    /// publication sent whole): it asks the router for
+    /// `RouterCommand::Applied` and waits first.
+    router_ahead: bool,
     /// Its reply-queue naming key, made on the first `reply-to:/temp-queue/`.
     reply_names: std::sync::OnceLock<Option<reply_to::ReplyNames>>,
 }
@@ -120,6 +125,7 @@ impl Session {
             expires_at: None,
             principal: crate::router::Principal::Anonymous,
             reply_names: std::sync::OnceLock::new(),
+            router_ahead: false,
         }
     }
 
@@ -208,6 +214,21 @@ impl Session {
             .send(command)
             .await
             .map_err(|_| SessionError::new("the server is shutting down", CloseReason::GoingAway))
+    }
+
+    /// Waits until the router has applied everything this session sent it,
+    /// if a direct fan-out could otherwise overtake it.
+    async fn await_router(&mut self) -> Result<(), SessionError> {
+        if !self.router_ahead {
+            return Ok(());
+        }
+        let (done, applied) = tokio::sync::oneshot::channel();
+        self.route(RouterCommand::Applied { done }).await?;
+        applied.await.map_err(|_| {
+            SessionError::new("the server is shutting down", CloseReason::GoingAway)
+        })?;
+        self.router_ahead = false;
+        Ok(())
     }
 
     /// Asks the router for a RECEIPT after everything sent so far.

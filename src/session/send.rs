@@ -1,9 +1,15 @@
-//! SEND: validate, read expiry and reply-to, then route (or hold for COMMIT).
+//! SEND: validate, read expiry and reply-to, then publish (or hold for
+//! COMMIT). A topic SEND is fanned out by this session itself through the
+//! shared topic index; the router sees it only when it has interest (a
+//! client-ack or durable subscription matched), or whole when it must act
+//! first (a reply queue to create, a persistent message the store may
+//! refuse). Queue SENDs go to the router.
 
 use super::rate_limit::PublishVerdict;
 use super::{required, CloseReason, Flow, Session, SessionError};
+use crate::fanout::Published;
 use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
-use crate::model::message::epoch_ms;
+use crate::model::message::{epoch_ms, Message};
 use crate::queue::QueueArguments;
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
@@ -18,10 +24,22 @@ impl Session {
                 .add(transaction, TxOperation::Publish(publication))?;
             return self.receipt(&frame).await.map(|()| Flow::Continue);
         }
-        if matches!(publication.target, SendTarget::Queue(_)) {
-            // Publisher back-pressure: past the queues' memory limit, wait
-            // (and so stop reading this connection) until consumers drain.
-            self.context.queue_memory.wait_for_room().await;
+        let mut publication = publication;
+        match publication.target {
+            SendTarget::Queue(_) => {
+                // Publisher back-pressure: past the queues' memory limit, wait
+                // (and so stop reading this connection) until consumers drain.
+                self.context.queue_memory.wait_for_room().await;
+            }
+            SendTarget::Topic(_) => {
+                if !self.fan_out(&mut publication).await? {
+                    // Delivered: the router only has the RECEIPT to send, after
+                    // every MESSAGE pushed above.
+                    self.receipt(&frame).await?;
+                    return Ok(Flow::Continue);
+                }
+            }
+            SendTarget::ReplyQueue(_) => {}
         }
         self.route(RouterCommand::Publish {
             session: self.id,
@@ -30,6 +48,70 @@ impl Session {
         })
         .await?;
         Ok(Flow::Continue)
+    }
+
+    /// Fans a topic publication out to the shared index's direct
+    /// subscribers, unless the router must handle it whole. Returns whether
+    /// the router must see it (for its own subscriptions, or whole).
+    pub(super) async fn fan_out(
+        &mut self,
+        publication: &mut Publication,
+    ) -> Result<bool, SessionError> {
+        if !matches!(publication.target, SendTarget::Topic(_)) {
+            return Ok(true);
+        }
+        if publication.reply_queue.is_some() {
+            // The reply queue must exist before anyone can answer: the
+            // router creates it and fans out, and this session's next direct
+            // fan-out waits until it has (per-publisher order).
+            self.router_ahead = true;
+            return Ok(true);
+        }
+        self.await_router().await?;
+        let defer = self.may_persist(publication);
+        let Publication {
+            id,
+            target: SendTarget::Topic(words),
+            destination,
+            headers,
+            body,
+            expires_at,
+            ..
+        } = publication
+        else {
+            return Ok(true);
+        };
+        // The message borrows destination and headers (no copies on the
+        // publishing path) and gives them back for the router, if needed.
+        let message = Message {
+            id: id.clone(),
+            destination: std::mem::take(destination),
+            headers: std::mem::take(headers),
+            body: body.clone(),
+            text: std::str::from_utf8(body).is_ok(),
+            expires_at: *expires_at,
+        };
+        let published = self.context.topics.publish(words, &message, defer);
+        *destination = message.destination;
+        *headers = message.headers;
+        match published {
+            Published::Deferred => {
+                self.router_ahead = true;
+                Ok(true)
+            }
+            Published::Delivered { router_interest } => {
+                publication.delivered_direct = true;
+                Ok(router_interest)
+            }
+        }
+    }
+
+    /// Whether a publication may be stored (and so refused by a full or
+    /// failing store): then it goes to the router whole when the router has
+    /// interest, so that a refused message reaches no one, as before.
+    pub(super) fn may_persist(&self, publication: &Publication) -> bool {
+        let storage = &self.context.config.storage;
+        storage.enabled && (publication.persistent || !storage.persistent.is_empty())
     }
 
     /// Counts the SEND against its publish rate rule (also inside a
@@ -111,6 +193,8 @@ impl Session {
             headers.push((name.to_owned(), value.to_owned()));
         }
         Ok(Publication {
+            id: self.context.message_ids.next(),
+            delivered_direct: false,
             target,
             destination: destination.to_owned(),
             headers,

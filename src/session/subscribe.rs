@@ -54,6 +54,8 @@ impl Session {
             SubscribeTarget::Queue(_) => None,
         };
         self.subscriptions.insert(id.clone());
+        // This session's next direct fan-out must see the new subscription.
+        self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
         self.route(RouterCommand::Subscribe {
             session: self.id,
             id,

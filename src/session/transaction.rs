@@ -1,7 +1,11 @@
 //! BEGIN, COMMIT and ABORT. A transaction's SENDs, ACKs and NACKs wait here
-//! and reach the router together at COMMIT, as one command, so that nothing
-//! else is routed between them. ABORT, DISCONNECT and a lost connection
-//! discard them.
+//! until COMMIT. Then its topic SENDs are fanned out by the session, as
+//! plain SENDs are, and what needs the router (queue SENDs, ACKs, NACKs,
+//! topic SENDs for client-ack or durable subscriptions) reaches it together,
+//! as one command, so that nothing else is routed between them. A
+//! transaction with a topic SEND the router must handle whole (reply-to, or
+//! possibly persistent) goes to the router whole. ABORT, DISCONNECT and a
+//! lost connection discard them.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::model::destination::SendTarget;
@@ -127,13 +131,38 @@ impl Session {
                 self.receipt(frame).await?;
             }
             Command::Commit => {
-                let operations = self.transactions.take(id)?;
+                let mut operations = self.transactions.take(id)?;
                 let to_queues = operations.iter().any(|operation| {
                     matches!(operation, TxOperation::Publish(p) if matches!(p.target, SendTarget::Queue(_)))
                 });
                 if to_queues {
                     // Publisher back-pressure, as for a plain SEND.
                     self.context.queue_memory.wait_for_room().await;
+                }
+                let whole = operations.iter().any(|operation| {
+                    matches!(operation, TxOperation::Publish(p)
+                        if matches!(p.target, SendTarget::Topic(_))
+                            && (p.reply_queue.is_some() || self.may_persist(p)))
+                });
+                if whole {
+                    self.router_ahead = true;
+                } else {
+                    let mut for_router = Vec::with_capacity(operations.len());
+                    for operation in operations {
+                        match operation {
+                            TxOperation::Publish(mut publication) => {
+                                if self.fan_out(&mut publication).await? {
+                                    for_router.push(TxOperation::Publish(publication));
+                                }
+                            }
+                            settle => for_router.push(settle),
+                        }
+                    }
+                    operations = for_router;
+                }
+                if operations.is_empty() {
+                    self.receipt(frame).await?;
+                    return Ok(Flow::Continue);
                 }
                 self.route(RouterCommand::Commit {
                     session: self.id,

@@ -27,6 +27,8 @@ impl Session {
         let remove_durable = frame.get("durable-subscription-name").is_some()
             || frame.get("activemq.subscriptionName").is_some()
             || frame.get("durable") == Some("true");
+        // This session's next direct fan-out must not reach it any more.
+        self.router_ahead = true;
         self.route(RouterCommand::Unsubscribe {
             session: self.id,
             id,

@@ -4,7 +4,8 @@
 //!
 //! The router decides *what* is durable and sends [`StoreOp`]s in order; the
 //! [`writer`] applies them on its own thread with group commit (many batches,
-//! one sync) and only then releases the RECEIPTs that waited for them.
+//! one sync) and only then reports each batch's completion (the router
+//! turns it into a RECEIPT). Nothing here knows STOMP frames or connections.
 
 mod coalesce;
 mod record;

@@ -1,47 +1,49 @@
 //! The store's writer thread: group commit. It takes every batch that is
-//! waiting, writes them all, syncs once, and only then releases the RECEIPTs
-//! that waited for them, in order. A failed write or sync turns the durable
-//! RECEIPTs of those batches into ERRORs and marks the store failing until a
-//! later sync succeeds. Changes that cancel out within a group are not
-//! written (coalesce.rs).
+//! waiting, writes them all, syncs once, and only then reports the outcome
+//! to each batch's [`SyncCompletion`]s, in order (the router turns them into
+//! RECEIPTs, or ERRORs for what could not be stored; the store knows nothing
+//! of frames). A failed write or sync marks the store failing until a later
+//! sync succeeds. Changes that cancel out within a group are not written
+//! (coalesce.rs).
 
 use super::coalesce::coalesce;
 use super::{Store, StoreError, StoreOp};
-use crate::model::close::CloseReason;
-use crate::model::frames;
-use crate::outbound::{CloseAfter, OutFrame, OutboundSender};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use stomp_protocol::Version;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
 /// Most batches written under one sync.
 const MAX_GROUP: usize = 4096;
 
-/// A RECEIPT held until the batch it belongs to is durable.
-#[derive(Debug)]
-pub struct PendingReceipt {
-    /// Where it goes.
-    pub outbound: OutboundSender,
-    /// The receipt id.
-    pub receipt: String,
-    /// The session's version, for escaping.
-    pub version: Version,
-    /// Whether the frame it confirms wrote to the store (an ERROR replaces it
-    /// if the write fails); otherwise it only keeps its place in line.
-    pub durable: bool,
-    /// The session's count of receipts held here; decremented on release.
-    pub held: Arc<AtomicUsize>,
+/// What to do once a batch's changes are durable, or failed to be: made
+/// by the router (which turns it into a RECEIPT or an ERROR), run on the
+/// writer thread after the sync, in submission order. It must not block.
+pub struct SyncCompletion(Box<OnSync>);
+
+/// The callback a [`SyncCompletion`] holds.
+type OnSync = dyn FnOnce(Result<(), &StoreError>) + Send;
+
+impl SyncCompletion {
+    /// Wraps `done`, called with the sync's outcome.
+    pub fn new(done: impl FnOnce(Result<(), &StoreError>) + Send + 'static) -> Self {
+        SyncCompletion(Box::new(done))
+    }
 }
 
-/// Ops and the receipts that wait for them.
+impl std::fmt::Debug for SyncCompletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncCompletion")
+    }
+}
+
+/// Ops and the completions that wait for them.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
     /// Changes, in order.
     pub ops: Vec<StoreOp>,
-    /// Receipts to release after the changes are durable.
-    pub receipts: Vec<PendingReceipt>,
+    /// Called after the changes are durable (or failed to be).
+    pub completions: Vec<SyncCompletion>,
     /// Only a sync, to find out whether a failing store works again.
     pub probe: bool,
 }
@@ -49,7 +51,7 @@ pub struct WriteBatch {
 impl WriteBatch {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.receipts.is_empty() && !self.probe
+        self.ops.is_empty() && self.completions.is_empty() && !self.probe
     }
 }
 
@@ -94,8 +96,8 @@ impl StoreWriter {
         if let Err(error) = self.batches_tx.send(batch).await {
             // Only when the writer thread is gone (it never stops by itself).
             error!(
-                "store writer is gone; {} receipts dropped",
-                error.0.receipts.len()
+                "store writer is gone; {} completions dropped",
+                error.0.completions.len()
             );
         }
     }
@@ -158,37 +160,8 @@ fn run(
                 }
             }
         }
-        for receipt in group.into_iter().flat_map(|b| b.receipts) {
-            release(receipt, result.as_ref().err());
+        for completion in group.into_iter().flat_map(|b| b.completions) {
+            (completion.0)(result.as_ref().map(|_| ()));
         }
     }
-}
-
-/// Sends the RECEIPT, or for a durable one whose write failed, the ERROR.
-fn release(pending: PendingReceipt, failure: Option<&StoreError>) {
-    let frame = match failure {
-        Some(e) if pending.durable => {
-            let message = format!("could not store the message: {e}");
-            let bytes = frames::error(
-                pending.version,
-                &frames::ErrorFrame {
-                    message: &message,
-                    receipt_id: Some(&pending.receipt),
-                    ..frames::ErrorFrame::default()
-                },
-            );
-            OutFrame {
-                bytes,
-                text: true,
-                close: Some(Box::new(CloseAfter {
-                    reason: CloseReason::InternalError,
-                    message,
-                })),
-            }
-        }
-        _ => OutFrame::new(frames::receipt(pending.version, &pending.receipt), true),
-    };
-    // A full or closed queue: the connection is going anyway.
-    let _ = pending.outbound.push(frame);
-    pending.held.fetch_sub(1, Ordering::AcqRel);
 }

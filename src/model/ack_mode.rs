@@ -1,10 +1,4 @@
-//! What the router keeps for one subscription: where its messages go and how
-//! they are to be acknowledged.
-
-use crate::model::session_id::SessionId;
-use crate::outbound::OutboundSender;
-use std::sync::Arc;
-use stomp_protocol::Version;
+//! SUBSCRIBE's `ack` header: how a subscription's deliveries are settled.
 
 /// SUBSCRIBE's `ack` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,21 +26,4 @@ impl AckMode {
     pub fn expects_ack(self) -> bool {
         self != AckMode::Auto
     }
-}
-
-/// One subscription as the router sees it.
-#[derive(Debug)]
-pub struct Subscriber {
-    /// The connection that subscribed.
-    pub session: SessionId,
-    /// The client's subscription `id`, echoed in MESSAGE's `subscription`.
-    pub id: Arc<str>,
-    /// How deliveries are acknowledged.
-    pub ack: AckMode,
-    /// The connection's STOMP version, for header escaping.
-    pub version: Version,
-    /// The connection's outbound queue.
-    pub outbound: OutboundSender,
-    /// Slow-consumer policy `drop-oldest`: its topic messages may be dropped.
-    pub drop_oldest: bool,
 }

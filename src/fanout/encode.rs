@@ -1,0 +1,112 @@
+//! MESSAGE frames: one encoding per delivery for queues, and [`FanOut`] for
+//! topic messages.
+//!
+//! A topic message goes to many subscribers whose frames differ only by
+//! version (escaping), `subscription` and `ack`. [`FanOut`] encodes once per
+//! distinct combination and shares the bytes: stompjs numbers subscriptions
+//! `sub-0, sub-1, ...` on every connection, so most subscribers of a topic
+//! share one encoding.
+
+use crate::model::message::Message;
+use crate::outbound::OutFrame;
+use stomp_protocol::{Command, FrameEncoder, Version};
+
+/// What differs between deliveries of one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The subscription's id.
+    pub subscription: &'a str,
+    /// The `ack` header, when an ACK is expected.
+    pub ack_id: Option<&'a str>,
+    /// Deliveries before this one (0 for a first delivery).
+    pub previous_deliveries: u32,
+}
+
+/// The `ack` header value of `message_id` delivered to `subscription`:
+/// unique among a connection's unsettled deliveries, and equal for equal
+/// subscription ids so that topic frames can still be shared.
+pub fn ack_id(message_id: &str, subscription: &str) -> String {
+    format!("{message_id}@{subscription}")
+}
+
+/// Encodes one MESSAGE frame.
+pub fn encode(message: &Message, delivery: Delivery, version: Version) -> OutFrame {
+    let headers_len: usize = message
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 2)
+        .sum();
+    let capacity = 128
+        + message.destination.len()
+        + 2 * delivery.subscription.len()
+        + 3 * message.id.len()
+        + headers_len
+        + message.body.len();
+    let mut frame = FrameEncoder::begin(Command::Message, version, capacity);
+    frame.header("destination", &message.destination);
+    frame.header("message-id", &message.id);
+    frame.header("subscription", delivery.subscription);
+    if let Some(ack_id) = delivery.ack_id {
+        frame.header("ack", ack_id);
+    }
+    if delivery.previous_deliveries > 0 {
+        frame.header("redelivered", "true");
+        frame.header_number("x-delivery-count", u64::from(delivery.previous_deliveries));
+    }
+    for (name, value) in &message.headers {
+        frame.header(name, value);
+    }
+    OutFrame {
+        bytes: frame.finish(true, &message.body),
+        text: message.text,
+        close: None,
+    }
+}
+
+/// Most distinct encodings kept while fanning out one message; past this,
+/// frames are encoded without caching rather than searching a long list.
+const MAX_CACHED_ENCODINGS: usize = 16;
+
+/// Encodes one topic message for many subscribers, sharing equal frames.
+pub struct FanOut<'a> {
+    message: &'a Message,
+    cache: Vec<(Version, &'a str, bool, OutFrame)>,
+}
+
+impl<'a> FanOut<'a> {
+    /// Prepares to encode `message`.
+    pub fn new(message: &'a Message) -> Self {
+        FanOut {
+            message,
+            cache: Vec::new(),
+        }
+    }
+
+    /// The frame for subscription `subscription` of a `version` session.
+    pub fn frame_for(
+        &mut self,
+        version: Version,
+        subscription: &'a str,
+        with_ack: bool,
+    ) -> OutFrame {
+        let key = (version, subscription, with_ack);
+        if let Some((_, _, _, frame)) = self.cache.iter().find(|(v, s, a, _)| (*v, *s, *a) == key) {
+            return frame.clone();
+        }
+        let ack = with_ack.then(|| ack_id(&self.message.id, subscription));
+        let frame = encode(
+            self.message,
+            Delivery {
+                subscription,
+                ack_id: ack.as_deref(),
+                previous_deliveries: 0,
+            },
+            version,
+        );
+        if self.cache.len() < MAX_CACHED_ENCODINGS {
+            self.cache
+                .push((version, subscription, with_ack, frame.clone()));
+        }
+        frame
+    }
+}

@@ -1,0 +1,30 @@
+//! Topic fan-out, done by the publishing session itself.
+//!
+//! The router is the only writer of the shared [`TopicIndex`] (SUBSCRIBE,
+//! UNSUBSCRIBE and session ends change it under its write lock); every
+//! session reads it to publish: it matches a topic under the read lock and
+//! pushes the encoded MESSAGE into each matching subscriber's outbound queue
+//! before letting go. Pushes never wait (a short mutex each), so the read
+//! lock is held briefly, and when the router's write lock for an
+//! UNSUBSCRIBE returns, no publisher can still be pushing to that
+//! subscription: the RECEIPT the router sends after it is the last word.
+//!
+//! What needs one owner stays with the router: client-ack topic
+//! subscriptions (unsettled tracking) and durable subscriptions (queues,
+//! stored). The index keeps a marker for each, so a publisher knows when the
+//! router must see a publication too ([`Published::Delivered`]).
+//!
+//! Where a topic message goes besides local subscribers is
+//! [`TopicExport`]: the one boundary for a second engine (NATS subjects).
+//! Where queue messages live and are dispatched from is the router's queue
+//! side, reached through `router::RouterHandle` commands.
+
+pub mod encode;
+mod export;
+mod index;
+mod subscriber;
+pub mod topic_trie;
+
+pub use export::{LocalOnly, TopicExport};
+pub use index::{IndexKey, IndexWriter, Interest, Published, TopicIndex};
+pub use subscriber::Subscriber;

@@ -1,0 +1,106 @@
+//! RECEIPTs and router-detected ERRORs: a RECEIPT goes out at once, or is
+//! held for the store's next sync when its frame changed the store or an
+//! earlier RECEIPT of the same session is still held (so RECEIPTs keep
+//! their order). A held RECEIPT travels to the store writer as a
+//! [`SyncCompletion`] that becomes the RECEIPT, or an ERROR when what its
+//! frame wrote could not be stored.
+
+use super::{Router, SessionId};
+use crate::model::close::CloseReason;
+use crate::model::frames;
+use crate::outbound::{CloseAfter, OutFrame, PushError};
+use crate::store::writer::SyncCompletion;
+use crate::store::StoreError;
+use std::sync::atomic::Ordering;
+use stomp_protocol::Version;
+use tracing::debug;
+
+impl Router {
+    /// Sends RECEIPT `receipt` to `session`, if both exist: at once, or
+    /// after the store's next sync when `durable` or when earlier RECEIPTs
+    /// of the session are still waiting for one.
+    pub(super) fn receipt(&mut self, session: SessionId, receipt: Option<String>, durable: bool) {
+        let Some(receipt) = receipt else { return };
+        let Some(entry) = self.sessions.get(&session) else {
+            return;
+        };
+        if durable || entry.held_receipts.load(Ordering::Acquire) > 0 {
+            entry.held_receipts.fetch_add(1, Ordering::AcqRel);
+            let (outbound, version) = (entry.outbound.clone(), entry.version);
+            let held = entry.held_receipts.clone();
+            self.batch
+                .completions
+                .push(SyncCompletion::new(move |result| {
+                    // A full or closed queue: the connection is going anyway.
+                    let _ = outbound.push(after_sync(version, &receipt, durable, result));
+                    held.fetch_sub(1, Ordering::AcqRel);
+                }));
+            return;
+        }
+        let frame = OutFrame::new(frames::receipt(entry.version, &receipt), true);
+        if entry.outbound.push(frame) == Err(PushError::SlowConsumer) {
+            self.remove_session(session);
+        }
+    }
+
+    /// Ends `session` with an ERROR that only the router could detect.
+    pub(super) fn fail(
+        &mut self,
+        session: SessionId,
+        message: String,
+        receipt: Option<&str>,
+        reason: CloseReason,
+    ) {
+        let Some(entry) = self.sessions.get(&session) else {
+            return;
+        };
+        debug!(session = %session, %message, "failing session");
+        let bytes = frames::error(
+            entry.version,
+            &frames::ErrorFrame {
+                message: &message,
+                receipt_id: receipt,
+                ..frames::ErrorFrame::default()
+            },
+        );
+        // Ignoring a full queue: the connection is closing either way.
+        let _ = entry.outbound.push(OutFrame {
+            bytes,
+            text: true,
+            close: Some(Box::new(CloseAfter { reason, message })),
+        });
+        self.remove_session(session);
+    }
+}
+
+/// The frame a held RECEIPT becomes after the sync: the RECEIPT, or, for
+/// a frame that wrote to the store when the write failed, a final ERROR.
+fn after_sync(
+    version: Version,
+    receipt: &str,
+    durable: bool,
+    result: Result<(), &StoreError>,
+) -> OutFrame {
+    match result {
+        Err(e) if durable => {
+            let message = format!("could not store the message: {e}");
+            let bytes = frames::error(
+                version,
+                &frames::ErrorFrame {
+                    message: &message,
+                    receipt_id: Some(receipt),
+                    ..frames::ErrorFrame::default()
+                },
+            );
+            OutFrame {
+                bytes,
+                text: true,
+                close: Some(Box::new(CloseAfter {
+                    reason: CloseReason::InternalError,
+                    message,
+                })),
+            }
+        }
+        _ => OutFrame::new(frames::receipt(version, receipt), true),
+    }
+}

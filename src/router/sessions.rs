@@ -1,0 +1,247 @@
+//! Per-session tables: what the router keeps for each connected session
+//! (its outbound queue, subscriptions, unsettled deliveries), adding and
+//! removing subscriptions, and dropping a session that ended or fell behind.
+
+use super::{AckMode, Router, SessionId, Subscriber};
+use crate::fanout::{IndexKey, Interest};
+use crate::model::destination::{self, PatternWord, SubscribeTarget};
+use crate::outbound::OutboundSender;
+use crate::queue::{QueueArguments, QueuedMessage};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use stomp_protocol::Version;
+use tracing::warn;
+
+/// A SUBSCRIBE as the router receives it: who subscribes, and how its
+/// deliveries are acknowledged. It becomes a [`Subscription`].
+#[derive(Debug, Clone)]
+pub(super) struct SubscribeRequest {
+    pub(super) session: SessionId,
+    pub(super) id: Arc<str>,
+    pub(super) ack: AckMode,
+    /// `prefetch-count`, if given.
+    pub(super) prefetch: Option<usize>,
+}
+
+/// What the router keeps per connected session.
+pub(super) struct SessionEntry {
+    pub(super) outbound: OutboundSender,
+    pub(super) version: Version,
+    pub(super) subscriptions: HashMap<Arc<str>, Subscription>,
+    /// Unsettled deliveries' ack ids → their subscription.
+    pub(super) ack_index: HashMap<String, Arc<str>>,
+    /// Reply queues this session made with `reply-to:/temp-queue/...`.
+    pub(super) reply_queues: Vec<String>,
+    /// Durable subscriptions this session created (`max_durable_subscriptions_per_connection`).
+    pub(super) durables_created: usize,
+    /// RECEIPTs of this session waiting for the store; while any wait, later
+    /// ones wait too, so that RECEIPTs keep their order.
+    pub(super) held_receipts: Arc<AtomicUsize>,
+}
+
+/// A **subscription**: a client's SUBSCRIBE as the router keeps it in the
+/// session's table (its target, ack mode, credit and unsettled deliveries).
+/// A topic subscription is matched through its [`Subscriber`]; a queue
+/// subscription appears in its queue as a `queue::Consumer`.
+pub(super) struct Subscription {
+    pub(super) target: Target,
+    pub(super) ack: AckMode,
+    /// Most unsettled deliveries (client ack modes).
+    pub(super) prefetch: usize,
+    /// Unsettled deliveries in delivery order (client ack modes only).
+    pub(super) unacked: VecDeque<Unacked>,
+}
+
+/// Where a subscription's messages come from.
+pub(super) enum Target {
+    Topic {
+        pattern: Vec<PatternWord>,
+        subscriber: Arc<Subscriber>,
+    },
+    Queue(String),
+}
+
+/// A delivery awaiting ACK or NACK.
+pub(super) struct Unacked {
+    pub(super) ack_id: String,
+    pub(super) message: QueuedMessage,
+    /// The queue it came from; `None` for topic deliveries (nothing to return).
+    pub(super) queue: Option<String>,
+}
+
+impl Router {
+    /// Starts the tables of a connected session.
+    pub(super) fn attach(
+        &mut self,
+        session: SessionId,
+        outbound: OutboundSender,
+        version: Version,
+    ) {
+        self.sessions.insert(
+            session,
+            SessionEntry {
+                outbound,
+                version,
+                subscriptions: HashMap::new(),
+                ack_index: HashMap::new(),
+                reply_queues: Vec::new(),
+                durables_created: 0,
+                held_receipts: Arc::new(AtomicUsize::new(0)),
+            },
+        );
+    }
+
+    /// Adds a subscription; false (after failing the session) if refused.
+    pub(super) fn subscribe(
+        &mut self,
+        who: SubscribeRequest,
+        target: SubscribeTarget,
+        arguments: &QueueArguments,
+        receipt: Option<&str>,
+    ) -> bool {
+        let SubscribeRequest {
+            session,
+            id,
+            ack,
+            prefetch,
+        } = who.clone();
+        let drop_oldest = match &target {
+            SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
+            SubscribeTarget::Queue(_) => false,
+        };
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        match target {
+            SubscribeTarget::Topic(pattern) => {
+                let subscriber = Arc::new(Subscriber {
+                    session,
+                    id: id.clone(),
+                    ack,
+                    version: entry.version,
+                    outbound: entry.outbound.clone(),
+                    drop_oldest,
+                });
+                // Inserted before the RECEIPT goes out: every publication
+                // that starts after it sees the subscription.
+                let key = IndexKey::Subscription(session, id.clone());
+                if ack.expects_ack() {
+                    // Unsettled deliveries need one owner: the router
+                    // delivers, publishers only learn that it must.
+                    self.topics
+                        .insert(&pattern, (session, id.clone()), subscriber.clone());
+                    self.index.insert(&pattern, key, Interest::Router);
+                } else {
+                    self.index
+                        .insert(&pattern, key, Interest::Direct(subscriber.clone()));
+                }
+                self.subscription_count += 1;
+                entry.subscriptions.insert(
+                    id,
+                    Subscription {
+                        target: Target::Topic {
+                            pattern,
+                            subscriber,
+                        },
+                        ack,
+                        prefetch: prefetch.unwrap_or(self.topic_prefetch),
+                        unacked: VecDeque::new(),
+                    },
+                );
+                true
+            }
+            SubscribeTarget::Queue(name) => self.subscribe_queue(who, name, arguments, receipt),
+        }
+    }
+
+    /// Ends a subscription; returns the queue it consumed from, if any.
+    pub(super) fn unsubscribe(&mut self, session: SessionId, id: &str) -> Option<String> {
+        let removed = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|entry| entry.subscriptions.remove(id))?;
+        self.subscription_count = self.subscription_count.saturating_sub(1);
+        let queue = match &removed.target {
+            Target::Queue(name) => Some(name.clone()),
+            Target::Topic { .. } => None,
+        };
+        self.end_subscription(session, id, removed);
+        queue
+    }
+
+    /// Unhooks a removed subscription and returns its unsettled messages.
+    pub(super) fn end_subscription(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        subscription: Subscription,
+    ) {
+        if let Some(entry) = self.sessions.get_mut(&session) {
+            for unacked in &subscription.unacked {
+                entry.ack_index.remove(&unacked.ack_id);
+            }
+        }
+        match &subscription.target {
+            Target::Topic {
+                pattern,
+                subscriber,
+            } => {
+                let key = (subscriber.session, subscriber.id.clone());
+                self.topics.remove(pattern, &key);
+                // Once removed, no publisher is still pushing to it: the
+                // UNSUBSCRIBE's RECEIPT, sent after this, is the last word.
+                self.index
+                    .remove(pattern, &IndexKey::Subscription(key.0, key.1));
+            }
+            Target::Queue(name) => self.remove_consumer(name, session, id),
+        }
+        self.return_unacked(subscription.unacked);
+    }
+
+    pub(super) fn remove_session(&mut self, session: SessionId) {
+        let Some(mut entry) = self.sessions.remove(&session) else {
+            return;
+        };
+        let reply_queues = std::mem::take(&mut entry.reply_queues);
+        self.subscription_count = self
+            .subscription_count
+            .saturating_sub(entry.subscriptions.len());
+        self.reply_queue_count = self.reply_queue_count.saturating_sub(reply_queues.len());
+        for (id, subscription) in entry.subscriptions.drain() {
+            self.end_subscription(session, &id, subscription);
+        }
+        for name in reply_queues {
+            self.queues.remove(&name);
+            self.attention.remove(&name);
+        }
+    }
+
+    /// The slow-consumer policy of a topic subscription: the first rule whose
+    /// pattern matches the subscription's destination (its wildcards read as
+    /// plain words), else the default.
+    pub(super) fn drops_oldest(&self, pattern: &[PatternWord]) -> bool {
+        let words: Vec<&str> = pattern
+            .iter()
+            .map(|word| match word {
+                PatternWord::Exact(word) => &**word,
+                PatternWord::One => "*",
+                PatternWord::Many => "#",
+            })
+            .collect();
+        self.drop_oldest_rules
+            .iter()
+            .find(|(rule, _)| destination::pattern_matches(rule, &words))
+            .map_or(self.drop_oldest_default, |(_, drop_oldest)| *drop_oldest)
+    }
+
+    /// Logs once per slow session and removes it.
+    pub(super) fn cut_off_slow(&mut self, slow: Vec<SessionId>) {
+        for session in slow {
+            if self.sessions.contains_key(&session) {
+                warn!(session = %session, "slow consumer: outbound budget exceeded, disconnecting");
+                self.remove_session(session);
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+"""stomp.py against the real broker binary: STOMP over TCP with
+stomp.Connection12 (connect, subscribe, send, receive, receipts, heart-beats,
+client-individual acks on a queue) and over WebSocket with
+stomp.WSStompConnection, publishing TCP -> WebSocket and back.
+
+The broker is the binary named by STOMPHUB_BIN, started on free ports with a
+temporary config and data directory, and stopped by its PID (SIGTERM, the
+graceful shutdown). Run: STOMPHUB_BIN=target/release/stomphub
+target/pyenv/bin/python -m unittest discover -s tests/python -v
+"""
+
+import os
+import queue
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import stomp
+
+WAIT = 5.0
+
+CONFIG = """
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[listeners]]
+kind = "tcp"
+address = "127.0.0.1:0"
+"""
+
+
+class Broker:
+    """The broker binary on free ports; stop() ends it by PID."""
+
+    def __init__(self):
+        binary = os.environ.get("STOMPHUB_BIN")
+        if not binary:
+            raise unittest.SkipTest("STOMPHUB_BIN is not set")
+        self.dir = tempfile.TemporaryDirectory(prefix="stomphub-py-")
+        config = os.path.join(self.dir.name, "broker.toml")
+        with open(config, "w") as file:
+            file.write(CONFIG)
+        self.log = open(os.path.join(self.dir.name, "broker.log"), "w")
+        self.process = subprocess.Popen(
+            [binary, "--config", config, "--data-dir", os.path.join(self.dir.name, "data")],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=dict(os.environ, RUST_LOG="warn"),
+            text=True,
+        )
+        # One "stomphub listening on <url>" line per listener, in order.
+        urls = [self.process.stdout.readline().split()[-1] for _ in range(2)]
+        assert urls[0].startswith("ws://") and urls[1].startswith("tcp://"), urls
+        ws_address = urls[0][len("ws://"):].split("/")[0]
+        tcp_address = urls[1][len("tcp://"):]
+        self.ws = ("127.0.0.1", int(ws_address.rsplit(":", 1)[1]))
+        self.tcp = ("127.0.0.1", int(tcp_address.rsplit(":", 1)[1]))
+
+    def stop(self):
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process.stdout.close()
+        self.log.close()
+        self.dir.cleanup()
+
+
+class Collector(stomp.ConnectionListener):
+    """Everything the broker sent, in order, as (kind, frame) on a queue."""
+
+    def __init__(self):
+        self.events = queue.Queue()
+
+    def on_message(self, frame):
+        self.events.put(("MESSAGE", frame))
+
+    def on_receipt(self, frame):
+        self.events.put(("RECEIPT", frame))
+
+    def on_error(self, frame):
+        self.events.put(("ERROR", frame))
+
+    def next(self, kind):
+        got, frame = self.events.get(timeout=WAIT)
+        assert got == kind, f"expected {kind}, got {got}: {frame.headers} {frame.body!r}"
+        return frame
+
+    def expect_receipt(self, receipt):
+        frame = self.next("RECEIPT")
+        assert frame.headers["receipt-id"] == receipt, frame.headers
+
+    def expect_nothing(self, seconds):
+        try:
+            got, frame = self.events.get(timeout=seconds)
+        except queue.Empty:
+            return
+        raise AssertionError(f"expected nothing, got {got}: {frame.headers}")
+
+
+class StompPyTest(unittest.TestCase):
+    def setUp(self):
+        self.broker = Broker()
+        self.connections = []
+
+    def tearDown(self):
+        for connection in self.connections:
+            if connection.is_connected():
+                connection.disconnect()
+        self.broker.stop()
+
+    def tcp(self, **options):
+        connection = stomp.Connection12([self.broker.tcp], **options)
+        return self.connected(connection)
+
+    def websocket(self):
+        connection = stomp.WSStompConnection([self.broker.ws], ws_path="/ws")
+        return self.connected(connection)
+
+    def connected(self, connection):
+        collector = Collector()
+        connection.set_listener("collector", collector)
+        connection.connect(wait=True)
+        self.connections.append(connection)
+        return connection, collector
+
+    def test_subscribe_send_receive_with_receipts(self):
+        subscriber, inbox = self.tcp()
+        subscriber.subscribe("/topic/py.prices", id="s1", receipt="subscribed")
+        inbox.expect_receipt("subscribed")
+        publisher, outbox = self.tcp()
+        publisher.send("/topic/py.prices", "42", headers={"receipt": "sent"})
+        outbox.expect_receipt("sent")
+        message = inbox.next("MESSAGE")
+        self.assertEqual(message.body, "42")
+        self.assertEqual(message.headers["destination"], "/topic/py.prices")
+        self.assertEqual(message.headers["subscription"], "s1")
+
+    def test_heart_beats_keep_a_quiet_connection(self):
+        # The broker settles on its 1 s floor both ways and cuts a client off
+        # after 2 s of silence: quiet (but for heart-beats) for 2.5 s, still
+        # served.
+        connection, inbox = self.tcp(heartbeats=(200, 200))
+        time.sleep(2.5)
+        self.assertTrue(connection.is_connected())
+        connection.subscribe("/topic/py.beat", id="b", receipt="still")
+        inbox.expect_receipt("still")
+
+    def test_client_individual_ack_on_a_queue(self):
+        consumer, inbox = self.tcp()
+        consumer.subscribe("/queue/py.jobs", id="q", ack="client-individual", receipt="sub")
+        inbox.expect_receipt("sub")
+        producer, outbox = self.tcp()
+        for body in ("one", "two"):
+            producer.send("/queue/py.jobs", body, headers={"receipt": body})
+            outbox.expect_receipt(body)
+        first = inbox.next("MESSAGE")
+        second = inbox.next("MESSAGE")
+        self.assertEqual([first.body, second.body], ["one", "two"])
+        # Only the second is acknowledged: the first comes back to the next
+        # consumer once this one is gone.
+        consumer.ack(second.headers["ack"], receipt="acked")
+        inbox.expect_receipt("acked")
+        consumer.disconnect()
+
+        again, inbox = self.tcp()
+        again.subscribe("/queue/py.jobs", id="q2", ack="client-individual", receipt="sub2")
+        inbox.expect_receipt("sub2")
+        redelivered = inbox.next("MESSAGE")
+        self.assertEqual(redelivered.body, "one")
+        again.ack(redelivered.headers["ack"], receipt="acked2")
+        inbox.expect_receipt("acked2")
+        inbox.expect_nothing(0.5)
+
+    def test_publish_tcp_to_websocket_and_back(self):
+        browser, browser_inbox = self.websocket()
+        browser.subscribe("/topic/py.feed", id="w", receipt="w-sub")
+        browser_inbox.expect_receipt("w-sub")
+        backend, backend_inbox = self.tcp()
+        backend.subscribe("/topic/py.replies", id="t", receipt="t-sub")
+        backend_inbox.expect_receipt("t-sub")
+
+        backend.send("/topic/py.feed", "from tcp")
+        self.assertEqual(browser_inbox.next("MESSAGE").body, "from tcp")
+        browser.send("/topic/py.replies", "from ws")
+        self.assertEqual(backend_inbox.next("MESSAGE").body, "from ws")
+
+
+if __name__ == "__main__":
+    unittest.main()
