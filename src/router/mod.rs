@@ -2,14 +2,11 @@
 //! and client-ack subscriptions, RECEIPTs that wait for the store, and every
 //! change to the shared topic index; fed by one bounded channel.
 //!
-//! Sessions send [`RouterCommand`]s through a [`RouterHandle`]; the router task
-//! applies them in order and pushes encoded frames into connections' outbound
-//! queues without ever waiting on a connection. Topic messages for auto-ack
-//! subscriptions do not pass through here: publishing sessions push them
-//! themselves through `fanout::TopicIndex` (see `docs/architecture.md`,
-//! "Ordering", for how each promise still holds). A session's commands pass
-//! this one channel in order, so a RECEIPT the router emits follows
-//! everything the session sent before it.
+//! Sessions send [`RouterCommand`]s through a [`RouterHandle`]; the router
+//! task applies them in order and pushes frames into outbound queues without
+//! waiting on a connection. Auto-ack topic messages do not pass through here:
+//! publishing sessions push them through `fanout::TopicIndex` (ordering:
+//! `docs/architecture.md`).
 //!
 //! Errors only the router can see (an ACK of an unknown id, a SEND to a full
 //! queue) are sent as a final ERROR frame that makes the connection close.
