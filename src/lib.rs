@@ -19,6 +19,7 @@ pub mod fanout;
 pub mod listener;
 pub mod model;
 pub mod outbound;
+pub mod proxy_protocol;
 pub mod publish_rate;
 pub mod queue;
 pub mod router;

@@ -1,4 +1,5 @@
-//! A connection's way in: TCP options, the TLS handshake (`wss://`, or TLS
+//! A connection's way in: TCP options, the PROXY protocol header (when the
+//! listener expects one), the TLS handshake (`wss://`, or TLS
 //! on a `tcp` listener) and the WebSocket upgrade under one
 //! `listener.handshake_timeout`, then the per-address admission. Refused
 //! clients still get an ERROR over the open WebSocket (a browser never sees
@@ -11,6 +12,7 @@ use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
 use crate::model::session_id::SessionId;
 use crate::outbound::outbound_channel;
+use crate::proxy_protocol::{self, Proxied};
 use crate::session::{ClientInfo, CloseReason, Session, SessionError};
 use crate::shutdown::Shutdown;
 use crate::websocket::{self, Handshake};
@@ -24,7 +26,7 @@ use tracing::debug;
 
 /// Handshakes, admits and serves one accepted TCP connection.
 pub(super) async fn run(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer_ip: std::net::IpAddr,
     id: SessionId,
     context: Arc<BrokerContext>,
@@ -35,8 +37,21 @@ pub(super) async fn run(
     if let Err(error) = crate::socket_options::configure(&stream) {
         debug!(%error, "socket options not set");
     }
-    // TLS and WebSocket handshakes share one limit, in this task.
+    // The PROXY header, TLS and WebSocket handshakes share one limit, in
+    // this task.
     let deadline = Instant::now() + context.config.listener.handshake_timeout;
+    let peer_ip = if endpoint.config.proxy_protocol {
+        match proxied_client(&mut stream, deadline).await {
+            Some(Proxied::Client(client)) => {
+                tracing::Span::current().record("client", tracing::field::display(client));
+                client.ip()
+            }
+            Some(Proxied::Local) => peer_ip,
+            None => return,
+        }
+    } else {
+        peer_ip
+    };
     // Boxed futures: a task keeps room for its largest await point as long
     // as it lives, and the handshakes (tungstenite keeps a 4 KiB read chunk
     // inline), TLS and the closing words are large but brief. Boxed, an idle
@@ -58,6 +73,23 @@ pub(super) async fn run(
             Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
             Err(_) => debug!("TLS handshake timed out"),
         },
+    }
+}
+
+/// The PROXY protocol header under the handshake deadline; `None` when it is
+/// missing, malformed or late (logged once at debug: the connection is then
+/// closed without a word, as the balancer or a stray client expects nothing).
+async fn proxied_client(stream: &mut TcpStream, deadline: Instant) -> Option<Proxied> {
+    match timeout_at(deadline, Box::pin(proxy_protocol::read_header(stream))).await {
+        Ok(Ok(proxied)) => Some(proxied),
+        Ok(Err(error)) => {
+            debug!(%error, "refused: PROXY protocol header expected");
+            None
+        }
+        Err(_) => {
+            debug!("refused: PROXY protocol header timed out");
+            None
+        }
     }
 }
 
