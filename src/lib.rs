@@ -16,6 +16,7 @@ pub mod connection_rate;
 pub mod context;
 pub mod endpoint;
 pub mod fanout;
+pub mod http;
 pub mod listener;
 pub mod model;
 pub mod outbound;

@@ -1,7 +1,9 @@
 //! A connection's way in: TCP options, the PROXY protocol header (when the
-//! listener expects one), the TLS handshake (`wss://`, or TLS
-//! on a `tcp` listener) and the WebSocket upgrade under one
-//! `listener.handshake_timeout`, then the per-address admission. Refused
+//! listener expects one), the TLS handshake (`wss://`, or TLS on a `tcp`
+//! listener) and, on a WebSocket listener, the first request head (an
+//! upgrade goes on to tungstenite, anything else to [`crate::http`]) and the
+//! upgrade, under one `listener.handshake_timeout`, then the per-address
+//! admission. Refused
 //! clients still get an ERROR over the open WebSocket (a browser never sees
 //! an HTTP status) or the TCP stream, so that they read why.
 
@@ -10,12 +12,14 @@ use super::{Connection, End};
 use crate::config::ListenerKind;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
+use crate::http::{self, HeadError, Rewind, Wants};
 use crate::model::session_id::SessionId;
 use crate::outbound::outbound_channel;
 use crate::proxy_protocol::{self, Proxied};
 use crate::session::{ClientInfo, CloseReason, Session, SessionError};
 use crate::shutdown::Shutdown;
 use crate::websocket::{self, Handshake};
+use bytes::Bytes;
 use bytes::BytesMut;
 use std::sync::Arc;
 use stomp_protocol::{Decoder, Version};
@@ -93,8 +97,8 @@ async fn proxied_client(stream: &mut TcpStream, deadline: Instant) -> Option<Pro
     }
 }
 
-async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    mut stream: S,
     deadline: Instant,
     peer_ip: std::net::IpAddr,
     id: SessionId,
@@ -103,10 +107,36 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: Shutdown,
 ) {
     let (transport, handshake) = match endpoint.config.kind {
-        ListenerKind::Ws => match upgrade(stream, deadline, &context, &endpoint).await {
-            Some((ws, handshake)) => (Transport::WebSocket(ws), handshake),
-            None => return,
-        },
+        ListenerKind::Ws => {
+            // The first request head says who serves the connection: an
+            // upgrade goes to tungstenite, the rest to hyper.
+            let (head, wants) = match timeout_at(deadline, http::read_head(&mut stream)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(HeadError::TooLarge)) => {
+                    debug!("HTTP request head too large");
+                    refuse_large_head(&mut stream).await;
+                    return;
+                }
+                Ok(Err(HeadError::Io(error))) => {
+                    debug!(%error, "connection ended before a request");
+                    return;
+                }
+                Err(_) => {
+                    debug!("HTTP request head timed out");
+                    return;
+                }
+            };
+            let stream = Rewind::new(head.freeze(), stream);
+            if wants == Wants::Http {
+                debug!("HTTP request");
+                http::serve(stream, peer_ip, context, endpoint, shutdown).await;
+                return;
+            }
+            match upgrade(stream, deadline, &context, &endpoint).await {
+                Some((ws, handshake)) => (Transport::WebSocket(ws), handshake),
+                None => return,
+            }
+        }
         // STOMP straight on the stream: no handshake, so no subprotocol,
         // token or Origin; CONNECT says the rest.
         ListenerKind::Tcp => {
@@ -117,7 +147,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 bearer: None,
                 origin: None,
             };
-            (Transport::Tcp(stream), handshake)
+            (Transport::Tcp(Rewind::new(Bytes::new(), stream)), handshake)
         }
     };
     // TCP has no ping: a late client is late, whatever the setting.
@@ -168,6 +198,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let end = connection.drive(shutdown).await;
     Box::pin(connection.finish(end)).await;
+}
+
+/// Answers a request head over [`http::head::MAX_HEAD_BYTES`] with 431 and
+/// gives up the connection (whatever else the client sends is not read).
+async fn refuse_large_head<S: AsyncWrite + Unpin>(stream: &mut S) {
+    use tokio::io::AsyncWriteExt;
+    let answer = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    let _ = stream.write_all(answer).await;
+    let _ = stream.shutdown().await;
 }
 
 /// The WebSocket upgrade under the handshake deadline; `None` when it failed
