@@ -152,7 +152,7 @@ fn cookie_safe(origin: Option<&str>, allowed_origins: &[String]) -> bool {
 }
 
 /// Decodes `%XX` escapes (JWTs need none, but clients may escape anyway).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;

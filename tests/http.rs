@@ -2,12 +2,15 @@
 //! TCP: `GET /` and `/healthz` answer with the version and the WebSocket
 //! path, HEAD and OPTIONS behave, unknown paths get 404, a GET of the
 //! WebSocket path without the upgrade gets 426, requests on a kept-alive
-//! connection, the per-address limit, and WebSocket STOMP beside it all.
+//! connection, the per-address limit, and WebSocket STOMP beside it all;
+//! `POST /api/publish` delivering to topic and queue subscribers, with each
+//! of its error codes.
 
 mod common;
 
 use common::{start, start_default, test_config, Client};
 use std::net::SocketAddr;
+use stomphub::config::{Anonymous, JwtConfig, PublishRateRule, RateLimitAction, UserConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -167,6 +170,256 @@ async fn http_connections_count_against_the_per_address_limit() {
     assert_eq!(refused.status, 429, "{refused:?}");
     assert!(
         refused.text().contains("max_connections_per_ip is 1"),
+        "{}",
+        refused.text()
+    );
+}
+
+/// A POST of `body` to `/api/publish?{query}` with `headers` (whole lines).
+fn post(query: &str, headers: &[&str], body: &str) -> String {
+    let mut text = format!(
+        "POST /api/publish?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text
+}
+
+fn close(request: String) -> String {
+    request.replacen("Host: x\r\n", "Host: x\r\nConnection: close\r\n", 1)
+}
+
+fn json(answer: &Answer) -> serde_json::Value {
+    serde_json::from_slice(&answer.body).expect("JSON body")
+}
+
+#[tokio::test]
+async fn http_publish_reaches_topic_and_queue_subscribers() {
+    let broker = start_default().await;
+    let address = broker.local_addr();
+    let mut subscriber = Client::connect(&broker.url()).await;
+    subscriber
+        .subscribe_confirmed("t", "/topic/prices.eur", "t")
+        .await;
+    subscriber
+        .subscribe_confirmed("q", "/queue/jobs", "q")
+        .await;
+    let answer = request(
+        address,
+        &close(post(
+            "destination=%2Ftopic%2Fprices.eur",
+            &["Content-Type: application/json"],
+            "{\"price\":42}",
+        )),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let reply = json(&answer);
+    assert_eq!(reply["destination"], "/topic/prices.eur");
+    let id = reply["id"].as_str().expect("an id").to_owned();
+    let message = subscriber.message().await;
+    assert_eq!(message.get("destination"), Some("/topic/prices.eur"));
+    assert_eq!(message.get("content-type"), Some("application/json"));
+    assert_eq!(message.get("message-id"), Some(id.as_str()));
+    assert_eq!(message.body.as_ref(), b"{\"price\":42}");
+    let answer = request(
+        address,
+        &close(post("destination=/queue/jobs", &[], "job 1")),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let message = subscriber.message().await;
+    assert_eq!(message.get("destination"), Some("/queue/jobs"));
+    assert_eq!(message.body.as_ref(), b"job 1");
+}
+
+const SECRET: &str = "http-test-shared-secret-of-some-length";
+
+fn token(exp: u64) -> String {
+    let claims = serde_json::json!({
+        "sub": "svc", "aud": "stomphub", "exp": exp,
+        "stomp_read": ["/topic/#"], "stomp_write": ["/topic/public.#"],
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+}
+
+fn basic(login: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
+    format!("Authorization: Basic {encoded}")
+}
+
+#[tokio::test]
+async fn http_publish_answers_each_error_with_its_code() {
+    let mut config = test_config();
+    config.auth.anonymous = Anonymous::Never;
+    config.auth.failure_delay = std::time::Duration::from_millis(10);
+    config.auth.users = vec![UserConfig {
+        login: "bob".into(),
+        password_hash: stomphub::auth::password::hash("builder").expect("hash"),
+        read: vec![],
+        write: vec!["/topic/public.#".into(), "/queue/#".into()],
+    }];
+    config.auth.jwt = Some(JwtConfig {
+        algorithm: Some("HS256".into()),
+        secret: Some(SECRET.into()),
+        secret_file: None,
+        public_key_file: None,
+        jwks_file: None,
+        audience: Some("stomphub".into()),
+        issuer: None,
+        read_claim: "stomp_read".into(),
+        write_claim: "stomp_write".into(),
+        leeway_seconds: 0,
+        keys: Vec::new(),
+        cookie: None,
+    });
+    config.limits.max_body_bytes = 1024;
+    config.storage.max_disk_bytes = 20_000;
+    let limited = PublishRateRule {
+        pattern: Some("/topic/public.limited".into()),
+        user: None,
+        messages_per_second: Some(0.1),
+        bytes_per_second: None,
+        burst_messages: Some(1.0),
+        burst_bytes: None,
+        action: RateLimitAction::Error,
+    };
+    config.rate_limits.publish = vec![limited];
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    let bob = basic("bob", "builder");
+    let bearer = format!("Authorization: Bearer {}", token(now() + 600));
+    let expired = format!("Authorization: Bearer {}", token(now() - 600));
+    let wrong = basic("bob", "wrong");
+    let cases: Vec<(String, u16, &str)> = vec![
+        (post("destination=/topic/public.a", &[&bob], "ok"), 200, ""),
+        (
+            post("destination=/topic/public.a", &[&bearer], "ok"),
+            200,
+            "",
+        ),
+        (post("", &[&bob], "x"), 400, "destination"),
+        (
+            post("destination=/elsewhere/a", &[&bob], "x"),
+            400,
+            "/elsewhere/a",
+        ),
+        (
+            post("destination=/topic/public.a", &[], "x"),
+            401,
+            "authentication required",
+        ),
+        (
+            post("destination=/topic/public.a", &[&wrong], "x"),
+            401,
+            "authentication failed",
+        ),
+        (
+            post("destination=/topic/public.a", &[&expired], "x"),
+            401,
+            "token expired",
+        ),
+        (
+            post("destination=/topic/private", &[&bob], "x"),
+            403,
+            "denied",
+        ),
+        (
+            post("destination=/topic/private", &[&bearer], "x"),
+            403,
+            "denied",
+        ),
+        (
+            post("destination=/topic/public.a", &[&bob], &"x".repeat(2000)),
+            413,
+            "max_body_bytes",
+        ),
+        (
+            post(
+                "destination=/topic/public.a",
+                &["Origin: https://evil.example"],
+                "x",
+            ),
+            403,
+            "origin",
+        ),
+    ];
+    for (request_text, status, needle) in cases {
+        let answer = request(address, &close(request_text.clone())).await;
+        assert_eq!(answer.status, status, "{request_text}: {}", answer.text());
+        if status != 200 {
+            let reply = json(&answer);
+            let message = reply["error"].as_str().unwrap_or_default();
+            assert!(message.contains(needle), "{request_text}: {message}");
+        }
+        if status == 401 {
+            assert!(answer.header("www-authenticate").is_some());
+        }
+    }
+    // The publish rate holds across the requests of one connection, as
+    // across a STOMP connection's SENDs.
+    let one = post("destination=/topic/public.limited", &[&bob], "1");
+    let two = close(post("destination=/topic/public.limited", &[&bob], "2"));
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream
+        .write_all(format!("{one}{two}").as_bytes())
+        .await
+        .expect("write");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(common::WAIT, stream.read_to_end(&mut bytes))
+        .await
+        .expect("in time")
+        .expect("read");
+    let (first, rest) = parse(&bytes);
+    let (second, _) = parse(rest);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert!(
+        second.text().contains("publish rate limit"),
+        "{}",
+        second.text()
+    );
+    // A persistent message the store cannot take: 503.
+    let chunk = "y".repeat(1000);
+    let mut refused = None;
+    for _ in 0..100 {
+        let answer = request(
+            address,
+            &close(post(
+                "destination=/queue/full&persistent=true",
+                &[&bob],
+                &chunk,
+            )),
+        )
+        .await;
+        if answer.status != 200 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("the store fills up");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("storage full"),
         "{}",
         refused.text()
     );

@@ -1,6 +1,7 @@
 //! HTTP on a WebSocket listener's port, beside the upgrade: a plain answer
 //! for `GET /` (and `/healthz`), 404 naming the WebSocket path for unknown
-//! paths, 426 for a GET of the WebSocket path without the upgrade.
+//! paths, 426 for a GET of the WebSocket path without the upgrade, and
+//! `POST /api/publish` ([`publish`]).
 //!
 //! Who serves what: [`head`] reads the first request head; a WebSocket
 //! upgrade goes to tungstenite exactly as before (so an idle WebSocket
@@ -9,6 +10,7 @@
 //! counts against its address like a WebSocket one.
 
 pub mod head;
+mod publish;
 
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
@@ -39,9 +41,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// What every request of one HTTP connection shares.
 struct HttpConnection {
-    #[allow(dead_code)] // publish and SSE use it
     context: Arc<BrokerContext>,
     endpoint: Arc<Endpoint>,
+    /// The client's address (from the PROXY header where there is one).
+    peer_ip: IpAddr,
+    /// The session publishing for this connection, while its credentials
+    /// stay the same (requests on one HTTP/1.1 connection come one by one,
+    /// so the lock is never contended).
+    publisher: tokio::sync::Mutex<Option<publish::Publisher>>,
     /// Why the connection was not admitted (per-address limits): every
     /// request is answered 429 with it.
     refusal: Option<String>,
@@ -63,8 +70,11 @@ pub async fn serve<S>(
     let shared = Arc::new(HttpConnection {
         context,
         endpoint,
+        peer_ip,
+        publisher: tokio::sync::Mutex::new(None),
         refusal: admitted.as_ref().err().cloned(),
     });
+    let ending = shared.clone();
     // Held as long as the connection: it counts against its address.
     let _slot = admitted.ok();
     let keep_alive = shared.refusal.is_none();
@@ -92,6 +102,10 @@ pub async fn serve<S>(
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
         }
     }
+    let publisher = ending.publisher.lock().await.take();
+    if let Some(publisher) = publisher {
+        publisher.end().await;
+    }
 }
 
 /// Chooses the answer to one request.
@@ -107,10 +121,12 @@ async fn route(shared: &HttpConnection, request: Request<Incoming>) -> Response<
         let mut response = text(StatusCode::NO_CONTENT, "");
         response
             .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST, OPTIONS"));
         return response;
     }
     match path {
+        "/api/publish" if method == Method::POST => publish::publish(shared, request).await,
+        "/api/publish" => method_not_allowed("POST, OPTIONS"),
         "/" | "/healthz" if readable => text(
             StatusCode::OK,
             format!(
@@ -142,6 +158,16 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     response
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
