@@ -424,3 +424,243 @@ async fn http_publish_answers_each_error_with_its_code() {
         refused.text()
     );
 }
+
+/// A raw SSE client: sends the GET, checks the head, then reads events
+/// (the body is chunked: chunks are joined first).
+struct SseClient {
+    stream: TcpStream,
+    /// Body bytes received, de-chunked, not yet returned as events.
+    text: Vec<u8>,
+    /// Raw bytes not yet de-chunked.
+    raw: Vec<u8>,
+    pub head: String,
+}
+
+impl SseClient {
+    async fn open(address: SocketAddr, query: &str) -> Result<SseClient, Answer> {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let get = format!("GET /sse?{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(get.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        let end = loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout(common::WAIT, stream.read(&mut chunk))
+                .await
+                .expect("head in time")
+                .expect("read");
+            assert!(read > 0, "closed before a head");
+            raw.extend_from_slice(&chunk[..read]);
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        if !head.starts_with("HTTP/1.1 200") {
+            // An error answer has a content-length: read it whole.
+            let (answer, _) = {
+                let mut all = raw.clone();
+                let _ = tokio::time::timeout(common::WAIT, async {
+                    while parse_complete(&all).is_none() {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => all.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                })
+                .await;
+                let (answer, rest) = parse(&all);
+                (answer, rest.len())
+            };
+            return Err(answer);
+        }
+        Ok(SseClient {
+            stream,
+            text: Vec::new(),
+            raw: raw[end..].to_vec(),
+            head,
+        })
+    }
+
+    /// Moves whole chunks from `raw` to `text`; whether the last chunk came.
+    fn dechunk(&mut self) -> bool {
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return false;
+            };
+            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.trim(), 16).expect("chunk size");
+            if size == 0 {
+                return true;
+            }
+            let start = line_end + 2;
+            if self.raw.len() < start + size + 2 {
+                return false;
+            }
+            self.text.extend_from_slice(&self.raw[start..start + size]);
+            self.raw.drain(..start + size + 2);
+        }
+    }
+
+    /// The next event (its text up to the blank line), or `None` when the
+    /// feed ended.
+    async fn event(&mut self) -> Option<String> {
+        loop {
+            let ended = self.dechunk();
+            if let Some(end) = self.text.windows(2).position(|w| w == b"\n\n") {
+                let event = String::from_utf8_lossy(&self.text[..end]).into_owned();
+                self.text.drain(..end + 2);
+                return Some(event);
+            }
+            if ended {
+                return None;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let read = tokio::time::timeout(common::WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("an event in time")
+                .unwrap_or(0);
+            if read == 0 {
+                return None;
+            }
+            self.raw.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    /// The next event that is not a comment.
+    async fn data_event(&mut self) -> String {
+        loop {
+            let event = self.event().await.expect("an event");
+            if !event.starts_with(':') {
+                return event;
+            }
+        }
+    }
+}
+
+/// The length of a whole answer with a content-length, if `bytes` holds one.
+fn parse_complete(bytes: &[u8]) -> Option<usize> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    (bytes.len() >= end + length).then_some(end + length)
+}
+
+#[tokio::test]
+async fn sse_feeds_deliver_each_message_as_an_event() {
+    let broker = start_default().await;
+    let address = broker.local_addr();
+    let mut plain = SseClient::open(
+        address,
+        "destination=/topic/scores.*&destination=%2Ftopic%2Fnews",
+    )
+    .await
+    .expect("feed");
+    assert!(plain
+        .head
+        .to_ascii_lowercase()
+        .contains("content-type: text/event-stream"));
+    assert_eq!(plain.event().await.as_deref(), Some("retry: 3000"));
+    let mut json_feed = SseClient::open(address, "destination=/topic/scores.game42&format=json")
+        .await
+        .expect("feed");
+    assert_eq!(json_feed.event().await.as_deref(), Some("retry: 3000"));
+    let mut publisher = Client::connect(&broker.url()).await;
+    publisher
+        .publish("/topic/scores.game42", "2:1\nfinal")
+        .await;
+    publisher.publish("/topic/news", "headline").await;
+    publisher
+        .publish("/topic/elsewhere", "not for the feed")
+        .await;
+    publisher
+        .send(
+            stomp_protocol::Frame::new(stomp_protocol::Command::Send)
+                .header("destination", "/topic/scores.game7")
+                .body(vec![0xffu8, 0x00, 0x01]),
+        )
+        .await;
+    assert_eq!(plain.data_event().await, "data: 2:1\ndata: final");
+    assert_eq!(plain.data_event().await, "data: headline");
+    assert_eq!(plain.data_event().await, "event: binary\ndata: /wAB");
+    let event = json_feed.data_event().await;
+    let value: serde_json::Value =
+        serde_json::from_str(event.strip_prefix("data: ").expect("data")).expect("JSON");
+    assert_eq!(value["destination"], "/topic/scores.game42");
+    assert_eq!(value["body"], "2:1\nfinal");
+    assert!(value["headers"]["message-id"].is_string(), "{value}");
+}
+
+#[tokio::test]
+async fn sse_refusals_and_limits() {
+    let mut config = test_config();
+    config.auth.anonymous_read = vec!["/topic/public.#".into()];
+    config.listener.max_connections_per_ip = 2;
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    let Err(denied) = SseClient::open(address, "destination=/topic/secret").await else {
+        panic!("a feed without read permission");
+    };
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert!(denied.text().contains("read access"), "{}", denied.text());
+    let Err(missing) = SseClient::open(address, "format=json").await else {
+        panic!("a feed of nothing");
+    };
+    assert_eq!(missing.status, 400);
+    let Err(bad) = SseClient::open(address, "destination=/nowhere").await else {
+        panic!("a feed of a bad destination");
+    };
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    // Two feeds from one address, and a third connection is refused.
+    let _one = SseClient::open(address, "destination=/topic/public.a")
+        .await
+        .expect("feed");
+    let _two = SseClient::open(address, "destination=/topic/public.b")
+        .await
+        .expect("feed");
+    let mut third = Client::open(&broker.url(), &["v12.stomp"]).await;
+    let answer = third.stomp_connect().await;
+    assert!(
+        answer
+            .get("message")
+            .is_some_and(|m| m.contains("max_connections_per_ip is 2")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_sse_reader_is_cut_off_by_the_outbound_budget() {
+    let mut config = test_config();
+    config.outbound.max_queued_bytes = 256 * 1024;
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    let mut slow = SseClient::open(address, "destination=/topic/firehose")
+        .await
+        .expect("feed");
+    let mut publisher = Client::connect(&broker.url()).await;
+    let body = "z".repeat(60 * 1024);
+    let sent = 400;
+    for _ in 0..sent {
+        publisher.publish("/topic/firehose", &body).await;
+    }
+    publisher
+        .send_confirmed(
+            stomp_protocol::Frame::new(stomp_protocol::Command::Send)
+                .header("destination", "/topic/firehose")
+                .body("last"),
+            "last",
+        )
+        .await;
+    // Now read: the feed must end (cut off) before all 400 arrived.
+    let mut received = 0;
+    while let Some(event) = slow.event().await {
+        if event.starts_with("data: ") {
+            received += 1;
+        }
+    }
+    assert!(received < sent, "received all {received}: never cut off");
+}

@@ -1,7 +1,7 @@
 //! HTTP on a WebSocket listener's port, beside the upgrade: a plain answer
 //! for `GET /` (and `/healthz`), 404 naming the WebSocket path for unknown
 //! paths, 426 for a GET of the WebSocket path without the upgrade, and
-//! `POST /api/publish` ([`publish`]).
+//! `POST /api/publish` ([`publish`]) and `GET /sse` ([`sse`]).
 //!
 //! Who serves what: [`head`] reads the first request head; a WebSocket
 //! upgrade goes to tungstenite exactly as before (so an idle WebSocket
@@ -11,6 +11,7 @@
 
 pub mod head;
 mod publish;
+mod sse;
 
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
@@ -49,6 +50,8 @@ struct HttpConnection {
     /// stay the same (requests on one HTTP/1.1 connection come one by one,
     /// so the lock is never contended).
     publisher: tokio::sync::Mutex<Option<publish::Publisher>>,
+    /// Ends SSE feeds at shutdown.
+    shutdown: Shutdown,
     /// Why the connection was not admitted (per-address limits): every
     /// request is answered 429 with it.
     refusal: Option<String>,
@@ -72,6 +75,7 @@ pub async fn serve<S>(
         endpoint,
         peer_ip,
         publisher: tokio::sync::Mutex::new(None),
+        shutdown: shutdown.clone(),
         refusal: admitted.as_ref().err().cloned(),
     });
     let ending = shared.clone();
@@ -127,6 +131,8 @@ async fn route(shared: &HttpConnection, request: Request<Incoming>) -> Response<
     match path {
         "/api/publish" if method == Method::POST => publish::publish(shared, request).await,
         "/api/publish" => method_not_allowed("POST, OPTIONS"),
+        "/sse" if method == Method::GET => sse::events(shared, request).await,
+        "/sse" => method_not_allowed("GET, OPTIONS"),
         "/" | "/healthz" if readable => text(
             StatusCode::OK,
             format!(

@@ -5,7 +5,8 @@
 //! the router) and the same auth (`Authorization: Bearer`, Basic for
 //! `[[auth.users]]`, `?access_token=`, anonymous rules).
 //!
-//! One such session per HTTP connection and credentials, kept while the
+//! [`super::sse`] feeds are such sessions too, sharing this code. For
+//! publishing, one such session per HTTP connection and credentials, kept while the
 //! connection is kept alive, so that the publish rate limit holds across a
 //! client's requests as it does across a STOMP connection's SENDs. The
 //! answer waits for the RECEIPT: after routing, and after the sync for a
@@ -14,7 +15,7 @@
 use super::{json, Body, HttpConnection};
 use crate::auth::origin_allowed;
 use crate::model::session_id::SessionId;
-use crate::outbound::{outbound_channel, OutFrame, OutboundReceiver};
+use crate::outbound::{outbound_channel, OutFrame, OutboundReceiver, OverflowSignal};
 use crate::session::{ClientInfo, Session, SessionError};
 use crate::websocket::percent_decode;
 use bytes::Bytes;
@@ -34,14 +35,17 @@ const RECEIPT_WAIT: Duration = Duration::from_secs(10);
 pub(super) struct Publisher {
     /// The credentials it was connected with (compared, never logged).
     credentials: Credentials,
-    session: Session,
-    /// Its outbound queue: CONNECTED, RECEIPTs and ERRORs land here.
-    outbound: OutboundReceiver,
+    /// The session: SENDs (publish) or SUBSCRIBEs (SSE) go through it.
+    pub(super) session: Session,
+    /// Its outbound queue: CONNECTED, RECEIPTs, ERRORs and (SSE) MESSAGEs.
+    pub(super) outbound: OutboundReceiver,
+    /// Set when the fan-out found the outbound queue over its budget.
+    pub(super) overflow: OverflowSignal,
 }
 
 /// What a request authenticates with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Credentials {
+pub(super) struct Credentials {
     login: Option<String>,
     passcode: Option<String>,
     bearer: Option<String>,
@@ -163,7 +167,7 @@ pub(super) async fn publish(shared: &HttpConnection, request: Request<Incoming>)
 }
 
 /// A new session connected with `credentials` (the CONNECTED is consumed).
-async fn connect(
+pub(super) async fn connect(
     shared: &HttpConnection,
     credentials: Credentials,
 ) -> Result<Publisher, SessionError> {
@@ -201,6 +205,7 @@ async fn connect(
     Ok(Publisher {
         credentials,
         session,
+        overflow: outbound.overflow_signal(),
         outbound,
     })
 }
@@ -225,7 +230,7 @@ async fn receipt(outbound: &mut OutboundReceiver) -> Result<(), String> {
 }
 
 /// The `message` header of an encoded ERROR frame.
-fn error_message(bytes: &Bytes) -> String {
+pub(super) fn error_message(bytes: &Bytes) -> String {
     let head_end = bytes
         .windows(2)
         .position(|w| w == b"\n\n")
@@ -240,7 +245,7 @@ fn error_message(bytes: &Bytes) -> String {
 
 /// The credentials of a request: `Authorization: Bearer` or `Basic`, else
 /// `?access_token=`, else none (anonymous rules apply).
-fn credentials(
+pub(super) fn credentials(
     request: &Request<Incoming>,
     query: &str,
     origin: Option<String>,
@@ -291,7 +296,7 @@ pub(super) fn query_parameter(query: &str, name: &str) -> Option<String> {
 }
 
 /// The HTTP status for a refusal of the SEND, by what refused it.
-fn status_for(message: &str) -> StatusCode {
+pub(super) fn status_for(message: &str) -> StatusCode {
     if message.contains("denied") {
         StatusCode::FORBIDDEN
     } else if message.starts_with("publish rate limit") {
@@ -306,7 +311,7 @@ fn status_for(message: &str) -> StatusCode {
 }
 
 /// A JSON error: `{"error": message}`.
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
@@ -318,7 +323,7 @@ fn too_large(max_body: usize) -> Response<Body> {
 }
 
 /// 401 with the schemes we take.
-fn unauthorized(message: impl AsRef<str>) -> Response<Body> {
+pub(super) fn unauthorized(message: impl AsRef<str>) -> Response<Body> {
     let mut response = error(StatusCode::UNAUTHORIZED, message.as_ref());
     response.headers_mut().insert(
         WWW_AUTHENTICATE,
