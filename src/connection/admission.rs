@@ -129,7 +129,9 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             let stream = Rewind::new(head.freeze(), stream);
             if wants == Wants::Http {
                 debug!("HTTP request");
-                http::serve(stream, peer_ip, context, endpoint, shutdown).await;
+                // Boxed: hyper's connection state is large, and inline it
+                // would make every WebSocket connection's task as large.
+                Box::pin(http::serve(stream, peer_ip, context, endpoint, shutdown)).await;
                 return;
             }
             match upgrade(stream, deadline, &context, &endpoint).await {

@@ -84,7 +84,9 @@ pub async fn serve<S>(
     let keep_alive = shared.refusal.is_none();
     let service = service_fn(move |request| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(&shared, request).await) }
+        // Boxed, the request's state (a publish, an SSE subscription) takes
+        // room only while a request is in flight, not for the connection's life.
+        Box::pin(async move { Ok::<_, Infallible>(route(&shared, request).await) })
     });
     let mut builder = http1::Builder::new();
     // A request head must arrive within the handshake timeout (slowloris);
