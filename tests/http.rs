@@ -664,3 +664,98 @@ async fn a_slow_sse_reader_is_cut_off_by_the_outbound_budget() {
     }
     assert!(received < sent, "received all {received}: never cut off");
 }
+
+#[tokio::test]
+async fn idle_and_slow_http_connections_are_closed_after_the_handshake_timeout() {
+    let mut config = test_config();
+    config.listener.handshake_timeout = std::time::Duration::from_millis(500);
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    // Kept alive after one answer, then silent.
+    let mut idle = TcpStream::connect(address).await.expect("connect");
+    idle.write_all(get("/").replace("Connection: close\r\n", "").as_bytes())
+        .await
+        .expect("write");
+    // A second request head started and never finished.
+    let mut slow = TcpStream::connect(address).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    for (name, stream) in [("idle", &mut idle), ("slow", &mut slow)] {
+        let mut bytes = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            stream.read_to_end(&mut bytes),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: still open after 3 s"))
+        .expect("read");
+        assert_eq!(parse(&bytes).0.status, 200, "{name}");
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(400),
+            "{name}: closed before the timeout"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sse_feeds_and_kept_alive_publishers_end_with_their_token() {
+    let mut config = test_config();
+    config.auth.anonymous = Anonymous::Never;
+    config.auth.jwt = Some(JwtConfig {
+        algorithm: Some("HS256".into()),
+        secret: Some(SECRET.into()),
+        secret_file: None,
+        public_key_file: None,
+        jwks_file: None,
+        audience: Some("stomphub".into()),
+        issuer: None,
+        read_claim: "stomp_read".into(),
+        write_claim: "stomp_write".into(),
+        leeway_seconds: 0,
+        keys: Vec::new(),
+        cookie: None,
+    });
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    let Err(expired) = SseClient::open(
+        address,
+        &format!("destination=/topic/a&access_token={}", token(now() - 10)),
+    )
+    .await
+    else {
+        panic!("a feed with an expired token");
+    };
+    assert_eq!(expired.status, 401);
+    // A kept-alive publisher's session does not outlive its token either.
+    let token_header = format!("Authorization: Bearer {}", token(now() + 2));
+    let mut publisher = TcpStream::connect(address).await.expect("connect");
+    let first = post("destination=/topic/public.a", &[&token_header], "1");
+    publisher.write_all(first.as_bytes()).await.expect("write");
+    let mut bytes = vec![0u8; 4096];
+    let read = publisher.read(&mut bytes).await.expect("read");
+    assert_eq!(parse(&bytes[..read]).0.status, 200);
+    let started = std::time::Instant::now();
+    let mut feed = SseClient::open(
+        address,
+        &format!("destination=/topic/a&access_token={}", token(now() + 2)),
+    )
+    .await
+    .expect("feed");
+    let mut last = None;
+    while let Some(event) = feed.event().await {
+        last = Some(event);
+    }
+    assert_eq!(last.as_deref(), Some(": closed: token expired"));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    // JWT `exp` has whole seconds: past it by more than one for sure.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = close(post("destination=/topic/public.a", &[&token_header], "2"));
+    publisher.write_all(second.as_bytes()).await.expect("write");
+    let mut bytes = Vec::new();
+    publisher.read_to_end(&mut bytes).await.expect("read");
+    let answer = parse(&bytes).0;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    assert!(answer.text().contains("token expired"), "{}", answer.text());
+}

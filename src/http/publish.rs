@@ -112,10 +112,15 @@ pub(super) async fn publish(shared: &HttpConnection, request: Request<Incoming>)
     };
 
     let mut publisher = shared.publisher.lock().await;
-    if publisher
-        .as_ref()
-        .is_none_or(|p| p.credentials != credentials)
-    {
+    // A token that expired since the session connected must not go on
+    // publishing: connecting again checks it (and refuses it).
+    let stale = |p: &Publisher| {
+        p.credentials != credentials
+            || p.session
+                .expires_at()
+                .is_some_and(|at| at <= tokio::time::Instant::now())
+    };
+    if publisher.as_ref().is_none_or(stale) {
         if let Some(mut old) = publisher.take() {
             old.session.end().await;
         }

@@ -98,6 +98,7 @@ pub(super) async fn events(shared: &HttpConnection, request: Request<Incoming>) 
         encode_event(frame, format, &mut first);
     }
     let state = Feed {
+        expires_at: feed.session.expires_at(),
         publisher: Some(feed),
         format,
         heartbeat: heartbeat(),
@@ -175,6 +176,14 @@ async fn subscribe(
     Ok(())
 }
 
+/// Sleeps until `at`; forever without one.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn heartbeat() -> Interval {
     let mut heartbeat = interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -192,6 +201,9 @@ struct Feed {
     first: Option<Bytes>,
     /// Reused between chunks.
     batch: Vec<OutFrame>,
+    /// When the feed's token expires: the feed ends then, as a STOMP
+    /// session does.
+    expires_at: Option<Instant>,
 }
 
 type Chunk = Result<BodyFrame<Bytes>, Infallible>;
@@ -237,6 +249,10 @@ impl Feed {
                 }
             }
             _ = self.heartbeat.tick() => Some(Bytes::from_static(b": heartbeat\n\n")),
+            _ = until(self.expires_at) => {
+                self.publisher_end();
+                Some(Bytes::from_static(b": closed: token expired\n\n"))
+            }
         };
         match chunk {
             Some(bytes) => Some((Ok(BodyFrame::data(bytes)), self)),
