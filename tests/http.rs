@@ -759,3 +759,17 @@ async fn sse_feeds_and_kept_alive_publishers_end_with_their_token() {
     assert_eq!(answer.status, 401, "{}", answer.text());
     assert!(answer.text().contains("token expired"), "{}", answer.text());
 }
+
+#[tokio::test]
+async fn shutdown_ends_sse_feeds() {
+    let broker = start_default().await;
+    let mut feed = SseClient::open(broker.local_addr(), "destination=/topic/a")
+        .await
+        .expect("feed");
+    assert_eq!(feed.event().await.as_deref(), Some("retry: 3000"));
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(broker.shutdown());
+    while feed.event().await.is_some() {}
+    stopping.await.expect("shutdown");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
