@@ -91,7 +91,8 @@ impl Broker {
         let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
         // A single broker exports topic messages nowhere (the cluster's
         // seam: `fanout::TopicExport`).
-        let (topics, index_writer) = TopicIndex::new(Box::new(LocalOnly));
+        let (topics, index_writer) =
+            TopicIndex::new(Box::new(LocalOnly), config.router.match_cache_entries);
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,

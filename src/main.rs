@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use stomphub::config::{Config, DEFAULT_CONFIG};
 use stomphub::Broker;
 use tracing::Level;
-use tracing_subscriber::filter::{filter_fn, FilterExt};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
+use tracing_subscriber::layer::{Filter, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -32,6 +33,29 @@ fn sees_secrets(target: &str) -> bool {
             .strip_prefix(krate)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
     })
+}
+
+/// The user's filter ANDed with the cap on the crates that see secrets.
+///
+/// At debug and trace these crates log wire payloads (CONNECT's passcode,
+/// tokens in frames) and stored records. The cap is a separate filter,
+/// ANDed after the user's: no directive can lift it, whether it names a
+/// module (`tungstenite::protocol=trace`), comes later, or matches a span.
+///
+/// The cap states its level hint (TRACE: it passes everything else), so
+/// that the pair's hint is the user's filter's. Without one the pair has
+/// none, `log`'s max level stays at TRACE, and every `log::trace!` of
+/// tungstenite (several per WebSocket frame) is bridged into tracing and
+/// filtered there, at a measurable share of the broker's CPU; with it,
+/// `log` drops records below the filter's level at one atomic load.
+fn log_filter<S>(filter: EnvFilter) -> impl Filter<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let cap =
+        filter_fn(|metadata| *metadata.level() <= Level::INFO || !sees_secrets(metadata.target()))
+            .with_max_level_hint(LevelFilter::TRACE);
+    filter.and(cap)
 }
 
 /// A STOMP 1.0/1.1/1.2 broker over WebSocket and plain TCP.
@@ -104,17 +128,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .map_err(|e| format!("log.level '{}': {e}", config.log.level))?;
-    // At debug and trace these crates log wire payloads (CONNECT's passcode,
-    // tokens in frames) and stored records. A separate filter, ANDed after
-    // the user's: no directive can lift it, whether it names a module
-    // (`tungstenite::protocol=trace`), comes later, or matches a span.
-    let cap =
-        filter_fn(|metadata| *metadata.level() <= Level::INFO || !sees_secrets(metadata.target()));
+    // `init` also routes the `log` crate into tracing, with `log`'s max
+    // level set from this filter's level hint.
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(filter.and(cap)),
+                .with_filter(log_filter(filter)),
         )
         .init();
 
@@ -142,5 +162,29 @@ async fn wait_for_signal() -> std::io::Result<()> {
     tokio::select! {
         result = tokio::signal::ctrl_c() => result,
         _ = terminate.recv() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::Registry;
+
+    #[test]
+    fn the_log_filter_keeps_the_users_level_hint() {
+        let hint = |directives: &str| {
+            Filter::<Registry>::max_level_hint(&log_filter::<Registry>(EnvFilter::new(directives)))
+        };
+        assert_eq!(hint("info"), Some(LevelFilter::INFO));
+        assert_eq!(hint("warn,stomphub=debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(hint("trace"), Some(LevelFilter::TRACE));
+    }
+
+    #[test]
+    fn capped_crates_are_told_by_their_whole_name() {
+        assert!(sees_secrets("tungstenite"));
+        assert!(sees_secrets("tungstenite::protocol"));
+        assert!(!sees_secrets("tungstenite_extra"));
+        assert!(!sees_secrets("stomphub::session"));
     }
 }

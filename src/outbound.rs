@@ -1,7 +1,8 @@
-//! The bounded queue of encoded frames from the router (and the session) to
-//! one connection's writer, with the byte budget that defines a slow consumer.
+//! The bounded queue of encoded frames to one connection's writer, from the
+//! router, from publishing sessions (topic fan-out) and from the session
+//! itself, with the byte budget that defines a slow consumer.
 //!
-//! The router never waits on a connection: it *tries* to push. A push that
+//! No pusher ever waits on a connection: it *tries* to push. A push that
 //! would exceed the frame count or the byte budget either makes room by
 //! dropping the oldest *droppable* frames (topic messages of subscriptions
 //! whose slow-consumer policy is `drop-oldest`), or marks the queue

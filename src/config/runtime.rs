@@ -15,6 +15,8 @@ pub struct RouterConfig {
     pub channel_capacity: usize,
     /// Bytes of SEND bodies and headers in commands waiting for the router.
     pub max_queued_bytes: usize,
+    /// Topic matches kept by the topic index's match cache (0: no cache).
+    pub match_cache_entries: usize,
 }
 
 impl Default for RouterConfig {
@@ -22,6 +24,7 @@ impl Default for RouterConfig {
         RouterConfig {
             channel_capacity: 4096,
             max_queued_bytes: 64 * 1024 * 1024,
+            match_cache_entries: 4096,
         }
     }
 }

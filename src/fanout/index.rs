@@ -7,19 +7,20 @@
 //! the write lock for one insert or removal at a time and pushes nothing
 //! while it holds it. Neither is ever held across an `.await`.
 //!
-//! There is no match cache: a cache shared by all publishers needs a lock of
-//! its own on every publish (a second point where publishers meet), and its
-//! entries would hold subscribers' outbound senders past their removal. The
-//! trie walk is cheap for the pattern sets measured (`stomphub-bench micro`);
-//! a cache can go in front of `matches` if a benchmark shows it pays.
+//! A bounded match cache ([`MatchCache`], `router.match_cache_entries`)
+//! sits in front of the trie walk, valid while the index's generation is
+//! unchanged; its shard locks are leaves taken under the read lock, one at
+//! a time.
 
 use super::encode::FanOut;
 use super::export::TopicExport;
+use super::match_cache::{Match, MatchCache};
 use super::subscriber::Subscriber;
 use super::topic_trie::TopicTrie;
 use crate::model::destination::PatternWord;
 use crate::model::message::{epoch_ms, Message};
 use crate::model::session_id::SessionId;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Names one entry of the index, unique under its pattern.
@@ -62,6 +63,12 @@ pub struct TopicIndex {
     /// Read by publishers while they push, written by the router only
     /// (through [`IndexWriter`]).
     trie: RwLock<TopicTrie<IndexKey, Interest>>,
+    /// Bumped by every change to the trie, under its write lock: a cached
+    /// match made at another generation is stale.
+    generation: AtomicU64,
+    /// Recent matches by topic words, read and filled by publishers under
+    /// the read lock, emptied by the writer on removals.
+    cache: MatchCache,
     /// Where topic messages go besides local subscribers.
     export: Box<dyn TopicExport>,
 }
@@ -73,10 +80,16 @@ pub struct IndexWriter {
 }
 
 impl TopicIndex {
-    /// An empty index, and its only writer.
-    pub fn new(export: Box<dyn TopicExport>) -> (Arc<TopicIndex>, IndexWriter) {
+    /// An empty index with a match cache of about `cache_entries` entries
+    /// (0: none), and its only writer.
+    pub fn new(
+        export: Box<dyn TopicExport>,
+        cache_entries: usize,
+    ) -> (Arc<TopicIndex>, IndexWriter) {
         let index = Arc::new(TopicIndex {
             trie: RwLock::new(TopicTrie::default()),
+            generation: AtomicU64::new(0),
+            cache: MatchCache::new(cache_entries),
             export,
         });
         (index.clone(), IndexWriter { index })
@@ -100,10 +113,17 @@ impl TopicIndex {
         defer_to_router: bool,
     ) -> Published {
         let trie = self.read();
-        let mut matched: Vec<&Interest> = Vec::new();
-        // Each entry once, even one whose pattern matches along several paths.
-        trie.matches(words, &mut matched);
-        let router_interest = matched.iter().any(|i| matches!(i, Interest::Router));
+        // Only the writer changes it, and only under the write lock.
+        let generation = self.generation.load(Ordering::Acquire);
+        let found = match self.cache.get(words, generation) {
+            Some(found) => found,
+            None => {
+                let found = walk(&trie, words, generation);
+                self.cache.insert(words, found.clone());
+                found
+            }
+        };
+        let router_interest = found.router_interest;
         if router_interest && defer_to_router {
             return Published::Deferred;
         }
@@ -111,10 +131,7 @@ impl TopicIndex {
             return Published::Delivered { router_interest };
         }
         let mut fan_out = FanOut::new(message);
-        for interest in matched {
-            let Interest::Direct(subscriber) = interest else {
-                continue;
-            };
+        for subscriber in found.direct.iter() {
             let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
             // A slow consumer's queue is marked overflowed by the push: its
             // connection closes itself, and its Detach removes its entries.
@@ -130,6 +147,27 @@ impl TopicIndex {
     }
 }
 
+/// Walks the trie for `words`: every direct subscriber once, and whether the
+/// router has interest.
+fn walk(trie: &TopicTrie<IndexKey, Interest>, words: &[Box<str>], generation: u64) -> Match {
+    let mut matched: Vec<&Interest> = Vec::new();
+    // Each entry once, even one whose pattern matches along several paths.
+    trie.matches(words, &mut matched);
+    let router_interest = matched.iter().any(|i| matches!(i, Interest::Router));
+    let direct = matched
+        .into_iter()
+        .filter_map(|interest| match interest {
+            Interest::Direct(subscriber) => Some(subscriber.clone()),
+            Interest::Router => None,
+        })
+        .collect();
+    Match {
+        generation,
+        direct,
+        router_interest,
+    }
+}
+
 impl IndexWriter {
     fn write(&self) -> RwLockWriteGuard<'_, TopicTrie<IndexKey, Interest>> {
         self.index.trie.write().unwrap_or_else(|p| p.into_inner())
@@ -138,15 +176,24 @@ impl IndexWriter {
     /// Adds (or replaces) an entry. Once this returns, every publication
     /// that starts sees it.
     pub fn insert(&mut self, pattern: &[PatternWord], key: IndexKey, interest: Interest) {
-        self.write().insert(pattern, key, interest);
+        let mut trie = self.write();
+        trie.insert(pattern, key, interest);
+        self.index.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes an entry. Once this returns, no publisher is pushing to it.
     pub fn remove(&mut self, pattern: &[PatternWord], key: &IndexKey) {
         // Dropped outside the lock: a subscriber's last outbound sender
         // going away wakes its connection's writer.
-        let removed = self.write().remove(pattern, key);
+        // So are cached matches: they may hold the removed subscriber.
+        let (removed, cached) = {
+            let mut trie = self.write();
+            let removed = trie.remove(pattern, key);
+            self.index.generation.fetch_add(1, Ordering::Release);
+            (removed, self.index.cache.take_all())
+        };
         drop(removed);
+        drop(cached);
     }
 
     /// The index, for the router's own publishing of whole publications.
@@ -212,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn publishers_push_to_direct_subscribers_and_learn_of_router_interest() {
-        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly));
+        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64);
         let (direct, mut receiver) = subscriber(1, "s");
         writer.insert(
             &pattern("/topic/a.*"),
@@ -267,5 +314,65 @@ mod tests {
             0,
             "every sender gone, nothing queued"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cached_match_is_stale_after_a_subscribe_and_emptied_by_a_removal() {
+        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64);
+        let (first, mut first_rx) = subscriber(1, "s");
+        writer.insert(
+            &pattern("/topic/a.b"),
+            IndexKey::Subscription(SessionId(1), "s".into()),
+            first,
+        );
+        index.publish(&words("a.b"), &message(), true);
+        assert_eq!(index.cache.len(), 1, "the match is cached");
+        assert_eq!(received(&mut first_rx).await, 1);
+
+        // A new subscription makes the cached match stale: it is reached.
+        let (second, mut second_rx) = subscriber(2, "s");
+        writer.insert(
+            &pattern("/topic/a.*"),
+            IndexKey::Subscription(SessionId(2), "s".into()),
+            second,
+        );
+        index.publish(&words("a.b"), &message(), true);
+        assert_eq!(received(&mut first_rx).await, 1);
+        assert_eq!(received(&mut second_rx).await, 1);
+
+        // A removal empties the cache: no entry keeps the removed
+        // subscriber's sender, so its writer sees the end.
+        writer.remove(
+            &pattern("/topic/a.*"),
+            &IndexKey::Subscription(SessionId(2), "s".into()),
+        );
+        assert_eq!(index.cache.len(), 0);
+        let mut batch: Vec<OutFrame> = Vec::new();
+        let end = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            second_rx.recv_many(&mut batch, 64),
+        )
+        .await;
+        assert_eq!(end.ok(), Some(0), "the writer sees the end");
+        index.publish(&words("a.b"), &message(), true);
+        assert_eq!(received(&mut first_rx).await, 1);
+    }
+
+    #[tokio::test]
+    async fn the_match_cache_stays_within_its_bound() {
+        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64);
+        let (all, mut receiver) = subscriber(1, "s");
+        writer.insert(
+            &pattern("/topic/#"),
+            IndexKey::Subscription(SessionId(1), "s".into()),
+            all,
+        );
+        for n in 0..10_000 {
+            index.publish(&words(&format!("t.{n}")), &message(), true);
+            assert!(index.cache.len() <= 64, "{} entries", index.cache.len());
+            if n % 8 == 0 {
+                received(&mut receiver).await;
+            }
+        }
     }
 }

@@ -22,6 +22,7 @@
 pub mod encode;
 mod export;
 mod index;
+mod match_cache;
 mod subscriber;
 pub mod topic_trie;
 

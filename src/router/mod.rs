@@ -1,12 +1,15 @@
-//! The router: the single owner of subscriptions, queues and unsettled
-//! deliveries, fed by one bounded channel.
+//! The router: the single owner of queues, unsettled deliveries, durable
+//! and client-ack subscriptions, RECEIPTs that wait for the store, and every
+//! change to the shared topic index; fed by one bounded channel.
 //!
 //! Sessions send [`RouterCommand`]s through a [`RouterHandle`]; the router task
 //! applies them in order and pushes encoded frames into connections' outbound
-//! queues without ever waiting on a connection. Because every command of a
-//! session passes through this one channel in order, a RECEIPT that the router
-//! emits follows everything the session sent before it, and each subscriber
-//! sees each publisher's messages in publishing order.
+//! queues without ever waiting on a connection. Topic messages for auto-ack
+//! subscriptions do not pass through here: publishing sessions push them
+//! themselves through `fanout::TopicIndex` (see `docs/architecture.md`,
+//! "Ordering", for how each promise still holds). A session's commands pass
+//! this one channel in order, so a RECEIPT the router emits follows
+//! everything the session sent before it.
 //!
 //! Errors only the router can see (an ACK of an unknown id, a SEND to a full
 //! queue) are sent as a final ERROR frame that makes the connection close.

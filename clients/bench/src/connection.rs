@@ -1,5 +1,6 @@
 //! One STOMP connection over WebSocket, as a load generator needs it: feed
-//! many frames, flush once, read frames as they come.
+//! many frames, flush once, read frames as they come; and the WebSocket
+//! opening that the NATS and MQTT connections share.
 //!
 //! Connections to a loopback broker take their source address in turn from
 //! 127.0.0.1 … 127.0.0.N (`--sources`), with `IP_BIND_ADDRESS_NO_PORT` so
@@ -71,43 +72,55 @@ fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
     }
 }
 
+/// A client WebSocket, as every protocol's connection holds it.
+pub type WebSocket = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `url`, offering `subprotocol`, from the next
+/// loopback source address when the broker is on loopback.
+pub async fn open_websocket(url: &str, subprotocol: Option<&str>) -> Fallible<WebSocket> {
+    let mut request = url.into_client_request()?;
+    if let Some(subprotocol) = subprotocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", subprotocol.parse()?);
+    }
+    if request.uri().scheme_str() != Some("ws") {
+        return Ok(tokio_tungstenite::connect_async(request).await?.0);
+    }
+    let host = request.uri().host().unwrap_or("127.0.0.1");
+    let port = request.uri().port_u16().unwrap_or(80);
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or("the URL's host has no address")?;
+    let stream = tcp_connect(target).await?;
+    // tungstenite's default 128 KiB read buffer, zeroed for every
+    // connection, would cost the tool more than the broker a connect.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024);
+    Ok(tokio_tungstenite::client_async_with_config(
+        request,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await?
+    .0)
+}
+
 /// One STOMP connection over WebSocket.
 pub struct Connection {
-    ws: tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: WebSocket,
     decoder: Decoder,
     buffer: BytesMut,
+    /// WebSocket payload bytes received so far, for bytes per delivery.
+    received_bytes: u64,
 }
 
 impl Connection {
     /// Opens the WebSocket and sends CONNECT.
     pub async fn open(url: &str) -> Fallible<Connection> {
-        let mut request = url.into_client_request()?;
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", "v12.stomp".parse()?);
-        let ws = if request.uri().scheme_str() == Some("ws") {
-            let host = request.uri().host().unwrap_or("127.0.0.1");
-            let port = request.uri().port_u16().unwrap_or(80);
-            let target = tokio::net::lookup_host((host, port))
-                .await?
-                .next()
-                .ok_or("the URL's host has no address")?;
-            let stream = tcp_connect(target).await?;
-            // tungstenite's default 128 KiB read buffer, zeroed for every
-            // connection, would cost the tool more than the broker a connect.
-            let config = WebSocketConfig::default()
-                .read_buffer_size(4 * 1024)
-                .write_buffer_size(4 * 1024);
-            tokio_tungstenite::client_async_with_config(
-                request,
-                MaybeTlsStream::Plain(stream),
-                Some(config),
-            )
-            .await?
-            .0
-        } else {
-            tokio_tungstenite::connect_async(request).await?.0
-        };
+        let ws = open_websocket(url, Some("v12.stomp")).await?;
         let mut connection = Connection {
             ws,
             decoder: Decoder::new(Limits {
@@ -115,6 +128,7 @@ impl Connection {
                 ..Limits::default()
             }),
             buffer: BytesMut::new(),
+            received_bytes: 0,
         };
         connection
             .send(
@@ -177,9 +191,7 @@ impl Connection {
             }
             match self.ws.next().now_or_never() {
                 None => return Ok(None),
-                Some(Some(Ok(Message::Binary(b)))) => self.buffer.extend_from_slice(&b),
-                Some(Some(Ok(Message::Text(t)))) => self.buffer.extend_from_slice(t.as_bytes()),
-                Some(Some(Ok(_))) => {}
+                Some(Some(Ok(message))) => self.take(message),
                 Some(Some(Err(e))) => return Err(e.into()),
                 Some(None) => return Err("connection closed".into()),
             }
@@ -194,12 +206,26 @@ impl Connection {
                 return Ok(frame);
             }
             match self.ws.next().await {
-                Some(Ok(Message::Binary(b))) => self.buffer.extend_from_slice(&b),
-                Some(Ok(Message::Text(t))) => self.buffer.extend_from_slice(t.as_bytes()),
-                Some(Ok(_)) => {}
+                Some(Ok(message)) => self.take(message),
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err("connection closed".into()),
             }
         }
+    }
+
+    /// WebSocket payload bytes received so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes
+    }
+
+    /// Adds a data message's payload to the byte stream the decoder reads.
+    fn take(&mut self, message: Message) {
+        let payload: &[u8] = match &message {
+            Message::Binary(b) => b,
+            Message::Text(t) => t.as_bytes(),
+            _ => return,
+        };
+        self.received_bytes += payload.len() as u64;
+        self.buffer.extend_from_slice(payload);
     }
 }

@@ -69,6 +69,9 @@ pub struct Tally {
     pub order_violations: u64,
     /// Sampled latencies, microseconds.
     pub latencies_us: Vec<u32>,
+    /// WebSocket payload bytes this subscriber received while counting (0:
+    /// not measured).
+    pub wire_bytes: u64,
 }
 
 /// What [`Tally::record`] made of one message.
@@ -95,6 +98,7 @@ impl Tally {
             duplicates: 0,
             order_violations: 0,
             latencies_us: Vec::new(),
+            wire_bytes: 0,
         }
     }
 
@@ -191,6 +195,14 @@ impl Outcome<'_> {
             delivered as f64 / elapsed,
         ));
         report.cpu(self.cpu, delivered as f64, "deliveries per broker CPU-s");
+        let wire_bytes = sum(|t| t.wire_bytes);
+        if wire_bytes > 0 && delivered > 0 {
+            let per_delivery = wire_bytes as f64 / delivered as f64;
+            report.line(format!(
+                "{per_delivery:.1} WebSocket payload bytes received per delivery"
+            ));
+            report.figure("wire bytes per delivery", per_delivery);
+        }
         if let Some(threads) = &self.threads {
             report.threads(threads);
         }

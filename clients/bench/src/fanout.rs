@@ -10,16 +10,22 @@
 //! slowest subscriber (so no broker need drop anything); with `--rate` it
 //! publishes at a fixed rate. Each body carries a stamp (delivery.rs), so
 //! subscribers measure latency and count losses, duplicates and reordering.
+//!
+//! Both scenarios speak STOMP, NATS or MQTT (`--protocol`), through the
+//! [`PubSub`] trait, with the same accounting; subscribers also count the
+//! WebSocket payload bytes they receive, for bytes on the wire per delivery.
 
 use crate::connection::Connection;
 use crate::delivery::{Outcome, Stamp, Tally};
+use crate::mqtt::MqttConnection;
+use crate::nats::NatsConnection;
+use crate::pubsub::{Protocol, PubSub};
 use crate::report::Report;
 use crate::stats::{CpuMeter, ThreadMeter};
 use crate::Fallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stomp_protocol::{Command, Frame};
 
 /// Options of `fanout`.
 #[derive(clap::Args, Clone)]
@@ -59,6 +65,9 @@ pub struct LoadArgs {
     /// Broker URL.
     #[arg(long, default_value = "ws://127.0.0.1:61614/ws")]
     pub url: String,
+    /// The protocol spoken over the WebSocket (`fanout` and `topics` only).
+    #[arg(long, value_enum, default_value_t = Protocol::Stomp)]
+    pub protocol: Protocol,
     /// Messages to publish (per publisher in `publishers`).
     #[arg(long, default_value_t = 20000)]
     pub messages: u64,
@@ -95,32 +104,29 @@ struct Shared {
     expected_total: u64,
 }
 
-async fn subscribe(
+async fn subscribe<C: PubSub>(
     shared: Arc<Shared>,
     index: usize,
     destination: String,
     matches: Arc<Vec<bool>>,
     progress: Arc<AtomicU64>,
 ) -> Fallible<Tally> {
-    let mut connection = Connection::open(&shared.load.url).await?;
-    connection
-        .subscribe_confirmed("sub-0", &destination, &format!("ready-{index}"), &[])
-        .await?;
+    let mut connection = C::open(&shared.load.url).await?;
+    connection.subscribe(&destination, index).await?;
+    let bytes_before = connection.received_bytes();
     shared.ready.fetch_add(1, Ordering::Release);
     let messages = shared.load.messages;
     let wanted = |sequence: u64| matches[(sequence % shared.topic_count) as usize];
     let expected = (0..messages).filter(|s| wanted(*s)).count() as u64;
     let mut tally = Tally::new(1, messages, expected, shared.expected_total);
     while !tally.complete() {
-        let frame = match tokio::time::timeout(Duration::from_secs(5), connection.next()).await {
-            Ok(frame) => frame?,
+        let body = match tokio::time::timeout(Duration::from_secs(5), connection.next_body()).await
+        {
+            Ok(body) => body?,
             Err(_) => break, // nothing for 5 s: the rest is lost
         };
-        if frame.command != Command::Message {
-            return Err(format!("subscriber: {:?}", frame.get("message")).into());
-        }
         let now_ns = shared.epoch.elapsed().as_nanos() as u64;
-        match Stamp::parse(&frame.body) {
+        match Stamp::parse(&body) {
             Some(stamp) => {
                 tally.record(stamp, wanted(stamp.sequence), now_ns);
             }
@@ -129,6 +135,7 @@ async fn subscribe(
         progress.store(tally.progress(0), Ordering::Release);
     }
     progress.store(u64::MAX, Ordering::Release);
+    tally.wire_bytes = connection.received_bytes() - bytes_before;
     Ok(tally)
 }
 
@@ -184,8 +191,24 @@ pub async fn topics(args: TopicsArgs) -> Fallible<Report> {
     run(args.load, layout).await
 }
 
-/// Publishes and collects what the subscribers saw.
+/// Runs the layout in the chosen protocol.
 async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
+    match load.protocol {
+        Protocol::Stomp => run_with::<Connection>(load, layout).await,
+        Protocol::Nats => run_with::<NatsConnection>(load, layout).await,
+        Protocol::Mqtt => run_with::<MqttConnection>(load, layout).await,
+    }
+}
+
+/// Publishes and collects what the subscribers saw.
+async fn run_with<C: PubSub>(load: LoadArgs, mut layout: Layout) -> Fallible<Report> {
+    // Destinations in the protocol's own form, once.
+    for topic in &mut layout.topics {
+        *topic = C::topic(topic);
+    }
+    for (destination, _) in &mut layout.subscribers {
+        *destination = C::topic(destination);
+    }
     let topic_count = layout.topics.len() as u64;
     let expected_total = layout
         .subscribers
@@ -206,7 +229,7 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
     for (index, ((destination, matches), progress)) in
         layout.subscribers.iter().zip(&progress).enumerate()
     {
-        subscribers.push(tokio::spawn(subscribe(
+        subscribers.push(tokio::spawn(subscribe::<C>(
             shared.clone(),
             index,
             destination.clone(),
@@ -220,7 +243,7 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut publisher = Connection::open(&load.url).await?;
+    let mut publisher = C::open(&load.url).await?;
     let meter = CpuMeter::start(load.pid);
     let thread_meter = load.pid.map(ThreadMeter::start);
     let started = Instant::now();
@@ -248,20 +271,13 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
         }
         let sent_ns = shared.epoch.elapsed().as_nanos() as u64;
         let topic = &layout.topics[(sequence % topic_count) as usize];
-        publisher
-            .send(
-                Frame::new(Command::Send)
-                    .header("destination", topic.clone())
-                    .body(
-                        Stamp {
-                            sequence,
-                            sent_ns,
-                            publisher: 0,
-                        }
-                        .body(load.body),
-                    ),
-            )
-            .await?;
+        let body = Stamp {
+            sequence,
+            sent_ns,
+            publisher: 0,
+        }
+        .body(load.body);
+        publisher.publish(topic, body.into()).await?;
     }
     publisher.flush().await?;
     let mut tallies = Vec::new();
@@ -276,6 +292,7 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
     } else {
         format!("full speed, window {}", load.window)
     };
+    let mode = format!("{mode} | {}", load.protocol.name());
     let outcome = Outcome {
         title: format!(
             "{} | {} messages of {} B | {mode}",

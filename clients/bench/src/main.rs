@@ -1,6 +1,8 @@
-//! stomphub-bench: load for any STOMP-over-WebSocket broker.
+//! stomphub-bench: load for any STOMP-over-WebSocket broker, and for NATS and
+//! MQTT brokers over WebSocket in the fan-out scenarios, to compare with.
 //!
-//! Scenarios (one file each): `fanout` and `topics` (fanout.rs),
+//! Scenarios (one file each): `fanout` and `topics` (fanout.rs, in STOMP,
+//! NATS or MQTT through pubsub.rs, nats.rs, mqtt.rs),
 //! `publishers`, `queue`, `idle`, `micro`, with the delivery accounting of
 //! the publish/subscribe ones in delivery.rs; `plan` runs a plan file of scenarios against several
 //! brokers in interleaved rounds and writes medians to a file.
@@ -13,8 +15,11 @@ mod delivery;
 mod fanout;
 mod idle;
 mod micro;
+mod mqtt;
+mod nats;
 mod plan;
 mod publishers;
+mod pubsub;
 mod queue;
 mod report;
 mod stats;

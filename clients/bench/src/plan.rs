@@ -11,7 +11,14 @@
 //! run, so that targets need no fixed ports. A target whose program is
 //! missing (e.g. the previous revision's build, not made) is skipped, and
 //! the results file says so.
+//!
+//! A target may speak NATS or MQTT instead of STOMP (`protocol`); only the
+//! `fanout` and `topics` cases run against it. Its `config`, if any, is
+//! written to a file per run (`{config}` in the command), with `{port}` and
+//! a second free port `{port2}` (e.g. the plain listener beside the
+//! WebSocket one) filled in.
 
+use crate::pubsub::Protocol;
 use crate::report::Report;
 use crate::{Cli, Fallible};
 use clap::Parser;
@@ -35,9 +42,9 @@ pub struct PlanArgs {
     /// Override the plan's number of rounds.
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// Run only the cases whose name contains this.
-    #[arg(long)]
-    pub only: Option<String>,
+    /// Run only the cases whose name contains this (repeatable: any of them).
+    #[arg(long, value_name = "TEXT")]
+    pub only: Vec<String>,
     /// A line for the results file, e.g. which revision a target was built from (repeatable).
     #[arg(long = "note", value_name = "TEXT")]
     pub note: Vec<String>,
@@ -63,6 +70,8 @@ fn running_target(spec: &str) -> Fallible<Target> {
         url: url.to_owned(),
         command: Vec::new(),
         pid,
+        protocol: Protocol::Stomp,
+        config: None,
     })
 }
 
@@ -87,6 +96,12 @@ struct Target {
     command: Vec<String>,
     /// The pid of an already running broker.
     pid: Option<u32>,
+    /// What the load tool speaks to it (`stomp`, `nats`, `mqtt`).
+    #[serde(default)]
+    protocol: Protocol,
+    /// A configuration file's text, written for every run to the path that
+    /// `{config}` stands for in `command`; `{port}` and `{port2}` filled in.
+    config: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,23 +145,51 @@ fn free_port() -> Fallible<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// The target as one run sees it: `{port}` replaced by a free port.
-fn for_this_run(target: &Target) -> Fallible<Target> {
-    let uses_port =
-        target.url.contains("{port}") || target.command.iter().any(|a| a.contains("{port}"));
-    if !uses_port {
-        return Ok(target.clone());
-    }
+/// The target as one run sees it: `{port}` and `{port2}` replaced by free
+/// ports, `{config}` by `config_path`.
+fn for_this_run(target: &Target, config_path: &Path) -> Fallible<Target> {
     let port = free_port()?.to_string();
+    let mut port2 = free_port()?.to_string();
+    while port2 == port {
+        port2 = free_port()?.to_string();
+    }
+    let fill = |text: &str| {
+        text.replace("{port}", &port)
+            .replace("{port2}", &port2)
+            .replace("{config}", &config_path.to_string_lossy())
+    };
     Ok(Target {
-        url: target.url.replace("{port}", &port),
-        command: target
-            .command
-            .iter()
-            .map(|a| a.replace("{port}", &port))
-            .collect(),
+        url: fill(&target.url),
+        command: target.command.iter().map(|a| fill(a)).collect(),
+        config: target.config.as_deref().map(fill),
         ..target.clone()
     })
+}
+
+/// Whether `program` can be started: a path that exists, or a bare name
+/// found on `PATH`.
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether `case` runs against `target`: the case names it (or names none),
+/// and a target that does not speak STOMP gets only the scenarios that
+/// speak its protocol.
+fn applies(case: &Case, target: &Target) -> bool {
+    let named = case
+        .targets
+        .as_ref()
+        .is_none_or(|names| names.contains(&target.name));
+    let speaks = target.protocol == Protocol::Stomp
+        || matches!(
+            case.args.first().map(String::as_str),
+            Some("fanout" | "topics")
+        );
+    named && speaks
 }
 
 fn listen_address(url: &str) -> Fallible<SocketAddr> {
@@ -161,7 +204,10 @@ fn listen_address(url: &str) -> Fallible<SocketAddr> {
         .ok_or_else(|| format!("{url}: no address").into())
 }
 
-fn start(target: &Target, data: &Path, log: &Path) -> Fallible<Started> {
+fn start(target: &Target, data: &Path, log: &Path, config_path: &Path) -> Fallible<Started> {
+    if let Some(config) = &target.config {
+        std::fs::write(config_path, config)?;
+    }
     let argv: Vec<String> = target
         .command
         .iter()
@@ -210,6 +256,9 @@ fn run_once(case: &Case, target: &Target, pid: Option<u32>) -> Fallible<Report> 
     ];
     if let Some(pid) = pid {
         argv.extend(["--pid".to_owned(), pid.to_string()]);
+    }
+    if target.protocol != Protocol::Stomp {
+        argv.extend(["--protocol".to_owned(), target.protocol.name().to_owned()]);
     }
     argv.extend(options.iter().cloned());
     let cli = Cli::try_parse_from(&argv)?;
@@ -285,7 +334,7 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
     }
     let mut skipped: Vec<String> = Vec::new();
     plan.targets.retain(|t| match t.command.first() {
-        Some(program) if !Path::new(program).exists() => {
+        Some(program) if !program_exists(program) => {
             let note = format!("target {} skipped: {program} not found", t.name);
             eprintln!("{note}");
             skipped.push(note);
@@ -297,11 +346,7 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
     let cases: Vec<&Case> = plan
         .cases
         .iter()
-        .filter(|c| {
-            args.only
-                .as_ref()
-                .is_none_or(|o| c.name.contains(o.as_str()))
-        })
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| c.name.contains(o.as_str())))
         .collect();
     std::fs::create_dir_all(&args.out)?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
@@ -316,28 +361,30 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
     for round in 1..=rounds {
         for (case_index, case) in cases.iter().enumerate() {
             let applicable: Vec<usize> = (0..plan.targets.len())
-                .filter(|t| {
-                    case.targets
-                        .as_ref()
-                        .is_none_or(|names| names.contains(&plan.targets[*t].name))
-                })
+                .filter(|t| applies(case, &plan.targets[*t]))
                 .collect();
             for k in 0..applicable.len() {
                 let target_index = applicable[(k + round - 1) % applicable.len()];
-                let target = &for_this_run(&plan.targets[target_index])?;
-                let heading = format!("round {round}/{rounds} | {} | {}", case.name, target.name);
+                let target_name = &plan.targets[target_index].name;
+                let heading = format!("round {round}/{rounds} | {} | {target_name}", case.name);
                 eprintln!("== {heading}");
-                let run_dir = scratch.join(format!("r{round}-c{case_index}-{}", target.name));
+                let run_dir = scratch.join(format!("r{round}-c{case_index}-{target_name}"));
                 std::fs::create_dir_all(&run_dir)?;
+                let config_path = std::path::absolute(run_dir.join("broker.conf"))?;
+                let target = &for_this_run(&plan.targets[target_index], &config_path)?;
                 let outcome = if target.command.is_empty() {
                     run_once(case, target, target.pid)
                 } else {
-                    start(target, &run_dir.join("data"), &run_dir.join("broker.log")).and_then(
-                        |started| {
-                            let pid = started.child.id();
-                            run_once(case, target, Some(pid))
-                        },
+                    start(
+                        target,
+                        &run_dir.join("data"),
+                        &run_dir.join("broker.log"),
+                        &config_path,
                     )
+                    .and_then(|started| {
+                        let pid = started.child.id();
+                        run_once(case, target, Some(pid))
+                    })
                 };
                 let _ = writeln!(details, "### {heading}\n\n```");
                 match outcome {
@@ -380,6 +427,10 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
             format!("running at {}", target.url)
         } else {
             format!("started as `{}`", target.command.join(" "))
+        };
+        let how = match target.protocol {
+            Protocol::Stomp => how,
+            other => format!("{how}, spoken to in {}", other.name()),
         };
         let _ = writeln!(summary, "- {}: {how}", target.name);
     }

@@ -218,6 +218,9 @@ async fn publish(
 
 /// Scenario `publishers`.
 pub async fn run(args: PublishersArgs) -> Fallible<Report> {
+    if args.load.protocol != crate::pubsub::Protocol::Stomp {
+        return Err("the publishers scenario speaks STOMP only".into());
+    }
     let layout = Layout::new(&args);
     let load = args.load.clone();
     let publishers = layout.publishers;
