@@ -1,5 +1,8 @@
-//! The WebSocket upgrade: path check, `Sec-WebSocket-Protocol` negotiation and
-//! tungstenite's limits. Runs in the connection's own task, under a timeout.
+//! The WebSocket upgrade: path check, `Sec-WebSocket-Protocol` negotiation,
+//! the bearer token's carriers (browsers cannot set headers on a WebSocket,
+//! so besides `Authorization` a token may come as a subprotocol, a query
+//! parameter or a cookie) and tungstenite's limits. Runs in the connection's
+//! own task, under a timeout.
 
 use crate::auth::origin_allowed;
 use crate::config::{Config, EndpointConfig};
@@ -18,8 +21,9 @@ pub struct Handshake {
     /// The STOMP versions CONNECT may choose from: those the client offered
     /// as subprotocols, or all when it offered none.
     pub allowed_versions: Vec<Version>,
-    /// A bearer token from `Authorization: Bearer` or `?access_token=`.
-    /// A secret: never logged.
+    /// A bearer token from `Authorization: Bearer`, a
+    /// `base64url.bearer.authorization.stomp.<token>` subprotocol,
+    /// `?access_token=` or the `[auth.jwt] cookie`. A secret: never logged.
     pub bearer: Option<String>,
     /// The request's `Origin`, once it passed the allow-list (anonymous
     /// loopback access also requires it to be a page of this machine).
@@ -78,27 +82,77 @@ fn refuse(status: StatusCode, reason: String) -> ErrorResponse {
     response
 }
 
-/// The bearer token of a request: `Authorization: Bearer <t>`, else the
-/// `access_token` query parameter (browsers cannot set headers on a WebSocket).
-fn bearer(request: &Request) -> Option<String> {
+/// The subprotocol that carries a token (Kubernetes' scheme, in our name):
+/// offered beside `v12.stomp`, never chosen, never echoed.
+pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.stomp.";
+
+/// The token in an offered `base64url.bearer.authorization.stomp.<token>`:
+/// base64url-decoded (with or without padding), or as it is when it does not
+/// decode to text (a JWT's own characters are all allowed in a subprotocol
+/// name, so clients may offer it unencoded).
+fn subprotocol_token(offered: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = offered.strip_prefix(TOKEN_SUBPROTOCOL_PREFIX)?;
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    Some(decoded.unwrap_or_else(|| encoded.to_owned()))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get_all("Cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+}
+
+/// The bearer token of a request, from the first carrier that has one:
+/// `Authorization: Bearer <t>`, the token subprotocol, the `access_token`
+/// query parameter, then the cookie `cookie_name` (when given: the caller
+/// passes it only where the Origin check makes the cookie safe to honour).
+fn bearer(
+    request: &Request,
+    offered_token: Option<String>,
+    cookie_name: Option<&str>,
+) -> Option<String> {
     let header = request
         .headers()
         .get("Authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
-    header.or_else(|| {
-        request.uri().query().and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("access_token="))
-                .map(percent_decode)
+    header
+        .or(offered_token)
+        .or_else(|| {
+            request.uri().query().and_then(|query| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("access_token="))
+                    .map(percent_decode)
+            })
         })
-    })
+        .or_else(|| cookie_name.and_then(|name| cookie(request, name)))
+}
+
+/// Whether a token cookie may be honoured for a request whose Origin passed
+/// the allow-list. A browser sends cookies with a WebSocket handshake from
+/// any site (cross-site WebSocket hijacking, OWASP): only the Origin check
+/// tells our pages from others, so a wildcard `*` allow-list (every site
+/// passes) disables the cookie. A request without Origin is not a browser's,
+/// and nobody else rides its cookies.
+fn cookie_safe(origin: Option<&str>, allowed_origins: &[String]) -> bool {
+    origin.is_none() || !allowed_origins.iter().any(|o| o.trim() == "*")
 }
 
 /// Decodes `%XX` escapes (JWTs need none, but clients may escape anyway).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
@@ -144,6 +198,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                 format!("no WebSocket endpoint here; use {path}"),
             ));
         }
+        let mut offered_token = None;
         let offered: Vec<&str> = request
             .headers()
             .get_all("Sec-WebSocket-Protocol")
@@ -152,6 +207,15 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             .flat_map(|value| value.split(','))
             .map(str::trim)
             .filter(|name| !name.is_empty())
+            // A token is a credential, not a protocol: taken out before
+            // negotiation, so it is never chosen, echoed or named in a refusal.
+            .filter(|name| match subprotocol_token(name) {
+                Some(token) => {
+                    offered_token.get_or_insert(token);
+                    false
+                }
+                None => true,
+            })
             .collect();
         // Cross-site WebSocket hijacking: only allowed browser origins.
         let origin = request
@@ -176,7 +240,13 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let mut handshake = negotiate_subprotocol(&offered)
             .map_err(|reason| refuse(StatusCode::BAD_REQUEST, reason))?;
-        handshake.bearer = bearer(request);
+        let cookie_name = config
+            .auth
+            .jwt
+            .as_ref()
+            .and_then(|jwt| jwt.cookie.as_deref())
+            .filter(|_| cookie_safe(origin, &listener.allowed_origins));
+        handshake.bearer = bearer(request, offered_token, cookie_name);
         handshake.origin = origin.map(str::to_owned);
         if let Some(version) = handshake.subprotocol {
             response.headers_mut().insert(
@@ -213,6 +283,36 @@ mod tests {
         let h = negotiate_subprotocol(&["mqtt", "v11.stomp"]).unwrap();
         assert_eq!(h.subprotocol, Some(Version::V1_1));
         assert_eq!(h.allowed_versions, vec![Version::V1_1]);
+    }
+
+    #[test]
+    fn token_subprotocol_decodes_base64url_or_stays_as_it_is() {
+        // "a.b-c_d" in base64url, without padding.
+        assert_eq!(
+            subprotocol_token("base64url.bearer.authorization.stomp.YS5iLWNfZA").as_deref(),
+            Some("a.b-c_d")
+        );
+        assert_eq!(
+            subprotocol_token("base64url.bearer.authorization.stomp.eyJh.eyJz.c2ln").as_deref(),
+            Some("eyJh.eyJz.c2ln")
+        );
+        assert_eq!(subprotocol_token("v12.stomp"), None);
+    }
+
+    #[test]
+    fn cookie_is_found_by_name_and_honoured_only_without_a_wildcard_origin() {
+        let request = Request::builder()
+            .header("Cookie", "theme=dark; stomp_token=\"abc.def\"")
+            .header("Cookie", "other=1")
+            .body(())
+            .expect("request");
+        assert_eq!(cookie(&request, "stomp_token").as_deref(), Some("abc.def"));
+        assert_eq!(cookie(&request, "other").as_deref(), Some("1"));
+        assert_eq!(cookie(&request, "stomp"), None);
+        let listed = vec!["https://app.example.com".to_owned()];
+        assert!(cookie_safe(Some("https://app.example.com"), &listed));
+        assert!(cookie_safe(None, &["*".to_owned()]));
+        assert!(!cookie_safe(Some("https://any.example"), &["*".to_owned()]));
     }
 
     #[test]

@@ -98,6 +98,7 @@ async fn ws_and_wss_listeners_serve_one_broker() {
         allowed_origins: vec!["https://app.example.com".into()],
         allow_missing_origin: true,
         tls: Some(tls),
+        proxy_protocol: false,
     });
     let broker = start(config).await;
     let urls = broker.urls();

@@ -49,6 +49,7 @@ fn hs256() -> JwtConfig {
         write_claim: "stomp_write".into(),
         leeway_seconds: 0,
         keys: Vec::new(),
+        cookie: Some("stomp_token".into()),
     }
 }
 
@@ -122,6 +123,10 @@ enum Carrier {
     Passcode,
     Header,
     Query,
+    /// `base64url.bearer.authorization.stomp.<base64url token>` beside v12.stomp.
+    Subprotocol,
+    /// The `[auth.jwt] cookie`, from an allowed page's Origin.
+    Cookie,
 }
 
 async fn connect_with_token(url: &str, carrier: Carrier, token: &str) -> Frame {
@@ -130,19 +135,47 @@ async fn connect_with_token(url: &str, carrier: Carrier, token: &str) -> Frame {
         _ => url.to_owned(),
     };
     let mut request = url.as_str().into_client_request().expect("request");
+    let protocols = match carrier {
+        Carrier::Subprotocol => {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+            format!("v12.stomp, base64url.bearer.authorization.stomp.{encoded}")
+        }
+        _ => "v12.stomp".to_owned(),
+    };
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("v12.stomp"),
+        HeaderValue::from_str(&protocols).expect("header"),
     );
-    if let Carrier::Header = carrier {
-        request.headers_mut().insert(
-            "Authorization",
-            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-        );
+    match carrier {
+        Carrier::Header => {
+            request.headers_mut().insert(
+                "Authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+            );
+        }
+        Carrier::Cookie => {
+            let headers = request.headers_mut();
+            headers.insert(
+                "Cookie",
+                HeaderValue::from_str(&format!("theme=dark; stomp_token={token}")).expect("header"),
+            );
+            headers.insert("Origin", HeaderValue::from_static("http://localhost:8080"));
+        }
+        _ => {}
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
+    let (ws, response) = tokio_tungstenite::connect_async(request)
         .await
         .expect("open");
+    // The token subprotocol is never the answer: only the STOMP version.
+    assert_eq!(
+        response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.as_bytes()),
+        Some(&b"v12.stomp"[..]),
+        "{carrier:?}"
+    );
     let mut client = Client::from_ws(ws);
     let mut connect = Frame::new(Command::Connect).header("accept-version", "1.2");
     if let Carrier::Passcode = carrier {
@@ -164,7 +197,13 @@ async fn jwts_through_each_carrier_and_their_failures() {
             "invalid signature",
         ),
     ];
-    for carrier in [Carrier::Passcode, Carrier::Header, Carrier::Query] {
+    for carrier in [
+        Carrier::Passcode,
+        Carrier::Header,
+        Carrier::Query,
+        Carrier::Subprotocol,
+        Carrier::Cookie,
+    ] {
         let answer = connect_with_token(&broker.url(), carrier, &good).await;
         assert_eq!(
             answer.command,
@@ -410,6 +449,16 @@ async fn secrets_stay_out_of_the_log_at(rust_log: &str) {
             .command,
         Command::Connected
     );
+    assert_eq!(
+        connect_with_token(&broker.url, Carrier::Subprotocol, &good)
+            .await
+            .command,
+        Command::Connected
+    );
+    let encoded = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&good)
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = std::fs::read_to_string(dir.path().join("broker.log")).expect("log");
     if rust_log.starts_with("trace") {
@@ -424,6 +473,7 @@ async fn secrets_stay_out_of_the_log_at(rust_log: &str) {
         SECRET,
         good.as_str(),
         &good[good.len() - 20..],
+        &encoded[encoded.len() - 20..],
     ] {
         assert!(
             !log.contains(secret),
@@ -859,4 +909,63 @@ async fn a_session_ends_when_its_token_expires() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(4),
         "the session ended {took:?} after CONNECTED, its token expired 1-2 s after it"
     );
+}
+
+/// Opens with `headers` (and v12.stomp) and sends CONNECT 1.2 without
+/// credentials; returns the answer.
+async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Frame {
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v12.stomp"),
+    );
+    for (name, value) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+            .expect("name");
+        request
+            .headers_mut()
+            .insert(name, HeaderValue::from_str(value).expect("header"));
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("open");
+    let mut client = Client::from_ws(ws);
+    client
+        .send(Frame::new(Command::Connect).header("accept-version", "1.2"))
+        .await;
+    client.frame().await
+}
+
+#[tokio::test]
+async fn token_cookie_is_honoured_only_where_the_origin_check_tells_sites_apart() {
+    let good = token(now() + 600, "stomphub", SECRET);
+    let cookie = format!("stomp_token={good}");
+    // The default allow-list (this machine's pages) or no Origin at all
+    // (not a browser): the cookie counts.
+    let broker = start(secured()).await;
+    for origin in [Some("http://localhost:3000"), None] {
+        let mut headers = vec![("Cookie", cookie.as_str())];
+        headers.extend(origin.map(|o| ("Origin", o)));
+        let answer = connect_with_headers(&broker.url(), &headers).await;
+        assert_eq!(answer.command, Command::Connected, "{origin:?}: {answer:?}");
+    }
+    // An unconfigured cookie name is just a cookie.
+    let answer =
+        connect_with_headers(&broker.url(), &[("Cookie", &format!("session={good}"))]).await;
+    assert_eq!(answer.command, Command::Error, "{answer:?}");
+    // `*` lets every site's pages open a WebSocket carrying our cookie
+    // (cross-site WebSocket hijacking): the cookie is ignored there.
+    let mut config = secured();
+    config.listeners[0].allowed_origins = vec!["*".into()];
+    let broker = start(config).await;
+    let answer = connect_with_headers(
+        &broker.url(),
+        &[("Cookie", &cookie), ("Origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(answer.command, Command::Error, "{answer:?}");
+    assert!(answer
+        .get("message")
+        .unwrap_or_default()
+        .contains("authentication required"));
 }

@@ -102,6 +102,11 @@ pub struct JwtConfig {
     /// several issuers' algorithms.
     #[serde(default)]
     pub keys: Vec<JwtKeyConfig>,
+    /// A cookie holding a token, sent by browsers with the WebSocket
+    /// handshake of pages from the same site; honoured only where the
+    /// Origin check can tell our pages from others. None: no cookie.
+    #[serde(default)]
+    pub cookie: Option<String>,
 }
 
 /// `[[auth.jwt.keys]]`: one verification key (or a JWKS file of several).

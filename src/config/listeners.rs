@@ -66,6 +66,10 @@ pub struct EndpointConfig {
     pub allow_missing_origin: bool,
     /// TLS with this certificate and key (`wss://`, or STOMP over TLS).
     pub tls: Option<TlsConfig>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from
+    /// a load balancer, whose client address then counts as the peer's;
+    /// a connection without a valid one is refused. Off by default.
+    pub proxy_protocol: bool,
 }
 
 /// A `[[listeners]]` entry as written: the WebSocket-only keys stay unset
@@ -81,6 +85,8 @@ struct RawEndpoint {
     allow_missing_origin: Option<bool>,
     #[serde(default)]
     tls: Option<TlsConfig>,
+    #[serde(default)]
+    proxy_protocol: bool,
 }
 
 impl TryFrom<RawEndpoint> for EndpointConfig {
@@ -110,6 +116,7 @@ impl TryFrom<RawEndpoint> for EndpointConfig {
                 .allow_missing_origin
                 .unwrap_or_else(default_allow_missing_origin),
             tls: raw.tls,
+            proxy_protocol: raw.proxy_protocol,
         })
     }
 }
@@ -166,6 +173,7 @@ impl Default for EndpointConfig {
             allowed_origins: default_allowed_origins(),
             allow_missing_origin: default_allow_missing_origin(),
             tls: None,
+            proxy_protocol: false,
         }
     }
 }

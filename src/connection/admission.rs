@@ -1,6 +1,9 @@
-//! A connection's way in: TCP options, the TLS handshake (`wss://`, or TLS
-//! on a `tcp` listener) and the WebSocket upgrade under one
-//! `listener.handshake_timeout`, then the per-address admission. Refused
+//! A connection's way in: TCP options, the PROXY protocol header (when the
+//! listener expects one), the TLS handshake (`wss://`, or TLS on a `tcp`
+//! listener) and, on a WebSocket listener, the first request head (an
+//! upgrade goes on to tungstenite, anything else to [`crate::http`]) and the
+//! upgrade, under one `listener.handshake_timeout`, then the per-address
+//! admission. Refused
 //! clients still get an ERROR over the open WebSocket (a browser never sees
 //! an HTTP status) or the TCP stream, so that they read why.
 
@@ -9,11 +12,14 @@ use super::{Connection, End};
 use crate::config::ListenerKind;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
+use crate::http::{self, HeadError, Rewind, Wants};
 use crate::model::session_id::SessionId;
 use crate::outbound::outbound_channel;
+use crate::proxy_protocol::{self, Proxied};
 use crate::session::{ClientInfo, CloseReason, Session, SessionError};
 use crate::shutdown::Shutdown;
 use crate::websocket::{self, Handshake};
+use bytes::Bytes;
 use bytes::BytesMut;
 use std::sync::Arc;
 use stomp_protocol::{Decoder, Version};
@@ -24,7 +30,7 @@ use tracing::debug;
 
 /// Handshakes, admits and serves one accepted TCP connection.
 pub(super) async fn run(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer_ip: std::net::IpAddr,
     id: SessionId,
     context: Arc<BrokerContext>,
@@ -35,8 +41,21 @@ pub(super) async fn run(
     if let Err(error) = crate::socket_options::configure(&stream) {
         debug!(%error, "socket options not set");
     }
-    // TLS and WebSocket handshakes share one limit, in this task.
+    // The PROXY header, TLS and WebSocket handshakes share one limit, in
+    // this task.
     let deadline = Instant::now() + context.config.listener.handshake_timeout;
+    let peer_ip = if endpoint.config.proxy_protocol {
+        match proxied_client(&mut stream, deadline).await {
+            Some(Proxied::Client(client)) => {
+                tracing::Span::current().record("client", tracing::field::display(client));
+                client.ip()
+            }
+            Some(Proxied::Local) => peer_ip,
+            None => return,
+        }
+    } else {
+        peer_ip
+    };
     // Boxed futures: a task keeps room for its largest await point as long
     // as it lives, and the handshakes (tungstenite keeps a 4 KiB read chunk
     // inline), TLS and the closing words are large but brief. Boxed, an idle
@@ -61,8 +80,25 @@ pub(super) async fn run(
     }
 }
 
-async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
+/// The PROXY protocol header under the handshake deadline; `None` when it is
+/// missing, malformed or late (logged once at debug: the connection is then
+/// closed without a word, as the balancer or a stray client expects nothing).
+async fn proxied_client(stream: &mut TcpStream, deadline: Instant) -> Option<Proxied> {
+    match timeout_at(deadline, Box::pin(proxy_protocol::read_header(stream))).await {
+        Ok(Ok(proxied)) => Some(proxied),
+        Ok(Err(error)) => {
+            debug!(%error, "refused: PROXY protocol header expected");
+            None
+        }
+        Err(_) => {
+            debug!("refused: PROXY protocol header timed out");
+            None
+        }
+    }
+}
+
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    mut stream: S,
     deadline: Instant,
     peer_ip: std::net::IpAddr,
     id: SessionId,
@@ -71,10 +107,38 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: Shutdown,
 ) {
     let (transport, handshake) = match endpoint.config.kind {
-        ListenerKind::Ws => match upgrade(stream, deadline, &context, &endpoint).await {
-            Some((ws, handshake)) => (Transport::WebSocket(ws), handshake),
-            None => return,
-        },
+        ListenerKind::Ws => {
+            // The first request head says who serves the connection: an
+            // upgrade goes to tungstenite, the rest to hyper.
+            let (head, wants) = match timeout_at(deadline, http::read_head(&mut stream)).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(HeadError::TooLarge)) => {
+                    debug!("HTTP request head too large");
+                    refuse_large_head(&mut stream).await;
+                    return;
+                }
+                Ok(Err(HeadError::Io(error))) => {
+                    debug!(%error, "connection ended before a request");
+                    return;
+                }
+                Err(_) => {
+                    debug!("HTTP request head timed out");
+                    return;
+                }
+            };
+            let stream = Rewind::new(head.freeze(), stream);
+            if wants == Wants::Http {
+                debug!("HTTP request");
+                // Boxed: hyper's connection state is large, and inline it
+                // would make every WebSocket connection's task as large.
+                Box::pin(http::serve(stream, peer_ip, context, endpoint, shutdown)).await;
+                return;
+            }
+            match upgrade(stream, deadline, &context, &endpoint).await {
+                Some((ws, handshake)) => (Transport::WebSocket(ws), handshake),
+                None => return,
+            }
+        }
         // STOMP straight on the stream: no handshake, so no subprotocol,
         // token or Origin; CONNECT says the rest.
         ListenerKind::Tcp => {
@@ -85,7 +149,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 bearer: None,
                 origin: None,
             };
-            (Transport::Tcp(stream), handshake)
+            (Transport::Tcp(Rewind::new(Bytes::new(), stream)), handshake)
         }
     };
     // TCP has no ping: a late client is late, whatever the setting.
@@ -136,6 +200,15 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let end = connection.drive(shutdown).await;
     Box::pin(connection.finish(end)).await;
+}
+
+/// Answers a request head over [`http::head::MAX_HEAD_BYTES`] with 431 and
+/// gives up the connection (whatever else the client sends is not read).
+async fn refuse_large_head<S: AsyncWrite + Unpin>(stream: &mut S) {
+    use tokio::io::AsyncWriteExt;
+    let answer = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    let _ = stream.write_all(answer).await;
+    let _ = stream.shutdown().await;
 }
 
 /// The WebSocket upgrade under the handshake deadline; `None` when it failed

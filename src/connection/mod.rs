@@ -43,7 +43,8 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     let id = SessionId(context.next_session_id());
-    let span = info_span!("conn", id = id.0, %peer);
+    // `client`: the address a PROXY protocol header names, when it does.
+    let span = info_span!("conn", id = id.0, %peer, client = tracing::field::Empty);
     admission::run(stream, peer.ip(), id, context, endpoint, shutdown)
         .instrument(span)
         .await;

@@ -13,18 +13,31 @@ use crate::model::message::{epoch_ms, Message};
 use crate::queue::QueueArguments;
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
+use std::sync::Arc;
 use stomp_protocol::Frame;
 
 impl Session {
     pub(super) async fn on_send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        self.send(frame).await.map(|_| Flow::Continue)
+    }
+
+    /// A SEND (the session must be connected), as `on_send` handles it;
+    /// returns the message id given to it (`None`: held for COMMIT). The
+    /// seam for publishers that are not STOMP connections (HTTP publish),
+    /// which need the id for their answer.
+    pub async fn send(&mut self, frame: Frame) -> Result<Option<Arc<str>>, SessionError> {
+        if self.version().is_none() {
+            return Err(SessionError::protocol("not connected"));
+        }
         let publication = self.publication(&frame)?;
         self.count_publish(&frame)?;
         if let Some(transaction) = frame.get("transaction") {
             self.transactions
                 .add(transaction, TxOperation::Publish(publication))?;
-            return self.receipt(&frame).await.map(|()| Flow::Continue);
+            return self.receipt(&frame).await.map(|()| None);
         }
         let mut publication = publication;
+        let id = publication.id.clone();
         match publication.target {
             SendTarget::Queue(_) => {
                 // Publisher back-pressure: past the queues' memory limit, wait
@@ -36,7 +49,7 @@ impl Session {
                     // Delivered: the router only has the RECEIPT to send, after
                     // every MESSAGE pushed above.
                     self.receipt(&frame).await?;
-                    return Ok(Flow::Continue);
+                    return Ok(Some(id));
                 }
             }
             SendTarget::ReplyQueue(_) => {}
@@ -47,7 +60,7 @@ impl Session {
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
-        Ok(Flow::Continue)
+        Ok(Some(id))
     }
 
     /// Fans a topic publication out to the shared index's direct

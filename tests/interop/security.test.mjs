@@ -1,5 +1,6 @@
 // Security with real clients: stompjs in Node over wss:// with a certificate
-// made at test time, and Chromium connecting with ?access_token=.
+// made at test time, stompjs with a token in the subprotocol list, and
+// Chromium connecting with ?access_token=.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -67,6 +68,34 @@ test('stompjs over wss:// trusting the test certificate', async () => {
   const untrusted = new WebSocket(url, ['v12.stomp']);
   const failed = await new Promise((r) => { untrusted.on('error', () => r(true)); untrusted.on('open', () => r(false)); });
   assert.ok(failed, 'an unknown certificate is refused by the client');
+});
+
+test('stompjs with the token offered as a subprotocol beside v12.stomp', async () => {
+  const offer = (token) => ['v12.stomp', 'v11.stomp', 'v10.stomp',
+    `base64url.bearer.authorization.stomp.${Buffer.from(token).toString('base64url')}`];
+  let socket;
+  const connectWith = (token) => new Promise((resolve) => {
+    const client = new Client({
+      webSocketFactory: () => { socket = new WebSocket(jwtBroker.url, offer(token)); return socket; },
+      reconnectDelay: 0,
+    });
+    client.onConnect = () => resolve({ client, error: null });
+    client.onStompError = (frame) => resolve({ client, error: frame.headers.message });
+    client.activate();
+  });
+  const good = await connectWith(jwt(claims()));
+  assert.equal(good.error, null);
+  assert.equal(socket.protocol, 'v12.stomp', 'only the STOMP subprotocol is answered');
+  const received = [];
+  good.client.subscribe('/topic/chat.token', (m) => received.push(m.body), { receipt: 'sub' });
+  await new Promise((r) => good.client.watchForReceipt('sub', r));
+  good.client.publish({ destination: '/topic/chat.token', body: 'with a subprotocol token' });
+  await until(() => received.length === 1, 5000, 'message');
+  await good.client.deactivate();
+
+  const expired = await connectWith(jwt(claims({ exp: Math.floor(Date.now() / 1000) - 600 })));
+  assert.equal(expired.error, 'authentication failed: token expired');
+  await expired.client.deactivate();
 });
 
 test('Chromium connects with ?access_token= and is refused with a bad one', async () => {
