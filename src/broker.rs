@@ -5,7 +5,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::BrokerContext;
-use crate::fanout::{LocalOnly, TopicIndex};
+use crate::fanout::{Feeds, LocalOnly, TopicIndex};
 use crate::listener::{self, Endpoint};
 use crate::model::destination::DestinationLimits;
 use crate::queue::{QueueMemory, QueuePolicy};
@@ -91,8 +91,12 @@ impl Broker {
         let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
         // A single broker exports topic messages nowhere (the cluster's
         // seam: `fanout::TopicExport`).
-        let (topics, index_writer) =
-            TopicIndex::new(Box::new(LocalOnly), config.router.match_cache_entries);
+        let feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
+        let (topics, index_writer) = TopicIndex::new(
+            Box::new(LocalOnly),
+            config.router.match_cache_entries,
+            feeds,
+        );
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,

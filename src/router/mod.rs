@@ -42,7 +42,7 @@ pub use crate::model::ack_mode::AckMode;
 
 use crate::config::{LimitsConfig, SlowConsumerPolicy, SlowConsumersConfig};
 use crate::fanout::IndexWriter;
-use crate::model::destination::{self, PatternWord, SubscribeTarget};
+use crate::model::destination::{self, PatternWord};
 pub use crate::model::session_id::SessionId;
 use crate::queue::{Queue, QueueMemory, QueuePolicy};
 use crate::store::writer::{StoreWriter, WriteBatch};
@@ -288,45 +288,7 @@ impl Router {
             } => {
                 self.attach(session, outbound, version);
             }
-            RouterCommand::Subscribe {
-                session,
-                id,
-                target,
-                ack,
-                prefetch,
-                arguments,
-                durable,
-                receipt,
-            } => {
-                if !self.admit_subscription(session, &id, receipt.as_deref()) {
-                    return;
-                }
-                let queue = match (&target, &durable) {
-                    (_, Some(durable)) => Some(format!("{DURABLE_PREFIX}{}", durable.key)),
-                    (SubscribeTarget::Queue(name), None) => Some(name.clone()),
-                    (SubscribeTarget::Topic(_), None) => None,
-                };
-                let who = SubscribeRequest {
-                    session,
-                    id,
-                    ack,
-                    prefetch,
-                };
-                let subscribed = match (target, durable) {
-                    (SubscribeTarget::Topic(pattern), Some(durable)) => {
-                        self.subscribe_durable(who, &durable, pattern, receipt.as_deref())
-                    }
-                    (target, _) => self.subscribe(who, target, &arguments, receipt.as_deref()),
-                };
-                if subscribed {
-                    let durable = self.durable_ops != mark;
-                    self.receipt(session, receipt, durable);
-                    // The RECEIPT says "active"; a backlog follows it.
-                    if let Some(name) = queue {
-                        self.dispatch(&name);
-                    }
-                }
-            }
+            subscribe @ RouterCommand::Subscribe { .. } => self.apply_subscribe(subscribe, mark),
             RouterCommand::Unsubscribe {
                 session,
                 id,

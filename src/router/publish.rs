@@ -53,13 +53,14 @@ impl Router {
                 {
                     return false;
                 }
-                let message = Arc::new(message);
                 if !delivered_direct {
                     // Sent whole (a reply queue first, or a persistent
                     // message the store may refuse): the direct subscribers
-                    // get it from here, before the router's own.
-                    self.index.index().publish(&words, &message, false);
+                    // get it from here, before the router's own (with its
+                    // offset, if its destination has a feed).
+                    self.index.index().publish(&words, &mut message, false);
                 }
+                let message = Arc::new(message);
                 self.publish_topic(&words, message.clone());
                 for name in durable_queues {
                     if let Err(reason) = self.enqueue(&name, message.clone(), persistent) {

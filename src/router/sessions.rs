@@ -2,8 +2,8 @@
 //! (its outbound queue, subscriptions, unsettled deliveries), adding and
 //! removing subscriptions, and dropping a session that ended or fell behind.
 
-use super::{AckMode, Router, SessionId, Subscriber};
-use crate::fanout::{IndexKey, Interest};
+use super::{AckMode, Router, RouterCommand, SessionId, Subscriber, DURABLE_PREFIX};
+use crate::fanout::{IndexKey, Interest, StartAt};
 use crate::model::destination::{self, PatternWord, SubscribeTarget};
 use crate::outbound::OutboundSender;
 use crate::queue::{QueueArguments, QueuedMessage};
@@ -92,14 +92,17 @@ impl Router {
         );
     }
 
-    /// Adds a subscription; false (after failing the session) if refused.
+    /// Adds a subscription; `None` (after failing the session) if refused,
+    /// else for `x-stream-offset:offset=` whether every missed message was
+    /// delivered (`x-recovered`).
     pub(super) fn subscribe(
         &mut self,
         who: SubscribeRequest,
         target: SubscribeTarget,
         arguments: &QueueArguments,
+        start: &StartAt,
         receipt: Option<&str>,
-    ) -> bool {
+    ) -> Option<Option<bool>> {
         let SubscribeRequest {
             session,
             id,
@@ -110,9 +113,7 @@ impl Router {
             SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
             SubscribeTarget::Queue(_) => false,
         };
-        let Some(entry) = self.sessions.get_mut(&session) else {
-            return false;
-        };
+        let entry = self.sessions.get_mut(&session)?;
         match target {
             SubscribeTarget::Topic(pattern) => {
                 let subscriber = Arc::new(Subscriber {
@@ -126,6 +127,7 @@ impl Router {
                 // Inserted before the RECEIPT goes out: every publication
                 // that starts after it sees the subscription.
                 let key = IndexKey::Subscription(session, id.clone());
+                let mut recovered = None;
                 if ack.expects_ack() {
                     // Unsettled deliveries need one owner: the router
                     // delivers, publishers only learn that it must.
@@ -133,8 +135,13 @@ impl Router {
                         .insert(&pattern, (session, id.clone()), subscriber.clone());
                     self.index.insert(&pattern, key, Interest::Router);
                 } else {
-                    self.index
-                        .insert(&pattern, key, Interest::Direct(subscriber.clone()));
+                    // Its snapshot (retained values, history) is queued
+                    // under the same write lock: nothing between it and
+                    // the live stream.
+                    recovered = self
+                        .index
+                        .insert_with_snapshot(&pattern, key, subscriber.clone(), start)
+                        .recovered;
                 }
                 self.subscription_count += 1;
                 entry.subscriptions.insert(
@@ -149,9 +156,63 @@ impl Router {
                         unacked: VecDeque::new(),
                     },
                 );
-                true
+                Some(recovered)
             }
-            SubscribeTarget::Queue(name) => self.subscribe_queue(who, name, arguments, receipt),
+            SubscribeTarget::Queue(name) => self
+                .subscribe_queue(who, name, arguments, receipt)
+                .then_some(None),
+        }
+    }
+
+    /// Applies a SUBSCRIBE command: admits it, adds the subscription (with
+    /// its snapshot), sends the RECEIPT (with `x-recovered` for `offset=`)
+    /// and dispatches a queue's backlog. `mark` is the store ops count
+    /// before it, to tell whether it changed the store.
+    pub(super) fn apply_subscribe(&mut self, command: RouterCommand, mark: usize) {
+        let RouterCommand::Subscribe {
+            session,
+            id,
+            target,
+            ack,
+            prefetch,
+            arguments,
+            durable,
+            start,
+            receipt,
+        } = command
+        else {
+            return;
+        };
+        if !self.admit_subscription(session, &id, receipt.as_deref()) {
+            return;
+        }
+        let queue = match (&target, &durable) {
+            (_, Some(durable)) => Some(format!("{DURABLE_PREFIX}{}", durable.key)),
+            (SubscribeTarget::Queue(name), None) => Some(name.clone()),
+            (SubscribeTarget::Topic(_), None) => None,
+        };
+        let who = SubscribeRequest {
+            session,
+            id,
+            ack,
+            prefetch,
+        };
+        let subscribed = match (target, durable) {
+            (SubscribeTarget::Topic(pattern), Some(durable)) => self
+                .subscribe_durable(who, &durable, pattern, receipt.as_deref())
+                .then_some(None),
+            (target, _) => self.subscribe(who, target, &arguments, &start, receipt.as_deref()),
+        };
+        if let Some(recovered) = subscribed {
+            let durable = self.durable_ops != mark;
+            // `offset=`: the RECEIPT says whether every missed
+            // message came (its snapshot is already queued).
+            let recovered = recovered.map(|r| ("x-recovered", if r { "true" } else { "false" }));
+            self.receipt_with(session, receipt, durable, recovered);
+            // The RECEIPT says "active"; a backlog follows it.
+            if let Some(name) = queue {
+                self.dispatch(&name);
+            }
         }
     }
 

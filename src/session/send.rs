@@ -83,7 +83,7 @@ impl Session {
         };
         // The message borrows destination and headers (no copies on the
         // publishing path) and gives them back for the router, if needed.
-        let message = Message {
+        let mut message = Message {
             id: id.clone(),
             destination: std::mem::take(destination),
             headers: std::mem::take(headers),
@@ -91,7 +91,7 @@ impl Session {
             text: std::str::from_utf8(body).is_ok(),
             expires_at: *expires_at,
         };
-        let published = self.context.topics.publish(words, &message, defer);
+        let published = self.context.topics.publish(words, &mut message, defer);
         *destination = message.destination;
         *headers = message.headers;
         match published {

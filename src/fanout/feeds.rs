@@ -1,0 +1,371 @@
+//! Live-feed state per topic destination: its offsets and epoch, a bounded
+//! history of recent messages and its retained last value, kept for
+//! destinations a `[[topics.rules]]` rule names or a SEND with
+//! `x-retain:true` retains.
+//!
+//! Locking: one `Mutex` per shard of destinations (16), taken by publishers
+//! under the topic index's read lock, one shard at a time. A publisher
+//! assigns the offset, keeps the message and pushes it to the subscribers in
+//! one critical section of its destination's shard, so two publishers of one
+//! destination serialise there and every subscriber sees that destination's
+//! offsets in increasing order. The router reads the state for a new
+//! subscription's snapshot under the index's *write* lock, which no
+//! publisher holds then: the snapshot and the live stream meet with no gap
+//! and no duplicate. Order: index → shard → outbound queue.
+
+use super::encode::{encode, Delivery};
+use super::feed::{pick, Feed, Kept, Picked, Policy};
+use super::start_at::StartAt;
+use super::subscriber::Subscriber;
+use crate::config::{Retain, TopicsConfig};
+use crate::model::destination::{pattern_matches, topic_pattern, DestinationLimits, PatternWord};
+use crate::model::message::{epoch_ms, Message};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::warn;
+
+/// Shards of destinations: publishers of different destinations rarely meet.
+const SHARDS: usize = 16;
+
+/// A destination's topic words (`/topic/a.b` → `["a", "b"]`).
+type Words = Box<[Box<str>]>;
+/// One shard: destination → its feed.
+type Shard = HashMap<Words, Feed>;
+
+/// Destinations' feed state, shared by publishers and the router.
+#[derive(Debug)]
+pub struct Feeds {
+    /// `[[topics.rules]]`: pattern → policy; the first match wins.
+    rules: Vec<(Vec<PatternWord>, Policy)>,
+    /// Destination words → feed, by hash of the words. Leaf locks.
+    shards: Box<[Mutex<Shard>]>,
+    /// Bytes kept over all feeds (`max_history_bytes`).
+    kept_bytes: AtomicUsize,
+    /// Feeds over all shards (`max_retained_destinations`).
+    destinations: AtomicUsize,
+    /// A feed exists: publications without a rule must look theirs up.
+    active: AtomicBool,
+    /// Random per process start; with `created`, makes each feed's epoch.
+    epoch_base: u64,
+    created: AtomicU64,
+    /// Logged once: the destination cap was reached.
+    warned_full: AtomicBool,
+    max_history_bytes: usize,
+    max_destinations: usize,
+    max_snapshot_destinations: usize,
+}
+
+/// What a new subscription's snapshot came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// For `offset=`: whether every missed message was delivered.
+    pub recovered: Option<bool>,
+}
+
+impl Feeds {
+    /// Feed state under `config`'s rules and bounds.
+    pub fn new(config: &TopicsConfig, limits: &DestinationLimits) -> Result<Feeds, String> {
+        let rules = config
+            .rules
+            .iter()
+            .map(|rule| {
+                let pattern = topic_pattern(&rule.pattern, limits)
+                    .map_err(|e| format!("topics.rules pattern '{}': {}", rule.pattern, e.0))?;
+                Ok((
+                    pattern,
+                    Policy {
+                        history: rule.history,
+                        history_age: rule.history_age,
+                        retain_last: rule.retain == Retain::Last,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Feeds {
+            rules,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            kept_bytes: AtomicUsize::new(0),
+            destinations: AtomicUsize::new(0),
+            active: AtomicBool::new(false),
+            epoch_base: random_u64(),
+            created: AtomicU64::new(0),
+            warned_full: AtomicBool::new(false),
+            max_history_bytes: config.max_history_bytes,
+            max_destinations: config.max_retained_destinations,
+            max_snapshot_destinations: config.max_snapshot_destinations,
+        })
+    }
+
+    /// No rules, no bounds worth naming: for tests of plain fan-out.
+    pub fn none() -> Feeds {
+        let limits = DestinationLimits {
+            max_words: 32,
+            max_multi_word_wildcards: 4,
+        };
+        // An empty rule list always builds.
+        Feeds::new(&TopicsConfig::default(), &limits).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Bytes kept now over all destinations.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept_bytes.load(Ordering::Relaxed)
+    }
+
+    fn policy_for(&self, words: &[Box<str>]) -> Option<Policy> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let words: Vec<&str> = words.iter().map(|w| &**w).collect();
+        self.rules
+            .iter()
+            .find(|(pattern, _)| pattern_matches(pattern, &words))
+            .map(|(_, policy)| *policy)
+    }
+
+    fn shard(&self, words: &[Box<str>]) -> MutexGuard<'_, Shard> {
+        let mut hasher = DefaultHasher::new();
+        words.hash(&mut hasher);
+        let shard = (hasher.finish() as usize) % self.shards.len();
+        // Poisoned only by a panic elsewhere; each feed is whole between operations.
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes `message` to topic `words` through its feed, if it has one:
+    /// assigns the next offset (adding `x-offset` and `x-epoch`), keeps it,
+    /// and calls `push` inside the same critical section. Without a feed,
+    /// just calls `push`. Called under the index's read lock.
+    pub(super) fn publish(
+        &self,
+        words: &[Box<str>],
+        message: &mut Message,
+        push: impl FnOnce(&Message),
+    ) {
+        let retain = message
+            .headers
+            .iter()
+            .find(|(name, _)| name == "x-retain")
+            .is_some_and(|(_, value)| value == "true");
+        let policy = self.policy_for(words);
+        if policy.is_none() && !retain && !self.active.load(Ordering::Acquire) {
+            return push(message);
+        }
+        let mut shard = self.shard(words);
+        let feed = match shard.get_mut(words) {
+            Some(feed) => feed,
+            None => {
+                if policy.is_none() && !retain {
+                    drop(shard);
+                    return push(message);
+                }
+                if self.destinations.load(Ordering::Relaxed) >= self.max_destinations {
+                    if !self.warned_full.swap(true, Ordering::Relaxed) {
+                        warn!(
+                            max_retained_destinations = self.max_destinations,
+                            "topics: feed destinations full; new destinations are fanned out without offsets"
+                        );
+                    }
+                    drop(shard);
+                    return push(message);
+                }
+                self.destinations.fetch_add(1, Ordering::Relaxed);
+                self.active.store(true, Ordering::Release);
+                let created = self.created.fetch_add(1, Ordering::Relaxed);
+                let epoch = format!("{:016x}-{created:x}", self.epoch_base);
+                shard.entry(words.into()).or_insert(Feed {
+                    epoch: epoch.into(),
+                    next_offset: 1,
+                    policy: policy.unwrap_or_default(),
+                    history: VecDeque::new(),
+                    retained: None,
+                })
+            }
+        };
+        let offset = feed.next_offset;
+        feed.next_offset += 1;
+        message
+            .headers
+            .push(("x-offset".into(), offset.to_string()));
+        message
+            .headers
+            .push(("x-epoch".into(), feed.epoch.to_string()));
+        let now = epoch_ms();
+        self.expire(feed, now);
+        let keep = feed.policy.history > 0 || feed.policy.retain_last || retain;
+        if keep {
+            let kept = Kept {
+                offset,
+                at_ms: now,
+                size: message.size(),
+                message: Arc::new(copy(message)),
+            };
+            if retain && message.body.is_empty() {
+                // An empty x-retain deletes the retained value.
+                self.forget(feed.retained.take());
+            } else if retain || feed.policy.retain_last {
+                self.kept_bytes.fetch_add(kept.size, Ordering::Relaxed);
+                self.forget(feed.retained.replace(kept.clone()));
+            }
+            if feed.policy.history > 0 {
+                self.kept_bytes.fetch_add(kept.size, Ordering::Relaxed);
+                feed.history.push_back(kept);
+                while feed.history.len() > feed.policy.history {
+                    self.forget(feed.history.pop_front());
+                }
+            }
+            // Over the byte bound: this destination's oldest go first; what
+            // still does not fit is not kept.
+            while self.kept_bytes.load(Ordering::Relaxed) > self.max_history_bytes {
+                if let Some(oldest) = feed.history.pop_front() {
+                    self.forget(Some(oldest));
+                } else {
+                    self.forget(feed.retained.take());
+                    break;
+                }
+            }
+        }
+        push(message);
+        drop(shard);
+    }
+
+    fn forget(&self, kept: Option<Kept>) {
+        if let Some(kept) = kept {
+            self.kept_bytes.fetch_sub(kept.size, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops kept messages older than the feed's `history_age` (the
+    /// retained value stays).
+    fn expire(&self, feed: &mut Feed, now: u64) {
+        let Some(age) = feed.policy.history_age else {
+            return;
+        };
+        let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        while feed
+            .history
+            .front()
+            .is_some_and(|kept| kept.at_ms.saturating_add(age) <= now)
+        {
+            let oldest = feed.history.pop_front();
+            self.forget(oldest);
+        }
+    }
+
+    /// Pushes the snapshot of every destination matching `pattern` that has
+    /// feed state to `subscriber`, as `start` asks. Called by the router
+    /// under the index's write lock, right after inserting the subscription:
+    /// no publisher appends or pushes meanwhile.
+    pub(super) fn snapshot(
+        &self,
+        pattern: &[PatternWord],
+        start: &StartAt,
+        subscriber: &Subscriber,
+    ) -> Snapshot {
+        if matches!(start, StartAt::Next) || !self.active.load(Ordering::Acquire) {
+            return Snapshot {
+                recovered: matches!(start, StartAt::Offset { .. }).then_some(false),
+            };
+        }
+        let now = epoch_ms();
+        // (message, marked retained) per destination, in name order.
+        let mut found: Vec<(Words, Picked)> = Vec::new();
+        let mut recovered = None;
+        let exact: Option<Vec<Box<str>>> = pattern
+            .iter()
+            .map(|word| match word {
+                PatternWord::Exact(word) => Some(word.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(words) = exact {
+            let mut shard = self.shard(&words);
+            if let Some(feed) = shard.get_mut(&words[..]) {
+                self.expire(feed, now);
+                let (messages, was_recovered) = pick(feed, start, now);
+                recovered = was_recovered;
+                found.push((words.into(), messages));
+            } else if matches!(start, StartAt::Offset { .. }) {
+                recovered = Some(false);
+            }
+        } else {
+            if matches!(start, StartAt::Offset { .. }) {
+                // Offsets are per destination: refused for wildcards by the
+                // session; treated as `last` here should one arrive.
+                recovered = Some(false);
+            }
+            for shard in self.shards.iter() {
+                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                for (words, feed) in shard.iter_mut() {
+                    let names: Vec<&str> = words.iter().map(|w| &**w).collect();
+                    if !pattern_matches(pattern, &names) {
+                        continue;
+                    }
+                    self.expire(feed, now);
+                    let (messages, _) = pick(feed, start, now);
+                    if !messages.is_empty() {
+                        found.push((words.clone(), messages));
+                    }
+                }
+            }
+            found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            found.truncate(self.max_snapshot_destinations);
+        }
+        let mut first = true;
+        for (message, retained) in found.into_iter().flat_map(|(_, messages)| messages) {
+            let mut extra: Vec<(String, String)> = Vec::new();
+            if retained {
+                extra.push(("x-retained".into(), "true".into()));
+            }
+            if first {
+                if let Some(recovered) = recovered {
+                    extra.push(("x-recovered".into(), recovered.to_string()));
+                }
+            }
+            first = false;
+            let frame = if extra.is_empty() {
+                encode(&message, delivery(subscriber), subscriber.version)
+            } else {
+                let mut marked = copy(&message);
+                marked.headers.extend(extra);
+                encode(&marked, delivery(subscriber), subscriber.version)
+            };
+            // A snapshot larger than the outbound budget cuts the
+            // subscriber off like any slow consumer: its connection closes.
+            let _ = subscriber.outbound.push(frame);
+        }
+        Snapshot { recovered }
+    }
+}
+
+fn delivery(subscriber: &Subscriber) -> Delivery<'_> {
+    Delivery {
+        subscription: &subscriber.id,
+        ack_id: None,
+        previous_deliveries: 0,
+    }
+}
+
+/// A copy sharing the body.
+fn copy(message: &Message) -> Message {
+    Message {
+        id: message.id.clone(),
+        destination: message.destination.clone(),
+        headers: message.headers.clone(),
+        body: message.body.clone(),
+        text: message.text,
+        expires_at: message.expires_at,
+    }
+}
+
+/// 64 random bits for epochs; the start time if the system has no
+/// randomness to give (epochs must only differ between process starts).
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    match ring::rand::SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => epoch_ms() ^ u64::from(std::process::id()).rotate_left(32),
+    }
+}
