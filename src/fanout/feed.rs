@@ -13,7 +13,7 @@ pub(super) type Picked = Vec<(Arc<Message>, bool)>;
 
 /// A rule's policy, as a feed keeps it.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Policy {
+pub struct Policy {
     pub(super) history: usize,
     pub(super) history_age: Option<Duration>,
     pub(super) retain_last: bool,

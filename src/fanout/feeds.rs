@@ -46,8 +46,12 @@ pub struct Feeds {
     kept_bytes: AtomicUsize,
     /// Feeds over all shards (`max_retained_destinations`).
     destinations: AtomicUsize,
-    /// A feed exists: publications without a rule must look theirs up.
+    /// A feed exists: a new subscription may have a snapshot.
     active: AtomicBool,
+    /// A feed made by `x-retain` without a rule exists: publications to
+    /// destinations without a rule must look theirs up. Until then the
+    /// plain fan-out path costs a header scan and this load.
+    unruled: AtomicBool,
     /// Random per process start; with `created`, makes each feed's epoch.
     epoch_base: u64,
     created: AtomicU64,
@@ -90,6 +94,7 @@ impl Feeds {
             kept_bytes: AtomicUsize::new(0),
             destinations: AtomicUsize::new(0),
             active: AtomicBool::new(false),
+            unruled: AtomicBool::new(false),
             epoch_base: random_u64(),
             created: AtomicU64::new(0),
             warned_full: AtomicBool::new(false),
@@ -114,7 +119,8 @@ impl Feeds {
         self.kept_bytes.load(Ordering::Relaxed)
     }
 
-    fn policy_for(&self, words: &[Box<str>]) -> Option<Policy> {
+    /// The policy of the first rule matching topic `words`, if any.
+    pub(super) fn policy_for(&self, words: &[Box<str>]) -> Option<Policy> {
         if self.rules.is_empty() {
             return None;
         }
@@ -137,9 +143,11 @@ impl Feeds {
     /// assigns the next offset (adding `x-offset` and `x-epoch`), keeps it,
     /// and calls `push` inside the same critical section. Without a feed,
     /// just calls `push`. Called under the index's read lock.
+    /// `policy` is [`Feeds::policy_for`] of `words` (the match cache keeps it).
     pub(super) fn publish(
         &self,
         words: &[Box<str>],
+        policy: Option<Policy>,
         message: &mut Message,
         push: impl FnOnce(&Message),
     ) {
@@ -148,8 +156,7 @@ impl Feeds {
             .iter()
             .find(|(name, _)| name == "x-retain")
             .is_some_and(|(_, value)| value == "true");
-        let policy = self.policy_for(words);
-        if policy.is_none() && !retain && !self.active.load(Ordering::Acquire) {
+        if policy.is_none() && !retain && !self.unruled.load(Ordering::Acquire) {
             return push(message);
         }
         let mut shard = self.shard(words);
@@ -172,6 +179,9 @@ impl Feeds {
                 }
                 self.destinations.fetch_add(1, Ordering::Relaxed);
                 self.active.store(true, Ordering::Release);
+                if policy.is_none() {
+                    self.unruled.store(true, Ordering::Release);
+                }
                 let created = self.created.fetch_add(1, Ordering::Relaxed);
                 let epoch = format!("{:016x}-{created:x}", self.epoch_base);
                 shard.entry(words.into()).or_insert(Feed {

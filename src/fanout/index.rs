@@ -134,7 +134,7 @@ impl TopicIndex {
         let found = match self.cache.get(words, generation) {
             Some(found) => found,
             None => {
-                let found = walk(&trie, words, generation);
+                let found = walk(&trie, words, generation, &self.feeds);
                 self.cache.insert(words, found.clone());
                 found
             }
@@ -146,7 +146,7 @@ impl TopicIndex {
         if message.expired(epoch_ms()) {
             return Published::Delivered { router_interest };
         }
-        self.feeds.publish(words, message, |message| {
+        self.feeds.publish(words, found.policy, message, |message| {
             let mut fan_out = FanOut::new(message);
             for subscriber in found.direct.iter() {
                 let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
@@ -167,7 +167,12 @@ impl TopicIndex {
 
 /// Walks the trie for `words`: every direct subscriber once, and whether the
 /// router has interest.
-fn walk(trie: &TopicTrie<IndexKey, Interest>, words: &[Box<str>], generation: u64) -> Match {
+fn walk(
+    trie: &TopicTrie<IndexKey, Interest>,
+    words: &[Box<str>],
+    generation: u64,
+    feeds: &Feeds,
+) -> Match {
     let mut matched: Vec<&Interest> = Vec::new();
     // Each entry once, even one whose pattern matches along several paths.
     trie.matches(words, &mut matched);
@@ -183,6 +188,7 @@ fn walk(trie: &TopicTrie<IndexKey, Interest>, words: &[Box<str>], generation: u6
         generation,
         direct,
         router_interest,
+        policy: feeds.policy_for(words),
     }
 }
 
