@@ -59,6 +59,7 @@ impl Broker {
             return Err(invalid("listeners: at least one [[listeners]] is needed"));
         }
         let recovered = store.recover().map_err(invalid)?;
+        let recovered_feeds = store.recover_feeds().map_err(invalid)?;
         let writer = spawn_writer(store).map_err(invalid)?;
         // Every listener is bound (and its certificate read) before anything
         // is served: a bad one stops the start, naming it.
@@ -92,6 +93,7 @@ impl Broker {
         // A single broker exports topic messages nowhere (the cluster's
         // seam: `fanout::TopicExport`).
         let feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
+        feeds.restore(recovered_feeds);
         let (topics, index_writer) = TopicIndex::new(
             Box::new(LocalOnly),
             config.router.match_cache_entries,

@@ -20,6 +20,7 @@ fn rule(pattern: &str, history: usize, retain: Retain) -> TopicRule {
         history,
         history_age: None,
         retain,
+        persistent: false,
     }
 }
 
@@ -570,4 +571,80 @@ async fn no_snapshot_of_a_destination_the_subscriber_may_not_read() {
         .unwrap_or_default()
         .contains("read access"));
     broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_persistent_feed_keeps_its_epoch_offsets_and_retained_value_across_a_restart() {
+    const CONFIG: &str = "[[topics.rules]]\npattern = \"/topic/kept.*\"\nhistory = 3\nretain = \"last\"\npersistent = true\n\n[[topics.rules]]\npattern = \"/topic/memory.*\"\nhistory = 3\nretain = \"last\"\n";
+    let dir = tempfile::tempdir().expect("dir");
+    let broker = common::BrokerProcess::start(CONFIG, dir.path());
+    let mut publisher = Client::connect(&broker.url).await;
+    for n in 1..=5 {
+        publish_confirmed(&mut publisher, "/topic/kept.x", &n.to_string(), &[]).await;
+        publish_confirmed(&mut publisher, "/topic/memory.x", &n.to_string(), &[]).await;
+    }
+    let mut fan = Client::connect(&broker.url).await;
+    let (before, _) = subscribe_snapshot(&mut fan, "s", "/topic/kept.x", &[]).await;
+    let epoch = before[0].get("x-epoch").expect("epoch").to_owned();
+    let (memory, _) = subscribe_snapshot(&mut fan, "m", "/topic/memory.x", &[]).await;
+    let memory_epoch = memory[0].get("x-epoch").expect("epoch").to_owned();
+    // SIGKILL: only what the RECEIPTs promised (synced) may be relied on.
+    broker.kill();
+
+    let broker = common::BrokerProcess::start(CONFIG, dir.path());
+    let mut back = Client::connect(&broker.url).await;
+    let (missed, receipt) = subscribe_snapshot(
+        &mut back,
+        "s",
+        "/topic/kept.x",
+        &[("x-stream-offset", "offset=4"), ("x-epoch", &epoch)],
+    )
+    .await;
+    assert_eq!(
+        receipt.get("x-recovered"),
+        Some("true"),
+        "epoch and history kept"
+    );
+    assert_eq!(missed.iter().map(body).collect::<Vec<_>>(), ["4", "5"]);
+    let (first, _) = subscribe_snapshot(
+        &mut back,
+        "f",
+        "/topic/kept.x",
+        &[("x-stream-offset", "first")],
+    )
+    .await;
+    assert_eq!(
+        first.iter().map(offset).collect::<Vec<_>>(),
+        [3, 4, 5],
+        "history bound kept"
+    );
+    publisher = Client::connect(&broker.url).await;
+    publish_confirmed(&mut publisher, "/topic/kept.x", "6", &[]).await;
+    let live = back.message().await;
+    assert_eq!(
+        (offset(&live), live.get("x-epoch")),
+        (6, Some(epoch.as_str())),
+        "offsets go on"
+    );
+    assert_eq!(
+        offset(&back.message().await),
+        6,
+        "the second subscription too"
+    );
+
+    // Not persistent: history lost, a new epoch, not recovered.
+    let (reset, receipt) = subscribe_snapshot(
+        &mut back,
+        "m",
+        "/topic/memory.x",
+        &[("x-stream-offset", "offset=4"), ("x-epoch", &memory_epoch)],
+    )
+    .await;
+    assert_eq!(receipt.get("x-recovered"), Some("false"));
+    assert!(reset.is_empty(), "nothing kept: {reset:?}");
+    let mut late = Client::connect(&broker.url).await;
+    let (retained, _) = subscribe_snapshot(&mut late, "s", "/topic/kept.x", &[]).await;
+    assert_eq!(retained.iter().map(body).collect::<Vec<_>>(), ["6"]);
+    assert_eq!(retained[0].get("x-retained"), Some("true"));
+    drop(broker);
 }

@@ -176,6 +176,14 @@ impl Config {
         self.queues.validate()?;
         self.rate_limits.validate()?;
         self.topics.validate()?;
+        if !self.storage.enabled {
+            if let Some(rule) = self.topics.rules.iter().find(|r| r.persistent) {
+                return Err(format!(
+                    "topics.rules '{}' is persistent but storage.enabled is false",
+                    rule.pattern
+                ));
+            }
+        }
         listeners::validate(&self.listener, &self.listeners)?;
         self.stomp.validate()?;
         if self.outbound.max_queued_bytes < self.limits.max_body_bytes {

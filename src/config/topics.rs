@@ -59,6 +59,10 @@ pub struct TopicRule {
     /// `"last"`: keep each destination's last message as its retained value.
     #[serde(default)]
     pub retain: Retain,
+    /// History, retained values and epochs survive restarts (through the
+    /// store; a SEND's RECEIPT then waits for the sync).
+    #[serde(default)]
+    pub persistent: bool,
 }
 
 impl TopicsConfig {
@@ -101,6 +105,12 @@ mod tests {
         assert_eq!(rule.history_age, Some(Duration::from_secs(300)));
         assert_eq!(rule.retain, Retain::Last);
         assert!(Config::from_toml("[[topics.rules]]\npattern = \"/queue/x\"\n", "t").is_err());
+        let error = Config::from_toml(
+            "[storage]\nenabled = false\n[[topics.rules]]\npattern = \"/topic/x\"\npersistent = true\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("storage.enabled"), "{error}");
         assert!(Config::from_toml(
             "[[topics.rules]]\npattern = \"/topic/x\"\nretain = \"all\"\n",
             "t"

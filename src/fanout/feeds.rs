@@ -10,16 +10,16 @@
 //! destination serialise there and every subscriber sees that destination's
 //! offsets in increasing order. The router reads the state for a new
 //! subscription's snapshot under the index's *write* lock, which no
-//! publisher holds then: the snapshot and the live stream meet with no gap
-//! and no duplicate. Order: index → shard → outbound queue.
+//! publisher holds then (`snapshot.rs`): the snapshot and the live stream
+//! meet with no gap and no duplicate. Order: index → shard → outbound
+//! queue; `pending` (persistent feeds' store changes) is a leaf under a
+//! shard.
 
-use super::encode::{encode, Delivery};
-use super::feed::{pick, Feed, Kept, Picked, Policy};
-use super::start_at::StartAt;
-use super::subscriber::Subscriber;
+use super::feed::{Feed, Kept, Policy};
 use crate::config::{Retain, TopicsConfig};
 use crate::model::destination::{pattern_matches, topic_pattern, DestinationLimits, PatternWord};
 use crate::model::message::{epoch_ms, Message};
+use crate::store::{StoreOp, StoredFeed};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -31,7 +31,7 @@ use tracing::warn;
 const SHARDS: usize = 16;
 
 /// A destination's topic words (`/topic/a.b` → `["a", "b"]`).
-type Words = Box<[Box<str>]>;
+pub(super) type Words = Box<[Box<str>]>;
 /// One shard: destination → its feed.
 type Shard = HashMap<Words, Feed>;
 
@@ -41,13 +41,13 @@ pub struct Feeds {
     /// `[[topics.rules]]`: pattern → policy; the first match wins.
     rules: Vec<(Vec<PatternWord>, Policy)>,
     /// Destination words → feed, by hash of the words. Leaf locks.
-    shards: Box<[Mutex<Shard>]>,
+    pub(super) shards: Box<[Mutex<Shard>]>,
     /// Bytes kept over all feeds (`max_history_bytes`).
     kept_bytes: AtomicUsize,
     /// Feeds over all shards (`max_retained_destinations`).
     destinations: AtomicUsize,
     /// A feed exists: a new subscription may have a snapshot.
-    active: AtomicBool,
+    pub(super) active: AtomicBool,
     /// A feed made by `x-retain` without a rule exists: publications to
     /// destinations without a rule must look theirs up. Until then the
     /// plain fan-out path costs a header scan and this load.
@@ -55,18 +55,16 @@ pub struct Feeds {
     /// Random per process start; with `created`, makes each feed's epoch.
     epoch_base: u64,
     created: AtomicU64,
+    /// A rule is persistent.
+    any_persistent: bool,
+    /// Store changes of persistent feeds, for the router to take (a leaf
+    /// lock, taken under a shard's).
+    pending: Mutex<Vec<StoreOp>>,
     /// Logged once: the destination cap was reached.
     warned_full: AtomicBool,
     max_history_bytes: usize,
     max_destinations: usize,
-    max_snapshot_destinations: usize,
-}
-
-/// What a new subscription's snapshot came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
-    /// For `offset=`: whether every missed message was delivered.
-    pub recovered: Option<bool>,
+    pub(super) max_snapshot_destinations: usize,
 }
 
 impl Feeds {
@@ -84,11 +82,14 @@ impl Feeds {
                         history: rule.history,
                         history_age: rule.history_age,
                         retain_last: rule.retain == Retain::Last,
+                        persistent: rule.persistent,
                     },
                 ))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Feeds {
+            any_persistent: rules.iter().any(|(_, policy)| policy.persistent),
+            pending: Mutex::default(),
             rules,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             kept_bytes: AtomicUsize::new(0),
@@ -131,7 +132,7 @@ impl Feeds {
             .map(|(_, policy)| *policy)
     }
 
-    fn shard(&self, words: &[Box<str>]) -> MutexGuard<'_, Shard> {
+    pub(super) fn shard(&self, words: &[Box<str>]) -> MutexGuard<'_, Shard> {
         let mut hasher = DefaultHasher::new();
         words.hash(&mut hasher);
         let shard = (hasher.finish() as usize) % self.shards.len();
@@ -193,6 +194,7 @@ impl Feeds {
                 })
             }
         };
+        let before = feed.persistent_view();
         let offset = feed.next_offset;
         feed.next_offset += 1;
         message
@@ -236,8 +238,47 @@ impl Feeds {
                 }
             }
         }
+        if feed.policy.persistent {
+            let ops = feed.store_ops(words, before, offset, now);
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(ops);
+        }
         push(message);
         drop(shard);
+    }
+
+    /// Whether publications to `words` must go through the router, which
+    /// stores their feed's changes.
+    pub fn is_persistent(&self, words: &[Box<str>]) -> bool {
+        self.any_persistent && self.policy_for(words).is_some_and(|p| p.persistent)
+    }
+
+    /// The store changes of persistent feeds since the last call, in order.
+    /// Only the router publishes to persistent feeds, and takes them right
+    /// after.
+    pub fn take_store_ops(&self) -> Vec<StoreOp> {
+        if !self.any_persistent {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Rebuilds persistent feeds recovered from the store, before any
+    /// session starts: epochs and offsets go on where they were.
+    pub fn restore(&self, stored: Vec<StoredFeed>) {
+        for feed in stored {
+            let words: Words = feed.destination.split('.').map(Into::into).collect();
+            let policy = self.policy_for(&words).unwrap_or_default();
+            let restored = Feed::restore(feed, policy);
+            let size: usize = restored.history.iter().map(|k| k.size).sum::<usize>()
+                + restored.retained.as_ref().map_or(0, |k| k.size);
+            self.kept_bytes.fetch_add(size, Ordering::Relaxed);
+            self.destinations.fetch_add(1, Ordering::Relaxed);
+            self.active.store(true, Ordering::Release);
+            self.shard(&words).insert(words, restored);
+        }
     }
 
     fn forget(&self, kept: Option<Kept>) {
@@ -248,7 +289,7 @@ impl Feeds {
 
     /// Drops kept messages older than the feed's `history_age` (the
     /// retained value stays).
-    fn expire(&self, feed: &mut Feed, now: u64) {
+    pub(super) fn expire(&self, feed: &mut Feed, now: u64) {
         let Some(age) = feed.policy.history_age else {
             return;
         };
@@ -262,103 +303,10 @@ impl Feeds {
             self.forget(oldest);
         }
     }
-
-    /// Pushes the snapshot of every destination matching `pattern` that has
-    /// feed state to `subscriber`, as `start` asks. Called by the router
-    /// under the index's write lock, right after inserting the subscription:
-    /// no publisher appends or pushes meanwhile.
-    pub(super) fn snapshot(
-        &self,
-        pattern: &[PatternWord],
-        start: &StartAt,
-        subscriber: &Subscriber,
-    ) -> Snapshot {
-        if matches!(start, StartAt::Next) || !self.active.load(Ordering::Acquire) {
-            return Snapshot {
-                recovered: matches!(start, StartAt::Offset { .. }).then_some(false),
-            };
-        }
-        let now = epoch_ms();
-        // (message, marked retained) per destination, in name order.
-        let mut found: Vec<(Words, Picked)> = Vec::new();
-        let mut recovered = None;
-        let exact: Option<Vec<Box<str>>> = pattern
-            .iter()
-            .map(|word| match word {
-                PatternWord::Exact(word) => Some(word.clone()),
-                _ => None,
-            })
-            .collect();
-        if let Some(words) = exact {
-            let mut shard = self.shard(&words);
-            if let Some(feed) = shard.get_mut(&words[..]) {
-                self.expire(feed, now);
-                let (messages, was_recovered) = pick(feed, start, now);
-                recovered = was_recovered;
-                found.push((words.into(), messages));
-            } else if matches!(start, StartAt::Offset { .. }) {
-                recovered = Some(false);
-            }
-        } else {
-            if matches!(start, StartAt::Offset { .. }) {
-                // Offsets are per destination: refused for wildcards by the
-                // session; treated as `last` here should one arrive.
-                recovered = Some(false);
-            }
-            for shard in self.shards.iter() {
-                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                for (words, feed) in shard.iter_mut() {
-                    let names: Vec<&str> = words.iter().map(|w| &**w).collect();
-                    if !pattern_matches(pattern, &names) {
-                        continue;
-                    }
-                    self.expire(feed, now);
-                    let (messages, _) = pick(feed, start, now);
-                    if !messages.is_empty() {
-                        found.push((words.clone(), messages));
-                    }
-                }
-            }
-            found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            found.truncate(self.max_snapshot_destinations);
-        }
-        let mut first = true;
-        for (message, retained) in found.into_iter().flat_map(|(_, messages)| messages) {
-            let mut extra: Vec<(String, String)> = Vec::new();
-            if retained {
-                extra.push(("x-retained".into(), "true".into()));
-            }
-            if first {
-                if let Some(recovered) = recovered {
-                    extra.push(("x-recovered".into(), recovered.to_string()));
-                }
-            }
-            first = false;
-            let frame = if extra.is_empty() {
-                encode(&message, delivery(subscriber), subscriber.version)
-            } else {
-                let mut marked = copy(&message);
-                marked.headers.extend(extra);
-                encode(&marked, delivery(subscriber), subscriber.version)
-            };
-            // A snapshot larger than the outbound budget cuts the
-            // subscriber off like any slow consumer: its connection closes.
-            let _ = subscriber.outbound.push(frame);
-        }
-        Snapshot { recovered }
-    }
-}
-
-fn delivery(subscriber: &Subscriber) -> Delivery<'_> {
-    Delivery {
-        subscription: &subscriber.id,
-        ack_id: None,
-        previous_deliveries: 0,
-    }
 }
 
 /// A copy sharing the body.
-fn copy(message: &Message) -> Message {
+pub(super) fn copy(message: &Message) -> Message {
     Message {
         id: message.id.clone(),
         destination: message.destination.clone(),

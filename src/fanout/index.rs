@@ -17,8 +17,9 @@
 
 use super::encode::FanOut;
 use super::export::TopicExport;
-use super::feeds::{Feeds, Snapshot};
+use super::feeds::Feeds;
 use super::match_cache::{Match, MatchCache};
+use super::snapshot::Snapshot;
 use super::start_at::StartAt;
 use super::subscriber::Subscriber;
 use super::topic_trie::TopicTrie;
@@ -104,6 +105,12 @@ impl TopicIndex {
             feeds,
         });
         (index.clone(), IndexWriter { index })
+    }
+
+    /// Whether publications to topic `words` must go to the router whole
+    /// (a persistent live feed: the router stores its changes).
+    pub fn is_persistent_feed(&self, words: &[Box<str>]) -> bool {
+        self.feeds.is_persistent(words)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, TopicTrie<IndexKey, Interest>> {
@@ -223,6 +230,11 @@ impl IndexWriter {
         let snapshot = self.index.feeds.snapshot(pattern, start, &subscriber);
         drop(trie);
         snapshot
+    }
+
+    /// The live-feed state, for the router (persistent feeds' store changes).
+    pub fn feeds(&self) -> &Feeds {
+        &self.index.feeds
     }
 
     /// Removes an entry. Once this returns, no publisher is pushing to it.

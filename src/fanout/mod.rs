@@ -30,12 +30,14 @@ mod feed;
 mod feeds;
 mod index;
 mod match_cache;
+mod snapshot;
 mod start_at;
 mod subscriber;
 pub mod topic_trie;
 
 pub use export::{LocalOnly, TopicExport};
-pub use feeds::{Feeds, Snapshot};
+pub use feeds::Feeds;
 pub use index::{IndexKey, IndexWriter, Interest, Published, TopicIndex};
+pub use snapshot::Snapshot;
 pub use start_at::StartAt;
 pub use subscriber::Subscriber;

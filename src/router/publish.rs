@@ -59,6 +59,11 @@ impl Router {
                     // get it from here, before the router's own (with its
                     // offset, if its destination has a feed).
                     self.index.index().publish(&words, &mut message, false);
+                    // A persistent live feed's changes: the RECEIPT waits
+                    // for their sync.
+                    for op in self.index.feeds().take_store_ops() {
+                        self.store_op(op);
+                    }
                 }
                 let message = Arc::new(message);
                 self.publish_topic(&words, message.clone());

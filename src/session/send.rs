@@ -60,10 +60,14 @@ impl Session {
         if !matches!(publication.target, SendTarget::Topic(_)) {
             return Ok(true);
         }
-        if publication.reply_queue.is_some() {
+        let persistent_feed = matches!(&publication.target,
+            SendTarget::Topic(words) if self.context.topics.is_persistent_feed(words));
+        if publication.reply_queue.is_some() || persistent_feed {
             // The reply queue must exist before anyone can answer: the
             // router creates it and fans out, and this session's next direct
-            // fan-out waits until it has (per-publisher order).
+            // fan-out waits until it has (per-publisher order). A persistent
+            // live feed's change is stored by the router, and the RECEIPT
+            // waits for the sync.
             self.router_ahead = true;
             return Ok(true);
         }
