@@ -570,6 +570,15 @@ async fn no_snapshot_of_a_destination_the_subscriber_may_not_read() {
         .get("message")
         .unwrap_or_default()
         .contains("read access"));
+    // Nor a subscriber count of it.
+    let mut bob = login("bob", "builder").await;
+    bob.send_subscribe("n", "/meta/subscribers/topic/private.plans", &[])
+        .await;
+    bob.expect_error(
+        "read access to '/topic/private.plans' denied",
+        CloseCode::Policy,
+    )
+    .await;
     broker.shutdown().await;
 }
 
@@ -647,4 +656,78 @@ async fn a_persistent_feed_keeps_its_epoch_offsets_and_retained_value_across_a_r
     assert_eq!(retained.iter().map(body).collect::<Vec<_>>(), ["6"]);
     assert_eq!(retained[0].get("x-retained"), Some("true"));
     drop(broker);
+}
+
+#[tokio::test]
+async fn subscriber_counts_come_at_once_then_on_change_at_most_once_a_second() {
+    let broker = start(test_config()).await;
+    let url = broker.url();
+    let mut watcher = Client::connect(&url).await;
+    let count_of = |frame: &Frame| -> usize {
+        assert_eq!(frame.command, Command::Message, "{frame:?}");
+        let n: usize = frame
+            .get("x-subscribers")
+            .and_then(|n| n.parse().ok())
+            .expect("x-subscribers");
+        let json: serde_json::Value = serde_json::from_slice(&frame.body).expect("JSON body");
+        assert_eq!(json["destination"], "/topic/scores.game42");
+        assert_eq!(json["subscribers"], n);
+        n
+    };
+    let (now, _) = subscribe_snapshot(
+        &mut watcher,
+        "w",
+        "/meta/subscribers/topic/scores.game42",
+        &[],
+    )
+    .await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(count_of(&now[0]), 0);
+    assert_eq!(
+        now[0].get("destination"),
+        Some("/meta/subscribers/topic/scores.game42")
+    );
+    let started = tokio::time::Instant::now();
+
+    let mut fans = Vec::new();
+    for (id, destination) in [
+        ("a", "/topic/scores.game42"),
+        ("b", "/topic/scores.game42"),
+        ("c", "/topic/scores.*"),
+        ("d", "/topic/other"),
+    ] {
+        let mut fan = Client::connect(&url).await;
+        fan.subscribe(id, destination).await;
+        fans.push(fan);
+    }
+    let changed = watcher.message().await;
+    assert_eq!(
+        count_of(&changed),
+        3,
+        "three changes, one count; /topic/other not counted"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "at most once a second"
+    );
+    watcher.expect_silence(Duration::from_millis(300)).await;
+
+    drop(fans.remove(0)); // a fan goes away
+    let changed = watcher.message().await;
+    assert_eq!(count_of(&changed), 2);
+
+    // Refused: wildcards, and counts that are not acknowledged.
+    for (destination, headers) in [
+        ("/meta/subscribers/topic/scores.*", vec![]),
+        ("/meta/subscribers/queue/jobs", vec![]),
+        (
+            "/meta/subscribers/topic/scores.game42",
+            vec![("ack", "client")],
+        ),
+    ] {
+        let mut refused = Client::connect(&url).await;
+        refused.send_subscribe("s", destination, &headers).await;
+        refused.expect_error("", CloseCode::Protocol).await;
+    }
+    broker.shutdown().await;
 }

@@ -113,6 +113,17 @@ impl TopicIndex {
         self.feeds.is_persistent(words)
     }
 
+    /// Auto-ack subscriptions a publication to `words` reaches now.
+    pub fn count_direct(&self, words: &[Box<str>]) -> usize {
+        let trie = self.read();
+        let mut matched: Vec<&Interest> = Vec::new();
+        trie.matches(words, &mut matched);
+        matched
+            .iter()
+            .filter(|i| matches!(i, Interest::Direct(_)))
+            .count()
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, TopicTrie<IndexKey, Interest>> {
         // A poisoned lock only means a panic elsewhere; the trie is intact
         // between operations.

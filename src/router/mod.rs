@@ -20,7 +20,8 @@
 //! tables), `receipts.rs` (RECEIPT order, router-detected ERRORs),
 //! `recovery.rs`, `publish.rs`, `topics.rs` (topic delivery), `dispatch.rs`
 //! (queue dispatch, dead letters), `durables.rs`, `reply_queues.rs`,
-//! `acks.rs` (ACK, NACK, returning unacknowledged messages), `caps.rs`.
+//! `acks.rs` (ACK, NACK, returning unacknowledged messages), `caps.rs`,
+//! `meta.rs` (`/meta/subscribers/...` counts).
 
 mod acks;
 mod caps;
@@ -28,6 +29,7 @@ mod command;
 mod dispatch;
 mod durables;
 pub mod message;
+mod meta;
 mod principal;
 mod publish;
 mod receipts;
@@ -167,6 +169,8 @@ pub fn spawn_router(
         caps: settings.caps,
         subscription_count: 0,
         reply_queue_count: 0,
+        watches: meta::Watches::default(),
+        meta_messages: 0,
     };
     router.recover(settings.recovered)?;
     let task = tokio::spawn(router.run(commands_rx));
@@ -226,6 +230,9 @@ struct Router {
     subscription_count: usize,
     /// Reply queues of every session.
     reply_queue_count: usize,
+    /// `/meta/subscribers/...` watchers by topic, and the count MESSAGEs sent.
+    watches: meta::Watches,
+    meta_messages: u64,
 }
 
 impl Router {
@@ -247,8 +254,9 @@ impl Router {
                         drop(bytes);
                     }
                 }
-                _ = tick.tick(), if !self.attention.is_empty() || store_failing => {
+                _ = tick.tick(), if !self.attention.is_empty() || store_failing || self.counts_due() => {
                     self.revisit_queues();
+                    self.send_due_counts();
                     if store_failing && self.last_probe.elapsed() >= PROBE_INTERVAL {
                         self.last_probe = Instant::now();
                         self.batch.probe = true;

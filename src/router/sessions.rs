@@ -4,7 +4,7 @@
 
 use super::{AckMode, Router, RouterCommand, SessionId, Subscriber, DURABLE_PREFIX};
 use crate::fanout::{IndexKey, Interest, StartAt};
-use crate::model::destination::{self, PatternWord, SubscribeTarget};
+use crate::model::destination::{self, PatternWord, SubscribeTarget, META_SUBSCRIBERS_PREFIX};
 use crate::outbound::OutboundSender;
 use crate::queue::{QueueArguments, QueuedMessage};
 use std::collections::{HashMap, VecDeque};
@@ -60,6 +60,8 @@ pub(super) enum Target {
         subscriber: Arc<Subscriber>,
     },
     Queue(String),
+    /// A topic's subscriber count, by its watch key (`meta.rs`).
+    Subscribers(Box<str>),
 }
 
 /// A delivery awaiting ACK or NACK.
@@ -111,7 +113,7 @@ impl Router {
         } = who.clone();
         let drop_oldest = match &target {
             SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
-            SubscribeTarget::Queue(_) => false,
+            SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => false,
         };
         let entry = self.sessions.get_mut(&session)?;
         match target {
@@ -143,6 +145,8 @@ impl Router {
                         .insert_with_snapshot(&pattern, key, subscriber.clone(), start)
                         .recovered;
                 }
+                // `/meta/subscribers/...` counts it may change.
+                let counted = pattern.clone();
                 self.subscription_count += 1;
                 entry.subscriptions.insert(
                     id,
@@ -156,11 +160,27 @@ impl Router {
                         unacked: VecDeque::new(),
                     },
                 );
+                self.subscribers_changed(&counted);
                 Some(recovered)
             }
             SubscribeTarget::Queue(name) => self
                 .subscribe_queue(who, name, arguments, receipt)
                 .then_some(None),
+            SubscribeTarget::Subscribers { topic, words } => {
+                let destination = format!("{META_SUBSCRIBERS_PREFIX}{}", &topic[1..]).into();
+                let key = self.watch(session, id.clone(), destination, topic, words);
+                self.subscription_count += 1;
+                self.sessions.get_mut(&session)?.subscriptions.insert(
+                    id,
+                    Subscription {
+                        target: Target::Subscribers(key),
+                        ack,
+                        prefetch: 0,
+                        unacked: VecDeque::new(),
+                    },
+                );
+                Some(None)
+            }
         }
     }
 
@@ -189,7 +209,7 @@ impl Router {
         let queue = match (&target, &durable) {
             (_, Some(durable)) => Some(format!("{DURABLE_PREFIX}{}", durable.key)),
             (SubscribeTarget::Queue(name), None) => Some(name.clone()),
-            (SubscribeTarget::Topic(_), None) => None,
+            (SubscribeTarget::Topic(_) | SubscribeTarget::Subscribers { .. }, None) => None,
         };
         let who = SubscribeRequest {
             session,
@@ -225,7 +245,7 @@ impl Router {
         self.subscription_count = self.subscription_count.saturating_sub(1);
         let queue = match &removed.target {
             Target::Queue(name) => Some(name.clone()),
-            Target::Topic { .. } => None,
+            Target::Topic { .. } | Target::Subscribers(_) => None,
         };
         self.end_subscription(session, id, removed);
         queue
@@ -254,8 +274,10 @@ impl Router {
                 // UNSUBSCRIBE's RECEIPT, sent after this, is the last word.
                 self.index
                     .remove(pattern, &IndexKey::Subscription(key.0, key.1));
+                self.subscribers_changed(pattern);
             }
             Target::Queue(name) => self.remove_consumer(name, session, id),
+            Target::Subscribers(key) => self.unwatch(key, session, id),
         }
         self.return_unacked(subscription.unacked);
     }

@@ -39,12 +39,22 @@ impl Session {
         let limits = &self.context.destination_limits;
         let target =
             subscribe_target(destination, limits).map_err(|e| SessionError::protocol(e.0))?;
-        // A wildcard must stay inside what may be read.
-        if !self.permissions.can_read(destination, limits) {
+        // A wildcard must stay inside what may be read; a subscriber count
+        // needs read permission on the topic counted.
+        let readable = match &target {
+            SubscribeTarget::Subscribers { topic, .. } => topic.as_str(),
+            _ => destination,
+        };
+        if !self.permissions.can_read(readable, limits) {
             return Err(SessionError::new(
-                format!("read access to '{destination}' denied"),
+                format!("read access to '{readable}' denied"),
                 CloseReason::PolicyViolation,
             ));
+        }
+        if matches!(target, SubscribeTarget::Subscribers { .. }) && ack.expects_ack() {
+            return Err(SessionError::protocol(format!(
+                "'{destination}' needs ack:auto (counts are not acknowledged)"
+            )));
         }
         let prefetch = prefetch(frame)?;
         let arguments =
@@ -52,7 +62,7 @@ impl Session {
         self.check_dead_letter(&arguments)?;
         let durable = match &target {
             SubscribeTarget::Topic(_) => self.durable_subscription(frame, destination, &id)?,
-            SubscribeTarget::Queue(_) => None,
+            SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => None,
         };
         let start = start_at(frame, &target, ack, durable.is_some())?;
         self.subscriptions.insert(id.clone());
@@ -145,9 +155,9 @@ fn start_at(
         return Ok(start);
     }
     match target {
-        SubscribeTarget::Queue(_) => Err(SessionError::protocol(
-            "x-stream-offset applies to /topic/ subscriptions only",
-        )),
+        SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => Err(
+            SessionError::protocol("x-stream-offset applies to /topic/ subscriptions only"),
+        ),
         SubscribeTarget::Topic(_) if ack.expects_ack() || durable => Err(SessionError::protocol(
             "x-stream-offset needs ack:auto and a non-durable topic subscription",
         )),
