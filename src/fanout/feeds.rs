@@ -194,6 +194,8 @@ impl Feeds {
                 })
             }
         };
+        let now = epoch_ms();
+        self.expire(words, feed, now);
         let before = feed.persistent_view();
         let offset = feed.next_offset;
         feed.next_offset += 1;
@@ -203,8 +205,6 @@ impl Feeds {
         message
             .headers
             .push(("x-epoch".into(), feed.epoch.to_string()));
-        let now = epoch_ms();
-        self.expire(feed, now);
         let keep = feed.policy.history > 0 || feed.policy.retain_last || retain;
         if keep {
             let kept = Kept {
@@ -289,18 +289,37 @@ impl Feeds {
 
     /// Drops kept messages older than the feed's `history_age` (the
     /// retained value stays).
-    pub(super) fn expire(&self, feed: &mut Feed, now: u64) {
+    /// A persistent feed's expired messages are forgotten by the store too
+    /// (unless still its retained value); the router takes those changes.
+    pub(super) fn expire(&self, words: &[Box<str>], feed: &mut Feed, now: u64) {
         let Some(age) = feed.policy.history_age else {
             return;
         };
         let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        let mut forgotten = Vec::new();
         while feed
             .history
             .front()
             .is_some_and(|kept| kept.at_ms.saturating_add(age) <= now)
         {
             let oldest = feed.history.pop_front();
+            forgotten.extend(oldest.as_ref().map(|k| k.offset));
             self.forget(oldest);
+        }
+        let retained = feed.retained.as_ref().map(|k| k.offset);
+        if feed.policy.persistent && !forgotten.is_empty() {
+            let destination: Arc<str> = words.join(".").into();
+            let ops = forgotten
+                .into_iter()
+                .filter(|offset| Some(*offset) != retained)
+                .map(|offset| StoreOp::FeedForget {
+                    destination: destination.clone(),
+                    offset,
+                });
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(ops);
         }
     }
 }
@@ -325,5 +344,82 @@ fn random_u64() -> u64 {
     match ring::rand::SystemRandom::new().fill(&mut bytes) {
         Ok(()) => u64::from_le_bytes(bytes),
         Err(_) => epoch_ms() ^ u64::from(std::process::id()).rotate_left(32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TopicRule;
+    use bytes::Bytes;
+
+    fn message(n: u64) -> Message {
+        Message {
+            id: format!("m{n}").into(),
+            destination: "/topic/p.a".into(),
+            headers: Vec::new(),
+            body: Bytes::from(format!("{n}")),
+            text: true,
+            expires_at: None,
+        }
+    }
+
+    /// The store changes name exactly what is kept: every put, and a forget
+    /// for each message that left both history and retained value.
+    #[test]
+    fn a_persistent_feed_forgets_in_the_store_what_it_no_longer_keeps() {
+        let limits = DestinationLimits {
+            max_words: 32,
+            max_multi_word_wildcards: 4,
+        };
+        let config = TopicsConfig {
+            rules: vec![TopicRule {
+                pattern: "/topic/p.*".into(),
+                history: 2,
+                history_age: None,
+                retain: Retain::Last,
+                persistent: true,
+            }],
+            ..TopicsConfig::default()
+        };
+        let feeds = Feeds::new(&config, &limits).expect("feeds");
+        let words: Vec<Box<str>> = vec!["p".into(), "a".into()];
+        assert!(feeds.is_persistent(&words));
+        let policy = feeds.policy_for(&words);
+        for n in 1..=4 {
+            feeds.publish(&words, policy, &mut message(n), |_| {});
+        }
+        let shape: Vec<String> = feeds
+            .take_store_ops()
+            .iter()
+            .map(|op| match op {
+                StoreOp::FeedPut {
+                    offset, in_history, ..
+                } => format!("put {offset} {in_history}"),
+                StoreOp::FeedForget { offset, .. } => format!("forget {offset}"),
+                StoreOp::FeedState {
+                    next_offset,
+                    retained,
+                    ..
+                } => format!("state {next_offset} {retained:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "put 1 true",
+                "state 2 Some(1)",
+                "put 2 true",
+                "state 3 Some(2)",
+                "forget 1",
+                "put 3 true",
+                "state 4 Some(3)",
+                "forget 2",
+                "put 4 true",
+                "state 5 Some(4)",
+            ]
+        );
+        assert!(feeds.take_store_ops().is_empty(), "taken once");
     }
 }

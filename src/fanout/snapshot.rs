@@ -50,7 +50,7 @@ impl Feeds {
         if let Some(words) = exact {
             let mut shard = self.shard(&words);
             if let Some(feed) = shard.get_mut(&words[..]) {
-                self.expire(feed, now);
+                self.expire(&words, feed, now);
                 let (messages, was_recovered) = pick(feed, start, now);
                 recovered = was_recovered;
                 found.push((words.into(), messages));
@@ -70,7 +70,7 @@ impl Feeds {
                     if !pattern_matches(pattern, &names) {
                         continue;
                     }
-                    self.expire(feed, now);
+                    self.expire(words, feed, now);
                     let (messages, _) = pick(feed, start, now);
                     if !messages.is_empty() {
                         found.push((words.clone(), messages));

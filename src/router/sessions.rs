@@ -161,6 +161,11 @@ impl Router {
                     },
                 );
                 self.subscribers_changed(&counted);
+                // A persistent feed's history that aged out while the
+                // snapshot was read is forgotten by the store too.
+                for op in self.index.feeds().take_store_ops() {
+                    self.store_op(op);
+                }
                 Some(recovered)
             }
             SubscribeTarget::Queue(name) => self
