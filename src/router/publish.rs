@@ -47,10 +47,9 @@ impl Router {
         match target {
             crate::model::destination::SendTarget::Topic(words) => {
                 let durable_queues = self.durable_queues_for(&words);
-                if persistent
-                    && !durable_queues.is_empty()
-                    && !self.store_has_room(session, message.body.len(), receipt)
-                {
+                let stored = (persistent && !durable_queues.is_empty())
+                    || self.index.feeds().is_persistent(&words);
+                if stored && !self.store_has_room(session, message.body.len(), receipt) {
                     return false;
                 }
                 if !delivered_direct {
