@@ -5,7 +5,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::BrokerContext;
-use crate::fanout::{LocalOnly, TopicIndex};
+use crate::fanout::{Feeds, LocalOnly, TopicIndex};
 use crate::listener::{self, Endpoint};
 use crate::model::destination::DestinationLimits;
 use crate::queue::{QueueMemory, QueuePolicy};
@@ -59,6 +59,7 @@ impl Broker {
             return Err(invalid("listeners: at least one [[listeners]] is needed"));
         }
         let recovered = store.recover().map_err(invalid)?;
+        let recovered_feeds = store.recover_feeds().map_err(invalid)?;
         let writer = spawn_writer(store).map_err(invalid)?;
         // Every listener is bound (and its certificate read) before anything
         // is served: a bad one stops the start, naming it.
@@ -91,8 +92,13 @@ impl Broker {
         let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
         // A single broker exports topic messages nowhere (the cluster's
         // seam: `fanout::TopicExport`).
-        let (topics, index_writer) =
-            TopicIndex::new(Box::new(LocalOnly), config.router.match_cache_entries);
+        let feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
+        feeds.restore(recovered_feeds);
+        let (topics, index_writer) = TopicIndex::new(
+            Box::new(LocalOnly),
+            config.router.match_cache_entries,
+            feeds,
+        );
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,

@@ -15,6 +15,7 @@ mod rate_limits;
 mod runtime;
 mod stomp;
 mod storage;
+mod topics;
 mod values;
 
 pub use auth::{Anonymous, AuthConfig, JwtConfig, JwtKeyConfig, UserConfig};
@@ -26,6 +27,7 @@ pub use rate_limits::{PublishRateRule, RateLimitAction, RateLimitsConfig};
 pub use runtime::{LogConfig, RouterConfig, ShutdownConfig};
 pub use stomp::StompConfig;
 pub use storage::StorageConfig;
+pub use topics::{Retain, TopicRule, TopicsConfig};
 
 use listeners::default_listeners;
 use serde::Deserialize;
@@ -65,6 +67,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Publish rates and new connections per address.
     pub rate_limits: RateLimitsConfig,
+    /// Live-feed state of topics: offsets, history, retained values.
+    pub topics: TopicsConfig,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            topics: TopicsConfig::default(),
         }
     }
 }
@@ -170,6 +175,15 @@ impl Config {
         self.slow_consumers.validate()?;
         self.queues.validate()?;
         self.rate_limits.validate()?;
+        self.topics.validate()?;
+        if !self.storage.enabled {
+            if let Some(rule) = self.topics.rules.iter().find(|r| r.persistent) {
+                return Err(format!(
+                    "topics.rules '{}' is persistent but storage.enabled is false",
+                    rule.pattern
+                ));
+            }
+        }
         listeners::validate(&self.listener, &self.listeners)?;
         self.stomp.validate()?;
         if self.outbound.max_queued_bytes < self.limits.max_body_bytes {

@@ -4,8 +4,11 @@
 //! Lock order: the index's `RwLock` (read) is held while pushing into
 //! outbound queues, whose own `Mutex` is taken inside each push; nothing
 //! holding an outbound queue's lock ever takes the index. The router takes
-//! the write lock for one insert or removal at a time and pushes nothing
-//! while it holds it. Neither is ever held across an `.await`.
+//! the write lock for one insert or removal at a time; the only pushes it
+//! makes under it are a new auto-ack subscription's live-feed snapshot
+//! (`insert_with_snapshot`). A destination's feed shard
+//! (`feeds.rs`) sits between: index → feed shard → outbound queue. None is
+//! ever held across an `.await`.
 //!
 //! A bounded match cache ([`MatchCache`], `router.match_cache_entries`)
 //! sits in front of the trie walk, valid while the index's generation is
@@ -14,7 +17,10 @@
 
 use super::encode::FanOut;
 use super::export::TopicExport;
+use super::feeds::Feeds;
 use super::match_cache::{Match, MatchCache};
+use super::snapshot::Snapshot;
+use super::start_at::StartAt;
 use super::subscriber::Subscriber;
 use super::topic_trie::TopicTrie;
 use crate::model::destination::PatternWord;
@@ -71,6 +77,10 @@ pub struct TopicIndex {
     cache: MatchCache,
     /// Where topic messages go besides local subscribers.
     export: Box<dyn TopicExport>,
+    /// Offsets, history and retained values of live-feed destinations:
+    /// appended to by publishers under the read lock, read for snapshots by
+    /// the writer under the write lock.
+    feeds: Feeds,
 }
 
 /// The one handle that may change the index: the router's.
@@ -81,18 +91,37 @@ pub struct IndexWriter {
 
 impl TopicIndex {
     /// An empty index with a match cache of about `cache_entries` entries
-    /// (0: none), and its only writer.
+    /// (0: none) and live-feed state `feeds`, and its only writer.
     pub fn new(
         export: Box<dyn TopicExport>,
         cache_entries: usize,
+        feeds: Feeds,
     ) -> (Arc<TopicIndex>, IndexWriter) {
         let index = Arc::new(TopicIndex {
             trie: RwLock::new(TopicTrie::default()),
             generation: AtomicU64::new(0),
             cache: MatchCache::new(cache_entries),
             export,
+            feeds,
         });
         (index.clone(), IndexWriter { index })
+    }
+
+    /// Whether publications to topic `words` must go to the router whole
+    /// (a persistent live feed: the router stores its changes).
+    pub fn is_persistent_feed(&self, words: &[Box<str>]) -> bool {
+        self.feeds.is_persistent(words)
+    }
+
+    /// Auto-ack subscriptions a publication to `words` reaches now.
+    pub fn count_direct(&self, words: &[Box<str>]) -> usize {
+        let trie = self.read();
+        let mut matched: Vec<&Interest> = Vec::new();
+        trie.matches(words, &mut matched);
+        matched
+            .iter()
+            .filter(|i| matches!(i, Interest::Direct(_)))
+            .count()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, TopicTrie<IndexKey, Interest>> {
@@ -106,10 +135,15 @@ impl TopicIndex {
     /// With `defer_to_router`, does nothing when the router has interest
     /// (the caller sends the publication whole to the router, which calls
     /// this again without deferring). Holds the read lock while it pushes.
+    ///
+    /// A destination with feed state gets its offset here: `x-offset` and
+    /// `x-epoch` are added to `message`'s headers (so the router's own
+    /// deliveries carry them too) and the pushes happen under its feed's
+    /// shard lock, in offset order.
     pub fn publish(
         &self,
         words: &[Box<str>],
-        message: &Message,
+        message: &mut Message,
         defer_to_router: bool,
     ) -> Published {
         let trie = self.read();
@@ -118,7 +152,7 @@ impl TopicIndex {
         let found = match self.cache.get(words, generation) {
             Some(found) => found,
             None => {
-                let found = walk(&trie, words, generation);
+                let found = walk(&trie, words, generation, &self.feeds);
                 self.cache.insert(words, found.clone());
                 found
             }
@@ -130,17 +164,19 @@ impl TopicIndex {
         if message.expired(epoch_ms()) {
             return Published::Delivered { router_interest };
         }
-        let mut fan_out = FanOut::new(message);
-        for subscriber in found.direct.iter() {
-            let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
-            // A slow consumer's queue is marked overflowed by the push: its
-            // connection closes itself, and its Detach removes its entries.
-            let _ = if subscriber.drop_oldest {
-                subscriber.outbound.push_droppable(frame)
-            } else {
-                subscriber.outbound.push(frame)
-            };
-        }
+        self.feeds.publish(words, found.policy, message, |message| {
+            let mut fan_out = FanOut::new(message);
+            for subscriber in found.direct.iter() {
+                let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
+                // A slow consumer's queue is marked overflowed by the push: its
+                // connection closes itself, and its Detach removes its entries.
+                let _ = if subscriber.drop_oldest {
+                    subscriber.outbound.push_droppable(frame)
+                } else {
+                    subscriber.outbound.push(frame)
+                };
+            }
+        });
         drop(trie);
         self.export.export(words, message);
         Published::Delivered { router_interest }
@@ -149,7 +185,12 @@ impl TopicIndex {
 
 /// Walks the trie for `words`: every direct subscriber once, and whether the
 /// router has interest.
-fn walk(trie: &TopicTrie<IndexKey, Interest>, words: &[Box<str>], generation: u64) -> Match {
+fn walk(
+    trie: &TopicTrie<IndexKey, Interest>,
+    words: &[Box<str>],
+    generation: u64,
+    feeds: &Feeds,
+) -> Match {
     let mut matched: Vec<&Interest> = Vec::new();
     // Each entry once, even one whose pattern matches along several paths.
     trie.matches(words, &mut matched);
@@ -165,6 +206,7 @@ fn walk(trie: &TopicTrie<IndexKey, Interest>, words: &[Box<str>], generation: u6
         generation,
         direct,
         router_interest,
+        policy: feeds.policy_for(words),
     }
 }
 
@@ -179,6 +221,31 @@ impl IndexWriter {
         let mut trie = self.write();
         trie.insert(pattern, key, interest);
         self.index.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Adds a direct subscriber and, still under the write lock (no
+    /// publisher appends or pushes meanwhile), pushes it the snapshot of
+    /// every matching destination with feed state as `start` asks. Every
+    /// later publication has a higher offset and comes after it in the
+    /// subscriber's FIFO queue: no gap, no duplicate.
+    pub fn insert_with_snapshot(
+        &mut self,
+        pattern: &[PatternWord],
+        key: IndexKey,
+        subscriber: Arc<Subscriber>,
+        start: &StartAt,
+    ) -> Snapshot {
+        let mut trie = self.write();
+        trie.insert(pattern, key, Interest::Direct(subscriber.clone()));
+        self.index.generation.fetch_add(1, Ordering::Release);
+        let snapshot = self.index.feeds.snapshot(pattern, start, &subscriber);
+        drop(trie);
+        snapshot
+    }
+
+    /// The live-feed state, for the router (persistent feeds' store changes).
+    pub fn feeds(&self) -> &Feeds {
+        &self.index.feeds
     }
 
     /// Removes an entry. Once this returns, no publisher is pushing to it.
@@ -205,7 +272,7 @@ impl IndexWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::LocalOnly;
+    use crate::fanout::{Feeds, LocalOnly};
     use crate::model::destination::{topic_pattern, DestinationLimits};
     use crate::outbound::{outbound_channel, OutFrame, OutboundReceiver};
     use bytes::Bytes;
@@ -259,14 +326,14 @@ mod tests {
 
     #[tokio::test]
     async fn publishers_push_to_direct_subscribers_and_learn_of_router_interest() {
-        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64);
+        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64, Feeds::none());
         let (direct, mut receiver) = subscriber(1, "s");
         writer.insert(
             &pattern("/topic/a.*"),
             IndexKey::Subscription(SessionId(1), "s".into()),
             direct,
         );
-        let published = index.publish(&words("a.b"), &message(), true);
+        let published = index.publish(&words("a.b"), &mut message(), true);
         assert_eq!(
             published,
             Published::Delivered {
@@ -282,12 +349,12 @@ mod tests {
             Interest::Router,
         );
         assert_eq!(
-            index.publish(&words("a.b"), &message(), true),
+            index.publish(&words("a.b"), &mut message(), true),
             Published::Deferred
         );
         assert_eq!(received(&mut receiver).await, 0, "deferred: nothing pushed");
         assert_eq!(
-            index.publish(&words("a.b"), &message(), false),
+            index.publish(&words("a.b"), &mut message(), false),
             Published::Delivered {
                 router_interest: true
             }
@@ -304,7 +371,7 @@ mod tests {
             &IndexKey::Durable("/durable/c/n".into()),
         );
         assert_eq!(
-            index.publish(&words("a.b"), &message(), true),
+            index.publish(&words("a.b"), &mut message(), true),
             Published::Delivered {
                 router_interest: false
             }
@@ -318,14 +385,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_cached_match_is_stale_after_a_subscribe_and_emptied_by_a_removal() {
-        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64);
+        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64, Feeds::none());
         let (first, mut first_rx) = subscriber(1, "s");
         writer.insert(
             &pattern("/topic/a.b"),
             IndexKey::Subscription(SessionId(1), "s".into()),
             first,
         );
-        index.publish(&words("a.b"), &message(), true);
+        index.publish(&words("a.b"), &mut message(), true);
         assert_eq!(index.cache.len(), 1, "the match is cached");
         assert_eq!(received(&mut first_rx).await, 1);
 
@@ -336,7 +403,7 @@ mod tests {
             IndexKey::Subscription(SessionId(2), "s".into()),
             second,
         );
-        index.publish(&words("a.b"), &message(), true);
+        index.publish(&words("a.b"), &mut message(), true);
         assert_eq!(received(&mut first_rx).await, 1);
         assert_eq!(received(&mut second_rx).await, 1);
 
@@ -354,13 +421,13 @@ mod tests {
         )
         .await;
         assert_eq!(end.ok(), Some(0), "the writer sees the end");
-        index.publish(&words("a.b"), &message(), true);
+        index.publish(&words("a.b"), &mut message(), true);
         assert_eq!(received(&mut first_rx).await, 1);
     }
 
     #[tokio::test]
     async fn the_match_cache_stays_within_its_bound() {
-        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64);
+        let (index, mut writer) = TopicIndex::new(Box::new(LocalOnly), 64, Feeds::none());
         let (all, mut receiver) = subscriber(1, "s");
         writer.insert(
             &pattern("/topic/#"),
@@ -368,7 +435,7 @@ mod tests {
             all,
         );
         for n in 0..10_000 {
-            index.publish(&words(&format!("t.{n}")), &message(), true);
+            index.publish(&words(&format!("t.{n}")), &mut message(), true);
             assert!(index.cache.len() <= 64, "{} entries", index.cache.len());
             if n % 8 == 0 {
                 received(&mut receiver).await;

@@ -14,6 +14,7 @@
 //! one lock. A full shard is emptied before the next insert: bounded memory,
 //! with no bookkeeping on the hit path.
 
+use super::feed::Policy;
 use super::subscriber::Subscriber;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -31,6 +32,9 @@ pub struct Match {
     pub direct: Arc<[Arc<Subscriber>]>,
     /// A client-ack or durable subscription matched as well.
     pub router_interest: bool,
+    /// The `[[topics.rules]]` policy of the topic, if a rule matches (rules
+    /// never change, so it is as fresh as the rest).
+    pub policy: Option<Policy>,
 }
 
 type Shard = HashMap<Box<[Box<str>]>, Match>;

@@ -14,6 +14,11 @@
 //! stored). The index keeps a marker for each, so a publisher knows when the
 //! router must see a publication too ([`Published::Delivered`]).
 //!
+//! Live feeds ([`Feeds`]): destinations with history or a retained value
+//! get an offset per message on the publishing path, and a new auto-ack
+//! subscription gets their snapshot under the index's write lock, so that
+//! snapshot and live stream meet with no gap and no duplicate.
+//!
 //! Where a topic message goes besides local subscribers is
 //! [`TopicExport`]: the one boundary for a second engine (NATS subjects).
 //! Where queue messages live and are dispatched from is the router's queue
@@ -21,11 +26,18 @@
 
 pub mod encode;
 mod export;
+mod feed;
+mod feeds;
 mod index;
 mod match_cache;
+mod snapshot;
+mod start_at;
 mod subscriber;
 pub mod topic_trie;
 
 pub use export::{LocalOnly, TopicExport};
+pub use feeds::Feeds;
 pub use index::{IndexKey, IndexWriter, Interest, Published, TopicIndex};
+pub use snapshot::Snapshot;
+pub use start_at::StartAt;
 pub use subscriber::Subscriber;

@@ -21,6 +21,8 @@ pub const QUEUE_PREFIX: &str = "/queue/";
 pub const TEMP_QUEUE_PREFIX: &str = "/temp-queue/";
 /// What a `/temp-queue/` `reply-to` is rewritten to; responders send here.
 pub const REPLY_QUEUE_PREFIX: &str = "/reply-queue/";
+/// `/meta/subscribers/topic/<name>`: the subscriber count of a topic.
+pub const META_SUBSCRIBERS_PREFIX: &str = "/meta/subscribers/";
 
 /// Where a SEND goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,13 @@ pub enum SubscribeTarget {
     Topic(Vec<PatternWord>),
     /// A queue, by its full destination name.
     Queue(String),
+    /// `/meta/subscribers/topic/<name>`: the subscriber count of a topic.
+    Subscribers {
+        /// The topic's destination, `/topic/<name>`.
+        topic: String,
+        /// Its words (no wildcards).
+        words: Vec<Box<str>>,
+    },
 }
 
 /// Parses a SEND destination.
@@ -65,6 +74,16 @@ pub fn subscribe_target(
     if destination.starts_with(QUEUE_PREFIX) {
         queue_name(destination, limits)?;
         Ok(SubscribeTarget::Queue(destination.to_owned()))
+    } else if let Some(counted) = destination.strip_prefix(META_SUBSCRIBERS_PREFIX) {
+        let topic = format!("/{counted}");
+        match send_target(&topic, limits) {
+            Ok(SendTarget::Topic(words)) if topic.starts_with(TOPIC_PREFIX) => {
+                Ok(SubscribeTarget::Subscribers { topic, words })
+            }
+            _ => Err(DestinationError(format!(
+                "'{destination}' is not {META_SUBSCRIBERS_PREFIX}topic/<name> (no wildcards)"
+            ))),
+        }
     } else if destination.starts_with(REPLY_QUEUE_PREFIX)
         || destination.starts_with(TEMP_QUEUE_PREFIX)
     {

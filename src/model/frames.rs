@@ -6,8 +6,16 @@ use stomp_protocol::{Command, FrameEncoder, Version};
 
 /// A RECEIPT for `receipt_id`.
 pub fn receipt(version: Version, receipt_id: &str) -> Bytes {
-    let mut frame = FrameEncoder::begin(Command::Receipt, version, 32 + receipt_id.len());
+    receipt_with(version, receipt_id, None)
+}
+
+/// A RECEIPT frame with one more header (a SUBSCRIBE's `x-recovered`).
+pub fn receipt_with(version: Version, receipt_id: &str, header: Option<(&str, &str)>) -> Bytes {
+    let mut frame = FrameEncoder::begin(Command::Receipt, version, 64 + receipt_id.len());
     frame.header("receipt-id", receipt_id);
+    if let Some((name, value)) = header {
+        frame.header(name, value);
+    }
     frame.finish(false, b"")
 }
 

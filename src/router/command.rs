@@ -4,6 +4,7 @@
 
 use super::message::Publication;
 use super::{AckMode, DurableSubscription, SessionId};
+use crate::fanout::StartAt;
 use crate::model::destination::SubscribeTarget;
 use crate::outbound::OutboundSender;
 use crate::queue::QueueArguments;
@@ -72,6 +73,8 @@ pub enum RouterCommand {
         arguments: QueueArguments,
         /// A durable topic subscription, by any of the three dialects.
         durable: Option<DurableSubscription>,
+        /// Where an auto-ack topic subscription starts (`x-stream-offset`).
+        start: StartAt,
         /// Receipt to send once active.
         receipt: Option<String>,
     },

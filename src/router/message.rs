@@ -44,8 +44,10 @@ pub struct ReplyQueue {
 }
 
 /// Headers of SEND that a MESSAGE must not copy: the server owns them, or
-/// they concerned the SEND itself.
-pub const NOT_PASSED_ON: [&str; 7] = [
+/// they concerned the SEND itself. The live-feed headers are the broker's
+/// too: a publisher must not forge a destination's offsets (the first
+/// repeated header wins, so a forged one would hide the broker's).
+pub const NOT_PASSED_ON: [&str; 11] = [
     "destination",
     "message-id",
     "subscription",
@@ -53,6 +55,10 @@ pub const NOT_PASSED_ON: [&str; 7] = [
     "content-length",
     "receipt",
     "transaction",
+    "x-offset",
+    "x-epoch",
+    "x-retained",
+    "x-recovered",
 ];
 
 impl Publication {

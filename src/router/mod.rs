@@ -17,7 +17,8 @@
 //! tables), `receipts.rs` (RECEIPT order, router-detected ERRORs),
 //! `recovery.rs`, `publish.rs`, `topics.rs` (topic delivery), `dispatch.rs`
 //! (queue dispatch, dead letters), `durables.rs`, `reply_queues.rs`,
-//! `acks.rs` (ACK, NACK, returning unacknowledged messages), `caps.rs`.
+//! `acks.rs` (ACK, NACK, returning unacknowledged messages), `caps.rs`,
+//! `meta.rs` (`/meta/subscribers/...` counts).
 
 mod acks;
 mod caps;
@@ -25,6 +26,7 @@ mod command;
 mod dispatch;
 mod durables;
 pub mod message;
+mod meta;
 mod principal;
 mod publish;
 mod receipts;
@@ -39,7 +41,7 @@ pub use crate::model::ack_mode::AckMode;
 
 use crate::config::{LimitsConfig, SlowConsumerPolicy, SlowConsumersConfig};
 use crate::fanout::IndexWriter;
-use crate::model::destination::{self, PatternWord, SubscribeTarget};
+use crate::model::destination::{self, PatternWord};
 pub use crate::model::session_id::SessionId;
 use crate::queue::{Queue, QueueMemory, QueuePolicy};
 use crate::store::writer::{StoreWriter, WriteBatch};
@@ -164,6 +166,8 @@ pub fn spawn_router(
         caps: settings.caps,
         subscription_count: 0,
         reply_queue_count: 0,
+        watches: meta::Watches::default(),
+        meta_messages: 0,
     };
     router.recover(settings.recovered)?;
     let task = tokio::spawn(router.run(commands_rx));
@@ -223,6 +227,9 @@ struct Router {
     subscription_count: usize,
     /// Reply queues of every session.
     reply_queue_count: usize,
+    /// `/meta/subscribers/...` watchers by topic, and the count MESSAGEs sent.
+    watches: meta::Watches,
+    meta_messages: u64,
 }
 
 impl Router {
@@ -244,8 +251,9 @@ impl Router {
                         drop(bytes);
                     }
                 }
-                _ = tick.tick(), if !self.attention.is_empty() || store_failing => {
+                _ = tick.tick(), if !self.attention.is_empty() || store_failing || self.counts_due() => {
                     self.revisit_queues();
+                    self.send_due_counts();
                     if store_failing && self.last_probe.elapsed() >= PROBE_INTERVAL {
                         self.last_probe = Instant::now();
                         self.batch.probe = true;
@@ -285,45 +293,7 @@ impl Router {
             } => {
                 self.attach(session, outbound, version);
             }
-            RouterCommand::Subscribe {
-                session,
-                id,
-                target,
-                ack,
-                prefetch,
-                arguments,
-                durable,
-                receipt,
-            } => {
-                if !self.admit_subscription(session, &id, receipt.as_deref()) {
-                    return;
-                }
-                let queue = match (&target, &durable) {
-                    (_, Some(durable)) => Some(format!("{DURABLE_PREFIX}{}", durable.key)),
-                    (SubscribeTarget::Queue(name), None) => Some(name.clone()),
-                    (SubscribeTarget::Topic(_), None) => None,
-                };
-                let who = SubscribeRequest {
-                    session,
-                    id,
-                    ack,
-                    prefetch,
-                };
-                let subscribed = match (target, durable) {
-                    (SubscribeTarget::Topic(pattern), Some(durable)) => {
-                        self.subscribe_durable(who, &durable, pattern, receipt.as_deref())
-                    }
-                    (target, _) => self.subscribe(who, target, &arguments, receipt.as_deref()),
-                };
-                if subscribed {
-                    let durable = self.durable_ops != mark;
-                    self.receipt(session, receipt, durable);
-                    // The RECEIPT says "active"; a backlog follows it.
-                    if let Some(name) = queue {
-                        self.dispatch(&name);
-                    }
-                }
-            }
+            subscribe @ RouterCommand::Subscribe { .. } => self.apply_subscribe(subscribe, mark),
             RouterCommand::Unsubscribe {
                 session,
                 id,

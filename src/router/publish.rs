@@ -47,19 +47,24 @@ impl Router {
         match target {
             crate::model::destination::SendTarget::Topic(words) => {
                 let durable_queues = self.durable_queues_for(&words);
-                if persistent
-                    && !durable_queues.is_empty()
-                    && !self.store_has_room(session, message.body.len(), receipt)
-                {
+                let stored = (persistent && !durable_queues.is_empty())
+                    || self.index.feeds().is_persistent(&words);
+                if stored && !self.store_has_room(session, message.body.len(), receipt) {
                     return false;
                 }
-                let message = Arc::new(message);
                 if !delivered_direct {
                     // Sent whole (a reply queue first, or a persistent
                     // message the store may refuse): the direct subscribers
-                    // get it from here, before the router's own.
-                    self.index.index().publish(&words, &message, false);
+                    // get it from here, before the router's own (with its
+                    // offset, if its destination has a feed).
+                    self.index.index().publish(&words, &mut message, false);
+                    // A persistent live feed's changes: the RECEIPT waits
+                    // for their sync.
+                    for op in self.index.feeds().take_store_ops() {
+                        self.store_op(op);
+                    }
                 }
+                let message = Arc::new(message);
                 self.publish_topic(&words, message.clone());
                 for name in durable_queues {
                     if let Err(reason) = self.enqueue(&name, message.clone(), persistent) {

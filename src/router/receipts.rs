@@ -20,6 +20,18 @@ impl Router {
     /// after the store's next sync when `durable` or when earlier RECEIPTs
     /// of the session are still waiting for one.
     pub(super) fn receipt(&mut self, session: SessionId, receipt: Option<String>, durable: bool) {
+        self.receipt_with(session, receipt, durable, None);
+    }
+
+    /// [`Router::receipt`] with one more header (a SUBSCRIBE's
+    /// `x-recovered`).
+    pub(super) fn receipt_with(
+        &mut self,
+        session: SessionId,
+        receipt: Option<String>,
+        durable: bool,
+        header: Option<(&'static str, &'static str)>,
+    ) {
         let Some(receipt) = receipt else { return };
         let Some(entry) = self.sessions.get(&session) else {
             return;
@@ -32,12 +44,12 @@ impl Router {
                 .completions
                 .push(SyncCompletion::new(move |result| {
                     // A full or closed queue: the connection is going anyway.
-                    let _ = outbound.push(after_sync(version, &receipt, durable, result));
+                    let _ = outbound.push(after_sync(version, &receipt, durable, header, result));
                     held.fetch_sub(1, Ordering::AcqRel);
                 }));
             return;
         }
-        let frame = OutFrame::new(frames::receipt(entry.version, &receipt), true);
+        let frame = OutFrame::new(frames::receipt_with(entry.version, &receipt, header), true);
         if entry.outbound.push(frame) == Err(PushError::SlowConsumer) {
             self.remove_session(session);
         }
@@ -79,6 +91,7 @@ fn after_sync(
     version: Version,
     receipt: &str,
     durable: bool,
+    header: Option<(&str, &str)>,
     result: Result<(), &StoreError>,
 ) -> OutFrame {
     match result {
@@ -101,6 +114,6 @@ fn after_sync(
                 })),
             }
         }
-        _ => OutFrame::new(frames::receipt(version, receipt), true),
+        _ => OutFrame::new(frames::receipt_with(version, receipt, header), true),
     }
 }

@@ -2,9 +2,9 @@
 //! (its outbound queue, subscriptions, unsettled deliveries), adding and
 //! removing subscriptions, and dropping a session that ended or fell behind.
 
-use super::{AckMode, Router, SessionId, Subscriber};
-use crate::fanout::{IndexKey, Interest};
-use crate::model::destination::{self, PatternWord, SubscribeTarget};
+use super::{AckMode, Router, RouterCommand, SessionId, Subscriber, DURABLE_PREFIX};
+use crate::fanout::{IndexKey, Interest, StartAt};
+use crate::model::destination::{self, PatternWord, SubscribeTarget, META_SUBSCRIBERS_PREFIX};
 use crate::outbound::OutboundSender;
 use crate::queue::{QueueArguments, QueuedMessage};
 use std::collections::{HashMap, VecDeque};
@@ -60,6 +60,8 @@ pub(super) enum Target {
         subscriber: Arc<Subscriber>,
     },
     Queue(String),
+    /// A topic's subscriber count, by its watch key (`meta.rs`).
+    Subscribers(Box<str>),
 }
 
 /// A delivery awaiting ACK or NACK.
@@ -92,14 +94,17 @@ impl Router {
         );
     }
 
-    /// Adds a subscription; false (after failing the session) if refused.
+    /// Adds a subscription; `None` (after failing the session) if refused,
+    /// else for `x-stream-offset:offset=` whether every missed message was
+    /// delivered (`x-recovered`).
     pub(super) fn subscribe(
         &mut self,
         who: SubscribeRequest,
         target: SubscribeTarget,
         arguments: &QueueArguments,
+        start: &StartAt,
         receipt: Option<&str>,
-    ) -> bool {
+    ) -> Option<Option<bool>> {
         let SubscribeRequest {
             session,
             id,
@@ -108,11 +113,9 @@ impl Router {
         } = who.clone();
         let drop_oldest = match &target {
             SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
-            SubscribeTarget::Queue(_) => false,
+            SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => false,
         };
-        let Some(entry) = self.sessions.get_mut(&session) else {
-            return false;
-        };
+        let entry = self.sessions.get_mut(&session)?;
         match target {
             SubscribeTarget::Topic(pattern) => {
                 let subscriber = Arc::new(Subscriber {
@@ -126,6 +129,7 @@ impl Router {
                 // Inserted before the RECEIPT goes out: every publication
                 // that starts after it sees the subscription.
                 let key = IndexKey::Subscription(session, id.clone());
+                let mut recovered = None;
                 if ack.expects_ack() {
                     // Unsettled deliveries need one owner: the router
                     // delivers, publishers only learn that it must.
@@ -133,9 +137,16 @@ impl Router {
                         .insert(&pattern, (session, id.clone()), subscriber.clone());
                     self.index.insert(&pattern, key, Interest::Router);
                 } else {
-                    self.index
-                        .insert(&pattern, key, Interest::Direct(subscriber.clone()));
+                    // Its snapshot (retained values, history) is queued
+                    // under the same write lock: nothing between it and
+                    // the live stream.
+                    recovered = self
+                        .index
+                        .insert_with_snapshot(&pattern, key, subscriber.clone(), start)
+                        .recovered;
                 }
+                // `/meta/subscribers/...` counts it may change.
+                let counted = pattern.clone();
                 self.subscription_count += 1;
                 entry.subscriptions.insert(
                     id,
@@ -149,9 +160,84 @@ impl Router {
                         unacked: VecDeque::new(),
                     },
                 );
-                true
+                self.subscribers_changed(&counted);
+                // A persistent feed's history that aged out while the
+                // snapshot was read is forgotten by the store too.
+                for op in self.index.feeds().take_store_ops() {
+                    self.store_op(op);
+                }
+                Some(recovered)
             }
-            SubscribeTarget::Queue(name) => self.subscribe_queue(who, name, arguments, receipt),
+            SubscribeTarget::Queue(name) => self
+                .subscribe_queue(who, name, arguments, receipt)
+                .then_some(None),
+            SubscribeTarget::Subscribers { topic, words } => {
+                let destination = format!("{META_SUBSCRIBERS_PREFIX}{}", &topic[1..]).into();
+                let key = self.watch(session, id.clone(), destination, topic, words);
+                self.subscription_count += 1;
+                self.sessions.get_mut(&session)?.subscriptions.insert(
+                    id,
+                    Subscription {
+                        target: Target::Subscribers(key),
+                        ack,
+                        prefetch: 0,
+                        unacked: VecDeque::new(),
+                    },
+                );
+                Some(None)
+            }
+        }
+    }
+
+    /// Applies a SUBSCRIBE command: admits it, adds the subscription (with
+    /// its snapshot), sends the RECEIPT (with `x-recovered` for `offset=`)
+    /// and dispatches a queue's backlog. `mark` is the store ops count
+    /// before it, to tell whether it changed the store.
+    pub(super) fn apply_subscribe(&mut self, command: RouterCommand, mark: usize) {
+        let RouterCommand::Subscribe {
+            session,
+            id,
+            target,
+            ack,
+            prefetch,
+            arguments,
+            durable,
+            start,
+            receipt,
+        } = command
+        else {
+            return;
+        };
+        if !self.admit_subscription(session, &id, receipt.as_deref()) {
+            return;
+        }
+        let queue = match (&target, &durable) {
+            (_, Some(durable)) => Some(format!("{DURABLE_PREFIX}{}", durable.key)),
+            (SubscribeTarget::Queue(name), None) => Some(name.clone()),
+            (SubscribeTarget::Topic(_) | SubscribeTarget::Subscribers { .. }, None) => None,
+        };
+        let who = SubscribeRequest {
+            session,
+            id,
+            ack,
+            prefetch,
+        };
+        let subscribed = match (target, durable) {
+            (SubscribeTarget::Topic(pattern), Some(durable)) => self
+                .subscribe_durable(who, &durable, pattern, receipt.as_deref())
+                .then_some(None),
+            (target, _) => self.subscribe(who, target, &arguments, &start, receipt.as_deref()),
+        };
+        if let Some(recovered) = subscribed {
+            let durable = self.durable_ops != mark;
+            // `offset=`: the RECEIPT says whether every missed
+            // message came (its snapshot is already queued).
+            let recovered = recovered.map(|r| ("x-recovered", if r { "true" } else { "false" }));
+            self.receipt_with(session, receipt, durable, recovered);
+            // The RECEIPT says "active"; a backlog follows it.
+            if let Some(name) = queue {
+                self.dispatch(&name);
+            }
         }
     }
 
@@ -164,7 +250,7 @@ impl Router {
         self.subscription_count = self.subscription_count.saturating_sub(1);
         let queue = match &removed.target {
             Target::Queue(name) => Some(name.clone()),
-            Target::Topic { .. } => None,
+            Target::Topic { .. } | Target::Subscribers(_) => None,
         };
         self.end_subscription(session, id, removed);
         queue
@@ -193,8 +279,10 @@ impl Router {
                 // UNSUBSCRIBE's RECEIPT, sent after this, is the last word.
                 self.index
                     .remove(pattern, &IndexKey::Subscription(key.0, key.1));
+                self.subscribers_changed(pattern);
             }
             Target::Queue(name) => self.remove_consumer(name, session, id),
+            Target::Subscribers(key) => self.unwatch(key, session, id),
         }
         self.return_unacked(subscription.unacked);
     }

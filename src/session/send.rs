@@ -73,10 +73,14 @@ impl Session {
         if !matches!(publication.target, SendTarget::Topic(_)) {
             return Ok(true);
         }
-        if publication.reply_queue.is_some() {
+        let persistent_feed = matches!(&publication.target,
+            SendTarget::Topic(words) if self.context.topics.is_persistent_feed(words));
+        if publication.reply_queue.is_some() || persistent_feed {
             // The reply queue must exist before anyone can answer: the
             // router creates it and fans out, and this session's next direct
-            // fan-out waits until it has (per-publisher order).
+            // fan-out waits until it has (per-publisher order). A persistent
+            // live feed's change is stored by the router, and the RECEIPT
+            // waits for the sync.
             self.router_ahead = true;
             return Ok(true);
         }
@@ -96,7 +100,7 @@ impl Session {
         };
         // The message borrows destination and headers (no copies on the
         // publishing path) and gives them back for the router, if needed.
-        let message = Message {
+        let mut message = Message {
             id: id.clone(),
             destination: std::mem::take(destination),
             headers: std::mem::take(headers),
@@ -104,7 +108,7 @@ impl Session {
             text: std::str::from_utf8(body).is_ok(),
             expires_at: *expires_at,
         };
-        let published = self.context.topics.publish(words, &message, defer);
+        let published = self.context.topics.publish(words, &mut message, defer);
         *destination = message.destination;
         *headers = message.headers;
         match published {

@@ -2,7 +2,8 @@
 //! with the router.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
-use crate::model::destination::{queue_name, subscribe_target, SubscribeTarget};
+use crate::fanout::StartAt;
+use crate::model::destination::{queue_name, subscribe_target, PatternWord, SubscribeTarget};
 use crate::queue::QueueArguments;
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
@@ -38,12 +39,22 @@ impl Session {
         let limits = &self.context.destination_limits;
         let target =
             subscribe_target(destination, limits).map_err(|e| SessionError::protocol(e.0))?;
-        // A wildcard must stay inside what may be read.
-        if !self.permissions.can_read(destination, limits) {
+        // A wildcard must stay inside what may be read; a subscriber count
+        // needs read permission on the topic counted.
+        let readable = match &target {
+            SubscribeTarget::Subscribers { topic, .. } => topic.as_str(),
+            _ => destination,
+        };
+        if !self.permissions.can_read(readable, limits) {
             return Err(SessionError::new(
-                format!("read access to '{destination}' denied"),
+                format!("read access to '{readable}' denied"),
                 CloseReason::PolicyViolation,
             ));
+        }
+        if matches!(target, SubscribeTarget::Subscribers { .. }) && ack.expects_ack() {
+            return Err(SessionError::protocol(format!(
+                "'{destination}' needs ack:auto (counts are not acknowledged)"
+            )));
         }
         let prefetch = prefetch(frame)?;
         let arguments =
@@ -51,8 +62,9 @@ impl Session {
         self.check_dead_letter(&arguments)?;
         let durable = match &target {
             SubscribeTarget::Topic(_) => self.durable_subscription(frame, destination, &id)?,
-            SubscribeTarget::Queue(_) => None,
+            SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => None,
         };
+        let start = start_at(frame, &target, ack, durable.is_some())?;
         self.subscriptions.insert(id.clone());
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
@@ -64,6 +76,7 @@ impl Session {
             prefetch,
             arguments,
             durable,
+            start,
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
@@ -122,6 +135,41 @@ impl Session {
             destination: destination.to_owned(),
             owner: self.principal.clone(),
         }))
+    }
+}
+
+/// `x-stream-offset` (with `x-epoch`): where a live-feed subscription
+/// starts. Only auto-ack, non-durable topic subscriptions have one (their
+/// snapshot is pushed under the index's write lock; the router's client-ack
+/// and durable deliveries have no such seam), and `offset=` names one
+/// destination's offsets, so it needs a destination without wildcards.
+fn start_at(
+    frame: &Frame,
+    target: &SubscribeTarget,
+    ack: AckMode,
+    durable: bool,
+) -> Result<StartAt, SessionError> {
+    let start = StartAt::from_headers(frame.get("x-stream-offset"), frame.get("x-epoch"))
+        .map_err(SessionError::protocol)?;
+    if !start.is_explicit() {
+        return Ok(start);
+    }
+    match target {
+        SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => Err(
+            SessionError::protocol("x-stream-offset applies to /topic/ subscriptions only"),
+        ),
+        SubscribeTarget::Topic(_) if ack.expects_ack() || durable => Err(SessionError::protocol(
+            "x-stream-offset needs ack:auto and a non-durable topic subscription",
+        )),
+        SubscribeTarget::Topic(pattern)
+            if matches!(start, StartAt::Offset { .. })
+                && pattern.iter().any(|w| !matches!(w, PatternWord::Exact(_))) =>
+        {
+            Err(SessionError::protocol(
+                "x-stream-offset offset=<n> needs a destination without wildcards (offsets are per destination)",
+            ))
+        }
+        SubscribeTarget::Topic(_) => Ok(start),
     }
 }
 

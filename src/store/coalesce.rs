@@ -43,6 +43,8 @@ pub fn coalesce(ops: Vec<StoreOp>) -> Vec<StoreOp> {
             StoreOp::DefineQueue { id, .. } | StoreOp::DeleteQueue { id } => {
                 stored_here.retain(|(queue, _), _| queue != id);
             }
+            // Live-feed changes are written as they come.
+            StoreOp::FeedState { .. } | StoreOp::FeedPut { .. } | StoreOp::FeedForget { .. } => {}
         }
         kept.push(Some(op));
     }
@@ -84,6 +86,7 @@ mod tests {
                 StoreOp::Remove { queue, sequence } => format!("remove {queue}/{sequence}"),
                 StoreOp::DefineQueue { id, .. } => format!("define {id}"),
                 StoreOp::DeleteQueue { id } => format!("delete {id}"),
+                other => format!("{other:?}"),
             })
             .collect()
     }

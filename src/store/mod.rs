@@ -80,6 +80,66 @@ pub enum StoreOp {
         /// Its position.
         sequence: Sequence,
     },
+    /// A persistent live feed's state after a publication: its epoch, next
+    /// offset and retained offset.
+    FeedState {
+        /// The destination's topic words joined by `.`.
+        destination: Arc<str>,
+        /// Its epoch (kept across restarts).
+        epoch: Arc<str>,
+        /// The offset the next publication gets.
+        next_offset: u64,
+        /// The offset of its retained value, if any.
+        retained: Option<u64>,
+    },
+    /// Keeps one message of a persistent live feed.
+    FeedPut {
+        /// The destination's topic words joined by `.`.
+        destination: Arc<str>,
+        /// Its offset.
+        offset: u64,
+        /// When it was published, in ms since the Unix epoch.
+        at_ms: u64,
+        /// Part of the history (else only the retained value).
+        in_history: bool,
+        /// The message, with its `x-offset` and `x-epoch`.
+        message: Arc<Message>,
+    },
+    /// Drops a kept message of a persistent live feed.
+    FeedForget {
+        /// The destination's topic words joined by `.`.
+        destination: Arc<str>,
+        /// Its offset.
+        offset: u64,
+    },
+}
+
+/// A persistent live feed as recovered.
+#[derive(Debug)]
+pub struct StoredFeed {
+    /// The destination's topic words joined by `.`.
+    pub destination: String,
+    /// Its epoch.
+    pub epoch: String,
+    /// The offset the next publication gets.
+    pub next_offset: u64,
+    /// The offset of its retained value, if any.
+    pub retained: Option<u64>,
+    /// Kept messages, by increasing offset.
+    pub entries: Vec<StoredFeedEntry>,
+}
+
+/// One kept message of a recovered live feed.
+#[derive(Debug)]
+pub struct StoredFeedEntry {
+    /// Its offset.
+    pub offset: u64,
+    /// When it was published, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Part of the history (else only the retained value).
+    pub in_history: bool,
+    /// The message.
+    pub message: Message,
 }
 
 /// A stored message as recovered.
@@ -121,6 +181,10 @@ pub trait Store: Send + 'static {
     /// Everything stored, for the start-up rebuild. A store that cannot be
     /// read completely is an error: never a shortened queue.
     fn recover(&mut self) -> Result<Vec<StoredQueue>, StoreError>;
+    /// Persistent live feeds, for the start-up rebuild (none by default).
+    fn recover_feeds(&mut self) -> Result<Vec<StoredFeed>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Applies `ops` in order (not yet durable).
     fn write(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
     /// Makes every earlier write durable on stable storage.

@@ -113,6 +113,79 @@ pub fn decode_message(record: &[u8]) -> Result<Message, StoreError> {
     })
 }
 
+/// The key of a live feed's kept message: destination, NUL, offset (so
+/// that a destination's messages sort by offset).
+pub fn feed_entry_key(destination: &str, offset: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(destination.len() + 9);
+    key.extend_from_slice(destination.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// Splits a feed entry key into destination and offset.
+pub fn split_feed_entry_key(key: &[u8]) -> Result<(String, u64), StoreError> {
+    let split = key.len().checked_sub(9).filter(|at| key[*at] == 0);
+    let Some(at) = split else {
+        return Err(corrupt("a live-feed key is malformed"));
+    };
+    let destination = std::str::from_utf8(&key[..at])
+        .map_err(|_| corrupt("a live-feed key is not UTF-8"))?
+        .to_owned();
+    let offset = key[at + 1..]
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt("a live-feed key is malformed"))?;
+    Ok((destination, offset))
+}
+
+/// Encodes a live feed's kept message: when, whether in the history, the
+/// message record.
+pub fn encode_feed_entry(at_ms: u64, in_history: bool, message: &Message) -> Vec<u8> {
+    let mut record = Vec::with_capacity(9 + message.size() + 64);
+    record.extend_from_slice(&at_ms.to_be_bytes());
+    record.push(u8::from(in_history));
+    record.extend_from_slice(&encode_message(message));
+    record
+}
+
+/// Decodes a live feed's kept message: (at_ms, in_history, message).
+pub fn decode_feed_entry(record: &[u8]) -> Result<(u64, bool, Message), StoreError> {
+    if record.len() < 9 {
+        return Err(corrupt("a live-feed record is too short"));
+    }
+    let at_ms = record[..8]
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt("a live-feed record is too short"))?;
+    Ok((at_ms, record[8] == 1, decode_message(&record[9..])?))
+}
+
+/// Encodes a live feed's state: next offset, retained offset (0: none), epoch.
+pub fn encode_feed_state(next_offset: u64, retained: Option<u64>, epoch: &str) -> Vec<u8> {
+    let mut record = Vec::with_capacity(16 + epoch.len());
+    record.extend_from_slice(&next_offset.to_be_bytes());
+    record.extend_from_slice(&retained.unwrap_or(0).to_be_bytes());
+    record.extend_from_slice(epoch.as_bytes());
+    record
+}
+
+/// Decodes a live feed's state: (next offset, retained offset, epoch).
+pub fn decode_feed_state(record: &[u8]) -> Result<(u64, Option<u64>, String), StoreError> {
+    let number = |at: usize| {
+        record
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt("a live-feed state is too short"))
+    };
+    let (next_offset, retained) = (number(0)?, number(8)?);
+    let epoch = std::str::from_utf8(&record[16..])
+        .map_err(|_| corrupt("a live-feed epoch is not UTF-8"))?
+        .to_owned();
+    Ok((next_offset, (retained != 0).then_some(retained), epoch))
+}
+
 /// Encodes a queue definition.
 pub fn encode_definition(definition: &QueueDefinition) -> Vec<u8> {
     let mut frame = Frame::new(Command::Send).header("name", definition.name.clone());

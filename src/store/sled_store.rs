@@ -7,10 +7,13 @@
 //! chosen to keep the largest allowed record inline.
 
 use super::record::{
-    decode_definition, decode_message, encode_definition, encode_message, message_key, queue_id,
-    split_message_key,
+    decode_definition, decode_feed_entry, decode_feed_state, decode_message, encode_definition,
+    encode_feed_entry, encode_feed_state, encode_message, feed_entry_key, message_key, queue_id,
+    split_feed_entry_key, split_message_key,
 };
-use super::{QueueId, Store, StoreError, StoreOp, StoredMessage, StoredQueue};
+use super::{
+    QueueId, Store, StoreError, StoreOp, StoredFeed, StoredFeedEntry, StoredMessage, StoredQueue,
+};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,10 @@ pub struct SledStore {
     queues: sled::Tree,
     messages: sled::Tree,
     deliveries: sled::Tree,
+    /// Persistent live feeds: destination → state; (destination, offset) →
+    /// kept message.
+    feeds: sled::Tree,
+    feed_entries: sled::Tree,
     /// sled's log file, for the explicit `fdatasync`.
     log: File,
     path: PathBuf,
@@ -82,6 +89,7 @@ impl SledStore {
         };
         let (queues, messages, deliveries) =
             (tree("queues")?, tree("messages")?, tree("deliveries")?);
+        let (feeds, feed_entries) = (tree("feeds")?, tree("feed_entries")?);
         let log =
             File::open(dir.join("db")).map_err(|e| error(dir, "cannot open sled's log file", e))?;
         // sled writes `conf` at every open and never fsyncs it: after a power
@@ -100,6 +108,8 @@ impl SledStore {
             queues,
             messages,
             deliveries,
+            feeds,
+            feed_entries,
             log,
             path: dir.to_path_buf(),
             stored_bytes: 0,
@@ -222,9 +232,83 @@ impl Store for SledStore {
                 StoreOp::Remove { queue, sequence } => {
                     self.remove_message(&message_key(*queue, *sequence))?
                 }
+                StoreOp::FeedState {
+                    destination,
+                    epoch,
+                    next_offset,
+                    retained,
+                } => {
+                    self.feeds
+                        .insert(
+                            destination.as_bytes(),
+                            encode_feed_state(*next_offset, *retained, epoch),
+                        )
+                        .map_err(|e| self.fail("write", e))?;
+                }
+                StoreOp::FeedPut {
+                    destination,
+                    offset,
+                    at_ms,
+                    in_history,
+                    message,
+                } => {
+                    let record = encode_feed_entry(*at_ms, *in_history, message);
+                    self.stored_bytes += record.len() as u64;
+                    self.feed_entries
+                        .insert(feed_entry_key(destination, *offset), record)
+                        .map_err(|e| self.fail("write", e))?;
+                }
+                StoreOp::FeedForget {
+                    destination,
+                    offset,
+                } => {
+                    let old = self
+                        .feed_entries
+                        .remove(feed_entry_key(destination, *offset))
+                        .map_err(|e| self.fail("remove", e))?;
+                    if let Some(old) = old {
+                        self.stored_bytes = self.stored_bytes.saturating_sub(old.len() as u64);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    fn recover_feeds(&mut self) -> Result<Vec<StoredFeed>, StoreError> {
+        let mut feeds: BTreeMap<String, StoredFeed> = BTreeMap::new();
+        for entry in self.feeds.iter() {
+            let (key, value) = entry.map_err(|e| self.fail("cannot read feeds", e))?;
+            let destination = String::from_utf8(key.to_vec())
+                .map_err(|_| StoreError("corrupt store: a live-feed name is not UTF-8".into()))?;
+            let (next_offset, retained, epoch) = decode_feed_state(&value)?;
+            feeds.insert(
+                destination.clone(),
+                StoredFeed {
+                    destination,
+                    epoch,
+                    next_offset,
+                    retained,
+                    entries: Vec::new(),
+                },
+            );
+        }
+        for entry in self.feed_entries.iter() {
+            let (key, value) = entry.map_err(|e| self.fail("cannot read feed entries", e))?;
+            let (destination, offset) = split_feed_entry_key(&key)?;
+            let (at_ms, in_history, message) = decode_feed_entry(&value)?;
+            self.stored_bytes += value.len() as u64;
+            // Keys sort by destination, then offset: entries come in order.
+            if let Some(feed) = feeds.get_mut(&destination) {
+                feed.entries.push(StoredFeedEntry {
+                    offset,
+                    at_ms,
+                    in_history,
+                    message,
+                });
+            }
+        }
+        Ok(feeds.into_values().collect())
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
@@ -355,5 +439,60 @@ mod tests {
         // Reopening leaves the same settings (sled rewrites the file).
         drop(SledStore::open(dir.path(), 1 << 20).expect("reopens"));
         assert_eq!(std::fs::read(dir.path().join("conf")).expect("conf"), conf);
+    }
+
+    #[test]
+    fn live_feeds_survive_reopening_without_what_was_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let put = |offset: u64, in_history: bool| StoreOp::FeedPut {
+            destination: "prices.a".into(),
+            offset,
+            at_ms: 1000 + offset,
+            in_history,
+            message: message(&format!("m{offset}")),
+        };
+        {
+            let mut store = SledStore::open(dir.path(), 1 << 20).expect("opens");
+            store
+                .write(&[
+                    put(1, true),
+                    put(2, true),
+                    put(3, true),
+                    StoreOp::FeedForget {
+                        destination: "prices.a".into(),
+                        offset: 1,
+                    },
+                    StoreOp::FeedState {
+                        destination: "prices.a".into(),
+                        epoch: "e-1".into(),
+                        next_offset: 4,
+                        retained: Some(3),
+                    },
+                ])
+                .expect("writes");
+            store.sync().expect("syncs");
+        }
+        let mut store = SledStore::open(dir.path(), 1 << 20).expect("reopens");
+        store.recover().expect("recovers");
+        let feeds = store.recover_feeds().expect("recovers feeds");
+        assert_eq!(feeds.len(), 1);
+        let feed = &feeds[0];
+        assert_eq!(
+            (
+                feed.destination.as_str(),
+                feed.epoch.as_str(),
+                feed.next_offset,
+                feed.retained
+            ),
+            ("prices.a", "e-1", 4, Some(3))
+        );
+        let entries: Vec<(u64, u64, bool)> = feed
+            .entries
+            .iter()
+            .map(|e| (e.offset, e.at_ms, e.in_history))
+            .collect();
+        assert_eq!(entries, [(2, 1002, true), (3, 1003, true)]);
+        assert_eq!(&*feed.entries[1].message.id, "m3");
+        assert!(store.stored_bytes() > 0, "counted against the disk budget");
     }
 }

@@ -1,0 +1,201 @@
+//! The live-feed state of one destination (its epoch, next offset, kept
+//! history and retained value) and which of its kept messages a
+//! subscription's start asks for. The shards holding feeds are `feeds.rs`.
+
+use super::start_at::StartAt;
+use crate::model::message::Message;
+use crate::store::{StoreOp, StoredFeed};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Snapshot messages, each with whether it is marked `x-retained`.
+pub(super) type Picked = Vec<(Arc<Message>, bool)>;
+
+/// A rule's policy, as a feed keeps it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    pub(super) history: usize,
+    pub(super) history_age: Option<Duration>,
+    pub(super) retain_last: bool,
+    /// Kept through the store: publications go through the router.
+    pub(super) persistent: bool,
+}
+
+/// One kept message.
+#[derive(Debug, Clone)]
+pub(super) struct Kept {
+    pub(super) offset: u64,
+    pub(super) at_ms: u64,
+    /// Bytes counted against `max_history_bytes`.
+    pub(super) size: usize,
+    /// With its `x-offset` and `x-epoch` headers.
+    pub(super) message: Arc<Message>,
+}
+
+/// The feed state of one destination.
+#[derive(Debug)]
+pub(super) struct Feed {
+    pub(super) epoch: Arc<str>,
+    pub(super) next_offset: u64,
+    pub(super) policy: Policy,
+    /// Oldest first, offsets increasing.
+    pub(super) history: VecDeque<Kept>,
+    pub(super) retained: Option<Kept>,
+}
+
+/// The kept messages `start` asks of one feed, each with whether it is
+/// marked `x-retained`, and for `offset=` whether nothing was missed.
+pub(super) fn pick(feed: &Feed, start: &StartAt, now: u64) -> (Picked, Option<bool>) {
+    let live = |kept: &&Kept| !kept.message.expired(now);
+    let last = || -> Picked {
+        feed.retained
+            .as_ref()
+            .or(feed.history.back())
+            .filter(live)
+            .map(|kept| vec![(kept.message.clone(), true)])
+            .unwrap_or_default()
+    };
+    let from = |first_offset: u64, first_ms: u64| -> Picked {
+        feed.history
+            .iter()
+            .filter(|kept| kept.offset >= first_offset && kept.at_ms >= first_ms)
+            .filter(live)
+            .map(|kept| (kept.message.clone(), false))
+            .collect()
+    };
+    match start {
+        StartAt::Next => (Vec::new(), None),
+        StartAt::Default | StartAt::Last => (last(), None),
+        StartAt::First if feed.history.is_empty() => (last(), None),
+        StartAt::First => (from(0, 0), None),
+        StartAt::Timestamp { at_ms } => (from(0, *at_ms), None),
+        StartAt::Offset { offset, epoch } => {
+            let oldest = feed.history.front().map_or(feed.next_offset, |k| k.offset);
+            if **epoch == *feed.epoch && *offset >= oldest && *offset <= feed.next_offset {
+                (from(*offset, 0), Some(true))
+            } else {
+                (last(), Some(false))
+            }
+        }
+    }
+}
+
+/// What a persistent feed kept before a publication: its history's offset
+/// range and its retained offset.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeptView {
+    history: Option<(u64, u64)>,
+    retained: Option<u64>,
+}
+
+impl Feed {
+    /// The offsets it keeps now. The history is always a contiguous range:
+    /// every publication is appended, and only the oldest are dropped.
+    pub(super) fn persistent_view(&self) -> KeptView {
+        KeptView {
+            history: self
+                .history
+                .front()
+                .zip(self.history.back())
+                .map(|(first, last)| (first.offset, last.offset)),
+            retained: self.retained.as_ref().map(|k| k.offset),
+        }
+    }
+
+    /// The store changes from `before` to now, after publication `offset`.
+    pub(super) fn store_ops(
+        &self,
+        words: &[Box<str>],
+        before: KeptView,
+        offset: u64,
+        now: u64,
+    ) -> Vec<StoreOp> {
+        let destination: Arc<str> = words.join(".").into();
+        let after = self.persistent_view();
+        let kept_after = |o: u64| {
+            after.retained == Some(o) || after.history.is_some_and(|(a, b)| (a..=b).contains(&o))
+        };
+        let mut ops = Vec::new();
+        let mut forget = |o: u64| {
+            ops.push(StoreOp::FeedForget {
+                destination: destination.clone(),
+                offset: o,
+            })
+        };
+        if let Some((first, last)) = before.history {
+            (first..=last)
+                .filter(|o| !kept_after(*o))
+                .for_each(&mut forget);
+        }
+        let in_before_history = |o: u64| before.history.is_some_and(|(a, b)| (a..=b).contains(&o));
+        if let Some(r) = before
+            .retained
+            .filter(|r| !kept_after(*r) && !in_before_history(*r))
+        {
+            forget(r);
+        }
+        let kept = self
+            .history
+            .back()
+            .filter(|k| k.offset == offset)
+            .map(|k| (k, true))
+            .or_else(|| {
+                self.retained
+                    .as_ref()
+                    .filter(|k| k.offset == offset)
+                    .map(|k| (k, false))
+            });
+        if let Some((kept, in_history)) = kept {
+            ops.push(StoreOp::FeedPut {
+                destination: destination.clone(),
+                offset,
+                at_ms: now,
+                in_history,
+                message: kept.message.clone(),
+            });
+        }
+        ops.push(StoreOp::FeedState {
+            destination,
+            epoch: self.epoch.clone(),
+            next_offset: self.next_offset,
+            retained: after.retained,
+        });
+        ops
+    }
+
+    /// A feed as the store kept it, under `policy`.
+    pub(super) fn restore(stored: StoredFeed, policy: Policy) -> Feed {
+        let mut history: VecDeque<Kept> = VecDeque::new();
+        let mut retained = None;
+        for entry in stored.entries {
+            let kept = Kept {
+                offset: entry.offset,
+                at_ms: entry.at_ms,
+                size: entry.message.size(),
+                message: Arc::new(entry.message),
+            };
+            if stored.retained == Some(kept.offset) {
+                retained = Some(kept.clone());
+            }
+            if entry.in_history {
+                // Only a contiguous run is a history: an older entry kept
+                // as the retained value is not part of it.
+                if history.back().is_some_and(|k| k.offset + 1 != kept.offset) {
+                    history.clear();
+                }
+                history.push_back(kept);
+            }
+        }
+        while history.len() > policy.history {
+            history.pop_front();
+        }
+        Feed {
+            epoch: stored.epoch.into(),
+            next_offset: stored.next_offset,
+            policy,
+            history,
+            retained,
+        }
+    }
+}
