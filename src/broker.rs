@@ -37,6 +37,29 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Checks what a start would build from `config` beyond parsing it
+    /// (queue rules, users and JWT keys, publish rules, TLS certificates)
+    /// without binding or opening anything. The error names the key.
+    pub fn check(config: &Config) -> Result<(), String> {
+        if config.listeners.is_empty() {
+            return Err("listeners: at least one [[listeners]] is needed".into());
+        }
+        let destination_limits = DestinationLimits {
+            max_words: config.limits.max_destination_words,
+            max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
+        };
+        QueuePolicy::new(&config.queues, &destination_limits)?;
+        Authenticator::new(&config.auth, destination_limits)?;
+        PublishRules::new(&config.rate_limits.publish, &destination_limits)?;
+        for endpoint in &config.listeners {
+            if let Some(tls) = &endpoint.tls {
+                crate::tls::acceptor(tls)
+                    .map_err(|e| format!("listeners {}: {e}", endpoint.address))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Binds the listener and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Broker> {
         let store: Box<dyn Store> = if config.storage.enabled {
@@ -144,6 +167,28 @@ impl Broker {
             permits,
             config,
         })
+    }
+
+    /// The admin listener's bound address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// SIGHUP: reads and checks `path`. A file that does not check is
+    /// logged and the running configuration stays; the sections that can
+    /// change at runtime are not swapped in yet, which is logged too.
+    pub fn reload_from(&self, path: &std::path::Path) {
+        match Config::load(path).and_then(|config| {
+            Broker::check(&config)
+                .map_err(|e| crate::config::ConfigError::new(format!("{}: {e}", path.display())))
+        }) {
+            Ok(()) => {
+                warn!(file = %path.display(), "SIGHUP: the file checks, but live reload is not implemented yet; the running configuration stays")
+            }
+            Err(error) => {
+                warn!(%error, "SIGHUP: the file does not check; the running configuration stays")
+            }
+        }
     }
 
     /// The first listener's bound address (useful with port 0).

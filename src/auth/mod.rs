@@ -48,11 +48,15 @@ pub struct Identity {
     /// When its credentials stop being valid (a token's `exp`): the session
     /// ends then.
     pub expires: Option<SystemTime>,
+    /// A user with the `admin` role, or a token with the admin claim: may
+    /// use the admin listener.
+    pub admin: bool,
 }
 
 struct User {
     hash: String,
     permissions: Permissions,
+    admin: bool,
 }
 
 /// Checks credentials. Shared by all sessions.
@@ -94,6 +98,12 @@ impl Authenticator {
         let mut users = HashMap::new();
         let mut costs = Vec::new();
         for user in &config.users {
+            if let Some(role) = user.roles.iter().find(|role| *role != "admin") {
+                return Err(format!(
+                    "auth.users '{}': unknown role '{role}' (known: admin)",
+                    user.login
+                ));
+            }
             let cost = password::validate(&user.password_hash)
                 .map_err(|e| format!("auth.users '{}': password_hash is {e}", user.login))?;
             costs.push(cost);
@@ -104,6 +114,7 @@ impl Authenticator {
                 User {
                     hash: user.password_hash.clone(),
                     permissions,
+                    admin: user.roles.iter().any(|role| role == "admin"),
                 },
             );
         }
@@ -164,6 +175,7 @@ impl Authenticator {
             name: None,
             permissions: self.anonymous_permissions.clone(),
             expires: None,
+            admin: false,
         })
     }
 
@@ -180,6 +192,7 @@ impl Authenticator {
             name: claims.subject,
             permissions,
             expires: claims.expires,
+            admin: claims.admin,
         })
     }
 
@@ -219,6 +232,7 @@ impl Authenticator {
                     name: Some(login.to_owned()),
                     permissions: user.permissions.clone(),
                     expires: None,
+                    admin: user.admin,
                 })
             }
             _ => {

@@ -18,7 +18,7 @@ export const binary = resolve(process.env.STOMPHUB_BIN ?? 'target/release/stomph
 export function startBroker({ config, listen = '127.0.0.1:0', dataDir } = {}) {
   // Each broker its own data directory unless told to reuse one.
   const dir = mkdtempSync(join(tmpdir(), 'stomphub-'));
-  const args = ['--listen', listen, '--data-dir', dataDir ?? join(dir, 'data')];
+  const args = ['--listen', listen, '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir ?? join(dir, 'data')];
   if (config) {
     const path = join(dir, 'broker.toml');
     writeFileSync(path, config);
