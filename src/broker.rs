@@ -34,6 +34,8 @@ pub struct Broker {
     /// One permit per connection: all permits back means all sessions are gone.
     permits: Arc<Semaphore>,
     config: Config,
+    /// The admin listener's address and state, when it runs.
+    admin: Option<(SocketAddr, Arc<crate::admin::AdminState>)>,
 }
 
 impl Broker {
@@ -83,6 +85,7 @@ impl Broker {
         }
         let recovered = store.recover().map_err(invalid)?;
         let writer = spawn_writer(store).map_err(invalid)?;
+        let store_state = config.storage.enabled.then(|| writer.state.clone());
         // Every listener is bound (and its certificate read) before anything
         // is served: a bad one stops the start, naming it.
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -104,6 +107,15 @@ impl Broker {
             });
             listeners.push((listener, endpoint, (local_addr, url)));
         }
+        let admin_listener = if config.admin.enabled {
+            let address = config.admin.address;
+            let listener = TcpListener::bind(address).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("admin.address: {address}: {e}"))
+            })?;
+            Some(listener)
+        } else {
+            None
+        };
         let destination_limits = DestinationLimits {
             max_words: config.limits.max_destination_words,
             max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
@@ -160,18 +172,37 @@ impl Broker {
             )));
             bound.push((local_addr, url));
         }
+        let admin = match admin_listener {
+            Some(listener) => {
+                let address = listener.local_addr()?;
+                let state = Arc::new(crate::admin::AdminState {
+                    context: context.clone(),
+                    store: store_state,
+                    listening: true.into(),
+                });
+                info!(%address, "admin listener");
+                accept_tasks.push(crate::admin::spawn(
+                    listener,
+                    state.clone(),
+                    shutdown.clone(),
+                ));
+                Some((address, state))
+            }
+            None => None,
+        };
         Ok(Broker {
             bound,
             trigger,
             accept_tasks,
             permits,
             config,
+            admin,
         })
     }
 
     /// The admin listener's bound address, when it runs.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        None
+        self.admin.as_ref().map(|(address, _)| *address)
     }
 
     /// SIGHUP: reads and checks `path`. A file that does not check is
@@ -214,6 +245,12 @@ impl Broker {
     /// Stops accepting, tells every session (ERROR, close 1001), and waits
     /// for them up to the configured grace.
     pub async fn shutdown(self) {
+        if let Some((_, state)) = &self.admin {
+            // Draining: load balancers stop sending new clients here.
+            state
+                .listening
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         self.trigger.fire();
         for task in self.accept_tasks {
             let _ = task.await;

@@ -42,6 +42,8 @@ pub struct BrokerContext {
     connection_rate: ConnectionRate,
     /// `[[rate_limits.publish]]`, compiled; each session takes its buckets.
     pub publish_rules: Arc<PublishRules>,
+    /// What the broker counts for operators (`/metrics`, the admin API).
+    pub metrics: Arc<crate::metrics::Metrics>,
     next_session: AtomicU64,
 }
 
@@ -89,6 +91,7 @@ impl BrokerContext {
                 config.rate_limits.connection_burst_per_ip,
             ),
             connections_per_ip: Mutex::new(HashMap::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new(&config, &destination_limits)),
             next_session: AtomicU64::new(0),
             config,
             router,

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod context;
 pub mod endpoint;
 pub mod fanout;
 pub mod listener;
+pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod publish_rate;

@@ -175,3 +175,254 @@ fn sighup_does_not_stop_the_broker() {
     }
     assert!(broker.alive(), "SIGHUP stopped the broker");
 }
+
+/// One HTTP/1.1 request on a fresh connection; (status, body).
+async fn http(base: &str, method: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    if let Some(value) = authorization {
+        request.push_str(&format!("Authorization: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let response = String::from_utf8(response).expect("utf-8");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn basic(login: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_credentials() {
+    let dir = temp();
+    let mut broker = BrokerProcess::start("[admin]\nanonymous = \"never\"\n", dir.path());
+    let admin = broker.admin_url();
+    assert_eq!(
+        http(&admin, "GET", "/healthz", None).await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        http(&admin, "GET", "/readyz", None).await,
+        (200, "ready\n".into())
+    );
+    // Everything else needs credentials once loopback is not trusted.
+    for path in ["/metrics", "/api/overview", "/"] {
+        assert_eq!(http(&admin, "GET", path, None).await.0, 401, "{path}");
+    }
+    assert_eq!(http(&admin, "GET", "/nowhere", None).await.0, 401);
+}
+
+#[tokio::test]
+async fn admin_access_takes_the_admin_role_or_claim() {
+    let dir = temp();
+    let admin_hash = stomphub::auth::password::hash("root-pw").expect("hash");
+    let user_hash = stomphub::auth::password::hash("user-pw").expect("hash");
+    let secret = "an-admin-test-secret-of-enough-length";
+    let config = format!(
+        "[admin]\nanonymous = \"never\"\n\
+         [auth]\nfailure_delay = \"1ms\"\nfailure_delay_max = \"1ms\"\n\
+         [[auth.users]]\nlogin = \"root\"\npassword_hash = \"{admin_hash}\"\nroles = [\"admin\"]\n\
+         [[auth.users]]\nlogin = \"plain\"\npassword_hash = \"{user_hash}\"\n\
+         [auth.jwt]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n"
+    );
+    let mut broker = BrokerProcess::start(&config, dir.path());
+    let admin = broker.admin_url();
+    let root = basic("root", "root-pw");
+    assert_eq!(
+        http(&admin, "GET", "/api/overview", Some(&root)).await.0,
+        200
+    );
+    assert_eq!(
+        http(
+            &admin,
+            "GET",
+            "/api/overview",
+            Some(&basic("root", "wrong"))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        http(
+            &admin,
+            "GET",
+            "/api/overview",
+            Some(&basic("plain", "user-pw"))
+        )
+        .await
+        .0,
+        403
+    );
+    let token = |admin_claim: bool| {
+        let claims = serde_json::json!({
+            "sub": "ops", "exp": 4_000_000_000u64, "stomp_admin": admin_claim
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("token")
+    };
+    let bearer = format!("Bearer {}", token(true));
+    assert_eq!(http(&admin, "GET", "/metrics", Some(&bearer)).await.0, 200);
+    let not_admin = format!("Bearer {}", token(false));
+    assert_eq!(
+        http(&admin, "GET", "/metrics", Some(&not_admin)).await.0,
+        403
+    );
+    // The failures are counted by method.
+    let (_, metrics) = http(&admin, "GET", "/metrics", Some(&root)).await;
+    assert!(
+        metrics.contains("stomphub_auth_failures_total{method=\"password\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_lists_connections_and_queues_and_acts_on_them() {
+    use common::Client;
+    use stomp_protocol::{Command, Frame};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let dir = temp();
+    let mut broker = BrokerProcess::start("", dir.path());
+    let admin = broker.admin_url();
+
+    let mut worker = Client::connect(&broker.url).await;
+    worker.subscribe("w", "/queue/jobs").await;
+    let mut producer = Client::connect(&broker.url).await;
+    for i in 0..3 {
+        producer
+            .send_confirmed(
+                Frame::new(Command::Send)
+                    .header("destination", "/queue/backlog")
+                    .body(format!("job {i}")),
+                &format!("r{i}"),
+            )
+            .await;
+    }
+
+    let (status, body) = http(&admin, "GET", "/api/connections", None).await;
+    assert_eq!(status, 200, "{body}");
+    let connections = json(&body)["connections"]
+        .as_array()
+        .cloned()
+        .expect("list");
+    assert_eq!(connections.len(), 2, "{body}");
+    let worker_entry = connections
+        .iter()
+        .find(|c| c["subscriptions"] == 1)
+        .expect("the worker with its subscription");
+    assert_eq!(worker_entry["transport"], "ws");
+    assert_eq!(worker_entry["version"], "1.2");
+    assert_eq!(worker_entry["address"], "127.0.0.1");
+
+    let (_, body) = http(&admin, "GET", "/api/queues", None).await;
+    let queues = json(&body);
+    let backlog = queues["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["name"] == "/queue/backlog").cloned())
+        .expect("the backlog queue");
+    assert_eq!(backlog["depth"], 3, "{queues}");
+    let jobs = queues["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["name"] == "/queue/jobs").cloned())
+        .expect("the jobs queue");
+    assert_eq!(jobs["consumers"], 1, "{queues}");
+
+    let (_, body) = http(&admin, "GET", "/api/overview", None).await;
+    let overview = json(&body);
+    assert_eq!(overview["connections"], 2, "{overview}");
+    assert_eq!(overview["totals"]["published"], 3, "{overview}");
+
+    // Purge, then delete: the queue empties, then goes.
+    let (status, body) = http(
+        &admin,
+        "POST",
+        "/api/queues/purge?name=%2Fqueue%2Fbacklog",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, json(&body)["removed_messages"].clone()),
+        (200, 3.into()),
+        "{body}"
+    );
+    let (status, _) = http(&admin, "POST", "/api/queues/delete?name=/queue/jobs", None).await;
+    assert_eq!(status, 409, "a queue with a consumer stays");
+    let (status, _) = http(
+        &admin,
+        "POST",
+        "/api/queues/delete?name=/queue/backlog",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = http(&admin, "GET", "/api/queues", None).await;
+    assert!(!body.contains("/queue/backlog"), "{body}");
+    assert_eq!(http(&admin, "GET", "/api/queues/purge", None).await.0, 405);
+
+    // Closing a connection: it reads why, and the metrics count it.
+    let id = worker_entry["id"].as_u64().expect("id");
+    let (status, _) = http(
+        &admin,
+        "POST",
+        &format!("/api/connections/close?id={id}&reason=maintenance"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let error = worker.expect_error("maintenance", CloseCode::Policy).await;
+    assert!(
+        error
+            .get("message")
+            .unwrap_or_default()
+            .starts_with("closed by an administrator"),
+        "{error:?}"
+    );
+    assert_eq!(
+        http(&admin, "POST", "/api/connections/close?id=999999", None)
+            .await
+            .0,
+        404
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = http(&admin, "GET", "/metrics", None).await;
+        if metrics.contains("stomphub_connections_closed_total{reason=\"admin\"} 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -38,6 +38,21 @@ pub struct Credentials<'a> {
     pub origin: Option<&'a str>,
 }
 
+impl Credentials<'_> {
+    /// How these credentials authenticate (for the failed-login metric):
+    /// a login is a password check, a passcode or bearer alone a token.
+    pub fn method(&self) -> crate::metrics::AuthMethod {
+        use crate::metrics::AuthMethod;
+        if self.login.is_some() {
+            AuthMethod::Password
+        } else if self.passcode.is_some() || self.bearer.is_some() {
+            AuthMethod::Token
+        } else {
+            AuthMethod::Anonymous
+        }
+    }
+}
+
 /// Who a client is and what it may do.
 #[derive(Debug, Clone)]
 pub struct Identity {

@@ -30,6 +30,7 @@ mod publish;
 mod receipts;
 mod recovery;
 mod reply_queues;
+pub mod sample;
 mod sessions;
 mod topics;
 
@@ -282,9 +283,7 @@ impl Router {
                 session,
                 outbound,
                 version,
-            } => {
-                self.attach(session, outbound, version);
-            }
+            } => self.attach(session, outbound, version),
             RouterCommand::Subscribe {
                 session,
                 id,
@@ -387,6 +386,7 @@ impl Router {
                 // The session only waits; it may have gone meanwhile.
                 let _ = done.send(());
             }
+            RouterCommand::Admin(command) => self.admin(command),
             RouterCommand::Receipt { session, receipt } => {
                 self.receipt(session, Some(receipt), false)
             }

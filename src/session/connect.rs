@@ -41,7 +41,10 @@ impl Session {
             .auth
             .authenticate(credentials)
             .await
-            .map_err(|message| SessionError::new(message, CloseReason::PolicyViolation))?;
+            .map_err(|message| {
+                self.context.metrics.auth_failed(credentials.method());
+                SessionError::new(message, CloseReason::PolicyViolation)
+            })?;
         self.permissions = identity.permissions;
         self.publish_limiter = self
             .context
@@ -80,6 +83,12 @@ impl Session {
         })
         .await?;
         self.state = State::Connected(version);
+        if let Some(stats) = &self.stats {
+            let user = identity.name.clone();
+            let _ = stats
+                .connected
+                .set(crate::metrics::connections::Connected { version, user });
+        }
         self.client_id = frame.get("client-id").map(str::to_owned).or(identity.name);
         // Never the passcode or a token: only who connected.
         debug!(

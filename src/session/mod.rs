@@ -93,6 +93,9 @@ pub struct Session {
     router_ahead: bool,
     /// Its reply-queue naming key, made on the first `reply-to:/temp-queue/`.
     reply_names: std::sync::OnceLock<Option<reply_to::ReplyNames>>,
+    /// Its entry in the table of open connections (metrics, admin API);
+    /// set by the connection once it runs.
+    stats: Option<Arc<crate::metrics::connections::ConnectionEntry>>,
 }
 
 impl Session {
@@ -126,7 +129,33 @@ impl Session {
             principal: crate::router::Principal::Anonymous,
             reply_names: std::sync::OnceLock::new(),
             router_ahead: false,
+            stats: None,
         }
+    }
+
+    /// Its session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The client's address.
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.client.ip
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.context.metrics
+    }
+
+    /// Its connection's counters, once the connection has registered.
+    pub fn stats(&self) -> Option<&crate::metrics::connections::ConnectionEntry> {
+        self.stats.as_deref()
+    }
+
+    /// Attaches its connection's counters.
+    pub fn set_stats(&mut self, stats: Arc<crate::metrics::connections::ConnectionEntry>) {
+        self.stats = Some(stats);
     }
 
     /// When the connection may read again, if a publish rate limit asked
