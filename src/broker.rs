@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::context::BrokerContext;
 use crate::fanout::{LocalOnly, TopicIndex};
 use crate::listener::{self, Endpoint};
+use crate::metrics::Metrics;
 use crate::model::destination::DestinationLimits;
 use crate::queue::{QueueMemory, QueuePolicy};
 use crate::router::{spawn_router, RouterSettings};
@@ -127,6 +128,7 @@ impl Broker {
         // A single broker exports topic messages nowhere (the cluster's
         // seam: `fanout::TopicExport`).
         let (topics, index_writer) = TopicIndex::new(Box::new(LocalOnly));
+        let metrics = Arc::new(Metrics::new(&config, &destination_limits));
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,
@@ -143,20 +145,24 @@ impl Broker {
             persistent_patterns: config.storage.persistent.clone(),
             max_disk_bytes: config.storage.max_disk_bytes,
             index: index_writer,
+            metrics: metrics.clone(),
         })
         .map_err(invalid)?;
         let publish_rules = Arc::new(
             PublishRules::new(&config.rate_limits.publish, &destination_limits).map_err(invalid)?,
         );
-        let context = Arc::new(BrokerContext::new(
-            config.clone(),
-            router,
-            topics,
-            destination_limits,
-            queue_memory,
-            auth,
-            publish_rules,
-        ));
+        let context = Arc::new(
+            BrokerContext::new(
+                config.clone(),
+                router,
+                topics,
+                destination_limits,
+                queue_memory,
+                auth,
+                publish_rules,
+            )
+            .with_metrics(metrics),
+        );
         let permits = Arc::new(Semaphore::new(config.listener.max_connections));
         let (trigger, shutdown) = shutdown_pair();
         let mut accept_tasks = Vec::with_capacity(listeners.len());

@@ -104,6 +104,12 @@ impl BrokerContext {
         }
     }
 
+    /// Shares `metrics` (the router's too) instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> BrokerContext {
+        self.metrics = metrics;
+        self
+    }
+
     fn lock_connections_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         // A poisoned lock only means a panic elsewhere; the counts are plain.
         self.connections_per_ip

@@ -4,9 +4,9 @@
 //! connection (close) or the router (purge, delete).
 
 use super::response::{json, reply, text, Reply};
+use super::scrape::{self, Scrape};
 use super::AdminState;
 use crate::metrics::connections::ConnectionEntry;
-use crate::metrics::exposition::{self, Scrape};
 use crate::metrics::process;
 use crate::router::sample::{AdminCommand, QueueSample, RouterSample};
 use crate::router::RouterCommand;
@@ -40,13 +40,13 @@ async fn sample(state: &AdminState) -> Option<RouterSample> {
 
 /// `GET /metrics`: the OpenMetrics text.
 pub async fn metrics(state: &AdminState) -> Reply {
-    let scrape = Scrape {
+    let reading = Scrape {
         metrics: state.context.metrics.clone(),
         store: state.store.clone(),
         sample: sample(state).await,
         process: process::read(),
     };
-    match exposition::encode(scrape) {
+    match scrape::encode(reading) {
         Ok(body) => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -5,12 +5,14 @@
 //! once, each under a time limit.
 //!
 //! [`access`] decides who may use it, [`routes`] what each path answers,
-//! [`api`] the JSON documents and actions, [`response`] their shape.
+//! [`api`] the JSON documents and actions, [`response`] their shape,
+//! [`scrape`] the `/metrics` text.
 
 pub mod access;
 pub mod api;
 pub mod response;
 pub mod routes;
+pub mod scrape;
 
 use crate::context::BrokerContext;
 use crate::shutdown::Shutdown;

@@ -3,12 +3,11 @@
 //! live in each connection's own [`connections::ConnectionEntry`] (one
 //! writer each); router counts are written by the router task alone; the
 //! few shared counters here change once per connection or per failure, not
-//! per frame. [`exposition`] turns them into the Prometheus text format on
-//! a scrape.
+//! per frame. The admin listener's `scrape` turns them into the
+//! OpenMetrics text format.
 
 pub mod classes;
 pub mod connections;
-pub mod exposition;
 pub mod process;
 
 use crate::config::Config;

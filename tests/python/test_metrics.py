@@ -143,6 +143,16 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(value(after, "stomphub_messages_published_total", **{"class": "/queue/orders.#"}), 1)
         self.assertEqual(value(after, "stomphub_messages_delivered_total", **{"class": "other"}), 10)
         self.assertEqual(value(after, "stomphub_queue_messages", **{"class": "/queue/orders.#"}), 1)
+        # The router's deliveries count too, under the queue's class.
+        self.connection.subscribe("/queue/orders.eu", id="2", receipt="sub2")
+        collector.wait_receipt("sub2")
+        deadline = 50
+        while value(after, "stomphub_messages_delivered_total", **{"class": "/queue/orders.#"}) < 1:
+            deadline -= 1
+            self.assertGreater(deadline, 0, "the queue delivery was not counted")
+            after, families = self.broker.scrape()
+        self.assertEqual(value(after, "stomphub_queue_messages", **{"class": "/queue/orders.#"}), 0)
+        self.assertEqual(value(after, "stomphub_queue_consumers", **{"class": "/queue/orders.#"}), 1)
         self.assertGreater(value(after, "stomphub_received_bytes_total"), value(before, "stomphub_received_bytes_total"))
         self.assertGreater(value(after, "stomphub_sent_bytes_total"), 0)
         self.assertEqual(value(after, "stomphub_connections_opened_total", transport="tcp"), 1)

@@ -1,12 +1,14 @@
 //! A scrape: the counters, the router's sample and `/proc` readings
 //! written in the OpenMetrics text format by `prometheus-client` (a
 //! [`Collector`] that reads the atomics at encode time; nothing is
-//! registered on the hot path). Every family is prefixed `stomphub_`; the
-//! only destination label is the class (`classes.rs`).
+//! registered on the hot path). It lives with the admin listener because
+//! it reads every layer below (metrics, router, store). Every family is
+//! prefixed `stomphub_`; the
+//! only destination label is the class (`metrics/classes.rs`).
 
-use super::connections::{ConnectionEntry, Counts, COMMANDS};
-use super::process::ProcessStats;
-use super::{AuthMethod, CloseKind, Metrics};
+use crate::metrics::connections::{ConnectionEntry, Counts, COMMANDS};
+use crate::metrics::process::ProcessStats;
+use crate::metrics::{AuthMethod, CloseKind, Metrics};
 use crate::router::sample::RouterSample;
 use crate::store::writer::StoreState;
 use prometheus_client::collector::Collector;
