@@ -37,6 +37,95 @@ pub struct Broker {
     config: Config,
     /// The admin listener's address and state, when it runs.
     admin: Option<(SocketAddr, Arc<crate::admin::AdminState>)>,
+    /// Applies SIGHUP and `POST /api/reload`.
+    reloader: Arc<Reloader>,
+}
+
+/// Reloads what can change at runtime from the configuration file:
+/// `[auth]` (users, permissions, JWT keys, anonymous access) and
+/// `[[rate_limits.publish]]`. The new parts are built and checked first;
+/// only then are they swapped in (`ArcSwap`) and every connection told.
+pub struct Reloader {
+    context: Arc<BrokerContext>,
+    /// The file the broker was started with (none: nothing to reload).
+    file: std::sync::Mutex<Option<std::path::PathBuf>>,
+}
+
+/// Sections a reload does not apply (a restart does); the listeners',
+/// storage's and admin's are left out because flags override them.
+fn unapplied(running: &Config, file: &Config) -> Vec<&'static str> {
+    let sections = [
+        ("listener", running.listener != file.listener),
+        ("stomp", running.stomp != file.stomp),
+        ("limits", running.limits != file.limits),
+        ("outbound", running.outbound != file.outbound),
+        ("router", running.router != file.router),
+        ("queues", running.queues != file.queues),
+        (
+            "slow_consumers",
+            running.slow_consumers != file.slow_consumers,
+        ),
+        ("shutdown", running.shutdown != file.shutdown),
+        ("log", running.log != file.log),
+        (
+            "rate_limits (per-address connection rates)",
+            running.rate_limits.connections_per_second_per_ip
+                != file.rate_limits.connections_per_second_per_ip
+                || running.rate_limits.connection_burst_per_ip
+                    != file.rate_limits.connection_burst_per_ip,
+        ),
+    ];
+    sections
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+impl Reloader {
+    /// Reads the file again and applies it; `Err` says why nothing changed.
+    pub fn reload(&self) -> Result<String, String> {
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("started without --config: there is no file to reload")?;
+        let config = Config::load(&file).map_err(|e| e.to_string())?;
+        let limits = self.context.destination_limits;
+        let auth = Authenticator::new(&config.auth, limits)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let rules = PublishRules::new(&config.rate_limits.publish, &limits)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        self.context.auth.store(Arc::new(auth));
+        self.context.publish_rules.store(Arc::new(rules));
+        self.context
+            .reloads
+            .send_modify(|generation| *generation += 1);
+        let ignored = unapplied(&self.context.config, &config);
+        if !ignored.is_empty() {
+            warn!(sections = ?ignored, "reload: these changes need a restart and were not applied");
+        }
+        Ok(format!(
+            "reloaded {}: users, permissions, JWT keys, anonymous access, publish rate limits{}",
+            file.display(),
+            if ignored.is_empty() {
+                String::new()
+            } else {
+                format!("; not applied (restart needed): {}", ignored.join(", "))
+            }
+        ))
+    }
+
+    /// [`reload`](Self::reload), logged either way (SIGHUP has no one else to tell).
+    pub fn reload_logged(&self) -> Result<String, String> {
+        let outcome = self.reload();
+        match &outcome {
+            Ok(what) => info!("{what}"),
+            Err(error) => warn!(%error, "reload refused; the running configuration stays"),
+        }
+        outcome
+    }
 }
 
 impl Broker {
@@ -178,13 +267,19 @@ impl Broker {
             )));
             bound.push((local_addr, url));
         }
+        let reloader = Arc::new(Reloader {
+            context: context.clone(),
+            file: std::sync::Mutex::new(None),
+        });
         let admin = match admin_listener {
             Some(listener) => {
                 let address = listener.local_addr()?;
+                let for_admin = reloader.clone();
                 let state = Arc::new(crate::admin::AdminState {
                     context: context.clone(),
                     store: store_state,
                     listening: true.into(),
+                    reload: Box::new(move || for_admin.reload_logged()),
                 });
                 info!(%address, "admin listener");
                 accept_tasks.push(crate::admin::spawn(
@@ -203,6 +298,7 @@ impl Broker {
             permits,
             config,
             admin,
+            reloader,
         })
     }
 
@@ -211,21 +307,16 @@ impl Broker {
         self.admin.as_ref().map(|(address, _)| *address)
     }
 
-    /// SIGHUP: reads and checks `path`. A file that does not check is
-    /// logged and the running configuration stays; the sections that can
-    /// change at runtime are not swapped in yet, which is logged too.
-    pub fn reload_from(&self, path: &std::path::Path) {
-        match Config::load(path).and_then(|config| {
-            Broker::check(&config)
-                .map_err(|e| crate::config::ConfigError::new(format!("{}: {e}", path.display())))
-        }) {
-            Ok(()) => {
-                warn!(file = %path.display(), "SIGHUP: the file checks, but live reload is not implemented yet; the running configuration stays")
-            }
-            Err(error) => {
-                warn!(%error, "SIGHUP: the file does not check; the running configuration stays")
-            }
-        }
+    /// Names the configuration file that SIGHUP and `POST /api/reload`
+    /// read again.
+    pub fn set_config_file(&self, path: std::path::PathBuf) {
+        *self.reloader.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// SIGHUP: reloads the configuration file (see [`Reloader`]); a file
+    /// that does not check is logged and the running configuration stays.
+    pub fn reload(&self) -> Result<String, String> {
+        self.reloader.reload_logged()
     }
 
     /// The first listener's bound address (useful with port 0).

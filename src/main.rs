@@ -152,7 +152,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Installed before anything is served: from then on SIGHUP reloads
+        // instead of ending the process.
+        let mut hangup = signal(SignalKind::hangup())?;
         let broker = Broker::start(config).await?;
+        if let Some(path) = &cli.config {
+            broker.set_config_file(path.clone());
+        }
         // Scripts and tests read the URL from these lines (the first
         // listener's comes first).
         for url in broker.urls() {
@@ -162,17 +168,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("stomphub admin on http://{address}/");
         }
         std::io::stdout().flush()?;
-        let mut hangup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 stop = wait_for_signal() => {
                     stop?;
                     break;
                 }
-                _ = hangup.recv() => match &cli.config {
-                    Some(path) => broker.reload_from(path),
-                    None => tracing::info!("SIGHUP: no --config file to reload; nothing changed"),
-                },
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // Logged by the broker either way.
+                    let _ = broker.reload();
+                }
             }
         }
         tracing::info!("shutting down");

@@ -154,11 +154,7 @@ fn logs_have_no_colours_off_a_terminal_and_can_be_json() {
 fn sighup_does_not_stop_the_broker() {
     let dir = temp();
     let mut broker = BrokerProcess::start_logging("", dir.path(), "info").expect("starts");
-    let status = Command::new("kill")
-        .args(["-HUP", &broker.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    hangup(broker.pid());
     // The broker logs that it handled the signal; only then is "alive" news.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let log_path = dir.path().join("broker.log");
@@ -425,4 +421,129 @@ async fn the_api_lists_connections_and_queues_and_acts_on_them() {
         assert!(std::time::Instant::now() < deadline, "{metrics}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Opens a WebSocket and sends CONNECT with `login`/`passcode`; the answer.
+async fn login(url: &str, login: &str, passcode: &str) -> (common::Client, stomp_protocol::Frame) {
+    use stomp_protocol::{Command, Frame};
+    let mut client = common::Client::open(url, &["v12.stomp"]).await;
+    client
+        .send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "0,0")
+                .header("login", login)
+                .header("passcode", passcode),
+        )
+        .await;
+    let answer = client.frame().await;
+    (client, answer)
+}
+
+fn users_config(users: &[(&str, &str, &str)]) -> String {
+    let mut text = String::from(
+        "[auth]\nanonymous = \"never\"\nfailure_delay = \"1ms\"\nfailure_delay_max = \"1ms\"\n",
+    );
+    for (name, password, read) in users {
+        let hash = stomphub::auth::password::hash(password).expect("hash");
+        text.push_str(&format!(
+            "[[auth.users]]\nlogin = \"{name}\"\npassword_hash = \"{hash}\"\nread = [\"{read}\"]\nwrite = [\"/topic/#\"]\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn reload_changes_users_and_permissions_and_keeps_connections() {
+    use stomp_protocol::{Command, Frame};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let dir = temp();
+    let mut broker = BrokerProcess::start(
+        &users_config(&[("alice", "a-pw", "/topic/#"), ("bob", "b-pw", "/topic/#")]),
+        dir.path(),
+    );
+    let admin = broker.admin_url();
+    let (mut alice, connected) = login(&broker.url, "alice", "a-pw").await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    alice.subscribe("1", "/topic/a.x").await;
+    let (_, refused) = login(&broker.url, "carol", "c-pw").await;
+    assert_eq!(refused.command, Command::Error);
+
+    // carol is added, bob's password changes, alice keeps read access to
+    // what she subscribes to: her connection stays and still receives.
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        users_config(&[
+            ("alice", "a-pw", "/topic/a.#"),
+            ("bob", "b-new", "/topic/#"),
+            ("carol", "c-pw", "/topic/#"),
+        ]),
+    )
+    .expect("write");
+    let (status, body) = http(&admin, "POST", "/api/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["reloaded"], true, "{body}");
+    let (_, carol) = login(&broker.url, "carol", "c-pw").await;
+    assert_eq!(carol.command, Command::Connected, "{carol:?}");
+    let (_, old_bob) = login(&broker.url, "bob", "b-pw").await;
+    assert_eq!(old_bob.command, Command::Error, "{old_bob:?}");
+    let (mut bob, new_bob) = login(&broker.url, "bob", "b-new").await;
+    assert_eq!(new_bob.command, Command::Connected, "{new_bob:?}");
+    bob.send_confirmed(
+        Frame::new(Command::Send)
+            .header("destination", "/topic/a.x")
+            .body("after reload"),
+        "p1",
+    )
+    .await;
+    let message = alice.message().await;
+    assert_eq!(&message.body[..], b"after reload");
+
+    // An invalid file changes nothing: 422, alice and carol as before.
+    std::fs::write(&config, "[auth]\nanonymous = \"sometimes\"\n").expect("write");
+    let (status, body) = http(&admin, "POST", "/api/reload", None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("sometimes"), "{body}");
+    let (_, carol) = login(&broker.url, "carol", "c-pw").await;
+    assert_eq!(carol.command, Command::Connected, "{carol:?}");
+    bob.send_confirmed(
+        Frame::new(Command::Send)
+            .header("destination", "/topic/a.x")
+            .body("after a refused reload"),
+        "p2",
+    )
+    .await;
+    assert_eq!(&alice.message().await.body[..], b"after a refused reload");
+
+    // SIGHUP applies a file that takes alice's read access away: her
+    // session is told which subscription and closed.
+    std::fs::write(
+        &config,
+        users_config(&[
+            ("alice", "a-pw", "/topic/b.#"),
+            ("bob", "b-new", "/topic/#"),
+        ]),
+    )
+    .expect("write");
+    hangup(broker.pid());
+    let error = alice
+        .expect_error("revoked by a configuration reload", CloseCode::Policy)
+        .await;
+    assert!(
+        error
+            .get("message")
+            .unwrap_or_default()
+            .contains("/topic/a.x"),
+        "{error:?}"
+    );
+}
+
+/// Sends SIGHUP.
+fn hangup(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
 }

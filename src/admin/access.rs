@@ -61,7 +61,7 @@ pub async fn check(
         ip: peer.ip(),
         origin: None,
     };
-    match context.auth.authenticate(credentials).await {
+    match context.auth.load_full().authenticate(credentials).await {
         Ok(identity) if identity.admin => Ok(()),
         Ok(_) => Err(Refusal::Forbidden),
         Err(message) => {

@@ -244,11 +244,17 @@ pub async fn queue_action(
     }
 }
 
-/// `POST /api/reload`.
+/// `POST /api/reload`: 200 with what changed, or 422 with why the
+/// running configuration stays.
 pub async fn reload(state: &AdminState) -> Reply {
-    let _ = state;
-    text(
-        StatusCode::NOT_IMPLEMENTED,
-        "live reload is not implemented yet",
-    )
+    match (state.reload)() {
+        Ok(what) => json(
+            StatusCode::OK,
+            &json!({ "reloaded": true, "message": what }),
+        ),
+        Err(why) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({ "reloaded": false, "message": why }),
+        ),
+    }
 }

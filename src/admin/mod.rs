@@ -35,8 +35,11 @@ const MAX_CONNECTIONS: usize = 64;
 const HEADER_TIME: Duration = Duration::from_secs(5);
 const EXCHANGE_TIME: Duration = Duration::from_secs(30);
 
+/// Reloads the configuration file: `Ok` says what changed, `Err` why
+/// nothing did (installed by the broker, which owns reloading).
+pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
+
 /// What the admin listener reads.
-#[derive(Debug)]
 pub struct AdminState {
     /// The running broker's shared context.
     pub context: Arc<BrokerContext>,
@@ -44,6 +47,16 @@ pub struct AdminState {
     pub store: Option<Arc<StoreState>>,
     /// Every listener is bound and serving (`/readyz`).
     pub listening: AtomicBool,
+    /// `POST /api/reload`.
+    pub reload: Box<ReloadFn>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdminState {

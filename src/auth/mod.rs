@@ -155,6 +155,17 @@ impl Authenticator {
         })
     }
 
+    /// The permissions user `login` has now (none: no such user), for
+    /// sessions that logged in before a reload.
+    pub fn user_permissions(&self, login: &str) -> Option<Permissions> {
+        self.users.get(login).map(|user| user.permissions.clone())
+    }
+
+    /// What anonymous sessions may do now (none: anonymous access is off).
+    pub fn anonymous_permissions(&self) -> Option<Permissions> {
+        (self.anonymous != Anonymous::Never).then(|| self.anonymous_permissions.clone())
+    }
+
     /// Authenticates a CONNECT; the error is the ERROR frame's `message`.
     pub async fn authenticate(&self, credentials: Credentials<'_>) -> Result<Identity, String> {
         let passcode_token = credentials

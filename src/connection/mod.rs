@@ -99,6 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Grows on first use: an idle connection never needs 64 slots.
         let mut batch = Vec::new();
         let registered = self.register();
+        let mut reloads = self.session.reloads();
         loop {
             let timer = self.next_timer();
             let paused_until = self.read_paused_until;
@@ -107,6 +108,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 biased;
                 _ = shutdown.wait() => {
                     return End::Error(SessionError::new("server shutting down", CloseReason::GoingAway));
+                }
+                Ok(()) = reloads.changed() => {
+                    if let Err(error) = self.session.reloaded() {
+                        return End::Error(error);
+                    }
                 }
                 reason = registered.entry.close_requested() => {
                     return End::Error(SessionError::new(format!("{}: {reason}", stats::CLOSED_BY_ADMIN), CloseReason::PolicyViolation));

@@ -39,16 +39,19 @@ impl Session {
         let identity = self
             .context
             .auth
+            .load_full()
             .authenticate(credentials)
             .await
             .map_err(|message| {
                 self.context.metrics.auth_failed(credentials.method());
                 SessionError::new(message, CloseReason::PolicyViolation)
             })?;
+        self.authenticated = Some(super::reload::Authenticated::of(&credentials, &identity));
         self.permissions = identity.permissions;
         self.publish_limiter = self
             .context
             .publish_rules
+            .load()
             .limiter(identity.name.as_deref(), tokio::time::Instant::now());
         // The connection's timer ends the session when its token expires.
         self.expires_at = identity.expires.map(|at| {

@@ -23,7 +23,7 @@ impl Session {
                 frame.get("ack").unwrap_or_default()
             ))
         })?;
-        if self.subscriptions.contains(&id) {
+        if self.subscriptions.contains_key(&id) {
             return Err(SessionError::protocol(format!(
                 "subscription id '{id}' is already in use on this connection"
             )));
@@ -53,7 +53,7 @@ impl Session {
             SubscribeTarget::Topic(_) => self.durable_subscription(frame, destination, &id)?,
             SubscribeTarget::Queue(_) => None,
         };
-        self.subscriptions.insert(id.clone());
+        self.subscriptions.insert(id.clone(), destination.into());
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
         self.route(RouterCommand::Subscribe {
