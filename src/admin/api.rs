@@ -78,6 +78,24 @@ pub async fn overview(state: &AdminState) -> Reply {
         live.iter().map(|e| sum(pick(&e.counts))).sum::<u64>()
             + sum(pick(connections.closed_counts()))
     };
+    let classes = &metrics.classes;
+    let by_class: Vec<Value> = (0..classes.len())
+        .map(|class| {
+            let count = |pick: fn(&crate::metrics::connections::Counts) -> &[AtomicU64]| {
+                connections.total(&live, |c| &pick(c)[class])
+            };
+            let routed = metrics
+                .router
+                .delivered
+                .get(class)
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            json!({
+                "class": classes.label(class),
+                "published": count(|c| &c.published),
+                "delivered": count(|c| &c.delivered) + routed,
+            })
+        })
+        .collect();
     let sample = sample(state).await;
     let (queues, queued, subscriptions) = sample.as_ref().map_or((0, 0, 0), |s| {
         (
@@ -107,6 +125,7 @@ pub async fn overview(state: &AdminState) -> Reply {
                 "auth_failures": sum(&metrics.auth_failures),
             },
             "store_bytes": state.store.as_ref().map(|s| s.stored_bytes()),
+            "classes": by_class,
         }),
     )
 }
