@@ -4,7 +4,7 @@
 //! ended.
 
 use super::{Connection, End};
-use crate::metrics::connections::{add, command_index, encoded_command, Registered};
+use crate::metrics::connections::{add, command_index, encoded_command, Registered, COMMANDS};
 use crate::metrics::{transport_index, CloseKind};
 use crate::model::close::CloseReason;
 use crate::outbound::OutFrame;
@@ -40,11 +40,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let Some(stats) = self.session.stats() else {
             return;
         };
+        // Summed here, added once per batch.
         let mut bytes = 0;
+        let mut frames = [0u64; COMMANDS];
         for frame in batch {
             bytes += frame.bytes.len() as u64;
             if let Some(command) = encoded_command(&frame.bytes) {
-                stats.counts.frames_out[command].fetch_add(1, Ordering::Relaxed);
+                frames[command] += 1;
+            }
+        }
+        for (counter, n) in stats.counts.frames_out.iter().zip(frames) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
             }
         }
         add(&stats.counts.bytes_out, bytes);

@@ -75,14 +75,18 @@ pub fn command_index(command: Command) -> usize {
     Command::ALL.iter().position(|c| *c == command).unwrap_or(0)
 }
 
-/// The command of an encoded frame, from its first bytes (`None` for a
-/// heart-beat EOL).
+/// The [`Command::ALL`] index of a frame the server encoded, from its
+/// first byte alone (the server sends only these four; a heart-beat EOL
+/// is none). One comparison per frame: this runs for every delivery.
 pub fn encoded_command(bytes: &[u8]) -> Option<usize> {
-    let end = bytes.iter().position(|b| *b == b'\n')?;
-    let name = std::str::from_utf8(&bytes[..end])
-        .ok()?
-        .trim_end_matches('\r');
-    Command::ALL.iter().position(|c| c.as_str() == name)
+    let command = match bytes.first()? {
+        b'M' => Command::Message,
+        b'R' => Command::Receipt,
+        b'E' => Command::Error,
+        b'C' => Command::Connected,
+        _ => return None,
+    };
+    Some(command_index(command))
 }
 
 /// After CONNECT: what the session negotiated and who it is.
@@ -256,5 +260,28 @@ impl Connections {
             .map(|entry| pick(&entry.counts).load(Ordering::Relaxed))
             .sum::<u64>()
             + pick(&self.closed).load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_commands_are_told_by_their_first_byte() {
+        for command in [
+            Command::Message,
+            Command::Receipt,
+            Command::Error,
+            Command::Connected,
+        ] {
+            let encoded = format!("{}\nx:y\n\n\0", command.as_str());
+            assert_eq!(
+                encoded_command(encoded.as_bytes()),
+                Some(command_index(command))
+            );
+        }
+        assert_eq!(encoded_command(b"\n"), None);
+        assert_eq!(encoded_command(b""), None);
     }
 }
