@@ -547,3 +547,41 @@ fn hangup(pid: u32) {
         .expect("kill");
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn failed_logins_are_logged_without_the_passcode_and_rate_limited() {
+    use stomp_protocol::Command;
+    let dir = temp();
+    let broker = BrokerProcess::start_logging(
+        &users_config(&[("alice", "a-pw", "/topic/#")]),
+        dir.path(),
+        "info",
+    )
+    .expect("starts");
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let (_, answer) = login(&broker.url, "alice", "not-the-secret-pw").await;
+        assert_eq!(answer.command, Command::Error);
+    }
+    let seconds = started.elapsed().as_secs() as usize;
+    drop(broker);
+    let log = std::fs::read_to_string(dir.path().join("broker.log")).expect("log");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("login failed")).collect();
+    assert!(!lines.is_empty(), "{log}");
+    assert!(
+        lines[0].contains("alice") && lines[0].contains("127.0.0.1"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("password"), "{}", lines[0]);
+    assert!(
+        !log.contains("not-the-secret-pw"),
+        "the passcode was logged"
+    );
+    // At most 10 a second (every second the attempts touched counts).
+    assert!(
+        lines.len() <= 10 * (seconds + 2),
+        "{} lines in {seconds} s",
+        lines.len()
+    );
+}

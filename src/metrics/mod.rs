@@ -150,7 +150,15 @@ pub struct Metrics {
     pub router: RouterCounts,
     /// When the broker started.
     pub started: Instant,
+    /// The second (since `started`) the failed-login log lines count in,
+    /// and how many were written in it (see [`Metrics::may_log_failure`]).
+    log_second: AtomicU64,
+    logged_in_second: AtomicU64,
 }
+
+/// Failed logins logged per second at most; the rest are only counted, so
+/// that a flood of bad logins cannot fill the disk.
+pub const MAX_LOGGED_FAILURES_PER_SECOND: u64 = 10;
 
 /// The transport label's index.
 pub fn transport_index(transport: &str) -> usize {
@@ -176,6 +184,8 @@ impl Metrics {
                 overflow: per_class(n),
             },
             started: Instant::now(),
+            log_second: AtomicU64::new(0),
+            logged_in_second: AtomicU64::new(0),
         }
     }
 
@@ -192,6 +202,16 @@ impl Metrics {
             .position(|m| *m == method)
             .unwrap_or(0);
         self.auth_failures[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a failed login may be logged now: at most
+    /// [`MAX_LOGGED_FAILURES_PER_SECOND`] a second (all are counted).
+    pub fn may_log_failure(&self) -> bool {
+        let second = self.started.elapsed().as_secs();
+        if self.log_second.swap(second, Ordering::Relaxed) != second {
+            self.logged_in_second.store(0, Ordering::Relaxed);
+        }
+        self.logged_in_second.fetch_add(1, Ordering::Relaxed) < MAX_LOGGED_FAILURES_PER_SECOND
     }
 
     /// Adds `n` to the router counter `counter` for `destination`'s class

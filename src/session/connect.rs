@@ -43,7 +43,18 @@ impl Session {
             .authenticate(credentials)
             .await
             .map_err(|message| {
-                self.context.metrics.auth_failed(credentials.method());
+                let metrics = &self.context.metrics;
+                metrics.auth_failed(credentials.method());
+                if metrics.may_log_failure() {
+                    // Who and from where, never the passcode or token.
+                    tracing::info!(
+                        login = credentials.login.unwrap_or(""),
+                        address = %credentials.ip,
+                        method = credentials.method().label(),
+                        %message,
+                        "login failed"
+                    );
+                }
                 SessionError::new(message, CloseReason::PolicyViolation)
             })?;
         self.authenticated = Some(super::reload::Authenticated::of(&credentials, &identity));
