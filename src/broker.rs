@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::context::BrokerContext;
 use crate::fanout::{Feeds, LocalOnly, TopicIndex};
 use crate::listener::{self, Endpoint};
+use crate::metrics::Metrics;
 use crate::model::destination::DestinationLimits;
 use crate::queue::{QueueMemory, QueuePolicy};
 use crate::router::{spawn_router, RouterSettings};
@@ -34,9 +35,123 @@ pub struct Broker {
     /// One permit per connection: all permits back means all sessions are gone.
     permits: Arc<Semaphore>,
     config: Config,
+    /// The admin listener's address and state, when it runs.
+    admin: Option<(SocketAddr, Arc<crate::admin::AdminState>)>,
+    /// Applies SIGHUP and `POST /api/reload`.
+    reloader: Arc<Reloader>,
+}
+
+/// Reloads what can change at runtime from the configuration file:
+/// `[auth]` (users, permissions, JWT keys, anonymous access) and
+/// `[[rate_limits.publish]]`. The new parts are built and checked first;
+/// only then are they swapped in (`ArcSwap`) and every connection told.
+pub struct Reloader {
+    context: Arc<BrokerContext>,
+    /// The file the broker was started with (none: nothing to reload).
+    file: std::sync::Mutex<Option<std::path::PathBuf>>,
+}
+
+/// Sections a reload does not apply (a restart does); the listeners',
+/// storage's and admin's are left out because flags override them.
+fn unapplied(running: &Config, file: &Config) -> Vec<&'static str> {
+    let sections = [
+        ("listener", running.listener != file.listener),
+        ("stomp", running.stomp != file.stomp),
+        ("limits", running.limits != file.limits),
+        ("outbound", running.outbound != file.outbound),
+        ("router", running.router != file.router),
+        ("queues", running.queues != file.queues),
+        (
+            "slow_consumers",
+            running.slow_consumers != file.slow_consumers,
+        ),
+        ("shutdown", running.shutdown != file.shutdown),
+        ("log", running.log != file.log),
+        (
+            "rate_limits (per-address connection rates)",
+            running.rate_limits.connections_per_second_per_ip
+                != file.rate_limits.connections_per_second_per_ip
+                || running.rate_limits.connection_burst_per_ip
+                    != file.rate_limits.connection_burst_per_ip,
+        ),
+    ];
+    sections
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
+impl Reloader {
+    /// Reads the file again and applies it; `Err` says why nothing changed.
+    pub fn reload(&self) -> Result<String, String> {
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("started without --config: there is no file to reload")?;
+        let config = Config::load(&file).map_err(|e| e.to_string())?;
+        let limits = self.context.destination_limits;
+        let auth = Authenticator::new(&config.auth, limits)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let rules = PublishRules::new(&config.rate_limits.publish, &limits)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        self.context.auth.store(Arc::new(auth));
+        self.context.publish_rules.store(Arc::new(rules));
+        self.context
+            .reloads
+            .send_modify(|generation| *generation += 1);
+        let ignored = unapplied(&self.context.config, &config);
+        if !ignored.is_empty() {
+            warn!(sections = ?ignored, "reload: these changes need a restart and were not applied");
+        }
+        Ok(format!(
+            "reloaded {}: users, permissions, JWT keys, anonymous access, publish rate limits{}",
+            file.display(),
+            if ignored.is_empty() {
+                String::new()
+            } else {
+                format!("; not applied (restart needed): {}", ignored.join(", "))
+            }
+        ))
+    }
+
+    /// [`reload`](Self::reload), logged either way (SIGHUP has no one else to tell).
+    pub fn reload_logged(&self) -> Result<String, String> {
+        let outcome = self.reload();
+        match &outcome {
+            Ok(what) => info!("{what}"),
+            Err(error) => warn!(%error, "reload refused; the running configuration stays"),
+        }
+        outcome
+    }
 }
 
 impl Broker {
+    /// Checks what a start would build from `config` beyond parsing it
+    /// (queue rules, users and JWT keys, publish rules, TLS certificates)
+    /// without binding or opening anything. The error names the key.
+    pub fn check(config: &Config) -> Result<(), String> {
+        if config.listeners.is_empty() {
+            return Err("listeners: at least one [[listeners]] is needed".into());
+        }
+        let destination_limits = DestinationLimits {
+            max_words: config.limits.max_destination_words,
+            max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
+        };
+        QueuePolicy::new(&config.queues, &destination_limits)?;
+        Authenticator::new(&config.auth, destination_limits)?;
+        PublishRules::new(&config.rate_limits.publish, &destination_limits)?;
+        for endpoint in &config.listeners {
+            if let Some(tls) = &endpoint.tls {
+                crate::tls::acceptor(tls)
+                    .map_err(|e| format!("listeners {}: {e}", endpoint.address))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Binds the listener and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Broker> {
         let store: Box<dyn Store> = if config.storage.enabled {
@@ -61,6 +176,7 @@ impl Broker {
         let recovered = store.recover().map_err(invalid)?;
         let recovered_feeds = store.recover_feeds().map_err(invalid)?;
         let writer = spawn_writer(store).map_err(invalid)?;
+        let store_state = config.storage.enabled.then(|| writer.state.clone());
         // Every listener is bound (and its certificate read) before anything
         // is served: a bad one stops the start, naming it.
         let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -82,6 +198,15 @@ impl Broker {
             });
             listeners.push((listener, endpoint, (local_addr, url)));
         }
+        let admin_listener = if config.admin.enabled {
+            let address = config.admin.address;
+            let listener = TcpListener::bind(address).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("admin.address: {address}: {e}"))
+            })?;
+            Some(listener)
+        } else {
+            None
+        };
         let destination_limits = DestinationLimits {
             max_words: config.limits.max_destination_words,
             max_multi_word_wildcards: config.limits.max_multi_word_wildcards,
@@ -99,6 +224,7 @@ impl Broker {
             config.router.match_cache_entries,
             feeds,
         );
+        let metrics = Arc::new(Metrics::new(&config, &destination_limits));
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,
@@ -115,20 +241,24 @@ impl Broker {
             persistent_patterns: config.storage.persistent.clone(),
             max_disk_bytes: config.storage.max_disk_bytes,
             index: index_writer,
+            metrics: metrics.clone(),
         })
         .map_err(invalid)?;
         let publish_rules = Arc::new(
             PublishRules::new(&config.rate_limits.publish, &destination_limits).map_err(invalid)?,
         );
-        let context = Arc::new(BrokerContext::new(
-            config.clone(),
-            router,
-            topics,
-            destination_limits,
-            queue_memory,
-            auth,
-            publish_rules,
-        ));
+        let context = Arc::new(
+            BrokerContext::new(
+                config.clone(),
+                router,
+                topics,
+                destination_limits,
+                queue_memory,
+                auth,
+                publish_rules,
+            )
+            .with_metrics(metrics),
+        );
         let permits = Arc::new(Semaphore::new(config.listener.max_connections));
         let (trigger, shutdown) = shutdown_pair();
         let mut accept_tasks = Vec::with_capacity(listeners.len());
@@ -144,13 +274,56 @@ impl Broker {
             )));
             bound.push((local_addr, url));
         }
+        let reloader = Arc::new(Reloader {
+            context: context.clone(),
+            file: std::sync::Mutex::new(None),
+        });
+        let admin = match admin_listener {
+            Some(listener) => {
+                let address = listener.local_addr()?;
+                let for_admin = reloader.clone();
+                let state = Arc::new(crate::admin::AdminState {
+                    context: context.clone(),
+                    store: store_state,
+                    listening: true.into(),
+                    reload: Box::new(move || for_admin.reload_logged()),
+                });
+                info!(%address, "admin listener");
+                accept_tasks.push(crate::admin::spawn(
+                    listener,
+                    state.clone(),
+                    shutdown.clone(),
+                ));
+                Some((address, state))
+            }
+            None => None,
+        };
         Ok(Broker {
             bound,
             trigger,
             accept_tasks,
             permits,
             config,
+            admin,
+            reloader,
         })
+    }
+
+    /// The admin listener's bound address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(address, _)| *address)
+    }
+
+    /// Names the configuration file that SIGHUP and `POST /api/reload`
+    /// read again.
+    pub fn set_config_file(&self, path: std::path::PathBuf) {
+        *self.reloader.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// SIGHUP: reloads the configuration file (see [`Reloader`]); a file
+    /// that does not check is logged and the running configuration stays.
+    pub fn reload(&self) -> Result<String, String> {
+        self.reloader.reload_logged()
     }
 
     /// The first listener's bound address (useful with port 0).
@@ -176,6 +349,12 @@ impl Broker {
     /// Stops accepting, tells every session (ERROR, close 1001), and waits
     /// for them up to the configured grace.
     pub async fn shutdown(self) {
+        if let Some((_, state)) = &self.admin {
+            // Draining: load balancers stop sending new clients here.
+            state
+                .listening
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         self.trigger.fire();
         for task in self.accept_tasks {
             let _ = task.await;

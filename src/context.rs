@@ -12,6 +12,7 @@ use crate::model::message::MessageIds;
 use crate::publish_rate::PublishRules;
 use crate::queue::QueueMemory;
 use crate::router::RouterHandle;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,22 +34,29 @@ pub struct BrokerContext {
     pub destination_limits: DestinationLimits,
     /// Memory of all queues; sessions wait on it before queue SENDs.
     pub queue_memory: Arc<QueueMemory>,
-    /// Checks credentials on CONNECT.
-    pub auth: Authenticator,
+    /// Checks credentials on CONNECT; swapped whole by a reload.
+    pub auth: ArcSwap<Authenticator>,
     /// Open connections per client address. Entries go at zero, so the map
     /// holds at most `max_connections` keys. Short critical sections only.
     connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// New connections per second per address (its own short lock).
     connection_rate: ConnectionRate,
-    /// `[[rate_limits.publish]]`, compiled; each session takes its buckets.
-    pub publish_rules: Arc<PublishRules>,
+    /// `[[rate_limits.publish]]`, compiled; each session takes its
+    /// buckets. Swapped whole by a reload.
+    pub publish_rules: ArcSwap<PublishRules>,
+    /// Counts configuration reloads. The sender is the reload's; every
+    /// connection holds a receiver and checks its session's permissions
+    /// again on a change. Never closed while the context lives.
+    pub reloads: tokio::sync::watch::Sender<u64>,
+    /// What the broker counts for operators (`/metrics`, the admin API).
+    pub metrics: Arc<crate::metrics::Metrics>,
     next_session: AtomicU64,
 }
 
 impl std::fmt::Debug for BrokerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerContext")
-            .field("auth", &self.auth)
+            .field("auth", &*self.auth.load())
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +97,7 @@ impl BrokerContext {
                 config.rate_limits.connection_burst_per_ip,
             ),
             connections_per_ip: Mutex::new(HashMap::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new(&config, &destination_limits)),
             next_session: AtomicU64::new(0),
             config,
             router,
@@ -96,9 +105,16 @@ impl BrokerContext {
             message_ids: MessageIds::default(),
             destination_limits,
             queue_memory,
-            auth,
-            publish_rules,
+            auth: ArcSwap::from_pointee(auth),
+            publish_rules: ArcSwap::new(publish_rules),
+            reloads: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Shares `metrics` (the router's too) instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> BrokerContext {
+        self.metrics = metrics;
+        self
     }
 
     fn lock_connections_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod endpoint;
 pub mod fanout;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod proxy_protocol;

@@ -2,11 +2,12 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use stomphub::config::{Config, DEFAULT_CONFIG};
+use stomphub::config::{Config, LogFormat, DEFAULT_CONFIG};
 use stomphub::Broker;
+use tokio::signal::unix::{signal, SignalKind};
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::layer::{Filter, SubscriberExt};
@@ -71,7 +72,11 @@ struct Cli {
     /// Overrides `storage.data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Prints the embedded default configuration and exits.
+    /// Overrides `admin.address` (port 0 picks a free port).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Prints the effective configuration (the file, or the embedded
+    /// default, with the flags above applied and every key written out) and exits.
     #[arg(long)]
     print_config: bool,
     #[command(subcommand)]
@@ -84,6 +89,13 @@ enum Tool {
     /// `[[auth.users]] password_hash` (not from the command line, where `ps`
     /// would show it).
     HashPassword,
+    /// Checks a configuration file as a start would (syntax, values, key
+    /// and certificate files) without binding anything; exits 1 with the
+    /// reason on one line if it is unusable.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -99,8 +111,10 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    if cli.print_config {
-        print!("{DEFAULT_CONFIG}");
+    if let Some(Tool::CheckConfig { file }) = &cli.command {
+        let config = Config::load(file)?;
+        Broker::check(&config).map_err(|e| format!("{}: {e}", file.display()))?;
+        println!("{}: ok", file.display());
         return Ok(());
     }
     if let Some(Tool::HashPassword) = cli.command {
@@ -125,31 +139,68 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = cli.data_dir {
         config.storage.data_dir = dir;
     }
+    if let Some(address) = cli.admin_listen {
+        config.admin.address = address;
+    }
+    if cli.print_config {
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .map_err(|e| format!("log.level '{}': {e}", config.log.level))?;
+    // Colours only for a person at a terminal: a log file or journald gets
+    // plain text.
+    let colours = std::io::stderr().is_terminal();
+    let format = match config.log.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(colours)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
     // `init` also routes the `log` crate into tracing, with `log`'s max
     // level set from this filter's level hint.
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(log_filter(filter)),
-        )
+        .with(format.with_filter(log_filter(filter)))
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Installed before anything is served: from then on SIGHUP reloads
+        // instead of ending the process.
+        let mut hangup = signal(SignalKind::hangup())?;
         let broker = Broker::start(config).await?;
+        if let Some(path) = &cli.config {
+            broker.set_config_file(path.clone());
+        }
         // Scripts and tests read the URL from these lines (the first
         // listener's comes first).
         for url in broker.urls() {
             println!("stomphub listening on {url}");
         }
+        if let Some(address) = broker.admin_addr() {
+            println!("stomphub admin on http://{address}/");
+        }
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        loop {
+            tokio::select! {
+                stop = wait_for_signal() => {
+                    stop?;
+                    break;
+                }
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // Logged by the broker either way.
+                    let _ = broker.reload();
+                }
+            }
+        }
         tracing::info!("shutting down");
         broker.shutdown().await;
         Ok(())
@@ -157,7 +208,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result,

@@ -232,6 +232,16 @@ impl OverflowSignal {
         self.0.overflowed.load(Ordering::Relaxed)
     }
 
+    /// Bytes queued and not yet written (for the admin API and metrics).
+    pub fn queued_bytes(&self) -> usize {
+        self.0.in_flight_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Frames dropped so far by `drop-oldest`.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+
     /// Resolves once the queue has overflowed (at once if it already has).
     pub async fn wait(&self) {
         let notified = self.0.overflow.notified();

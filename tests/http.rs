@@ -277,6 +277,7 @@ async fn http_publish_answers_each_error_with_its_code() {
         password_hash: stomphub::auth::password::hash("builder").expect("hash"),
         read: vec![],
         write: vec!["/topic/public.#".into(), "/queue/#".into()],
+        roles: Vec::new(),
     }];
     config.auth.jwt = Some(JwtConfig {
         algorithm: Some("HS256".into()),
@@ -288,6 +289,7 @@ async fn http_publish_answers_each_error_with_its_code() {
         issuer: None,
         read_claim: "stomp_read".into(),
         write_claim: "stomp_write".into(),
+        admin_claim: "stomp_admin".into(),
         leeway_seconds: 0,
         keys: Vec::new(),
         cookie: None,
@@ -713,6 +715,7 @@ async fn sse_feeds_and_kept_alive_publishers_end_with_their_token() {
         issuer: None,
         read_claim: "stomp_read".into(),
         write_claim: "stomp_write".into(),
+        admin_claim: "stomp_admin".into(),
         leeway_seconds: 0,
         keys: Vec::new(),
         cookie: None,

@@ -528,12 +528,14 @@ async fn no_snapshot_of_a_destination_the_subscriber_may_not_read() {
             password_hash: stomphub::auth::password::hash("wonderland").expect("hash"),
             read: vec!["/topic/#".into()],
             write: vec!["/topic/#".into()],
+            roles: Vec::new(),
         },
         UserConfig {
             login: "bob".into(),
             password_hash: stomphub::auth::password::hash("builder").expect("hash"),
             read: vec!["/topic/public.#".into()],
             write: Vec::new(),
+            roles: Vec::new(),
         },
     ];
     let broker = start(config).await;

@@ -47,6 +47,7 @@ fn hs256() -> JwtConfig {
         issuer: None,
         read_claim: "stomp_read".into(),
         write_claim: "stomp_write".into(),
+        admin_claim: "stomp_admin".into(),
         leeway_seconds: 0,
         keys: Vec::new(),
         cookie: Some("stomp_token".into()),
@@ -63,12 +64,14 @@ fn secured() -> stomphub::Config {
             password_hash: stomphub::auth::password::hash("wonderland").expect("hash"),
             read: vec!["/topic/#".into(), "/queue/#".into()],
             write: vec!["/topic/#".into(), "/queue/#".into()],
+            roles: Vec::new(),
         },
         UserConfig {
             login: "bob".into(),
             password_hash: stomphub::auth::password::hash("builder").expect("hash"),
             read: vec!["/topic/public.#".into()],
             write: vec!["/queue/orders".into()],
+            roles: Vec::new(),
         },
     ];
     config.auth.jwt = Some(hs256());

@@ -453,6 +453,7 @@ async fn login_and_passcode_are_checked_as_over_websocket() {
         password_hash: stomphub::auth::password::hash("s3cret").expect("hash"),
         read: vec!["/topic/#".into()],
         write: vec!["/topic/#".into()],
+        roles: Vec::new(),
     }];
     let (_broker, tcp) = start_with_tcp(config).await;
     let (mut wrong, answer) =

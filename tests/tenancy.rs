@@ -17,6 +17,7 @@ fn user(login: &str, password: &str, read: &[&str], write: &[&str]) -> UserConfi
         password_hash: stomphub::auth::password::hash(password).expect("hash"),
         read: read.iter().map(|s| s.to_string()).collect(),
         write: write.iter().map(|s| s.to_string()).collect(),
+        roles: Vec::new(),
     }
 }
 

@@ -23,6 +23,8 @@ pub struct TokenClaims {
     /// When the token stops being valid (`exp` plus the leeway): the
     /// session it opened ends then.
     pub expires: Option<SystemTime>,
+    /// The admin claim is `true`: the bearer may use the admin listener.
+    pub admin: bool,
 }
 
 /// One verification key and the rules a token checked with it must meet.
@@ -41,6 +43,7 @@ pub struct JwtValidator {
     keys: Vec<VerificationKey>,
     read_claim: String,
     write_claim: String,
+    admin_claim: String,
     leeway: Duration,
 }
 
@@ -216,6 +219,7 @@ impl JwtValidator {
             keys,
             read_claim: config.read_claim.clone(),
             write_claim: config.write_claim.clone(),
+            admin_claim: config.admin_claim.clone(),
             leeway: Duration::from_secs(config.leeway_seconds),
         })
     }
@@ -278,6 +282,7 @@ impl JwtValidator {
             read: patterns(&self.read_claim),
             write: patterns(&self.write_claim),
             expires,
+            admin: data.claims.get(&self.admin_claim) == Some(&Value::Bool(true)),
         })
     }
 }

@@ -38,6 +38,21 @@ pub struct Credentials<'a> {
     pub origin: Option<&'a str>,
 }
 
+impl Credentials<'_> {
+    /// How these credentials authenticate (for the failed-login metric):
+    /// a login is a password check, a passcode or bearer alone a token.
+    pub fn method(&self) -> crate::metrics::AuthMethod {
+        use crate::metrics::AuthMethod;
+        if self.login.is_some() {
+            AuthMethod::Password
+        } else if self.passcode.is_some() || self.bearer.is_some() {
+            AuthMethod::Token
+        } else {
+            AuthMethod::Anonymous
+        }
+    }
+}
+
 /// Who a client is and what it may do.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -48,11 +63,15 @@ pub struct Identity {
     /// When its credentials stop being valid (a token's `exp`): the session
     /// ends then.
     pub expires: Option<SystemTime>,
+    /// A user with the `admin` role, or a token with the admin claim: may
+    /// use the admin listener.
+    pub admin: bool,
 }
 
 struct User {
     hash: String,
     permissions: Permissions,
+    admin: bool,
 }
 
 /// Checks credentials. Shared by all sessions.
@@ -94,6 +113,12 @@ impl Authenticator {
         let mut users = HashMap::new();
         let mut costs = Vec::new();
         for user in &config.users {
+            if let Some(role) = user.roles.iter().find(|role| *role != "admin") {
+                return Err(format!(
+                    "auth.users '{}': unknown role '{role}' (known: admin)",
+                    user.login
+                ));
+            }
             let cost = password::validate(&user.password_hash)
                 .map_err(|e| format!("auth.users '{}': password_hash is {e}", user.login))?;
             costs.push(cost);
@@ -104,6 +129,7 @@ impl Authenticator {
                 User {
                     hash: user.password_hash.clone(),
                     permissions,
+                    admin: user.roles.iter().any(|role| role == "admin"),
                 },
             );
         }
@@ -127,6 +153,17 @@ impl Authenticator {
             verifications: Arc::new(Semaphore::new(2)),
             dummy_hash,
         })
+    }
+
+    /// The permissions user `login` has now (none: no such user), for
+    /// sessions that logged in before a reload.
+    pub fn user_permissions(&self, login: &str) -> Option<Permissions> {
+        self.users.get(login).map(|user| user.permissions.clone())
+    }
+
+    /// What anonymous sessions may do now (none: anonymous access is off).
+    pub fn anonymous_permissions(&self) -> Option<Permissions> {
+        (self.anonymous != Anonymous::Never).then(|| self.anonymous_permissions.clone())
     }
 
     /// Authenticates a CONNECT; the error is the ERROR frame's `message`.
@@ -164,6 +201,7 @@ impl Authenticator {
             name: None,
             permissions: self.anonymous_permissions.clone(),
             expires: None,
+            admin: false,
         })
     }
 
@@ -180,6 +218,7 @@ impl Authenticator {
             name: claims.subject,
             permissions,
             expires: claims.expires,
+            admin: claims.admin,
         })
     }
 
@@ -219,6 +258,7 @@ impl Authenticator {
                     name: Some(login.to_owned()),
                     permissions: user.permissions.clone(),
                     expires: None,
+                    admin: user.admin,
                 })
             }
             _ => {

@@ -1,12 +1,12 @@
 //! `[auth]`: anonymous access, `[[auth.users]]`, and `[auth.jwt]` with its
 //! keys.
 
-use super::values::duration;
-use serde::Deserialize;
+use super::values::{duration, duration_text};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Who may connect without credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Anonymous {
     /// Nobody.
@@ -18,7 +18,7 @@ pub enum Anonymous {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Who may connect without credentials.
@@ -29,10 +29,10 @@ pub struct AuthConfig {
     pub anonymous_write: Vec<String>,
     /// Delay before answering a failed login, doubled per recent failure
     /// from the same address.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub failure_delay: Duration,
     /// Cap of that delay.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub failure_delay_max: Duration,
     /// Users with argon2 password hashes and permissions.
     pub users: Vec<UserConfig>,
@@ -55,7 +55,7 @@ impl Default for AuthConfig {
 }
 
 /// `[[auth.users]]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// CONNECT's `login`.
@@ -68,11 +68,14 @@ pub struct UserConfig {
     /// Destination patterns this user may write.
     #[serde(default)]
     pub write: Vec<String>,
+    /// Roles: `admin` opens the admin listener (metrics, API) to this user.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// `[auth.jwt]`: what every token must satisfy, and its verification key(s):
 /// one given here (`algorithm` with a key), and/or several in `keys`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// `HS256`, `RS256` or `ES256`, for the key given in this section (none: only `keys`).
@@ -95,6 +98,9 @@ pub struct JwtConfig {
     /// Claim with the patterns the bearer may write.
     #[serde(default = "default_write_claim")]
     pub write_claim: String,
+    /// Boolean claim that makes the bearer an admin of the admin listener.
+    #[serde(default = "default_admin_claim")]
+    pub admin_claim: String,
     /// Clock skew tolerated for `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
@@ -110,7 +116,7 @@ pub struct JwtConfig {
 }
 
 /// `[[auth.jwt.keys]]`: one verification key (or a JWKS file of several).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// `HS256`, `RS256` or `ES256`.
@@ -133,6 +139,10 @@ fn default_read_claim() -> String {
 
 fn default_write_claim() -> String {
     "stomp_write".into()
+}
+
+fn default_admin_claim() -> String {
+    "stomp_admin".into()
 }
 
 fn default_leeway() -> u64 {

@@ -1,11 +1,11 @@
 //! `[limits]`: sizes and counts a client may use, per frame, per connection
 //! and on the whole server.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stomp_protocol::Limits;
 
 /// `[limits]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// See [`Limits::max_command_bytes`].

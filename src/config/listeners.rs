@@ -2,14 +2,14 @@
 //! (one entry per address: its kind, WebSocket or plain TCP; path and Origin
 //! rules for WebSocket; TLS for both).
 
-use super::values::duration;
-use serde::Deserialize;
+use super::values::{duration, duration_text};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// `[listener]`: what holds for all listeners together. Where and how each
 /// one accepts is in `[[listeners]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerConfig {
     /// Connections served at once, over all listeners.
@@ -17,10 +17,10 @@ pub struct ListenerConfig {
     /// Connections from one client IP address, over all listeners.
     pub max_connections_per_ip: usize,
     /// Limit on the TLS handshake and WebSocket upgrade together.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub handshake_timeout: Duration,
     /// Limit from the upgrade to CONNECT.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub connect_timeout: Duration,
     /// Moved to `[[listeners]]`: read only to name it in the error.
     address: Option<toml::Value>,
@@ -35,7 +35,7 @@ pub struct ListenerConfig {
 }
 
 /// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerKind {
     /// STOMP over WebSocket (`ws://`, `wss://` with TLS).
@@ -48,8 +48,8 @@ pub enum ListenerKind {
 
 /// One `[[listeners]]` entry: an address that accepts STOMP connections,
 /// over WebSocket (the default) or plain TCP.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "RawEndpoint")]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(try_from = "RawEndpoint", into = "RawEndpoint")]
 pub struct EndpointConfig {
     /// What the listener speaks: `ws` (default) or `tcp`.
     pub kind: ListenerKind,
@@ -74,7 +74,7 @@ pub struct EndpointConfig {
 
 /// A `[[listeners]]` entry as written: the WebSocket-only keys stay unset
 /// when absent, so that a `tcp` entry that sets one is refused by name.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawEndpoint {
     #[serde(default)]
@@ -87,6 +87,22 @@ struct RawEndpoint {
     tls: Option<TlsConfig>,
     #[serde(default)]
     proxy_protocol: bool,
+}
+
+impl From<EndpointConfig> for RawEndpoint {
+    /// As printed by `--print-config`: a `tcp` entry without the WebSocket keys.
+    fn from(endpoint: EndpointConfig) -> RawEndpoint {
+        let websocket = endpoint.kind == ListenerKind::Ws;
+        RawEndpoint {
+            kind: endpoint.kind,
+            address: endpoint.address,
+            path: websocket.then_some(endpoint.path),
+            allowed_origins: websocket.then_some(endpoint.allowed_origins),
+            allow_missing_origin: websocket.then_some(endpoint.allow_missing_origin),
+            tls: endpoint.tls,
+            proxy_protocol: endpoint.proxy_protocol,
+        }
+    }
 }
 
 impl TryFrom<RawEndpoint> for EndpointConfig {
@@ -136,7 +152,7 @@ impl EndpointConfig {
 }
 
 /// `[listeners.tls]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.

@@ -6,6 +6,7 @@
 //! defaults and its own checks. Every type is re-exported here, so
 //! `crate::config::X` names it wherever it lives.
 
+mod admin;
 mod auth;
 mod limits;
 mod listeners;
@@ -18,26 +19,27 @@ mod storage;
 mod topics;
 mod values;
 
+pub use admin::{AdminAnonymous, AdminConfig};
 pub use auth::{Anonymous, AuthConfig, JwtConfig, JwtKeyConfig, UserConfig};
 pub use limits::LimitsConfig;
 pub use listeners::{EndpointConfig, ListenerConfig, ListenerKind, TlsConfig};
 pub use outbound::{OutboundConfig, SlowConsumerPolicy, SlowConsumerRule, SlowConsumersConfig};
 pub use queues::{Overflow, QueueRule, QueuesConfig};
 pub use rate_limits::{PublishRateRule, RateLimitAction, RateLimitsConfig};
-pub use runtime::{LogConfig, RouterConfig, ShutdownConfig};
+pub use runtime::{LogConfig, LogFormat, RouterConfig, ShutdownConfig};
 pub use stomp::StompConfig;
 pub use storage::StorageConfig;
 pub use topics::{Retain, TopicRule, TopicsConfig};
 
 use listeners::default_listeners;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The default configuration file, as committed.
 pub const DEFAULT_CONFIG: &str = include_str!("../../broker.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Limits over all listeners.
@@ -69,6 +71,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// Live-feed state of topics: offsets, history, retained values.
     pub topics: TopicsConfig,
+    /// The operators' HTTP listener.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -88,6 +92,7 @@ impl Default for Config {
             log: LogConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             topics: TopicsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -104,11 +109,26 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// An error with this text (it names the file and the key).
+    pub fn new(text: String) -> ConfigError {
+        ConfigError(text)
+    }
+}
+
 impl Config {
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            // One line (toml's own text draws the line with a caret below).
+            let place = e.span().map_or_else(String::new, |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ConfigError(format!("{origin}: {place}{}", e.message().trim_end()))
+        })?;
         config
             .validate()
             .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
@@ -120,6 +140,14 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The configuration as TOML, every key written out (what
+    /// `--print-config` shows: the file's values, defaults for the rest,
+    /// and the command-line overrides).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self)
+            .map_err(|e| ConfigError(format!("cannot print the configuration: {e}")))
     }
 
     /// Checks the rules serde cannot express.
@@ -208,10 +236,44 @@ mod tests {
     }
 
     #[test]
+    fn printed_config_reads_back_equal() {
+        let mut config = Config::default();
+        config.queues.rules = Config::from_toml(
+            "[[queues.rules]]\npattern = \"/queue/a.#\"\nmessage_ttl = \"1500ms\"\n",
+            "t",
+        )
+        .expect("parses")
+        .queues
+        .rules;
+        config.listeners.push(
+            Config::from_toml(
+                "[[listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:61613\"\n",
+                "t",
+            )
+            .expect("parses")
+            .listeners
+            .remove(0),
+        );
+        config.stomp.heartbeat_max = std::time::Duration::from_secs(120);
+        let text = config.to_toml().expect("prints");
+        let back = Config::from_toml(&text, "printed").expect("reads back");
+        assert_eq!(back, config, "{text}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let error = Config::from_toml("[listener]\nadress = \"x\"\n", "test.toml").unwrap_err();
         assert!(error.to_string().contains("adress"), "{error}");
         assert!(error.to_string().starts_with("test.toml"), "{error}");
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line_with_the_place() {
+        let error = Config::from_toml("[auth]\nanonymos = \"x\"\n", "t.toml").unwrap_err();
+        let text = error.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.starts_with("t.toml: line 2, column 1: "), "{text}");
+        assert!(text.contains("anonymos"), "{text}");
     }
 
     #[test]

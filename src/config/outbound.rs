@@ -1,10 +1,10 @@
 //! `[outbound]` (each connection's outbound budget) and `[slow_consumers]`
 //! (what happens to a subscriber past it).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[outbound]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     /// Bytes queued for one client before it counts as a slow consumer.
@@ -25,7 +25,7 @@ impl Default for OutboundConfig {
 }
 
 /// What happens to a subscriber whose outbound budget is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SlowConsumerPolicy {
     /// ERROR "slow consumer", close 1008.
@@ -37,7 +37,7 @@ pub enum SlowConsumerPolicy {
 }
 
 /// `[slow_consumers]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlowConsumersConfig {
     /// The policy where no rule matches.
@@ -56,7 +56,7 @@ impl Default for SlowConsumersConfig {
 }
 
 /// `[[slow_consumers.rules]]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlowConsumerRule {
     /// A `/topic/...` pattern matched against subscription destinations.

@@ -1,12 +1,12 @@
 //! `[queues]`: defaults for every queue, and `[[queues.rules]]` per name
 //! pattern.
 
-use super::values::{duration, optional_duration};
-use serde::Deserialize;
+use super::values::{duration, duration_text, optional_duration, optional_duration_text};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// What a SEND to a full queue does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overflow {
     /// ERROR to the sender; nothing is queued.
@@ -16,7 +16,7 @@ pub enum Overflow {
 }
 
 /// `[queues]`: defaults for every queue, and rules per name pattern.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueuesConfig {
     /// Unacknowledged deliveries in flight per subscription.
@@ -28,15 +28,15 @@ pub struct QueuesConfig {
     /// What a SEND to a full queue does.
     pub overflow: Overflow,
     /// Default time-to-live (zero: none).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub message_ttl: Duration,
     /// Deliveries before a NACKed or returned message is dead-lettered.
     pub max_deliveries: u32,
     /// First NACK redelivery delay; doubles per delivery.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub redelivery_delay: Duration,
     /// Cap of the redelivery delay.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub redelivery_delay_max: Duration,
     /// `/queue/NAME` dead-letters to `/queue/NAME<suffix>`.
     pub dead_letter_suffix: String,
@@ -63,7 +63,7 @@ impl Default for QueuesConfig {
 
 /// `[[queues.rules]]`: settings for queues whose name matches `pattern`
 /// (`*` one word, `#` any words, as in topic subscriptions).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueRule {
     /// A `/queue/...` pattern.
@@ -77,12 +77,20 @@ pub struct QueueRule {
     /// Overrides `overflow`.
     pub overflow: Option<Overflow>,
     /// Overrides `message_ttl`.
-    #[serde(default, deserialize_with = "optional_duration")]
+    #[serde(
+        default,
+        deserialize_with = "optional_duration",
+        serialize_with = "optional_duration_text"
+    )]
     pub message_ttl: Option<Duration>,
     /// Overrides `max_deliveries`.
     pub max_deliveries: Option<u32>,
     /// Overrides `redelivery_delay`.
-    #[serde(default, deserialize_with = "optional_duration")]
+    #[serde(
+        default,
+        deserialize_with = "optional_duration",
+        serialize_with = "optional_duration_text"
+    )]
     pub redelivery_delay: Option<Duration>,
     /// The dead-letter queue for these queues (a `/queue/...` name).
     pub dead_letter: Option<String>,

@@ -1,11 +1,11 @@
 //! `[rate_limits]`: new connections per second per client address, and
 //! `[[rate_limits.publish]]` rules on what each connection publishes.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[rate_limits]`: token buckets on new connections per client address and,
 /// by `[[rate_limits.publish]]` rules, on what each connection publishes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitsConfig {
     /// New WebSocket connections per second from one client address
@@ -29,7 +29,7 @@ impl Default for RateLimitsConfig {
 }
 
 /// What a connection over its publish rate gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RateLimitAction {
     /// The broker stops reading the connection until it is within its rate
@@ -43,7 +43,7 @@ pub enum RateLimitAction {
 /// `[[rate_limits.publish]]`: a publish rate for SENDs to destinations
 /// matching `pattern` from connections logged in as `user` (either may be
 /// left out: then it matches every destination, or every connection).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRateRule {
     /// A `/topic/...` or `/queue/...` pattern (`*` one word, `#` any words).

@@ -1,32 +1,32 @@
 //! `[stomp]`: versions offered and heart-beat pacing.
 
-use super::values::{duration, versions};
-use serde::Deserialize;
+use super::values::{duration, duration_text, versions, versions_text};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use stomp_protocol::Version;
 
 /// `[stomp]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StompConfig {
     /// Name in CONNECTED's `server` header.
     pub server_name: String,
     /// Versions we negotiate.
-    #[serde(deserialize_with = "versions")]
+    #[serde(deserialize_with = "versions", serialize_with = "versions_text")]
     pub versions: Vec<Version>,
     /// The shortest interval we send heart-beats at (a floor on the
     /// client's `cy`; 0: we never send any).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub heartbeat_send: Duration,
     /// The shortest interval we expect clients to send at (a floor on the
     /// client's `cx`; 0: we never check).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub heartbeat_receive: Duration,
     /// Silence beyond interval × grace closes a connection.
     pub heartbeat_grace: f64,
     /// The longest heart-beat interval in either direction; larger client
     /// values are clamped to it.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub heartbeat_max: Duration,
     /// A client late by one interval gets a WebSocket ping, and WebSocket
     /// pings and pongs count as data (lenient to throttled background tabs);

@@ -1,10 +1,10 @@
 //! `[storage]`: where durable data lives and which destinations are
 //! persistent.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[storage]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Whether anything is stored; off, every message is in memory only.

@@ -1,12 +1,12 @@
 //! `[topics]`: live-feed state per topic destination (offsets, history, the
 //! retained last value) and its bounds, with `[[topics.rules]]` per pattern.
 
-use super::values::optional_duration;
-use serde::Deserialize;
+use super::values::{optional_duration, optional_duration_text};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// `[topics]`: bounds on feed state, and rules per destination pattern.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicsConfig {
     /// Bytes (bodies, headers, destinations) of kept history and retained
@@ -34,7 +34,7 @@ impl Default for TopicsConfig {
 }
 
 /// What `retain` keeps of each destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Retain {
     /// Nothing beyond `history` (a SEND with `x-retain:true` still retains).
@@ -45,7 +45,7 @@ pub enum Retain {
 }
 
 /// `[[topics.rules]]`: feed state for topic destinations matching `pattern`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicRule {
     /// A `/topic/...` pattern (`*` one word, `#` any words).
@@ -54,7 +54,12 @@ pub struct TopicRule {
     #[serde(default)]
     pub history: usize,
     /// Kept messages older than this are dropped (unset: no age limit).
-    #[serde(default, deserialize_with = "optional_duration")]
+    #[serde(
+        default,
+        deserialize_with = "optional_duration",
+        serialize_with = "optional_duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub history_age: Option<Duration>,
     /// `"last"`: keep each destination's last message as its retained value.
     #[serde(default)]

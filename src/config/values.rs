@@ -1,7 +1,7 @@
 //! How values are written in `broker.toml` beyond plain TOML: durations
 //! (`"250ms"`, `"10s"`, `"5m"` or milliseconds) and STOMP version lists.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serializer};
 use std::time::Duration;
 use stomp_protocol::Version;
 
@@ -43,6 +43,42 @@ pub(super) fn optional_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     duration(deserializer).map(Some)
+}
+
+/// Writes a duration the way [`duration`] reads it: whole minutes as
+/// `"5m"`, whole seconds as `"10s"`, otherwise `"250ms"`.
+pub(super) fn duration_text<S: Serializer>(
+    value: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let millis = value.as_millis();
+    let text = if millis != 0 && millis % 60_000 == 0 {
+        format!("{}m", millis / 60_000)
+    } else if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    };
+    serializer.serialize_str(&text)
+}
+
+/// Writes an optional duration (absent stays absent).
+pub(super) fn optional_duration_text<S: Serializer>(
+    value: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => duration_text(value, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Writes versions as their numbers (`["1.1", "1.2"]`).
+pub(super) fn versions_text<S: Serializer>(
+    value: &[Version],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(value.iter().map(|v| v.as_str()))
 }
 
 /// Reads a list of version numbers such as `["1.1", "1.2"]`.

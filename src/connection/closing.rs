@@ -37,6 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Detach first: for DISCONNECT the router already did, and for errors
         // this stops deliveries before the connection goes.
         let version = self.session.version();
+        self.count_end(&end);
         let disconnecting = matches!(end, End::Disconnect);
         if !disconnecting {
             self.session.end().await;

@@ -11,6 +11,7 @@
 
 mod admission;
 mod closing;
+mod stats;
 mod timers;
 mod transport;
 mod writer;
@@ -98,19 +99,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn drive(&mut self, mut shutdown: Shutdown) -> End {
         // Grows on first use: an idle connection never needs 64 slots.
         let mut batch = Vec::new();
+        let registered = self.register();
+        let mut reloads = self.session.reloads();
         loop {
             let timer = self.next_timer();
             let paused_until = self.read_paused_until;
+            let buffered = self.buffer.len();
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => {
                     return End::Error(SessionError::new("server shutting down", CloseReason::GoingAway));
+                }
+                Ok(()) = reloads.changed() => {
+                    if let Err(error) = self.session.reloaded() {
+                        return End::Error(error);
+                    }
+                }
+                reason = registered.entry.close_requested() => {
+                    return End::Error(SessionError::new(format!("{}: {reason}", stats::CLOSED_BY_ADMIN), CloseReason::PolicyViolation));
                 }
                 _ = self.overflow.wait() => return End::Error(slow_consumer()),
                 received = self.outbound.recv_many(&mut batch, WRITE_BATCH) => {
                     if received == 0 {
                         return End::Disconnect;
                     }
+                    self.count_written(&batch);
                     // A client that stops reading blocks this write; the
                     // overflow signal and shutdown still end it.
                     tokio::select! {
@@ -127,6 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 received = self.transport.read(&mut self.buffer, &self.frame_limits), if paused_until.is_none() => {
+                    self.count_read(self.buffer.len().saturating_sub(buffered));
                     if let Some(end) = self.on_received(received).await {
                         return end;
                     }
@@ -173,6 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(None) => return None,
                 Err(error) => return Some(End::Error(error.into())),
             };
+            self.count_frame(frame.command);
             let handled = self.session.handle(frame).await;
             // Time the broker spent on the frame (publisher back-pressure)
             // is not the client's silence.

@@ -146,6 +146,18 @@ impl TopicIndex {
         message: &mut Message,
         defer_to_router: bool,
     ) -> Published {
+        self.publish_counting(words, message, defer_to_router, &mut 0)
+    }
+
+    /// [`publish`](Self::publish), adding to `pushed` the frames it pushed
+    /// (for the delivered-messages metric).
+    pub fn publish_counting(
+        &self,
+        words: &[Box<str>],
+        message: &mut Message,
+        defer_to_router: bool,
+        pushed: &mut u64,
+    ) -> Published {
         let trie = self.read();
         // Only the writer changes it, and only under the write lock.
         let generation = self.generation.load(Ordering::Acquire);
@@ -170,11 +182,12 @@ impl TopicIndex {
                 let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
                 // A slow consumer's queue is marked overflowed by the push: its
                 // connection closes itself, and its Detach removes its entries.
-                let _ = if subscriber.drop_oldest {
+                let result = if subscriber.drop_oldest {
                     subscriber.outbound.push_droppable(frame)
                 } else {
                     subscriber.outbound.push(frame)
                 };
+                *pushed += u64::from(result.is_ok());
             }
         });
         drop(trie);

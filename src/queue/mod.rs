@@ -115,6 +115,16 @@ impl Queue {
         }
     }
 
+    /// Removes every held message (an operator's purge); unacked
+    /// deliveries stay with their consumers.
+    pub fn purge(&mut self) -> Vec<QueuedMessage> {
+        let mut purged: Vec<QueuedMessage> = self.ready.drain(..).collect();
+        purged.extend(std::mem::take(&mut self.delayed).into_values());
+        let bytes = self.bytes;
+        self.release(bytes);
+        purged
+    }
+
     /// Messages held, ready and delayed.
     pub fn len(&self) -> usize {
         self.ready.len() + self.delayed.len()

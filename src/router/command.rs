@@ -125,6 +125,8 @@ pub enum RouterCommand {
         /// Answered when applied.
         done: tokio::sync::oneshot::Sender<()>,
     },
+    /// What the admin listener reads or asks (`sample.rs`).
+    Admin(super::sample::AdminCommand),
     /// Only a RECEIPT, after everything the session sent before.
     Receipt {
         /// The session.

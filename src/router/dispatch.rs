@@ -184,6 +184,8 @@ impl Router {
         let mut slow = Vec::new();
         let mut delivered_stored = Vec::new();
         let mut starved = false;
+        // Counted here, added to the metrics once per dispatch.
+        let (mut sent, mut resent) = (0u64, 0u64);
         while queue.ready_len() > 0 && !queue.consumers.is_empty() {
             let count = queue.consumers.len();
             let mut delivered = false;
@@ -229,6 +231,8 @@ impl Router {
                     slow.push(consumer.session);
                     continue;
                 }
+                sent += 1;
+                resent += u64::from(queued.deliveries > 1);
                 if let Some(sequence) = queued.sequence {
                     delivered_stored.push((sequence, queued.deliveries, with_ack));
                 }
@@ -253,6 +257,10 @@ impl Router {
         }
         if starved || queue.next_due().is_some() {
             self.attention.insert(name.to_owned());
+        }
+        if sent > 0 {
+            self.metrics.router_add(|r| &r.delivered, name, sent);
+            self.metrics.router_add(|r| &r.redelivered, name, resent);
         }
         if let Some(queue_id) = queue.store_id {
             for (sequence, deliveries, with_ack) in delivered_stored {
@@ -318,6 +326,7 @@ impl Router {
     }
 
     pub(super) fn dead_letter(&mut self, from: &str, target: &str, queued: QueuedMessage) {
+        self.metrics.router_add(|r| &r.dead_lettered, from, 1);
         let original = &queued.message;
         let mut headers = original.headers.clone();
         headers.push(("x-dead-letter-reason".into(), "max-deliveries".into()));

@@ -32,25 +32,28 @@ mod publish;
 mod receipts;
 mod recovery;
 mod reply_queues;
+pub mod sample;
 mod sessions;
+mod settings;
 mod topics;
 
 pub use crate::fanout::topic_trie;
 pub use crate::fanout::Subscriber;
 pub use crate::model::ack_mode::AckMode;
 
-use crate::config::{LimitsConfig, SlowConsumerPolicy, SlowConsumersConfig};
+use crate::config::{LimitsConfig, SlowConsumerPolicy};
 use crate::fanout::IndexWriter;
 use crate::model::destination::{self, PatternWord};
 pub use crate::model::session_id::SessionId;
 use crate::queue::{Queue, QueueMemory, QueuePolicy};
 use crate::store::writer::{StoreWriter, WriteBatch};
-use crate::store::{StoreOp, StoredQueue};
+use crate::store::StoreOp;
 use command::Queued;
 pub use command::{AckKey, RouterCommand, RouterGone, RouterHandle, Settle, TxOperation};
 pub use durables::{DurableSubscription, DURABLE_PREFIX};
 pub use principal::Principal;
 use sessions::{SessionEntry, SubscribeRequest, Subscription, Target, Unacked};
+pub use settings::RouterSettings;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,41 +71,6 @@ const TICK: Duration = Duration::from_millis(20);
 
 /// How often a failing store is asked whether it works again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Settings the router needs.
-#[derive(Debug)]
-pub struct RouterSettings {
-    /// Capacity of the command channel.
-    pub channel_capacity: usize,
-    /// `router.max_queued_bytes`: SEND bytes in the command channel.
-    pub max_queued_bytes: usize,
-    /// Caps on state keyed by names clients choose.
-    pub caps: LimitsConfig,
-    /// Queue settings by name.
-    pub queue_policy: QueuePolicy,
-    /// Default prefetch of client-ack topic subscriptions.
-    pub topic_prefetch: usize,
-    /// Unsettled deliveries per connection.
-    pub max_unacked_per_connection: usize,
-    /// Memory of all queues, shared with sessions for back-pressure.
-    pub queue_memory: Arc<QueueMemory>,
-    /// Slow-consumer policies.
-    pub slow_consumers: SlowConsumersConfig,
-    /// Limits for parsing the policies' patterns.
-    pub destination_limits: destination::DestinationLimits,
-    /// The store's writer.
-    pub store: StoreWriter,
-    /// Whether anything is stored at all.
-    pub store_enabled: bool,
-    /// What the store held at start.
-    pub recovered: Vec<StoredQueue>,
-    /// `[storage] persistent`: destination patterns persistent by default.
-    pub persistent_patterns: Vec<String>,
-    /// `[storage] max_disk_bytes`.
-    pub max_disk_bytes: u64,
-    /// The writing half of the shared topic index.
-    pub index: IndexWriter,
-}
 
 /// Starts the router task.
 pub fn spawn_router(
@@ -138,6 +106,7 @@ pub fn spawn_router(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut router = Router {
+        metrics: settings.metrics,
         drop_oldest_rules,
         drop_oldest_default: settings.slow_consumers.policy == SlowConsumerPolicy::DropOldest,
         max_unacked_per_connection: settings.max_unacked_per_connection,
@@ -175,6 +144,8 @@ pub fn spawn_router(
 }
 
 struct Router {
+    /// The router's counters (it alone writes them).
+    metrics: Arc<crate::metrics::Metrics>,
     /// Slow-consumer rules: pattern → whether it means `drop-oldest`.
     drop_oldest_rules: Vec<(Vec<PatternWord>, bool)>,
     drop_oldest_default: bool,
@@ -357,6 +328,7 @@ impl Router {
                 // The session only waits; it may have gone meanwhile.
                 let _ = done.send(());
             }
+            RouterCommand::Admin(command) => self.admin(command),
             RouterCommand::Receipt { session, receipt } => {
                 self.receipt(session, Some(receipt), false)
             }

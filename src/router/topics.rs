@@ -23,6 +23,7 @@ impl Router {
         self.topics.matches(words, &mut matched);
         let mut fan_out = FanOut::new(&message);
         let mut slow = Vec::new();
+        let mut delivered = 0;
         for subscriber in matched {
             let with_ack = subscriber.ack.expects_ack();
             if with_ack {
@@ -63,8 +64,11 @@ impl Router {
             if pushed == Err(PushError::SlowConsumer) {
                 slow.push(subscriber.session);
             }
+            delivered += u64::from(pushed.is_ok());
         }
         drop(fan_out);
+        self.metrics
+            .router_add(|r| &r.delivered, &message.destination, delivered);
         self.cut_off_slow(slow);
     }
 }

@@ -39,13 +39,30 @@ impl Session {
         let identity = self
             .context
             .auth
+            .load_full()
             .authenticate(credentials)
             .await
-            .map_err(|message| SessionError::new(message, CloseReason::PolicyViolation))?;
+            .map_err(|message| {
+                let metrics = &self.context.metrics;
+                metrics.auth_failed(credentials.method());
+                if metrics.may_log_failure() {
+                    // Who and from where, never the passcode or token.
+                    tracing::info!(
+                        login = credentials.login.unwrap_or(""),
+                        address = %credentials.ip,
+                        method = credentials.method().label(),
+                        %message,
+                        "login failed"
+                    );
+                }
+                SessionError::new(message, CloseReason::PolicyViolation)
+            })?;
+        self.authenticated = Some(super::reload::Authenticated::of(&credentials, &identity));
         self.permissions = identity.permissions;
         self.publish_limiter = self
             .context
             .publish_rules
+            .load()
             .limiter(identity.name.as_deref(), tokio::time::Instant::now());
         // The connection's timer ends the session when its token expires.
         self.expires_at = identity.expires.map(|at| {
@@ -80,6 +97,12 @@ impl Session {
         })
         .await?;
         self.state = State::Connected(version);
+        if let Some(stats) = &self.stats {
+            let user = identity.name.clone();
+            let _ = stats
+                .connected
+                .set(crate::metrics::connections::Connected { version, user });
+        }
         self.client_id = frame.get("client-id").map(str::to_owned).or(identity.name);
         // Never the passcode or a token: only who connected.
         debug!(

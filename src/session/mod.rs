@@ -10,6 +10,7 @@ mod connect;
 mod disconnect;
 pub mod error;
 pub mod heartbeat;
+mod reload;
 mod reply_to;
 mod send;
 mod subscribe;
@@ -25,7 +26,7 @@ pub use error::SessionError;
 // the old path stays for the files that still name it.
 pub use crate::publish_rate as rate_limit;
 use heartbeat::Heartbeat;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use stomp_protocol::{Command, Frame, Version};
 
@@ -63,8 +64,9 @@ pub struct Session {
     /// Versions the WebSocket handshake's subprotocols allowed (all if none offered).
     allowed_versions: Vec<Version>,
     state: State,
-    /// Ids of this session's active subscriptions.
-    subscriptions: HashSet<Arc<str>>,
+    /// This session's active subscriptions: id → destination (checked
+    /// again when a reload changes permissions).
+    subscriptions: HashMap<Arc<str>, Arc<str>>,
     /// This session's own handle on its outbound queue (for CONNECTED);
     /// dropped when the session ends so the writer can see the end.
     outbound: Option<OutboundSender>,
@@ -93,6 +95,11 @@ pub struct Session {
     router_ahead: bool,
     /// Its reply-queue naming key, made on the first `reply-to:/temp-queue/`.
     reply_names: std::sync::OnceLock<Option<reply_to::ReplyNames>>,
+    /// How it authenticated, for a reload's new permissions.
+    authenticated: Option<reload::Authenticated>,
+    /// Its entry in the table of open connections (metrics, admin API);
+    /// set by the connection once it runs.
+    stats: Option<Arc<crate::metrics::connections::ConnectionEntry>>,
 }
 
 impl Session {
@@ -114,7 +121,7 @@ impl Session {
             context,
             allowed_versions,
             state: State::AwaitingConnect,
-            subscriptions: HashSet::new(),
+            subscriptions: HashMap::new(),
             outbound: Some(outbound),
             heartbeat: Heartbeat::default(),
             client_id: None,
@@ -126,7 +133,39 @@ impl Session {
             principal: crate::router::Principal::Anonymous,
             reply_names: std::sync::OnceLock::new(),
             router_ahead: false,
+            stats: None,
+            authenticated: None,
         }
+    }
+
+    /// Its session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The client's address.
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.client.ip
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.context.metrics
+    }
+
+    /// Its connection's counters, once the connection has registered.
+    pub fn stats(&self) -> Option<&crate::metrics::connections::ConnectionEntry> {
+        self.stats.as_deref()
+    }
+
+    /// Tells of configuration reloads ([`Session::reloaded`] applies one).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.context.reloads.subscribe()
+    }
+
+    /// Attaches its connection's counters.
+    pub fn set_stats(&mut self, stats: Arc<crate::metrics::connections::ConnectionEntry>) {
+        self.stats = Some(stats);
     }
 
     /// When the connection may read again, if a publish rate limit asked

@@ -31,6 +31,8 @@ impl Session {
         }
         let publication = self.publication(&frame)?;
         self.count_publish(&frame)?;
+        let class = self.context.metrics.classes.of(&publication.destination);
+        self.count_class(|counts| &counts.published, class, 1);
         if let Some(transaction) = frame.get("transaction") {
             self.transactions
                 .add(transaction, TxOperation::Publish(publication))?;
@@ -108,7 +110,13 @@ impl Session {
             text: std::str::from_utf8(body).is_ok(),
             expires_at: *expires_at,
         };
-        let published = self.context.topics.publish(words, &mut message, defer);
+        let mut pushed = 0;
+        let published =
+            self.context
+                .topics
+                .publish_counting(words, &mut message, defer, &mut pushed);
+        let class = self.context.metrics.classes.of(&message.destination);
+        self.count_class(|counts| &counts.delivered, class, pushed);
         *destination = message.destination;
         *headers = message.headers;
         match published {
@@ -120,6 +128,21 @@ impl Session {
                 publication.delivered_direct = true;
                 Ok(router_interest)
             }
+        }
+    }
+
+    /// Adds `n` to one of this connection's per-class counters.
+    fn count_class(
+        &self,
+        counter: fn(&crate::metrics::connections::Counts) -> &[std::sync::atomic::AtomicU64],
+        class: usize,
+        n: u64,
+    ) {
+        if let Some(slot) = self
+            .stats()
+            .and_then(|stats| counter(&stats.counts).get(class))
+        {
+            crate::metrics::connections::add(slot, n);
         }
     }
 

@@ -24,7 +24,7 @@ impl Session {
                 frame.get("ack").unwrap_or_default()
             ))
         })?;
-        if self.subscriptions.contains(&id) {
+        if self.subscriptions.contains_key(&id) {
             return Err(SessionError::protocol(format!(
                 "subscription id '{id}' is already in use on this connection"
             )));
@@ -65,7 +65,7 @@ impl Session {
             SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => None,
         };
         let start = start_at(frame, &target, ack, durable.is_some())?;
-        self.subscriptions.insert(id.clone());
+        self.subscriptions.insert(id.clone(), destination.into());
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
         self.route(RouterCommand::Subscribe {

@@ -17,7 +17,7 @@ impl Session {
             (None, Some(destination), Version::V1_0) => destination.into(),
             _ => return Err(SessionError::missing_header("UNSUBSCRIBE", "id")),
         };
-        if !self.subscriptions.remove(&id) {
+        if self.subscriptions.remove(&id).is_none() {
             return Err(SessionError::protocol(format!(
                 "no subscription with id '{id}' on this connection"
             )));

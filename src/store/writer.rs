@@ -58,6 +58,9 @@ impl WriteBatch {
 /// What the router reads about the store without asking the writer.
 #[derive(Debug)]
 pub struct StoreState {
+    /// Seconds each write-and-sync took (the writer thread observes, a
+    /// scrape reads).
+    pub sync_seconds: prometheus_client::metrics::histogram::Histogram,
     stored_bytes: AtomicU64,
     failing: AtomicBool,
     last_error: Mutex<String>,
@@ -107,6 +110,9 @@ impl StoreWriter {
 pub fn spawn_writer(store: Box<dyn Store>) -> Result<StoreWriter, StoreError> {
     let (batches_tx, batches_rx) = mpsc::channel(1024);
     let state = Arc::new(StoreState {
+        sync_seconds: prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+        ),
         stored_bytes: AtomicU64::new(store.stored_bytes()),
         failing: AtomicBool::new(false),
         last_error: Mutex::new(String::new()),
@@ -137,7 +143,10 @@ fn run(
         // probe needs the disk.
         let must_sync = !ops.is_empty() || group.iter().any(|b| b.probe);
         let result = if must_sync {
-            store.write(&ops).and_then(|()| store.sync())
+            let started = std::time::Instant::now();
+            let result = store.write(&ops).and_then(|()| store.sync());
+            state.sync_seconds.observe(started.elapsed().as_secs_f64());
+            result
         } else {
             Ok(())
         };

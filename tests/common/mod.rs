@@ -31,6 +31,7 @@ pub fn subscribe_frame(id: &str, destination: &str, headers: &[(&str, &str)]) ->
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.listeners[0].address = "127.0.0.1:0".parse().expect("address");
+    config.admin.address = "127.0.0.1:0".parse().expect("address");
     config
 }
 
@@ -59,6 +60,8 @@ pub async fn start(mut config: Config) -> TestBroker {
         .tempdir()
         .expect("temp dir");
     config.storage.data_dir = data.path().to_path_buf();
+    // Tests run in parallel: never the fixed default admin port.
+    config.admin.address.set_port(0);
     let broker = Broker::start(config).await.expect("broker starts");
     TestBroker {
         broker,
@@ -377,6 +380,8 @@ pub struct BrokerProcess {
     child: std::process::Child,
     pub url: String,
     pub address: String,
+    /// The rest of its standard output (more listeners, the admin line).
+    stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
 impl BrokerProcess {
@@ -399,7 +404,13 @@ impl BrokerProcess {
         let path = dir.join("broker.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stomphub"))
-            .args(["--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(&path)
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -409,8 +420,9 @@ impl BrokerProcess {
             .spawn()
             .expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
+        stdout.read_line(&mut line).expect("read");
         if line.is_empty() {
             let status = child.wait().expect("wait");
             let log = std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
@@ -425,7 +437,27 @@ impl BrokerProcess {
             child,
             url,
             address,
+            stdout,
         })
+    }
+
+    /// The admin listener's base URL (`http://127.0.0.1:PORT`), read from
+    /// the line the broker prints after its listeners' URLs.
+    pub fn admin_url(&mut self) -> String {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            let read = self.stdout.read_line(&mut line).expect("read");
+            assert!(read > 0, "the broker printed no admin line");
+            if let Some(url) = line.trim().strip_prefix("stomphub admin on ") {
+                return url.trim_end_matches('/').to_owned();
+            }
+        }
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// (VmRSS, VmHWM) in KiB.

@@ -13,12 +13,13 @@ export const binary = resolve(process.env.STOMPHUB_BIN ?? 'target/release/stomph
 
 /**
  * Starts the broker. `config` is TOML text (optional); `listen` an address
- * (default 127.0.0.1:0). Resolves with { url, port, stop() } once it listens.
+ * (default 127.0.0.1:0). Resolves with { url, port, admin, stop() } once it
+ * listens; `admin` is a promise of the admin listener's base URL.
  */
 export function startBroker({ config, listen = '127.0.0.1:0', dataDir } = {}) {
   // Each broker its own data directory unless told to reuse one.
   const dir = mkdtempSync(join(tmpdir(), 'stomphub-'));
-  const args = ['--listen', listen, '--data-dir', dataDir ?? join(dir, 'data')];
+  const args = ['--listen', listen, '--admin-listen', '127.0.0.1:0', '--data-dir', dataDir ?? join(dir, 'data')];
   if (config) {
     const path = join(dir, 'broker.toml');
     writeFileSync(path, config);
@@ -27,11 +28,16 @@ export function startBroker({ config, listen = '127.0.0.1:0', dataDir } = {}) {
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
   let stderr = '';
   child.stderr.on('data', (chunk) => { stderr += chunk; });
+  // The admin listener's URL, printed after the listeners' ones.
+  let adminFound;
+  const admin = new Promise((r) => { adminFound = r; });
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error(`broker did not start: ${stderr}`)), 10_000);
     let stdout = '';
     child.stdout.on('data', (chunk) => {
       stdout += chunk;
+      const adminMatch = stdout.match(/admin on (http:\/\/\S+)/);
+      if (adminMatch) adminFound(adminMatch[1].replace(/\/$/, ''));
       const match = stdout.match(/listening on (wss?:\/\/\S+)/);
       if (match) {
         clearTimeout(timer);
@@ -40,6 +46,7 @@ export function startBroker({ config, listen = '127.0.0.1:0', dataDir } = {}) {
           url,
           port: Number(new URL(url).port),
           process: child,
+          admin,
           stop: (signal = 'SIGTERM') => new Promise((done) => {
             if (child.exitCode !== null) return done(child.exitCode);
             child.once('exit', (code) => done(code));

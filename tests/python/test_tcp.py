@@ -44,7 +44,7 @@ class Broker:
             file.write(CONFIG)
         self.log = open(os.path.join(self.dir.name, "broker.log"), "w")
         self.process = subprocess.Popen(
-            [binary, "--config", config, "--data-dir", os.path.join(self.dir.name, "data")],
+            [binary, "--config", config, "--admin-listen", "127.0.0.1:0", "--data-dir", os.path.join(self.dir.name, "data")],
             stdout=subprocess.PIPE,
             stderr=self.log,
             env=dict(os.environ, RUST_LOG="warn"),

@@ -1,0 +1,160 @@
+//! What the admin listener reads from the router and asks of it: a
+//! snapshot of every queue (depth, unacked, consumers) and of the
+//! subscription tables, taken by the router task between two commands,
+//! bounded by the caps on queues and subscriptions (`[limits]`), never by
+//! a client; and an operator's purge or deletion of a queue.
+
+use super::sessions::Target;
+use super::Router;
+use crate::store::StoreOp;
+use std::collections::HashMap;
+use tokio::sync::oneshot;
+
+/// One queue as sampled.
+#[derive(Debug, Clone)]
+pub struct QueueSample {
+    /// Its destination (`/queue/...`, or a reply queue's name).
+    pub name: String,
+    /// Messages held (ready and delayed).
+    pub depth: usize,
+    /// Deliveries awaiting ACK or NACK.
+    pub unacked: usize,
+    /// Consumers subscribed.
+    pub consumers: usize,
+    /// Messages dropped by `drop-oldest` or expiry since it was created.
+    pub dropped: u64,
+    /// A durable topic subscription's queue: the topic pattern it is bound to.
+    pub durable_topic: Option<String>,
+}
+
+/// The router's state as the admin listener shows it.
+#[derive(Debug, Clone, Default)]
+pub struct RouterSample {
+    /// Every queue, by name.
+    pub queues: Vec<QueueSample>,
+    /// Subscriptions of all sessions (reply queues' included).
+    pub subscriptions: usize,
+    /// Subscriptions by session id.
+    pub subscriptions_by_session: HashMap<u64, usize>,
+}
+
+/// What the admin listener asks of the router.
+#[derive(Debug)]
+pub enum AdminCommand {
+    /// A snapshot of queues and subscriptions.
+    Sample {
+        /// Answered with the snapshot.
+        reply: oneshot::Sender<RouterSample>,
+    },
+    /// An operator purges or deletes a queue.
+    QueueAction {
+        /// The queue's name.
+        name: String,
+        /// What to do.
+        action: QueueAction,
+        /// Answered with the messages removed, or why not.
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+}
+
+/// What an operator does to a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueAction {
+    /// Drop every held message (unacked deliveries stay with their consumers).
+    Purge,
+    /// Remove the queue and its messages; refused while it has consumers.
+    Delete,
+}
+
+impl Router {
+    /// Applies an admin command (the sample, a queue action).
+    pub(super) fn admin(&mut self, command: AdminCommand) {
+        // The asker may have given up waiting: nothing to do then.
+        match command {
+            AdminCommand::Sample { reply } => {
+                let _ = reply.send(self.sample());
+            }
+            AdminCommand::QueueAction {
+                name,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.queue_action(&name, action));
+            }
+        }
+    }
+
+    /// Purges or deletes queue `name`; `Ok` with the messages removed.
+    pub(super) fn queue_action(
+        &mut self,
+        name: &str,
+        action: QueueAction,
+    ) -> Result<usize, String> {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return Err(format!("no queue '{name}'"));
+        };
+        match action {
+            QueueAction::Purge => {
+                let store_id = queue.store_id;
+                let purged = queue.purge();
+                let count = purged.len();
+                if let Some(queue) = store_id {
+                    for sequence in purged.into_iter().filter_map(|m| m.sequence) {
+                        self.store_op(StoreOp::Remove { queue, sequence });
+                    }
+                }
+                Ok(count)
+            }
+            QueueAction::Delete => {
+                if !queue.consumers.is_empty() {
+                    return Err(format!(
+                        "queue '{name}' has {} consumers; close them or purge instead",
+                        queue.consumers.len()
+                    ));
+                }
+                let count = queue.len();
+                if self.durable_bindings.contains_key(name) {
+                    self.delete_durable(name);
+                } else if let Some(queue) = self.queues.remove(name) {
+                    self.attention.remove(name);
+                    if let Some(id) = queue.store_id {
+                        self.store_op(StoreOp::DeleteQueue { id });
+                    }
+                }
+                Ok(count)
+            }
+        }
+    }
+
+    /// Takes the snapshot (router task).
+    pub(super) fn sample(&self) -> RouterSample {
+        let mut unacked: HashMap<&str, usize> = HashMap::new();
+        let mut subscriptions_by_session = HashMap::with_capacity(self.sessions.len());
+        for (id, session) in &self.sessions {
+            subscriptions_by_session.insert(id.0, session.subscriptions.len());
+            for subscription in session.subscriptions.values() {
+                if let Target::Queue(name) = &subscription.target {
+                    *unacked.entry(name.as_str()).or_default() += subscription.unacked.len();
+                }
+            }
+        }
+        let mut queues: Vec<QueueSample> = self
+            .queues
+            .values()
+            .map(|queue| QueueSample {
+                name: queue.name.clone(),
+                depth: queue.len(),
+                unacked: unacked.get(queue.name.as_str()).copied().unwrap_or(0),
+                consumers: queue.consumers.len(),
+                dropped: queue.dropped,
+                durable_topic: self.durable_bindings.get(&queue.name).cloned(),
+            })
+            .collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        RouterSample {
+            queues,
+            subscriptions: self.subscription_count,
+            subscriptions_by_session,
+        }
+    }
+}
