@@ -11,7 +11,7 @@ use crate::model::frames;
 use crate::outbound::{CloseAfter, OutFrame, PushError};
 use crate::store::writer::SyncCompletion;
 use crate::store::StoreError;
-use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
 use stomp_protocol::Version;
 use tracing::debug;
 
@@ -36,21 +36,27 @@ impl Router {
         let Some(entry) = self.sessions.get(&session) else {
             return;
         };
-        if durable || entry.held_receipts.load(Ordering::Acquire) > 0 {
-            entry.held_receipts.fetch_add(1, Ordering::AcqRel);
+        // Held together with the push, on both sides: see `held_receipts`.
+        let mut held = lock(&entry.held_receipts);
+        if durable || *held > 0 {
+            *held += 1;
+            drop(held);
             let (outbound, version) = (entry.outbound.clone(), entry.version);
             let held = entry.held_receipts.clone();
             self.batch
                 .completions
                 .push(SyncCompletion::new(move |result| {
+                    let mut held = lock(&held);
                     // A full or closed queue: the connection is going anyway.
                     let _ = outbound.push(after_sync(version, &receipt, durable, header, result));
-                    held.fetch_sub(1, Ordering::AcqRel);
+                    *held = held.saturating_sub(1);
                 }));
             return;
         }
         let frame = OutFrame::new(frames::receipt_with(entry.version, &receipt, header), true);
-        if entry.outbound.push(frame) == Err(PushError::SlowConsumer) {
+        let pushed = entry.outbound.push(frame);
+        drop(held);
+        if pushed == Err(PushError::SlowConsumer) {
             self.remove_session(session);
         }
     }
@@ -116,4 +122,10 @@ fn after_sync(
         }
         _ => OutFrame::new(frames::receipt_with(version, receipt, header), true),
     }
+}
+
+/// A session's count of held RECEIPTs; a poisoned lock (a panic while
+/// pushing) still holds a valid count.
+fn lock(held: &Mutex<usize>) -> MutexGuard<'_, usize> {
+    held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

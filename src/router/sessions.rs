@@ -8,8 +8,7 @@ use crate::model::destination::{self, PatternWord, SubscribeTarget, META_SUBSCRI
 use crate::outbound::OutboundSender;
 use crate::queue::{QueueArguments, QueuedMessage};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use stomp_protocol::Version;
 use tracing::warn;
 
@@ -36,8 +35,12 @@ pub(super) struct SessionEntry {
     /// Durable subscriptions this session created (`max_durable_subscriptions_per_connection`).
     pub(super) durables_created: usize,
     /// RECEIPTs of this session waiting for the store; while any wait, later
-    /// ones wait too, so that RECEIPTs keep their order.
-    pub(super) held_receipts: Arc<AtomicUsize>,
+    /// ones wait too, so that RECEIPTs keep their order. A mutex, not an
+    /// atomic: the writer thread pushes a released RECEIPT and counts it
+    /// down under it, so the router never sees a RECEIPT the client already
+    /// has as still held (and then holds the next one, and lets a
+    /// SUBSCRIBE's backlog overtake it).
+    pub(super) held_receipts: Arc<Mutex<usize>>,
 }
 
 /// A **subscription**: a client's SUBSCRIBE as the router keeps it in the
@@ -89,7 +92,7 @@ impl Router {
                 ack_index: HashMap::new(),
                 reply_queues: Vec::new(),
                 durables_created: 0,
-                held_receipts: Arc::new(AtomicUsize::new(0)),
+                held_receipts: Arc::new(Mutex::new(0)),
             },
         );
     }
