@@ -79,7 +79,7 @@ export function startDemoBroker({ bin, listen = '127.0.0.1:0', dataDir }) {
 }
 
 /**
- * Starts everything. Resolves with { brokerURL, pages: { index, ticker,
+ * Starts everything. Resolves with { brokerURL, publishers, pages: { index, ticker,
  * scores, chat }, restartBroker(), stop() }; restartBroker stops the broker
  * and starts it again on the same port and data directory.
  */
@@ -94,6 +94,7 @@ export async function startDemos({ bin = process.env.STOMPHUB_BIN ?? join(root, 
   const base = `http://127.0.0.1:${server.address().port}`;
   return {
     brokerURL,
+    publishers: { ticker, scores },
     pages: { index: `${base}/`, ticker: `${base}/ticker.html`, scores: `${base}/scores.html`, chat: `${base}/chat.html` },
     async restartBroker(downMs = 0) {
       await broker.stop();

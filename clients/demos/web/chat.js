@@ -15,7 +15,8 @@
   const sendButton = document.getElementById('send-button');
   let position = null; // { offset, epoch } of the last message shown
   let client;
-  let historyShown = false;
+  let historyDone = false; // the first SUBSCRIBE's RECEIPT came: what follows is live
+  let connects = 0;
 
   document.getElementById('room-name').textContent = `#${room}`;
   nameInput.value = localStorage.getItem('demo-chat-name') || '';
@@ -29,11 +30,8 @@
     position = { offset, epoch };
     let data;
     try { data = JSON.parse(message.body); } catch { data = { name: '?', text: message.body }; }
-    const isHistory = message.headers['x-retained'] === 'true';
-    if (!isHistory && !historyShown) {
-      historyShown = true;
-      if (list.children.length) list.append(el('li', { className: 'divider', text: 'New messages' }));
-    }
+    // The snapshot (kept history) comes before the SUBSCRIBE's RECEIPT.
+    const isHistory = !historyDone;
     const stick = atBottom();
     const time = data.time ? new Date(data.time).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '';
     list.append(el('li', { className: isHistory ? 'message history' : 'message' },
@@ -63,7 +61,15 @@
       const start = position
         ? { 'x-stream-offset': `offset=${position.offset + 1}`, 'x-epoch': position.epoch }
         : { 'x-stream-offset': 'first' };
-      c.subscribe(destination, show, start);
+      const receipt = `chat-${++connects}`;
+      c.watchForReceipt(receipt, () => {
+        if (historyDone) return;
+        historyDone = true;
+        list.dataset.history = String(list.children.length);
+        if (list.children.length) list.append(el('li', { className: 'divider', text: 'New messages' }));
+        list.scrollTop = list.scrollHeight;
+      });
+      c.subscribe(destination, show, { ...start, receipt });
       c.subscribe(`/meta/subscribers${destination}`, (message) => {
         const n = Number(message.headers['x-subscribers'] ?? 0);
         document.getElementById('presence').textContent = `${count(n)} online`;
