@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
+import { createServer as createTcpServer, connect as tcpConnect } from 'node:net';
 import { resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 import { connectClient, binary } from './broker.mjs';
@@ -30,6 +31,36 @@ after(async () => {
   await browser?.close();
   await demos?.stop();
 });
+
+/**
+ * A TCP proxy in front of the broker whose drop(ms) cuts every connection
+ * and refuses new ones for `ms`: a network drop as the page sees it.
+ */
+function startProxy(targetPort) {
+  const sockets = new Set();
+  let down = false;
+  const server = createTcpServer((client) => {
+    if (down) { client.destroy(); return; }
+    const upstream = tcpConnect(targetPort, '127.0.0.1');
+    const close = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', close);
+      socket.on('close', close);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r({
+    url: `ws://127.0.0.1:${server.address().port}${new URL(demos.brokerURL).pathname}`,
+    drop(ms) {
+      down = true;
+      for (const socket of sockets) socket.destroy();
+      setTimeout(() => { down = false; }, ms);
+    },
+    close() { down = true; for (const socket of sockets) socket.destroy(); server.close(); },
+  })));
+}
 
 async function newPage(url) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -66,18 +97,27 @@ test('the ticker streams live, and a late joiner fills all 200 rows from retaine
   await late.page.close();
 });
 
-test('the scores page shows who is watching and resumes after a broker restart without losing an event', async () => {
-  const first = await newPage(demos.pages.scores);
+test('the scores page shows who is watching and resumes after a network drop and a broker restart without losing an event', async () => {
+  const proxy = await startProxy(new URL(demos.brokerURL).port);
+  const first = await newPage(`${demos.pages.scores}?broker=${encodeURIComponent(proxy.url)}`);
   await first.page.waitForFunction(() => [...document.querySelectorAll('.game .minute')].every((m) => m.textContent !== '–'), null, { timeout: 10_000 });
   await first.page.waitForSelector('.game[data-game="game1"] .watching:text("1 watching")', { timeout: 5_000 });
   const second = await newPage(demos.pages.scores);
   await first.page.waitForSelector('.game[data-game="game1"] .watching:text("2 watching")', { timeout: 5_000 });
   await second.page.close();
   await first.page.waitForSelector('.game[data-game="game1"] .watching:text("1 watching")', { timeout: 5_000 });
-  const before = Number(await first.page.textContent('#event-count'));
 
+  // A network drop of the page only: the publisher goes on, the page catches up.
+  proxy.drop(3000);
+  await first.page.waitForSelector('#status[data-state="reconnecting"]', { timeout: 5_000 });
+  await first.page.waitForSelector('#resume-notice[data-resumes="1"][data-recovered="true"]', { timeout: 15_000 });
+  assert.ok(Number(await first.page.getAttribute('#resume-notice', 'data-caught-up')) > 0, 'missed events were caught up');
+  assert.equal(await first.page.textContent('#lost-count'), '0');
+  await first.page.screenshot({ path: `${shots}/scores-after-drop.png` });
+
+  const before = Number(await first.page.textContent('#event-count'));
   await demos.restartBroker(2000);
-  await first.page.waitForSelector('#resume-notice[data-recovered="true"]', { timeout: 20_000 });
+  await first.page.waitForSelector('#resume-notice[data-resumes="2"][data-recovered="true"]', { timeout: 20_000 });
   await first.page.waitForSelector('#status[data-state="connected"]', { timeout: 5_000 });
   // Events keep coming after the restart, and none was lost across it.
   await first.page.waitForFunction((n) => Number(document.getElementById('event-count').textContent.replace(/\D/g, '')) > n + 4, before, { timeout: 10_000 });
@@ -86,6 +126,7 @@ test('the scores page shows who is watching and resumes after a broker restart w
   await first.page.screenshot({ path: `${shots}/scores-resumed.png` });
   assert.deepEqual(first.errors, []);
   await first.page.close();
+  proxy.close();
 });
 
 test('the chat shows the last 50 messages on join, presence, and a <script> message as text', async () => {

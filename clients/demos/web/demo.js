@@ -27,7 +27,8 @@
 
   function setError(text) {
     const error = document.getElementById('last-error');
-    error.textContent = text ? `Last error: ${text}` : '';
+    const at = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    error.textContent = text ? `Last error (${at}): ${text}` : '';
     error.title = text ?? '';
   }
 
@@ -38,7 +39,8 @@
    */
   function connect({ onConnect, onDisconnect }) {
     const client = new StompJs.Client({
-      brokerURL: window.DEMO_CONFIG.brokerURL,
+      // ?broker=ws://… points a page at another broker (or a proxy in front of it).
+      brokerURL: new URLSearchParams(location.search).get('broker') || window.DEMO_CONFIG.brokerURL,
       reconnectDelay: 1000,
       heartbeatIncoming: 4000,
       heartbeatOutgoing: 4000,

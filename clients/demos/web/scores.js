@@ -13,6 +13,7 @@
   let received = 0;
   let lost = 0;
   let connects = 0;
+  let resumes = 0;
 
   for (const id of GAMES) {
     const parts = {
@@ -21,7 +22,7 @@
       home: el('div', { className: 'team home', text: '…' }),
       score: el('div', { className: 'score', text: '0 – 0' }),
       away: el('div', { className: 'team away', text: '…' }),
-      events: el('ol', { className: 'events' }, el('li', { className: 'empty', text: 'Waiting for kick-off' })),
+      events: el('ol', { className: 'events' }, el('li', { className: 'empty', text: 'No goals or cards yet' })),
     };
     const card = el('section', { className: 'card game', dataset: { game: id } },
       el('header', null, parts.minute, parts.watching),
@@ -65,6 +66,8 @@
     const caughtUp = results.reduce((sum, r) => sum + r.caughtUp, 0);
     notice.hidden = false;
     notice.dataset.recovered = String(recovered);
+    notice.dataset.caughtUp = String(caughtUp);
+    notice.dataset.resumes = String(++resumes);
     notice.className = `notice ${recovered ? 'ok' : 'warn'}`;
     notice.textContent = recovered
       ? `Reconnected and resumed (x-recovered): ${caughtUp} missed event${caughtUp === 1 ? '' : 's'} caught up, none lost.`
