@@ -6,7 +6,7 @@
 // URLs. Also imported by tests/interop/demos.test.mjs.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -84,6 +84,9 @@ export function startDemoBroker({ bin, listen = '127.0.0.1:0', dataDir }) {
  * and starts it again on the same port and data directory.
  */
 export async function startDemos({ bin = process.env.STOMPHUB_BIN ?? join(root, 'target/release/stomphub'), dataDir, tickerRate = 1000 } = {}) {
+  if (!existsSync(resolve(bin))) {
+    throw new Error(`no broker binary at ${resolve(bin)}: run \`cargo build --release\` or set STOMPHUB_BIN`);
+  }
   const data = dataDir ?? join(mkdtempSync(join(tmpdir(), 'stomphub-demos-')), 'data');
   let broker = await startDemoBroker({ bin: resolve(bin), dataDir: data });
   const brokerURL = broker.url;
@@ -111,7 +114,13 @@ export async function startDemos({ bin = process.env.STOMPHUB_BIN ?? join(root, 
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const demos = await startDemos();
+  let demos;
+  try {
+    demos = await startDemos();
+  } catch (error) {
+    console.error(error.message);
+    process.exit(1);
+  }
   console.log(`broker     ${demos.brokerURL}`);
   console.log(`demos      ${demos.pages.index}`);
   console.log(`  ticker   ${demos.pages.ticker}`);

@@ -56,7 +56,7 @@
       game.events.unshift(data.event);
       game.events.length = Math.min(game.events.length, KEEP);
       parts.events.replaceChildren(...game.events.map((e) =>
-        el('li', { className: e.kind }, el('span', { className: 'at', text: `${e.minute}'` }), el('span', { text: e.text }))));
+        el('li', { className: `ev-${e.kind}` }, el('span', { className: 'at', text: `${e.minute}'` }), el('span', { text: e.text }))));
     }
   }
 
