@@ -34,15 +34,21 @@ export function startTicker(brokerURL, { rate = 1000 } = {}) {
   const open = [...prices];
   let next = 0;
   const intervalMs = 20;
-  const perTick = Math.max(1, Math.round((rate * intervalMs) / 1000));
   let timer;
+  let sent = 0;
+  let since = 0;
   const client = connect(brokerURL, (c) => {
     // Every symbol once at once, so the retained table is full from the start.
     if (!timer) SYMBOLS.forEach((_, i) => send(c, i));
     clearInterval(timer);
+    sent = 0;
+    since = Date.now();
     timer = setInterval(() => {
       if (!c.connected) return;
-      for (let k = 0; k < perTick; k++) {
+      // As many as the elapsed time calls for, so late timers do not lower the rate.
+      const due = Math.min(rate, Math.floor(((Date.now() - since) * rate) / 1000) - sent);
+      sent += Math.max(0, due);
+      for (let k = 0; k < due; k++) {
         // Random walk, a bit more weight on a few busy symbols.
         const i = k % 4 === 0 ? next++ % SYMBOLS.length : Math.floor(Math.random() * SYMBOLS.length);
         prices[i] = Math.max(1, prices[i] * (1 + (Math.random() - 0.5) * 0.004));
