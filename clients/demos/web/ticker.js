@@ -62,10 +62,9 @@
     cells.percent.className = direction;
     cells.trend.replaceChildren(sparkline(entry.history));
     cells.ticks.textContent = count(entry.ticks);
+    // The last price takes the colour of its last move.
     if (entry.previous != null && entry.previous !== data.price) {
-      entry.row.className = data.price > entry.previous ? 'flash-up' : 'flash-down';
-    } else {
-      entry.row.className = '';
+      cells.last.className = data.price > entry.previous ? 'last tick-up' : 'last tick-down';
     }
     entry.previous = data.price;
   }
