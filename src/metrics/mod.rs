@@ -128,6 +128,8 @@ pub struct RouterCounts {
     pub expired: Box<[AtomicU64]>,
     /// Queue messages dropped by a full `drop-oldest` queue, by class.
     pub overflow: Box<[AtomicU64]>,
+    /// Queue messages refused by a full `reject` queue, by class.
+    pub rejected: Box<[AtomicU64]>,
 }
 
 fn per_class(classes: usize) -> Box<[AtomicU64]> {
@@ -191,6 +193,7 @@ impl Metrics {
                 dead_lettered: per_class(n),
                 expired: per_class(n),
                 overflow: per_class(n),
+                rejected: per_class(n),
             },
             started: Instant::now(),
             login_log: log_budget::LogBudget::new(MAX_LOGGED_FAILURES_PER_SECOND),
