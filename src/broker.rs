@@ -202,6 +202,7 @@ impl Broker {
                     store: store_state,
                     listening: true.into(),
                     reload: Box::new(move || for_admin.reload_logged()),
+                    rates: Default::default(),
                 });
                 info!(%address, "admin listener");
                 accept_tasks.push(crate::admin::spawn(
