@@ -1,6 +1,7 @@
-//! `stomphub_messages_dropped_total` for queues, scraped from the real
-//! binary: messages that expired, that a full `drop-oldest` queue dropped
-//! and that a full `reject` queue refused, each under its rule's class.
+//! Queue operations seen from the admin listener of the real binary:
+//! `stomphub_messages_dropped_total` (messages that expired, that a full
+//! `drop-oldest` queue dropped and that a full `reject` queue refused, each
+//! under its rule's class), and moving a dead-letter queue's messages back.
 
 mod common;
 
@@ -13,13 +14,19 @@ const CONFIG: &str = "\
 [[queues.rules]]\npattern = \"/queue/rej.#\"\nmax_length = 1\noverflow = \"reject\"\n\
 [[queues.rules]]\npattern = \"/queue/ttl.#\"\n";
 
-/// GET `path` from the admin listener; the body.
+/// GET `path` from the admin listener; the answer.
 fn get(admin: &str, path: &str) -> String {
+    request(admin, "GET", path)
+}
+
+/// `method path` to the admin listener; the whole answer (status line,
+/// headers, body).
+fn request(admin: &str, method: &str, path: &str) -> String {
     let address = admin.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).expect("admin");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut answer = String::new();
@@ -110,4 +117,41 @@ async fn queue_drops_are_counted_by_reason_and_class() {
     assert_eq!(dropped("/queue/ttl.#", "expired"), Some(1.0), "{metrics}");
     assert_eq!(dropped("/queue/rej.#", "rejected"), Some(1.0), "{metrics}");
     assert_eq!(dropped("/queue/old.#", "expired"), Some(0.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_queue_moves_back_to_the_original_queue() {
+    let dir = tempfile::Builder::new()
+        .prefix("stomphub-dlq-")
+        .tempdir()
+        .expect("temp dir");
+    let mut broker = BrokerProcess::start("[queues]\nmax_deliveries = 1\n", dir.path());
+    let admin = broker.admin_url();
+    let mut client = Client::connect(&broker.url).await;
+    client
+        .subscribe_with("w", "/queue/work", &[("ack", "client-individual")])
+        .await;
+    client
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/queue/work")
+                .body("job"),
+        )
+        .await;
+    let first = client.message().await;
+    client.settle(&first, true).await;
+    // Dead-lettered after one delivery; nothing comes again.
+    client
+        .expect_silence(std::time::Duration::from_millis(300))
+        .await;
+
+    let moved = request(&admin, "POST", "/api/queues/move-back?name=/queue/work.dlq");
+    assert!(moved.starts_with("HTTP/1.1 200"), "{moved}");
+    assert!(moved.contains("\"removed_messages\":1"), "{moved}");
+    let again = client.message().await;
+    assert_eq!(&again.body[..], b"job");
+    assert_eq!(again.get("destination"), Some("/queue/work"), "{again:?}");
+    assert_eq!(again.get("x-original-destination"), None, "{again:?}");
+    let missing = request(&admin, "POST", "/api/queues/move-back?name=/queue/none");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
