@@ -10,11 +10,13 @@ use crate::listener::{self, Endpoint};
 use crate::metrics::Metrics;
 use crate::model::destination::DestinationLimits;
 use crate::queue::{QueueMemory, QueuePolicy};
+pub use crate::reload::Reloader;
 use crate::router::{spawn_router, RouterSettings};
 use crate::session::rate_limit::PublishRules;
 use crate::shutdown::{shutdown_pair, ShutdownTrigger};
 use crate::store::writer::spawn_writer;
 use crate::store::{NoStore, SledStore, Store};
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -39,93 +41,6 @@ pub struct Broker {
     admin: Option<(SocketAddr, Arc<crate::admin::AdminState>)>,
     /// Applies SIGHUP and `POST /api/reload`.
     reloader: Arc<Reloader>,
-}
-
-/// Reloads what can change at runtime from the configuration file:
-/// `[auth]` (users, permissions, JWT keys, anonymous access) and
-/// `[[rate_limits.publish]]`. The new parts are built and checked first;
-/// only then are they swapped in (`ArcSwap`) and every connection told.
-pub struct Reloader {
-    context: Arc<BrokerContext>,
-    /// The file the broker was started with (none: nothing to reload).
-    file: std::sync::Mutex<Option<std::path::PathBuf>>,
-}
-
-/// Sections a reload does not apply (a restart does); the listeners',
-/// storage's and admin's are left out because flags override them.
-fn unapplied(running: &Config, file: &Config) -> Vec<&'static str> {
-    let sections = [
-        ("listener", running.listener != file.listener),
-        ("stomp", running.stomp != file.stomp),
-        ("limits", running.limits != file.limits),
-        ("outbound", running.outbound != file.outbound),
-        ("router", running.router != file.router),
-        ("queues", running.queues != file.queues),
-        (
-            "slow_consumers",
-            running.slow_consumers != file.slow_consumers,
-        ),
-        ("shutdown", running.shutdown != file.shutdown),
-        ("log", running.log != file.log),
-        (
-            "rate_limits (per-address connection rates)",
-            running.rate_limits.connections_per_second_per_ip
-                != file.rate_limits.connections_per_second_per_ip
-                || running.rate_limits.connection_burst_per_ip
-                    != file.rate_limits.connection_burst_per_ip,
-        ),
-    ];
-    sections
-        .into_iter()
-        .filter(|(_, changed)| *changed)
-        .map(|(name, _)| name)
-        .collect()
-}
-
-impl Reloader {
-    /// Reads the file again and applies it; `Err` says why nothing changed.
-    pub fn reload(&self) -> Result<String, String> {
-        let file = self
-            .file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or("started without --config: there is no file to reload")?;
-        let config = Config::load(&file).map_err(|e| e.to_string())?;
-        let limits = self.context.destination_limits;
-        let auth = Authenticator::new(&config.auth, limits)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        let rules = PublishRules::new(&config.rate_limits.publish, &limits)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        self.context.auth.store(Arc::new(auth));
-        self.context.publish_rules.store(Arc::new(rules));
-        self.context
-            .reloads
-            .send_modify(|generation| *generation += 1);
-        let ignored = unapplied(&self.context.config, &config);
-        if !ignored.is_empty() {
-            warn!(sections = ?ignored, "reload: these changes need a restart and were not applied");
-        }
-        Ok(format!(
-            "reloaded {}: users, permissions, JWT keys, anonymous access, publish rate limits{}",
-            file.display(),
-            if ignored.is_empty() {
-                String::new()
-            } else {
-                format!("; not applied (restart needed): {}", ignored.join(", "))
-            }
-        ))
-    }
-
-    /// [`reload`](Self::reload), logged either way (SIGHUP has no one else to tell).
-    pub fn reload_logged(&self) -> Result<String, String> {
-        let outcome = self.reload();
-        match &outcome {
-            Ok(what) => info!("{what}"),
-            Err(error) => warn!(%error, "reload refused; the running configuration stays"),
-        }
-        outcome
-    }
 }
 
 impl Broker {
@@ -263,8 +178,11 @@ impl Broker {
         let (trigger, shutdown) = shutdown_pair();
         let mut accept_tasks = Vec::with_capacity(listeners.len());
         let mut bound = Vec::with_capacity(listeners.len());
+        let mut endpoints = Vec::with_capacity(listeners.len());
         for (listener, endpoint, (local_addr, url)) in listeners {
             info!(address = %local_addr, %url, "listening");
+            let endpoint = Arc::new(ArcSwap::new(endpoint));
+            endpoints.push(endpoint.clone());
             accept_tasks.push(tokio::spawn(listener::accept_loop(
                 listener,
                 endpoint,
@@ -274,10 +192,7 @@ impl Broker {
             )));
             bound.push((local_addr, url));
         }
-        let reloader = Arc::new(Reloader {
-            context: context.clone(),
-            file: std::sync::Mutex::new(None),
-        });
+        let reloader = Arc::new(Reloader::new(context.clone(), endpoints));
         let admin = match admin_listener {
             Some(listener) => {
                 let address = listener.local_addr()?;
@@ -287,6 +202,7 @@ impl Broker {
                     store: store_state,
                     listening: true.into(),
                     reload: Box::new(move || for_admin.reload_logged()),
+                    rates: Default::default(),
                 });
                 info!(%address, "admin listener");
                 accept_tasks.push(crate::admin::spawn(
@@ -317,7 +233,7 @@ impl Broker {
     /// Names the configuration file that SIGHUP and `POST /api/reload`
     /// read again.
     pub fn set_config_file(&self, path: std::path::PathBuf) {
-        *self.reloader.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+        self.reloader.set_file(path);
     }
 
     /// SIGHUP: reloads the configuration file (see [`Reloader`]); a file

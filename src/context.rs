@@ -15,7 +15,7 @@ use crate::router::RouterHandle;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What every connection shares. Read-only but for the id counters, the
@@ -39,8 +39,11 @@ pub struct BrokerContext {
     /// Open connections per client address. Entries go at zero, so the map
     /// holds at most `max_connections` keys. Short critical sections only.
     connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
-    /// New connections per second per address (its own short lock).
-    connection_rate: ConnectionRate,
+    /// New connections per second per address (its own short lock);
+    /// swapped whole by a reload (the new limits start with full buckets).
+    connection_rate: ArcSwap<ConnectionRate>,
+    /// `listener.max_connections_per_ip`; a reload stores a new value.
+    max_connections_per_ip: AtomicUsize,
     /// `[[rate_limits.publish]]`, compiled; each session takes its
     /// buckets. Swapped whole by a reload.
     pub publish_rules: ArcSwap<PublishRules>,
@@ -92,10 +95,11 @@ impl BrokerContext {
         publish_rules: Arc<PublishRules>,
     ) -> BrokerContext {
         BrokerContext {
-            connection_rate: ConnectionRate::new(
+            connection_rate: ArcSwap::from_pointee(ConnectionRate::new(
                 config.rate_limits.connections_per_second_per_ip,
                 config.rate_limits.connection_burst_per_ip,
-            ),
+            )),
+            max_connections_per_ip: AtomicUsize::new(config.listener.max_connections_per_ip),
             connections_per_ip: Mutex::new(HashMap::new()),
             metrics: Arc::new(crate::metrics::Metrics::new(&config, &destination_limits)),
             next_session: AtomicU64::new(0),
@@ -117,6 +121,16 @@ impl BrokerContext {
         self
     }
 
+    /// Applies reloaded per-address limits: new connections per second
+    /// and burst (`rate_limits`), open connections (`listener`). Open
+    /// connections over a lowered limit stay; new ones are refused.
+    pub fn set_address_limits(&self, per_second: f64, burst: f64, max_per_ip: usize) {
+        self.connection_rate
+            .store(Arc::new(ConnectionRate::new(per_second, burst)));
+        self.max_connections_per_ip
+            .store(max_per_ip, Ordering::Relaxed);
+    }
+
     fn lock_connections_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         // A poisoned lock only means a panic elsewhere; the counts are plain.
         self.connections_per_ip
@@ -128,10 +142,10 @@ impl BrokerContext {
     /// `rate_limits.connections_per_second_per_ip` or
     /// `listener.max_connections_per_ip`.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<IpSlot, String> {
-        self.connection_rate.admit(ip)?;
+        self.connection_rate.load().admit(ip)?;
         let mut counts = self.lock_connections_per_ip();
         let count = counts.entry(ip).or_insert(0);
-        let max = self.config.listener.max_connections_per_ip;
+        let max = self.max_connections_per_ip.load(Ordering::Relaxed);
         if *count >= max {
             return Err(format!(
                 "too many connections from {ip}: max_connections_per_ip is {max}"

@@ -25,6 +25,7 @@ pub mod outbound;
 pub mod proxy_protocol;
 pub mod publish_rate;
 pub mod queue;
+pub mod reload;
 pub mod router;
 pub mod session;
 pub mod shutdown;

@@ -4,6 +4,7 @@
 use crate::connection;
 use crate::context::BrokerContext;
 use crate::shutdown::Shutdown;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -15,10 +16,12 @@ use tracing::warn;
 pub use crate::endpoint::Endpoint;
 
 /// Accepts on one listener until shutdown. `permits`, shared by all
-/// listeners, bounds the connections served at once.
+/// listeners, bounds the connections served at once. Each connection takes
+/// the endpoint as it is when accepted: a reload (Origin list, TLS
+/// certificate) applies to new connections only.
 pub async fn accept_loop(
     listener: TcpListener,
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<ArcSwap<Endpoint>>,
     context: Arc<BrokerContext>,
     permits: Arc<Semaphore>,
     mut shutdown: Shutdown,
@@ -40,7 +43,7 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let context = context.clone();
-                let endpoint = endpoint.clone();
+                let endpoint = endpoint.load_full();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     connection::serve(stream, peer, context, endpoint, shutdown).await;

@@ -585,3 +585,40 @@ async fn failed_logins_are_logged_without_the_passcode_and_rate_limited() {
         lines.len()
     );
 }
+
+#[tokio::test]
+async fn the_overview_has_server_side_rates() {
+    use stomp_protocol::{Command, Frame};
+    let dir = temp();
+    let mut broker = BrokerProcess::start("", dir.path());
+    let admin = broker.admin_url();
+    let (_, body) = http(&admin, "GET", "/api/overview", None).await;
+    let idle = json(&body);
+    assert_eq!(idle["rates"]["window_seconds"], 10, "{body}");
+    assert_eq!(idle["rates"]["published_per_second"], 0.0, "{body}");
+
+    let mut subscriber = common::Client::connect(&broker.url).await;
+    subscriber.subscribe("1", "/topic/rates").await;
+    let mut publisher = common::Client::connect(&broker.url).await;
+    for n in 0..40 {
+        publisher
+            .send(
+                Frame::new(Command::Send)
+                    .header("destination", "/topic/rates")
+                    .body(format!("{n}")),
+            )
+            .await;
+    }
+    for _ in 0..40 {
+        subscriber.message().await;
+    }
+    // Two samples of the once-a-second sampler after the traffic.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, body) = http(&admin, "GET", "/api/overview", None).await;
+    let rates = &json(&body)["rates"];
+    let published = rates["published_per_second"].as_f64().expect("a number");
+    let delivered = rates["delivered_per_second"].as_f64().expect("a number");
+    // 40 messages over the 2 to 4 s the samples span.
+    assert!((4.0..=40.0).contains(&published), "{body}");
+    assert!((4.0..=40.0).contains(&delivered), "{body}");
+}

@@ -68,8 +68,22 @@ fn sum(counters: &[AtomicU64]) -> u64 {
     counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
 }
 
-/// `GET /api/overview`: version, uptime and totals (the dashboard turns
-/// successive totals into rates).
+/// Messages published and delivered since the start.
+pub fn totals(state: &AdminState) -> (u64, u64) {
+    let metrics = &state.context.metrics;
+    let connections = &metrics.connections;
+    let live = connections.snapshot();
+    let closed = connections.closed_counts();
+    let published =
+        live.iter().map(|e| sum(&e.counts.published)).sum::<u64>() + sum(&closed.published);
+    let delivered = live.iter().map(|e| sum(&e.counts.delivered)).sum::<u64>()
+        + sum(&closed.delivered)
+        + sum(&metrics.router.delivered);
+    (published, delivered)
+}
+
+/// `GET /api/overview`: version, uptime, totals, and published and
+/// delivered per second over the last 10 s.
 pub async fn overview(state: &AdminState) -> Reply {
     let metrics = &state.context.metrics;
     let connections = &metrics.connections;
@@ -123,6 +137,11 @@ pub async fn overview(state: &AdminState) -> Reply {
                 "bytes_sent": connections.total(&live, |c| &c.bytes_out),
                 "connections_opened": sum(&metrics.opened),
                 "auth_failures": sum(&metrics.auth_failures),
+            },
+            "rates": {
+                "window_seconds": super::rates::WINDOW.as_secs(),
+                "published_per_second": state.rates.per_second().0,
+                "delivered_per_second": state.rates.per_second().1,
             },
             "store_bytes": state.store.as_ref().map(|s| s.stored_bytes()),
             "classes": by_class,

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod api;
+pub mod rates;
 pub mod response;
 pub mod routes;
 pub mod scrape;
@@ -49,6 +50,8 @@ pub struct AdminState {
     pub listening: AtomicBool,
     /// `POST /api/reload`.
     pub reload: Box<ReloadFn>,
+    /// Published and delivered totals, sampled every second for rates.
+    pub rates: rates::Rates,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -78,6 +81,21 @@ pub fn spawn(
     state: Arc<AdminState>,
     mut shutdown: Shutdown,
 ) -> JoinHandle<()> {
+    // The rates' sampler lives as long as the admin listener.
+    let sampled = state.clone();
+    let mut stop_sampling = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop_sampling.wait() => return,
+                _ = tick.tick() => {
+                    let (published, delivered) = api::totals(&sampled);
+                    sampled.rates.record(std::time::Instant::now(), published, delivered);
+                }
+            }
+        }
+    });
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {

@@ -57,10 +57,13 @@ pub async fn handle(state: &AdminState, peer: SocketAddr, request: Request<Incom
         (&Method::POST, "/api/queues/delete") => {
             api::queue_action(state, &parameters, api::QueueAction::Delete).await
         }
+        (&Method::POST, "/api/queues/move-back") => {
+            api::queue_action(state, &parameters, api::QueueAction::MoveBack).await
+        }
         (&Method::POST, "/api/reload") => api::reload(state).await,
         (_, "/" | "/metrics" | "/api/overview" | "/api/connections" | "/api/queues")
         | (_, "/api/durables" | "/api/connections/close" | "/api/queues/purge")
-        | (_, "/api/queues/delete" | "/api/reload") => {
+        | (_, "/api/queues/delete" | "/api/queues/move-back" | "/api/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => text(StatusCode::NOT_FOUND, "not found"),

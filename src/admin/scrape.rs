@@ -232,15 +232,32 @@ impl Collector for Scrape {
         )?;
         let slow_drops =
             live.iter().map(|e| e.dropped()).sum::<u64>() + connections.closed_dropped();
+        let mut dropped = vec![(
+            vec![("class", "any"), ("reason", "slow_consumer")],
+            slow_drops,
+        )];
+        for (reason, counts) in [
+            ("expired", &metrics.router.expired),
+            ("overflow", &metrics.router.overflow),
+            ("rejected", &metrics.router.rejected),
+        ] {
+            dropped.extend(
+                self.router_class(counts)
+                    .into_iter()
+                    .map(|(mut labels, value)| {
+                        labels.push(("reason", reason));
+                        (labels, value)
+                    }),
+            );
+        }
         counter_family(
             &mut encoder,
             "stomphub_messages_dropped",
-            "Messages dropped, by reason (slow_consumer: the drop-oldest policy; \
-             class \"any\": the drop is counted per connection, not per destination).",
-            [(
-                vec![("class", "any"), ("reason", "slow_consumer")],
-                slow_drops,
-            )],
+            "Messages dropped, by reason and destination class (slow_consumer: a \
+             connection's drop-oldest policy, class \"any\": counted per connection; \
+             expired: a queue message that expired before delivery; overflow: dropped \
+             by a full drop-oldest queue; rejected: refused by a full reject queue).",
+            dropped,
         )?;
         counter_family(
             &mut encoder,

@@ -71,11 +71,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Counts the end.
+    /// Counts the end and logs it (rate-limited) with its reason.
     pub(super) fn count_end(&self, end: &End) {
-        self.session
-            .metrics()
-            .closed(close_kind(end, self.overflow.is_set()));
+        let metrics = self.session.metrics();
+        let kind = close_kind(end, self.overflow.is_set());
+        metrics.closed(kind);
+        if !metrics.may_log_connection() {
+            return;
+        }
+        let stats = self.session.stats();
+        let user = stats
+            .and_then(|stats| stats.connected.get())
+            .map(|connected| connected.user.as_deref().unwrap_or("anonymous"))
+            .unwrap_or("-");
+        let message = match end {
+            End::Error(error) => error.message.as_str(),
+            _ => "",
+        };
+        tracing::info!(
+            session = self.session.id().0,
+            user,
+            address = %self.session.client_ip(),
+            transport = stats.map_or("-", |stats| stats.transport),
+            reason = kind.label(),
+            message,
+            "disconnected"
+        );
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod classes;
 pub mod connections;
+pub mod log_budget;
 pub mod process;
 
 use crate::config::Config;
@@ -127,6 +128,8 @@ pub struct RouterCounts {
     pub expired: Box<[AtomicU64]>,
     /// Queue messages dropped by a full `drop-oldest` queue, by class.
     pub overflow: Box<[AtomicU64]>,
+    /// Queue messages refused by a full `reject` queue, by class.
+    pub rejected: Box<[AtomicU64]>,
 }
 
 fn per_class(classes: usize) -> Box<[AtomicU64]> {
@@ -150,15 +153,23 @@ pub struct Metrics {
     pub router: RouterCounts,
     /// When the broker started.
     pub started: Instant,
-    /// The second (since `started`) the failed-login log lines count in,
-    /// and how many were written in it (see [`Metrics::may_log_failure`]).
-    log_second: AtomicU64,
-    logged_in_second: AtomicU64,
+    /// Failed-login log lines (see [`Metrics::may_log_failure`]).
+    login_log: log_budget::LogBudget,
+    /// Permission-denial log lines (see [`Metrics::may_log_denial`]).
+    denial_log: log_budget::LogBudget,
+    /// Connect and disconnect log lines (see [`Metrics::may_log_connection`]).
+    connection_log: log_budget::LogBudget,
 }
 
 /// Failed logins logged per second at most; the rest are only counted, so
 /// that a flood of bad logins cannot fill the disk.
 pub const MAX_LOGGED_FAILURES_PER_SECOND: u64 = 10;
+
+/// Permission denials logged per second at most (as failed logins).
+pub const MAX_LOGGED_DENIALS_PER_SECOND: u64 = 10;
+
+/// Connects and disconnects logged per second at most, together.
+pub const MAX_LOGGED_CONNECTIONS_PER_SECOND: u64 = 100;
 
 /// The transport label's index.
 pub fn transport_index(transport: &str) -> usize {
@@ -182,10 +193,12 @@ impl Metrics {
                 dead_lettered: per_class(n),
                 expired: per_class(n),
                 overflow: per_class(n),
+                rejected: per_class(n),
             },
             started: Instant::now(),
-            log_second: AtomicU64::new(0),
-            logged_in_second: AtomicU64::new(0),
+            login_log: log_budget::LogBudget::new(MAX_LOGGED_FAILURES_PER_SECOND),
+            denial_log: log_budget::LogBudget::new(MAX_LOGGED_DENIALS_PER_SECOND),
+            connection_log: log_budget::LogBudget::new(MAX_LOGGED_CONNECTIONS_PER_SECOND),
         }
     }
 
@@ -207,11 +220,19 @@ impl Metrics {
     /// Whether a failed login may be logged now: at most
     /// [`MAX_LOGGED_FAILURES_PER_SECOND`] a second (all are counted).
     pub fn may_log_failure(&self) -> bool {
-        let second = self.started.elapsed().as_secs();
-        if self.log_second.swap(second, Ordering::Relaxed) != second {
-            self.logged_in_second.store(0, Ordering::Relaxed);
-        }
-        self.logged_in_second.fetch_add(1, Ordering::Relaxed) < MAX_LOGGED_FAILURES_PER_SECOND
+        self.login_log.allow()
+    }
+
+    /// Whether a permission denial may be logged now: at most
+    /// [`MAX_LOGGED_DENIALS_PER_SECOND`] a second.
+    pub fn may_log_denial(&self) -> bool {
+        self.denial_log.allow()
+    }
+
+    /// Whether a connect or disconnect may be logged now: at most
+    /// [`MAX_LOGGED_CONNECTIONS_PER_SECOND`] a second.
+    pub fn may_log_connection(&self) -> bool {
+        self.connection_log.allow()
     }
 
     /// Adds `n` to the router counter `counter` for `destination`'s class

@@ -45,6 +45,17 @@ pub struct Consumer {
     pub subscription: Arc<str>,
 }
 
+/// Messages a queue dropped or refused, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Expired before delivery.
+    pub expired: u64,
+    /// Dropped by a full `drop-oldest` queue.
+    pub overflow: u64,
+    /// Refused by a full `reject` queue (the publisher got ERROR).
+    pub rejected: u64,
+}
+
 /// The queue is full and its policy is `reject`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueFull(pub String);
@@ -71,6 +82,9 @@ pub struct Queue {
     pub next_consumer: usize,
     /// Messages dropped by `drop-oldest` or expiry (for logs and metrics).
     pub dropped: u64,
+    /// Drops by reason not yet counted in the metrics (see
+    /// [`Queue::take_drop_counts`]).
+    unreported: DropCounts,
     /// Its id in the store, when it is stored.
     pub store_id: Option<QueueId>,
     /// Stored messages dropped since the last `take_discarded`: the router
@@ -92,6 +106,7 @@ impl Queue {
             consumers: Vec::new(),
             next_consumer: 0,
             dropped: 0,
+            unreported: DropCounts::default(),
             store_id: None,
             discarded: Vec::new(),
         }
@@ -108,8 +123,19 @@ impl Queue {
         self.ready.push_back(message);
     }
 
-    fn discard(&mut self, message: QueuedMessage) {
+    /// Drops by reason since the last call (the router adds them to the
+    /// metrics under the queue's class).
+    pub fn take_drop_counts(&mut self) -> DropCounts {
+        std::mem::take(&mut self.unreported)
+    }
+
+    fn discard(&mut self, message: QueuedMessage, expired: bool) {
         self.dropped += 1;
+        if expired {
+            self.unreported.expired += 1;
+        } else {
+            self.unreported.overflow += 1;
+        }
         if message.sequence.is_some() {
             self.discarded.push(message);
         }
@@ -153,6 +179,7 @@ impl Queue {
         if full(self) {
             match self.settings.overflow {
                 Overflow::Reject => {
+                    self.unreported.rejected += 1;
                     return Err(QueueFull(format!(
                         "queue '{}' is full ({} messages, {} bytes; max_length {}, max_bytes {})",
                         self.name,
@@ -160,7 +187,7 @@ impl Queue {
                         self.bytes,
                         self.settings.max_length,
                         self.settings.max_bytes
-                    )))
+                    )));
                 }
                 Overflow::DropOldest => {
                     while full(self) {
@@ -168,7 +195,7 @@ impl Queue {
                             break;
                         };
                         self.release(oldest.message.size());
-                        self.discard(oldest);
+                        self.discard(oldest, false);
                     }
                     if full(self) {
                         // Only delayed messages are left; the newest cannot fit.
@@ -204,7 +231,7 @@ impl Queue {
         while let Some(next) = self.ready.pop_front() {
             self.release(next.message.size());
             if next.message.expired(now_ms) {
-                self.discard(next);
+                self.discard(next, true);
                 continue;
             }
             return Some(next);

@@ -141,9 +141,11 @@ impl Router {
             self.next_sequence += 1;
             self.next_sequence
         });
-        queue
-            .enqueue(message.clone(), sequence)
-            .map_err(|full| full.0)?;
+        if let Err(full) = queue.enqueue(message.clone(), sequence) {
+            // A refusal is counted too.
+            self.forget_discarded(name);
+            return Err(full.0);
+        }
         if let (Some(queue_id), Some(sequence)) = (stored, sequence) {
             self.batch_bytes += message.body.len() as u64;
             self.store_op(StoreOp::Put {
@@ -157,11 +159,20 @@ impl Router {
         Ok(())
     }
 
-    /// Removes from the store the stored messages a queue dropped.
+    /// Counts what a queue dropped in the metrics and removes from the
+    /// store the stored messages it dropped.
     pub(super) fn forget_discarded(&mut self, name: &str) {
         let Some(queue) = self.queues.get_mut(name) else {
             return;
         };
+        let drops = queue.take_drop_counts();
+        if drops != crate::queue::DropCounts::default() {
+            self.metrics.router_add(|r| &r.expired, name, drops.expired);
+            self.metrics
+                .router_add(|r| &r.overflow, name, drops.overflow);
+            self.metrics
+                .router_add(|r| &r.rejected, name, drops.rejected);
+        }
         let Some(queue_id) = queue.store_id else {
             return;
         };

@@ -64,6 +64,9 @@ pub enum QueueAction {
     Purge,
     /// Remove the queue and its messages; refused while it has consumers.
     Delete,
+    /// Move a dead-letter queue's held messages back to the queue each
+    /// left (its `x-original-destination`); messages without one stay.
+    MoveBack,
 }
 
 impl Router {
@@ -123,7 +126,68 @@ impl Router {
                 }
                 Ok(count)
             }
+            QueueAction::MoveBack => Ok(self.move_back(name)),
         }
+    }
+
+    /// Moves dead-letter queue `name`'s held messages back to their
+    /// original queues, without the dead-letter headers; the count moved.
+    fn move_back(&mut self, name: &str) -> usize {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return 0;
+        };
+        let held = queue.purge();
+        let mut moved = 0;
+        for queued in held {
+            let original = queued
+                .message
+                .headers
+                .iter()
+                .find(|(key, _)| key == "x-original-destination")
+                .map(|(_, value)| value.clone())
+                .filter(|target| target != name && target.starts_with("/queue/"));
+            let Some(target) = original else {
+                if let Some(queue) = self.queues.get_mut(name) {
+                    queue.restore(queued);
+                }
+                continue;
+            };
+            let message = &queued.message;
+            let headers = message
+                .headers
+                .iter()
+                .filter(|(key, _)| {
+                    !matches!(
+                        key.as_str(),
+                        "x-dead-letter-reason" | "x-original-destination" | "x-deliveries"
+                    )
+                })
+                .cloned()
+                .collect();
+            let back = std::sync::Arc::new(crate::model::message::Message {
+                id: message.id.clone(),
+                destination: target.clone(),
+                headers,
+                body: message.body.clone(),
+                text: message.text,
+                expires_at: message.expires_at,
+            });
+            // Stored messages stay stored: removed here, put there.
+            self.forget_settled(name, queued.sequence);
+            self.ensure_queue(&target, &crate::queue::QueueArguments::default(), None);
+            match self.enqueue(&target, back, queued.sequence.is_some()) {
+                Ok(()) => moved += 1,
+                Err(reason) => {
+                    tracing::warn!(from = name, to = %target, %reason, "move back: message dropped")
+                }
+            }
+        }
+        if let Some(queue) = self.queues.get(name) {
+            if queue.ready_len() > 0 {
+                self.dispatch(name);
+            }
+        }
+        moved
     }
 
     /// Takes the snapshot (router task).

@@ -6,7 +6,7 @@ use crate::auth::Credentials;
 use crate::outbound::OutFrame;
 use crate::router::RouterCommand;
 use stomp_protocol::{Command, Frame, FrameEncoder, Version};
-use tracing::debug;
+use tracing::{debug, info};
 
 impl Session {
     pub(super) async fn on_connect(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
@@ -103,14 +103,19 @@ impl Session {
                 .connected
                 .set(crate::metrics::connections::Connected { version, user });
         }
+        // Never the passcode or a token: only who connected, from where.
+        if self.context.metrics.may_log_connection() {
+            info!(
+                session = self.id.0,
+                user = identity.name.as_deref().unwrap_or("anonymous"),
+                address = %self.client.ip,
+                transport = self.stats.as_ref().map_or("-", |stats| stats.transport),
+                version = %version,
+                "connected"
+            );
+        }
+        debug!(heartbeat = ?self.heartbeat, "heart-beats negotiated");
         self.client_id = frame.get("client-id").map(str::to_owned).or(identity.name);
-        // Never the passcode or a token: only who connected.
-        debug!(
-            version = %version,
-            client = self.client_id.as_deref().unwrap_or("anonymous"),
-            heartbeat = ?self.heartbeat,
-            "connected"
-        );
 
         let mut connected = FrameEncoder::begin(Command::Connected, version, 128);
         connected.header("version", version.as_str());

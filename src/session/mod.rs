@@ -148,6 +148,31 @@ impl Session {
         self.client.ip
     }
 
+    /// The ERROR for an access its permissions deny (`access`: `read` or
+    /// `write`), logged at info with who and where (rate-limited).
+    fn denied(&self, access: &str, destination: &str, message: String) -> SessionError {
+        if self.context.metrics.may_log_denial() {
+            tracing::info!(
+                session = self.id.0,
+                user = self.principal_name(),
+                address = %self.client.ip,
+                access,
+                destination,
+                "permission denied"
+            );
+        }
+        SessionError::new(message, CloseReason::PolicyViolation)
+    }
+
+    /// The user as logs name it.
+    fn principal_name(&self) -> &str {
+        self.stats
+            .as_ref()
+            .and_then(|stats| stats.connected.get())
+            .and_then(|connected| connected.user.as_deref())
+            .unwrap_or("anonymous")
+    }
+
     /// The broker's counters.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.context.metrics

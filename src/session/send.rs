@@ -187,9 +187,10 @@ impl Session {
         let limits = &self.context.destination_limits;
         let target = send_target(destination, limits).map_err(|e| SessionError::protocol(e.0))?;
         if !self.permissions.can_write(destination, limits) {
-            return Err(SessionError::new(
+            return Err(self.denied(
+                "write",
+                destination,
                 format!("write access to '{destination}' denied"),
-                CloseReason::PolicyViolation,
             ));
         }
         let expires_at = expiry(frame)?;

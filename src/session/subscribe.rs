@@ -46,9 +46,10 @@ impl Session {
             _ => destination,
         };
         if !self.permissions.can_read(readable, limits) {
-            return Err(SessionError::new(
+            return Err(self.denied(
+                "read",
+                readable,
                 format!("read access to '{readable}' denied"),
-                CloseReason::PolicyViolation,
             ));
         }
         if matches!(target, SubscribeTarget::Subscribers { .. }) && ack.expects_ack() {
@@ -95,9 +96,10 @@ impl Session {
         let limits = &self.context.destination_limits;
         queue_name(target, limits).map_err(|e| SessionError::protocol(e.0))?;
         if !self.permissions.can_write(target, limits) {
-            return Err(SessionError::new(
+            return Err(self.denied(
+                "write",
+                target,
                 format!("write access to '{target}' denied (x-dead-letter-routing-key)"),
-                CloseReason::PolicyViolation,
             ));
         }
         Ok(())
