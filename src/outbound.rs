@@ -7,16 +7,24 @@
 //! dropping the oldest *droppable* frames (topic messages of subscriptions
 //! whose slow-consumer policy is `drop-oldest`), or marks the queue
 //! overflowed and wakes the connection, which closes with ERROR "slow consumer".
+//! A *conflating* push (policy `conflate`) is never refused: past the budget
+//! it replaces the queued, not yet written MESSAGE of the same subscription
+//! and destination (found through a small index of queued slots), so the
+//! queue holds at most the budget plus one frame per destination.
 //!
 //! A `std::sync::Mutex` guards the deque: critical sections are a push or a
 //! drain, never held across an `.await`.
 
 use crate::model::close::CloseReason;
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+mod pending;
+
+pub use pending::ConflationKey;
+use pending::{with_conflated_header, Pending, Slot};
 
 /// One encoded STOMP frame: exactly one WebSocket message.
 #[derive(Debug, Clone)]
@@ -62,12 +70,6 @@ pub enum PushError {
     Gone,
 }
 
-/// Frames waiting, with whether each may be dropped under pressure.
-#[derive(Debug, Default)]
-struct Pending {
-    frames: VecDeque<(OutFrame, bool)>,
-}
-
 /// State shared by the two halves.
 #[derive(Debug)]
 struct Shared {
@@ -86,6 +88,8 @@ struct Shared {
     overflow: Notify,
     /// Frames dropped by `drop-oldest`.
     dropped: AtomicU64,
+    /// Frames replaced by newer ones under `conflate`.
+    conflated: AtomicU64,
     /// The most `in_flight_bytes` ever reached: what this connection needed
     /// of its budget (logged at close; sizes `outbound.max_queued_bytes`).
     peak_bytes: AtomicUsize,
@@ -141,6 +145,7 @@ pub fn outbound_channel(max_frames: usize, max_bytes: usize) -> (OutboundSender,
         overflowed: AtomicBool::new(false),
         overflow: Notify::new(),
         dropped: AtomicU64::new(0),
+        conflated: AtomicU64::new(0),
         peak_bytes: AtomicUsize::new(0),
     });
     (
@@ -177,16 +182,16 @@ impl OutboundSender {
             };
             if droppable {
                 while !fits(&pending, shared.in_flight_bytes.load(Ordering::Relaxed)) {
-                    let Some(at) = pending.frames.iter().position(|(_, d)| *d) else {
+                    let Some(at) = pending.frames.iter().position(|q| q.droppable) else {
                         // What fills the budget is already being written
                         // (older still): this message is the one to drop.
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     };
-                    if let Some((old, _)) = pending.frames.remove(at) {
+                    if let Some(old) = pending.frames.remove(at) {
                         shared
                             .in_flight_bytes
-                            .fetch_sub(old.bytes.len(), Ordering::Relaxed);
+                            .fetch_sub(old.frame.bytes.len(), Ordering::Relaxed);
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -200,7 +205,70 @@ impl OutboundSender {
             }
             let in_flight = shared.in_flight_bytes.fetch_add(length, Ordering::Relaxed) + length;
             shared.peak_bytes.fetch_max(in_flight, Ordering::Relaxed);
-            pending.frames.push_back((frame, droppable));
+            pending.push_back(frame, droppable);
+        }
+        shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues a topic MESSAGE under the `conflate` policy; never refused.
+    /// Within the budget it is queued as it is; past it, it replaces the
+    /// queued, not yet written MESSAGE with the same `key` and carries
+    /// `x-conflated:<messages replaced>`, or, if there is none, is queued
+    /// anyway (at most one frame per key beyond the budget).
+    pub fn push_conflating(&self, frame: OutFrame, key: ConflationKey) -> Result<(), PushError> {
+        let shared = &*self.shared;
+        let length = frame.bytes.len();
+        {
+            let mut pending = shared.lock();
+            let in_flight = shared.in_flight_bytes.load(Ordering::Relaxed);
+            let fits =
+                pending.frames.len() < shared.max_frames && in_flight + length <= shared.max_bytes;
+            let queued = if fits {
+                None
+            } else {
+                pending.slots.get(&key).and_then(|slot| {
+                    pending
+                        .position(slot.sequence)
+                        .map(|at| (at, slot.conflated))
+                })
+            };
+            if let Some((at, conflated)) = queued {
+                let replacement = with_conflated_header(&frame, conflated + 1);
+                let new_length = replacement.bytes.len();
+                if let Some(old) = pending.frames.get_mut(at) {
+                    let old_length = old.frame.bytes.len();
+                    old.frame = replacement;
+                    shared
+                        .in_flight_bytes
+                        .fetch_add(new_length, Ordering::Relaxed);
+                    shared
+                        .in_flight_bytes
+                        .fetch_sub(old_length, Ordering::Relaxed);
+                    let sequence = old.sequence;
+                    pending.slots.insert(
+                        key,
+                        Slot {
+                            sequence,
+                            conflated: conflated + 1,
+                        },
+                    );
+                    shared.conflated.fetch_add(1, Ordering::Relaxed);
+                }
+                // Nothing new to wake the writer for: the slot was queued.
+                return Ok(());
+            }
+            let in_flight = shared.in_flight_bytes.fetch_add(length, Ordering::Relaxed) + length;
+            shared.peak_bytes.fetch_max(in_flight, Ordering::Relaxed);
+            let sequence = pending.push_back(frame, false);
+            pending.slots.insert(
+                key,
+                Slot {
+                    sequence,
+                    conflated: 0,
+                },
+            );
+            pending.prune_slots();
         }
         shared.ready.notify_one();
         Ok(())
@@ -219,6 +287,11 @@ impl OutboundSender {
     /// Frames dropped so far by `drop-oldest`.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Frames replaced so far under `conflate`.
+    pub fn conflated(&self) -> u64 {
+        self.shared.conflated.load(Ordering::Relaxed)
     }
 }
 
@@ -274,14 +347,14 @@ impl OutboundReceiver {
     fn take(&self, batch: &mut Vec<OutFrame>, limit: usize) -> usize {
         let mut pending = self.shared.lock();
         let count = pending.frames.len().min(limit);
-        batch.extend(pending.frames.drain(..count).map(|(frame, _)| frame));
+        batch.extend(pending.frames.drain(..count).map(|queued| queued.frame));
         count
     }
 
     /// Takes one frame if one is ready.
     pub fn try_recv(&mut self) -> Option<OutFrame> {
         let mut pending = self.shared.lock();
-        pending.frames.pop_front().map(|(frame, _)| frame)
+        pending.frames.pop_front().map(|queued| queued.frame)
     }
 
     /// Gives back budget for frames the writer has written.
@@ -366,6 +439,44 @@ mod tests {
         let kept: Vec<&[u8]> = batch.iter().map(|f| &f.bytes[..]).collect();
         assert_eq!(kept, vec![&b"receipt"[..], &[3u8][..], &[4u8][..]]);
         assert_eq!(queue.dropped(), 3);
+    }
+
+    #[tokio::test]
+    async fn conflate_replaces_the_queued_message_of_the_same_key_past_the_budget() {
+        let (queue, mut receiver) = outbound_channel(2, 1000);
+        let key = |d: &str| -> ConflationKey { (Arc::from("s"), d.into()) };
+        let message = |v: &str| OutFrame::new(Bytes::from(format!("MESSAGE\nv:{v}\n\n\0")), true);
+        queue
+            .push_conflating(message("a1"), key("a"))
+            .expect("fits");
+        queue
+            .push_conflating(message("b1"), key("b"))
+            .expect("fits");
+        // Past the frame budget: replaced in place, never refused.
+        for n in 2..=4 {
+            queue
+                .push_conflating(message(&format!("a{n}")), key("a"))
+                .expect("conflated");
+        }
+        // A key with nothing queued goes in beyond the budget.
+        queue
+            .push_conflating(message("c1"), key("c"))
+            .expect("queued");
+        assert!(!receiver.overflow_signal().is_set());
+        let mut batch = Vec::new();
+        receiver.recv_many(&mut batch, 10).await;
+        let kept: Vec<&[u8]> = batch.iter().map(|f| &f.bytes[..]).collect();
+        assert_eq!(
+            kept,
+            vec![
+                &b"MESSAGE\nx-conflated:3\nv:a4\n\n\0"[..],
+                &b"MESSAGE\nv:b1\n\n\0"[..],
+                &b"MESSAGE\nv:c1\n\n\0"[..],
+            ]
+        );
+        assert_eq!(queue.conflated(), 3);
+        let total: usize = batch.iter().map(|f| f.bytes.len()).sum();
+        assert_eq!(receiver.queued_bytes(), total);
     }
 
     #[tokio::test]

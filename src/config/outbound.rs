@@ -32,7 +32,8 @@ pub enum SlowConsumerPolicy {
     Disconnect,
     /// Drop its oldest queued topic messages (auto-ack topic subscriptions).
     DropOldest,
-    /// Reserved for a later release (keep only the latest value per topic).
+    /// Past the budget, replace a queued message of the same destination by
+    /// the newest (`x-conflated:<count>`); never cut off for topic traffic.
     Conflate,
 }
 
@@ -66,15 +67,8 @@ pub struct SlowConsumerRule {
 }
 
 impl SlowConsumersConfig {
-    /// `conflate` is reserved; rules are for topics.
+    /// Rules are for topics.
     pub(super) fn validate(&self) -> Result<(), String> {
-        let policies = std::iter::once(self.policy).chain(self.rules.iter().map(|r| r.policy));
-        if policies
-            .into_iter()
-            .any(|p| p == SlowConsumerPolicy::Conflate)
-        {
-            return Err("slow_consumers policy \"conflate\" is reserved for a later release; use \"disconnect\" or \"drop-oldest\"".into());
-        }
         if let Some(rule) = self
             .rules
             .iter()

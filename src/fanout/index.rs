@@ -19,6 +19,7 @@ use super::encode::FanOut;
 use super::export::TopicExport;
 use super::feeds::Feeds;
 use super::match_cache::{Match, MatchCache};
+use super::rate_cap::Offered;
 use super::snapshot::Snapshot;
 use super::start_at::StartAt;
 use super::subscriber::Subscriber;
@@ -182,10 +183,15 @@ impl TopicIndex {
                 let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
                 // A slow consumer's queue is marked overflowed by the push: its
                 // connection closes itself, and its Detach removes its entries.
-                let result = if subscriber.drop_oldest {
-                    subscriber.outbound.push_droppable(frame)
-                } else {
-                    subscriber.outbound.push(frame)
+                let destination = message.destination.as_str();
+                let result = match &subscriber.max_rate {
+                    Some(cap) => match cap.offer(subscriber, destination, frame) {
+                        Offered::Now(frame) => subscriber.push(destination, frame),
+                        // Held, and maybe replaced by a newer one: not
+                        // counted as delivered.
+                        Offered::Held => continue,
+                    },
+                    None => subscriber.push(destination, frame),
                 };
                 *pushed += u64::from(result.is_ok());
             }
@@ -323,6 +329,8 @@ mod tests {
             version: Version::V1_2,
             outbound,
             drop_oldest: false,
+            conflate: false,
+            max_rate: None,
         };
         (Interest::Direct(Arc::new(subscriber)), receiver)
     }

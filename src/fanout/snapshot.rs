@@ -100,8 +100,14 @@ impl Feeds {
                 encode(&marked, delivery(subscriber), subscriber.version)
             };
             // A snapshot larger than the outbound budget cuts the
-            // subscriber off like any slow consumer: its connection closes.
-            let _ = subscriber.outbound.push(frame);
+            // subscriber off like any slow consumer: its connection closes;
+            // under `conflate` it is conflated like live traffic instead.
+            let _ = if subscriber.conflate {
+                let key = (subscriber.id.clone(), message.destination.as_str().into());
+                subscriber.outbound.push_conflating(frame, key)
+            } else {
+                subscriber.outbound.push(frame)
+            };
         }
         Snapshot { recovered }
     }

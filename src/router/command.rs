@@ -75,6 +75,9 @@ pub enum RouterCommand {
         durable: Option<DurableSubscription>,
         /// Where an auto-ack topic subscription starts (`x-stream-offset`).
         start: StartAt,
+        /// `x-max-rate`: at most so many MESSAGEs per second per destination
+        /// (auto-ack topic subscriptions).
+        max_rate: Option<u32>,
         /// Receipt to send once active.
         receipt: Option<String>,
     },

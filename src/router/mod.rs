@@ -86,13 +86,13 @@ pub fn spawn_router(
         max_queued_bytes,
     };
     let limits = settings.destination_limits;
-    let drop_oldest_rules = settings
+    let slow_consumer_rules = settings
         .slow_consumers
         .rules
         .iter()
         .map(|rule| {
             destination::topic_pattern(&rule.pattern, &limits)
-                .map(|pattern| (pattern, rule.policy == SlowConsumerPolicy::DropOldest))
+                .map(|pattern| (pattern, rule.policy))
                 .map_err(|e| format!("slow_consumers.rules pattern: {}", e.0))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -107,8 +107,8 @@ pub fn spawn_router(
         .collect::<Result<Vec<_>, _>>()?;
     let mut router = Router {
         metrics: settings.metrics,
-        drop_oldest_rules,
-        drop_oldest_default: settings.slow_consumers.policy == SlowConsumerPolicy::DropOldest,
+        slow_consumer_rules,
+        slow_consumer_default: settings.slow_consumers.policy,
         max_unacked_per_connection: settings.max_unacked_per_connection,
         queue_memory: settings.queue_memory,
         topics: TopicTrie::default(),
@@ -147,8 +147,8 @@ struct Router {
     /// The router's counters (it alone writes them).
     metrics: Arc<crate::metrics::Metrics>,
     /// Slow-consumer rules: pattern → whether it means `drop-oldest`.
-    drop_oldest_rules: Vec<(Vec<PatternWord>, bool)>,
-    drop_oldest_default: bool,
+    slow_consumer_rules: Vec<(Vec<PatternWord>, SlowConsumerPolicy)>,
+    slow_consumer_default: SlowConsumerPolicy,
     max_unacked_per_connection: usize,
     queue_memory: Arc<QueueMemory>,
     /// Client-ack topic subscriptions (the router tracks their unsettled

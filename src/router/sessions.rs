@@ -3,7 +3,8 @@
 //! removing subscriptions, and dropping a session that ended or fell behind.
 
 use super::{AckMode, Router, RouterCommand, SessionId, Subscriber, DURABLE_PREFIX};
-use crate::fanout::{IndexKey, Interest, StartAt};
+use crate::config::SlowConsumerPolicy;
+use crate::fanout::{IndexKey, Interest, RateCap, StartAt};
 use crate::model::destination::{self, PatternWord, SubscribeTarget, META_SUBSCRIBERS_PREFIX};
 use crate::outbound::OutboundSender;
 use crate::queue::{QueueArguments, QueuedMessage};
@@ -105,7 +106,7 @@ impl Router {
         who: SubscribeRequest,
         target: SubscribeTarget,
         arguments: &QueueArguments,
-        start: &StartAt,
+        (start, max_rate): (&StartAt, Option<u32>),
         receipt: Option<&str>,
     ) -> Option<Option<bool>> {
         let SubscribeRequest {
@@ -114,9 +115,11 @@ impl Router {
             ack,
             prefetch,
         } = who.clone();
-        let drop_oldest = match &target {
-            SubscribeTarget::Topic(pattern) => self.drops_oldest(pattern),
-            SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => false,
+        let policy = match &target {
+            SubscribeTarget::Topic(pattern) => self.slow_consumer_policy(pattern),
+            SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => {
+                SlowConsumerPolicy::Disconnect
+            }
         };
         let entry = self.sessions.get_mut(&session)?;
         match target {
@@ -127,7 +130,10 @@ impl Router {
                     ack,
                     version: entry.version,
                     outbound: entry.outbound.clone(),
-                    drop_oldest,
+                    drop_oldest: policy == SlowConsumerPolicy::DropOldest,
+                    conflate: policy == SlowConsumerPolicy::Conflate,
+                    // Client-ack deliveries are the router's, one by one.
+                    max_rate: max_rate.filter(|_| !ack.expects_ack()).map(RateCap::new),
                 });
                 // Inserted before the RECEIPT goes out: every publication
                 // that starts after it sees the subscription.
@@ -206,6 +212,7 @@ impl Router {
             arguments,
             durable,
             start,
+            max_rate,
             receipt,
         } = command
         else {
@@ -229,7 +236,13 @@ impl Router {
             (SubscribeTarget::Topic(pattern), Some(durable)) => self
                 .subscribe_durable(who, &durable, pattern, receipt.as_deref())
                 .then_some(None),
-            (target, _) => self.subscribe(who, target, &arguments, &start, receipt.as_deref()),
+            (target, _) => self.subscribe(
+                who,
+                target,
+                &arguments,
+                (&start, max_rate),
+                receipt.as_deref(),
+            ),
         };
         if let Some(recovered) = subscribed {
             let durable = self.durable_ops != mark;
@@ -311,7 +324,7 @@ impl Router {
     /// The slow-consumer policy of a topic subscription: the first rule whose
     /// pattern matches the subscription's destination (its wildcards read as
     /// plain words), else the default.
-    pub(super) fn drops_oldest(&self, pattern: &[PatternWord]) -> bool {
+    pub(super) fn slow_consumer_policy(&self, pattern: &[PatternWord]) -> SlowConsumerPolicy {
         let words: Vec<&str> = pattern
             .iter()
             .map(|word| match word {
@@ -320,10 +333,10 @@ impl Router {
                 PatternWord::Many => "#",
             })
             .collect();
-        self.drop_oldest_rules
+        self.slow_consumer_rules
             .iter()
             .find(|(rule, _)| destination::pattern_matches(rule, &words))
-            .map_or(self.drop_oldest_default, |(_, drop_oldest)| *drop_oldest)
+            .map_or(self.slow_consumer_default, |(_, policy)| *policy)
     }
 
     /// Logs once per slow session and removes it.

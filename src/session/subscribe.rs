@@ -78,6 +78,7 @@ impl Session {
             arguments,
             durable,
             start,
+            max_rate: max_rate(frame)?,
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
@@ -172,6 +173,19 @@ fn start_at(
             ))
         }
         SubscribeTarget::Topic(_) => Ok(start),
+    }
+}
+
+/// `x-max-rate:<messages per second>`, a positive whole number.
+fn max_rate(frame: &Frame) -> Result<Option<u32>, SessionError> {
+    let Some(value) = frame.get("x-max-rate") else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u32>() {
+        Ok(rate) if rate > 0 => Ok(Some(rate)),
+        _ => Err(SessionError::protocol(format!(
+            "x-max-rate '{value}' is not a positive whole number of messages per second"
+        ))),
     }
 }
 

@@ -14,6 +14,7 @@ mod connection;
 mod delivery;
 mod fanout;
 mod idle;
+mod late_joiners;
 mod micro;
 mod mqtt;
 mod nats;
@@ -49,6 +50,8 @@ pub enum Scenario {
     Queue(QueueArgs),
     /// Many idle connections: connect rate, memory each, a probe to all.
     Idle(idle::IdleArgs),
+    /// Late joiners each taking a wildcard snapshot of retained values.
+    LateJoiners(late_joiners::LateJoinersArgs),
     /// Codec decode/encode MB/s and topic-trie matches/s, in process.
     Micro,
     /// A plan file's cases against its brokers, in rounds; medians to a file.
@@ -97,6 +100,7 @@ pub async fn run_scenario(scenario: Scenario) -> Fallible<Report> {
         Scenario::Publishers(args) => publishers::run(args).await,
         Scenario::Queue(args) => queue::run(args).await,
         Scenario::Idle(args) => idle::run(args).await,
+        Scenario::LateJoiners(args) => late_joiners::run(args).await,
         Scenario::Micro => micro::run(),
         Scenario::Plan(_) => Err("a plan cannot run a plan".into()),
     }
