@@ -275,6 +275,12 @@ impl IndexWriter {
         let (removed, cached) = {
             let mut trie = self.write();
             let removed = trie.remove(pattern, key);
+            if let Some(Interest::Direct(subscriber)) = &removed {
+                // Held MESSAGEs of an `x-max-rate` cap go with it.
+                if let Some(cap) = &subscriber.max_rate {
+                    cap.close();
+                }
+            }
             self.index.generation.fetch_add(1, Ordering::Release);
             (removed, self.index.cache.take_all())
         };

@@ -64,6 +64,13 @@ impl RateCap {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Forgets every held MESSAGE; a timer that fires later finds nothing.
+    /// Called when the subscription is removed, so that nothing of it is
+    /// pushed after its UNSUBSCRIBE's RECEIPT.
+    pub fn close(&self) {
+        self.lock().clear();
+    }
+
     /// Lets `frame` for `destination` go now, or holds it as the latest and
     /// arms a timer that delivers it to `subscriber` when the interval ends.
     pub(super) fn offer<S: CappedSink>(
@@ -114,19 +121,16 @@ async fn deliver_held<S: CappedSink>(subscriber: Weak<S>, destination: Box<str>,
     let Some(cap) = subscriber.rate_cap() else {
         return;
     };
-    let held = {
-        let mut slots = cap.lock();
-        let Some(slot) = slots.get_mut(&destination) else {
-            return;
-        };
-        slot.armed = false;
-        let held = slot.held.take();
-        if held.is_some() {
-            slot.next_at = Instant::now() + cap.interval;
-        }
-        held
+    // The push happens under the slots' lock: once `close` has returned
+    // (the router calls it when the subscription leaves the index, before
+    // its UNSUBSCRIBE's RECEIPT), no held MESSAGE can follow.
+    let mut slots = cap.lock();
+    let Some(slot) = slots.get_mut(&destination) else {
+        return;
     };
-    if let Some(frame) = held {
+    slot.armed = false;
+    if let Some(frame) = slot.held.take() {
+        slot.next_at = Instant::now() + cap.interval;
         subscriber.push_held(&destination, frame);
     }
 }
