@@ -9,9 +9,11 @@
 //! HTTP/1.1 connection. An HTTP connection takes a listener permit and
 //! counts against its address like a WebSocket one.
 
+mod cors;
 pub mod head;
 mod publish;
 mod sse;
+mod sse_event;
 
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
@@ -123,15 +125,17 @@ async fn route(shared: &HttpConnection, request: Request<Incoming>) -> Response<
     let path = request.uri().path();
     let method = request.method();
     let readable = method == Method::GET || method == Method::HEAD;
+    let allowed = &shared.endpoint.config.allowed_origins;
     if method == Method::OPTIONS {
-        let mut response = text(StatusCode::NO_CONTENT, "");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST, OPTIONS"));
-        return response;
+        return cors::options(request.headers(), allowed);
     }
     match path {
-        "/api/publish" if method == Method::POST => publish::publish(shared, request).await,
+        "/api/publish" if method == Method::POST => {
+            let headers = request.headers().clone();
+            let mut response = publish::publish(shared, request).await;
+            cors::allow(&headers, allowed, &mut response);
+            response
+        }
         "/api/publish" => method_not_allowed("POST, OPTIONS"),
         "/sse" if method == Method::GET => sse::events(shared, request).await,
         "/sse" => method_not_allowed("GET, OPTIONS"),
