@@ -1031,3 +1031,63 @@ async fn cross_origin_publish_gets_a_preflight_answer_only_from_allowed_origins(
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert_eq!(refused.header("access-control-allow-origin"), None);
 }
+
+/// Connections of each kind held open in the idle-memory comparison.
+const IDLE_CONNECTIONS: usize = 1000;
+
+/// The broker's VmRSS (KiB) once it has settled.
+async fn settled_rss(broker: &common::BrokerProcess) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    broker.memory_kib().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sse_feeds_cost_at_most_a_few_kib_more_than_idle_websocket_subscribers() {
+    let config = format!(
+        "[listener]\nmax_connections_per_ip = {limit}\n\n[rate_limits]\nconnections_per_second_per_ip = 0\n",
+        limit = 3 * IDLE_CONNECTIONS
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = common::BrokerProcess::start(&config, dir.path());
+    let address: SocketAddr = broker.address.parse().expect("address");
+    // Warm up both paths once, so that one-off allocations are not counted.
+    let warm_feed = SseClient::open(address, "destination=/topic/idle.warm").await;
+    let mut warm_client = Client::connect(&broker.url).await;
+    warm_client
+        .subscribe_confirmed("w", "/topic/idle.warm", "w")
+        .await;
+
+    let before = settled_rss(&broker).await;
+    let mut feeds = Vec::with_capacity(IDLE_CONNECTIONS);
+    for n in 0..IDLE_CONNECTIONS {
+        let mut feed = SseClient::open(address, &format!("destination=/topic/idle.sse.{n}"))
+            .await
+            .expect("feed");
+        assert_eq!(feed.event().await.as_deref(), Some("retry: 3000"));
+        feeds.push(feed);
+    }
+    let with_feeds = settled_rss(&broker).await;
+    let mut clients = Vec::with_capacity(IDLE_CONNECTIONS);
+    for n in 0..IDLE_CONNECTIONS {
+        let mut client = Client::connect(&broker.url).await;
+        client
+            .subscribe_confirmed("s", &format!("/topic/idle.ws.{n}"), "s")
+            .await;
+        clients.push(client);
+    }
+    let with_both = settled_rss(&broker).await;
+    let per = |kib: u64| kib as f64 / IDLE_CONNECTIONS as f64;
+    let sse = per(with_feeds.saturating_sub(before));
+    let websocket = per(with_both.saturating_sub(with_feeds));
+    eprintln!(
+        "idle memory over {IDLE_CONNECTIONS} connections each: SSE {sse:.1} KiB, WebSocket {websocket:.1} KiB per connection"
+    );
+    // Served by hyper, a feed kept its 8 KiB read and 8 KiB write buffers:
+    // 27.7 KiB against 11.9. Now about 18 against 12: the rest is not
+    // found yet, so this bound holds what was won.
+    assert!(
+        sse <= websocket + 8.0,
+        "an idle SSE feed costs {sse:.1} KiB, an idle WebSocket subscriber {websocket:.1} KiB"
+    );
+    drop((warm_feed, feeds, clients));
+}

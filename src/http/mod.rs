@@ -10,6 +10,7 @@
 //! counts against its address like a WebSocket one.
 
 mod cors;
+mod direct;
 pub mod head;
 mod publish;
 mod sse;
@@ -62,11 +63,11 @@ struct HttpConnection {
 /// Serves one HTTP/1.1 connection (the first request's head is already in
 /// `stream`, rewound) until the client closes it or shutdown.
 pub async fn serve<S>(
-    stream: S,
+    stream: Rewind<S>,
     peer_ip: IpAddr,
     context: Arc<BrokerContext>,
     endpoint: Arc<Endpoint>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -83,6 +84,32 @@ pub async fn serve<S>(
     let ending = shared.clone();
     // Held as long as the connection: it counts against its address.
     let _slot = admitted.ok();
+    if shared.refusal.is_none() {
+        // An SSE feed as the first request is answered without hyper, whose
+        // buffers an idle feed would keep for its whole life.
+        if let Some(request) = direct::sse_request(stream.prefix()) {
+            direct::serve_sse(stream, request, &shared).await;
+            return;
+        }
+    }
+    // Boxed apart: hyper's connection state is large, and an SSE feed
+    // answered above should not carry room for it.
+    Box::pin(serve_hyper(stream, shared, handshake_timeout, shutdown)).await;
+    let publisher = ending.publisher.lock().await.take();
+    if let Some(publisher) = publisher {
+        publisher.end().await;
+    }
+}
+
+/// Serves the connection's requests with hyper.
+async fn serve_hyper<S>(
+    stream: Rewind<S>,
+    shared: Arc<HttpConnection>,
+    handshake_timeout: Duration,
+    mut shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let keep_alive = shared.refusal.is_none();
     let service = service_fn(move |request| {
         let shared = shared.clone();
@@ -109,10 +136,6 @@ pub async fn serve<S>(
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
         }
-    }
-    let publisher = ending.publisher.lock().await.take();
-    if let Some(publisher) = publisher {
-        publisher.end().await;
     }
 }
 

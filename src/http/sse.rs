@@ -21,7 +21,7 @@ use crate::shutdown::Shutdown;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame as BodyFrame, Incoming};
+use hyper::body::Frame as BodyFrame;
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL,
     CONTENT_TYPE, ORIGIN, VARY,
@@ -40,7 +40,7 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 const BATCH: usize = 64;
 
 /// Answers one SSE request: refusals as JSON errors, else the feed.
-pub(super) async fn events(shared: &HttpConnection, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn events<B>(shared: &HttpConnection, request: Request<B>) -> Response<Body> {
     let query = request.uri().query().unwrap_or("");
     let destinations: Vec<String> = query
         .split('&')
@@ -138,7 +138,7 @@ struct Start {
 /// Reads `Last-Event-ID` (the browser's reconnect), else `?lastEventId=`,
 /// else `?x-stream-offset=`: STOMP's resume, spelt for SSE. An id is
 /// `<epoch>:<offset>` of the last event seen, so the feed starts one past it.
-fn start_at(request: &Request<Incoming>, query: &str, destinations: &[String]) -> Start {
+fn start_at<B>(request: &Request<B>, query: &str, destinations: &[String]) -> Start {
     let id = request
         .headers()
         .get("last-event-id")
