@@ -10,7 +10,9 @@ mod common;
 
 use common::{start, start_default, test_config, Client};
 use std::net::SocketAddr;
-use stomphub::config::{Anonymous, JwtConfig, PublishRateRule, RateLimitAction, UserConfig};
+use stomphub::config::{
+    Anonymous, JwtConfig, PublishRateRule, RateLimitAction, TopicRule, UserConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -440,8 +442,17 @@ struct SseClient {
 
 impl SseClient {
     async fn open(address: SocketAddr, query: &str) -> Result<SseClient, Answer> {
+        SseClient::open_with(address, query, "").await
+    }
+
+    /// Opens a feed with extra request header lines (each ending in CRLF).
+    async fn open_with(
+        address: SocketAddr,
+        query: &str,
+        headers: &str,
+    ) -> Result<SseClient, Answer> {
         let mut stream = TcpStream::connect(address).await.expect("connect");
-        let get = format!("GET /sse?{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let get = format!("GET /sse?{query} HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
         stream.write_all(get.as_bytes()).await.expect("write");
         let mut raw = Vec::new();
         let end = loop {
@@ -775,4 +786,308 @@ async fn shutdown_ends_sse_feeds() {
     while feed.event().await.is_some() {}
     stopping.await.expect("shutdown");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+/// The `id:` line of an event.
+fn event_id(event: &str) -> String {
+    event
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("an id in {event:?}"))
+        .to_owned()
+}
+
+/// The `data:` line of an event (one-line bodies).
+fn event_data(event: &str) -> &str {
+    event
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("data in {event:?}"))
+}
+
+/// Publishes `count` more messages `m<n>` to `/topic/feed.a`, confirmed.
+async fn publish_feed(publisher: &mut Client, sent: &mut usize, count: usize) {
+    for _ in 0..count {
+        *sent += 1;
+        publisher
+            .send_confirmed(
+                stomp_protocol::Frame::new(stomp_protocol::Command::Send)
+                    .header("destination", "/topic/feed.a")
+                    .body(format!("m{sent}")),
+                &format!("r{sent}"),
+            )
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn sse_feeds_resume_after_a_dropped_connection_with_no_gap_and_no_duplicate() {
+    let mut config = test_config();
+    config.topics.rules = vec![TopicRule {
+        pattern: "/topic/feed.*".into(),
+        history: 100,
+        history_age: None,
+        retain: Default::default(),
+        persistent: false,
+    }];
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    let mut publisher = Client::connect(&broker.url()).await;
+    let mut sent = 0;
+    let mut feed = SseClient::open(address, "destination=/topic/feed.a&x-stream-offset=next")
+        .await
+        .expect("feed");
+    assert_eq!(feed.event().await.as_deref(), Some("retry: 3000"));
+    publish_feed(&mut publisher, &mut sent, 3).await;
+    let first = feed.data_event().await;
+    assert_eq!(event_data(&first), "m1");
+    let second = feed.data_event().await;
+    assert_eq!(event_data(&second), "m2");
+    let (epoch, offset) = event_id(&second)
+        .rsplit_once(':')
+        .map(|(e, o)| (e.to_owned(), o.to_owned()))
+        .expect("<epoch>:<offset>");
+    assert_eq!(event_id(&first), format!("{epoch}:1"));
+    assert_eq!(offset, "2");
+    // The connection drops having seen m2 (m3 is on the wire, unread);
+    // more is published meanwhile.
+    drop(feed);
+    publish_feed(&mut publisher, &mut sent, 3).await;
+    let mut resumed = SseClient::open_with(
+        address,
+        "destination=/topic/feed.a",
+        &format!("Last-Event-ID: {epoch}:2\r\n"),
+    )
+    .await
+    .expect("resumed feed");
+    assert_eq!(resumed.event().await.as_deref(), Some("retry: 3000"));
+    assert_eq!(resumed.data_event().await, "event: recovered\ndata: true");
+    for n in 3..=6 {
+        let event = resumed.data_event().await;
+        assert_eq!(event_data(&event), format!("m{n}"), "{event}");
+        assert_eq!(event_id(&event), format!("{epoch}:{n}"));
+    }
+    publish_feed(&mut publisher, &mut sent, 1).await;
+    let live = resumed.data_event().await;
+    assert_eq!(
+        event_data(&live),
+        "m7",
+        "no duplicate between replay and live"
+    );
+
+    // The query parameter does the same.
+    let mut by_query = SseClient::open(
+        address,
+        &format!("destination=/topic/feed.a&lastEventId={epoch}%3A5"),
+    )
+    .await
+    .expect("feed");
+    assert_eq!(by_query.event().await.as_deref(), Some("retry: 3000"));
+    assert_eq!(by_query.data_event().await, "event: recovered\ndata: true");
+    assert_eq!(event_data(&by_query.data_event().await), "m6");
+    assert_eq!(event_data(&by_query.data_event().await), "m7");
+
+    // Another epoch: starts at the last value and says so.
+    let mut lost = SseClient::open_with(
+        address,
+        "destination=/topic/feed.a",
+        "Last-Event-ID: another-epoch:2\r\n",
+    )
+    .await
+    .expect("feed");
+    assert_eq!(lost.event().await.as_deref(), Some("retry: 3000"));
+    assert_eq!(lost.data_event().await, "event: recovered\ndata: false");
+    assert_eq!(event_data(&lost.data_event().await), "m7");
+
+    // x-stream-offset=first as a query parameter: the whole history.
+    let mut everything =
+        SseClient::open(address, "destination=/topic/feed.a&x-stream-offset=first")
+            .await
+            .expect("feed");
+    assert_eq!(everything.event().await.as_deref(), Some("retry: 3000"));
+    for n in 1..=7 {
+        assert_eq!(event_data(&everything.data_event().await), format!("m{n}"));
+    }
+    // An id on a wildcard feed cannot be resumed from.
+    let mut wildcard = SseClient::open_with(
+        address,
+        "destination=/topic/feed.*",
+        &format!("Last-Event-ID: {epoch}:2\r\n"),
+    )
+    .await
+    .expect("feed");
+    assert_eq!(wildcard.event().await.as_deref(), Some("retry: 3000"));
+    assert_eq!(wildcard.data_event().await, "event: recovered\ndata: false");
+    assert_eq!(event_data(&wildcard.data_event().await), "m7");
+}
+
+#[tokio::test]
+async fn idle_sse_feeds_get_a_heartbeat_comment_every_configured_interval() {
+    let mut config = test_config();
+    config.http.sse_heartbeat = std::time::Duration::from_millis(200);
+    let broker = start(config).await;
+    let mut feed = SseClient::open(broker.local_addr(), "destination=/topic/quiet")
+        .await
+        .expect("feed");
+    assert_eq!(feed.event().await.as_deref(), Some("retry: 3000"));
+    let opened = std::time::Instant::now();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(2), feed.event())
+            .await
+            .expect("a heartbeat well within 2 s");
+        assert_eq!(event.as_deref(), Some(": heartbeat"));
+    }
+    let elapsed = opened.elapsed();
+    // Three intervals of 200 ms, not sooner (nor the 15 s default).
+    assert!(
+        elapsed >= std::time::Duration::from_millis(550),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn cross_origin_publish_gets_a_preflight_answer_only_from_allowed_origins() {
+    let mut config = test_config();
+    config.listeners[0].allowed_origins = vec!["https://app.example.com".into()];
+    config.auth.users = vec![UserConfig {
+        login: "bob".into(),
+        password_hash: stomphub::auth::password::hash("builder").expect("hash"),
+        read: vec![],
+        write: vec!["/topic/a".into()],
+        roles: Vec::new(),
+    }];
+    let bob = basic("bob", "builder");
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS /api/publish?destination=/topic/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type, authorization\r\n\r\n"
+        )
+    };
+    let allowed = request(address, &preflight("https://app.example.com")).await;
+    assert_eq!(allowed.status, 204, "{allowed:?}");
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let methods = allowed
+        .header("access-control-allow-methods")
+        .expect("allowed methods");
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = allowed
+        .header("access-control-allow-headers")
+        .expect("allowed headers")
+        .to_ascii_lowercase();
+    assert!(
+        headers.contains("content-type") && headers.contains("authorization"),
+        "{headers}"
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    let denied = request(address, &preflight("https://evil.example.com")).await;
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(denied.header("access-control-allow-origin"), None);
+    // A plain OPTIONS still lists the methods.
+    let plain = request(
+        address,
+        "OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(plain.status, 204);
+    assert!(plain.header("allow").is_some_and(|a| a.contains("POST")));
+    assert_eq!(plain.header("access-control-allow-origin"), None);
+    // The POST that follows: its answer is readable by the allowed page only.
+    let published = request(
+        address,
+        &close(post(
+            "destination=/topic/a",
+            &[
+                "Origin: https://app.example.com",
+                "Content-Type: application/json",
+                &bob,
+            ],
+            "{}",
+        )),
+    )
+    .await;
+    assert_eq!(published.status, 200, "{}", published.text());
+    assert_eq!(
+        published.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let refused = request(
+        address,
+        &close(post(
+            "destination=/topic/a",
+            &["Origin: https://evil.example.com", &bob],
+            "{}",
+        )),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+}
+
+/// Connections of each kind held open in the idle-memory comparison.
+const IDLE_CONNECTIONS: usize = 1000;
+
+/// The broker's VmRSS (KiB) once it has settled.
+async fn settled_rss(broker: &common::BrokerProcess) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    broker.memory_kib().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sse_feeds_cost_at_most_a_few_kib_more_than_idle_websocket_subscribers() {
+    let config = format!(
+        "[listener]\nmax_connections_per_ip = {limit}\n\n[rate_limits]\nconnections_per_second_per_ip = 0\n",
+        limit = 3 * IDLE_CONNECTIONS
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = common::BrokerProcess::start(&config, dir.path());
+    let address: SocketAddr = broker.address.parse().expect("address");
+    // Warm up both paths once, so that one-off allocations are not counted.
+    let warm_feed = SseClient::open(address, "destination=/topic/idle.warm").await;
+    let mut warm_client = Client::connect(&broker.url).await;
+    warm_client
+        .subscribe_confirmed("w", "/topic/idle.warm", "w")
+        .await;
+
+    let before = settled_rss(&broker).await;
+    let mut feeds = Vec::with_capacity(IDLE_CONNECTIONS);
+    for n in 0..IDLE_CONNECTIONS {
+        let mut feed = SseClient::open(address, &format!("destination=/topic/idle.sse.{n}"))
+            .await
+            .expect("feed");
+        assert_eq!(feed.event().await.as_deref(), Some("retry: 3000"));
+        feeds.push(feed);
+    }
+    let with_feeds = settled_rss(&broker).await;
+    let mut clients = Vec::with_capacity(IDLE_CONNECTIONS);
+    for n in 0..IDLE_CONNECTIONS {
+        let mut client = Client::connect(&broker.url).await;
+        client
+            .subscribe_confirmed("s", &format!("/topic/idle.ws.{n}"), "s")
+            .await;
+        clients.push(client);
+    }
+    let with_both = settled_rss(&broker).await;
+    let per = |kib: u64| kib as f64 / IDLE_CONNECTIONS as f64;
+    let sse = per(with_feeds.saturating_sub(before));
+    let websocket = per(with_both.saturating_sub(with_feeds));
+    eprintln!(
+        "idle memory over {IDLE_CONNECTIONS} connections each: SSE {sse:.1} KiB, WebSocket {websocket:.1} KiB per connection"
+    );
+    // Served by hyper, a feed kept its 8 KiB read and 8 KiB write buffers:
+    // 27.7 KiB against 11.9. Now about 18 against 12: the rest is not
+    // found yet, so this bound holds what was won.
+    assert!(
+        sse <= websocket + 8.0,
+        "an idle SSE feed costs {sse:.1} KiB, an idle WebSocket subscriber {websocket:.1} KiB"
+    );
+    drop((warm_feed, feeds, clients));
 }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod http;
 mod limits;
 mod listeners;
 mod outbound;
@@ -21,6 +22,7 @@ mod values;
 
 pub use admin::{AdminAnonymous, AdminConfig};
 pub use auth::{Anonymous, AuthConfig, JwtConfig, JwtKeyConfig, UserConfig};
+pub use http::HttpConfig;
 pub use limits::LimitsConfig;
 pub use listeners::{EndpointConfig, ListenerConfig, ListenerKind, TlsConfig};
 pub use outbound::{OutboundConfig, SlowConsumerPolicy, SlowConsumerRule, SlowConsumersConfig};
@@ -73,6 +75,8 @@ pub struct Config {
     pub topics: TopicsConfig,
     /// The operators' HTTP listener.
     pub admin: AdminConfig,
+    /// HTTP beside WebSocket: SSE feeds.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -93,6 +97,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             topics: TopicsConfig::default(),
             admin: AdminConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -204,6 +209,7 @@ impl Config {
         self.queues.validate()?;
         self.rate_limits.validate()?;
         self.topics.validate()?;
+        self.http.validate()?;
         if !self.storage.enabled {
             if let Some(rule) = self.topics.rules.iter().find(|r| r.persistent) {
                 return Err(format!(

@@ -100,6 +100,11 @@ impl<S> Rewind<S> {
         Rewind { prefix, inner }
     }
 
+    /// The bytes still to be read again (the first request head).
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
     /// The stream below.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner

@@ -9,9 +9,12 @@
 //! HTTP/1.1 connection. An HTTP connection takes a listener permit and
 //! counts against its address like a WebSocket one.
 
+mod cors;
+mod direct;
 pub mod head;
 mod publish;
 mod sse;
+mod sse_event;
 
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
@@ -60,11 +63,11 @@ struct HttpConnection {
 /// Serves one HTTP/1.1 connection (the first request's head is already in
 /// `stream`, rewound) until the client closes it or shutdown.
 pub async fn serve<S>(
-    stream: S,
+    stream: Rewind<S>,
     peer_ip: IpAddr,
     context: Arc<BrokerContext>,
     endpoint: Arc<Endpoint>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -81,6 +84,32 @@ pub async fn serve<S>(
     let ending = shared.clone();
     // Held as long as the connection: it counts against its address.
     let _slot = admitted.ok();
+    if shared.refusal.is_none() {
+        // An SSE feed as the first request is answered without hyper, whose
+        // buffers an idle feed would keep for its whole life.
+        if let Some(request) = direct::sse_request(stream.prefix()) {
+            direct::serve_sse(stream, request, &shared).await;
+            return;
+        }
+    }
+    // Boxed apart: hyper's connection state is large, and an SSE feed
+    // answered above should not carry room for it.
+    Box::pin(serve_hyper(stream, shared, handshake_timeout, shutdown)).await;
+    let publisher = ending.publisher.lock().await.take();
+    if let Some(publisher) = publisher {
+        publisher.end().await;
+    }
+}
+
+/// Serves the connection's requests with hyper.
+async fn serve_hyper<S>(
+    stream: Rewind<S>,
+    shared: Arc<HttpConnection>,
+    handshake_timeout: Duration,
+    mut shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let keep_alive = shared.refusal.is_none();
     let service = service_fn(move |request| {
         let shared = shared.clone();
@@ -108,10 +137,6 @@ pub async fn serve<S>(
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
         }
     }
-    let publisher = ending.publisher.lock().await.take();
-    if let Some(publisher) = publisher {
-        publisher.end().await;
-    }
 }
 
 /// Chooses the answer to one request.
@@ -123,15 +148,17 @@ async fn route(shared: &HttpConnection, request: Request<Incoming>) -> Response<
     let path = request.uri().path();
     let method = request.method();
     let readable = method == Method::GET || method == Method::HEAD;
+    let allowed = &shared.endpoint.config.allowed_origins;
     if method == Method::OPTIONS {
-        let mut response = text(StatusCode::NO_CONTENT, "");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST, OPTIONS"));
-        return response;
+        return cors::options(request.headers(), allowed);
     }
     match path {
-        "/api/publish" if method == Method::POST => publish::publish(shared, request).await,
+        "/api/publish" if method == Method::POST => {
+            let headers = request.headers().clone();
+            let mut response = publish::publish(shared, request).await;
+            cors::allow(&headers, allowed, &mut response);
+            response
+        }
         "/api/publish" => method_not_allowed("POST, OPTIONS"),
         "/sse" if method == Method::GET => sse::events(shared, request).await,
         "/sse" => method_not_allowed("GET, OPTIONS"),

@@ -250,8 +250,8 @@ pub(super) fn error_message(bytes: &Bytes) -> String {
 
 /// The credentials of a request: `Authorization: Bearer` or `Basic`, else
 /// `?access_token=`, else none (anonymous rules apply).
-pub(super) fn credentials(
-    request: &Request<Incoming>,
+pub(super) fn credentials<B>(
+    request: &Request<B>,
     query: &str,
     origin: Option<String>,
 ) -> Result<Credentials, &'static str> {

@@ -4,14 +4,16 @@
 //! matching through the topic index, the outbound budget and the
 //! slow-consumer policy are those of any subscriber, with no copy of them.
 //!
-//! Events: `data:` the body, one line per body line, when it is UTF-8;
-//! otherwise `event: binary` and the body in base64. `?format=json` sends
-//! `{"destination","headers","body"}` instead. A comment every
-//! [`HEARTBEAT`] keeps proxies from closing an idle feed; `retry:` tells the
-//! browser when to reconnect. No `id:` yet: resuming needs per-destination
-//! offsets, which do not exist yet.
+//! Events are written by [`super::sse_event`]; `id:` is the message's
+//! `<epoch>:<offset>` on destinations with a feed, and `Last-Event-ID` (or
+//! `?lastEventId=`) resumes one past it, as STOMP's `x-stream-offset:
+//! offset=<n>` with `x-epoch` does; an event `recovered` says whether that
+//! was without a gap. `?x-stream-offset=` chooses the start otherwise. A
+//! comment every heart-beat interval keeps proxies from closing an idle
+//! feed; `retry:` tells the browser when to reconnect.
 
 use super::publish::{connect, credentials, error, status_for, unauthorized, Publisher};
+use super::sse_event::{encode_event, own_frame_limits, Format};
 use super::{Body, HttpConnection};
 use crate::auth::origin_allowed;
 use crate::outbound::OutFrame;
@@ -19,7 +21,7 @@ use crate::shutdown::Shutdown;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame as BodyFrame, Incoming};
+use hyper::body::Frame as BodyFrame;
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL,
     CONTENT_TYPE, ORIGIN, VARY,
@@ -27,11 +29,9 @@ use hyper::header::{
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::time::Duration;
-use stomp_protocol::{Command, Frame, Limits, Version};
+use stomp_protocol::{Command, Frame, Version};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
-/// How often an idle feed gets a comment line.
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The browser's reconnection delay, sent as `retry:` (milliseconds).
 pub const RETRY_MS: u64 = 3000;
 /// How long the answer waits for the subscriptions' receipts.
@@ -39,17 +39,8 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 /// MESSAGE frames taken from the outbound queue per body chunk.
 const BATCH: usize = 64;
 
-/// How events are written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    /// The body as `data:` lines.
-    Plain,
-    /// `{"destination","headers","body"}` per event.
-    Json,
-}
-
 /// Answers one SSE request: refusals as JSON errors, else the feed.
-pub(super) async fn events(shared: &HttpConnection, request: Request<Incoming>) -> Response<Body> {
+pub(super) async fn events<B>(shared: &HttpConnection, request: Request<B>) -> Response<Body> {
     let query = request.uri().query().unwrap_or("");
     let destinations: Vec<String> = query
         .split('&')
@@ -87,13 +78,23 @@ pub(super) async fn events(shared: &HttpConnection, request: Request<Incoming>) 
         Ok(feed) => feed,
         Err(failure) => return unauthorized(failure.message),
     };
+    let start = start_at(&request, query, &destinations);
     let mut early = Vec::new();
-    if let Err((status, message)) = subscribe(&mut feed, &destinations, &mut early).await {
-        feed.end().await;
-        return error(status, &message);
-    }
+    let recovered = match subscribe(&mut feed, &destinations, &start.headers, &mut early).await {
+        Ok(recovered) => recovered,
+        Err((status, message)) => {
+            feed.end().await;
+            return error(status, &message);
+        }
+    };
     let mut first = BytesMut::new();
     first.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
+    if start.resuming {
+        // Before the replayed events: `false` means a gap (history lost or
+        // too old), and what follows starts at the last value.
+        let recovered = recovered && !start.unusable;
+        first.put_slice(format!("event: recovered\ndata: {recovered}\n\n").as_bytes());
+    }
     for frame in &early {
         encode_event(frame, format, &mut first);
     }
@@ -101,7 +102,7 @@ pub(super) async fn events(shared: &HttpConnection, request: Request<Incoming>) 
         expires_at: feed.session.expires_at(),
         publisher: Some(feed),
         format,
-        heartbeat: heartbeat(),
+        heartbeat: heartbeat(shared.context.config.http.sse_heartbeat),
         shutdown: shared.shutdown.clone(),
         first: Some(first.freeze()),
         batch: Vec::new(),
@@ -123,26 +124,100 @@ pub(super) async fn events(shared: &HttpConnection, request: Request<Incoming>) 
     response
 }
 
+/// Where a feed starts: the SUBSCRIBE headers that say it.
+struct Start {
+    /// `x-stream-offset` (and `x-epoch`) for each SUBSCRIBE.
+    headers: Vec<(&'static str, String)>,
+    /// Started from an event id: the feed says whether it resumed.
+    resuming: bool,
+    /// The event id cannot be resumed from (not `<epoch>:<offset>`, or the
+    /// feed is not one destination without wildcards): starts at `last`.
+    unusable: bool,
+}
+
+/// Reads `Last-Event-ID` (the browser's reconnect), else `?lastEventId=`,
+/// else `?x-stream-offset=`: STOMP's resume, spelt for SSE. An id is
+/// `<epoch>:<offset>` of the last event seen, so the feed starts one past it.
+fn start_at<B>(request: &Request<B>, query: &str, destinations: &[String]) -> Start {
+    let id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| super::publish::query_parameter(query, "lastEventId"))
+        .filter(|id| !id.trim().is_empty());
+    if let Some(id) = id {
+        let parsed = id
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(epoch, offset)| Some((epoch.to_owned(), offset.parse::<u64>().ok()?)));
+        // Offsets are per destination: an id names a place in one of them.
+        let single = matches!(destinations, [d] if !d.contains(['*', '#']));
+        return match parsed {
+            Some((epoch, offset)) if single && !epoch.is_empty() => Start {
+                headers: vec![
+                    (
+                        "x-stream-offset",
+                        format!("offset={}", offset.saturating_add(1)),
+                    ),
+                    ("x-epoch", epoch),
+                ],
+                resuming: true,
+                unusable: false,
+            },
+            _ => Start {
+                headers: vec![("x-stream-offset", "last".into())],
+                resuming: true,
+                unusable: true,
+            },
+        };
+    }
+    let headers = super::publish::query_parameter(query, "x-stream-offset")
+        .map(|value| vec![("x-stream-offset", value)])
+        .unwrap_or_default();
+    Start {
+        headers,
+        resuming: false,
+        unusable: false,
+    }
+}
+
+/// A RECEIPT's `x-recovered:true` (a SUBSCRIBE resumed with no gap).
+fn receipt_recovered(bytes: &Bytes) -> bool {
+    let limits = own_frame_limits();
+    stomp_protocol::check(bytes, &limits)
+        .ok()
+        .and_then(|length| {
+            stomp_protocol::parse(bytes.slice(..length), Version::V1_2, &limits).ok()
+        })
+        .is_some_and(|receipt| receipt.get("x-recovered") == Some("true"))
+}
+
 /// Subscribes the feed's session to every destination and waits for their
 /// receipts, so that the feed is live when the answer starts. MESSAGEs that
-/// arrive meanwhile go to `early`.
+/// arrive meanwhile go to `early`. Whether every receipt said `x-recovered:true`.
 async fn subscribe(
     feed: &mut Publisher,
     destinations: &[String],
+    start: &[(&'static str, String)],
     early: &mut Vec<OutFrame>,
-) -> Result<(), (StatusCode, String)> {
+) -> Result<bool, (StatusCode, String)> {
     for (index, destination) in destinations.iter().enumerate() {
-        let subscribe = Frame::new(Command::Subscribe)
+        let mut subscribe = Frame::new(Command::Subscribe)
             .header("id", format!("sse-{index}"))
             .header("destination", destination.as_str())
             .header("ack", "auto")
             .header("receipt", format!("sse-{index}"));
+        for (name, value) in start {
+            subscribe = subscribe.header(*name, value.as_str());
+        }
         feed.session
             .handle(subscribe)
             .await
             .map_err(|failure| (status_for(&failure.message), failure.message))?;
     }
     let mut receipts = 0;
+    let mut recovered = true;
     let deadline = Instant::now() + SUBSCRIBE_WAIT;
     let mut batch = Vec::new();
     while receipts < destinations.len() {
@@ -165,6 +240,7 @@ async fn subscribe(
         for frame in batch.drain(..) {
             if frame.bytes.starts_with(b"RECEIPT\n") {
                 receipts += 1;
+                recovered &= receipt_recovered(&frame.bytes);
             } else if frame.bytes.starts_with(b"ERROR\n") {
                 let message = super::publish::error_message(&frame.bytes);
                 return Err((status_for(&message), message));
@@ -173,7 +249,7 @@ async fn subscribe(
             }
         }
     }
-    Ok(())
+    Ok(recovered)
 }
 
 /// Sleeps until `at`; forever without one.
@@ -184,8 +260,9 @@ async fn until(at: Option<Instant>) {
     }
 }
 
-fn heartbeat() -> Interval {
-    let mut heartbeat = interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
+/// Ticks every `period` (`[http] sse_heartbeat`, validated positive).
+fn heartbeat(period: Duration) -> Interval {
+    let mut heartbeat = interval_at(Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeat
 }
@@ -276,124 +353,5 @@ impl Drop for Feed {
     /// not outlive it.
     fn drop(&mut self) {
         self.publisher_end();
-    }
-}
-
-/// Limits for reading our own MESSAGE frames back: they were checked when
-/// they came in; the broker's added headers must not trip them.
-fn own_frame_limits() -> Limits {
-    Limits {
-        max_headers: usize::MAX,
-        max_header_line_bytes: usize::MAX,
-        max_header_bytes: usize::MAX,
-        max_body_bytes: usize::MAX,
-        ..Limits::default()
-    }
-}
-
-/// Appends the SSE event for one outbound frame (MESSAGEs only).
-fn encode_event(frame: &OutFrame, format: Format, out: &mut BytesMut) {
-    if !frame.bytes.starts_with(b"MESSAGE\n") {
-        return;
-    }
-    let limits = own_frame_limits();
-    let Ok(length) = stomp_protocol::check(&frame.bytes, &limits) else {
-        return;
-    };
-    let Ok(message) = stomp_protocol::parse(frame.bytes.slice(..length), Version::V1_2, &limits)
-    else {
-        return;
-    };
-    let text = std::str::from_utf8(&message.body).ok();
-    if text.is_none() {
-        out.put_slice(b"event: binary\n");
-    }
-    let body = match text {
-        Some(text) => text.to_owned(),
-        None => {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD.encode(&message.body)
-        }
-    };
-    match format {
-        Format::Plain => data_lines(&body, out),
-        Format::Json => {
-            let headers: serde_json::Map<String, serde_json::Value> = message
-                .headers
-                .iter()
-                .filter(|(name, _)| *name != "content-length")
-                .map(|(name, value)| (name.to_owned(), value.into()))
-                .collect();
-            let event = serde_json::json!({
-                "destination": message.get("destination").unwrap_or_default(),
-                "headers": headers,
-                "body": body,
-            });
-            // JSON escapes line breaks: one `data:` line.
-            data_lines(&event.to_string(), out);
-        }
-    }
-    out.put_slice(b"\n");
-}
-
-/// `data:` lines for `text`: SSE ends lines at CR, LF or CRLF, so each of
-/// them starts a new `data:` line (the browser joins them with LF).
-fn data_lines(text: &str, out: &mut BytesMut) {
-    let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
-    for line in normalized.split('\n') {
-        out.put_slice(b"data: ");
-        out.put_slice(line.as_bytes());
-        out.put_slice(b"\n");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(body: &[u8]) -> OutFrame {
-        let frame = Frame::new(Command::Message)
-            .header("destination", "/topic/a")
-            .header("message-id", "m-1")
-            .header("subscription", "sse-0")
-            .body(Bytes::copy_from_slice(body));
-        OutFrame {
-            bytes: stomp_protocol::encode(&frame, Version::V1_2),
-            text: false,
-            close: None,
-        }
-    }
-
-    fn event(body: &[u8], format: Format) -> String {
-        let mut out = BytesMut::new();
-        encode_event(&message(body), format, &mut out);
-        String::from_utf8(out.to_vec()).expect("UTF-8 event")
-    }
-
-    #[test]
-    fn utf8_bodies_are_data_lines_and_others_base64() {
-        assert_eq!(event(b"42", Format::Plain), "data: 42\n\n");
-        assert_eq!(
-            event(b"a\nb\r\nc\rd", Format::Plain),
-            "data: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
-        assert_eq!(event(b"", Format::Plain), "data: \n\n");
-        assert_eq!(
-            event(&[0xff, 0x00, 0x01], Format::Plain),
-            "event: binary\ndata: /wAB\n\n"
-        );
-    }
-
-    #[test]
-    fn json_events_carry_destination_headers_and_body() {
-        let text = event(b"x\ny", Format::Json);
-        let line = text
-            .strip_prefix("data: ")
-            .and_then(|t| t.strip_suffix("\n\n"))
-            .expect("one data line");
-        let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
-        assert_eq!(value["destination"], "/topic/a");
-        assert_eq!(value["headers"]["message-id"], "m-1");
-        assert_eq!(value["body"], "x\ny");
     }
 }

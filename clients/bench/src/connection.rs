@@ -1,6 +1,7 @@
-//! One STOMP connection over WebSocket, as a load generator needs it: feed
-//! many frames, flush once, read frames as they come; and the WebSocket
-//! opening that the NATS and MQTT connections share.
+//! One STOMP connection over WebSocket (`ws://`, `wss://`) or plain TCP
+//! (`tcp://host:port`, STOMP's port 61613), as a load generator needs it:
+//! feed many frames, flush once, read frames as they come; and the
+//! WebSocket opening that the NATS and MQTT connections share.
 //!
 //! Connections to a loopback broker take their source address in turn from
 //! 127.0.0.1 … 127.0.0.N (`--sources`), with `IP_BIND_ADDRESS_NO_PORT` so
@@ -108,9 +109,20 @@ pub async fn open_websocket(url: &str, subprotocol: Option<&str>) -> Fallible<We
     .0)
 }
 
-/// One STOMP connection over WebSocket.
+/// What a STOMP connection runs on.
+enum Link {
+    /// One STOMP frame per WebSocket message.
+    Ws(Box<WebSocket>),
+    /// STOMP straight on TCP; frames fed are kept in `out` until a flush.
+    Tcp {
+        stream: tokio::net::TcpStream,
+        out: BytesMut,
+    },
+}
+
+/// One STOMP connection over WebSocket or TCP.
 pub struct Connection {
-    ws: WebSocket,
+    ws: Link,
     decoder: Decoder,
     buffer: BytesMut,
     /// WebSocket payload bytes received so far, for bytes per delivery.
@@ -118,9 +130,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens the WebSocket and sends CONNECT.
+    /// Opens the WebSocket (or, for `tcp://host:port`, the TCP connection)
+    /// and sends CONNECT.
     pub async fn open(url: &str) -> Fallible<Connection> {
-        let ws = open_websocket(url, Some("v12.stomp")).await?;
+        let ws = match url.strip_prefix("tcp://") {
+            Some(address) => {
+                let address = address.trim_end_matches('/');
+                let target = tokio::net::lookup_host(address)
+                    .await?
+                    .next()
+                    .ok_or("the tcp:// address has no host")?;
+                Link::Tcp {
+                    stream: tcp_connect(target).await?,
+                    out: BytesMut::new(),
+                }
+            }
+            None => Link::Ws(Box::new(open_websocket(url, Some("v12.stomp")).await?)),
+        };
         let mut connection = Connection {
             ws,
             decoder: Decoder::new(Limits {
@@ -169,16 +195,57 @@ impl Connection {
 
     /// Queues a frame (written at the next flush or read).
     pub async fn send(&mut self, frame: Frame) -> Fallible<()> {
-        self.ws
-            .feed(Message::Binary(encode(&frame, Version::V1_2)))
-            .await?;
+        let bytes = encode(&frame, Version::V1_2);
+        match &mut self.ws {
+            Link::Ws(ws) => ws.feed(Message::Binary(bytes)).await?,
+            Link::Tcp { out, .. } => out.extend_from_slice(&bytes),
+        }
         Ok(())
     }
 
     /// Writes what is queued.
     pub async fn flush(&mut self) -> Fallible<()> {
-        self.ws.flush().await?;
+        match &mut self.ws {
+            Link::Ws(ws) => ws.flush().await?,
+            Link::Tcp { stream, out } => {
+                use tokio::io::AsyncWriteExt;
+                if !out.is_empty() {
+                    stream.write_all(out).await?;
+                    out.clear();
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Takes what the TCP connection has already received; whether
+    /// anything came.
+    fn try_read_tcp(&mut self) -> Fallible<bool> {
+        let Link::Tcp { stream, .. } = &mut self.ws else {
+            return Ok(false);
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        let read = match stream.try_read(&mut chunk) {
+            Ok(0) => return Err("connection closed".into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        self.received_bytes += read as u64;
+        self.buffer.extend_from_slice(&chunk[..read]);
+        Ok(true)
+    }
+
+    /// Waits until the TCP connection has something, and takes it.
+    async fn read_tcp(&mut self) -> Fallible<()> {
+        loop {
+            if let Link::Tcp { stream, .. } = &self.ws {
+                stream.readable().await?;
+            }
+            if self.try_read_tcp()? {
+                return Ok(());
+            }
+        }
     }
 
     /// A frame that has already arrived, without waiting or flushing: lets
@@ -189,7 +256,13 @@ impl Connection {
             if let Some(frame) = self.decoder.decode(&mut self.buffer)? {
                 return Ok(Some(frame));
             }
-            match self.ws.next().now_or_never() {
+            let Link::Ws(ws) = &mut self.ws else {
+                if self.try_read_tcp()? {
+                    continue;
+                }
+                return Ok(None);
+            };
+            match ws.next().now_or_never() {
                 None => return Ok(None),
                 Some(Some(Ok(message))) => self.take(message),
                 Some(Some(Err(e))) => return Err(e.into()),
@@ -205,7 +278,11 @@ impl Connection {
             if let Some(frame) = self.decoder.decode(&mut self.buffer)? {
                 return Ok(frame);
             }
-            match self.ws.next().await {
+            let Link::Ws(ws) = &mut self.ws else {
+                self.read_tcp().await?;
+                continue;
+            };
+            match ws.next().await {
                 Some(Ok(message)) => self.take(message),
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err("connection closed".into()),
