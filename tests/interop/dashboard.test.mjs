@@ -1,6 +1,6 @@
 // The admin dashboard (GET / on the admin listener) in headless Chromium:
-// it renders, and its numbers move with traffic. A screenshot is saved as
-// target/dashboard.png.
+// it renders, its numbers move with traffic (a screenshot is saved as
+// target/dashboard.png), and it stays live and bounded with 1 000 queues.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -66,4 +66,42 @@ test('the dashboard renders and its numbers move with traffic', async () => {
     await publisher.deactivate();
   }
   assert.deepEqual(outside, [], 'no request leaves the broker');
+});
+
+test('the dashboard stays live and bounded with 1 000 queues', async () => {
+  const admin = await broker.admin;
+  const publisher = new Client({ brokerURL: broker.url, reconnectDelay: 0 });
+  await new Promise((r) => { publisher.onConnect = r; publisher.activate(); });
+  try {
+    // 1 000 queues, queue many.N holding N % 7 + 1 messages.
+    for (let n = 0; n < 1000; n += 1) {
+      for (let k = 0; k <= n % 7; k += 1) publisher.publish({ destination: `/queue/many.${n}`, body: `m${k}` });
+    }
+    const receipt = 'all-sent';
+    const done = new Promise((r) => publisher.watchForReceipt(receipt, r));
+    publisher.publish({ destination: '/queue/many.last', body: 'x', headers: { receipt } });
+    await done;
+    const listed = await (await fetch(admin + '/api/queues')).json();
+    assert.ok(listed.queues.length >= 1000, `the API lists every queue: ${listed.queues.length}`);
+
+    const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+    const started = Date.now();
+    await page.goto(admin + '/');
+    await page.waitForSelector('#status[data-state="live"]', { timeout: 10_000 });
+    // The table shows the deepest queues, a bounded number of rows.
+    await page.waitForFunction(() => document.querySelectorAll('#queues tbody tr').length > 0, null, { timeout: 10_000 });
+    const rows = await page.$$eval('#queues tbody tr', (trs) => trs.length);
+    assert.ok(rows <= 20, `${rows} rows`);
+    assert.equal(await page.textContent('#queues tbody tr:first-child td:nth-child(2)'), '7');
+    // It keeps refreshing: two more updates within the next 10 s.
+    const first = await page.textContent('#status');
+    await page.waitForFunction((t) => document.querySelector('#status').textContent !== t, first, { timeout: 10_000 });
+    const second = await page.textContent('#status');
+    await page.waitForFunction((t) => document.querySelector('#status').textContent !== t, second, { timeout: 10_000 });
+    assert.equal(await page.getAttribute('#status', 'data-state'), 'live');
+    console.log(`dashboard with 1 000 queues: live and refreshing ${Date.now() - started} ms after opening`);
+    await page.close();
+  } finally {
+    await publisher.deactivate();
+  }
 });
