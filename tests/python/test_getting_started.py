@@ -11,7 +11,7 @@ import subprocess
 import sys
 import unittest
 
-from test_tcp import Broker
+from broker import Broker
 
 PAGE = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "getting-started.md")
 

@@ -7,18 +7,13 @@ Run: STOMPHUB_BIN=target/debug/stomphub target/pyenv/bin/python -m unittest
 discover -s tests/python -p test_metrics.py -v
 """
 
-import os
-import queue
-import signal
-import subprocess
-import tempfile
 import unittest
 import urllib.request
 
 import stomp
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-WAIT = 5.0
+from broker import WAIT, Broker, Collector
 
 CONFIG = """
 [[listeners]]
@@ -33,76 +28,19 @@ persistent = ["/queue/orders.#"]
 """
 
 
-class Broker:
-    """The broker binary on free ports, its admin listener too."""
-
-    def __init__(self):
-        binary = os.environ.get("STOMPHUB_BIN")
-        if not binary:
-            raise unittest.SkipTest("STOMPHUB_BIN is not set")
-        self.dir = tempfile.TemporaryDirectory(prefix="stomphub-py-")
-        config = os.path.join(self.dir.name, "broker.toml")
-        with open(config, "w") as file:
-            file.write(CONFIG)
-        self.log = open(os.path.join(self.dir.name, "broker.log"), "w")
-        self.process = subprocess.Popen(
-            [binary, "--config", config, "--admin-listen", "127.0.0.1:0",
-             "--data-dir", os.path.join(self.dir.name, "data")],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=dict(os.environ, RUST_LOG="warn"),
-            text=True,
-        )
-        lines = [self.process.stdout.readline().split()[-1] for _ in range(3)]
-        assert lines[1].startswith("tcp://") and lines[2].startswith("http://"), lines
-        self.tcp = ("127.0.0.1", int(lines[1].rsplit(":", 1)[1]))
-        self.admin = lines[2].rstrip("/")
-
-    def scrape(self):
-        """{(name, frozen labels): value} of every sample, and the families."""
-        with urllib.request.urlopen(self.admin + "/metrics", timeout=WAIT) as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
-            text = response.read().decode()
-        samples = {}
-        families = list(text_string_to_metric_families(text))
-        for family in families:
-            assert family.name.startswith("stomphub_"), family.name
-            for sample in family.samples:
-                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return samples, families
-
-    def stop(self):
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process.stdout.close()
-        self.log.close()
-        self.dir.cleanup()
-
-
-class Collector(stomp.ConnectionListener):
-    def __init__(self):
-        self.events = queue.Queue()
-
-    def on_message(self, frame):
-        self.events.put(("MESSAGE", frame))
-
-    def on_receipt(self, frame):
-        self.events.put(("RECEIPT", frame))
-
-    def on_error(self, frame):
-        self.events.put(("ERROR", frame))
-
-    def wait_receipt(self, receipt):
-        while True:
-            kind, frame = self.events.get(timeout=WAIT)
-            if kind == "RECEIPT" and frame.headers["receipt-id"] == receipt:
-                return
-            assert kind != "ERROR", frame.headers
+def scrape(broker):
+    """{(name, frozen labels): value} of every sample, and the families."""
+    with urllib.request.urlopen(broker.admin + "/metrics", timeout=WAIT) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = response.read().decode()
+    samples = {}
+    families = list(text_string_to_metric_families(text))
+    for family in families:
+        assert family.name.startswith("stomphub_"), family.name
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples, families
 
 
 def value(samples, name, **labels):
@@ -111,7 +49,7 @@ def value(samples, name, **labels):
 
 class MetricsTest(unittest.TestCase):
     def setUp(self):
-        self.broker = Broker()
+        self.broker = Broker(CONFIG)
 
     def tearDown(self):
         self.connection.disconnect()
@@ -125,7 +63,7 @@ class MetricsTest(unittest.TestCase):
         return connection, collector
 
     def test_counters_move_with_traffic_and_destinations_do_not_add_series(self):
-        before, _ = self.broker.scrape()
+        before, _ = scrape(self.broker)
         self.connection, collector = self.connect()
         self.connection.subscribe("/topic/prices.a", id="1", receipt="sub")
         collector.wait_receipt("sub")
@@ -133,7 +71,7 @@ class MetricsTest(unittest.TestCase):
             self.connection.send("/topic/prices.a", body=f"m{i}")
         self.connection.send("/queue/orders.eu", body="order", receipt="sent")
         collector.wait_receipt("sent")
-        after, families = self.broker.scrape()
+        after, families = scrape(self.broker)
 
         self.assertEqual(value(after, "stomphub_connections", transport="tcp", version="1.2"), 1)
         self.assertGreaterEqual(
@@ -150,7 +88,7 @@ class MetricsTest(unittest.TestCase):
         while value(after, "stomphub_messages_delivered_total", **{"class": "/queue/orders.#"}) < 1:
             deadline -= 1
             self.assertGreater(deadline, 0, "the queue delivery was not counted")
-            after, families = self.broker.scrape()
+            after, families = scrape(self.broker)
         self.assertEqual(value(after, "stomphub_queue_messages", **{"class": "/queue/orders.#"}), 0)
         self.assertEqual(value(after, "stomphub_queue_consumers", **{"class": "/queue/orders.#"}), 1)
         self.assertGreater(value(after, "stomphub_received_bytes_total"), value(before, "stomphub_received_bytes_total"))
@@ -174,7 +112,7 @@ class MetricsTest(unittest.TestCase):
             self.connection.send(f"/topic/flood.{i}", body="x")
         self.connection.send("/topic/flood.last", body="x", receipt="flood")
         collector.wait_receipt("flood")
-        flooded, _ = self.broker.scrape()
+        flooded, _ = scrape(self.broker)
         self.assertEqual(
             value(flooded, "stomphub_messages_published_total", **{"class": "other"}), 10011)
         new_series = set(flooded) - set(after)

@@ -9,97 +9,12 @@ graceful shutdown). Run: STOMPHUB_BIN=target/release/stomphub
 target/pyenv/bin/python -m unittest discover -s tests/python -v
 """
 
-import os
-import queue
-import signal
-import subprocess
-import tempfile
 import time
 import unittest
 
 import stomp
 
-WAIT = 5.0
-
-CONFIG = """
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[listeners]]
-kind = "tcp"
-address = "127.0.0.1:0"
-"""
-
-
-class Broker:
-    """The broker binary on free ports; stop() ends it by PID."""
-
-    def __init__(self):
-        binary = os.environ.get("STOMPHUB_BIN")
-        if not binary:
-            raise unittest.SkipTest("STOMPHUB_BIN is not set")
-        self.dir = tempfile.TemporaryDirectory(prefix="stomphub-py-")
-        config = os.path.join(self.dir.name, "broker.toml")
-        with open(config, "w") as file:
-            file.write(CONFIG)
-        self.log = open(os.path.join(self.dir.name, "broker.log"), "w")
-        self.process = subprocess.Popen(
-            [binary, "--config", config, "--admin-listen", "127.0.0.1:0", "--data-dir", os.path.join(self.dir.name, "data")],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=dict(os.environ, RUST_LOG="warn"),
-            text=True,
-        )
-        # One "stomphub listening on <url>" line per listener, in order.
-        urls = [self.process.stdout.readline().split()[-1] for _ in range(2)]
-        assert urls[0].startswith("ws://") and urls[1].startswith("tcp://"), urls
-        ws_address = urls[0][len("ws://"):].split("/")[0]
-        tcp_address = urls[1][len("tcp://"):]
-        self.ws = ("127.0.0.1", int(ws_address.rsplit(":", 1)[1]))
-        self.tcp = ("127.0.0.1", int(tcp_address.rsplit(":", 1)[1]))
-
-    def stop(self):
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process.stdout.close()
-        self.log.close()
-        self.dir.cleanup()
-
-
-class Collector(stomp.ConnectionListener):
-    """Everything the broker sent, in order, as (kind, frame) on a queue."""
-
-    def __init__(self):
-        self.events = queue.Queue()
-
-    def on_message(self, frame):
-        self.events.put(("MESSAGE", frame))
-
-    def on_receipt(self, frame):
-        self.events.put(("RECEIPT", frame))
-
-    def on_error(self, frame):
-        self.events.put(("ERROR", frame))
-
-    def next(self, kind):
-        got, frame = self.events.get(timeout=WAIT)
-        assert got == kind, f"expected {kind}, got {got}: {frame.headers} {frame.body!r}"
-        return frame
-
-    def expect_receipt(self, receipt):
-        frame = self.next("RECEIPT")
-        assert frame.headers["receipt-id"] == receipt, frame.headers
-
-    def expect_nothing(self, seconds):
-        try:
-            got, frame = self.events.get(timeout=seconds)
-        except queue.Empty:
-            return
-        raise AssertionError(f"expected nothing, got {got}: {frame.headers}")
+from broker import Broker, Collector
 
 
 class StompPyTest(unittest.TestCase):
