@@ -243,6 +243,25 @@ async fn http_publish_reaches_topic_and_queue_subscribers() {
 
 const SECRET: &str = "http-test-shared-secret-of-some-length";
 
+/// HS256 tokens signed with [`SECRET`] for audience `stomphub`.
+fn hs256() -> JwtConfig {
+    JwtConfig {
+        algorithm: Some("HS256".into()),
+        secret: Some(SECRET.into()),
+        secret_file: None,
+        public_key_file: None,
+        jwks_file: None,
+        audience: Some("stomphub".into()),
+        issuer: None,
+        read_claim: "stomp_read".into(),
+        write_claim: "stomp_write".into(),
+        admin_claim: "stomp_admin".into(),
+        leeway_seconds: 0,
+        keys: Vec::new(),
+        cookie: None,
+    }
+}
+
 fn token(exp: u64) -> String {
     let claims = serde_json::json!({
         "sub": "svc", "aud": "stomphub", "exp": exp,
@@ -281,21 +300,7 @@ async fn http_publish_answers_each_error_with_its_code() {
         write: vec!["/topic/public.#".into(), "/queue/#".into()],
         roles: Vec::new(),
     }];
-    config.auth.jwt = Some(JwtConfig {
-        algorithm: Some("HS256".into()),
-        secret: Some(SECRET.into()),
-        secret_file: None,
-        public_key_file: None,
-        jwks_file: None,
-        audience: Some("stomphub".into()),
-        issuer: None,
-        read_claim: "stomp_read".into(),
-        write_claim: "stomp_write".into(),
-        admin_claim: "stomp_admin".into(),
-        leeway_seconds: 0,
-        keys: Vec::new(),
-        cookie: None,
-    });
+    config.auth.jwt = Some(hs256());
     config.limits.max_body_bytes = 1024;
     config.storage.max_disk_bytes = 20_000;
     let limited = PublishRateRule {
@@ -716,21 +721,7 @@ async fn idle_and_slow_http_connections_are_closed_after_the_handshake_timeout()
 async fn sse_feeds_and_kept_alive_publishers_end_with_their_token() {
     let mut config = test_config();
     config.auth.anonymous = Anonymous::Never;
-    config.auth.jwt = Some(JwtConfig {
-        algorithm: Some("HS256".into()),
-        secret: Some(SECRET.into()),
-        secret_file: None,
-        public_key_file: None,
-        jwks_file: None,
-        audience: Some("stomphub".into()),
-        issuer: None,
-        read_claim: "stomp_read".into(),
-        write_claim: "stomp_write".into(),
-        admin_claim: "stomp_admin".into(),
-        leeway_seconds: 0,
-        keys: Vec::new(),
-        cookie: None,
-    });
+    config.auth.jwt = Some(hs256());
     let broker = start(config).await;
     let address = broker.local_addr();
     let Err(expired) = SseClient::open(
