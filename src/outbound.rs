@@ -315,6 +315,11 @@ impl OverflowSignal {
         self.0.dropped.load(Ordering::Relaxed)
     }
 
+    /// Frames replaced so far under `conflate`.
+    pub fn conflated(&self) -> u64 {
+        self.0.conflated.load(Ordering::Relaxed)
+    }
+
     /// Resolves once the queue has overflowed (at once if it already has).
     pub async fn wait(&self) {
         let notified = self.0.overflow.notified();

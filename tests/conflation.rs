@@ -19,20 +19,27 @@ fn body(frame: &Frame) -> String {
     String::from_utf8_lossy(&frame.body).into_owned()
 }
 
-/// The largest `outbound_bytes` of any connection, from the admin API.
-async fn max_outbound_bytes(admin: std::net::SocketAddr) -> u64 {
+/// The body of `GET path` on the admin listener.
+async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(admin)
         .await
         .expect("admin connect");
     let request = format!(
-        "GET /api/connections HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
     let response = String::from_utf8(response).expect("utf-8");
     let (_, body) = response.split_once("\r\n\r\n").expect("a body");
+    body.to_owned()
+}
+
+/// The largest `outbound_bytes` of any connection, from the admin API.
+async fn max_outbound_bytes(admin: std::net::SocketAddr) -> u64 {
+    let body = admin_get(admin, "/api/connections").await;
+    let body = body.as_str();
     let value: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     value["connections"]
@@ -136,6 +143,21 @@ async fn a_slow_conflating_subscriber_converges_to_the_last_values_within_its_bu
 
     eprintln!("conflated {conflated} messages, peak queued {peak} bytes");
     assert!(conflated > 0, "the slow subscriber was conflated");
+    // The metric counts every replaced MESSAGE.
+    let metrics = admin_get(admin, "/metrics").await;
+    let counted: u64 = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("stomphub_messages_dropped_total{")
+                && line.contains("reason=\"conflated\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no conflated series in:\n{metrics}"));
+    assert_eq!(
+        counted, conflated,
+        "stomphub_messages_dropped_total{{reason=\"conflated\"}}"
+    );
     // The budget plus one queued frame per destination (about 1.2 kB each).
     let bound = (BUDGET + DESTINATIONS * 1400) as u64;
     assert!(peak <= bound, "queued {peak} bytes, bound {bound}");

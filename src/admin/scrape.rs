@@ -232,10 +232,15 @@ impl Collector for Scrape {
         )?;
         let slow_drops =
             live.iter().map(|e| e.dropped()).sum::<u64>() + connections.closed_dropped();
-        let mut dropped = vec![(
-            vec![("class", "any"), ("reason", "slow_consumer")],
-            slow_drops,
-        )];
+        let conflated =
+            live.iter().map(|e| e.conflated()).sum::<u64>() + connections.closed_conflated();
+        let mut dropped = vec![
+            (
+                vec![("class", "any"), ("reason", "slow_consumer")],
+                slow_drops,
+            ),
+            (vec![("class", "any"), ("reason", "conflated")], conflated),
+        ];
         for (reason, counts) in [
             ("expired", &metrics.router.expired),
             ("overflow", &metrics.router.overflow),

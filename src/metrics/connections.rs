@@ -133,6 +133,11 @@ impl ConnectionEntry {
         self.outbound.dropped()
     }
 
+    /// Topic messages replaced for it by the `conflate` policy.
+    pub fn conflated(&self) -> u64 {
+        self.outbound.conflated()
+    }
+
     /// Asks the connection to close with ERROR `reason`.
     pub fn request_close(&self, reason: String) {
         *self.close_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
@@ -167,6 +172,8 @@ pub struct Connections {
     closed: Counts,
     /// Topic messages dropped for closed connections (`drop-oldest`).
     closed_dropped: AtomicU64,
+    /// Topic messages replaced for closed connections (`conflate`).
+    closed_conflated: AtomicU64,
     classes: usize,
 }
 
@@ -183,6 +190,7 @@ impl Drop for Registered {
         self.connections.lock().remove(&self.entry.id);
         self.entry.counts.fold_into(&self.connections.closed);
         add(&self.connections.closed_dropped, self.entry.dropped());
+        add(&self.connections.closed_conflated, self.entry.conflated());
     }
 }
 
@@ -193,6 +201,7 @@ impl Connections {
             open: Mutex::new(HashMap::new()),
             closed: Counts::new(classes),
             closed_dropped: AtomicU64::new(0),
+            closed_conflated: AtomicU64::new(0),
             classes,
         }
     }
@@ -243,6 +252,11 @@ impl Connections {
     /// Topic messages dropped for connections that have closed.
     pub fn closed_dropped(&self) -> u64 {
         self.closed_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Topic messages replaced by conflation for connections that have closed.
+    pub fn closed_conflated(&self) -> u64 {
+        self.closed_conflated.load(Ordering::Relaxed)
     }
 
     /// One open connection.
