@@ -6,7 +6,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
-use crate::session::rate_limit::PublishRules;
+use crate::publish_rate::PublishRules;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tracing::{info, warn};

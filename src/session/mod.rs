@@ -20,11 +20,9 @@ mod unsubscribe;
 use crate::context::BrokerContext;
 pub use crate::model::close::CloseReason;
 use crate::outbound::{OutFrame, OutboundSender};
+use crate::publish_rate::PublishLimiter;
 use crate::router::{RouterCommand, SessionId};
 pub use error::SessionError;
-// The publish rate rules live below the broker context, which holds them;
-// the old path stays for the files that still name it.
-pub use crate::publish_rate as rate_limit;
 use heartbeat::Heartbeat;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,7 +78,7 @@ pub struct Session {
     /// What it may read and write, from authentication (none until CONNECT).
     permissions: crate::auth::Permissions,
     /// Its publish rate buckets, from `[[rate_limits.publish]]` (none until CONNECT).
-    publish_limiter: rate_limit::PublishLimiter,
+    publish_limiter: PublishLimiter,
     /// Set by a SEND over a `slow` publish rate: the connection reads nothing
     /// until then. Taken by the connection after each frame.
     read_pause: Option<tokio::time::Instant>,
@@ -127,7 +125,7 @@ impl Session {
             client_id: None,
             client,
             permissions: crate::auth::Permissions::default(),
-            publish_limiter: rate_limit::PublishLimiter::default(),
+            publish_limiter: PublishLimiter::default(),
             read_pause: None,
             expires_at: None,
             principal: crate::router::Principal::Anonymous,

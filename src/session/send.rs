@@ -5,11 +5,11 @@
 //! first (a reply queue to create, a persistent message the store may
 //! refuse). Queue SENDs go to the router.
 
-use super::rate_limit::PublishVerdict;
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::fanout::Published;
 use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
 use crate::model::message::{epoch_ms, Message};
+use crate::publish_rate::PublishVerdict;
 use crate::queue::QueueArguments;
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
