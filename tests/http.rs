@@ -245,21 +245,7 @@ const SECRET: &str = "http-test-shared-secret-of-some-length";
 
 /// HS256 tokens signed with [`SECRET`] for audience `stomphub`.
 fn hs256() -> JwtConfig {
-    JwtConfig {
-        algorithm: Some("HS256".into()),
-        secret: Some(SECRET.into()),
-        secret_file: None,
-        public_key_file: None,
-        jwks_file: None,
-        audience: Some("stomphub".into()),
-        issuer: None,
-        read_claim: "stomp_read".into(),
-        write_claim: "stomp_write".into(),
-        admin_claim: "stomp_admin".into(),
-        leeway_seconds: 0,
-        keys: Vec::new(),
-        cookie: None,
-    }
+    common::hs256_jwt(SECRET)
 }
 
 fn token(exp: u64) -> String {

@@ -38,19 +38,8 @@ fn token(exp: u64, aud: &str, secret: &str) -> String {
 
 fn hs256() -> JwtConfig {
     JwtConfig {
-        algorithm: Some("HS256".into()),
-        secret: Some(SECRET.into()),
-        secret_file: None,
-        public_key_file: None,
-        jwks_file: None,
-        audience: Some("stomphub".into()),
-        issuer: None,
-        read_claim: "stomp_read".into(),
-        write_claim: "stomp_write".into(),
-        admin_claim: "stomp_admin".into(),
-        leeway_seconds: 0,
-        keys: Vec::new(),
         cookie: Some("stomp_token".into()),
+        ..common::hs256_jwt(SECRET)
     }
 }
 

@@ -26,6 +26,26 @@ pub fn subscribe_frame(id: &str, destination: &str, headers: &[(&str, &str)]) ->
     frame
 }
 
+/// HS256 tokens signed with `secret` for audience `stomphub`, with the
+/// default claim names and no cookie.
+pub fn hs256_jwt(secret: &str) -> stomphub::config::JwtConfig {
+    stomphub::config::JwtConfig {
+        algorithm: Some("HS256".into()),
+        secret: Some(secret.into()),
+        secret_file: None,
+        public_key_file: None,
+        jwks_file: None,
+        audience: Some("stomphub".into()),
+        issuer: None,
+        read_claim: "stomp_read".into(),
+        write_claim: "stomp_write".into(),
+        admin_claim: "stomp_admin".into(),
+        leeway_seconds: 0,
+        keys: Vec::new(),
+        cookie: None,
+    }
+}
+
 /// The embedded default config on a free loopback port. Its data directory
 /// is set by `start`, one per broker.
 pub fn test_config() -> Config {
