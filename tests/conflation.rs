@@ -73,10 +73,14 @@ async fn a_slow_conflating_subscriber_converges_to_the_last_values_within_its_bu
     fast.subscribe_confirmed("f", "/topic/px.*", "f-ready")
         .await;
 
-    // The fast subscriber reads everything as it comes.
+    // The fast subscriber reads everything as it comes and tells the
+    // publisher how many rounds it has read: the publisher stays at most two
+    // rounds (~420 kB) ahead of it, so its queue never reaches the budget
+    // however the two cores are shared, and only the slow one is conflated.
+    let (rounds_read, mut fast_progress) = tokio::sync::watch::channel(0usize);
     let fast_reader = tokio::spawn(async move {
         let mut last: HashMap<String, usize> = HashMap::new();
-        for _ in 0..DESTINATIONS * ROUNDS {
+        for read in 1..=DESTINATIONS * ROUNDS {
             let message = fast.message().await;
             assert_eq!(
                 message.get("x-conflated"),
@@ -87,6 +91,9 @@ async fn a_slow_conflating_subscriber_converges_to_the_last_values_within_its_bu
             let round: usize = body(&message)[..5].parse().expect("round");
             let previous = last.insert(destination, round);
             assert_eq!(previous.map_or(0, |p| p + 1), round, "no gap, in order");
+            if read % DESTINATIONS == 0 {
+                rounds_read.send_replace(read / DESTINATIONS);
+            }
         }
         last
     });
@@ -97,6 +104,10 @@ async fn a_slow_conflating_subscriber_converges_to_the_last_values_within_its_bu
         let mut publisher = Client::connect(&url).await;
         let padding = "p".repeat(1000);
         for round in 0..ROUNDS {
+            fast_progress
+                .wait_for(|read| read + 2 > round)
+                .await
+                .expect("the fast reader is alive");
             for d in 0..DESTINATIONS {
                 publisher
                     .publish(&format!("/topic/px.s{d}"), &format!("{round:05}{padding}"))
