@@ -324,9 +324,36 @@ async fn a_session_sees_its_own_subscribe_and_unsubscribe_in_order_without_recei
     client.expect_silence(Duration::from_millis(100)).await;
 }
 
-/// A store whose every sync takes `delay`: a slow disk.
+/// A disk that does not finish a sync until the test says so: a slow disk
+/// whose slowness the test controls, so what it checks does not depend on
+/// how fast a busy machine runs.
+#[derive(Clone, Default)]
+struct StuckDisk {
+    open: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    syncing: Arc<AtomicBool>,
+}
+
+impl StuckDisk {
+    /// Lets every sync finish, now and from now on.
+    fn release(&self) {
+        let (open, changed) = &*self.open;
+        *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        changed.notify_all();
+    }
+}
+
+/// Releases the disk when the test ends, also when it panics, so the
+/// broker's store thread can stop.
+struct ReleaseOnDrop(StuckDisk);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 struct SlowStore {
-    delay: Duration,
+    disk: StuckDisk,
 }
 
 impl stomphub::store::Store for SlowStore {
@@ -342,7 +369,12 @@ impl stomphub::store::Store for SlowStore {
         Ok(())
     }
     fn sync(&mut self) -> Result<(), stomphub::store::StoreError> {
-        std::thread::sleep(self.delay);
+        self.disk.syncing.store(true, Ordering::SeqCst);
+        let (open, changed) = &*self.disk.open;
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = changed.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
         Ok(())
     }
     fn stored_bytes(&self) -> u64 {
@@ -355,9 +387,9 @@ async fn a_slow_disk_slows_persistent_queue_sends_but_not_topic_traffic() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config();
     config.storage.data_dir = dir.path().to_path_buf();
-    let store = SlowStore {
-        delay: Duration::from_millis(500),
-    };
+    let disk = StuckDisk::default();
+    let _release = ReleaseOnDrop(disk.clone());
+    let store = SlowStore { disk: disk.clone() };
     let broker = stomphub::Broker::start_with_store(config, Box::new(store))
         .await
         .expect("starts");
@@ -366,44 +398,35 @@ async fn a_slow_disk_slows_persistent_queue_sends_but_not_topic_traffic() {
     subscriber.subscribe("live", "/topic/live").await;
     let mut topic_publisher = Client::connect(&url).await;
 
-    // Persistent queue SENDs, many without receipts, keep the disk busy the
-    // whole time: each burst the router applies is a batch for the writer,
-    // so batches pile up while a sync takes its 500 ms (in the old design,
+    // Persistent queue SENDs, the last with a receipt, start a sync that
+    // does not finish until the test releases the disk (in the old design,
     // with every topic SEND in the same router, this stalled topics too).
-    let stop = Arc::new(AtomicBool::new(false));
     let persistent = tokio::spawn({
         let url = url.clone();
-        let stop = stop.clone();
         async move {
             let mut producer = Client::connect(&url).await;
-            let mut slowest = Duration::ZERO;
-            let mut round = 0;
-            while !stop.load(Ordering::Relaxed) {
-                for n in 0..2000 {
-                    producer
-                        .send(
-                            send("/queue/disk", &format!("{round}.{n}"))
-                                .header("persistent", "true"),
-                        )
-                        .await;
-                }
-                let started = Instant::now();
+            for n in 0..2000 {
                 producer
-                    .send_confirmed(
-                        send("/queue/disk", "sync").header("persistent", "true"),
-                        &format!("q{round}"),
-                    )
+                    .send(send("/queue/disk", &format!("{n}")).header("persistent", "true"))
                     .await;
-                slowest = slowest.max(started.elapsed());
-                round += 1;
             }
-            slowest
+            producer
+                .send_confirmed(
+                    send("/queue/disk", "sync").header("persistent", "true"),
+                    "stored",
+                )
+                .await;
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !disk.syncing.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "no sync started in 10 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
+    // Topic traffic flows while the disk is stuck (a topic blocked behind
+    // the sync would time out in `message()`).
     for round in 0..3 {
-        let started = Instant::now();
         for n in 0..200 {
             topic_publisher
                 .send(send("/topic/live", &format!("{round}.{n}")))
@@ -413,18 +436,16 @@ async fn a_slow_disk_slows_persistent_queue_sends_but_not_topic_traffic() {
             let message = subscriber.message().await;
             assert_eq!(body(&message), format!("{round}.{n}"));
         }
-        let took = started.elapsed();
-        assert!(
-            took < Duration::from_millis(400),
-            "round {round}: 200 topic messages took {took:?} while the disk was slow"
-        );
     }
-    stop.store(true, Ordering::Relaxed);
-    let slowest = persistent.await.expect("producer");
     assert!(
-        slowest >= Duration::from_millis(400),
-        "persistent SENDs with receipts wait for the slow sync (slowest {slowest:?})"
+        !persistent.is_finished(),
+        "a persistent SEND's RECEIPT waits for its sync"
     );
+    disk.release();
+    tokio::time::timeout(Duration::from_secs(10), persistent)
+        .await
+        .expect("the RECEIPT follows the sync")
+        .expect("producer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
