@@ -205,6 +205,7 @@ async fn x_max_rate_delivers_at_most_that_many_per_destination_and_always_the_la
     const TICKS: usize = 400;
     let publisher = tokio::spawn(async move {
         let mut publisher = Client::connect(&url).await;
+        let started = tokio::time::Instant::now();
         let mut interval = tokio::time::interval(Duration::from_millis(5));
         for tick in 0..TICKS {
             interval.tick().await;
@@ -220,6 +221,7 @@ async fn x_max_rate_delivers_at_most_that_many_per_destination_and_always_the_la
                 "published",
             )
             .await;
+        started.elapsed()
     });
     let mut arrivals: HashMap<String, Vec<(tokio::time::Instant, usize)>> = HashMap::new();
     let done = |arrivals: &HashMap<String, Vec<(tokio::time::Instant, usize)>>| {
@@ -237,24 +239,35 @@ async fn x_max_rate_delivers_at_most_that_many_per_destination_and_always_the_la
             .or_default()
             .push((tokio::time::Instant::now(), tick));
     }
-    publisher.await.expect("publisher");
+    let publishing = publisher.await.expect("publisher");
     capped.expect_silence(Duration::from_millis(600)).await;
+    // At 4 a second: the first at once, one per 250 ms while the publisher
+    // runs (about two seconds, longer on a busy machine), and the last when
+    // its interval ends.
+    let most = (publishing.as_millis() / 250) as usize + 2;
     for (destination, seen) in &arrivals {
-        eprintln!("{destination}: {} messages", seen.len());
-        // About two seconds at 4 a second, the first at once and the last
-        // when its interval ends.
+        eprintln!("{destination}: {} messages in {publishing:?}", seen.len());
         assert!(
-            (4..=12).contains(&seen.len()),
-            "{destination}: {} messages",
+            (4..=most).contains(&seen.len()),
+            "{destination}: {} messages, at most {most}",
             seen.len()
         );
+        // Gaps are timed where this client reads, so a late read shortens
+        // the next gap: each must still be well over zero, and on average
+        // they keep the 250 ms the broker spaces them by.
         for pair in seen.windows(2) {
             let gap = pair[1].0 - pair[0].0;
             assert!(
-                gap >= Duration::from_millis(180),
+                gap >= Duration::from_millis(100),
                 "{destination}: {gap:?} between two"
             );
             assert!(pair[1].1 > pair[0].1, "{destination}: newer each time");
         }
+        let (first, last) = (seen[0].0, seen[seen.len() - 1].0);
+        let average = (last - first) / (seen.len() as u32 - 1);
+        assert!(
+            average >= Duration::from_millis(200),
+            "{destination}: {average:?} between two on average"
+        );
     }
 }
