@@ -35,24 +35,37 @@ async fn server_sends_heart_beats_at_the_negotiated_interval() {
     // The client wants one every 150 ms: max(100, 150).
     let mut client = connect_with_heartbeat(&broker.url(), "0,150", "150,0").await;
     let started = Instant::now();
-    let mut beats = 0;
-    while started.elapsed() < Duration::from_millis(1000) {
-        match client.event_within(Duration::from_millis(400)).await {
-            Some(Event::HeartBeat) => beats += 1,
+    let mut beats = Vec::new();
+    while started.elapsed() < Duration::from_secs(2) {
+        match client.event_within(Duration::from_secs(2)).await {
+            Some(Event::HeartBeat) => beats.push(Instant::now()),
             other => panic!("expected heart-beats, got {other:?}"),
         }
     }
-    // A beat goes out a quarter early (after 112 ms of silence): about 9 in
-    // a second; timers on a loaded machine may lose one or two.
-    assert!((5..=10).contains(&beats), "{beats} heart-beats in 1 s");
+    // A beat goes out a quarter early (after 112 ms of silence). Timers on
+    // a loaded machine fire late now and then, and this client may read
+    // late, so the typical gap is what is judged, not each one.
+    let mut gaps: Vec<Duration> = beats.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    gaps.sort();
+    assert!(gaps.len() >= 5, "{} heart-beats in 2 s", beats.len());
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        (Duration::from_millis(80)..=Duration::from_millis(200)).contains(&median),
+        "median gap {median:?} between heart-beats (all: {gaps:?})"
+    );
 }
 
 #[tokio::test]
 async fn client_heart_beats_keep_the_connection_alive() {
-    let broker = start(fast_heartbeat_config()).await;
-    let mut client = connect_with_heartbeat(&broker.url(), "100,0", "0,100").await;
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(60)).await;
+    let mut config = test_config();
+    config.stomp.heartbeat_send = Duration::from_millis(500);
+    config.stomp.heartbeat_receive = Duration::from_millis(500);
+    let broker = start(config).await;
+    // The broker cuts a client off after twice 500 ms without data: beats
+    // every 100 ms for 2.5 s keep it, with room for a stalled machine.
+    let mut client = connect_with_heartbeat(&broker.url(), "500,0", "0,500").await;
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         client.send_text("\n").await;
     }
     client.subscribe_confirmed("1", "/topic/x", "alive").await;
