@@ -158,16 +158,15 @@ async fn client_mode_ack_is_cumulative_and_individual_is_not() {
 
         let mut next = Client::connect(&url).await;
         next.subscribe(&format!("n-{mode}"), &queue).await;
-        let mut rest = Vec::new();
-        while let Some(common::Event::Frame(message)) =
-            next.event_within(Duration::from_millis(300)).await
-        {
-            rest.push(body(&message));
-        }
         let expected: Vec<String> = (0..5)
             .map(|i| format!("c{i}"))
             .filter(|b| !acked_away.contains(&b.as_str()))
             .collect();
+        let mut rest = Vec::new();
+        for _ in 0..expected.len() {
+            rest.push(body(&next.message().await));
+        }
+        next.expect_silence(Duration::from_millis(300)).await;
         assert_eq!(rest, expected, "{mode}");
     }
 }

@@ -89,18 +89,25 @@ fn body(frame: &Frame) -> String {
     String::from_utf8(frame.body.to_vec()).expect("utf8")
 }
 
-/// Reads MESSAGE bodies until `quiet` passes without one. A RECEIPT may
-/// come among them: a SUBSCRIBE that changed the store gets it after the
-/// sync, and a backlog is dispatched at once.
-async fn drain(client: &mut Client, quiet: Duration) -> Vec<String> {
-    let mut bodies = Vec::new();
-    while let Some(event) = client.event_within(quiet).await {
+/// Reads `count` MESSAGE bodies (each within the client's usual timeout),
+/// then expects no more MESSAGEs for 300 ms. A RECEIPT may come among them:
+/// a SUBSCRIBE that changed the store gets it after the sync, and a backlog
+/// is dispatched at once.
+async fn drain(client: &mut Client, count: usize) -> Vec<String> {
+    let mut bodies = Vec::with_capacity(count);
+    while bodies.len() < count {
+        let frame = client.frame().await;
+        match frame.command {
+            Command::Message => bodies.push(body(&frame)),
+            Command::Receipt => {}
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+    while let Some(event) = client.event_within(Duration::from_millis(300)).await {
         match event {
-            Event::Frame(frame) if frame.command == Command::Message => bodies.push(body(&frame)),
             Event::Frame(frame) if frame.command == Command::Receipt => {}
-            Event::Frame(frame) => panic!("unexpected {frame:?}"),
             Event::HeartBeat => {}
-            Event::Closed(code) => panic!("closed: {code:?}"),
+            other => panic!("expected no more MESSAGEs, got {other:?}"),
         }
     }
     bodies
@@ -158,10 +165,7 @@ async fn another_principal_with_the_same_client_id_cannot_take_a_durable_subscri
     carol
         .send(durable_subscribe("s", "/topic/private.carol", "inbox"))
         .await;
-    assert_eq!(
-        drain(&mut carol, Duration::from_millis(300)).await,
-        ["for-carol-only"]
-    );
+    assert_eq!(drain(&mut carol, 1).await, ["for-carol-only"]);
 }
 
 #[tokio::test]
@@ -184,15 +188,10 @@ async fn rebinding_a_durable_subscription_discards_its_backlog_and_checks_read_p
     carol
         .send(durable_subscribe("s", "/topic/public.b", "feed"))
         .await;
-    assert!(drain(&mut carol, Duration::from_millis(300))
-        .await
-        .is_empty());
+    assert!(drain(&mut carol, 0).await.is_empty());
     publish_confirmed(&mut alice, "/topic/public.a", "old-topic-again").await;
     publish_confirmed(&mut alice, "/topic/public.b", "new-topic").await;
-    assert_eq!(
-        drain(&mut carol, Duration::from_millis(300)).await,
-        ["new-topic"]
-    );
+    assert_eq!(drain(&mut carol, 1).await, ["new-topic"]);
     carol
         .send_confirmed(Frame::new(Command::Disconnect), "bye")
         .await;
@@ -259,10 +258,7 @@ async fn durable_ownership_survives_a_restart() {
     carol
         .send(durable_subscribe("s", "/topic/public.carol", "inbox"))
         .await;
-    assert_eq!(
-        drain(&mut carol, Duration::from_millis(300)).await,
-        ["kept"]
-    );
+    assert_eq!(drain(&mut carol, 1).await, ["kept"]);
 }
 
 #[tokio::test]
