@@ -470,9 +470,11 @@ async fn an_empty_body_with_x_retain_deletes_the_retained_value() {
 #[tokio::test]
 async fn history_older_than_history_age_is_dropped_but_the_retained_value_stays() {
     let mut aged = rule("/topic/aged.*", 10, Retain::None);
-    aged.history_age = Some(Duration::from_millis(300));
+    // Long enough that "young" holds on a busy machine, whose subscribe
+    // may come a second late.
+    aged.history_age = Some(Duration::from_secs(3));
     let mut kept = rule("/topic/kept.*", 10, Retain::Last);
-    kept.history_age = Some(Duration::from_millis(300));
+    kept.history_age = Some(Duration::from_secs(3));
     let broker = start(with_rules(vec![aged, kept])).await;
     let mut publisher = Client::connect(&broker.url()).await;
     for destination in ["/topic/aged.x", "/topic/kept.x"] {
@@ -487,15 +489,25 @@ async fn history_older_than_history_age_is_dropped_but_the_retained_value_stays(
     )
     .await;
     assert_eq!(young.len(), 1, "kept while young");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (old, _) = subscribe_snapshot(
-        &mut client,
-        "b",
-        "/topic/aged.x",
-        &[("x-stream-offset", "first")],
-    )
-    .await;
-    assert!(old.is_empty(), "expired: {old:?}");
+    // Expired once older than 3 s: subscribe again until it is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for attempt in 0.. {
+        let (old, _) = subscribe_snapshot(
+            &mut client,
+            &format!("b{attempt}"),
+            "/topic/aged.x",
+            &[("x-stream-offset", "first")],
+        )
+        .await;
+        if old.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not expired 10 s after publishing: {old:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (retained, _) = subscribe_snapshot(&mut client, "c", "/topic/kept.x", &[]).await;
     assert_eq!(
         retained.iter().map(body).collect::<Vec<_>>(),
@@ -691,6 +703,9 @@ async fn subscriber_counts_come_at_once_then_on_change_at_most_once_a_second() {
         assert_eq!(json["subscribers"], n);
         n
     };
+    // The clock starts before the SUBSCRIBE: the broker's own second starts
+    // later, so "not before 900 ms" holds however late this client reads.
+    let started = tokio::time::Instant::now();
     let (now, _) = subscribe_snapshot(
         &mut watcher,
         "w",
@@ -704,7 +719,6 @@ async fn subscriber_counts_come_at_once_then_on_change_at_most_once_a_second() {
         now[0].get("destination"),
         Some("/meta/subscribers/topic/scores.game42")
     );
-    let started = tokio::time::Instant::now();
 
     let mut fans = Vec::new();
     for (id, destination) in [
@@ -717,16 +731,22 @@ async fn subscriber_counts_come_at_once_then_on_change_at_most_once_a_second() {
         fan.subscribe(id, destination).await;
         fans.push(fan);
     }
-    let changed = watcher.message().await;
-    assert_eq!(
-        count_of(&changed),
-        3,
-        "three changes, one count; /topic/other not counted"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "at most once a second"
-    );
+    // Three changes, usually one count (two if the fans took over a second
+    // to get in); /topic/other is not counted.
+    let mut previous = 0;
+    loop {
+        let changed = watcher.message().await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "at most once a second"
+        );
+        let count = count_of(&changed);
+        assert!((previous..=3).contains(&count), "{previous} then {count}");
+        if count == 3 {
+            break;
+        }
+        previous = count;
+    }
     watcher.expect_silence(Duration::from_millis(300)).await;
 
     drop(fans.remove(0)); // a fan goes away

@@ -578,6 +578,10 @@ async fn a_login_flood_from_one_address_leaves_others_fast() {
     ));
     let broker = start(config).await;
     let url = broker.url();
+    // A correct login with no flood: what a password check costs on this
+    // machine today.
+    let (_before, answer, quiet) = login_from([127, 0, 0, 3].into(), &url, "bob", "builder").await;
+    assert_eq!(answer.command, Command::Connected, "{answer:?}");
     // 150 wrong CONNECTs at once from 127.0.0.1; each task reports once its
     // CONNECT is sent, so that the correct login below runs during the flood.
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<()>(200);
@@ -606,10 +610,14 @@ async fn a_login_flood_from_one_address_leaves_others_fast() {
     }
     let (_bob, answer, took) = login_from([127, 0, 0, 2].into(), &url, "bob", "builder").await;
     assert_eq!(answer.command, Command::Connected, "{answer:?}");
-    eprintln!("correct login from 127.0.0.2 during the flood: {took:?}");
+    eprintln!("correct login from 127.0.0.2 during the flood: {took:?} (without: {quiet:?})");
+    // Queued behind the flood's 150 checks it would take seconds (5.6 s
+    // before the checks were made fair); a busy machine may make one
+    // check slower, so the bound scales with the quiet one.
+    let bound = Duration::from_secs(2).max(quiet * 5);
     assert!(
-        took < Duration::from_secs(1),
-        "a correct login from another address took {took:?} during the flood"
+        took < bound,
+        "a correct login from another address took {took:?} during the flood (bound {bound:?})"
     );
     // Every flooding attempt is answered (refused), none hangs.
     for attempt in flood {
