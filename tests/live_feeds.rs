@@ -126,7 +126,13 @@ async fn a_late_joiner_gets_the_retained_value_first_then_live() {
 // really run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_then_live_has_no_gap_and_no_duplicate_under_a_full_speed_publisher() {
-    let broker = start(with_rules(vec![rule("/topic/feed.*", 0, Retain::Last)])).await;
+    let mut config = with_rules(vec![rule("/topic/feed.*", 0, Retain::Last)]);
+    // What is checked is the seam between snapshot and live, not the
+    // slow-consumer limit: a subscriber a busy machine leaves behind the
+    // full-speed publisher for a while must not be cut off.
+    config.outbound.max_queued_frames = 1 << 20;
+    config.outbound.max_queued_bytes = 256 << 20;
+    let broker = start(config).await;
     let url = broker.url();
     let mut publisher = Client::connect(&url).await;
     publish_confirmed(&mut publisher, "/topic/feed.x", "seed", &[]).await;
