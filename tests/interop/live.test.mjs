@@ -31,7 +31,11 @@ test('stompjs resumes after a forced disconnect with every missed message, in or
   const receipts = [];
   let connects = 0;
   let closes = 0;
-  const fan = new Client({ brokerURL: broker.url, reconnectDelay: 1000 });
+  // The reconnect waits for `away` to open (stompjs awaits beforeConnect),
+  // so what is published "while away" is, however slowly it goes.
+  let comeBack = () => {};
+  let away = Promise.resolve();
+  const fan = new Client({ brokerURL: broker.url, reconnectDelay: 1000, beforeConnect: () => away });
   fan.onConnect = () => {
     connects += 1;
     const receipt = `sub-${connects}`;
@@ -53,10 +57,12 @@ test('stompjs resumes after a forced disconnect with every missed message, in or
   await until(() => received.length === 5, 5000, 'five live messages');
 
   // A network blip: the socket goes; stompjs reconnects after its delay.
+  away = new Promise((resolve) => { comeBack = resolve; });
   fan.forceDisconnect();
   await until(() => closes === 1, 5000, 'the forced close');
   for (let n = 6; n <= 10; n += 1) await publishConfirmed(publisher, destination, String(n));
   assert.equal(connects, 1, 'published while the subscriber was away');
+  comeBack();
 
   await until(() => receipts.length === 2, 10000, 'the resumed subscription');
   assert.equal(receipts[1]['x-recovered'], 'true');
