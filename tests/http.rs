@@ -675,6 +675,9 @@ async fn idle_and_slow_http_connections_are_closed_after_the_handshake_timeout()
     config.listener.handshake_timeout = std::time::Duration::from_millis(500);
     let broker = start(config).await;
     let address = broker.local_addr();
+    // Timed from before the connections open: the broker's clock starts
+    // later, so "not before 400 ms" holds however late this task runs.
+    let started = std::time::Instant::now();
     // Kept alive after one answer, then silent.
     let mut idle = TcpStream::connect(address).await.expect("connect");
     idle.write_all(get("/").replace("Connection: close\r\n", "").as_bytes())
@@ -685,7 +688,6 @@ async fn idle_and_slow_http_connections_are_closed_after_the_handshake_timeout()
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
         .await
         .expect("write");
-    let started = std::time::Instant::now();
     for (name, stream) in [("idle", &mut idle), ("slow", &mut slow)] {
         let mut bytes = Vec::new();
         tokio::time::timeout(
@@ -903,11 +905,13 @@ async fn idle_sse_feeds_get_a_heartbeat_comment_every_configured_interval() {
     let mut config = test_config();
     config.http.sse_heartbeat = std::time::Duration::from_millis(200);
     let broker = start(config).await;
+    // Timed from before the request: the broker's heartbeat clock starts
+    // later, so "not sooner" holds however late this task runs.
+    let opened = std::time::Instant::now();
     let mut feed = SseClient::open(broker.local_addr(), "destination=/topic/quiet")
         .await
         .expect("feed");
     assert_eq!(feed.event().await.as_deref(), Some("retry: 3000"));
-    let opened = std::time::Instant::now();
     for _ in 0..3 {
         let event = tokio::time::timeout(std::time::Duration::from_secs(2), feed.event())
             .await
