@@ -15,6 +15,25 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Judges the pace of heart-beats received at `beats`: at least `least` of
+/// them, and the median gap within `typical`. Timers on a loaded machine
+/// fire late now and then, and the test may read late, so the typical gap
+/// is judged, not each one.
+pub fn assert_beat_pace(
+    beats: &[std::time::Instant],
+    least: usize,
+    typical: std::ops::RangeInclusive<Duration>,
+) {
+    assert!(beats.len() >= least, "{} heart-beats", beats.len());
+    let mut gaps: Vec<Duration> = beats.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        typical.contains(&median),
+        "median gap {median:?} between heart-beats, expected {typical:?} (all: {gaps:?})"
+    );
+}
+
 /// A SUBSCRIBE frame: `id`, `destination`, then `headers` in order.
 pub fn subscribe_frame(id: &str, destination: &str, headers: &[(&str, &str)]) -> Frame {
     let mut frame = Frame::new(Command::Subscribe)
