@@ -383,16 +383,14 @@ async fn crash_loop_loses_no_receipted_message() {
     // Until every receipted message has come (60 s at most: a loss fails
     // below), then until nothing more comes for 500 ms (late duplicates).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
+    let all_delivered = || {
         let ledger = ledger.lock().expect("ledger");
-        if ledger
+        ledger
             .receipted
             .iter()
             .all(|t| ledger.delivered.contains_key(t))
-        {
-            break;
-        }
-        drop(ledger);
+    };
+    while !all_delivered() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut last = ledger.lock().expect("ledger").delivered.len();
