@@ -55,9 +55,18 @@ async fn start_canary(url: &str) -> Canary {
         .expect("canary publisher");
     assert_eq!(publisher.stomp_connect().await.command, Command::Connected);
     let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    // The canary's publisher stays at most 100 messages ahead of its
+    // reader: what is watched is that the floods do not disturb it, not
+    // whether a busy machine lets the reader fall a slow-consumer budget
+    // behind.
+    let (read, mut reader_progress) = tokio::sync::watch::channel(0u64);
     let publisher = tokio::spawn(async move {
         let mut sent = 0u64;
         while stopped.try_recv().is_err() {
+            reader_progress
+                .wait_for(|read| read + 100 > sent)
+                .await
+                .expect("the canary's reader is alive");
             publisher.publish("/topic/canary", &sent.to_string()).await;
             sent += 1;
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -83,6 +92,7 @@ async fn start_canary(url: &str) -> Canary {
                 "canary lost or reordered a message"
             );
             expected += 1;
+            read.send_replace(expected);
         }
     });
     Canary {
