@@ -101,7 +101,7 @@ async fn a_flooding_publisher_is_slowed_to_its_rate_and_nothing_is_lost() {
 #[tokio::test]
 async fn action_error_ends_the_connection_with_an_error_naming_the_limit() {
     let mut config = test_config();
-    let mut limited = rule("/topic/#", Some(0.5), 5.0);
+    let mut limited = rule("/topic/#", Some(0.01), 5.0);
     limited.action = RateLimitAction::Error;
     config.rate_limits.publish = vec![limited];
     let broker = start(config).await;
@@ -118,7 +118,7 @@ async fn action_error_ends_the_connection_with_an_error_naming_the_limit() {
         .await;
     let error = client
         .expect_error(
-            "publish rate limit exceeded: rate_limits.publish[0] (pattern /topic/#) allows 0.5 messages per second (burst 5)",
+            "publish rate limit exceeded: rate_limits.publish[0] (pattern /topic/#) allows 0.01 messages per second (burst 5)",
             CloseCode::Policy,
         )
         .await;
@@ -132,9 +132,9 @@ async fn action_error_ends_the_connection_with_an_error_naming_the_limit() {
 #[tokio::test]
 async fn new_connections_past_the_rate_of_an_address_are_refused_others_are_not() {
     let mut config = test_config();
-    // One new connection per 10 s after a burst of 3: nothing refills
+    // One new connection per 100 s after a burst of 3: nothing refills
     // during the test.
-    config.rate_limits.connections_per_second_per_ip = 0.1;
+    config.rate_limits.connections_per_second_per_ip = 0.01;
     config.rate_limits.connection_burst_per_ip = 3.0;
     let broker = start(config).await;
     let url = broker.url();
@@ -145,7 +145,7 @@ async fn new_connections_past_the_rate_of_an_address_are_refused_others_are_not(
     let mut fourth = Client::open(&url, &["v12.stomp"]).await;
     fourth
         .expect_error(
-            "too many new connections from 127.0.0.1: rate_limits.connections_per_second_per_ip is 0.1 (burst 3)",
+            "too many new connections from 127.0.0.1: rate_limits.connections_per_second_per_ip is 0.01 (burst 3)",
             CloseCode::Policy,
         )
         .await;
