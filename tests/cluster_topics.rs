@@ -300,22 +300,72 @@ async fn the_engine_hears_only_the_patterns_local_subscribers_use() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_says_not_ready_while_the_engine_is_unreachable() {
+async fn readyz_follows_the_engine_and_topics_flow_again_after_it_returns() {
     let mut engine = NatsCluster::start(1);
-    let broker = start_node(&engine.urls(), 0).await;
-    let admin = broker.admin_addr().expect("admin listener").port();
-    let readyz = || http_get(admin, "/readyz").expect("admin answers");
-    assert_eq!(readyz().0, 200, "{:?}", readyz());
-    engine.servers[0].kill();
-    let started = Instant::now();
-    loop {
-        let (status, body) = readyz();
-        if status == 503 {
-            assert!(body.contains("cluster engine"), "{body}");
-            break;
+    let brokers = nodes(&engine, 2).await;
+    let admins: Vec<u16> = brokers
+        .iter()
+        .map(|b| b.admin_addr().expect("admin listener").port())
+        .collect();
+    let wait_until = |port: u16, status: u16| {
+        let started = Instant::now();
+        loop {
+            let (got, body) = http_get(port, "/readyz").expect("admin answers");
+            if got == status {
+                return body;
+            }
+            assert!(
+                started.elapsed() < ACROSS,
+                "/readyz still {got} {body}, not {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(started.elapsed() < ACROSS, "still ready: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for &port in &admins {
+        wait_until(port, 200);
     }
-    broker.shutdown().await;
+    let mut publishers = vec![("p".to_owned(), Client::connect(&brokers[0].url()).await)];
+    let mut subscriber = Client::connect(&brokers[1].url()).await;
+    subscriber.subscribe("s", "/topic/back.#").await;
+    let mut subscribers = vec![subscriber];
+    let expected = vec![BTreeSet::from([("s".to_owned(), "p".to_owned())])];
+    let mut received = vec![Received::default()];
+    spread_interest(
+        &mut publishers,
+        &["/topic/back.x"],
+        &mut subscribers,
+        &mut received,
+        &expected,
+    )
+    .await;
+
+    engine.servers[0].kill();
+    for &port in &admins {
+        let body = wait_until(port, 503);
+        assert!(body.contains("cluster engine"), "{body}");
+    }
+
+    // Back: the nodes reconnect and subscribe again by themselves.
+    engine.servers[0].restart();
+    for &port in &admins {
+        wait_until(port, 200);
+    }
+    drain(
+        &mut subscribers[0],
+        &mut received[0],
+        Duration::from_millis(100),
+    )
+    .await;
+    received[0].pinged.clear();
+    spread_interest(
+        &mut publishers,
+        &["/topic/back.x"],
+        &mut subscribers,
+        &mut received,
+        &expected,
+    )
+    .await;
+    for broker in brokers {
+        broker.shutdown().await;
+    }
 }

@@ -39,6 +39,9 @@ pub fn nats_server_binary() -> PathBuf {
 /// One nats-server process.
 pub struct NatsServer {
     child: Child,
+    /// The binary and config it runs with, to start it again.
+    binary: PathBuf,
+    config: PathBuf,
     /// Where clients connect.
     pub client_port: u16,
     /// The HTTP monitoring port (`/healthz`, `/connz`, `/subsz`).
@@ -62,6 +65,44 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts it again after [`kill`](Self::kill): same ports, same
+    /// JetStream directory; returns once `/healthz` answers 200.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_server(&self.binary, &self.config).expect("nats-server restarts");
+        self.wait_healthy(Instant::now() + READY_WITHIN)
+            .expect("the restarted nats-server is healthy");
+    }
+
+    fn wait_healthy(&mut self, deadline: Instant) -> Result<(), String> {
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("a nats-server exited ({status}): {}", self.log()));
+            }
+            if http_get(self.monitor_port, "/healthz").is_some_and(|(code, _)| code == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "a nats-server was not healthy within {READY_WITHIN:?}: {}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn spawn_server(binary: &Path, config: &Path) -> Result<Child, String> {
+    Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", binary.display()))
 }
 
 impl Drop for NatsServer {
@@ -130,16 +171,11 @@ impl NatsCluster {
             );
             let config_path = dir.path().join("nats.conf");
             std::fs::write(&config_path, config).expect("write nats.conf");
-            let child = Command::new(binary)
-                .arg("-c")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("{}: {e}", binary.display()))?;
+            let child = spawn_server(binary, &config_path)?;
             servers.push(NatsServer {
                 child,
+                binary: binary.to_path_buf(),
+                config: config_path,
                 client_port,
                 monitor_port,
                 dir,
@@ -147,21 +183,7 @@ impl NatsCluster {
         }
         let deadline = Instant::now() + READY_WITHIN;
         for server in &mut servers {
-            loop {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    return Err(format!("a nats-server exited ({status}): {}", server.log()));
-                }
-                if http_get(server.monitor_port, "/healthz").is_some_and(|(code, _)| code == 200) {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "a nats-server was not healthy within {READY_WITHIN:?}: {}",
-                        server.log()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            server.wait_healthy(deadline)?;
         }
         Ok(NatsCluster { servers })
     }
