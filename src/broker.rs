@@ -148,9 +148,6 @@ impl Broker {
         };
         let (topics, index_writer) =
             TopicIndex::new(export, config.router.match_cache_entries, feeds);
-        if let Some(inbound) = inbound {
-            inbound.spawn(topics.clone());
-        }
         let metrics = Arc::new(Metrics::new(&config, &destination_limits));
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
@@ -171,6 +168,9 @@ impl Broker {
             metrics: metrics.clone(),
         })
         .map_err(invalid)?;
+        if let Some(inbound) = inbound {
+            inbound.spawn(topics.clone(), router.clone());
+        }
         let publish_rules = Arc::new(
             PublishRules::new(&config.rate_limits.publish, &destination_limits).map_err(invalid)?,
         );

@@ -56,7 +56,14 @@ impl Received {
 async fn drain(client: &mut Client, received: &mut Received, limit: Duration) {
     while let Some(event) = client.event_within(limit).await {
         match event {
-            Event::Frame(frame) => received.record(&frame),
+            Event::Frame(frame) => {
+                received.record(&frame);
+                // Client-ack deliveries are settled, so that none waits
+                // for room under the prefetch bound.
+                if frame.get("ack").is_some() {
+                    client.settle(&frame, false).await;
+                }
+            }
             Event::HeartBeat => {}
             Event::Closed(code) => panic!("subscriber closed: {code:?}"),
         }
@@ -365,6 +372,69 @@ async fn readyz_follows_the_engine_and_topics_flow_again_after_it_returns() {
         &expected,
     )
     .await;
+    for broker in brokers {
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ack_topic_subscriptions_hear_other_nodes_once_each_in_order() {
+    let engine = NatsCluster::start(1);
+    let brokers = nodes(&engine, 2).await;
+    // Two client-ack subscriptions of one connection whose engine subjects
+    // both hear `ca.x`, and an auto-ack one beside them.
+    let mut subscriber = Client::connect(&brokers[1].url()).await;
+    for (id, pattern, ack) in [
+        ("first", "/topic/ca.*", "client-individual"),
+        ("second", "/topic/*.x", "client"),
+        ("plain", "/topic/ca.#", "auto"),
+    ] {
+        subscriber
+            .subscribe_with(id, pattern, &[("ack", ack)])
+            .await;
+    }
+    let mut publishers = vec![("p".to_owned(), Client::connect(&brokers[0].url()).await)];
+    let mut subscribers = vec![subscriber];
+    let mut received = vec![Received::default()];
+    let expected = vec![["first", "second", "plain"]
+        .map(|s| (s.to_owned(), "p".to_owned()))
+        .into_iter()
+        .collect()];
+    spread_interest(
+        &mut publishers,
+        &["/topic/ca.x"],
+        &mut subscribers,
+        &mut received,
+        &expected,
+    )
+    .await;
+    const COUNT: u64 = 50;
+    for n in 0..COUNT {
+        publishers[0]
+            .1
+            .send(publication("/topic/ca.x", "p", &n.to_string()))
+            .await;
+    }
+    let subscriber = &mut subscribers[0];
+    let mut numbered: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let started = Instant::now();
+    while numbered.values().map(Vec::len).sum::<usize>() < 3 * COUNT as usize {
+        assert!(started.elapsed() < ACROSS, "only {numbered:?}");
+        let frame = subscriber.message().await;
+        let id = frame.get("subscription").expect("subscription").to_owned();
+        if id != "plain" {
+            // Client-ack deliveries carry an ack id, and are settled.
+            subscriber.settle(&frame, false).await;
+        }
+        if let Ok(n) = frame.get("x-seq").expect("x-seq").parse::<u64>() {
+            numbered.entry(id).or_default().push(n);
+        }
+    }
+    subscriber.expect_silence(Duration::from_millis(500)).await;
+    let all: Vec<u64> = (0..COUNT).collect();
+    for id in ["first", "second", "plain"] {
+        assert_eq!(numbered.get(id), Some(&all), "{id}: once each, in order");
+    }
     for broker in brokers {
         broker.shutdown().await;
     }

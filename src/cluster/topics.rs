@@ -8,20 +8,24 @@
 //! subject on the one NATS connection, so each publisher's order holds.
 //! The connection is made with `no_echo`: a node never hears its own.
 //!
-//! Incoming: each auto-ack subscription entry of the index maps to one
-//! subject (`subject::pattern_subject`); subjects are ref-counted over the
-//! entries, and one task keeps a NATS subscription per subject in use.
-//! NATS sends a message once per matching subscription of the connection
-//! (`a.*` and `*.b` both hear `a.b`), so a message that came through
-//! subject S is pushed only to the entries whose subject is S: each entry
-//! hears it once, through its own subscription, in order. Messages from
-//! elsewhere go to local subscribers only, never exported again.
+//! Incoming: each subscription entry of the index (auto-ack and
+//! client-ack; durable ones are for a later stage) maps to one subject
+//! (`subject::pattern_subject`); subjects are ref-counted over the entries,
+//! and one task keeps a NATS subscription per subject in use. NATS sends a
+//! message once per matching subscription of the connection (`a.*` and
+//! `*.b` both hear `a.b`), so a message that came through subject S goes
+//! only to the entries whose subject is S: each entry hears it once,
+//! through its own subscription, in order. Auto-ack entries get it pushed
+//! by the reader; client-ack ones through the router
+//! (`RouterCommand::Remote`, naming them). Messages from elsewhere go to
+//! local subscribers only, never exported again.
 
 use super::subject::{pattern_subject, topic_subject, topic_words};
 use super::wire;
 use crate::fanout::{IndexKey, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
+use crate::router::{RouterCommand, RouterHandle};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -195,8 +199,9 @@ impl TopicExport for NatsTopics {
 
 impl Inbound {
     /// Starts the publishing task and the interest task (which starts one
-    /// reader per subscribed subject), all delivering into `index`.
-    pub fn spawn(self, index: Arc<TopicIndex>) {
+    /// reader per subscribed subject), all delivering into `index`, and
+    /// through `router` to its client-ack subscriptions.
+    pub fn spawn(self, index: Arc<TopicIndex>, router: RouterHandle) {
         let Inbound {
             client,
             prefix,
@@ -205,7 +210,8 @@ impl Inbound {
             interest,
         } = self;
         tokio::spawn(publish_loop(client.clone(), outgoing_rx, outgoing_bytes));
-        tokio::spawn(interest_loop(client, prefix, interest, index));
+        let local = Local { index, router };
+        tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
     }
 }
 
@@ -228,12 +234,20 @@ async fn publish_loop(
     }
 }
 
+/// Where messages from other nodes go: the index's direct subscribers,
+/// and the router's client-ack ones.
+#[derive(Debug)]
+struct Local {
+    index: Arc<TopicIndex>,
+    router: RouterHandle,
+}
+
 /// Keeps one NATS subscription per subject local subscribers need.
 async fn interest_loop(
     client: async_nats::Client,
     prefix: Arc<str>,
     interest: Arc<Interest>,
-    index: Arc<TopicIndex>,
+    local: Arc<Local>,
 ) {
     // Each subscribed subject's reader stops when its sender is dropped.
     let mut active: HashMap<Arc<str>, oneshot::Sender<()>> = HashMap::new();
@@ -253,7 +267,7 @@ async fn interest_loop(
                         subject.clone(),
                         prefix.clone(),
                         interest.clone(),
-                        index.clone(),
+                        local.clone(),
                     ));
                     active.insert(subject, stop_tx);
                 }
@@ -272,7 +286,7 @@ async fn read(
     subject: Arc<str>,
     prefix: Arc<str>,
     interest: Arc<Interest>,
-    index: Arc<TopicIndex>,
+    local: Arc<Local>,
 ) {
     loop {
         let message = tokio::select! {
@@ -289,7 +303,29 @@ async fn read(
             debug!(subject = %message.subject, "not a topic message: ignored");
             continue;
         };
-        index.publish_remote(&words, &mut decoded, |key| interest.wants(key, &subject));
+        let (_pushed, for_router) = local
+            .index
+            .publish_remote(&words, &mut decoded, |key| interest.wants(key, &subject));
+        let subscriptions: Vec<_> = for_router
+            .into_iter()
+            .filter_map(|key| match key {
+                IndexKey::Subscription(session, id) => Some((session, id)),
+                IndexKey::Durable(_) => None,
+            })
+            .collect();
+        if subscriptions.is_empty() {
+            continue;
+        }
+        // Waits while the router is behind: this subscription's NATS
+        // buffer takes the wait (in order, so per-publisher order holds).
+        let remote = RouterCommand::Remote {
+            words,
+            message: decoded,
+            subscriptions,
+        };
+        if local.router.send(remote).await.is_err() {
+            break;
+        }
     }
     if let Err(error) = subscriber.unsubscribe().await {
         debug!(%subject, %error, "unsubscribe from the engine failed");

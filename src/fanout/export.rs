@@ -7,8 +7,8 @@ use crate::model::message::Message;
 
 /// Receives every topic message once, from whoever fans it out (the
 /// publishing session, or the router for publications it handles whole),
-/// in each publisher's order, and hears of every auto-ack subscription as
-/// the index gains and loses it. A cluster implementation forwards the
+/// in each publisher's order, and hears of every subscription entry but
+/// durable ones (auto-ack and client-ack) as the index gains and loses it. A cluster implementation forwards the
 /// messages to other brokers (a NATS subject per topic) and asks the engine
 /// for the patterns local subscribers use. Every method must not block:
 /// `export` is called on the publishing path, the others by the index's
@@ -17,11 +17,11 @@ pub trait TopicExport: Send + Sync + std::fmt::Debug {
     /// Hands `message`, published to the topic `words`, onward.
     fn export(&self, words: &[Box<str>], message: &Message);
 
-    /// An auto-ack subscription entry `key` with `pattern` is in the index
-    /// (called again if the entry is replaced under the same key).
+    /// A subscription entry `key` with `pattern` is in the index (called
+    /// again if the entry is replaced under the same key).
     fn subscribed(&self, _pattern: &[PatternWord], _key: &IndexKey) {}
 
-    /// The auto-ack subscription entry `key` has left the index.
+    /// The subscription entry `key` has left the index.
     fn unsubscribed(&self, _key: &IndexKey) {}
 }
 

@@ -180,30 +180,34 @@ impl TopicIndex {
     /// export seam's engine, to the direct subscribers matching `words`
     /// whose entry `wanted` accepts (an engine that delivers one message
     /// several times, once per matching engine subscription, picks each
-    /// entry's one copy this way). Never exported again; client-ack and
-    /// durable subscriptions (the router's) do not get it. Returns the
-    /// frames pushed.
+    /// entry's one copy this way). Never exported again. Returns the
+    /// frames pushed and the wanted entries the router delivers to
+    /// (client-ack subscriptions): the caller hands it those.
     pub fn publish_remote(
         &self,
         words: &[Box<str>],
         message: &mut Message,
         wanted: impl Fn(&IndexKey) -> bool,
-    ) -> u64 {
+    ) -> (u64, Vec<IndexKey>) {
         if message.expired(epoch_ms()) {
-            return 0;
+            return (0, Vec::new());
         }
         let trie = self.read();
         let mut matched: Vec<(&IndexKey, &Interest)> = Vec::new();
         trie.matches_keyed(words, &mut matched);
-        let direct: Vec<Arc<Subscriber>> = matched
-            .into_iter()
-            .filter_map(|(key, interest)| match interest {
-                Interest::Direct(subscriber) if wanted(key) => Some(subscriber.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut direct: Vec<Arc<Subscriber>> = Vec::new();
+        let mut for_router = Vec::new();
+        for (key, interest) in matched {
+            if !wanted(key) {
+                continue;
+            }
+            match interest {
+                Interest::Direct(subscriber) => direct.push(subscriber.clone()),
+                Interest::Router => for_router.push(key.clone()),
+            }
+        }
         if direct.is_empty() {
-            return 0;
+            return (0, for_router);
         }
         // A persistent feed's store changes belong to the router, which
         // alone publishes to it: a remote message to one is fanned out
@@ -213,7 +217,7 @@ impl TopicIndex {
         self.feeds.publish(words, policy, message, |message| {
             pushed += push_to(&direct, message);
         });
-        pushed
+        (pushed, for_router)
     }
 }
 
@@ -277,7 +281,9 @@ impl IndexWriter {
     /// that starts sees it.
     pub fn insert(&mut self, pattern: &[PatternWord], key: IndexKey, interest: Interest) {
         let mut trie = self.write();
-        if matches!(interest, Interest::Direct(_)) {
+        // Durable subscriptions hear other nodes through the engine's
+        // streams (a later stage), not through the seam.
+        if !matches!(key, IndexKey::Durable(_)) {
             self.index.export.subscribed(pattern, &key);
         }
         trie.insert(pattern, key, interest);
@@ -318,8 +324,10 @@ impl IndexWriter {
         let (removed, cached) = {
             let mut trie = self.write();
             let removed = trie.remove(pattern, key);
-            if let Some(Interest::Direct(subscriber)) = &removed {
+            if removed.is_some() && !matches!(key, IndexKey::Durable(_)) {
                 self.index.export.unsubscribed(key);
+            }
+            if let Some(Interest::Direct(subscriber)) = &removed {
                 // Held MESSAGEs of an `x-max-rate` cap go with it.
                 if let Some(cap) = &subscriber.max_rate {
                     cap.close();
@@ -557,8 +565,10 @@ mod tests {
         assert_eq!(recording.interest.lock().expect("lock").len(), 2);
 
         // From elsewhere: only the entries the caller wants, no export.
-        let pushed = index.publish_remote(&words("a.b"), &mut message(), |key| *key == first_key);
+        let (pushed, for_router) =
+            index.publish_remote(&words("a.b"), &mut message(), |key| *key == first_key);
         assert_eq!(pushed, 1);
+        assert!(for_router.is_empty(), "the durable is not wanted");
         assert_eq!(received(&mut first_rx).await, 1);
         assert_eq!(received(&mut second_rx).await, 0);
         assert!(recording.exported.lock().expect("lock").is_empty());
