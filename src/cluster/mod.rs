@@ -34,6 +34,12 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
             match event {
                 async_nats::Event::Connected => info!("cluster engine connected"),
                 async_nats::Event::Disconnected => warn!("cluster engine disconnected"),
+                // A reader 65 536 messages behind (its router waiting):
+                // the client drops that subscription's messages.
+                async_nats::Event::SlowConsumer(subscription) => warn!(
+                    subscription,
+                    "cluster engine: a topic subscription fell behind, messages from other nodes dropped"
+                ),
                 other => info!(event = %other, "cluster engine"),
             }
         });
