@@ -439,3 +439,25 @@ async fn client_ack_topic_subscriptions_hear_other_nodes_once_each_in_order() {
         broker.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_the_engine_does_not_start_and_says_why() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("bound")
+        .port();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = common::test_config();
+    config.storage.data_dir = data.path().to_path_buf();
+    config.cluster.engine = stomphub::config::Engine::Nats;
+    config.cluster.servers = vec![format!("nats://127.0.0.1:{port}")];
+    config.cluster.connect_timeout = Duration::from_secs(2);
+    let error = match stomphub::Broker::start(config).await {
+        Ok(_) => panic!("started without its engine"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("cluster.servers"), "{error}");
+    assert!(error.contains(&port.to_string()), "{error}");
+}

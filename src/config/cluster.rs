@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn a_printed_cluster_section_reads_back_equal() {
+        let text = "[cluster]\nengine = \"nats\"\nservers = [\"tls://n1:4222\", \"tls://n2:4222\"]\n\
+                    credentials_file = \"/etc/n.creds\"\nack_wait = \"45s\"\n\
+                    [cluster.tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let config = Config::from_toml(text, "t").expect("parses");
+        assert!(config.cluster.tls.is_some());
+        let printed = config.to_toml().expect("prints");
+        assert_eq!(
+            Config::from_toml(&printed, "printed").expect("reads back"),
+            config
+        );
+    }
+
+    #[test]
     fn unknown_engines_and_bad_values_stop_the_start_naming_the_key() {
         let cases = [
             ("engine = \"raft\"", "unknown variant `raft`"),
