@@ -3,9 +3,9 @@
 //! context, and a bounded graceful shutdown.
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, Engine};
 use crate::context::BrokerContext;
-use crate::fanout::{Feeds, LocalOnly, TopicIndex};
+use crate::fanout::{Feeds, LocalOnly, TopicExport, TopicIndex};
 use crate::listener::{self, Endpoint};
 use crate::metrics::Metrics;
 use crate::model::destination::DestinationLimits;
@@ -130,15 +130,24 @@ impl Broker {
             QueuePolicy::new(&config.queues, &destination_limits).map_err(invalid)?;
         let queue_memory = Arc::new(QueueMemory::new(config.limits.max_queued_message_bytes));
         let auth = Authenticator::new(&config.auth, destination_limits).map_err(invalid)?;
-        // A single broker exports topic messages nowhere (the cluster's
-        // seam: `fanout::TopicExport`).
+        // A single broker exports topic messages nowhere; on a NATS engine
+        // they go to the other nodes, and theirs come in (the seam:
+        // `fanout::TopicExport`).
         let feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
         feeds.restore(recovered_feeds);
-        let (topics, index_writer) = TopicIndex::new(
-            Box::new(LocalOnly),
-            config.router.match_cache_entries,
-            feeds,
-        );
+        let (export, inbound, engine): (Box<dyn TopicExport>, _, _) = match config.cluster.engine {
+            Engine::Local => (Box::new(LocalOnly), None, None),
+            Engine::Nats => {
+                let client = crate::cluster::connect(&config.cluster)
+                    .await
+                    .map_err(invalid)?;
+                let (export, inbound) =
+                    crate::cluster::topics(client.clone(), &config.cluster.subject_prefix);
+                (Box::new(export), Some(inbound), Some(client))
+            }
+        };
+        let (topics, index_writer) =
+            TopicIndex::new(export, config.router.match_cache_entries, feeds);
         let metrics = Arc::new(Metrics::new(&config, &destination_limits));
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
@@ -159,6 +168,9 @@ impl Broker {
             metrics: metrics.clone(),
         })
         .map_err(invalid)?;
+        if let Some(inbound) = inbound {
+            inbound.spawn(topics.clone(), router.clone());
+        }
         let publish_rules = Arc::new(
             PublishRules::new(&config.rate_limits.publish, &destination_limits).map_err(invalid)?,
         );
@@ -202,6 +214,10 @@ impl Broker {
                     store: store_state,
                     listening: true.into(),
                     reload: Box::new(move || for_admin.reload_logged()),
+                    engine: engine.map(|client| {
+                        Box::new(move || crate::cluster::ready(&client))
+                            as Box<crate::admin::EngineReadyFn>
+                    }),
                     rates: Default::default(),
                 });
                 info!(%address, "admin listener");

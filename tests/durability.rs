@@ -325,7 +325,7 @@ async fn consume(url: String, ledger: Arc<Mutex<Ledger>>) -> Fallible<()> {
                 let mut ack =
                     Frame::new(Command::Ack).header("id", frame.get("ack").unwrap_or_default());
                 count += 1;
-                if count % 2 == 0 {
+                if count.is_multiple_of(2) {
                     // Every other ACK with a receipt.
                     let receipt = format!("ack-{count}");
                     pending_acks.insert(receipt.clone(), text);

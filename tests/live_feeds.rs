@@ -143,7 +143,7 @@ async fn snapshot_then_live_has_no_gap_and_no_duplicate_under_a_full_speed_publi
         while !running.load(Ordering::Relaxed) {
             publisher.publish("/topic/feed.x", &n.to_string()).await;
             n += 1;
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 // Let the subscribers' readers keep up on a small machine.
                 tokio::task::yield_now().await;
             }

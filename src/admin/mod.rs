@@ -40,6 +40,9 @@ const EXCHANGE_TIME: Duration = Duration::from_secs(30);
 /// nothing did (installed by the broker, which owns reloading).
 pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
 
+/// Whether the cluster engine is reachable: `Err` says why not.
+pub type EngineReadyFn = dyn Fn() -> Result<(), String> + Send + Sync;
+
 /// What the admin listener reads.
 pub struct AdminState {
     /// The running broker's shared context.
@@ -50,6 +53,8 @@ pub struct AdminState {
     pub listening: AtomicBool,
     /// `POST /api/reload`.
     pub reload: Box<ReloadFn>,
+    /// The cluster engine's reachability (none with the local engine).
+    pub engine: Option<Box<EngineReadyFn>>,
     /// Published and delivered totals, sampled every second for rates.
     pub rates: rates::Rates,
 }
@@ -63,13 +68,17 @@ impl std::fmt::Debug for AdminState {
 }
 
 impl AdminState {
-    /// Whether the broker is ready: listeners bound, the store working.
+    /// Whether the broker is ready: listeners bound, the store working,
+    /// the cluster engine (if any) reachable.
     pub fn ready(&self) -> Result<(), String> {
         if !self.listening.load(Ordering::Relaxed) {
             return Err("listeners not bound yet".into());
         }
         if let Some(error) = self.store.as_ref().and_then(|store| store.failing()) {
             return Err(format!("store failing: {error}"));
+        }
+        if let Some(engine) = &self.engine {
+            engine()?;
         }
         Ok(())
     }

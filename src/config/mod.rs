@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod http;
 mod limits;
 mod listeners;
@@ -22,6 +23,7 @@ mod values;
 
 pub use admin::{AdminAnonymous, AdminConfig};
 pub use auth::{Anonymous, AuthConfig, JwtConfig, JwtKeyConfig, UserConfig};
+pub use cluster::{ClusterConfig, ClusterTls, Engine};
 pub use http::HttpConfig;
 pub use limits::LimitsConfig;
 pub use listeners::{EndpointConfig, ListenerConfig, ListenerKind, TlsConfig};
@@ -77,6 +79,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// HTTP beside WebSocket: SSE feeds.
     pub http: HttpConfig,
+    /// One broker, or one node of several on a NATS engine.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -98,6 +102,7 @@ impl Default for Config {
             topics: TopicsConfig::default(),
             admin: AdminConfig::default(),
             http: HttpConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -210,6 +215,7 @@ impl Config {
         self.rate_limits.validate()?;
         self.topics.validate()?;
         self.http.validate()?;
+        self.cluster.validate()?;
         if !self.storage.enabled {
             if let Some(rule) = self.topics.rules.iter().find(|r| r.persistent) {
                 return Err(format!(

@@ -52,9 +52,9 @@ pub(super) fn duration_text<S: Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     let millis = value.as_millis();
-    let text = if millis != 0 && millis % 60_000 == 0 {
+    let text = if millis != 0 && millis.is_multiple_of(60_000) {
         format!("{}m", millis / 60_000)
-    } else if millis % 1000 == 0 {
+    } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

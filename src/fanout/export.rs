@@ -1,16 +1,28 @@
 //! The seam for a second engine: where a topic message goes besides local
-//! subscribers.
+//! subscribers, and which patterns local subscribers want from elsewhere.
 
+use super::index_key::IndexKey;
+use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 
 /// Receives every topic message once, from whoever fans it out (the
 /// publishing session, or the router for publications it handles whole),
-/// in each publisher's order. A cluster implementation would forward it to
-/// other brokers (a NATS subject per topic); it must not block, since it is
-/// called on the publishing path.
+/// in each publisher's order, and hears of every subscription entry but
+/// durable ones (auto-ack and client-ack) as the index gains and loses it. A cluster implementation forwards the
+/// messages to other brokers (a NATS subject per topic) and asks the engine
+/// for the patterns local subscribers use. Every method must not block:
+/// `export` is called on the publishing path, the others by the index's
+/// only writer under its write lock.
 pub trait TopicExport: Send + Sync + std::fmt::Debug {
     /// Hands `message`, published to the topic `words`, onward.
     fn export(&self, words: &[Box<str>], message: &Message);
+
+    /// A subscription entry `key` with `pattern` is in the index (called
+    /// again if the entry is replaced under the same key).
+    fn subscribed(&self, _pattern: &[PatternWord], _key: &IndexKey) {}
+
+    /// The subscription entry `key` has left the index.
+    fn unsubscribed(&self, _key: &IndexKey) {}
 }
 
 /// A single broker: topic messages go to local subscribers only.

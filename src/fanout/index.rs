@@ -18,6 +18,7 @@
 use super::encode::FanOut;
 use super::export::TopicExport;
 use super::feeds::Feeds;
+pub use super::index_key::IndexKey;
 use super::match_cache::{Match, MatchCache};
 use super::rate_cap::Offered;
 use super::snapshot::Snapshot;
@@ -26,18 +27,8 @@ use super::subscriber::Subscriber;
 use super::topic_trie::TopicTrie;
 use crate::model::destination::PatternWord;
 use crate::model::message::{epoch_ms, Message};
-use crate::model::session_id::SessionId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-/// Names one entry of the index, unique under its pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum IndexKey {
-    /// A topic subscription: its session and subscription id.
-    Subscription(SessionId, Arc<str>),
-    /// A durable topic subscription: its queue's name.
-    Durable(Arc<str>),
-}
 
 /// What a matching publication means for one entry.
 #[derive(Debug)]
@@ -178,28 +169,80 @@ impl TopicIndex {
             return Published::Delivered { router_interest };
         }
         self.feeds.publish(words, found.policy, message, |message| {
-            let mut fan_out = FanOut::new(message);
-            for subscriber in found.direct.iter() {
-                let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
-                // A slow consumer's queue is marked overflowed by the push: its
-                // connection closes itself, and its Detach removes its entries.
-                let destination = message.destination.as_str();
-                let result = match &subscriber.max_rate {
-                    Some(cap) => match cap.offer(subscriber, destination, frame) {
-                        Offered::Now(frame) => subscriber.push(destination, frame),
-                        // Held, and maybe replaced by a newer one: not
-                        // counted as delivered.
-                        Offered::Held => continue,
-                    },
-                    None => subscriber.push(destination, frame),
-                };
-                *pushed += u64::from(result.is_ok());
-            }
+            *pushed += push_to(&found.direct, message);
         });
         drop(trie);
         self.export.export(words, message);
         Published::Delivered { router_interest }
     }
+
+    /// Fans out `message`, which came from another broker through the
+    /// export seam's engine, to the direct subscribers matching `words`
+    /// whose entry `wanted` accepts (an engine that delivers one message
+    /// several times, once per matching engine subscription, picks each
+    /// entry's one copy this way). Never exported again. Returns the
+    /// frames pushed and the wanted entries the router delivers to
+    /// (client-ack subscriptions): the caller hands it those.
+    pub fn publish_remote(
+        &self,
+        words: &[Box<str>],
+        message: &mut Message,
+        wanted: impl Fn(&IndexKey) -> bool,
+    ) -> (u64, Vec<IndexKey>) {
+        if message.expired(epoch_ms()) {
+            return (0, Vec::new());
+        }
+        let trie = self.read();
+        let mut matched: Vec<(&IndexKey, &Interest)> = Vec::new();
+        trie.matches_keyed(words, &mut matched);
+        let mut direct: Vec<Arc<Subscriber>> = Vec::new();
+        let mut for_router = Vec::new();
+        for (key, interest) in matched {
+            if !wanted(key) {
+                continue;
+            }
+            match interest {
+                Interest::Direct(subscriber) => direct.push(subscriber.clone()),
+                Interest::Router => for_router.push(key.clone()),
+            }
+        }
+        if direct.is_empty() {
+            return (0, for_router);
+        }
+        // A persistent feed's store changes belong to the router, which
+        // alone publishes to it: a remote message to one is fanned out
+        // plainly (feed state on the engine is a later stage).
+        let policy = self.feeds.policy_for(words).filter(|p| !p.persistent);
+        let mut pushed = 0;
+        self.feeds.publish(words, policy, message, |message| {
+            pushed += push_to(&direct, message);
+        });
+        (pushed, for_router)
+    }
+}
+
+/// Pushes `message` to each of `direct`, encoding once per distinct frame;
+/// returns how many pushes succeeded.
+fn push_to(direct: &[Arc<Subscriber>], message: &Message) -> u64 {
+    let mut pushed = 0;
+    let mut fan_out = FanOut::new(message);
+    for subscriber in direct {
+        let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
+        // A slow consumer's queue is marked overflowed by the push: its
+        // connection closes itself, and its Detach removes its entries.
+        let destination = message.destination.as_str();
+        let result = match &subscriber.max_rate {
+            Some(cap) => match cap.offer(subscriber, destination, frame) {
+                Offered::Now(frame) => subscriber.push(destination, frame),
+                // Held, and maybe replaced by a newer one: not counted as
+                // delivered.
+                Offered::Held => continue,
+            },
+            None => subscriber.push(destination, frame),
+        };
+        pushed += u64::from(result.is_ok());
+    }
+    pushed
 }
 
 /// Walks the trie for `words`: every direct subscriber once, and whether the
@@ -238,6 +281,11 @@ impl IndexWriter {
     /// that starts sees it.
     pub fn insert(&mut self, pattern: &[PatternWord], key: IndexKey, interest: Interest) {
         let mut trie = self.write();
+        // Durable subscriptions hear other nodes through the engine's
+        // streams (a later stage), not through the seam.
+        if !matches!(key, IndexKey::Durable(_)) {
+            self.index.export.subscribed(pattern, &key);
+        }
         trie.insert(pattern, key, interest);
         self.index.generation.fetch_add(1, Ordering::Release);
     }
@@ -255,6 +303,7 @@ impl IndexWriter {
         start: &StartAt,
     ) -> Snapshot {
         let mut trie = self.write();
+        self.index.export.subscribed(pattern, &key);
         trie.insert(pattern, key, Interest::Direct(subscriber.clone()));
         self.index.generation.fetch_add(1, Ordering::Release);
         let snapshot = self.index.feeds.snapshot(pattern, start, &subscriber);
@@ -275,6 +324,9 @@ impl IndexWriter {
         let (removed, cached) = {
             let mut trie = self.write();
             let removed = trie.remove(pattern, key);
+            if removed.is_some() && !matches!(key, IndexKey::Durable(_)) {
+                self.index.export.unsubscribed(key);
+            }
             if let Some(Interest::Direct(subscriber)) = &removed {
                 // Held MESSAGEs of an `x-max-rate` cap go with it.
                 if let Some(cap) = &subscriber.max_rate {
@@ -299,6 +351,7 @@ mod tests {
     use super::*;
     use crate::fanout::{Feeds, LocalOnly};
     use crate::model::destination::{topic_pattern, DestinationLimits};
+    use crate::model::session_id::SessionId;
     use crate::outbound::{outbound_channel, OutFrame, OutboundReceiver};
     use bytes::Bytes;
     use stomp_protocol::Version;
@@ -468,5 +521,68 @@ mod tests {
                 received(&mut receiver).await;
             }
         }
+    }
+
+    /// Records what the index tells its export seam.
+    #[derive(Debug, Default)]
+    struct Recording {
+        exported: std::sync::Mutex<Vec<String>>,
+        interest: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl TopicExport for Arc<Recording> {
+        fn export(&self, words: &[Box<str>], _message: &Message) {
+            self.exported.lock().expect("lock").push(words.join("."));
+        }
+        fn subscribed(&self, pattern: &[PatternWord], key: &IndexKey) {
+            let text = format!("+{} {key:?}", pattern.len());
+            self.interest.lock().expect("lock").push(text);
+        }
+        fn unsubscribed(&self, key: &IndexKey) {
+            self.interest
+                .lock()
+                .expect("lock")
+                .push(format!("-{key:?}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_seam_hears_direct_entries_and_remote_messages_are_not_exported_again() {
+        let recording = Arc::new(Recording::default());
+        let (index, mut writer) = TopicIndex::new(Box::new(recording.clone()), 64, Feeds::none());
+        let first_key = IndexKey::Subscription(SessionId(1), "s".into());
+        let second_key = IndexKey::Subscription(SessionId(2), "s".into());
+        let (first, mut first_rx) = subscriber(1, "s");
+        let (second, mut second_rx) = subscriber(2, "s");
+        writer.insert(&pattern("/topic/a.*"), first_key.clone(), first);
+        writer.insert(&pattern("/topic/*.b"), second_key.clone(), second);
+        // The router's own entries are not the seam's business.
+        writer.insert(
+            &pattern("/topic/a.#"),
+            IndexKey::Durable("/durable/c/n".into()),
+            Interest::Router,
+        );
+        assert_eq!(recording.interest.lock().expect("lock").len(), 2);
+
+        // From elsewhere: only the entries the caller wants, no export.
+        let (pushed, for_router) =
+            index.publish_remote(&words("a.b"), &mut message(), |key| *key == first_key);
+        assert_eq!(pushed, 1);
+        assert!(for_router.is_empty(), "the durable is not wanted");
+        assert_eq!(received(&mut first_rx).await, 1);
+        assert_eq!(received(&mut second_rx).await, 0);
+        assert!(recording.exported.lock().expect("lock").is_empty());
+
+        // Published here: every entry, exported once.
+        index.publish(&words("a.b"), &mut message(), false);
+        assert_eq!(received(&mut first_rx).await, 1);
+        assert_eq!(received(&mut second_rx).await, 1);
+        assert_eq!(*recording.exported.lock().expect("lock"), vec!["a.b"]);
+
+        writer.remove(&pattern("/topic/a.*"), &first_key);
+        writer.remove(&pattern("/topic/a.*"), &first_key);
+        let interest = recording.interest.lock().expect("lock").clone();
+        assert_eq!(interest.len(), 3, "one removal heard: {interest:?}");
+        assert!(interest[2].starts_with('-'));
     }
 }

@@ -29,6 +29,7 @@ mod export;
 mod feed;
 mod feeds;
 mod index;
+mod index_key;
 mod match_cache;
 mod rate_cap;
 mod snapshot;

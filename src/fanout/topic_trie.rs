@@ -98,6 +98,22 @@ impl<K: Eq + Hash + Clone, T> TopicTrie<K, T> {
     /// the walk visited: at most (trie nodes reached) × (words + 1), each
     /// pair once, whatever the patterns (benchmarks and tests read it).
     pub fn matches_counting<'a>(&'a self, words: &[Box<str>], out: &mut Vec<&'a T>) -> usize {
+        self.walk(words, |values| {
+            out.extend(values.iter().map(|(_, value)| value))
+        })
+    }
+
+    /// Appends every (key, value) whose pattern matches `words` to `out`,
+    /// each once (for callers that choose among entries by key).
+    pub fn matches_keyed<'a>(&'a self, words: &[Box<str>], out: &mut Vec<(&'a K, &'a T)>) {
+        self.walk(words, |values| {
+            out.extend(values.iter().map(|(key, value)| (key, value)))
+        });
+    }
+
+    /// The walk behind the matches: hands `found` the values of each node
+    /// whose pattern matches, each node once; returns the steps taken.
+    fn walk<'a>(&'a self, words: &[Box<str>], mut found: impl FnMut(&'a [(K, T)])) -> usize {
         let mut steps = 0;
         let mut pending = vec![Visit {
             node: &self.root,
@@ -125,7 +141,7 @@ impl<K: Eq + Hash + Clone, T> TopicTrie<K, T> {
             if word.is_none() {
                 // Each node's end-of-words pair is visited once, so its
                 // values are appended once.
-                out.extend(node.values.iter().map(|(_, value)| value));
+                found(&node.values);
             }
             if let Some(many) = &node.many {
                 // `#` taking no word; `absorbs` lets it take more, one by one.

@@ -6,6 +6,7 @@ use super::message::Publication;
 use super::{AckMode, DurableSubscription, SessionId};
 use crate::fanout::StartAt;
 use crate::model::destination::SubscribeTarget;
+use crate::model::message::{headers_size, Message};
 use crate::outbound::OutboundSender;
 use crate::queue::QueueArguments;
 use std::sync::Arc;
@@ -101,6 +102,18 @@ pub enum RouterCommand {
         /// Receipt to send once routed.
         receipt: Option<String>,
     },
+    /// A topic message from another broker (through the cluster engine)
+    /// for these client-ack topic subscriptions: delivered to them only,
+    /// never published again (direct subscribers had it from the engine's
+    /// reader already).
+    Remote {
+        /// The topic's words.
+        words: Vec<Box<str>>,
+        /// The message, as the other broker published it.
+        message: Message,
+        /// The client-ack subscriptions (session, id) it is for.
+        subscriptions: Vec<(SessionId, Arc<str>)>,
+    },
     /// ACK or NACK.
     Settle {
         /// The session.
@@ -153,6 +166,9 @@ impl RouterCommand {
     pub fn payload_bytes(&self) -> usize {
         match self {
             RouterCommand::Publish { publication, .. } => publication.size(),
+            RouterCommand::Remote { message, .. } => {
+                message.body.len() + headers_size(&message.headers) + message.destination.len()
+            }
             RouterCommand::Commit { operations, .. } => operations
                 .iter()
                 .map(|operation| match operation {

@@ -290,6 +290,11 @@ impl Router {
                     self.receipt(session, receipt, durable);
                 }
             }
+            RouterCommand::Remote {
+                words,
+                message,
+                subscriptions,
+            } => self.publish_topic_to(&words, Arc::new(message), Some(&subscriptions)),
             RouterCommand::Settle {
                 session,
                 settle,

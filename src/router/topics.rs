@@ -3,7 +3,7 @@
 //! served by the publishing session through the shared index
 //! (`crate::fanout`); durable ones are queues (`durables.rs`).
 
-use super::{Router, Unacked};
+use super::{Router, SessionId, Unacked};
 use crate::fanout::encode::{ack_id, FanOut};
 use crate::model::message::epoch_ms;
 use crate::model::message::Message;
@@ -15,6 +15,18 @@ use tracing::debug;
 impl Router {
     /// Delivers `message` to every client-ack subscription matching `words`.
     pub(super) fn publish_topic(&mut self, words: &[Box<str>], message: Arc<Message>) {
+        self.publish_topic_to(words, message, None);
+    }
+
+    /// Delivers `message` to the client-ack subscriptions matching `words`,
+    /// or with `only`, to those of them it names (a message from another
+    /// broker, for the subscriptions the engine delivered it for).
+    pub(super) fn publish_topic_to(
+        &mut self,
+        words: &[Box<str>],
+        message: Arc<Message>,
+        only: Option<&[(SessionId, Arc<str>)]>,
+    ) {
         if message.expired(epoch_ms()) {
             return;
         }
@@ -25,6 +37,12 @@ impl Router {
         let mut slow = Vec::new();
         let mut delivered = 0;
         for subscriber in matched {
+            let named = |(session, id): &(SessionId, Arc<str>)| {
+                *session == subscriber.session && *id == subscriber.id
+            };
+            if only.is_some_and(|only| !only.iter().any(named)) {
+                continue;
+            }
             let with_ack = subscriber.ack.expects_ack();
             if with_ack {
                 // Client-ack topic subscriptions hold at most `prefetch`

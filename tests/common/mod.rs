@@ -1,6 +1,8 @@
 //! A real-WebSocket STOMP test client and a broker started on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;

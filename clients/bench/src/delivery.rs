@@ -135,7 +135,7 @@ impl Tally {
         }
         *highest = (*highest).max(stamp.sequence + 1);
         self.received += 1;
-        if self.received % self.sample_every == 0 {
+        if self.received.is_multiple_of(self.sample_every) {
             let us = now_ns.saturating_sub(stamp.sent_ns) / 1000;
             self.latencies_us.push(us.min(u64::from(u32::MAX)) as u32);
         }

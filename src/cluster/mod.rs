@@ -1,0 +1,97 @@
+//! The cluster engine: several brokers as front-ends of one NATS system.
+//!
+//! With `[cluster] engine = "nats"` the broker connects to NATS at start
+//! ([`connect`]) and plugs topics into the index's export seam
+//! ([`topics`]: the `TopicExport` half for the index, the inbound half
+//! started once the index exists). The router and sessions do not know
+//! NATS exists. Topic names become subjects in [`subject`]; the payload
+//! layout is `wire`. `/readyz` asks [`ready`].
+
+mod subject;
+mod topics;
+mod wire;
+
+pub use topics::{topics, Inbound, NatsTopics};
+
+use crate::config::ClusterConfig;
+use async_nats::connection::State;
+use tracing::{info, warn};
+
+/// Connects to the engine within `connect_timeout`: a broker that cannot
+/// reach it at start does not start (the error says why). Later outages
+/// are retried for ever (`/readyz` says not ready meanwhile); subscriptions
+/// are made again on each reconnect by the client.
+pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, String> {
+    let name = node_name(config);
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("stomphub {name}"))
+        // A node never hears its own publications back: its local
+        // subscribers had them from the publisher already.
+        .no_echo()
+        .connection_timeout(config.connect_timeout)
+        .max_reconnects(None)
+        .event_callback(move |event| async move {
+            match event {
+                async_nats::Event::Connected => info!("cluster engine connected"),
+                async_nats::Event::Disconnected => warn!("cluster engine disconnected"),
+                // A reader 65 536 messages behind (its router waiting):
+                // the client drops that subscription's messages.
+                async_nats::Event::SlowConsumer(subscription) => warn!(
+                    subscription,
+                    "cluster engine: a topic subscription fell behind, messages from other nodes dropped"
+                ),
+                other => info!(event = %other, "cluster engine"),
+            }
+        });
+    if let Some(path) = &config.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("cluster.credentials_file: {}: {e}", path.display()))?;
+    }
+    if let Some(tls) = &config.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    let servers = config.servers.join(",");
+    let connecting = options.connect(config.servers.as_slice());
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(Ok(client)) => {
+            info!(node = %name, %servers, "cluster engine: nats");
+            Ok(client)
+        }
+        Ok(Err(error)) => Err(format!(
+            "cluster.servers: cannot connect to {servers}: {error}"
+        )),
+        Err(_) => Err(format!(
+            "cluster.servers: no answer from {servers} within connect_timeout ({:?})",
+            config.connect_timeout
+        )),
+    }
+}
+
+/// Whether the engine is reachable now (for `/readyz`).
+pub fn ready(client: &async_nats::Client) -> Result<(), String> {
+    match client.connection_state() {
+        State::Connected => Ok(()),
+        State::Pending => Err("cluster engine: connecting".into()),
+        State::Disconnected => Err("cluster engine: unreachable".into()),
+    }
+}
+
+/// `node_name`, or the host name when it is empty.
+fn node_name(config: &ClusterConfig) -> String {
+    if !config.node_name.is_empty() {
+        return config.node_name.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "stomphub".into())
+}

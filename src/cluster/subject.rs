@@ -1,0 +1,200 @@
+//! Topic names and patterns as NATS subjects, both ways.
+//!
+//! A topic's words become subject tokens under `<prefix>.topic`, followed
+//! by an end token: `/topic/prices.eur` is `stomphub.topic.prices.eur.__`.
+//! The end token lets every subscription pattern be ONE subject, so that
+//! each local subscription hears each message exactly once, in the order
+//! its publisher sent it (NATS keeps order per subscription, not across
+//! two): `prices.#` is `stomphub.topic.prices.>`, which holds `prices`
+//! itself (`prices.__`, the zero-word case NATS's `prices.>` alone would
+//! miss) and everything below it.
+//!
+//! A word becomes a token as is when it holds only ASCII letters, digits and
+//! `-`; every other byte (a `.`-free STOMP word may hold spaces, `*`, `>`,
+//! `_`, non-ASCII, ...) is written `_XX` (two upper-case hex digits). The
+//! empty word is `_` and the end token `__`: neither can come out of a
+//! non-empty word, whose `_` is always followed by two hex digits.
+//!
+//! Patterns NATS cannot say exactly (a `#` before the last word) subscribe
+//! the widest subject that holds every match: the words before the first
+//! `#`, then `>`; the local topic index then matches precisely.
+
+use crate::model::destination::PatternWord;
+
+/// The token after a topic's last word.
+const END: &str = "__";
+/// The token of an empty word.
+const EMPTY: &str = "_";
+/// Between the prefix and the words.
+const TOPICS: &str = "topic";
+
+/// The subject a message to topic `words` is published on.
+pub fn topic_subject(prefix: &str, words: &[Box<str>]) -> String {
+    let mut subject = format!("{prefix}.{TOPICS}");
+    for word in words {
+        subject.push('.');
+        push_word(&mut subject, word);
+    }
+    subject.push('.');
+    subject.push_str(END);
+    subject
+}
+
+/// The one subject a subscription with `pattern` listens on: it matches
+/// every topic subject the pattern matches (and, with a `#` before the
+/// end, maybe more, which the local index filters out).
+pub fn pattern_subject(prefix: &str, pattern: &[PatternWord]) -> String {
+    let mut subject = format!("{prefix}.{TOPICS}");
+    for word in pattern {
+        subject.push('.');
+        match word {
+            PatternWord::Exact(word) => push_word(&mut subject, word),
+            PatternWord::One => subject.push('*'),
+            // Zero or more words, then the end token: one or more tokens.
+            PatternWord::Many => {
+                subject.push('>');
+                return subject;
+            }
+        }
+    }
+    subject.push('.');
+    subject.push_str(END);
+    subject
+}
+
+/// The topic words of a subject made by [`topic_subject`] with `prefix`;
+/// `None` for anything else.
+pub fn topic_words(prefix: &str, subject: &str) -> Option<Vec<Box<str>>> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    let rest = rest.strip_prefix(TOPICS)?.strip_prefix('.')?;
+    let tokens = rest.strip_suffix(END)?;
+    // At least one word before the end token.
+    let tokens = tokens.strip_suffix('.')?;
+    tokens.split('.').map(decode_token).collect()
+}
+
+fn push_word(subject: &mut String, word: &str) {
+    if word.is_empty() {
+        subject.push_str(EMPTY);
+        return;
+    }
+    for byte in word.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            subject.push(char::from(byte));
+        } else {
+            subject.push_str(&format!("_{byte:02X}"));
+        }
+    }
+}
+
+fn decode_token(token: &str) -> Option<Box<str>> {
+    if token == EMPTY {
+        return Some("".into());
+    }
+    let mut bytes = Vec::with_capacity(token.len());
+    let mut rest = token.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'_' {
+            let hex = tail.get(..2)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else if first.is_ascii_alphanumeric() || first == b'-' {
+            bytes.push(first);
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    if bytes.is_empty() {
+        return None;
+    }
+    String::from_utf8(bytes).ok().map(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::destination::pattern_matches;
+    use proptest::prelude::*;
+
+    /// NATS's own matching of a subscription subject against a subject.
+    fn nats_matches(filter: &str, subject: &str) -> bool {
+        let filter: Vec<&str> = filter.split('.').collect();
+        let subject: Vec<&str> = subject.split('.').collect();
+        for (at, token) in filter.iter().enumerate() {
+            match *token {
+                ">" => return subject.len() > at,
+                "*" if at < subject.len() => {}
+                exact if subject.get(at) == Some(&exact) => {}
+                _ => return false,
+            }
+        }
+        filter.len() == subject.len()
+    }
+
+    fn words(text: &[&str]) -> Vec<Box<str>> {
+        text.iter().map(|w| Box::from(*w)).collect()
+    }
+
+    #[test]
+    fn words_nats_cannot_hold_are_encoded_and_read_back() {
+        let topic = words(&["a b", "*", ">", "x_y", "", "é", "ok-1"]);
+        let subject = topic_subject("p", &topic);
+        assert_eq!(subject, "p.topic.a_20b._2A._3E.x_5Fy._._C3_A9.ok-1.__");
+        assert!(!subject
+            .split('.')
+            .any(|t| t.is_empty() || t == "*" || t == ">" || t.contains(' ')));
+        assert_eq!(topic_words("p", &subject), Some(topic));
+        assert_eq!(topic_words("p", "p.topic.__"), None, "no words");
+        assert_eq!(topic_words("p", "q.topic.a.__"), None, "other prefix");
+        assert_eq!(topic_words("p", "p.topic.a_2"), None);
+        assert_eq!(topic_words("p", "p.topic.a_ZZ.__"), None);
+    }
+
+    #[test]
+    fn each_pattern_is_one_subject_and_hash_takes_zero_words() {
+        use PatternWord::*;
+        let exact = |w: &str| Exact(w.into());
+        let a_hash = pattern_subject("p", &[exact("a"), Many]);
+        assert_eq!(a_hash, "p.topic.a.>");
+        assert!(nats_matches(&a_hash, &topic_subject("p", &words(&["a"]))));
+        assert!(nats_matches(
+            &a_hash,
+            &topic_subject("p", &words(&["a", "b"]))
+        ));
+        assert!(!nats_matches(&a_hash, &topic_subject("p", &words(&["b"]))));
+        assert_eq!(pattern_subject("p", &[exact("a"), One]), "p.topic.a.*.__");
+        assert_eq!(pattern_subject("p", &[Many, exact("b")]), "p.topic.>");
+        assert_eq!(
+            pattern_subject("p", &[exact("a"), Many, exact("b")]),
+            "p.topic.a.>"
+        );
+    }
+
+    fn pattern_word() -> impl Strategy<Value = PatternWord> {
+        prop_oneof![
+            "[ab_ *]{0,2}".prop_map(|w| PatternWord::Exact(w.into())),
+            Just(PatternWord::One),
+            Just(PatternWord::Many),
+        ]
+    }
+
+    proptest! {
+        /// Whatever our pattern matches, its NATS subject hears; and every
+        /// subject reads back as the words it was made of.
+        #[test]
+        fn the_subject_of_a_pattern_never_misses_a_match(
+            pattern in proptest::collection::vec(pattern_word(), 1..5),
+            topic in proptest::collection::vec("[ab_ *]{0,2}", 1..5),
+        ) {
+            let topic: Vec<Box<str>> = topic.iter().map(|w| Box::from(w.as_str())).collect();
+            let subject = topic_subject("x.y", &topic);
+            prop_assert_eq!(topic_words("x.y", &subject), Some(topic.clone()));
+            let plain: Vec<&str> = topic.iter().map(|w| &**w).collect();
+            if pattern_matches(&pattern, &plain) {
+                prop_assert!(nats_matches(&pattern_subject("x.y", &pattern), &subject));
+            }
+        }
+    }
+}
