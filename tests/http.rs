@@ -1019,7 +1019,7 @@ async fn settled_rss(broker: &common::BrokerProcess) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_sse_feeds_cost_at_most_a_few_kib_more_than_idle_websocket_subscribers() {
+async fn idle_sse_feeds_cost_no_more_than_idle_websocket_subscribers() {
     let config = format!(
         "[listener]\nmax_connections_per_ip = {limit}\n\n[rate_limits]\nconnections_per_second_per_ip = 0\n",
         limit = 3 * IDLE_CONNECTIONS
@@ -1059,11 +1059,12 @@ async fn idle_sse_feeds_cost_at_most_a_few_kib_more_than_idle_websocket_subscrib
     eprintln!(
         "idle memory over {IDLE_CONNECTIONS} connections each: SSE {sse:.1} KiB, WebSocket {websocket:.1} KiB per connection"
     );
-    // Served by hyper, a feed kept its 8 KiB read and 8 KiB write buffers:
-    // 27.7 KiB against 11.9. Now about 18 against 12: the rest is not
-    // found yet, so this bound holds what was won.
+    // Served by hyper, a feed kept its 8 KiB read and 8 KiB write buffers
+    // (27.7 KiB against 11.9); sharing one future with the STOMP connection
+    // path, room for a STOMP connection's state (18 against 12.7). The
+    // transports issue asks for no more than an idle WebSocket subscriber.
     assert!(
-        sse <= websocket + 8.0,
+        sse <= websocket,
         "an idle SSE feed costs {sse:.1} KiB, an idle WebSocket subscriber {websocket:.1} KiB"
     );
     drop((warm_feed, feeds, clients));

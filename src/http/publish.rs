@@ -120,12 +120,12 @@ pub(super) async fn publish(shared: &HttpConnection, request: Request<Incoming>)
                 .expires_at()
                 .is_some_and(|at| at <= tokio::time::Instant::now())
     };
-    if publisher.as_ref().is_none_or(stale) {
+    if publisher.as_deref().is_none_or(stale) {
         if let Some(mut old) = publisher.take() {
             old.session.end().await;
         }
         match connect(shared, credentials).await {
-            Ok(connected) => *publisher = Some(connected),
+            Ok(connected) => *publisher = Some(Box::new(connected)),
             Err(failure) => return unauthorized(failure.message),
         }
     }
