@@ -205,8 +205,11 @@ pub(super) async fn connect(
         session.end().await;
         return Err(failure);
     }
-    // The CONNECTED frame: not for anyone here.
-    let _ = outbound.try_recv();
+    // The CONNECTED frame: not for anyone here. Frames read by the HTTP
+    // side give their bytes back to the budget as a writer's would.
+    if let Some(connected) = outbound.try_recv() {
+        outbound.written(connected.bytes.len());
+    }
     Ok(Publisher {
         credentials,
         session,
@@ -223,6 +226,7 @@ async fn receipt(outbound: &mut OutboundReceiver) -> Result<(), String> {
         if outbound.recv_many(&mut batch, 8).await == 0 {
             return Err("the server is shutting down".into());
         }
+        outbound.written(batch.iter().map(|frame| frame.bytes.len()).sum());
         for frame in &batch {
             if frame.bytes.starts_with(b"RECEIPT\n") {
                 return Ok(());
