@@ -2,7 +2,8 @@
 //! MQTT brokers over WebSocket in the fan-out scenarios, to compare with.
 //!
 //! Scenarios (one file each): `fanout` and `topics` (fanout.rs, in STOMP,
-//! NATS or MQTT through pubsub.rs, nats.rs, mqtt.rs),
+//! NATS or MQTT through pubsub.rs, nats.rs, mqtt.rs, or with subscribers
+//! over Server-Sent Events, sse.rs),
 //! `publishers`, `queue`, `idle`, `micro`, with the delivery accounting of
 //! the publish/subscribe ones in delivery.rs; `plan` runs a plan file of scenarios against several
 //! brokers in interleaved rounds and writes medians to a file.
@@ -23,6 +24,7 @@ mod publishers;
 mod pubsub;
 mod queue;
 mod report;
+mod sse;
 mod stats;
 
 use clap::{Parser, Subcommand};
