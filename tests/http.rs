@@ -637,6 +637,67 @@ async fn sse_refusals_and_limits() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_publisher_sends_more_receipts_than_its_budget_holds() {
+    // The RECEIPT of each publish is read by the HTTP side; its bytes go
+    // back to the session's budget, or a long-lived publishing connection
+    // would be cut off after budget / receipt size requests.
+    let mut config = test_config();
+    config.limits.max_body_bytes = 1024;
+    config.outbound.max_queued_bytes = 4096;
+    let broker = start(config).await;
+    let requests = 400;
+    let mut text = String::new();
+    for n in 0..requests {
+        let one = post("destination=/topic/receipts", &[], &format!("{n}"));
+        text.push_str(&if n + 1 == requests { close(one) } else { one });
+    }
+    let mut stream = TcpStream::connect(broker.local_addr())
+        .await
+        .expect("connect");
+    stream.write_all(text.as_bytes()).await.expect("write");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(common::WAIT, stream.read_to_end(&mut bytes))
+        .await
+        .expect("answers in time")
+        .expect("read");
+    let mut rest = &bytes[..];
+    for n in 0..requests {
+        let (answer, after) = parse(rest);
+        assert_eq!(answer.status, 200, "request {n}: {}", answer.text());
+        rest = after;
+    }
+}
+
+#[tokio::test]
+async fn a_prompt_sse_reader_gets_many_times_its_outbound_budget() {
+    // What a feed has written goes back to its budget, as a STOMP
+    // connection's writer gives it back: a reader that keeps up is never
+    // cut off, however much it is sent in all.
+    let mut config = test_config();
+    config.outbound.max_queued_bytes = 256 * 1024;
+    let broker = start(config).await;
+    let address = broker.local_addr();
+    let mut feed = SseClient::open(address, "destination=/topic/steady")
+        .await
+        .expect("feed");
+    assert_eq!(feed.event().await.as_deref(), Some("retry: 3000"));
+    let mut publisher = Client::connect(&broker.url()).await;
+    let body = "z".repeat(32 * 1024);
+    // 4 MiB in all, 16 times the budget, never more than 64 KiB unread.
+    let rounds = 64;
+    for round in 0..rounds {
+        for _ in 0..2 {
+            publisher.publish("/topic/steady", &body).await;
+        }
+        for _ in 0..2 {
+            let event = feed.event().await;
+            let event = event.unwrap_or_else(|| panic!("the feed ended in round {round}"));
+            assert!(event.starts_with("data: z"), "{event}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_slow_sse_reader_is_cut_off_by_the_outbound_budget() {
     let mut config = test_config();
     config.outbound.max_queued_bytes = 256 * 1024;
@@ -1023,7 +1084,7 @@ async fn settled_rss(broker: &common::BrokerProcess) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_sse_feeds_cost_at_most_a_few_kib_more_than_idle_websocket_subscribers() {
+async fn idle_sse_feeds_cost_no_more_than_idle_websocket_subscribers() {
     let config = format!(
         "[listener]\nmax_connections_per_ip = {limit}\n\n[rate_limits]\nconnections_per_second_per_ip = 0\n",
         limit = 3 * IDLE_CONNECTIONS
@@ -1063,11 +1124,12 @@ async fn idle_sse_feeds_cost_at_most_a_few_kib_more_than_idle_websocket_subscrib
     eprintln!(
         "idle memory over {IDLE_CONNECTIONS} connections each: SSE {sse:.1} KiB, WebSocket {websocket:.1} KiB per connection"
     );
-    // Served by hyper, a feed kept its 8 KiB read and 8 KiB write buffers:
-    // 27.7 KiB against 11.9. Now about 18 against 12: the rest is not
-    // found yet, so this bound holds what was won.
+    // Served by hyper, a feed kept its 8 KiB read and 8 KiB write buffers
+    // (27.7 KiB against 11.9); sharing one future with the STOMP connection
+    // path, room for a STOMP connection's state (18 against 12.7). The
+    // transports issue asks for no more than an idle WebSocket subscriber.
     assert!(
-        sse <= websocket + 8.0,
+        sse <= websocket,
         "an idle SSE feed costs {sse:.1} KiB, an idle WebSocket subscriber {websocket:.1} KiB"
     );
     drop((warm_feed, feeds, clients));

@@ -21,6 +21,8 @@ use crate::shutdown::Shutdown;
 use crate::websocket::{self, Handshake};
 use bytes::Bytes;
 use bytes::BytesMut;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use stomp_protocol::{Decoder, Version};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,54 +32,94 @@ use tracing::debug;
 
 /// Handshakes, admits and serves one accepted TCP connection.
 pub(super) async fn run(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer_ip: std::net::IpAddr,
     id: SessionId,
     context: Arc<BrokerContext>,
     endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
 ) {
+    // Two boxed futures in turn: a task keeps room for its largest await
+    // point as long as it lives, and the handshakes (PROXY header, TLS,
+    // the first request head, the upgrade) are large but brief. Boxed and
+    // done before the connection is served, an idle connection's task holds
+    // only what serves it: a STOMP connection, or an HTTP one (an idle SSE
+    // feed carried a STOMP connection's 5 KiB of room when they shared one
+    // future).
+    let prepared = Box::pin(prepare(stream, peer_ip, id, context, endpoint, shutdown)).await;
+    if let Some(serving) = prepared {
+        serving.await;
+    }
+}
+
+/// A boxed future that serves the connection, ready to run.
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Socket options, the PROXY header, TLS and the handshake under one
+/// deadline; then the future that serves the connection (`None`: refused,
+/// logged).
+async fn prepare(
+    mut stream: TcpStream,
+    peer_ip: std::net::IpAddr,
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
+    shutdown: Shutdown,
+) -> Option<Serving> {
     // Half-open peers are found by TCP keepalive even with heart-beats off.
     if let Err(error) = crate::socket_options::configure(&stream) {
         debug!(%error, "socket options not set");
     }
-    // The PROXY header, TLS and WebSocket handshakes share one limit, in
-    // this task.
+    // The PROXY header, TLS and WebSocket handshakes share one limit.
     let deadline = Instant::now() + context.config.listener.handshake_timeout;
     let peer_ip = if endpoint.config.proxy_protocol {
-        match proxied_client(&mut stream, deadline).await {
-            Some(Proxied::Client(client)) => {
+        match proxied_client(&mut stream, deadline).await? {
+            Proxied::Client(client) => {
                 tracing::Span::current().record("client", tracing::field::display(client));
                 client.ip()
             }
-            Some(Proxied::Local) => peer_ip,
-            None => return,
+            Proxied::Local => peer_ip,
         }
     } else {
         peer_ip
     };
-    // Boxed futures: a task keeps room for its largest await point as long
-    // as it lives, and the handshakes (tungstenite keeps a 4 KiB read chunk
-    // inline), TLS and the closing words are large but brief. Boxed, an idle
-    // connection's task holds only the live connection.
-    match endpoint.tls.clone() {
+    let target = Target {
+        peer_ip,
+        id,
+        context,
+        endpoint,
+        shutdown,
+    };
+    match target.endpoint.tls.clone() {
         None => {
-            Box::pin(serve_stream(
-                stream, deadline, peer_ip, id, context, endpoint, shutdown,
-            ))
-            .await
+            let served = handshake(stream, deadline, &target.context, &target.endpoint).await;
+            serving(served, target)
         }
         Some(acceptor) => match timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
             Ok(Ok(tls)) => {
-                Box::pin(serve_stream(
-                    tls, deadline, peer_ip, id, context, endpoint, shutdown,
-                ))
-                .await
+                let served = handshake(tls, deadline, &target.context, &target.endpoint).await;
+                serving(served, target)
             }
-            Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
-            Err(_) => debug!("TLS handshake timed out"),
+            Ok(Err(error)) => {
+                debug!(%error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                None
+            }
         },
     }
+}
+
+/// What serving a connection needs besides its stream.
+struct Target {
+    /// The client's address (from the PROXY header where there is one).
+    peer_ip: std::net::IpAddr,
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    endpoint: Arc<Endpoint>,
+    shutdown: Shutdown,
 }
 
 /// The PROXY protocol header under the handshake deadline; `None` when it is
@@ -97,46 +139,79 @@ async fn proxied_client(stream: &mut TcpStream, deadline: Instant) -> Option<Pro
     }
 }
 
-async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+/// The boxed future that serves the connection after its handshake.
+fn serving<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    served: Served<S>,
+    target: Target,
+) -> Option<Serving> {
+    let Target {
+        peer_ip,
+        id,
+        context,
+        endpoint,
+        shutdown,
+    } = target;
+    match served {
+        Served::Nothing => None,
+        Served::Http(stream) => {
+            debug!("HTTP request");
+            Some(Box::pin(http::serve(
+                stream, peer_ip, context, endpoint, shutdown,
+            )))
+        }
+        Served::Stomp(transport, handshake) => Some(Box::pin(serve_stomp(
+            transport, handshake, peer_ip, id, context, shutdown,
+        ))),
+    }
+}
+
+/// Who serves a connection once its handshake is done.
+// Returned once and moved into a box at once: the variants' sizes do not
+// stay anywhere.
+#[allow(clippy::large_enum_variant)]
+enum Served<S> {
+    /// Nobody: the handshake failed (logged).
+    Nothing,
+    /// An HTTP request that is not an upgrade: [`crate::http`].
+    Http(Rewind<S>),
+    /// A STOMP connection, over an upgraded WebSocket or TCP.
+    Stomp(Transport<Rewind<S>>, Handshake),
+}
+
+/// On a WebSocket listener, reads the first request head (an upgrade goes
+/// to tungstenite, anything else to HTTP) and upgrades; on a TCP listener,
+/// nothing to do.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     mut stream: S,
     deadline: Instant,
-    peer_ip: std::net::IpAddr,
-    id: SessionId,
-    context: Arc<BrokerContext>,
-    endpoint: Arc<Endpoint>,
-    shutdown: Shutdown,
-) {
-    let (transport, handshake) = match endpoint.config.kind {
+    context: &BrokerContext,
+    endpoint: &Endpoint,
+) -> Served<S> {
+    match endpoint.config.kind {
         ListenerKind::Ws => {
-            // The first request head says who serves the connection: an
-            // upgrade goes to tungstenite, the rest to hyper.
             let (head, wants) = match timeout_at(deadline, http::read_head(&mut stream)).await {
                 Ok(Ok(read)) => read,
                 Ok(Err(HeadError::TooLarge)) => {
                     debug!("HTTP request head too large");
                     refuse_large_head(&mut stream).await;
-                    return;
+                    return Served::Nothing;
                 }
                 Ok(Err(HeadError::Io(error))) => {
                     debug!(%error, "connection ended before a request");
-                    return;
+                    return Served::Nothing;
                 }
                 Err(_) => {
                     debug!("HTTP request head timed out");
-                    return;
+                    return Served::Nothing;
                 }
             };
             let stream = Rewind::new(head.freeze(), stream);
             if wants == Wants::Http {
-                debug!("HTTP request");
-                // Boxed: hyper's connection state is large, and inline it
-                // would make every WebSocket connection's task as large.
-                Box::pin(http::serve(stream, peer_ip, context, endpoint, shutdown)).await;
-                return;
+                return Served::Http(stream);
             }
-            match upgrade(stream, deadline, &context, &endpoint).await {
-                Some((ws, handshake)) => (Transport::WebSocket(ws), handshake),
-                None => return,
+            match upgrade(stream, deadline, context, endpoint).await {
+                Some((ws, handshake)) => Served::Stomp(Transport::WebSocket(ws), handshake),
+                None => Served::Nothing,
             }
         }
         // STOMP straight on the stream: no handshake, so no subprotocol,
@@ -149,9 +224,20 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 bearer: None,
                 origin: None,
             };
-            (Transport::Tcp(Rewind::new(Bytes::new(), stream)), handshake)
+            Served::Stomp(Transport::Tcp(Rewind::new(Bytes::new(), stream)), handshake)
         }
-    };
+    }
+}
+
+/// Admits and serves one STOMP connection (WebSocket upgraded, or TCP).
+async fn serve_stomp<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    transport: Transport<S>,
+    handshake: Handshake,
+    peer_ip: std::net::IpAddr,
+    id: SessionId,
+    context: Arc<BrokerContext>,
+    shutdown: Shutdown,
+) {
     // TCP has no ping: a late client is late, whatever the setting.
     let ping_late = context.config.stomp.heartbeat_ping && transport.is_websocket();
     let ip_slot = context.admit(peer_ip);
@@ -222,7 +308,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let handshake_timeout = context.config.listener.handshake_timeout;
     match timeout_at(
         deadline,
-        Box::pin(websocket::accept(stream, &context.config, &endpoint.config)),
+        websocket::accept(stream, &context.config, &endpoint.config),
     )
     .await
     {

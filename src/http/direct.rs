@@ -58,6 +58,16 @@ pub(super) async fn serve_sse<S>(
     let _ = stream.shutdown().await;
 }
 
+/// `fmt::Write` into a byte vector, for a chunk's size line.
+struct Chunked<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Chunked<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
 /// Writes the head, then each body chunk as it comes; stops when the client
 /// closes its side (the body, and with it the feed's session, is dropped).
 async fn write_response<S>(stream: &mut S, response: Response<Body>) -> std::io::Result<()>
@@ -88,10 +98,14 @@ where
                     if data.is_empty() {
                         continue;
                     }
-                    let size = format!("{:x}\r\n", data.len());
-                    stream.write_all(size.as_bytes()).await?;
-                    stream.write_all(&data).await?;
-                    stream.write_all(b"\r\n").await?;
+                    // One write per chunk, framing included (three were
+                    // three system calls per chunk).
+                    let mut chunk = Vec::with_capacity(data.len() + 12);
+                    let _ = write!(Chunked(&mut chunk), "{:x}\r\n", data.len());
+                    chunk.extend_from_slice(&data);
+                    chunk.extend_from_slice(b"\r\n");
+                    drop(data);
+                    stream.write_all(&chunk).await?;
                 }
             }
             // Anything read (or the end) while the feed runs: the client

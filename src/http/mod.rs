@@ -51,8 +51,9 @@ struct HttpConnection {
     peer_ip: IpAddr,
     /// The session publishing for this connection, while its credentials
     /// stay the same (requests on one HTTP/1.1 connection come one by one,
-    /// so the lock is never contended).
-    publisher: tokio::sync::Mutex<Option<publish::Publisher>>,
+    /// so the lock is never contended). Boxed: an SSE feed's connection
+    /// never publishes and should not carry room for a session here.
+    publisher: tokio::sync::Mutex<Option<Box<publish::Publisher>>>,
     /// Ends SSE feeds at shutdown.
     shutdown: Shutdown,
     /// Why the connection was not admitted (per-address limits): every
@@ -97,7 +98,9 @@ pub async fn serve<S>(
     Box::pin(serve_hyper(stream, shared, handshake_timeout, shutdown)).await;
     let publisher = ending.publisher.lock().await.take();
     if let Some(publisher) = publisher {
-        publisher.end().await;
+        // Boxed: ending a session is a large future, and inline this task
+        // would keep room for it through an SSE feed's whole life.
+        Box::pin(publisher.end()).await;
     }
 }
 

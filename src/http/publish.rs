@@ -120,12 +120,12 @@ pub(super) async fn publish(shared: &HttpConnection, request: Request<Incoming>)
                 .expires_at()
                 .is_some_and(|at| at <= tokio::time::Instant::now())
     };
-    if publisher.as_ref().is_none_or(stale) {
+    if publisher.as_deref().is_none_or(stale) {
         if let Some(mut old) = publisher.take() {
             old.session.end().await;
         }
         match connect(shared, credentials).await {
-            Ok(connected) => *publisher = Some(connected),
+            Ok(connected) => *publisher = Some(Box::new(connected)),
             Err(failure) => return unauthorized(failure.message),
         }
     }
@@ -205,8 +205,11 @@ pub(super) async fn connect(
         session.end().await;
         return Err(failure);
     }
-    // The CONNECTED frame: not for anyone here.
-    let _ = outbound.try_recv();
+    // The CONNECTED frame: not for anyone here. Frames read by the HTTP
+    // side give their bytes back to the budget as a writer's would.
+    if let Some(connected) = outbound.try_recv() {
+        outbound.written(connected.bytes.len());
+    }
     Ok(Publisher {
         credentials,
         session,
@@ -223,6 +226,7 @@ async fn receipt(outbound: &mut OutboundReceiver) -> Result<(), String> {
         if outbound.recv_many(&mut batch, 8).await == 0 {
             return Err("the server is shutting down".into());
         }
+        outbound.written(batch.iter().map(|frame| frame.bytes.len()).sum());
         for frame in &batch {
             if frame.bytes.starts_with(b"RECEIPT\n") {
                 return Ok(());

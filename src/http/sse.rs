@@ -106,6 +106,7 @@ pub(super) async fn events<B>(shared: &HttpConnection, request: Request<B>) -> R
         shutdown: shared.shutdown.clone(),
         first: Some(first.freeze()),
         batch: Vec::new(),
+        unwritten: early.iter().map(|frame| frame.bytes.len()).sum(),
     };
     let body = StreamBody::new(stream::unfold(state, Feed::next)).boxed();
     let mut response = Response::new(body);
@@ -238,6 +239,11 @@ async fn subscribe(
             }
         }
         for frame in batch.drain(..) {
+            if !frame.bytes.starts_with(b"MESSAGE\n") {
+                // Read here, not written: its bytes go back to the budget
+                // now (MESSAGEs when the feed's first chunk is taken).
+                feed.outbound.written(frame.bytes.len());
+            }
             if frame.bytes.starts_with(b"RECEIPT\n") {
                 receipts += 1;
                 recovered &= receipt_recovered(&frame.bytes);
@@ -278,6 +284,13 @@ struct Feed {
     first: Option<Bytes>,
     /// Reused between chunks.
     batch: Vec<OutFrame>,
+    /// Bytes of the frames in the chunk last handed out: given back to the
+    /// outbound budget when the next chunk is asked for (the body's reader,
+    /// hyper or the direct writer, asks only once it has taken the last
+    /// one), as a STOMP connection's writer gives them back once written.
+    /// Never given back, every feed was cut off as a slow consumer after its
+    /// first `max_queued_bytes` of messages.
+    unwritten: usize,
     /// When the feed's token expires: the feed ends then, as a STOMP
     /// session does.
     expires_at: Option<Instant>,
@@ -293,6 +306,9 @@ impl Feed {
             return Some((Ok(BodyFrame::data(first)), self));
         }
         let publisher = self.publisher.as_mut()?;
+        publisher
+            .outbound
+            .written(std::mem::take(&mut self.unwritten));
         let overflow = publisher.overflow.clone();
         let chunk = tokio::select! {
             biased;
@@ -306,6 +322,7 @@ impl Feed {
                 } else {
                     let mut out = BytesMut::new();
                     let mut ended = false;
+                    self.unwritten = self.batch.iter().map(|frame| frame.bytes.len()).sum();
                     for frame in self.batch.drain(..) {
                         if frame.bytes.starts_with(b"ERROR\n") {
                             // A final ERROR (slow consumer, shutdown...): say

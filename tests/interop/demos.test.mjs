@@ -1,6 +1,8 @@
 // The live-feed demo apps (clients/demos) end to end in headless Chromium,
 // driven by playwright-core, against the real broker with the demo config:
-// the ticker fills 200 rows from retained values on a late join, the scores
+// the ticker fills 200 rows from retained values on a late join and its
+// "slow client" switch gets at most one update per symbol a second from the
+// broker (x-max-rate), the scores
 // page resumes after a broker restart without losing an event, the chat
 // shows the last 50 messages on join and a <script> message as text.
 // Screenshots go to target/demo-screenshots (printed).
@@ -79,7 +81,17 @@ test('the ticker streams live, and a late joiner fills all 200 rows from retaine
   await live.page.screenshot({ path: `${shots}/ticker.png` });
   await live.page.check('#slow');
   assert.equal(await live.page.isVisible('#slow-notice'), true);
-  await live.page.waitForTimeout(1200);
+  // The switch subscribes again with x-max-rate:1: the broker sends each
+  // symbol's live price at most once a second (the first at once), where
+  // the publisher ticks each about 5 times a second. A page that only
+  // repainted less often would count every tick here.
+  await live.page.waitForFunction(() => {
+    const stats = window.tickerSlowStats();
+    return stats.seconds >= 3 && stats.symbols >= 150;
+  }, null, { timeout: 15_000 });
+  const slow = await live.page.evaluate(() => window.tickerSlowStats());
+  assert.ok(slow.maxTicks <= Math.ceil(slow.seconds) + 1,
+    `a symbol got ${slow.maxTicks} updates in ${slow.seconds.toFixed(1)} s with x-max-rate:1`);
   await live.page.screenshot({ path: `${shots}/ticker-slow.png` });
   assert.deepEqual(live.errors, []);
   await live.page.close();

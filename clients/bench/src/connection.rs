@@ -33,7 +33,7 @@ pub fn spread_sources(count: usize) {
 
 /// A TCP connection to `target`, from the next loopback source address when
 /// the target is on loopback.
-async fn tcp_connect(target: SocketAddr) -> Fallible<tokio::net::TcpStream> {
+pub(crate) async fn tcp_connect(target: SocketAddr) -> Fallible<tokio::net::TcpStream> {
     let sources = SOURCES.get().copied().unwrap_or(1);
     let stream = match target {
         SocketAddr::V4(v4) if v4.ip().is_loopback() && sources > 1 => {

@@ -69,8 +69,8 @@ pub struct Tally {
     pub order_violations: u64,
     /// Sampled latencies, microseconds.
     pub latencies_us: Vec<u32>,
-    /// WebSocket payload bytes this subscriber received while counting (0:
-    /// not measured).
+    /// Bytes this subscriber received while counting (0: not measured),
+    /// as [`Outcome::wire`] names them.
     pub wire_bytes: u64,
 }
 
@@ -160,6 +160,8 @@ pub struct Outcome<'a> {
     pub title: String,
     /// Every subscriber's tally.
     pub tallies: &'a [Tally],
+    /// What the subscribers' received bytes are (`wire_label`).
+    pub wire: &'static str,
     /// Seconds from the first publish to the last delivery.
     pub elapsed: f64,
     /// Broker and tool CPU over the run.
@@ -199,7 +201,8 @@ impl Outcome<'_> {
         if wire_bytes > 0 && delivered > 0 {
             let per_delivery = wire_bytes as f64 / delivered as f64;
             report.line(format!(
-                "{per_delivery:.1} WebSocket payload bytes received per delivery"
+                "{per_delivery:.1} {} received per delivery",
+                self.wire
             ));
             report.figure("wire bytes per delivery", per_delivery);
         }

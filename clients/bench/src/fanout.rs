@@ -12,15 +12,18 @@
 //! subscribers measure latency and count losses, duplicates and reordering.
 //!
 //! Both scenarios speak STOMP, NATS or MQTT (`--protocol`), through the
-//! [`PubSub`] trait, with the same accounting; subscribers also count the
-//! WebSocket payload bytes they receive, for bytes on the wire per delivery.
+//! [`PubSub`] trait, with the same accounting, or with subscribers over
+//! Server-Sent Events (`--protocol sse`, sse.rs); subscribers also count
+//! the bytes they receive (WebSocket payload, TCP, or SSE body), for bytes
+//! on the wire per delivery.
 
 use crate::connection::Connection;
 use crate::delivery::{Outcome, Stamp, Tally};
 use crate::mqtt::MqttConnection;
 use crate::nats::NatsConnection;
-use crate::pubsub::{Protocol, PubSub};
+use crate::pubsub::{wire_label, Protocol, PubSub};
 use crate::report::Report;
+use crate::sse::SseConnection;
 use crate::stats::{CpuMeter, ThreadMeter};
 use crate::Fallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +114,21 @@ async fn subscribe<C: PubSub>(
     matches: Arc<Vec<bool>>,
     progress: Arc<AtomicU64>,
 ) -> Fallible<Tally> {
+    let result = receive::<C>(shared, index, destination, matches, &progress).await;
+    // Done or failed (e.g. cut off): the publisher no longer waits for it.
+    progress.store(u64::MAX, Ordering::Release);
+    result
+}
+
+/// One subscriber's run: subscribe, then count until everything came or
+/// nothing came for 5 s.
+async fn receive<C: PubSub>(
+    shared: Arc<Shared>,
+    index: usize,
+    destination: String,
+    matches: Arc<Vec<bool>>,
+    progress: &AtomicU64,
+) -> Fallible<Tally> {
     let mut connection = C::open(&shared.load.url).await?;
     connection.subscribe(&destination, index).await?;
     let bytes_before = connection.received_bytes();
@@ -134,7 +152,6 @@ async fn subscribe<C: PubSub>(
         }
         progress.store(tally.progress(0), Ordering::Release);
     }
-    progress.store(u64::MAX, Ordering::Release);
     tally.wire_bytes = connection.received_bytes() - bytes_before;
     Ok(tally)
 }
@@ -197,6 +214,7 @@ async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
         Protocol::Stomp => run_with::<Connection>(load, layout).await,
         Protocol::Nats => run_with::<NatsConnection>(load, layout).await,
         Protocol::Mqtt => run_with::<MqttConnection>(load, layout).await,
+        Protocol::Sse => run_with::<SseConnection>(load, layout).await,
     }
 }
 
@@ -299,6 +317,7 @@ async fn run_with<C: PubSub>(load: LoadArgs, mut layout: Layout) -> Fallible<Rep
             layout.title, load.messages, load.body
         ),
         tallies: &tallies,
+        wire: wire_label(&load.url, load.protocol),
         elapsed,
         cpu,
         threads,

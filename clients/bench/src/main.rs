@@ -2,14 +2,16 @@
 //! MQTT brokers over WebSocket in the fan-out scenarios, to compare with.
 //!
 //! Scenarios (one file each): `fanout` and `topics` (fanout.rs, in STOMP,
-//! NATS or MQTT through pubsub.rs, nats.rs, mqtt.rs),
-//! `publishers`, `queue`, `idle`, `micro`, with the delivery accounting of
+//! NATS or MQTT through pubsub.rs, nats.rs, mqtt.rs, or with subscribers
+//! over Server-Sent Events, sse.rs),
+//! `publishers`, `queue`, `idle`, `late-joiners`, `conflation`, `micro`, with the delivery accounting of
 //! the publish/subscribe ones in delivery.rs; `plan` runs a plan file of scenarios against several
 //! brokers in interleaved rounds and writes medians to a file.
 //!
 //! usage: stomphub-bench fanout --url ws://127.0.0.1:61614/ws --subscribers 100 --pid <broker pid>
 //!        stomphub-bench plan clients/bench/plan.toml
 
+mod conflation;
 mod connection;
 mod delivery;
 mod fanout;
@@ -23,6 +25,7 @@ mod publishers;
 mod pubsub;
 mod queue;
 mod report;
+mod sse;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +55,8 @@ pub enum Scenario {
     Idle(idle::IdleArgs),
     /// Late joiners each taking a wildcard snapshot of retained values.
     LateJoiners(late_joiners::LateJoinersArgs),
+    /// A slow subscriber under the `conflate` policy beside fast ones.
+    Conflation(conflation::ConflationArgs),
     /// Codec decode/encode MB/s and topic-trie matches/s, in process.
     Micro,
     /// A plan file's cases against its brokers, in rounds; medians to a file.
@@ -101,6 +106,7 @@ pub async fn run_scenario(scenario: Scenario) -> Fallible<Report> {
         Scenario::Queue(args) => queue::run(args).await,
         Scenario::Idle(args) => idle::run(args).await,
         Scenario::LateJoiners(args) => late_joiners::run(args).await,
+        Scenario::Conflation(args) => conflation::run(args).await,
         Scenario::Micro => micro::run(),
         Scenario::Plan(_) => Err("a plan cannot run a plan".into()),
     }

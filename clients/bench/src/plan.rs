@@ -12,8 +12,10 @@
 //! missing (e.g. the previous revision's build, not made) is skipped, and
 //! the results file says so.
 //!
-//! A target may speak NATS or MQTT instead of STOMP (`protocol`); only the
-//! `fanout` and `topics` cases run against it. Its `config`, if any, is
+//! A target may speak NATS or MQTT instead of STOMP (`protocol`), or take
+//! its subscribers over Server-Sent Events (`sse`); only the `fanout` and
+//! `topics` cases run against it. A `named_only` target runs only the
+//! cases that name it. Its `config`, if any, is
 //! written to a file per run (`{config}` in the command), with `{port}` and
 //! a second free port `{port2}` (e.g. the plain listener beside the
 //! WebSocket one) filled in.
@@ -72,6 +74,7 @@ fn running_target(spec: &str) -> Fallible<Target> {
         pid,
         protocol: Protocol::Stomp,
         config: None,
+        named_only: false,
     })
 }
 
@@ -96,12 +99,16 @@ struct Target {
     command: Vec<String>,
     /// The pid of an already running broker.
     pid: Option<u32>,
-    /// What the load tool speaks to it (`stomp`, `nats`, `mqtt`).
+    /// What the load tool speaks to it (`stomp`, `nats`, `mqtt`, `sse`).
     #[serde(default)]
     protocol: Protocol,
     /// A configuration file's text, written for every run to the path that
     /// `{config}` stands for in `command`; `{port}` and `{port2}` filled in.
     config: Option<String>,
+    /// Runs only the cases that name it in `targets` (e.g. stomphub spoken
+    /// to over SSE or TCP, for the cases that compare transports).
+    #[serde(default)]
+    named_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -176,14 +183,15 @@ fn program_exists(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// Whether `case` runs against `target`: the case names it (or names none),
+/// Whether `case` runs against `target`: the case names it (or names none
+/// and the target is not `named_only`),
 /// and a target that does not speak STOMP gets only the scenarios that
 /// speak its protocol.
 fn applies(case: &Case, target: &Target) -> bool {
-    let named = case
-        .targets
-        .as_ref()
-        .is_none_or(|names| names.contains(&target.name));
+    let named = match &case.targets {
+        Some(names) => names.contains(&target.name),
+        None => !target.named_only,
+    };
     let speaks = target.protocol == Protocol::Stomp
         || matches!(
             case.args.first().map(String::as_str),

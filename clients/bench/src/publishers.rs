@@ -325,6 +325,7 @@ pub async fn run(args: PublishersArgs) -> Fallible<Report> {
             args.prefix, load.messages, load.body
         ),
         tallies: &tallies,
+        wire: crate::pubsub::wire_label(&load.url, load.protocol),
         elapsed,
         cpu,
         threads,

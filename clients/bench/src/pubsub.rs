@@ -24,6 +24,9 @@ pub enum Protocol {
     Nats,
     /// MQTT 3.1.1 over WebSocket (subprotocol `mqtt`), QoS 0.
     Mqtt,
+    /// Subscribers over Server-Sent Events (`GET /sse`, stomphub), the
+    /// publisher in STOMP over WebSocket (sse.rs).
+    Sse,
 }
 
 impl Protocol {
@@ -33,6 +36,7 @@ impl Protocol {
             Protocol::Stomp => "stomp",
             Protocol::Nats => "nats",
             Protocol::Mqtt => "mqtt",
+            Protocol::Sse => "sse",
         }
     }
 }
@@ -61,7 +65,9 @@ pub trait PubSub: Sized + Send + 'static {
     /// The body of the next message delivered (flushing first).
     fn next_body(&mut self) -> impl Future<Output = Fallible<Bytes>> + Send;
 
-    /// WebSocket payload bytes received so far (every frame, not only messages).
+    /// Bytes received so far (every frame, not only messages): WebSocket
+    /// payload, STOMP bytes on TCP, or an SSE feed's HTTP body, as
+    /// [`wire_label`] names them.
     fn received_bytes(&self) -> u64;
 }
 
@@ -102,6 +108,16 @@ impl PubSub for Connection {
 
     fn received_bytes(&self) -> u64 {
         Connection::received_bytes(self)
+    }
+}
+
+/// What a subscriber's received bytes are, for the report: a `tcp://`
+/// target has no WebSocket payload, an SSE feed neither.
+pub fn wire_label(url: &str, protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Sse => "SSE body bytes (HTTP chunked, event framing included)",
+        _ if url.starts_with("tcp://") || url.starts_with("ssl://") => "TCP bytes (STOMP frames)",
+        _ => "WebSocket payload bytes",
     }
 }
 
