@@ -168,9 +168,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with(format.with_filter(log_filter(filter)))
         .init();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // 0 leaves the choice to tokio: TOKIO_WORKER_THREADS, else one per CPU.
+    if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         // Installed before anything is served: from then on SIGHUP reloads
         // instead of ending the process.

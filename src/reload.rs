@@ -34,6 +34,7 @@ fn unapplied(running: &Config, file: &Config) -> Vec<&'static str> {
         ("stomp", running.stomp != file.stomp),
         ("limits", running.limits != file.limits),
         ("outbound", running.outbound != file.outbound),
+        ("runtime", running.runtime != file.runtime),
         ("router", running.router != file.router),
         ("queues", running.queues != file.queues),
         (

@@ -30,7 +30,7 @@ pub use listeners::{EndpointConfig, ListenerConfig, ListenerKind, TlsConfig};
 pub use outbound::{OutboundConfig, SlowConsumerPolicy, SlowConsumerRule, SlowConsumersConfig};
 pub use queues::{Overflow, QueueRule, QueuesConfig};
 pub use rate_limits::{PublishRateRule, RateLimitAction, RateLimitsConfig};
-pub use runtime::{LogConfig, LogFormat, RouterConfig, ShutdownConfig};
+pub use runtime::{LogConfig, LogFormat, RouterConfig, RuntimeConfig, ShutdownConfig};
 pub use stomp::StompConfig;
 pub use storage::StorageConfig;
 pub use topics::{Retain, TopicRule, TopicsConfig};
@@ -57,6 +57,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Per-connection outbound budget.
     pub outbound: OutboundConfig,
+    /// The async runtime's worker threads.
+    pub runtime: RuntimeConfig,
     /// The router's input queue.
     pub router: RouterConfig,
     /// Queue defaults and per-pattern rules.
@@ -91,6 +93,7 @@ impl Default for Config {
             stomp: StompConfig::default(),
             limits: LimitsConfig::default(),
             outbound: OutboundConfig::default(),
+            runtime: RuntimeConfig::default(),
             router: RouterConfig::default(),
             queues: QueuesConfig::default(),
             slow_consumers: SlowConsumersConfig::default(),

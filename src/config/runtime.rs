@@ -1,9 +1,19 @@
-//! `[router]` (its command channel), `[shutdown]` and `[log]`: how the
-//! broker process runs.
+//! `[runtime]` (worker threads), `[router]` (its command channel),
+//! `[shutdown]` and `[log]`: how the broker process runs.
 
 use super::values::{duration, duration_text};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// `[runtime]`: the async runtime every connection, the router and the
+/// store writer run on.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads of the runtime; 0: one per CPU the process may use
+    /// (`TOKIO_WORKER_THREADS` in the environment, when set, wins over 0).
+    pub worker_threads: usize,
+}
 
 /// `[router]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -54,9 +54,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     // so recv_many returns 0 once everything is out.
                     let mut batch = Vec::with_capacity(WRITE_BATCH);
                     while self.outbound.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-                        if write_batch(&mut self.transport, &self.outbound, &mut batch)
-                            .await
-                            .is_err()
+                        if write_batch(
+                            &mut self.transport,
+                            &self.outbound,
+                            &mut batch,
+                            self.session.packs_frames(),
+                        )
+                        .await
+                        .is_err()
                         {
                             return false;
                         }
@@ -69,15 +74,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         // Frames queued before the error (RECEIPTs) go first.
                         let mut batch: Vec<OutFrame> =
                             std::iter::from_fn(|| self.outbound.try_recv()).collect();
-                        if write_batch(&mut self.transport, &self.outbound, &mut batch)
-                            .await
-                            .is_err()
+                        if write_batch(
+                            &mut self.transport,
+                            &self.outbound,
+                            &mut batch,
+                            self.session.packs_frames(),
+                        )
+                        .await
+                        .is_err()
                         {
                             return false;
                         }
                     }
                     let frame = error_frame(&error, version);
-                    if self.transport.write_frames(&[frame]).await.is_err() {
+                    if self.transport.write_frames(&[frame], false).await.is_err() {
                         return false;
                     }
                     self.transport

@@ -130,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         biased;
                         _ = self.overflow.wait() => return End::Error(slow_consumer()),
                         _ = shutdown.wait() => return End::ClientGone,
-                        written = write_batch(&mut self.transport, &self.outbound, &mut batch) => {
+                        written = write_batch(&mut self.transport, &self.outbound, &mut batch, self.session.packs_frames()) => {
                             match written {
                                 Err(_) => return End::ClientGone,
                                 Ok(Some(close_after)) => return End::FinalFrame(close_after),

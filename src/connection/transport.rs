@@ -90,12 +90,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         }
     }
 
-    /// Writes `frames` in order and flushes once.
-    pub(super) async fn write_frames(&mut self, frames: &[OutFrame]) -> io::Result<()> {
+    /// Writes `frames` in order and flushes once. Over WebSocket, each frame
+    /// is a message of its own unless `packed`: then consecutive frames go
+    /// in one message of at most [`MAX_PACKED_BYTES`] (a larger frame alone).
+    pub(super) async fn write_frames(
+        &mut self,
+        frames: &[OutFrame],
+        packed: bool,
+    ) -> io::Result<()> {
         match self {
             Transport::WebSocket(ws) => {
-                for frame in frames {
-                    ws.feed(to_message(frame)).await.map_err(io::Error::other)?;
+                if packed {
+                    let mut rest = frames;
+                    while !rest.is_empty() {
+                        let (message, taken) = pack(rest);
+                        ws.feed(message).await.map_err(io::Error::other)?;
+                        rest = &rest[taken..];
+                    }
+                } else {
+                    for frame in frames {
+                        ws.feed(to_message(frame)).await.map_err(io::Error::other)?;
+                    }
                 }
                 ws.flush().await.map_err(io::Error::other)
             }
@@ -180,6 +195,35 @@ fn to_message(frame: &OutFrame) -> Message {
     } else {
         Message::Binary(frame.bytes.clone())
     }
+}
+
+/// The most bytes of STOMP frames packed into one WebSocket message: a
+/// client's message size limit is rarely below this, and the copy stays small.
+const MAX_PACKED_BYTES: usize = 64 * 1024;
+
+/// The first frames of `frames` (at least one) as one WebSocket message, and
+/// how many went in: text if every one of them is text.
+fn pack(frames: &[OutFrame]) -> (Message, usize) {
+    let mut total = 0;
+    let count = frames
+        .iter()
+        .take_while(|frame| {
+            total += frame.bytes.len();
+            total <= MAX_PACKED_BYTES
+        })
+        .count()
+        .max(1);
+    if count == 1 {
+        return (to_message(&frames[0]), 1);
+    }
+    let packed = &frames[..count];
+    let mut bytes = BytesMut::with_capacity(packed.iter().map(|f| f.bytes.len()).sum());
+    for frame in packed {
+        bytes.extend_from_slice(&frame.bytes);
+    }
+    let text = packed.iter().all(|frame| frame.text);
+    let frame = OutFrame::new(bytes.freeze(), text);
+    (to_message(&frame), count)
 }
 
 /// Writes every frame's bytes with vectored writes: no copy into a buffer,
@@ -335,5 +379,37 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    fn frame_of(bytes: Vec<u8>, text: bool) -> OutFrame {
+        OutFrame::new(Bytes::from(bytes), text)
+    }
+
+    #[test]
+    fn packing_takes_consecutive_frames_up_to_the_bound_in_order() {
+        let small = |c: u8| frame_of(vec![c; 1000], true);
+        let frames: Vec<OutFrame> = (0..100u8).map(small).collect();
+        let (message, taken) = pack(&frames);
+        assert_eq!(taken, MAX_PACKED_BYTES / 1000);
+        let Message::Text(text) = message else {
+            panic!("text frames pack into a text message");
+        };
+        let expected: Vec<u8> = (0..taken as u8).flat_map(|c| vec![c; 1000]).collect();
+        assert_eq!(text.as_bytes(), &expected[..]);
+    }
+
+    #[test]
+    fn a_large_frame_goes_alone_and_binary_makes_the_message_binary() {
+        let large = frame_of(vec![b'x'; MAX_PACKED_BYTES + 1], true);
+        let (message, taken) = pack(&[large.clone(), large]);
+        assert_eq!(taken, 1);
+        assert!(matches!(message, Message::Text(ref t) if t.len() == MAX_PACKED_BYTES + 1));
+        let mixed = [
+            frame_of(b"A\0".to_vec(), true),
+            frame_of(vec![0xff, 0], false),
+        ];
+        let (message, taken) = pack(&mixed);
+        assert_eq!(taken, 2);
+        assert!(matches!(message, Message::Binary(ref b) if b.len() == 4));
     }
 }

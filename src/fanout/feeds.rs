@@ -17,6 +17,7 @@
 
 use super::feed::{Feed, Kept, Policy};
 use crate::config::{Retain, TopicsConfig};
+use crate::model::compact::push_base62;
 use crate::model::destination::{pattern_matches, topic_pattern, DestinationLimits, PatternWord};
 use crate::model::message::{epoch_ms, Message};
 use crate::store::{StoreOp, StoredFeed};
@@ -184,7 +185,12 @@ impl Feeds {
                     self.unruled.store(true, Ordering::Release);
                 }
                 let created = self.created.fetch_add(1, Ordering::Relaxed);
-                let epoch = format!("{:016x}-{created:x}", self.epoch_base);
+                // Short (it goes out in every MESSAGE of the feed): 48
+                // random bits and the feed's number, in base 62.
+                let mut epoch = String::with_capacity(16);
+                push_base62(&mut epoch, self.epoch_base >> 16);
+                epoch.push('-');
+                push_base62(&mut epoch, created);
                 shard.entry(words.into()).or_insert(Feed {
                     epoch: epoch.into(),
                     next_offset: 1,

@@ -1,5 +1,6 @@
 //! A message as the broker holds it between a SEND and its deliveries.
 
+use super::compact::push_base62;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,8 +62,14 @@ pub struct MessageIds {
 
 impl Default for MessageIds {
     fn default() -> Self {
+        // Base 62, because the id goes out in every MESSAGE: 7 characters
+        // of start time and a counter that reaches 4 at 1 M messages
+        // (hex and decimal took 11 and 7).
+        let mut prefix = String::with_capacity(8);
+        push_base62(&mut prefix, epoch_ms());
+        prefix.push('-');
         MessageIds {
-            prefix: format!("{:x}-", epoch_ms()),
+            prefix,
             last: AtomicU64::new(0),
         }
     }
@@ -72,6 +79,9 @@ impl MessageIds {
     /// The next id.
     pub fn next(&self) -> Arc<str> {
         let n = self.last.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}{n}", self.prefix).into()
+        let mut id = String::with_capacity(self.prefix.len() + 11);
+        id.push_str(&self.prefix);
+        push_base62(&mut id, n);
+        id.into()
     }
 }

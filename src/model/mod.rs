@@ -4,6 +4,7 @@
 
 pub mod ack_mode;
 pub mod close;
+pub mod compact;
 pub mod destination;
 pub mod frames;
 pub mod message;

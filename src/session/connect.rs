@@ -127,6 +127,13 @@ impl Session {
         // What we settled on: the client's max(cx, sy), max(sx, cy) gives
         // the same intervals back.
         connected.header("heart-beat", &self.heartbeat.header_value());
+        // Opt-in only: a client must say its parser takes several frames
+        // from one WebSocket message (RabbitMQ never sends them so, and
+        // some clients expect one frame per message).
+        self.pack_frames = frame.get("x-pack-frames") == Some("true");
+        if self.pack_frames {
+            connected.header("x-pack-frames", "true");
+        }
         self.push(OutFrame {
             bytes: connected.finish(false, b""),
             text: true,

@@ -98,6 +98,9 @@ pub struct Session {
     /// Its entry in the table of open connections (metrics, admin API);
     /// set by the connection once it runs.
     stats: Option<Arc<crate::metrics::connections::ConnectionEntry>>,
+    /// CONNECT asked `x-pack-frames:true`: several queued frames may go out
+    /// in one WebSocket message.
+    pack_frames: bool,
 }
 
 impl Session {
@@ -132,6 +135,7 @@ impl Session {
             reply_names: std::sync::OnceLock::new(),
             router_ahead: false,
             stats: None,
+            pack_frames: false,
             authenticated: None,
         }
     }
@@ -200,6 +204,12 @@ impl Session {
     /// When the session's credentials expire (a token's `exp`), if ever.
     pub fn expires_at(&self) -> Option<tokio::time::Instant> {
         self.expires_at
+    }
+
+    /// Whether the client asked for several STOMP frames per WebSocket
+    /// message (CONNECT `x-pack-frames:true`; CONNECTED confirms it).
+    pub fn packs_frames(&self) -> bool {
+        self.pack_frames
     }
 
     /// The negotiated version, once connected.

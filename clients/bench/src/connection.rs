@@ -73,6 +73,10 @@ fn bind_address_no_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
     }
 }
 
+/// Whether STOMP connections ask for packed frames (`--pack-frames`), set
+/// by the scenario before it connects.
+pub static PACK_FRAMES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A client WebSocket, as every protocol's connection holds it.
 pub type WebSocket = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -156,13 +160,13 @@ impl Connection {
             buffer: BytesMut::new(),
             received_bytes: 0,
         };
-        connection
-            .send(
-                Frame::new(Command::Connect)
-                    .header("accept-version", "1.2")
-                    .header("host", "/"),
-            )
-            .await?;
+        let mut connect = Frame::new(Command::Connect)
+            .header("accept-version", "1.2")
+            .header("host", "/");
+        if PACK_FRAMES.load(std::sync::atomic::Ordering::Relaxed) {
+            connect = connect.header("x-pack-frames", "true");
+        }
+        connection.send(connect).await?;
         let reply = connection.next().await?;
         if reply.command != Command::Connected {
             return Err(format!("CONNECT refused: {:?}", reply.get("message")).into());

@@ -81,6 +81,10 @@ pub struct LoadArgs {
     /// At full speed, how far a publisher may run ahead of the slowest subscriber.
     #[arg(long, default_value_t = 500)]
     pub window: u64,
+    /// STOMP: ask stomphub for several frames per WebSocket message
+    /// (CONNECT `x-pack-frames:true`, an opt-in of stomphub's).
+    #[arg(long)]
+    pub pack_frames: bool,
     /// Body size in bytes (at least 50: sequence, send time, publisher).
     #[arg(long, default_value_t = 100)]
     pub body: usize,
@@ -210,6 +214,7 @@ pub async fn topics(args: TopicsArgs) -> Fallible<Report> {
 
 /// Runs the layout in the chosen protocol.
 async fn run(load: LoadArgs, layout: Layout) -> Fallible<Report> {
+    crate::connection::PACK_FRAMES.store(load.pack_frames, std::sync::atomic::Ordering::Relaxed);
     match load.protocol {
         Protocol::Stomp => run_with::<Connection>(load, layout).await,
         Protocol::Nats => run_with::<NatsConnection>(load, layout).await,
