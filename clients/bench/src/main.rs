@@ -5,11 +5,13 @@
 //! NATS or MQTT through pubsub.rs, nats.rs, mqtt.rs),
 //! `publishers`, `queue`, `idle`, `micro`, with the delivery accounting of
 //! the publish/subscribe ones in delivery.rs; `plan` runs a plan file of scenarios against several
-//! brokers in interleaved rounds and writes medians to a file.
+//! brokers in interleaved rounds and writes medians to a file (a target may
+//! be a cluster of processes, cluster.rs).
 //!
 //! usage: stomphub-bench fanout --url ws://127.0.0.1:61614/ws --subscribers 100 --pid <broker pid>
 //!        stomphub-bench plan clients/bench/plan.toml
 
+mod cluster;
 mod connection;
 mod delivery;
 mod fanout;

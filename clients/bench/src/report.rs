@@ -48,6 +48,15 @@ impl Report {
             self.figure("broker CPU s", broker);
             self.figure(per_cpu, count / broker);
         }
+        if let Some(engine) = used.engine {
+            let both = used.broker.unwrap_or(0.0) + engine;
+            self.line(format!(
+                "engine CPU {engine:.2} s: {:.0} per broker+engine CPU-s",
+                count / both
+            ));
+            self.figure("engine CPU s", engine);
+            self.figure("per broker+engine CPU-s", count / both);
+        }
         self.figure("tool CPU s", tool);
     }
 
