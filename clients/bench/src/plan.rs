@@ -20,7 +20,7 @@
 //!
 //! A target with a `[target.cluster]` section is several processes
 //! (cluster.rs): nats-servers and stomphub nodes on them, started for every
-//! run. It takes only the `fanout` and `topics` cases; in a case's `args`,
+//! run. It takes only the `fanout` and `topics` cases that name it; in a case's `args`,
 //! `{node1}`, `{node2}`, … stand for the nodes' URLs (for a one-broker
 //! target, its URL), so that one case spreads its clients over the nodes,
 //! and the broker's CPU is all nodes' together, the engine's beside it.
@@ -202,14 +202,15 @@ fn program_exists(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// Whether `case` runs against `target`: the case names it (or names none),
-/// and a target that does not speak STOMP gets only the scenarios that
-/// speak its protocol.
+/// Whether `case` runs against `target`: the case names it (or names none,
+/// and the target is not a cluster: cluster cases spread their clients over
+/// the nodes, so a cluster takes only the cases that name it), and a target
+/// that does not speak STOMP gets only the scenarios that speak its protocol.
 fn applies(case: &Case, target: &Target) -> bool {
-    let named = case
-        .targets
-        .as_ref()
-        .is_none_or(|names| names.contains(&target.name));
+    let named = match &case.targets {
+        Some(names) => names.contains(&target.name),
+        None => target.cluster.is_none(),
+    };
     let speaks = (target.protocol == Protocol::Stomp && target.cluster.is_none())
         || matches!(
             case.args.first().map(String::as_str),
