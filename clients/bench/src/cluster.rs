@@ -39,6 +39,19 @@ impl ClusterSpec {
     }
 }
 
+/// `{node1}` … `{node9}` in a case's argument replaced by the nodes' URLs,
+/// round the list: with one URL (a one-broker target) every node is it.
+pub fn fill_nodes(arg: &str, urls: &[String]) -> String {
+    let mut arg = arg.to_owned();
+    for n in 1..=9 {
+        let url = urls
+            .get((n - 1) % urls.len().max(1))
+            .map_or("", String::as_str);
+        arg = arg.replace(&format!("{{node{n}}}"), url);
+    }
+    arg
+}
+
 /// A running cluster; every process is stopped on drop.
 pub struct StartedCluster {
     servers: Vec<Child>,
@@ -212,4 +225,19 @@ pub fn start(spec: &ClusterSpec, dir: &Path) -> Fallible<StartedCluster> {
         })?;
     }
     Ok(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_placeholders_take_the_nodes_urls_round_the_list() {
+        let three: Vec<String> = ["ws://a", "ws://b", "ws://c"].map(String::from).to_vec();
+        assert_eq!(fill_nodes("{node2}", &three), "ws://b");
+        assert_eq!(fill_nodes("{node1},{node3}", &three), "ws://a,ws://c");
+        let one = vec!["ws://only".to_owned()];
+        assert_eq!(fill_nodes("{node3}", &one), "ws://only");
+        assert_eq!(fill_nodes("--subscribers", &one), "--subscribers");
+    }
 }

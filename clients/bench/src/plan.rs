@@ -272,18 +272,6 @@ fn start(target: &Target, data: &Path, log: &Path, config_path: &Path) -> Fallib
     Ok(started)
 }
 
-/// `{node1}`, `{node2}`, … in `arg` replaced by node URLs, round the list.
-fn fill_nodes(arg: &str, urls: &[String]) -> String {
-    let mut arg = arg.to_owned();
-    for n in 1..=9 {
-        let url = urls
-            .get((n - 1) % urls.len().max(1))
-            .map_or("", String::as_str);
-        arg = arg.replace(&format!("{{node{n}}}"), url);
-    }
-    arg
-}
-
 /// One run of one case against one target, on a fresh runtime.
 fn run_once(case: &Case, target: &Target, measured: &Measured) -> Fallible<Report> {
     let (scenario, options) = case.args.split_first().ok_or("a case needs a scenario")?;
@@ -305,7 +293,11 @@ fn run_once(case: &Case, target: &Target, measured: &Measured) -> Fallible<Repor
     if target.protocol != Protocol::Stomp {
         argv.extend(["--protocol".to_owned(), target.protocol.name().to_owned()]);
     }
-    argv.extend(options.iter().map(|a| fill_nodes(a, &measured.urls)));
+    argv.extend(
+        options
+            .iter()
+            .map(|a| cluster::fill_nodes(a, &measured.urls)),
+    );
     let cli = Cli::try_parse_from(&argv)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
