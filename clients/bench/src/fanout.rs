@@ -91,6 +91,33 @@ pub struct LoadArgs {
     /// The broker's process id, to read its CPU time from /proc.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Subscribers connect to these URLs, round-robin (default: `--url`);
+    /// e.g. the nodes of a cluster, the publisher staying on `--url`.
+    #[arg(long = "subscriber-url", value_name = "URL")]
+    pub subscriber_urls: Vec<String>,
+    /// More broker processes whose CPU counts as the broker's (a cluster's
+    /// other nodes; repeatable).
+    #[arg(long = "node-pid", value_name = "PID")]
+    pub node_pids: Vec<u32>,
+    /// The engine's processes (a cluster's nats-servers; repeatable), whose
+    /// CPU is reported beside the broker's.
+    #[arg(long = "engine-pid", value_name = "PID")]
+    pub engine_pids: Vec<u32>,
+    /// Milliseconds to wait once every subscriber is subscribed, before the
+    /// first publish: on a cluster a SUBSCRIBE's RECEIPT comes before the
+    /// other nodes' engine servers know of the interest.
+    #[arg(long, default_value_t = 0)]
+    pub settle_ms: u64,
+}
+
+impl LoadArgs {
+    /// Where subscriber `index` connects.
+    fn subscriber_url(&self, index: usize) -> &str {
+        match self.subscriber_urls.len() {
+            0 => &self.url,
+            n => &self.subscriber_urls[index % n],
+        }
+    }
 }
 
 /// Who gets what: message `s` goes to `topics[s % topics.len()]`.
@@ -133,7 +160,7 @@ async fn receive<C: PubSub>(
     matches: Arc<Vec<bool>>,
     progress: &AtomicU64,
 ) -> Fallible<Tally> {
-    let mut connection = C::open(&shared.load.url).await?;
+    let mut connection = C::open(shared.load.subscriber_url(index)).await?;
     connection.subscribe(&destination, index).await?;
     let bytes_before = connection.received_bytes();
     shared.ready.fetch_add(1, Ordering::Release);
@@ -266,8 +293,9 @@ async fn run_with<C: PubSub>(load: LoadArgs, mut layout: Layout) -> Fallible<Rep
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    tokio::time::sleep(Duration::from_millis(load.settle_ms)).await;
     let mut publisher = C::open(&load.url).await?;
-    let meter = CpuMeter::start(load.pid);
+    let meter = CpuMeter::start(load.pid).with_processes(&load.node_pids, &load.engine_pids);
     let thread_meter = load.pid.map(ThreadMeter::start);
     let started = Instant::now();
     for sequence in 0..load.messages {

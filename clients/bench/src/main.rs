@@ -6,11 +6,13 @@
 //! over Server-Sent Events, sse.rs),
 //! `publishers`, `queue`, `idle`, `late-joiners`, `conflation`, `micro`, with the delivery accounting of
 //! the publish/subscribe ones in delivery.rs; `plan` runs a plan file of scenarios against several
-//! brokers in interleaved rounds and writes medians to a file.
+//! brokers in interleaved rounds and writes medians to a file (a target may
+//! be a cluster of processes, cluster.rs).
 //!
 //! usage: stomphub-bench fanout --url ws://127.0.0.1:61614/ws --subscribers 100 --pid <broker pid>
 //!        stomphub-bench plan clients/bench/plan.toml
 
+mod cluster;
 mod conflation;
 mod connection;
 mod delivery;

@@ -19,7 +19,15 @@
 //! written to a file per run (`{config}` in the command), with `{port}` and
 //! a second free port `{port2}` (e.g. the plain listener beside the
 //! WebSocket one) filled in.
+//!
+//! A target with a `[target.cluster]` section is several processes
+//! (cluster.rs): nats-servers and stomphub nodes on them, started for every
+//! run. It takes only the `fanout` and `topics` cases that name it; in a case's `args`,
+//! `{node1}`, `{node2}`, … stand for the nodes' URLs (for a one-broker
+//! target, its URL), so that one case spreads its clients over the nodes,
+//! and the broker's CPU is all nodes' together, the engine's beside it.
 
+use crate::cluster::{self, ClusterSpec};
 use crate::pubsub::Protocol;
 use crate::report::Report;
 use crate::{Cli, Fallible};
@@ -75,6 +83,7 @@ fn running_target(spec: &str) -> Fallible<Target> {
         protocol: Protocol::Stomp,
         config: None,
         named_only: false,
+        cluster: None,
     })
 }
 
@@ -92,6 +101,9 @@ struct PlanFile {
 #[serde(deny_unknown_fields)]
 struct Target {
     name: String,
+    /// Where clients connect (a cluster target: its first node's, filled in
+    /// once started).
+    #[serde(default)]
     url: String,
     /// Started for every run; `{data}` becomes a fresh directory, `{port}`
     /// (here and in `url`) a free port.
@@ -109,6 +121,20 @@ struct Target {
     /// to over SSE or TCP, for the cases that compare transports).
     #[serde(default)]
     named_only: bool,
+    /// Several processes: an engine cluster and stomphub nodes on it.
+    cluster: Option<ClusterSpec>,
+}
+
+/// The processes one run measures, and the URLs its clients use.
+struct Measured {
+    /// The broker's (a cluster's first node's) process id.
+    pid: Option<u32>,
+    /// A cluster's other nodes.
+    node_pids: Vec<u32>,
+    /// A cluster's engine servers.
+    engine_pids: Vec<u32>,
+    /// Every node's URL (one broker: its URL).
+    urls: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -183,16 +209,17 @@ fn program_exists(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// Whether `case` runs against `target`: the case names it (or names none
-/// and the target is not `named_only`),
-/// and a target that does not speak STOMP gets only the scenarios that
-/// speak its protocol.
+/// Whether `case` runs against `target`: the case names it (or names none,
+/// and the target is neither `named_only` nor a cluster: cluster cases
+/// spread their clients over the nodes, so a cluster takes only the cases
+/// that name it), and a target that does not speak STOMP gets only the
+/// scenarios that speak its protocol.
 fn applies(case: &Case, target: &Target) -> bool {
     let named = match &case.targets {
         Some(names) => names.contains(&target.name),
-        None => !target.named_only,
+        None => !target.named_only && target.cluster.is_none(),
     };
-    let speaks = target.protocol == Protocol::Stomp
+    let speaks = (target.protocol == Protocol::Stomp && target.cluster.is_none())
         || matches!(
             case.args.first().map(String::as_str),
             Some("fanout" | "topics")
@@ -254,21 +281,31 @@ fn start(target: &Target, data: &Path, log: &Path, config_path: &Path) -> Fallib
 }
 
 /// One run of one case against one target, on a fresh runtime.
-fn run_once(case: &Case, target: &Target, pid: Option<u32>) -> Fallible<Report> {
+fn run_once(case: &Case, target: &Target, measured: &Measured) -> Fallible<Report> {
     let (scenario, options) = case.args.split_first().ok_or("a case needs a scenario")?;
     let mut argv = vec![
         "stomphub-bench".to_owned(),
         scenario.clone(),
         "--url".to_owned(),
-        target.url.clone(),
+        measured.urls.first().unwrap_or(&target.url).clone(),
     ];
-    if let Some(pid) = pid {
+    if let Some(pid) = measured.pid {
         argv.extend(["--pid".to_owned(), pid.to_string()]);
+    }
+    for pid in &measured.node_pids {
+        argv.extend(["--node-pid".to_owned(), pid.to_string()]);
+    }
+    for pid in &measured.engine_pids {
+        argv.extend(["--engine-pid".to_owned(), pid.to_string()]);
     }
     if target.protocol != Protocol::Stomp {
         argv.extend(["--protocol".to_owned(), target.protocol.name().to_owned()]);
     }
-    argv.extend(options.iter().cloned());
+    argv.extend(
+        options
+            .iter()
+            .map(|a| cluster::fill_nodes(a, &measured.urls)),
+    );
     let cli = Cli::try_parse_from(&argv)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -341,14 +378,20 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
         plan.targets.push(running);
     }
     let mut skipped: Vec<String> = Vec::new();
-    plan.targets.retain(|t| match t.command.first() {
-        Some(program) if !program_exists(program) => {
-            let note = format!("target {} skipped: {program} not found", t.name);
-            eprintln!("{note}");
-            skipped.push(note);
-            false
+    plan.targets.retain(|t| {
+        let programs = match &t.cluster {
+            Some(spec) => spec.programs().to_vec(),
+            None => t.command.first().map(String::as_str).into_iter().collect(),
+        };
+        match programs.into_iter().find(|p| !program_exists(p)) {
+            Some(program) => {
+                let note = format!("target {} skipped: {program} not found", t.name);
+                eprintln!("{note}");
+                skipped.push(note);
+                false
+            }
+            None => true,
         }
-        _ => true,
     });
     let rounds = args.rounds.unwrap_or(plan.rounds).max(1);
     let cases: Vec<&Case> = plan
@@ -380,8 +423,25 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
                 std::fs::create_dir_all(&run_dir)?;
                 let config_path = std::path::absolute(run_dir.join("broker.conf"))?;
                 let target = &for_this_run(&plan.targets[target_index], &config_path)?;
-                let outcome = if target.command.is_empty() {
-                    run_once(case, target, target.pid)
+                let one = |pid: Option<u32>| Measured {
+                    pid,
+                    node_pids: Vec::new(),
+                    engine_pids: Vec::new(),
+                    urls: vec![target.url.clone()],
+                };
+                let outcome = if let Some(spec) = &target.cluster {
+                    cluster::start(spec, &run_dir.join("cluster")).and_then(|started| {
+                        let pids = started.node_pids();
+                        let measured = Measured {
+                            pid: pids.first().copied(),
+                            node_pids: pids.iter().skip(1).copied().collect(),
+                            engine_pids: started.server_pids(),
+                            urls: started.urls.clone(),
+                        };
+                        run_once(case, target, &measured)
+                    })
+                } else if target.command.is_empty() {
+                    run_once(case, target, &one(target.pid))
                 } else {
                     start(
                         target,
@@ -391,7 +451,7 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
                     )
                     .and_then(|started| {
                         let pid = started.child.id();
-                        run_once(case, target, Some(pid))
+                        run_once(case, target, &one(Some(pid)))
                     })
                 };
                 let _ = writeln!(details, "### {heading}\n\n```");
@@ -431,7 +491,12 @@ pub fn run(args: PlanArgs) -> Fallible<()> {
         machine()
     );
     for target in &plan.targets {
-        let how = if target.command.is_empty() {
+        let how = if let Some(spec) = &target.cluster {
+            format!(
+                "{} nodes `{}` (`{}` with `[cluster] engine = \"nats\"`) on {} routed `{}` servers with JetStream (`sync_interval: always`), all on this machine",
+                spec.nodes, spec.broker, spec.broker_config, spec.servers, spec.nats_server
+            )
+        } else if target.command.is_empty() {
             format!("running at {}", target.url)
         } else {
             format!("started as `{}`", target.command.join(" "))

@@ -48,6 +48,19 @@ impl Report {
             self.figure("broker CPU s", broker);
             self.figure(per_cpu, count / broker);
         }
+        // Too short a run reads 0 s (the clock ticks in 10 ms): no figure.
+        if let Some(engine) = used
+            .engine
+            .filter(|e| *e + used.broker.unwrap_or(0.0) > 0.0)
+        {
+            let both = used.broker.unwrap_or(0.0) + engine;
+            self.line(format!(
+                "engine CPU {engine:.2} s: {:.0} per broker+engine CPU-s",
+                count / both
+            ));
+            self.figure("engine CPU s", engine);
+            self.figure("per broker+engine CPU-s", count / both);
+        }
         self.figure("tool CPU s", tool);
     }
 

@@ -30,12 +30,26 @@ fn own_cpu_seconds() -> Option<f64> {
     cpu_seconds(std::process::id())
 }
 
-/// CPU spent over a stretch of a run, by the broker (when its pid is known)
-/// and by this tool.
+/// CPU spent over a stretch of a run, by the broker (when its pid is known;
+/// a cluster's broker is all its nodes' processes), by the engine's
+/// processes between them (a cluster's nats-servers), and by this tool.
 pub struct CpuMeter {
     pid: Option<u32>,
     broker: Option<f64>,
+    /// More broker processes (a cluster's other nodes), each with its start.
+    nodes: Vec<(u32, Option<f64>)>,
+    /// The engine's processes, each with its start.
+    engine: Vec<(u32, Option<f64>)>,
     tool: Option<f64>,
+}
+
+/// CPU-seconds of every process since its start value; `None` if any
+/// cannot be read.
+fn sum_since(processes: &[(u32, Option<f64>)]) -> Option<f64> {
+    processes
+        .iter()
+        .map(|(pid, before)| Some(cpu_seconds(*pid)? - (*before)?))
+        .sum()
 }
 
 /// What a [`CpuMeter`] read.
@@ -43,6 +57,8 @@ pub struct CpuMeter {
 pub struct CpuUsed {
     /// The broker's CPU-seconds, when its pid was given.
     pub broker: Option<f64>,
+    /// The engine's CPU-seconds, when its processes were given.
+    pub engine: Option<f64>,
     /// The tool's own CPU-seconds.
     pub tool: f64,
 }
@@ -53,15 +69,30 @@ impl CpuMeter {
         CpuMeter {
             pid,
             broker: pid.and_then(cpu_seconds),
+            nodes: Vec::new(),
+            engine: Vec::new(),
             tool: own_cpu_seconds(),
         }
+    }
+
+    /// Also counts the broker processes `nodes` as the broker, and measures
+    /// the engine's processes `engine` separately (a cluster target).
+    pub fn with_processes(mut self, nodes: &[u32], engine: &[u32]) -> CpuMeter {
+        let now = |pid: &u32| (*pid, cpu_seconds(*pid));
+        self.nodes = nodes.iter().map(now).collect();
+        self.engine = engine.iter().map(now).collect();
+        self
     }
 
     /// CPU used since `start`.
     pub fn used(&self) -> CpuUsed {
         let since = |before: Option<f64>, now: Option<f64>| Some(now? - before?);
         CpuUsed {
-            broker: since(self.broker, self.pid.and_then(cpu_seconds)),
+            broker: since(self.broker, self.pid.and_then(cpu_seconds))
+                .and_then(|first| Some(first + sum_since(&self.nodes)?)),
+            engine: (!self.engine.is_empty())
+                .then(|| sum_since(&self.engine))
+                .flatten(),
             tool: since(self.tool, own_cpu_seconds()).unwrap_or(0.0),
         }
     }
