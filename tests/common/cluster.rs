@@ -227,6 +227,8 @@ pub async fn start_node(urls: &[String], node: usize) -> TestBroker {
     servers.rotate_left(node % urls.len().max(1));
     config.cluster.servers = servers;
     config.cluster.node_name = format!("b{node}");
+    // The queue stream's copies: one NATS server (not clustered) holds 1.
+    config.cluster.replicas = urls.len().clamp(1, 3);
     start(config).await
 }
 
