@@ -152,6 +152,7 @@ impl Broker {
                         queue_client.clone(),
                         &config.cluster,
                         config.queues.redelivery_delay,
+                        queue_policy.clone(),
                     )
                     .await
                     .map_err(invalid)?;

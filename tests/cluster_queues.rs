@@ -30,6 +30,9 @@ async fn start_queue_node(urls: &[String], node: usize, ack_wait: Duration) -> T
     config.cluster.node_name = format!("q{node}");
     config.cluster.replicas = urls.len().min(3);
     config.cluster.ack_wait = ack_wait;
+    // A JetStream cluster just started on a busy machine may take a while
+    // to elect the leader that creates the queue stream.
+    config.cluster.connect_timeout = Duration::from_secs(30);
     config.queues.redelivery_delay = Duration::ZERO;
     common::start(config).await
 }
@@ -40,6 +43,17 @@ fn send(destination: &str, body: &str, receipt: &str) -> Frame {
         .header("persistent", "true")
         .header("receipt", receipt)
         .body(body.to_owned())
+}
+
+/// The next frame within `limit`, skipping heart-beats.
+async fn next_frame(client: &mut Client, limit: Duration) -> Frame {
+    loop {
+        match client.event_within(limit).await {
+            Some(Event::Frame(frame)) => return frame,
+            Some(Event::HeartBeat) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
 }
 
 /// The next MESSAGE within `ACROSS`, skipping heart-beats; `None` if none.
@@ -191,13 +205,44 @@ async fn queues_are_shared_by_every_node() {
         .await;
     let seen = collect(&mut [&mut taker], 3).await;
     assert_eq!(seen.len(), 3, "{seen:?}");
+
+    // NACKed max_deliver (5) times: to the dead-letter queue, as on one node.
+    taker
+        .subscribe_with("p", "/queue/poison", &[("ack", "client-individual")])
+        .await;
+    producer
+        .send_confirmed(send("/queue/poison", "poison", "p1"), "p1")
+        .await;
+    for delivery in 1..=5 {
+        let frame = next_message(&mut taker, ACROSS).await.expect("poison");
+        assert_eq!(&frame.body[..], b"poison");
+        let previous = (delivery > 1).then(|| (delivery - 1).to_string());
+        assert_eq!(
+            frame.get("x-delivery-count"),
+            previous.as_deref(),
+            "{frame:?}"
+        );
+        taker.settle(&frame, true).await;
+    }
+    let mut collector = Client::connect(&url(2)).await;
+    collector
+        .subscribe_with("dl", "/queue/poison.dlq", &[])
+        .await;
+    let dead = next_message(&mut collector, ACROSS)
+        .await
+        .expect("dead letter");
+    assert_eq!(&dead.body[..], b"poison");
+    assert_eq!(dead.get("x-dead-letter-reason"), Some("max-deliveries"));
+    assert_eq!(dead.get("x-original-destination"), Some("/queue/poison"));
+    assert_eq!(dead.get("x-deliveries"), Some("5"));
+    taker.expect_silence(Duration::from_secs(1)).await;
 }
 
 /// A broker process on the engine (so that it can be killed with SIGKILL).
 fn queue_process(urls: &[String], name: &str, dir: &std::path::Path) -> BrokerProcess {
     let servers: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let config = format!(
-        "[cluster]\nengine = \"nats\"\nservers = [{}]\nnode_name = \"{name}\"\nack_wait = \"3s\"\n",
+        "[cluster]\nengine = \"nats\"\nservers = [{}]\nnode_name = \"{name}\"\nack_wait = \"3s\"\nconnect_timeout = \"30s\"\n",
         servers.join(", ")
     );
     BrokerProcess::start(&config, dir)
@@ -279,7 +324,10 @@ async fn a_persistent_send_without_the_engine_is_an_error() {
         .await;
     engine.servers[0].kill();
     client.send(send("/queue/e", "not stored", "never")).await;
-    client
-        .expect_error("queue engine unreachable", CloseCode::Error)
-        .await;
+    // The engine's answer is waited for up to its request timeout (5 s).
+    let error = next_frame(&mut client, ACROSS).await;
+    assert_eq!(error.command, Command::Error, "{error:?}");
+    let message = error.get("message").unwrap_or_default();
+    assert!(message.contains("queue engine unreachable"), "{message}");
+    client.expect_close(CloseCode::Error).await;
 }

@@ -10,11 +10,16 @@
 //! nodes' subscribers get the rest. A pull waits at most [`PULL_WAIT`] for
 //! messages; a stopped subscription's task ends after its current pull,
 //! handing back anything that still arrives.
+//!
+//! The consumer delivers a message once more than `max_deliver`: that
+//! delivery goes to the queue's dead-letter queue instead of a client.
 
+use super::subject::queue_subject;
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::ack_mode::AckMode;
-use crate::model::message::epoch_ms;
+use crate::model::destination::QUEUE_PREFIX;
+use crate::model::message::{epoch_ms, Message};
 use crate::queue::{DeliveryKey, QueueSubscribe};
 use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
 use futures_util::StreamExt;
@@ -29,6 +34,60 @@ use tracing::{debug, warn};
 const PULL_WAIT: Duration = Duration::from_secs(2);
 /// The pause after a failed pull (the engine unreachable).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Where a subscription's messages go after `max_deliver` deliveries.
+pub struct DeadLetters {
+    /// The JetStream API (to publish the dead letter).
+    pub(super) jetstream: async_nats::jetstream::Context,
+    /// `[cluster] subject_prefix`.
+    pub(super) prefix: String,
+    /// `[cluster] max_deliver`.
+    pub(super) max_deliver: u32,
+    /// The dead-letter queue (`/queue/...`); `None` for a dead-letter queue
+    /// itself, whose messages stay (JetStream stops delivering them).
+    pub(super) target: Option<String>,
+}
+
+impl DeadLetters {
+    /// Stores `message` (from `from`, delivered `deliveries` times) in the
+    /// dead-letter queue; the same stream sequence is stored once however
+    /// often this is tried.
+    async fn store(
+        &self,
+        target: &str,
+        mut message: Message,
+        deliveries: i64,
+        sequence: u64,
+    ) -> Result<(), String> {
+        let from = std::mem::replace(&mut message.destination, target.to_owned());
+        message
+            .headers
+            .push(("x-dead-letter-reason".into(), "max-deliveries".into()));
+        message
+            .headers
+            .push(("x-original-destination".into(), from));
+        message
+            .headers
+            .push(("x-deliveries".into(), deliveries.to_string()));
+        message.expires_at = None;
+        let name = target.strip_prefix(QUEUE_PREFIX).unwrap_or(target);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("dl/{sequence}").as_str(),
+        );
+        let acked = self
+            .jetstream
+            .publish_with_headers(
+                queue_subject(&self.prefix, name),
+                headers,
+                wire::encode(&message),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        acked.await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
 
 /// One unsettled delivery.
 pub struct Pending {
@@ -172,6 +231,7 @@ pub(super) async fn pull_loop(
     subscription: Arc<Subscription>,
     mut stopped: watch::Receiver<bool>,
     request: QueueSubscribe,
+    dead_letters: DeadLetters,
 ) {
     let max = request.prefetch.max(1);
     let credited = request.ack.expects_ack();
@@ -204,7 +264,7 @@ pub(super) async fn pull_loop(
                             break;
                         }
                     };
-                    if deliver(&subscription, &request, message).await {
+                    if deliver(&subscription, &request, &dead_letters, message).await {
                         used += 1;
                     }
                 }
@@ -229,9 +289,13 @@ pub(super) async fn pull_loop(
 async fn deliver(
     subscription: &Subscription,
     request: &QueueSubscribe,
+    dead_letters: &DeadLetters,
     message: async_nats::jetstream::Message,
 ) -> bool {
-    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let (delivered, sequence) = message
+        .info()
+        .map(|info| (info.delivered, info.stream_sequence))
+        .unwrap_or((1, 0));
     let (message, acker) = message.split();
     let Some(decoded) = wire::decode(message.payload) else {
         // Not ours to read: dropped, so that it cannot block the queue.
@@ -242,6 +306,25 @@ async fn deliver(
     if decoded.expired(epoch_ms()) {
         let _ = acker.ack().await;
         return false;
+    }
+    if delivered > i64::from(dead_letters.max_deliver) {
+        if let Some(target) = &dead_letters.target {
+            let deliveries = delivered - 1;
+            match dead_letters
+                .store(target, decoded, deliveries, sequence)
+                .await
+            {
+                Ok(()) => {
+                    debug!(from = %request.destination, to = %target, "dead-lettered");
+                    let _ = acker.ack().await;
+                }
+                Err(error) => {
+                    warn!(%error, to = %target, "queue engine: a dead letter was not stored; it comes back");
+                    let _ = acker.ack_with(AckKind::Nak(None)).await;
+                }
+            }
+            return false;
+        }
     }
     let previous = u32::try_from(delivered.saturating_sub(1)).unwrap_or(0);
     let ack_header = request

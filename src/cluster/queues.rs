@@ -7,7 +7,8 @@
 //! and one shared durable pull consumer with that exact filter, explicit
 //! acks, `ack_wait` and `max_deliver`: every node's subscribers of the
 //! queue compete on it. Each subscription pulls only what it has credit
-//! for (`consumer.rs`).
+//! for (`consumer.rs`). A message delivered `max_deliver` times (NACKed
+//! or left unacknowledged) goes to its dead-letter queue, as on one node.
 //!
 //! A SEND is published with `Nats-Msg-Id` (JetStream drops a second
 //! message with the same id within the duplicate window); when the client
@@ -19,7 +20,7 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
-use super::consumer::{hand_back, Pending, Subscription};
+use super::consumer::{hand_back, DeadLetters, Pending, Subscription};
 use super::subject::{queue_consumer, queue_subject, queues_pattern};
 use super::wire;
 use crate::config::ClusterConfig;
@@ -27,7 +28,9 @@ use crate::model::ack_mode::AckMode;
 use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::Message;
 use crate::model::session_id::SessionId;
-use crate::queue::{DeliveryKey, EngineFuture, QueueEngine, QueueSend, QueueSubscribe};
+use crate::queue::{
+    DeliveryKey, EngineFuture, QueueArguments, QueueEngine, QueuePolicy, QueueSend, QueueSubscribe,
+};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +53,8 @@ pub struct NatsQueues {
     max_deliver: u32,
     /// The NACK redelivery delay (`[queues] redelivery_delay`).
     pub(super) nack_delay: Duration,
+    /// `[queues]` and its rules: where a queue's dead letters go.
+    policy: QueuePolicy,
     /// Per session: its subscriptions by id. A leaf lock, held for table
     /// changes only.
     sessions: Mutex<Sessions>,
@@ -63,6 +68,7 @@ pub async fn queues(
     client: async_nats::Client,
     config: &ClusterConfig,
     nack_delay: Duration,
+    policy: QueuePolicy,
 ) -> Result<Arc<NatsQueues>, String> {
     let jetstream = jetstream::new(client);
     let stream = format!("{}_queues", config.subject_prefix.replace('.', "_"));
@@ -105,6 +111,7 @@ pub async fn queues(
         ack_wait: config.ack_wait,
         max_deliver: config.max_deliver,
         nack_delay,
+        policy,
         sessions: Mutex::new(HashMap::new()),
     }))
 }
@@ -122,7 +129,11 @@ impl NatsQueues {
             filter_subject: queue_subject(&self.prefix, name),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
-            max_deliver: i64::from(self.max_deliver),
+            // One delivery more than `max_deliver`: that one is not handed
+            // to a client but dead-lettered (`consumer.rs`), so that a
+            // message NACKed or left unacknowledged `max_deliver` times
+            // ends in its dead-letter queue, as on one node.
+            max_deliver: i64::from(self.max_deliver) + 1,
             ..Default::default()
         };
         self.jetstream
@@ -191,11 +202,21 @@ impl NatsQueues {
             .entry(request.session)
             .or_default()
             .insert(request.id.clone(), subscription.clone());
+        let dead_letters = DeadLetters {
+            jetstream: self.jetstream.clone(),
+            prefix: self.prefix.clone(),
+            max_deliver: self.max_deliver,
+            target: self
+                .policy
+                .settings_for(&request.destination, &QueueArguments::default())
+                .dead_letter,
+        };
         tokio::spawn(super::consumer::pull_loop(
             consumer,
             subscription,
             stopped,
             request,
+            dead_letters,
         ));
         Ok(())
     }
