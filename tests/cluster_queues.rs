@@ -22,6 +22,11 @@ const ACROSS: Duration = Duration::from_secs(30);
 /// A broker on the engine `urls` with queue deliveries unacknowledged for
 /// `ack_wait` redelivered.
 async fn start_queue_node(urls: &[String], node: usize, ack_wait: Duration) -> TestBroker {
+    common::start(queue_node_config(urls, node, ack_wait)).await
+}
+
+/// The configuration of [`start_queue_node`].
+fn queue_node_config(urls: &[String], node: usize, ack_wait: Duration) -> stomphub::config::Config {
     let mut config = test_config();
     config.cluster.engine = stomphub::config::Engine::Nats;
     let mut servers = urls.to_vec();
@@ -34,7 +39,7 @@ async fn start_queue_node(urls: &[String], node: usize, ack_wait: Duration) -> T
     // to elect the leader that creates the queue stream.
     config.cluster.connect_timeout = Duration::from_secs(30);
     config.queues.redelivery_delay = Duration::ZERO;
-    common::start(config).await
+    config
 }
 
 fn send(destination: &str, body: &str, receipt: &str) -> Frame {
@@ -315,19 +320,40 @@ async fn nothing_acknowledged_is_lost_when_a_node_is_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_persistent_send_without_the_engine_is_an_error() {
+async fn a_persistent_send_the_engine_does_not_store_is_an_error() {
     let mut engine = NatsCluster::start(1);
-    let node = start_queue_node(&engine.urls(), 0, Duration::from_secs(30)).await;
+    let mut config = queue_node_config(&engine.urls(), 0, Duration::from_secs(30));
+    config.cluster.max_bytes = 4096;
+    let node = common::start(config).await;
     let mut client = Client::connect(&node.url()).await;
     client
         .send_confirmed(send("/queue/e", "stored", "ok"), "ok")
         .await;
+
+    // The stream full: refused, not an older message dropped.
+    let mut full = Client::connect(&node.url()).await;
+    full.send(send("/queue/e", &"x".repeat(8192), "too-big"))
+        .await;
+    let error = next_frame(&mut full, ACROSS).await;
+    assert_eq!(error.command, Command::Error, "{error:?}");
+    let message = error.get("message").unwrap_or_default();
+    assert!(message.contains("the message was not stored"), "{message}");
+    let mut consumer = Client::connect(&node.url()).await;
+    consumer
+        .subscribe_with("c", "/queue/e", &[("ack", "client-individual")])
+        .await;
+    let kept = next_message(&mut consumer, ACROSS)
+        .await
+        .expect("the stored one");
+    assert_eq!(&kept.body[..], b"stored");
+
+    // The engine gone.
     engine.servers[0].kill();
     client.send(send("/queue/e", "not stored", "never")).await;
     // The engine's answer is waited for up to its request timeout (5 s).
     let error = next_frame(&mut client, ACROSS).await;
     assert_eq!(error.command, Command::Error, "{error:?}");
     let message = error.get("message").unwrap_or_default();
-    assert!(message.contains("queue engine unreachable"), "{message}");
+    assert!(message.contains("the message was not stored"), "{message}");
     client.expect_close(CloseCode::Error).await;
 }

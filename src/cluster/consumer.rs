@@ -230,9 +230,16 @@ pub(super) async fn pull_loop(
     consumer: PullConsumer,
     subscription: Arc<Subscription>,
     mut stopped: watch::Receiver<bool>,
-    request: QueueSubscribe,
+    mut request: QueueSubscribe,
     dead_letters: DeadLetters,
 ) {
+    // Nothing before the SUBSCRIBE's RECEIPT (a dropped sender: the
+    // session is gone, and its end stops this subscription).
+    let start = std::mem::replace(&mut request.start, tokio::sync::oneshot::channel().1);
+    tokio::select! {
+        _ = start => {}
+        _ = stopped.wait_for(|stop| *stop) => return,
+    }
     let max = request.prefetch.max(1);
     let credited = request.ack.expects_ack();
     loop {

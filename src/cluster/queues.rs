@@ -80,6 +80,9 @@ pub async fn queues(
         num_replicas: config.replicas,
         max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
         duplicate_window: DUPLICATE_WINDOW,
+        // Full: refuse new messages. Dropping old ones (the default) would
+        // lose messages whose SENDs were receipted.
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
     // A JetStream cluster that has just started may not have elected its
@@ -170,7 +173,7 @@ impl NatsQueues {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, send.dedup_id.as_str());
         let unreachable = |e: &dyn std::fmt::Display| {
-            format!("queue engine unreachable: the message was not stored ({e})")
+            format!("queue engine unreachable or full: the message was not stored ({e})")
         };
         let acked = self
             .jetstream

@@ -61,6 +61,9 @@ pub struct QueueSubscribe {
     pub outbound: OutboundSender,
     /// The session's STOMP version (frame escaping).
     pub version: Version,
+    /// Fired (or dropped) by the session once the SUBSCRIBE's RECEIPT is
+    /// out: no MESSAGE may overtake it.
+    pub start: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// How an ACK or NACK names a delivery.

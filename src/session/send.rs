@@ -90,6 +90,14 @@ impl Session {
         frame: &Frame,
         publication: Publication,
     ) -> Result<Option<Arc<str>>, SessionError> {
+        if publication.reply_queue.is_some() {
+            // Reply queues live in one node's router: a responder on another
+            // node could not answer. Refused rather than half working.
+            return Err(SessionError::new(
+                "reply-to /temp-queue/ on queue SENDs is not supported on the cluster engine",
+                CloseReason::PolicyViolation,
+            ));
+        }
         let id = publication.id.clone();
         // The client's own `message-id`, scoped by its client id, makes a
         // retried SEND (even on another connection or node) the same

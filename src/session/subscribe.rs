@@ -68,7 +68,9 @@ impl Session {
         let start = start_at(frame, &target, ack, durable.is_some())?;
         if let (Some(engine), SubscribeTarget::Queue(queue)) = (&self.context.queue_engine, &target)
         {
+            let (start_tx, start) = tokio::sync::oneshot::channel();
             let subscribe = QueueSubscribe {
+                start,
                 session: self.id,
                 id: id.clone(),
                 destination: queue.clone(),
@@ -84,7 +86,14 @@ impl Session {
                 .await
                 .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
             self.subscriptions.insert(id, destination.into());
-            self.receipt(frame).await?;
+            if frame.get("receipt").is_some() {
+                // The RECEIPT goes through the router; deliveries start once
+                // it is out.
+                self.receipt(frame).await?;
+                self.router_ahead = true;
+                self.await_router().await?;
+            }
+            let _ = start_tx.send(());
             return Ok(Flow::Continue);
         }
         self.subscriptions.insert(id.clone(), destination.into());
