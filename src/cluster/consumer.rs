@@ -14,19 +14,20 @@
 //! The consumer delivers a message once more than `max_deliver`: that
 //! delivery goes to the queue's dead-letter queue instead of a client.
 
-use super::subject::queue_subject;
+use super::dead_letters::DeadLetters;
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::ack_mode::AckMode;
-use crate::model::destination::QUEUE_PREFIX;
-use crate::model::message::{epoch_ms, Message};
+use crate::model::message::epoch_ms;
+use crate::outbound::OutboundSender;
 use crate::queue::{DeliveryKey, QueueSubscribe};
 use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use stomp_protocol::Version;
+use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::{debug, warn};
 
 /// How long one pull waits for messages before it is made again (and how
@@ -34,60 +35,6 @@ use tracing::{debug, warn};
 const PULL_WAIT: Duration = Duration::from_secs(2);
 /// The pause after a failed pull (the engine unreachable).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// Where a subscription's messages go after `max_deliver` deliveries.
-pub struct DeadLetters {
-    /// The JetStream API (to publish the dead letter).
-    pub(super) jetstream: async_nats::jetstream::Context,
-    /// `[cluster] subject_prefix`.
-    pub(super) prefix: String,
-    /// `[cluster] max_deliver`.
-    pub(super) max_deliver: u32,
-    /// The dead-letter queue (`/queue/...`); `None` for a dead-letter queue
-    /// itself, whose messages stay (JetStream stops delivering them).
-    pub(super) target: Option<String>,
-}
-
-impl DeadLetters {
-    /// Stores `message` (from `from`, delivered `deliveries` times) in the
-    /// dead-letter queue; the same stream sequence is stored once however
-    /// often this is tried.
-    async fn store(
-        &self,
-        target: &str,
-        mut message: Message,
-        deliveries: i64,
-        sequence: u64,
-    ) -> Result<(), String> {
-        let from = std::mem::replace(&mut message.destination, target.to_owned());
-        message
-            .headers
-            .push(("x-dead-letter-reason".into(), "max-deliveries".into()));
-        message
-            .headers
-            .push(("x-original-destination".into(), from));
-        message
-            .headers
-            .push(("x-deliveries".into(), deliveries.to_string()));
-        message.expires_at = None;
-        let name = target.strip_prefix(QUEUE_PREFIX).unwrap_or(target);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("dl/{sequence}").as_str(),
-        );
-        let acked = self
-            .jetstream
-            .publish_with_headers(
-                queue_subject(&self.prefix, name),
-                headers,
-                wire::encode(&message),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        acked.await.map(|_| ()).map_err(|e| e.to_string())
-    }
-}
 
 /// One unsettled delivery.
 pub struct Pending {
@@ -103,9 +50,10 @@ pub struct Pending {
 struct State {
     /// Unsettled deliveries, oldest first.
     pending: VecDeque<Pending>,
-    /// Set by UNSUBSCRIBE or the session's end: deliveries arriving later
-    /// are handed back, not sent.
-    stopped: bool,
+    /// Where its MESSAGEs go; taken by UNSUBSCRIBE or the session's end
+    /// (so the connection's writer is not kept waiting for this task):
+    /// deliveries arriving later are handed back, not sent.
+    outbound: Option<OutboundSender>,
 }
 
 /// A queue subscription served by the engine.
@@ -122,20 +70,56 @@ pub struct Subscription {
     stop_tx: watch::Sender<bool>,
 }
 
+/// The SUBSCRIBE as the task reads it while it runs.
+struct ServedRef {
+    id: Arc<str>,
+    destination: String,
+    ack: AckMode,
+    prefetch: usize,
+    version: Version,
+}
+
+/// What the pull task needs of the SUBSCRIBE.
+pub(super) struct Served {
+    /// The client's subscription id.
+    id: Arc<str>,
+    /// The queue's destination.
+    destination: String,
+    /// Its ack mode.
+    ack: AckMode,
+    /// Its prefetch.
+    prefetch: usize,
+    /// The session's STOMP version.
+    version: Version,
+    /// Fired once the SUBSCRIBE's RECEIPT is out.
+    start: oneshot::Receiver<()>,
+    /// Set when the subscription stops.
+    stopped: watch::Receiver<bool>,
+}
+
 impl Subscription {
-    /// A subscription for `request`, and the receiver its task watches.
-    pub(super) fn new(request: &QueueSubscribe) -> (Arc<Subscription>, watch::Receiver<bool>) {
-        let (stop_tx, stop_rx) = watch::channel(false);
+    /// A subscription for `request`, and what its task needs.
+    pub(super) fn new(request: QueueSubscribe) -> (Arc<Subscription>, Served) {
+        let (stop_tx, stopped) = watch::channel(false);
         let subscription = Subscription {
             ack: request.ack,
             state: Mutex::new(State {
                 pending: VecDeque::new(),
-                stopped: false,
+                outbound: Some(request.outbound),
             }),
             credit: Semaphore::new(request.prefetch.max(1)),
             stop_tx,
         };
-        (Arc::new(subscription), stop_rx)
+        let served = Served {
+            id: request.id,
+            destination: request.destination,
+            ack: request.ack,
+            prefetch: request.prefetch,
+            version: request.version,
+            start: request.start,
+            stopped,
+        };
+        (Arc::new(subscription), served)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -172,22 +156,33 @@ impl Subscription {
     pub(super) fn stop(&self) -> Vec<Pending> {
         let pending = {
             let mut state = self.state();
-            state.stopped = true;
+            state.outbound = None;
             state.pending.drain(..).collect()
         };
         let _ = self.stop_tx.send(true);
         pending
     }
 
-    /// Keeps `pending` as unsettled; gives it back if the subscription has
-    /// stopped meanwhile (`Some`: to hand back).
-    fn keep(&self, pending: Pending) -> Option<Pending> {
-        let mut state = self.state();
-        if state.stopped {
-            return Some(pending);
-        }
-        state.pending.push_back(pending);
+    /// Keeps `pending` as unsettled and returns where to send it; `None`
+    /// (and `pending` handed back) if the subscription has stopped.
+    async fn keep(&self, pending: Pending) -> Option<OutboundSender> {
+        let refused = {
+            let mut state = self.state();
+            match state.outbound.clone() {
+                Some(outbound) => {
+                    state.pending.push_back(pending);
+                    return Some(outbound);
+                }
+                None => pending,
+            }
+        };
+        hand_back(vec![refused]).await;
         None
+    }
+
+    /// Where its MESSAGEs go, unless it has stopped.
+    fn outbound(&self) -> Option<OutboundSender> {
+        self.state().outbound.clone()
     }
 }
 
@@ -229,13 +224,21 @@ pub(super) async fn hand_back(pending: Vec<Pending>) {
 pub(super) async fn pull_loop(
     consumer: PullConsumer,
     subscription: Arc<Subscription>,
-    mut stopped: watch::Receiver<bool>,
-    mut request: QueueSubscribe,
+    request: Served,
     dead_letters: DeadLetters,
 ) {
+    let Served {
+        start, mut stopped, ..
+    } = request;
+    let request = ServedRef {
+        id: request.id,
+        destination: request.destination,
+        ack: request.ack,
+        prefetch: request.prefetch,
+        version: request.version,
+    };
     // Nothing before the SUBSCRIBE's RECEIPT (a dropped sender: the
     // session is gone, and its end stops this subscription).
-    let start = std::mem::replace(&mut request.start, tokio::sync::oneshot::channel().1);
     tokio::select! {
         _ = start => {}
         _ = stopped.wait_for(|stop| *stop) => return,
@@ -295,7 +298,7 @@ pub(super) async fn pull_loop(
 /// keeps a credit (an unsettled delivery of a client-ack subscription).
 async fn deliver(
     subscription: &Subscription,
-    request: &QueueSubscribe,
+    request: &ServedRef,
     dead_letters: &DeadLetters,
     message: async_nats::jetstream::Message,
 ) -> bool {
@@ -355,18 +358,19 @@ async fn deliver(
                 acker,
             };
             // Kept before the push, so that an ACK racing it finds it.
-            if let Some(pending) = subscription.keep(pending) {
-                hand_back(vec![pending]).await;
+            let Some(outbound) = subscription.keep(pending).await else {
                 return false;
-            }
+            };
             // A full or closed queue ends the connection, whose session end
             // hands the unsettled deliveries back.
-            let _ = request.outbound.push(frame);
+            let _ = outbound.push(frame);
             true
         }
         None => {
-            let stopped = subscription.state().stopped;
-            if stopped || request.outbound.push(frame).is_err() {
+            let pushed = subscription
+                .outbound()
+                .is_some_and(|outbound| outbound.push(frame).is_ok());
+            if !pushed {
                 let _ = acker.ack_with(AckKind::Nak(None)).await;
             } else if let Err(error) = acker.ack().await {
                 warn!(%error, "queue engine: an auto ack did not go out; the message comes back after ack_wait");

@@ -9,6 +9,7 @@
 //! layout is `wire`. `/readyz` asks [`ready`].
 
 mod consumer;
+mod dead_letters;
 mod queues;
 mod subject;
 mod topics;

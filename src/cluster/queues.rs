@@ -20,7 +20,8 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
-use super::consumer::{hand_back, DeadLetters, Pending, Subscription};
+use super::consumer::{hand_back, Pending, Subscription};
+use super::dead_letters::DeadLetters;
 use super::subject::{queue_consumer, queue_subject, queues_pattern};
 use super::wire;
 use crate::config::ClusterConfig;
@@ -200,11 +201,7 @@ impl NatsQueues {
             .unwrap_or(&request.destination)
             .to_owned();
         let consumer = self.consumer(&name).await?;
-        let (subscription, stopped) = Subscription::new(&request);
-        self.sessions()
-            .entry(request.session)
-            .or_default()
-            .insert(request.id.clone(), subscription.clone());
+        let (session, id) = (request.session, request.id.clone());
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
             prefix: self.prefix.clone(),
@@ -214,11 +211,15 @@ impl NatsQueues {
                 .settings_for(&request.destination, &QueueArguments::default())
                 .dead_letter,
         };
+        let (subscription, served) = Subscription::new(request);
+        self.sessions()
+            .entry(session)
+            .or_default()
+            .insert(id, subscription.clone());
         tokio::spawn(super::consumer::pull_loop(
             consumer,
             subscription,
-            stopped,
-            request,
+            served,
             dead_letters,
         ));
         Ok(())
