@@ -151,7 +151,6 @@ impl Broker {
                     let queues = crate::cluster::queues(
                         queue_client.clone(),
                         &config.cluster,
-                        config.queues.redelivery_delay,
                         queue_policy.clone(),
                     )
                     .await

@@ -324,6 +324,17 @@ async fn a_persistent_send_the_engine_does_not_store_is_an_error() {
     let mut engine = NatsCluster::start(1);
     let mut config = queue_node_config(&engine.urls(), 0, Duration::from_secs(30));
     config.cluster.max_bytes = 4096;
+    config.queues.rules.push(stomphub::config::QueueRule {
+        pattern: "/queue/short".into(),
+        prefetch: None,
+        max_length: None,
+        max_bytes: None,
+        overflow: None,
+        message_ttl: Some(Duration::from_millis(500)),
+        max_deliveries: None,
+        redelivery_delay: None,
+        dead_letter: None,
+    });
     let node = common::start(config).await;
     let mut client = Client::connect(&node.url()).await;
     client
@@ -346,6 +357,21 @@ async fn a_persistent_send_the_engine_does_not_store_is_an_error() {
         .await
         .expect("the stored one");
     assert_eq!(&kept.body[..], b"stored");
+
+    // A queue rule's message_ttl applies: an expired message is not delivered.
+    client
+        .send_confirmed(send("/queue/short", "stale", "s1"), "s1")
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    client
+        .send_confirmed(
+            send("/queue/short", "fresh", "s2").header("expiration", "60000"),
+            "s2",
+        )
+        .await;
+    consumer.subscribe_with("short", "/queue/short", &[]).await;
+    let fresh = next_message(&mut consumer, ACROSS).await.expect("fresh");
+    assert_eq!(&fresh.body[..], b"fresh", "the expired one is dropped");
 
     // The engine gone.
     engine.servers[0].kill();

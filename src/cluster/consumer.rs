@@ -20,7 +20,7 @@ use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::ack_mode::AckMode;
 use crate::model::message::epoch_ms;
 use crate::outbound::OutboundSender;
-use crate::queue::{DeliveryKey, QueueSubscribe};
+use crate::queue::{DeliveryKey, QueueSettings, QueueSubscribe};
 use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
@@ -42,6 +42,8 @@ pub struct Pending {
     ack_id: String,
     /// The MESSAGE's `message-id` (STOMP 1.0/1.1).
     message_id: Arc<str>,
+    /// Deliveries so far, this one included (JetStream's count).
+    pub(super) delivered: u32,
     /// Settles it with JetStream.
     pub(super) acker: Acker,
 }
@@ -68,6 +70,9 @@ pub struct Subscription {
     credit: Semaphore,
     /// Tells the task to stop (sent once, by `stop`).
     stop_tx: watch::Sender<bool>,
+    /// The queue's NACK delay and its cap (`[queues]` and its rules).
+    redelivery_delay: Duration,
+    redelivery_delay_max: Duration,
 }
 
 /// The SUBSCRIBE as the task reads it while it runs.
@@ -99,7 +104,10 @@ pub(super) struct Served {
 
 impl Subscription {
     /// A subscription for `request`, and what its task needs.
-    pub(super) fn new(request: QueueSubscribe) -> (Arc<Subscription>, Served) {
+    pub(super) fn new(
+        request: QueueSubscribe,
+        settings: &QueueSettings,
+    ) -> (Arc<Subscription>, Served) {
         let (stop_tx, stopped) = watch::channel(false);
         let subscription = Subscription {
             ack: request.ack,
@@ -109,6 +117,8 @@ impl Subscription {
             }),
             credit: Semaphore::new(request.prefetch.max(1)),
             stop_tx,
+            redelivery_delay: settings.redelivery_delay,
+            redelivery_delay_max: settings.redelivery_delay_max,
         };
         let served = Served {
             id: request.id,
@@ -120,6 +130,15 @@ impl Subscription {
             stopped,
         };
         (Arc::new(subscription), served)
+    }
+
+    /// The NACK delay of a message delivered `delivered` times: as on one
+    /// node, the base delay doubled per earlier delivery, capped.
+    pub(super) fn nack_delay(&self, delivered: u32) -> Duration {
+        let doublings = delivered.saturating_sub(1).min(16);
+        self.redelivery_delay
+            .saturating_mul(1 << doublings)
+            .min(self.redelivery_delay_max)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -353,6 +372,7 @@ async fn deliver(
     match ack_header {
         Some(ack_id) => {
             let pending = Pending {
+                delivered: u32::try_from(delivered).unwrap_or(u32::MAX),
                 ack_id,
                 message_id: decoded.id.clone(),
                 acker,

@@ -27,7 +27,7 @@ use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
 use crate::model::destination::QUEUE_PREFIX;
-use crate::model::message::Message;
+use crate::model::message::{epoch_ms, Message};
 use crate::model::session_id::SessionId;
 use crate::queue::{
     DeliveryKey, EngineFuture, QueueArguments, QueueEngine, QueuePolicy, QueueSend, QueueSubscribe,
@@ -52,8 +52,6 @@ pub struct NatsQueues {
     /// `[cluster] ack_wait` and `max_deliver`, for every queue's consumer.
     ack_wait: Duration,
     max_deliver: u32,
-    /// The NACK redelivery delay (`[queues] redelivery_delay`).
-    pub(super) nack_delay: Duration,
     /// `[queues]` and its rules: where a queue's dead letters go.
     policy: QueuePolicy,
     /// Per session: its subscriptions by id. A leaf lock, held for table
@@ -68,7 +66,6 @@ type Sessions = HashMap<SessionId, HashMap<Arc<str>, Arc<Subscription>>>;
 pub async fn queues(
     client: async_nats::Client,
     config: &ClusterConfig,
-    nack_delay: Duration,
     policy: QueuePolicy,
 ) -> Result<Arc<NatsQueues>, String> {
     let jetstream = jetstream::new(client);
@@ -114,7 +111,6 @@ pub async fn queues(
         prefix: config.subject_prefix.clone(),
         ack_wait: config.ack_wait,
         max_deliver: config.max_deliver,
-        nack_delay,
         policy,
         sessions: Mutex::new(HashMap::new()),
     }))
@@ -163,13 +159,24 @@ impl NatsQueues {
             .strip_prefix(QUEUE_PREFIX)
             .unwrap_or(&send.destination);
         let subject = queue_subject(&self.prefix, name);
+        // As on one node: a message without its own expiry gets the
+        // queue's `message_ttl` (`[queues]` and its rules).
+        let ttl = self
+            .policy
+            .settings_for(&send.destination, &QueueArguments::default())
+            .message_ttl;
+        let expires_at = send.expires_at.or_else(|| {
+            ttl.map(|ttl| {
+                epoch_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            })
+        });
         let message = Message {
+            expires_at,
             id: send.id,
             text: std::str::from_utf8(&send.body).is_ok(),
             destination: send.destination,
             headers: send.headers,
             body: send.body,
-            expires_at: send.expires_at,
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, send.dedup_id.as_str());
@@ -202,16 +209,16 @@ impl NatsQueues {
             .to_owned();
         let consumer = self.consumer(&name).await?;
         let (session, id) = (request.session, request.id.clone());
+        let settings = self
+            .policy
+            .settings_for(&request.destination, &QueueArguments::default());
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
             prefix: self.prefix.clone(),
             max_deliver: self.max_deliver,
-            target: self
-                .policy
-                .settings_for(&request.destination, &QueueArguments::default())
-                .dead_letter,
+            target: settings.dead_letter.clone(),
         };
-        let (subscription, served) = Subscription::new(request);
+        let (subscription, served) = Subscription::new(request, &settings);
         self.sessions()
             .entry(session)
             .or_default()
@@ -226,10 +233,11 @@ impl NatsQueues {
     }
 
     /// Settles `pending` (ACK, or NACK with the configured delay).
-    async fn settle_all(&self, pending: Vec<Pending>, nack: bool) {
+    async fn settle_all(&self, subscription: &Subscription, pending: Vec<Pending>, nack: bool) {
         for delivery in pending {
             let kind = if nack {
-                AckKind::Nak(Some(self.nack_delay).filter(|d| !d.is_zero()))
+                let delay = subscription.nack_delay(delivery.delivered);
+                AckKind::Nak(Some(delay).filter(|d| !d.is_zero()))
             } else {
                 AckKind::Ack
             };
@@ -271,7 +279,7 @@ impl QueueEngine for NatsQueues {
             // one of the subscription; `client-individual` only this one.
             let cumulative = subscription.ack == AckMode::Client;
             let pending = subscription.take(index, cumulative);
-            self.settle_all(pending, nack).await;
+            self.settle_all(&subscription, pending, nack).await;
             Some(Ok(()))
         })
     }
