@@ -12,6 +12,7 @@ mod consumer;
 mod dead_letters;
 mod queues;
 mod subject;
+mod subscription;
 mod topics;
 mod wire;
 

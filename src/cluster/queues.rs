@@ -20,9 +20,9 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
-use super::consumer::{hand_back, Pending, Subscription};
 use super::dead_letters::DeadLetters;
 use super::subject::{queue_consumer, queue_subject, queues_pattern};
+use super::subscription::{hand_back, Pending, Subscription};
 use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
