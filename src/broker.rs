@@ -42,6 +42,8 @@ pub struct Broker {
     admin: Option<(SocketAddr, Arc<crate::admin::AdminState>)>,
     /// Applies SIGHUP and `POST /api/reload`.
     reloader: Arc<Reloader>,
+    /// The queue engine (`engine = "nats"`), flushed at shutdown.
+    queue_engine: Option<Arc<dyn crate::queue::QueueEngine>>,
 }
 
 impl Broker {
@@ -259,6 +261,7 @@ impl Broker {
             permits,
             config,
             admin,
+            queue_engine: context.queue_engine.clone(),
             reloader,
         })
     }
@@ -321,6 +324,14 @@ impl Broker {
                 ?grace,
                 "sessions still open after the shutdown grace; leaving them"
             ),
+        }
+        // The closed sessions handed their unsettled queue deliveries back
+        // (a rolling restart delays them little): make sure that reached
+        // the engine.
+        if let Some(engine) = &self.queue_engine {
+            if tokio::time::timeout(grace, engine.flush()).await.is_err() {
+                warn!("queue engine: hand-backs not flushed within the shutdown grace");
+            }
         }
     }
 }

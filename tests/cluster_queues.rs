@@ -241,6 +241,36 @@ async fn queues_are_shared_by_every_node() {
     assert_eq!(dead.get("x-original-destination"), Some("/queue/poison"));
     assert_eq!(dead.get("x-deliveries"), Some("5"));
     taker.expect_silence(Duration::from_secs(1)).await;
+
+    // A node shut down gracefully hands its unsettled deliveries back at
+    // once (ack_wait is 60 s): a rolling restart delays them little.
+    let mut leaving = Client::connect(&url(0)).await;
+    leaving
+        .subscribe_with(
+            "r",
+            "/queue/rolling",
+            &[("ack", "client"), ("prefetch-count", "3")],
+        )
+        .await;
+    for n in 0..3 {
+        producer
+            .send_confirmed(
+                send("/queue/rolling", &format!("rolling {n}"), &format!("g{n}")),
+                &format!("g{n}"),
+            )
+            .await;
+    }
+    for _ in 0..3 {
+        next_message(&mut leaving, ACROSS)
+            .await
+            .expect("rolling message");
+    }
+    taker
+        .subscribe_with("r", "/queue/rolling", &[("ack", "client-individual")])
+        .await;
+    nodes.remove(0).shutdown().await;
+    let seen = collect(&mut [&mut taker], 3).await;
+    assert_eq!(seen.len(), 3, "{seen:?}");
 }
 
 /// A broker process on the engine (so that it can be killed with SIGKILL).

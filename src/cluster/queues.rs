@@ -304,6 +304,14 @@ impl QueueEngine for NatsQueues {
         })
     }
 
+    fn flush(&self) -> EngineFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.jetstream.client().flush().await {
+                warn!(%error, "queue engine: hand-backs not flushed at shutdown; they come back after ack_wait");
+            }
+        })
+    }
+
     fn detach(&self, session: SessionId) -> EngineFuture<'_, ()> {
         Box::pin(async move {
             let removed = self.sessions().remove(&session);

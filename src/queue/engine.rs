@@ -103,4 +103,9 @@ pub trait QueueEngine: Send + Sync {
 
     /// The session is over: every subscription ends as by `unsubscribe`.
     fn detach(&self, session: SessionId) -> EngineFuture<'_, ()>;
+
+    /// Sends what is still buffered for the engine: at shutdown, after the
+    /// sessions' ends, so that their hand-backs reach it before the process
+    /// exits.
+    fn flush(&self) -> EngineFuture<'_, ()>;
 }
