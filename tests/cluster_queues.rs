@@ -88,6 +88,20 @@ async fn next_of(consumers: &mut [Client; 2]) -> (usize, Frame) {
     }
 }
 
+/// The next MESSAGE of either of two clients: (which, frame).
+async fn next_of_pair(one: &mut Client, two: &mut Client) -> (usize, Frame) {
+    let deadline = tokio::time::Instant::now() + ACROSS;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no message");
+        if let Some(frame) = next_message(one, Duration::from_millis(200)).await {
+            return (0, frame);
+        }
+        if let Some(frame) = next_message(two, Duration::from_millis(200)).await {
+            return (1, frame);
+        }
+    }
+}
+
 /// Receives from `consumers` (acking each) until `count` bodies arrived in
 /// all, then a quiet second; returns how often each body arrived.
 async fn collect(consumers: &mut [&mut Client], count: usize) -> BTreeMap<String, usize> {
@@ -160,6 +174,32 @@ async fn queues_are_shared_by_every_node() {
     }
     let seen = collect(&mut [&mut first, &mut second], 1).await;
     assert_eq!(seen.get("once"), Some(&1), "{seen:?}");
+
+    // ack:auto consumers on two nodes: each message once, none comes back.
+    let mut auto_one = Client::connect(&url(1)).await;
+    let mut auto_two = Client::connect(&url(2)).await;
+    for consumer in [&mut auto_one, &mut auto_two] {
+        consumer.subscribe_with("a", "/queue/auto", &[]).await;
+    }
+    for n in 0..10 {
+        producer
+            .send_confirmed(
+                send("/queue/auto", &format!("auto {n}"), &format!("a{n}")),
+                &format!("a{n}"),
+            )
+            .await;
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    while seen.values().sum::<usize>() < 10 {
+        let (got, frame) = next_of_pair(&mut auto_one, &mut auto_two).await;
+        assert_eq!(frame.get("ack"), None, "auto: nothing to ack ({got})");
+        *seen
+            .entry(String::from_utf8_lossy(&frame.body).into_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    auto_one.expect_silence(Duration::from_secs(1)).await;
+    auto_two.expect_silence(Duration::from_secs(1)).await;
 
     // NACK: the message comes back, marked redelivered.
     producer
