@@ -3,6 +3,7 @@
 //! context, and a bounded graceful shutdown.
 
 use crate::auth::Authenticator;
+use crate::cluster::Role;
 use crate::config::{Config, Engine};
 use crate::context::BrokerContext;
 use crate::fanout::{Feeds, LocalOnly, TopicExport, TopicIndex};
@@ -41,6 +42,8 @@ pub struct Broker {
     admin: Option<(SocketAddr, Arc<crate::admin::AdminState>)>,
     /// Applies SIGHUP and `POST /api/reload`.
     reloader: Arc<Reloader>,
+    /// The queue engine (`engine = "nats"`), flushed at shutdown.
+    queue_engine: Option<Arc<dyn crate::queue::QueueEngine>>,
 }
 
 impl Broker {
@@ -135,17 +138,35 @@ impl Broker {
         // `fanout::TopicExport`).
         let feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
         feeds.restore(recovered_feeds);
-        let (export, inbound, engine): (Box<dyn TopicExport>, _, _) = match config.cluster.engine {
-            Engine::Local => (Box::new(LocalOnly), None, None),
-            Engine::Nats => {
-                let client = crate::cluster::connect(&config.cluster)
+        // Queues too: on a NATS engine they live in JetStream (the seam:
+        // `queue::QueueEngine`), otherwise in the router.
+        let (export, inbound, engine, queue_engine): (Box<dyn TopicExport>, _, _, _) =
+            match config.cluster.engine {
+                Engine::Local => (Box::new(LocalOnly), None, None, None),
+                Engine::Nats => {
+                    let client = crate::cluster::connect(&config.cluster, Role::Topics)
+                        .await
+                        .map_err(invalid)?;
+                    let queue_client = crate::cluster::connect(&config.cluster, Role::Queues)
+                        .await
+                        .map_err(invalid)?;
+                    let queues = crate::cluster::queues(
+                        queue_client.clone(),
+                        &config.cluster,
+                        queue_policy.clone(),
+                    )
                     .await
                     .map_err(invalid)?;
-                let (export, inbound) =
-                    crate::cluster::topics(client.clone(), &config.cluster.subject_prefix);
-                (Box::new(export), Some(inbound), Some(client))
-            }
-        };
+                    let (export, inbound) =
+                        crate::cluster::topics(client.clone(), &config.cluster.subject_prefix);
+                    (
+                        Box::new(export),
+                        Some(inbound),
+                        Some((client, queue_client)),
+                        Some(queues as Arc<dyn crate::queue::QueueEngine>),
+                    )
+                }
+            };
         let (topics, index_writer) =
             TopicIndex::new(export, config.router.match_cache_entries, feeds);
         let metrics = Arc::new(Metrics::new(&config, &destination_limits));
@@ -184,7 +205,8 @@ impl Broker {
                 auth,
                 publish_rules,
             )
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_queue_engine(queue_engine),
         );
         let permits = Arc::new(Semaphore::new(config.listener.max_connections));
         let (trigger, shutdown) = shutdown_pair();
@@ -214,9 +236,11 @@ impl Broker {
                     store: store_state,
                     listening: true.into(),
                     reload: Box::new(move || for_admin.reload_logged()),
-                    engine: engine.map(|client| {
-                        Box::new(move || crate::cluster::ready(&client))
-                            as Box<crate::admin::EngineReadyFn>
+                    engine: engine.map(|(client, queue_client)| {
+                        Box::new(move || {
+                            crate::cluster::ready(&client)
+                                .and_then(|()| crate::cluster::ready(&queue_client))
+                        }) as Box<crate::admin::EngineReadyFn>
                     }),
                     rates: Default::default(),
                 });
@@ -237,6 +261,7 @@ impl Broker {
             permits,
             config,
             admin,
+            queue_engine: context.queue_engine.clone(),
             reloader,
         })
     }
@@ -299,6 +324,14 @@ impl Broker {
                 ?grace,
                 "sessions still open after the shutdown grace; leaving them"
             ),
+        }
+        // The closed sessions handed their unsettled queue deliveries back
+        // (a rolling restart delays them little): make sure that reached
+        // the engine.
+        if let Some(engine) = &self.queue_engine {
+            if tokio::time::timeout(grace, engine.flush()).await.is_err() {
+                warn!("queue engine: hand-backs not flushed within the shutdown grace");
+            }
         }
     }
 }

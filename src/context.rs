@@ -10,7 +10,7 @@ use crate::fanout::TopicIndex;
 use crate::model::destination::DestinationLimits;
 use crate::model::message::MessageIds;
 use crate::publish_rate::PublishRules;
-use crate::queue::QueueMemory;
+use crate::queue::{QueueEngine, QueueMemory};
 use crate::router::RouterHandle;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -53,6 +53,10 @@ pub struct BrokerContext {
     pub reloads: tokio::sync::watch::Sender<u64>,
     /// What the broker counts for operators (`/metrics`, the admin API).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where queue operations go instead of the router: `None` with
+    /// `engine = "local"` (the router has the queues), JetStream with
+    /// `"nats"`.
+    pub queue_engine: Option<Arc<dyn QueueEngine>>,
     next_session: AtomicU64,
 }
 
@@ -103,6 +107,7 @@ impl BrokerContext {
             connections_per_ip: Mutex::new(HashMap::new()),
             metrics: Arc::new(crate::metrics::Metrics::new(&config, &destination_limits)),
             next_session: AtomicU64::new(0),
+            queue_engine: None,
             config,
             router,
             topics,
@@ -118,6 +123,12 @@ impl BrokerContext {
     /// Shares `metrics` (the router's too) instead of its own.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> BrokerContext {
         self.metrics = metrics;
+        self
+    }
+
+    /// Hands queue operations to `engine` instead of the router.
+    pub fn with_queue_engine(mut self, engine: Option<Arc<dyn QueueEngine>>) -> BrokerContext {
+        self.queue_engine = engine;
         self
     }
 

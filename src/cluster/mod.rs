@@ -3,14 +3,20 @@
 //! With `[cluster] engine = "nats"` the broker connects to NATS at start
 //! ([`connect`]) and plugs topics into the index's export seam
 //! ([`topics`]: the `TopicExport` half for the index, the inbound half
-//! started once the index exists). The router and sessions do not know
-//! NATS exists. Topic names become subjects in [`subject`]; the payload
+//! started once the index exists), and queues on JetStream ([`queues`]:
+//! the session's `queue::QueueEngine`, each subscription pulling in
+//! `consumer`). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
+mod consumer;
+mod dead_letters;
+mod queues;
 mod subject;
+mod subscription;
 mod topics;
 mod wire;
 
+pub use queues::{queues, NatsQueues};
 pub use topics::{topics, Inbound, NatsTopics};
 
 use crate::config::ClusterConfig;
@@ -21,13 +27,24 @@ use tracing::{info, warn};
 /// reach it at start does not start (the error says why). Later outages
 /// are retried for ever (`/readyz` says not ready meanwhile); subscriptions
 /// are made again on each reconnect by the client.
-pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, String> {
+///
+/// A node makes two connections: `Role::Topics` (named `stomphub <node>`)
+/// and `Role::Queues` (`stomphub <node> queues`, JetStream's requests and
+/// pulls), so that queue traffic does not wait behind topic traffic and the
+/// topic connection holds exactly the subscriptions of the topics in use.
+pub async fn connect(config: &ClusterConfig, role: Role) -> Result<async_nats::Client, String> {
     let name = node_name(config);
-    let mut options = async_nats::ConnectOptions::new()
-        .name(format!("stomphub {name}"))
+    let connection = match role {
+        Role::Topics => format!("stomphub {name}"),
+        Role::Queues => format!("stomphub {name} queues"),
+    };
+    let mut options = async_nats::ConnectOptions::new().name(connection);
+    if role == Role::Topics {
         // A node never hears its own publications back: its local
         // subscribers had them from the publisher already.
-        .no_echo()
+        options = options.no_echo();
+    }
+    let mut options = options
         .connection_timeout(config.connect_timeout)
         .max_reconnects(None)
         .event_callback(move |event| async move {
@@ -73,6 +90,15 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
             config.connect_timeout
         )),
     }
+}
+
+/// What a connection to the engine carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Topic messages between nodes (core subjects).
+    Topics,
+    /// Queues (JetStream).
+    Queues,
 }
 
 /// Whether the engine is reachable now (for `/readyz`).

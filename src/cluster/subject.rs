@@ -28,6 +28,34 @@ const EMPTY: &str = "_";
 /// Between the prefix and the words.
 const TOPICS: &str = "topic";
 
+/// Between the prefix and a queue's name.
+const QUEUES: &str = "queue";
+
+/// The subject of queue `name` (without `/queue/`): the whole name is ONE
+/// token (its dots encoded), so that no queue's subject can match another's
+/// and each queue's consumer filter is exact (work-queue streams need
+/// filters that do not overlap).
+pub fn queue_subject(prefix: &str, name: &str) -> String {
+    let mut subject = format!("{prefix}.{QUEUES}.");
+    push_word(&mut subject, name);
+    subject.push('.');
+    subject.push_str(END);
+    subject
+}
+
+/// The subject pattern of every queue under `prefix`.
+pub fn queues_pattern(prefix: &str) -> String {
+    format!("{prefix}.{QUEUES}.>")
+}
+
+/// The durable consumer name of queue `name`: its encoded token (letters,
+/// digits, `-` and `_` only, as consumer names must be).
+pub fn queue_consumer(name: &str) -> String {
+    let mut consumer = String::from("q-");
+    push_word(&mut consumer, name);
+    consumer
+}
+
 /// The subject a message to topic `words` is published on.
 pub fn topic_subject(prefix: &str, words: &[Box<str>]) -> String {
     let mut subject = format!("{prefix}.{TOPICS}");

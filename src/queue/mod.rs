@@ -9,6 +9,7 @@
 //! comes back to the front when its delay is over: both are older than what
 //! waits behind them.
 
+mod engine;
 mod memory;
 mod settings;
 
@@ -16,6 +17,7 @@ use crate::config::Overflow;
 use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::store::{QueueId, Sequence};
+pub use engine::{DeliveryKey, EngineFuture, QueueEngine, QueueSend, QueueSubscribe};
 pub use memory::QueueMemory;
 pub use settings::{QueueArguments, QueuePolicy, QueueSettings};
 use std::collections::{BTreeMap, VecDeque};

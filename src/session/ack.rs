@@ -1,7 +1,9 @@
 //! ACK and NACK: header checks per version, then the router settles (or the
-//! transaction holds them until COMMIT).
+//! transaction holds them until COMMIT); a queue engine's deliveries are
+//! settled by the engine.
 
-use super::{required, Flow, Session, SessionError};
+use super::{required, CloseReason, Flow, Session, SessionError};
+use crate::queue::DeliveryKey;
 use crate::router::{AckKey, RouterCommand, Settle, TxOperation};
 use stomp_protocol::{Command, Frame, Version};
 
@@ -21,6 +23,25 @@ impl Session {
                 subscription: frame.get("subscription").map(str::to_owned),
             },
         };
+        if let Some(engine) = self.context.queue_engine.clone() {
+            let engine_key = match &key {
+                AckKey::Id(id) => DeliveryKey::AckId(id),
+                AckKey::MessageId { message_id, .. } => DeliveryKey::MessageId(message_id),
+            };
+            let nack = frame.command == Command::Nack;
+            if frame.get("transaction").is_some() {
+                if engine.holds(self.id, engine_key) {
+                    return Err(SessionError::new(
+                        "transactions with queue ACK/NACK are not supported on the cluster engine",
+                        CloseReason::PolicyViolation,
+                    ));
+                }
+            } else if let Some(settled) = engine.settle(self.id, engine_key, nack).await {
+                settled
+                    .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+                return self.receipt(frame).await.map(|()| Flow::Continue);
+            }
+        }
         let settle = Settle {
             nack: frame.command == Command::Nack,
             key,

@@ -12,6 +12,10 @@ impl Session {
         // Dropping our queue handle, as the router drops its own after the
         // receipt, lets the writer see the end once the RECEIPT is out.
         self.outbound = None;
+        // A queue engine's unsettled deliveries go back before the RECEIPT.
+        if let Some(engine) = &self.context.queue_engine {
+            engine.detach(self.id).await;
+        }
         self.route(RouterCommand::Detach {
             session: self.id,
             receipt: frame.get("receipt").map(str::to_owned),

@@ -267,6 +267,9 @@ impl Session {
         // Open transactions die with the session.
         self.transactions.clear();
         if was_connected {
+            if let Some(engine) = &self.context.queue_engine {
+                engine.detach(self.id).await;
+            }
             // A gone router means shutdown: nothing left to tell.
             let _ = self
                 .context

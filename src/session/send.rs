@@ -3,14 +3,15 @@
 //! shared topic index; the router sees it only when it has interest (a
 //! client-ack or durable subscription matched), or whole when it must act
 //! first (a reply queue to create, a persistent message the store may
-//! refuse). Queue SENDs go to the router.
+//! refuse). Queue SENDs go to the router, or with a queue engine (the
+//! cluster) to the engine.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::fanout::Published;
 use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
 use crate::model::message::{epoch_ms, Message};
 use crate::publish_rate::PublishVerdict;
-use crate::queue::QueueArguments;
+use crate::queue::{QueueArguments, QueueEngine, QueueSend};
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
 use std::sync::Arc;
@@ -33,10 +34,25 @@ impl Session {
         self.count_publish(&frame)?;
         let class = self.context.metrics.classes.of(&publication.destination);
         self.count_class(|counts| &counts.published, class, 1);
+        let engine = self.context.queue_engine.clone();
+        let to_engine = engine
+            .as_ref()
+            .filter(|_| matches!(publication.target, SendTarget::Queue(_)));
         if let Some(transaction) = frame.get("transaction") {
+            if to_engine.is_some() {
+                return Err(SessionError::new(
+                    "transactions with queue SENDs are not supported on the cluster engine",
+                    CloseReason::PolicyViolation,
+                ));
+            }
             self.transactions
                 .add(transaction, TxOperation::Publish(publication))?;
             return self.receipt(&frame).await.map(|()| None);
+        }
+        if let Some(engine) = to_engine {
+            return self
+                .send_to_engine(engine.as_ref(), &frame, publication)
+                .await;
         }
         let mut publication = publication;
         let id = publication.id.clone();
@@ -62,6 +78,51 @@ impl Session {
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
+        Ok(Some(id))
+    }
+
+    /// A queue SEND on the cluster engine: stored there (awaited when a
+    /// RECEIPT or `persistent:true` asks for it), then the RECEIPT. A SEND
+    /// the engine did not take is an ERROR, never a RECEIPT.
+    async fn send_to_engine(
+        &mut self,
+        engine: &dyn QueueEngine,
+        frame: &Frame,
+        publication: Publication,
+    ) -> Result<Option<Arc<str>>, SessionError> {
+        if publication.reply_queue.is_some() {
+            // Reply queues live in one node's router: a responder on another
+            // node could not answer. Refused rather than half working.
+            return Err(SessionError::new(
+                "reply-to /temp-queue/ on queue SENDs is not supported on the cluster engine",
+                CloseReason::PolicyViolation,
+            ));
+        }
+        let id = publication.id.clone();
+        // The client's own `message-id`, scoped by its client id, makes a
+        // retried SEND (even on another connection or node) the same
+        // message to the engine's duplicate detection.
+        let dedup_id = match frame.get("message-id") {
+            Some(client_id) => format!(
+                "c/{}/{client_id}",
+                self.client_id.as_deref().unwrap_or_default()
+            ),
+            None => format!("b/{id}"),
+        };
+        let send = QueueSend {
+            id: id.clone(),
+            destination: publication.destination,
+            headers: publication.headers,
+            body: publication.body,
+            expires_at: publication.expires_at,
+            dedup_id,
+            confirm: publication.persistent || frame.get("receipt").is_some(),
+        };
+        engine
+            .publish(send)
+            .await
+            .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+        self.receipt(frame).await?;
         Ok(Some(id))
     }
 

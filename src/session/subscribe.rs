@@ -1,10 +1,10 @@
 //! SUBSCRIBE: validate id, ack mode, prefetch and destination, then register
-//! with the router.
+//! with the router (or, for a queue with a queue engine, with the engine).
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::fanout::StartAt;
 use crate::model::destination::{queue_name, subscribe_target, PatternWord, SubscribeTarget};
-use crate::queue::QueueArguments;
+use crate::queue::{QueueArguments, QueueSubscribe};
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
 use stomp_protocol::{Frame, Version};
@@ -66,6 +66,36 @@ impl Session {
             SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => None,
         };
         let start = start_at(frame, &target, ack, durable.is_some())?;
+        if let (Some(engine), SubscribeTarget::Queue(queue)) = (&self.context.queue_engine, &target)
+        {
+            let (start_tx, start) = tokio::sync::oneshot::channel();
+            let subscribe = QueueSubscribe {
+                start,
+                session: self.id,
+                id: id.clone(),
+                destination: queue.clone(),
+                ack,
+                prefetch: prefetch.unwrap_or(self.context.config.queues.prefetch),
+                outbound: self.outbound.clone().ok_or_else(|| {
+                    SessionError::new("the session has ended", CloseReason::GoingAway)
+                })?,
+                version: self.connected_version(),
+            };
+            engine
+                .subscribe(subscribe)
+                .await
+                .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+            self.subscriptions.insert(id, destination.into());
+            if frame.get("receipt").is_some() {
+                // The RECEIPT goes through the router; deliveries start once
+                // it is out.
+                self.receipt(frame).await?;
+                self.router_ahead = true;
+                self.await_router().await?;
+            }
+            let _ = start_tx.send(());
+            return Ok(Flow::Continue);
+        }
         self.subscriptions.insert(id.clone(), destination.into());
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));

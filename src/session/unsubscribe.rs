@@ -22,6 +22,11 @@ impl Session {
                 "no subscription with id '{id}' on this connection"
             )));
         }
+        if let Some(engine) = &self.context.queue_engine {
+            if engine.unsubscribe(self.id, &id).await {
+                return self.receipt(frame).await.map(|()| Flow::Continue);
+            }
+        }
         // Any dialect's durable header on UNSUBSCRIBE deletes the durable
         // subscription too; without one it only detaches.
         let remove_durable = frame.get("durable-subscription-name").is_some()

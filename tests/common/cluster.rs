@@ -227,6 +227,11 @@ pub async fn start_node(urls: &[String], node: usize) -> TestBroker {
     servers.rotate_left(node % urls.len().max(1));
     config.cluster.servers = servers;
     config.cluster.node_name = format!("b{node}");
+    // The queue stream's copies: one NATS server (not clustered) holds 1.
+    config.cluster.replicas = urls.len().clamp(1, 3);
+    // A JetStream cluster just started on a busy machine may take a while
+    // to elect the leader that creates the queue stream.
+    config.cluster.connect_timeout = Duration::from_secs(30);
     start(config).await
 }
 

@@ -1,0 +1,194 @@
+//! The task of one queue subscription on JetStream: it pulls from the
+//! queue's shared consumer and delivers (its shared state:
+//! `subscription.rs`).
+//!
+//! The task pulls at most what the subscription has credit for: with
+//! `client` and `client-individual`, `prefetch` minus its unsettled
+//! deliveries (a `Semaphore` of `prefetch` permits, one taken per delivery
+//! and given back by its ACK or NACK); with `auto`, up to `prefetch` at a
+//! time, each acknowledged to JetStream once handed to the connection's
+//! writer. Nothing is fetched for credit the node does not have, so other
+//! nodes' subscribers get the rest. A pull waits at most [`PULL_WAIT`] for
+//! messages; a stopped subscription's task ends after its current pull,
+//! handing back anything that still arrives.
+//!
+//! The consumer delivers a message once more than `max_deliver`: that
+//! delivery goes to the queue's dead-letter queue instead of a client.
+
+use super::dead_letters::DeadLetters;
+use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
+use super::wire;
+use crate::fanout::encode::{ack_id, encode, Delivery};
+use crate::model::message::epoch_ms;
+use async_nats::jetstream::{consumer::PullConsumer, AckKind};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// How long one pull waits for messages before it is made again (and how
+/// long a stopped subscription's task may still run).
+const PULL_WAIT: Duration = Duration::from_secs(2);
+/// The pause after a failed pull (the engine unreachable).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The subscription's task: pull, deliver, until stopped.
+pub(super) async fn pull_loop(
+    consumer: PullConsumer,
+    subscription: Arc<Subscription>,
+    request: Served,
+    dead_letters: DeadLetters,
+) {
+    let Served {
+        start, mut stopped, ..
+    } = request;
+    let request = ServedRef {
+        id: request.id,
+        destination: request.destination,
+        ack: request.ack,
+        prefetch: request.prefetch,
+        version: request.version,
+    };
+    // Nothing before the SUBSCRIBE's RECEIPT (a dropped sender: the
+    // session is gone, and its end stops this subscription).
+    tokio::select! {
+        _ = start => {}
+        _ = stopped.wait_for(|stop| *stop) => return,
+    }
+    let max = request.prefetch.max(1);
+    let credited = request.ack.expects_ack();
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let want = if credited {
+            match take_credit(&subscription, &mut stopped, max).await {
+                Some(want) => want,
+                None => break,
+            }
+        } else {
+            max
+        };
+        let mut used = 0;
+        match consumer
+            .batch()
+            .max_messages(want)
+            .expires(PULL_WAIT)
+            .messages()
+            .await
+        {
+            Ok(mut batch) => {
+                while let Some(item) = batch.next().await {
+                    let message = match item {
+                        Ok(message) => message,
+                        Err(error) => {
+                            debug!(%error, "queue engine: pull ended");
+                            break;
+                        }
+                    };
+                    if deliver(&subscription, &request, &dead_letters, message).await {
+                        used += 1;
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(%error, destination = %request.destination, "queue engine: pull failed; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                }
+            }
+        }
+        if credited {
+            subscription.credit.add_permits(want - used);
+        }
+    }
+    debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
+}
+
+/// Delivers one message (or hands it back, drops it expired); true if it
+/// keeps a credit (an unsettled delivery of a client-ack subscription).
+async fn deliver(
+    subscription: &Subscription,
+    request: &ServedRef,
+    dead_letters: &DeadLetters,
+    message: async_nats::jetstream::Message,
+) -> bool {
+    let (delivered, sequence) = message
+        .info()
+        .map(|info| (info.delivered, info.stream_sequence))
+        .unwrap_or((1, 0));
+    let (message, acker) = message.split();
+    let Some(decoded) = wire::decode(message.payload) else {
+        // Not ours to read: dropped, so that it cannot block the queue.
+        warn!(destination = %request.destination, "queue engine: an unreadable message dropped");
+        let _ = acker.ack_with(AckKind::Term).await;
+        return false;
+    };
+    if decoded.expired(epoch_ms()) {
+        let _ = acker.ack().await;
+        return false;
+    }
+    if delivered > i64::from(dead_letters.max_deliver) {
+        if let Some(target) = &dead_letters.target {
+            let deliveries = delivered - 1;
+            match dead_letters
+                .store(target, decoded, deliveries, sequence)
+                .await
+            {
+                Ok(()) => {
+                    debug!(from = %request.destination, to = %target, "dead-lettered");
+                    let _ = acker.ack().await;
+                }
+                Err(error) => {
+                    warn!(%error, to = %target, "queue engine: a dead letter was not stored; it comes back");
+                    let _ = acker.ack_with(AckKind::Nak(None)).await;
+                }
+            }
+            return false;
+        }
+    }
+    let previous = u32::try_from(delivered.saturating_sub(1)).unwrap_or(0);
+    let ack_header = request
+        .ack
+        .expects_ack()
+        .then(|| format!("{}/{delivered}", ack_id(&decoded.id, &request.id)));
+    let frame = encode(
+        &decoded,
+        Delivery {
+            subscription: &request.id,
+            ack_id: ack_header.as_deref(),
+            previous_deliveries: previous,
+        },
+        request.version,
+    );
+    match ack_header {
+        Some(ack_id) => {
+            let pending = Pending {
+                delivered: u32::try_from(delivered).unwrap_or(u32::MAX),
+                ack_id,
+                message_id: decoded.id.clone(),
+                acker,
+            };
+            // Kept before the push, so that an ACK racing it finds it.
+            let Some(outbound) = subscription.keep(pending).await else {
+                return false;
+            };
+            // A full or closed queue ends the connection, whose session end
+            // hands the unsettled deliveries back.
+            let _ = outbound.push(frame);
+            true
+        }
+        None => {
+            let pushed = subscription
+                .outbound()
+                .is_some_and(|outbound| outbound.push(frame).is_ok());
+            if !pushed {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            } else if let Err(error) = acker.ack().await {
+                warn!(%error, "queue engine: an auto ack did not go out; the message comes back after ack_wait");
+            }
+            false
+        }
+    }
+}

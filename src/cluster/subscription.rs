@@ -1,0 +1,219 @@
+//! One queue subscription on JetStream as the sessions and its pull task
+//! share it: its credit (a `Semaphore` of `prefetch` permits for `client`
+//! and `client-individual`: one taken per delivery, given back by its ACK or
+//! NACK), its unsettled deliveries, and where its MESSAGEs go until it
+//! stops (UNSUBSCRIBE, the session's end).
+
+use crate::model::ack_mode::AckMode;
+use crate::outbound::OutboundSender;
+use crate::queue::{DeliveryKey, QueueSettings, QueueSubscribe};
+use async_nats::jetstream::{message::Acker, AckKind};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use stomp_protocol::Version;
+use tokio::sync::{oneshot, watch, Semaphore};
+use tracing::warn;
+
+/// One unsettled delivery.
+pub struct Pending {
+    /// The MESSAGE's `ack` header (STOMP 1.2).
+    pub(super) ack_id: String,
+    /// The MESSAGE's `message-id` (STOMP 1.0/1.1).
+    pub(super) message_id: Arc<str>,
+    /// Deliveries so far, this one included (JetStream's count).
+    pub(super) delivered: u32,
+    /// Settles it with JetStream.
+    pub(super) acker: Acker,
+}
+
+/// What the task and the settling sessions share.
+struct State {
+    /// Unsettled deliveries, oldest first.
+    pending: VecDeque<Pending>,
+    /// Where its MESSAGEs go; taken by UNSUBSCRIBE or the session's end
+    /// (so the connection's writer is not kept waiting for this task):
+    /// deliveries arriving later are handed back, not sent.
+    outbound: Option<OutboundSender>,
+}
+
+/// A queue subscription served by the engine.
+pub struct Subscription {
+    /// How its deliveries are settled.
+    pub(super) ack: AckMode,
+    /// A leaf lock, never held across `.await`.
+    state: Mutex<State>,
+    /// Credit of `client`/`client-individual` subscriptions: `prefetch`
+    /// permits; the task takes one per delivery (forgotten), settling gives
+    /// them back. Closed never.
+    pub(super) credit: Semaphore,
+    /// Tells the task to stop (sent once, by `stop`).
+    stop_tx: watch::Sender<bool>,
+    /// The queue's NACK delay and its cap (`[queues]` and its rules).
+    redelivery_delay: Duration,
+    redelivery_delay_max: Duration,
+}
+
+/// The SUBSCRIBE as the task reads it while it runs.
+pub(super) struct ServedRef {
+    pub(super) id: Arc<str>,
+    pub(super) destination: String,
+    pub(super) ack: AckMode,
+    pub(super) prefetch: usize,
+    pub(super) version: Version,
+}
+
+/// What the pull task needs of the SUBSCRIBE.
+pub(super) struct Served {
+    /// The client's subscription id.
+    pub(super) id: Arc<str>,
+    /// The queue's destination.
+    pub(super) destination: String,
+    /// Its ack mode.
+    pub(super) ack: AckMode,
+    /// Its prefetch.
+    pub(super) prefetch: usize,
+    /// The session's STOMP version.
+    pub(super) version: Version,
+    /// Fired once the SUBSCRIBE's RECEIPT is out.
+    pub(super) start: oneshot::Receiver<()>,
+    /// Set when the subscription stops.
+    pub(super) stopped: watch::Receiver<bool>,
+}
+
+impl Subscription {
+    /// A subscription for `request`, and what its task needs.
+    pub(super) fn new(
+        request: QueueSubscribe,
+        settings: &QueueSettings,
+    ) -> (Arc<Subscription>, Served) {
+        let (stop_tx, stopped) = watch::channel(false);
+        let subscription = Subscription {
+            ack: request.ack,
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                outbound: Some(request.outbound),
+            }),
+            credit: Semaphore::new(request.prefetch.max(1)),
+            stop_tx,
+            redelivery_delay: settings.redelivery_delay,
+            redelivery_delay_max: settings.redelivery_delay_max,
+        };
+        let served = Served {
+            id: request.id,
+            destination: request.destination,
+            ack: request.ack,
+            prefetch: request.prefetch,
+            version: request.version,
+            start: request.start,
+            stopped,
+        };
+        (Arc::new(subscription), served)
+    }
+
+    /// The NACK delay of a message delivered `delivered` times: as on one
+    /// node, the base delay doubled per earlier delivery, capped.
+    pub(super) fn nack_delay(&self, delivered: u32) -> Duration {
+        let doublings = delivered.saturating_sub(1).min(16);
+        self.redelivery_delay
+            .saturating_mul(1 << doublings)
+            .min(self.redelivery_delay_max)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where `key` is among its unsettled deliveries.
+    pub(super) fn position(&self, key: DeliveryKey<'_>) -> Option<usize> {
+        self.state().pending.iter().position(|p| match key {
+            DeliveryKey::AckId(id) => p.ack_id == id,
+            DeliveryKey::MessageId(id) => *p.message_id == *id,
+        })
+    }
+
+    /// Takes the delivery at `index` (and, `cumulative`, every earlier one)
+    /// out of the unsettled ones, giving their credit back.
+    pub(super) fn take(&self, index: usize, cumulative: bool) -> Vec<Pending> {
+        let taken: Vec<Pending> = {
+            let mut state = self.state();
+            if index >= state.pending.len() {
+                return Vec::new();
+            }
+            if cumulative {
+                state.pending.drain(..=index).collect()
+            } else {
+                state.pending.remove(index).into_iter().collect()
+            }
+        };
+        self.credit.add_permits(taken.len());
+        taken
+    }
+
+    /// Stops the subscription; returns its unsettled deliveries.
+    pub(super) fn stop(&self) -> Vec<Pending> {
+        let pending = {
+            let mut state = self.state();
+            state.outbound = None;
+            state.pending.drain(..).collect()
+        };
+        let _ = self.stop_tx.send(true);
+        pending
+    }
+
+    /// Keeps `pending` as unsettled and returns where to send it; `None`
+    /// (and `pending` handed back) if the subscription has stopped.
+    pub(super) async fn keep(&self, pending: Pending) -> Option<OutboundSender> {
+        let refused = {
+            let mut state = self.state();
+            match state.outbound.clone() {
+                Some(outbound) => {
+                    state.pending.push_back(pending);
+                    return Some(outbound);
+                }
+                None => pending,
+            }
+        };
+        hand_back(vec![refused]).await;
+        None
+    }
+
+    /// Where its MESSAGEs go, unless it has stopped.
+    pub(super) fn outbound(&self) -> Option<OutboundSender> {
+        self.state().outbound.clone()
+    }
+}
+
+/// Takes credit for the next pull: at least one permit (waiting for it),
+/// at most `max`. `None`: the subscription stopped.
+pub(super) async fn take_credit(
+    subscription: &Subscription,
+    stopped: &mut watch::Receiver<bool>,
+    max: usize,
+) -> Option<usize> {
+    let permit = tokio::select! {
+        permit = subscription.credit.acquire() => permit.ok()?,
+        _ = stopped.wait_for(|stop| *stop) => return None,
+    };
+    permit.forget();
+    let more = subscription.credit.available_permits().min(max - 1);
+    if more > 0 {
+        if let Ok(permits) = subscription
+            .credit
+            .try_acquire_many(u32::try_from(more).unwrap_or(u32::MAX))
+        {
+            permits.forget();
+            return Some(1 + more);
+        }
+    }
+    Some(1)
+}
+
+/// Naks `pending` without delay, so that other consumers get them now.
+pub(super) async fn hand_back(pending: Vec<Pending>) {
+    for delivery in pending {
+        if let Err(error) = delivery.acker.ack_with(AckKind::Nak(None)).await {
+            warn!(%error, "queue engine: a hand-back did not go out; the message comes back after ack_wait");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The queue engine seam: where a session's queue operations go when
+//! queues do not live in this process's router.
+//!
+//! With `[cluster] engine = "local"` there is no [`QueueEngine`] and every
+//! queue operation goes to the router as it always has. With `"nats"` the
+//! cluster module supplies one (queues on JetStream) and the session hands
+//! it SENDs to `/queue/...`, queue SUBSCRIBEs, the ACKs and NACKs of its
+//! deliveries, UNSUBSCRIBEs of its subscriptions and the session's end.
+//! The trait is defined here, below the session and the cluster, so that
+//! neither the session nor the router knows NATS exists.
+
+use crate::model::ack_mode::AckMode;
+use crate::model::session_id::SessionId;
+use crate::outbound::OutboundSender;
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use stomp_protocol::Version;
+
+/// What an engine operation returns: a boxed future (the trait is used as
+/// a trait object).
+pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A SEND to a queue, as the engine stores it.
+#[derive(Debug)]
+pub struct QueueSend {
+    /// Our `message-id`.
+    pub id: Arc<str>,
+    /// The queue's destination (`/queue/<name>`).
+    pub destination: String,
+    /// Headers passed on, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// Expiry, in ms since the Unix epoch.
+    pub expires_at: Option<u64>,
+    /// The engine's duplicate-detection id: a retried SEND with the same
+    /// id is stored once.
+    pub dedup_id: String,
+    /// Wait for the engine to have stored it (a RECEIPT or a persistent
+    /// SEND); otherwise the SEND is handed over and not waited for.
+    pub confirm: bool,
+}
+
+/// A queue SUBSCRIBE, as the engine serves it.
+#[derive(Debug)]
+pub struct QueueSubscribe {
+    /// The session.
+    pub session: SessionId,
+    /// The client's subscription id.
+    pub id: Arc<str>,
+    /// The queue's destination (`/queue/<name>`).
+    pub destination: String,
+    /// How deliveries are settled.
+    pub ack: AckMode,
+    /// Unsettled deliveries at most (client and client-individual), and
+    /// messages fetched at a time.
+    pub prefetch: usize,
+    /// Where the MESSAGE frames go.
+    pub outbound: OutboundSender,
+    /// The session's STOMP version (frame escaping).
+    pub version: Version,
+    /// Fired (or dropped) by the session once the SUBSCRIBE's RECEIPT is
+    /// out: no MESSAGE may overtake it.
+    pub start: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// How an ACK or NACK names a delivery.
+#[derive(Debug, Clone, Copy)]
+pub enum DeliveryKey<'a> {
+    /// STOMP 1.2: the MESSAGE's `ack` header.
+    AckId(&'a str),
+    /// STOMP 1.0/1.1: the MESSAGE's `message-id`.
+    MessageId(&'a str),
+}
+
+/// Queues kept outside this process (JetStream, with `engine = "nats"`).
+pub trait QueueEngine: Send + Sync {
+    /// Stores a queue SEND; with `confirm`, returns once stored. `Err` is
+    /// the ERROR message for the client.
+    fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<(), String>>;
+
+    /// Starts serving a queue subscription; `Err` is the ERROR message.
+    fn subscribe(&self, subscribe: QueueSubscribe) -> EngineFuture<'_, Result<(), String>>;
+
+    /// Whether `key` names one of the session's unsettled deliveries of
+    /// this engine.
+    fn holds(&self, session: SessionId, key: DeliveryKey<'_>) -> bool;
+
+    /// ACK (or NACK) of one of its deliveries; `None` if the engine does
+    /// not know the delivery (the router may).
+    fn settle<'a>(
+        &'a self,
+        session: SessionId,
+        key: DeliveryKey<'a>,
+        nack: bool,
+    ) -> EngineFuture<'a, Option<Result<(), String>>>;
+
+    /// Ends one of its subscriptions, handing its unsettled deliveries back
+    /// at once; false if the subscription is not the engine's.
+    fn unsubscribe<'a>(&'a self, session: SessionId, id: &'a str) -> EngineFuture<'a, bool>;
+
+    /// The session is over: every subscription ends as by `unsubscribe`.
+    fn detach(&self, session: SessionId) -> EngineFuture<'_, ()>;
+
+    /// Sends what is still buffered for the engine: at shutdown, after the
+    /// sessions' ends, so that their hand-backs reach it before the process
+    /// exits.
+    fn flush(&self) -> EngineFuture<'_, ()>;
+}
