@@ -193,7 +193,7 @@ pub fn start(spec: &ClusterSpec, dir: &Path) -> Fallible<StartedCluster> {
         let mut list = servers.clone();
         list.rotate_left(n % servers.len().max(1));
         let config = format!(
-            "{base}\n[cluster]\nengine = \"nats\"\nservers = [{}]\nnode_name = \"node{}\"\n",
+            "{base}\n[cluster]\nengine = \"nats\"\nservers = [{}]\nnode_name = \"node{}\"\n# The first node creates the queue stream: slow on a busy machine.\nconnect_timeout = \"30s\"\n",
             list.join(", "),
             n + 1
         );

@@ -94,6 +94,18 @@ pub struct QueueArgs {
     /// The broker's process id, to read its CPU time from /proc.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Consumers connect to these URLs, round-robin (default: `--url`);
+    /// e.g. the nodes of a cluster, the producers staying on `--url`.
+    #[arg(long = "consumer-url", value_name = "URL")]
+    pub consumer_urls: Vec<String>,
+    /// More broker processes whose CPU counts as the broker's (a cluster's
+    /// other nodes; repeatable).
+    #[arg(long = "node-pid", value_name = "PID")]
+    pub node_pids: Vec<u32>,
+    /// The engine's processes (a cluster's nats-servers; repeatable), whose
+    /// CPU is reported beside the broker's.
+    #[arg(long = "engine-pid", value_name = "PID")]
+    pub engine_pids: Vec<u32>,
 }
 
 /// Errors end a run with a message.

@@ -212,18 +212,19 @@ fn program_exists(program: &str) -> bool {
 /// Whether `case` runs against `target`: the case names it (or names none,
 /// and the target is neither `named_only` nor a cluster: cluster cases
 /// spread their clients over the nodes, so a cluster takes only the cases
-/// that name it), and a target that does not speak STOMP gets only the
-/// scenarios that speak its protocol.
+/// that name it), and the target can run its scenario: a target that does
+/// not speak STOMP only fan-out, a cluster fan-out and queues.
 fn applies(case: &Case, target: &Target) -> bool {
     let named = match &case.targets {
         Some(names) => names.contains(&target.name),
         None => !target.named_only && target.cluster.is_none(),
     };
-    let speaks = (target.protocol == Protocol::Stomp && target.cluster.is_none())
-        || matches!(
-            case.args.first().map(String::as_str),
-            Some("fanout" | "topics")
-        );
+    let scenario = case.args.first().map(String::as_str);
+    // Every protocol fans out; STOMP brokers run every scenario, a cluster
+    // the ones that can spread their clients over its nodes.
+    let speaks = matches!(scenario, Some("fanout" | "topics"))
+        || (target.protocol == Protocol::Stomp
+            && (target.cluster.is_none() || scenario == Some("queue")));
     named && speaks
 }
 

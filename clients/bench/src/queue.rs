@@ -57,12 +57,17 @@ struct Deliveries {
 
 async fn consume(
     args: QueueArgs,
+    index: usize,
     deliveries: Arc<Mutex<Deliveries>>,
     expected: usize,
     subscribed: Arc<Barrier>,
 ) -> Fallible<()> {
+    let url = match args.consumer_urls.len() {
+        0 => &args.url,
+        n => &args.consumer_urls[index % n],
+    };
     let setup = async {
-        let mut connection = Connection::open(&args.url).await?;
+        let mut connection = Connection::open(url).await?;
         connection
             .subscribe_confirmed(
                 "bench",
@@ -116,9 +121,10 @@ pub async fn run(args: QueueArgs) -> Fallible<Report> {
     let deliveries = Arc::new(Mutex::new(Deliveries::default()));
     let subscribed = Arc::new(Barrier::new(args.consumers + 1));
     let consumers: Vec<_> = (0..args.consumers)
-        .map(|_| {
+        .map(|index| {
             tokio::spawn(consume(
                 args.clone(),
+                index,
                 deliveries.clone(),
                 expected,
                 subscribed.clone(),
@@ -126,7 +132,7 @@ pub async fn run(args: QueueArgs) -> Fallible<Report> {
         })
         .collect();
     subscribed.wait().await;
-    let meter = CpuMeter::start(args.pid);
+    let meter = CpuMeter::start(args.pid).with_processes(&args.node_pids, &args.engine_pids);
     let started = Instant::now();
     let producers: Vec<_> = (0..args.producers)
         .map(|p| tokio::spawn(produce(args.clone(), p)))
