@@ -26,6 +26,7 @@ use crate::report::Report;
 use crate::sse::SseConnection;
 use crate::stats::{CpuMeter, ThreadMeter};
 use crate::Fallible;
+use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,11 +104,12 @@ pub struct LoadArgs {
     /// CPU is reported beside the broker's.
     #[arg(long = "engine-pid", value_name = "PID")]
     pub engine_pids: Vec<u32>,
-    /// Milliseconds to wait once every subscriber is subscribed, before the
-    /// first publish: on a cluster a SUBSCRIBE's RECEIPT comes before the
-    /// other nodes' engine servers know of the interest.
-    #[arg(long, default_value_t = 0)]
-    pub settle_ms: u64,
+    /// Before the measured run, publish probe messages to every topic until
+    /// every subscriber has heard one (60 s at most): on a cluster a
+    /// SUBSCRIBE's RECEIPT comes before the other nodes' engine servers know
+    /// of the interest, and a fixed wait is too short on a busy machine.
+    #[arg(long)]
+    pub probe_interest: bool,
 }
 
 impl LoadArgs {
@@ -133,6 +135,8 @@ struct Shared {
     load: LoadArgs,
     epoch: Instant,
     ready: AtomicU64,
+    /// Subscribers that have heard a probe (`--probe-interest`).
+    probed: AtomicU64,
     topic_count: u64,
     /// Total deliveries expected, to size latency sampling.
     expected_total: u64,
@@ -168,12 +172,28 @@ async fn receive<C: PubSub>(
     let wanted = |sequence: u64| matches[(sequence % shared.topic_count) as usize];
     let expected = (0..messages).filter(|s| wanted(*s)).count() as u64;
     let mut tally = Tally::new(1, messages, expected, shared.expected_total);
+    let mut heard_probe = false;
     while !tally.complete() {
-        let body = match tokio::time::timeout(Duration::from_secs(5), connection.next_body()).await
-        {
+        // While the interest is still spreading (probing), a subscriber may
+        // hear nothing for longer.
+        let silence = if shared.load.probe_interest && !heard_probe {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(5)
+        };
+        let body = match tokio::time::timeout(silence, connection.next_body()).await {
             Ok(body) => body?,
             Err(_) => break, // nothing for 5 s: the rest is lost
         };
+        if body.starts_with(PROBE) {
+            // Not part of the run: only tells the publisher the interest
+            // has reached this subscriber's node.
+            if !heard_probe {
+                heard_probe = true;
+                shared.probed.fetch_add(1, Ordering::Release);
+            }
+            continue;
+        }
         let now_ns = shared.epoch.elapsed().as_nanos() as u64;
         match Stamp::parse(&body) {
             Some(stamp) => {
@@ -185,6 +205,35 @@ async fn receive<C: PubSub>(
     }
     tally.wire_bytes = connection.received_bytes() - bytes_before;
     Ok(tally)
+}
+
+/// The body of a probe message (`--probe-interest`).
+const PROBE: &[u8] = b"probe";
+
+/// Publishes a probe to every topic every 50 ms until every subscriber has
+/// heard one.
+async fn probe_interest<C: PubSub>(
+    publisher: &mut C,
+    shared: &Shared,
+    topics: &[String],
+    subscribers: u64,
+) -> Fallible<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared.probed.load(Ordering::Acquire) < subscribers {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "interest did not reach every subscriber in 60 s ({} of {subscribers} heard a probe)",
+                shared.probed.load(Ordering::Acquire)
+            )
+            .into());
+        }
+        for topic in topics {
+            publisher.publish(topic, Bytes::from_static(PROBE)).await?;
+        }
+        publisher.flush().await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Scenario `fanout`.
@@ -269,6 +318,7 @@ async fn run_with<C: PubSub>(load: LoadArgs, mut layout: Layout) -> Fallible<Rep
         load: load.clone(),
         epoch: Instant::now(),
         ready: AtomicU64::new(0),
+        probed: AtomicU64::new(0),
         topic_count,
         expected_total,
     });
@@ -293,8 +343,11 @@ async fn run_with<C: PubSub>(load: LoadArgs, mut layout: Layout) -> Fallible<Rep
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(load.settle_ms)).await;
     let mut publisher = C::open(&load.url).await?;
+    if load.probe_interest {
+        let subscribed = layout.subscribers.len() as u64;
+        probe_interest(&mut publisher, &shared, &layout.topics, subscribed).await?;
+    }
     let meter = CpuMeter::start(load.pid).with_processes(&load.node_pids, &load.engine_pids);
     let thread_meter = load.pid.map(ThreadMeter::start);
     let started = Instant::now();
