@@ -5,7 +5,8 @@
 //! `message-id` is stored once; UNSUBSCRIBE hands unacked messages back at
 //! once; receipted SENDs survive a kill -9 of the node that took them, and
 //! the unacked messages of a killed consumer's node come back after
-//! `ack_wait`; with the engine gone a persistent SEND gets ERROR.
+//! `ack_wait`; with the engine gone a persistent SEND gets ERROR; receipted
+//! SENDs sent without waiting get their RECEIPTs in order.
 
 mod common;
 
@@ -417,6 +418,7 @@ async fn a_persistent_send_the_engine_does_not_store_is_an_error() {
         .await;
     let error = next_frame(&mut full, ACROSS).await;
     assert_eq!(error.command, Command::Error, "{error:?}");
+    assert_eq!(error.get("receipt-id"), Some("too-big"), "{error:?}");
     let message = error.get("message").unwrap_or_default();
     assert!(message.contains("the message was not stored"), "{message}");
     let mut consumer = Client::connect(&node.url()).await;
@@ -452,4 +454,53 @@ async fn a_persistent_send_the_engine_does_not_store_is_an_error() {
     let message = error.get("message").unwrap_or_default();
     assert!(message.contains("the message was not stored"), "{message}");
     client.expect_close(CloseCode::Error).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_receipted_sends_get_their_receipts_in_order() {
+    let engine = NatsCluster::start(1);
+    let node = start_queue_node(&engine.urls(), 0, Duration::from_secs(30)).await;
+    let mut producer = Client::connect(&node.url()).await;
+    // 200 receipted persistent SENDs without waiting (more than fit in one
+    // round trip), then a receipted SUBSCRIBE that must not overtake them.
+    for n in 0..200 {
+        producer
+            .send(send(
+                "/queue/pipelined",
+                &format!("p {n}"),
+                &format!("r{n}"),
+            ))
+            .await;
+    }
+    producer
+        .send(
+            Frame::new(Command::Subscribe)
+                .header("id", "none")
+                .header("destination", "/topic/after")
+                .header("receipt", "after"),
+        )
+        .await;
+    for n in 0..200 {
+        let receipt = next_frame(&mut producer, ACROSS).await;
+        assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+        assert_eq!(
+            receipt.get("receipt-id"),
+            Some(format!("r{n}").as_str()),
+            "RECEIPTs in SEND order"
+        );
+    }
+    let after = next_frame(&mut producer, ACROSS).await;
+    assert_eq!(after.get("receipt-id"), Some("after"), "{after:?}");
+
+    let mut consumer = Client::connect(&node.url()).await;
+    consumer
+        .subscribe_with(
+            "c",
+            "/queue/pipelined",
+            &[("ack", "client-individual"), ("prefetch-count", "50")],
+        )
+        .await;
+    let seen = collect(&mut [&mut consumer], 200).await;
+    assert_eq!(seen.len(), 200, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
 }

@@ -12,8 +12,9 @@
 //!
 //! A SEND is published with `Nats-Msg-Id` (JetStream drops a second
 //! message with the same id within the duplicate window); when the client
-//! wants to know (a RECEIPT, `persistent:true`) the session waits for the
-//! PubAck, which the stream gives once its replicas have the message.
+//! wants to know (a RECEIPT, `persistent:true`) the session is given the
+//! PubAck's future, which resolves once the stream's replicas have the
+//! message; the session reads on meanwhile (pipelined confirmations).
 //!
 //! This module keeps, per session, its subscriptions and their unsettled
 //! deliveries (a leaf lock, never held across `.await`): ACK and NACK find
@@ -30,7 +31,8 @@ use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::{epoch_ms, Message};
 use crate::model::session_id::SessionId;
 use crate::queue::{
-    DeliveryKey, EngineFuture, QueueArguments, QueueEngine, QueuePolicy, QueueSend, QueueSubscribe,
+    DeliveryKey, EngineAck, EngineFuture, QueueArguments, QueueEngine, QueuePolicy, QueueSend,
+    QueueSubscribe,
 };
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use std::collections::HashMap;
@@ -153,7 +155,7 @@ impl NatsQueues {
         })
     }
 
-    async fn publish_inner(&self, send: QueueSend) -> Result<(), String> {
+    async fn publish_inner(&self, send: QueueSend) -> Result<EngineAck, String> {
         let name = send
             .destination
             .strip_prefix(QUEUE_PREFIX)
@@ -189,16 +191,17 @@ impl NatsQueues {
             .await
             .map_err(|e| unreachable(&e))?;
         if send.confirm {
-            acked.await.map_err(|e| unreachable(&e))?;
-        } else {
-            // Not waited for: a failure can only be logged.
-            tokio::spawn(async move {
-                if let Err(error) = acked.await {
-                    warn!(%error, "queue engine: an unconfirmed queue SEND was not stored");
-                }
-            });
+            return Ok(Box::pin(async move {
+                acked.await.map(|_| ()).map_err(|e| unreachable(&e))
+            }));
         }
-        Ok(())
+        // Not waited for: a failure can only be logged.
+        tokio::spawn(async move {
+            if let Err(error) = acked.await {
+                warn!(%error, "queue engine: an unconfirmed queue SEND was not stored");
+            }
+        });
+        Ok(Box::pin(std::future::ready(Ok(()))))
     }
 
     async fn subscribe_inner(&self, request: QueueSubscribe) -> Result<(), String> {
@@ -255,7 +258,7 @@ impl NatsQueues {
 }
 
 impl QueueEngine for NatsQueues {
-    fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<(), String>> {
+    fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<EngineAck, String>> {
         Box::pin(self.publish_inner(send))
     }
 

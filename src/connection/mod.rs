@@ -139,6 +139,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                     }
                 }
+                // A queue SEND the cluster engine did not store: ERROR now,
+                // not at the client's next frame.
+                error = self.session.confirmation_failed() => return End::Error(error),
                 received = self.transport.read(&mut self.buffer, &self.frame_limits), if paused_until.is_none() => {
                     self.count_read(self.buffer.len().saturating_sub(buffered));
                     if let Some(end) = self.on_received(received).await {

@@ -22,6 +22,12 @@ use stomp_protocol::Version;
 /// a trait object).
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The second stage of [`QueueEngine::publish`]: the message is on its way
+/// to the engine; this resolves once the engine has stored it (`Err` is
+/// the ERROR message for the client). It borrows nothing, so a session can
+/// keep it while it reads on (pipelined confirmations).
+pub type EngineAck = EngineFuture<'static, Result<(), String>>;
+
 /// A SEND to a queue, as the engine stores it.
 #[derive(Debug)]
 pub struct QueueSend {
@@ -77,9 +83,11 @@ pub enum DeliveryKey<'a> {
 
 /// Queues kept outside this process (JetStream, with `engine = "nats"`).
 pub trait QueueEngine: Send + Sync {
-    /// Stores a queue SEND; with `confirm`, returns once stored. `Err` is
-    /// the ERROR message for the client.
-    fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<(), String>>;
+    /// Hands a queue SEND to the engine, in the order of the calls; returns
+    /// once it is sent, with the future of its confirmation (already
+    /// resolved when `confirm` is false: a failure then can only be
+    /// logged). `Err` is the ERROR message for the client.
+    fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<EngineAck, String>>;
 
     /// Starts serving a queue subscription; `Err` is the ERROR message.
     fn subscribe(&self, subscribe: QueueSubscribe) -> EngineFuture<'_, Result<(), String>>;

@@ -6,6 +6,7 @@
 //! frame and a close. Each client command has its own file here.
 
 mod ack;
+mod confirm;
 mod connect;
 mod disconnect;
 pub mod error;
@@ -22,6 +23,7 @@ pub use crate::model::close::CloseReason;
 use crate::outbound::{OutFrame, OutboundSender};
 use crate::publish_rate::PublishLimiter;
 use crate::router::{RouterCommand, SessionId};
+pub use confirm::MAX_PENDING_CONFIRMATIONS;
 pub use error::SessionError;
 use heartbeat::Heartbeat;
 use std::collections::HashMap;
@@ -101,6 +103,9 @@ pub struct Session {
     /// CONNECT asked `x-pack-frames:true`: several queued frames may go out
     /// in one WebSocket message.
     pack_frames: bool,
+    /// Queue SENDs handed to the cluster engine whose confirmations (and
+    /// RECEIPTs) are still to come.
+    confirmations: confirm::Confirmations,
 }
 
 impl Session {
@@ -137,6 +142,7 @@ impl Session {
             stats: None,
             pack_frames: false,
             authenticated: None,
+            confirmations: confirm::Confirmations::default(),
         }
     }
 
@@ -225,8 +231,19 @@ impl Session {
         self.heartbeat
     }
 
+    /// Resolves with the ERROR of a queue SEND the cluster engine did not
+    /// store (never, if none): the connection then ends at once.
+    pub async fn confirmation_failed(&mut self) -> SessionError {
+        self.confirmations.failed().await
+    }
+
     /// Handles one client frame.
     pub async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        if self.must_drain(&frame) {
+            // Nothing the client asked to be answered may overtake the
+            // RECEIPTs of SENDs still in flight to the engine.
+            self.confirmations.drain().await?;
+        }
         let receipt = frame.get("receipt").map(str::to_owned);
         let result = match (self.state, frame.command) {
             (_, Command::Connected | Command::Message | Command::Receipt | Command::Error) => {
@@ -258,12 +275,29 @@ impl Session {
         result.map_err(|error| error.with_receipt(receipt))
     }
 
+    /// Whether `frame` must wait for the engine's confirmations in flight:
+    /// all but SENDs without a receipt and queue SENDs to the engine (which
+    /// join the confirmations in order).
+    fn must_drain(&self, frame: &Frame) -> bool {
+        if frame.command != Command::Send {
+            return true;
+        }
+        let to_engine = self.context.queue_engine.is_some()
+            && frame.get("transaction").is_none()
+            && frame
+                .get("destination")
+                .is_some_and(|d| d.starts_with(crate::model::destination::QUEUE_PREFIX));
+        frame.get("receipt").is_some() && !to_engine
+    }
+
     /// Tells the router the session is over, if it had not been told. Called
     /// by the connection on every way out.
     pub async fn end(&mut self) {
         let was_connected = matches!(self.state, State::Connected(_));
         self.state = State::Ended;
         self.outbound = None;
+        // RECEIPTs still to come have no one to go to.
+        self.confirmations = confirm::Confirmations::default();
         // Open transactions die with the session.
         self.transactions.clear();
         if was_connected {

@@ -19,14 +19,25 @@ use stomp_protocol::Frame;
 
 impl Session {
     pub(super) async fn on_send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
-        self.send(frame).await.map(|_| Flow::Continue)
+        self.send_frame(frame, true).await.map(|_| Flow::Continue)
     }
 
     /// A SEND (the session must be connected), as `on_send` handles it;
     /// returns the message id given to it (`None`: held for COMMIT). The
     /// seam for publishers that are not STOMP connections (HTTP publish),
-    /// which need the id for their answer.
+    /// which need the id for their answer: a SEND to the cluster engine
+    /// returns once stored.
     pub async fn send(&mut self, frame: Frame) -> Result<Option<Arc<str>>, SessionError> {
+        self.send_frame(frame, false).await
+    }
+
+    /// A SEND; with `pipelined`, one to the cluster engine returns once
+    /// handed over, and its RECEIPT follows its confirmation.
+    async fn send_frame(
+        &mut self,
+        frame: Frame,
+        pipelined: bool,
+    ) -> Result<Option<Arc<str>>, SessionError> {
         if self.version().is_none() {
             return Err(SessionError::protocol("not connected"));
         }
@@ -51,7 +62,7 @@ impl Session {
         }
         if let Some(engine) = to_engine {
             return self
-                .send_to_engine(engine.as_ref(), &frame, publication)
+                .send_to_engine(engine.as_ref(), &frame, publication, pipelined)
                 .await;
         }
         let mut publication = publication;
@@ -81,14 +92,17 @@ impl Session {
         Ok(Some(id))
     }
 
-    /// A queue SEND on the cluster engine: stored there (awaited when a
-    /// RECEIPT or `persistent:true` asks for it), then the RECEIPT. A SEND
-    /// the engine did not take is an ERROR, never a RECEIPT.
+    /// A queue SEND on the cluster engine: stored there (confirmed when a
+    /// RECEIPT or `persistent:true` asks for it), then the RECEIPT. With
+    /// `pipelined` the confirmation is awaited in the background, in order
+    /// (`confirm.rs`), and the session reads on. A SEND the engine did not
+    /// take is an ERROR, never a RECEIPT.
     async fn send_to_engine(
         &mut self,
         engine: &dyn QueueEngine,
         frame: &Frame,
         publication: Publication,
+        pipelined: bool,
     ) -> Result<Option<Arc<str>>, SessionError> {
         if publication.reply_queue.is_some() {
             // Reply queues live in one node's router: a responder on another
@@ -118,10 +132,17 @@ impl Session {
             dedup_id,
             confirm: publication.persistent || frame.get("receipt").is_some(),
         };
-        engine
-            .publish(send)
-            .await
-            .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+        let confirm = send.confirm;
+        let not_stored = |message| SessionError::new(message, CloseReason::InternalError);
+        let ack = engine.publish(send).await.map_err(not_stored)?;
+        if pipelined && confirm {
+            let receipt = frame.get("receipt").map(str::to_owned);
+            self.confirmations
+                .push(&self.context.router, self.id, ack, receipt)
+                .await?;
+            return Ok(Some(id));
+        }
+        ack.await.map_err(not_stored)?;
         self.receipt(frame).await?;
         Ok(Some(id))
     }
