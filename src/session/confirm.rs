@@ -36,7 +36,9 @@ pub(super) struct Confirmations {
 
 /// The task awaiting the confirmations, and its ends.
 struct Running {
-    queue: mpsc::UnboundedSender<Pending>,
+    /// Bounded like the slots: a SEND holds a slot before it is queued, so
+    /// sending here never waits.
+    queue: mpsc::Sender<Pending>,
     /// One permit per confirmation not yet done (its RECEIPT routed).
     slots: Arc<Semaphore>,
     /// The first failure, from the task.
@@ -64,19 +66,22 @@ impl Confirmations {
         let running = self
             .running
             .get_or_insert_with(|| start(router.clone(), session));
-        let slot = running.slots.clone().acquire_owned().await;
-        let sent = slot.ok().and_then(|slot| {
-            let pending = Pending {
-                ack,
-                receipt,
-                _slot: slot,
-            };
-            running.queue.send(pending).ok()
-        });
-        match sent {
-            Some(()) => Ok(()),
+        let sent = match running.slots.clone().acquire_owned().await {
+            Ok(slot) => {
+                let pending = Pending {
+                    ack,
+                    receipt,
+                    _slot: slot,
+                };
+                running.queue.send(pending).await.is_ok()
+            }
+            Err(_) => false,
+        };
+        if sent {
+            Ok(())
+        } else {
             // The task stopped: at a failure, which it reported first.
-            None => Err(self.take_failure()),
+            Err(self.take_failure())
         }
     }
 
@@ -133,7 +138,7 @@ impl Running {
 }
 
 fn start(router: RouterHandle, session: SessionId) -> Running {
-    let (queue, pending) = mpsc::unbounded_channel();
+    let (queue, pending) = mpsc::channel(MAX_PENDING_CONFIRMATIONS);
     let (fail, failed) = oneshot::channel();
     let task = tokio::spawn(confirm_in_order(pending, router, session, fail));
     Running {
@@ -147,7 +152,7 @@ fn start(router: RouterHandle, session: SessionId) -> Running {
 /// Awaits each confirmation in turn, routing its RECEIPT; stops at the
 /// first failure, after reporting it.
 async fn confirm_in_order(
-    mut pending: mpsc::UnboundedReceiver<Pending>,
+    mut pending: mpsc::Receiver<Pending>,
     router: RouterHandle,
     session: SessionId,
     fail: oneshot::Sender<SessionError>,
