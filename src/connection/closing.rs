@@ -32,6 +32,15 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 pub const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Writes what is queued at the end, as the drive loop writes; false
+    /// when the client is gone.
+    async fn write_out(&mut self, batch: &mut Vec<OutFrame>) -> bool {
+        let packed = self.session.packs_frames();
+        write_batch(&mut self.transport, &self.outbound, batch, packed)
+            .await
+            .is_ok()
+    }
+
     /// The last words: queued frames, ERROR, the close; then the linger.
     pub(super) async fn finish(mut self, end: End) {
         // Detach first: for DISCONNECT the router already did, and for errors
@@ -54,15 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     // so recv_many returns 0 once everything is out.
                     let mut batch = Vec::with_capacity(WRITE_BATCH);
                     while self.outbound.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-                        if write_batch(
-                            &mut self.transport,
-                            &self.outbound,
-                            &mut batch,
-                            self.session.packs_frames(),
-                        )
-                        .await
-                        .is_err()
-                        {
+                        if !self.write_out(&mut batch).await {
                             return false;
                         }
                     }
@@ -74,15 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         // Frames queued before the error (RECEIPTs) go first.
                         let mut batch: Vec<OutFrame> =
                             std::iter::from_fn(|| self.outbound.try_recv()).collect();
-                        if write_batch(
-                            &mut self.transport,
-                            &self.outbound,
-                            &mut batch,
-                            self.session.packs_frames(),
-                        )
-                        .await
-                        .is_err()
-                        {
+                        if !self.write_out(&mut batch).await {
                             return false;
                         }
                     }
