@@ -185,14 +185,8 @@ impl Feeds {
                     self.unruled.store(true, Ordering::Release);
                 }
                 let created = self.created.fetch_add(1, Ordering::Relaxed);
-                // Short (it goes out in every MESSAGE of the feed): 48
-                // random bits and the feed's number, in base 62.
-                let mut epoch = String::with_capacity(16);
-                push_base62(&mut epoch, self.epoch_base >> 16);
-                epoch.push('-');
-                push_base62(&mut epoch, created);
                 shard.entry(words.into()).or_insert(Feed {
-                    epoch: epoch.into(),
+                    epoch: feed_epoch(self.epoch_base, created).into(),
                     next_offset: 1,
                     policy: policy.unwrap_or_default(),
                     history: VecDeque::new(),
@@ -342,6 +336,22 @@ pub(super) fn copy(message: &Message) -> Message {
     }
 }
 
+/// The epoch of the `created`-th feed of a process whose random number is
+/// `base`. It goes out in every MESSAGE of the feed, so it is short: 35 bits
+/// of a mix of the two, at most 6 base-62 characters. An epoch only has to
+/// differ from the one a resuming client holds for the same destination: the
+/// chance that two lives of a destination draw the same one is 2^-35.
+fn feed_epoch(base: u64, created: u64) -> String {
+    // splitmix64's finalizer: every bit of both inputs moves the low 35.
+    let mut z = base ^ created.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut epoch = String::with_capacity(6);
+    push_base62(&mut epoch, z & ((1 << 35) - 1));
+    epoch
+}
+
 /// 64 random bits for epochs; the start time if the system has no
 /// randomness to give (epochs must only differ between process starts).
 fn random_u64() -> u64 {
@@ -358,6 +368,19 @@ mod tests {
     use super::*;
     use crate::config::TopicRule;
     use bytes::Bytes;
+
+    #[test]
+    fn feed_epochs_are_short_and_differ_between_lives_and_processes() {
+        let mut seen = std::collections::HashSet::new();
+        for base in [0, 1, u64::MAX, 0x1234_5678_9ABC_DEF0] {
+            for created in 0..5_000 {
+                let epoch = feed_epoch(base, created);
+                assert!(!epoch.is_empty() && epoch.len() <= 6, "{epoch}");
+                assert!(epoch.bytes().all(|b| b.is_ascii_alphanumeric()));
+                assert!(seen.insert(epoch), "an epoch repeated");
+            }
+        }
+    }
 
     fn message(n: u64) -> Message {
         Message {
