@@ -17,6 +17,7 @@
 
 use crate::model::close::CloseReason;
 use bytes::Bytes;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -110,6 +111,46 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+tokio::task_local! {
+    /// Writers to wake when the current [`deferring_wakes`] scope ends.
+    static DEFERRED_WAKES: RefCell<DeferredWakes>;
+}
+
+/// Writers whose queues became non-empty inside a [`deferring_wakes`]
+/// scope. Dropping it wakes them, so a scope that is cancelled half way
+/// still wakes every writer it owes (a writer not woken would sleep on a
+/// non-empty queue: later pushes do not wake it).
+#[derive(Default)]
+struct DeferredWakes(Vec<Arc<Shared>>);
+
+impl Drop for DeferredWakes {
+    fn drop(&mut self) {
+        for shared in self.0.drain(..) {
+            shared.ready.notify_one();
+        }
+    }
+}
+
+/// Wakes `shared`'s writer now, or at the end of the current task's
+/// [`deferring_wakes`] scope.
+fn wake(shared: &Arc<Shared>) {
+    let deferred = DEFERRED_WAKES.try_with(|wakes| wakes.borrow_mut().0.push(shared.clone()));
+    if deferred.is_err() {
+        shared.ready.notify_one();
+    }
+}
+
+/// Runs `work`, waking the writers of the queues it pushed into only when
+/// it is done. A publisher that handles a burst of SENDs in one scope wakes
+/// each subscriber's writer once for the burst, which then writes it in one
+/// batch, instead of once per message while the publisher is still pushing
+/// (the writers' draining raced the pushes for each queue's lock).
+pub async fn deferring_wakes<F: std::future::Future>(work: F) -> F::Output {
+    DEFERRED_WAKES
+        .scope(RefCell::new(DeferredWakes::default()), work)
+        .await
 }
 
 /// The sending half: held by the router for every subscription and by the session.
@@ -216,12 +257,13 @@ impl OutboundSender {
             pending.push_back(frame, droppable);
             if pending.frames.len() > 1 {
                 // Not the first frame since the writer last found the queue
-                // empty: the push that made it non-empty woke the writer,
-                // which takes every frame before it waits again.
+                // empty: the push that made it non-empty woke the writer (or
+                // will, see `deferring_wakes`), which takes every frame
+                // before it waits again.
                 return Ok(());
             }
         }
-        shared.ready.notify_one();
+        wake(&self.shared);
         Ok(())
     }
 
@@ -284,7 +326,7 @@ impl OutboundSender {
             );
             pending.prune_slots();
         }
-        shared.ready.notify_one();
+        wake(&self.shared);
         Ok(())
     }
 
@@ -447,6 +489,31 @@ mod tests {
         }
         pusher.await.expect("pusher");
         assert_eq!(received, expected);
+    }
+
+    #[tokio::test]
+    async fn a_deferring_scope_wakes_its_writers_at_its_end_even_when_cancelled() {
+        let (queue, mut receiver) = outbound_channel(10, 1000);
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            receiver.recv_many(&mut batch, 10).await
+        });
+        tokio::task::yield_now().await;
+        let pusher = queue.clone();
+        let (_release, held) = tokio::sync::oneshot::channel::<()>();
+        let scope = tokio::spawn(deferring_wakes(async move {
+            assert!(pusher.push(frame(1)).is_ok());
+            let _ = held.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!writer.is_finished(), "woken while the scope still runs");
+        scope.abort();
+        let taken = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the cancelled scope woke its writer")
+            .expect("writer");
+        assert_eq!(taken, 1);
+        drop(queue);
     }
 
     #[tokio::test]

@@ -19,10 +19,11 @@ mod writer;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
 use crate::model::session_id::SessionId;
-use crate::outbound::{CloseAfter, OutboundReceiver, OverflowSignal};
+use crate::outbound::{deferring_wakes, CloseAfter, OutboundReceiver, OverflowSignal};
 use crate::session::{CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use stomp_protocol::{Decoder, Limits};
@@ -32,6 +33,11 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{info_span, Instrument};
 use transport::{Received, Transport};
 use writer::{write_batch, WRITE_BATCH};
+
+/// Most reads (WebSocket messages, or TCP reads) handled as one burst
+/// before the subscribers' writers are woken: bounds how long the first
+/// message of a burst waits for the last.
+const READ_BURST: usize = 32;
 
 pub use closing::{linger, LINGER_BYTES, LINGER_TIME};
 
@@ -144,7 +150,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 error = self.session.confirmation_failed() => return End::Error(error),
                 received = self.transport.read(&mut self.buffer, &self.frame_limits), if paused_until.is_none() => {
                     self.count_read(self.buffer.len().saturating_sub(buffered));
-                    if let Some(end) = self.on_received(received).await {
+                    // One wake per subscriber writer for the whole burst.
+                    if let Some(end) = deferring_wakes(self.on_received_burst(received)).await {
                         return end;
                     }
                 }
@@ -161,6 +168,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
         }
+    }
+
+    /// Handles what one read brought and what has already arrived behind
+    /// it, up to [`READ_BURST`] reads, without waiting for more; `Some` ends
+    /// the loop.
+    async fn on_received_burst(&mut self, mut received: Received) -> Option<End> {
+        for _ in 1..READ_BURST {
+            if let Some(end) = self.on_received(received).await {
+                return Some(end);
+            }
+            if self.read_paused_until.is_some() {
+                return None;
+            }
+            let buffered = self.buffer.len();
+            // Both transports' reads are cancel-safe: an unfinished one
+            // keeps its bytes for the next.
+            received = self
+                .transport
+                .read(&mut self.buffer, &self.frame_limits)
+                .now_or_never()?;
+            self.count_read(self.buffer.len().saturating_sub(buffered));
+        }
+        self.on_received(received).await
     }
 
     /// Handles what one read brought; `Some` ends the loop.
