@@ -106,22 +106,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Grows on first use: an idle connection never needs 64 slots.
         let mut batch = Vec::new();
         let registered = self.register();
-        let mut reloads = self.session.reloads();
+        // The waits that outlive one turn of the loop are made once, not on
+        // every turn: each turn is a delivery at low rates, and making them
+        // anew registered with the runtime's timer and with channels every
+        // connection shares.
+        let mut shutdown_signal = std::pin::pin!(shutdown.wait());
+        let mut reload = Box::pin(next_reload(self.session.reloads()));
+        let mut close_requested = std::pin::pin!(registered.entry.close_requested());
+        let mut timer = std::pin::pin!(sleep_until(self.next_timer()));
         loop {
-            let timer = self.next_timer();
+            // Timers only move later as the connection reads and writes, so
+            // the sleep is re-armed only when one moves earlier (CONNECTED)
+            // or after it fires; `on_timer` checks what is really due.
+            let due = self.next_timer();
+            if due < timer.deadline() {
+                timer.as_mut().reset(due);
+            }
             let paused_until = self.read_paused_until;
             let buffered = self.buffer.len();
             tokio::select! {
                 biased;
-                _ = shutdown.wait() => {
+                _ = &mut shutdown_signal => {
                     return End::Error(SessionError::new("server shutting down", CloseReason::GoingAway));
                 }
-                Ok(()) = reloads.changed() => {
+                receiver = &mut reload => {
+                    reload = Box::pin(next_reload(receiver));
                     if let Err(error) = self.session.reloaded() {
                         return End::Error(error);
                     }
                 }
-                reason = registered.entry.close_requested() => {
+                reason = &mut close_requested => {
                     return End::Error(SessionError::new(format!("{}: {reason}", stats::CLOSED_BY_ADMIN), CloseReason::PolicyViolation));
                 }
                 _ = self.overflow.wait() => return End::Error(slow_consumer()),
@@ -135,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     tokio::select! {
                         biased;
                         _ = self.overflow.wait() => return End::Error(slow_consumer()),
-                        _ = shutdown.wait() => return End::ClientGone,
+                        _ = &mut shutdown_signal => return End::ClientGone,
                         written = write_batch(&mut self.transport, &self.outbound, &mut batch, self.session.packs_frames()) => {
                             match written {
                                 Err(_) => return End::ClientGone,
@@ -155,16 +169,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         return end;
                     }
                 }
-                _ = sleep_until(paused_until.unwrap_or(timer)), if paused_until.is_some() => {
+                // Not made into a sleep at all unless paused.
+                _ = sleep_while_paused(paused_until), if paused_until.is_some() => {
                     self.read_paused_until = None;
                     if let Some(end) = self.decode_buffered().await {
                         return end;
                     }
                 }
-                _ = sleep_until(timer) => {
+                () = &mut timer => {
                     if let Some(end) = self.on_timer().await {
                         return end;
                     }
+                    let due = self.next_timer();
+                    timer.as_mut().reset(due);
                 }
             }
         }
@@ -249,6 +266,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn alive(&mut self) {
         self.last_read = Instant::now();
         self.pinged = false;
+    }
+}
+
+/// Resolves with `receiver` once the configuration has been reloaded (never,
+/// once the broker has dropped the sender: it is shutting down).
+async fn next_reload(
+    mut receiver: tokio::sync::watch::Receiver<u64>,
+) -> tokio::sync::watch::Receiver<u64> {
+    if receiver.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    receiver
+}
+
+/// Sleeps until `until` (forever if `None`: the branch is then disabled).
+async fn sleep_while_paused(until: Option<Instant>) {
+    match until {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
