@@ -5,17 +5,20 @@
 //! ([`topics`]: the `TopicExport` half for the index, the inbound half
 //! started once the index exists), and queues on JetStream ([`queues`]:
 //! the session's `queue::QueueEngine`, each subscription pulling in
-//! `consumer`). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
+//! `consumer`), and live-feed state on JetStream ([`feeds`]: one stream,
+//! read in order by every node into its mirror). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
 mod consumer;
 mod dead_letters;
+mod feeds;
 mod queues;
 mod subject;
 mod subscription;
 mod topics;
 mod wire;
 
+pub use feeds::{feed_stream, FeedStream};
 pub use queues::{queues, NatsQueues};
 pub use topics::{topics, Inbound, NatsTopics};
 

@@ -19,8 +19,11 @@
 //! by the reader; client-ack ones through the router
 //! (`RouterCommand::Remote`, naming them). Messages from elsewhere go to
 //! local subscribers only, never exported again.
+//!
+//! Live-feed messages (`export_feed`) take the same outgoing queue to the
+//! feed stream's subjects instead (`feeds.rs` reads them back).
 
-use super::subject::{pattern_subject, topic_subject, topic_words};
+use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
 use crate::fanout::{IndexKey, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
@@ -165,15 +168,14 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
     )
 }
 
-impl TopicExport for NatsTopics {
-    fn export(&self, words: &[Box<str>], message: &Message) {
+impl NatsTopics {
+    /// Queues `message` for `subject` without waiting; past the bounds it
+    /// is dropped (counted, logged at powers of two).
+    fn queue(&self, subject: String, message: &Message) {
         let payload = wire::encode(message);
         let size = payload.len();
         let queued = self.outgoing_bytes.fetch_add(size, Ordering::AcqRel);
-        let outgoing = Outgoing {
-            subject: topic_subject(&self.prefix, words),
-            payload,
-        };
+        let outgoing = Outgoing { subject, payload };
         if queued + size > MAX_OUTGOING_BYTES || self.outgoing_tx.try_send(outgoing).is_err() {
             self.outgoing_bytes.fetch_sub(size, Ordering::AcqRel);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -185,6 +187,18 @@ impl TopicExport for NatsTopics {
                 );
             }
         }
+    }
+}
+
+impl TopicExport for NatsTopics {
+    fn export(&self, words: &[Box<str>], message: &Message) {
+        self.queue(topic_subject(&self.prefix, words), message);
+    }
+
+    fn export_feed(&self, words: &[Box<str>], message: &Message) {
+        // The same queue as plain topic messages: a publisher's order holds
+        // across both.
+        self.queue(feed_subject(&self.prefix, words), message);
     }
 
     fn subscribed(&self, pattern: &[PatternWord], key: &IndexKey) {

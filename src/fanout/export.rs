@@ -23,6 +23,13 @@ pub trait TopicExport: Send + Sync + std::fmt::Debug {
 
     /// The subscription entry `key` has left the index.
     fn unsubscribed(&self, _key: &IndexKey) {}
+
+    /// Hands `message`, published to the feed destination `words`, to the
+    /// engine's feed stream. Called INSTEAD of local pushes and `export`
+    /// when the feeds are the engine's (`Feeds::owned_by_engine`): the
+    /// message comes back numbered from the engine to every node, this one
+    /// too.
+    fn export_feed(&self, _words: &[Box<str>], _message: &Message) {}
 }
 
 /// A single broker: topic messages go to local subscribers only.

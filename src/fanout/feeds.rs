@@ -15,6 +15,7 @@
 //! queue; `pending` (persistent feeds' store changes) is a leaf under a
 //! shard.
 
+use super::engine_feeds::EngineFeeds;
 use super::feed::{Feed, Kept, Policy};
 use crate::config::{Retain, TopicsConfig};
 use crate::model::compact::push_base62;
@@ -40,7 +41,7 @@ type Shard = HashMap<Words, Feed>;
 #[derive(Debug)]
 pub struct Feeds {
     /// `[[topics.rules]]`: pattern → policy; the first match wins.
-    rules: Vec<(Vec<PatternWord>, Policy)>,
+    pub(super) rules: Vec<(Vec<PatternWord>, Policy)>,
     /// Destination words → feed, by hash of the words. Leaf locks.
     pub(super) shards: Box<[Mutex<Shard>]>,
     /// Bytes kept over all feeds (`max_history_bytes`).
@@ -52,12 +53,12 @@ pub struct Feeds {
     /// A feed made by `x-retain` without a rule exists: publications to
     /// destinations without a rule must look theirs up. Until then the
     /// plain fan-out path costs a header scan and this load.
-    unruled: AtomicBool,
+    pub(super) unruled: AtomicBool,
     /// Random per process start; with `created`, makes each feed's epoch.
     epoch_base: u64,
-    created: AtomicU64,
+    pub(super) created: AtomicU64,
     /// A rule is persistent.
-    any_persistent: bool,
+    pub(super) any_persistent: bool,
     /// Store changes of persistent feeds, for the router to take (a leaf
     /// lock, taken under a shard's).
     pending: Mutex<Vec<StoreOp>>,
@@ -66,6 +67,9 @@ pub struct Feeds {
     max_history_bytes: usize,
     max_destinations: usize,
     pub(super) max_snapshot_destinations: usize,
+    /// The cluster engine keeps the feeds (`engine_feeds.rs`): offsets are
+    /// its stream sequences, nothing is stored here.
+    pub(super) engine: Option<EngineFeeds>,
 }
 
 impl Feeds {
@@ -103,6 +107,7 @@ impl Feeds {
             max_history_bytes: config.max_history_bytes,
             max_destinations: config.max_retained_destinations,
             max_snapshot_destinations: config.max_snapshot_destinations,
+            engine: None,
         })
     }
 
@@ -169,20 +174,9 @@ impl Feeds {
                     drop(shard);
                     return push(message);
                 }
-                if self.destinations.load(Ordering::Relaxed) >= self.max_destinations {
-                    if !self.warned_full.swap(true, Ordering::Relaxed) {
-                        warn!(
-                            max_retained_destinations = self.max_destinations,
-                            "topics: feed destinations full; new destinations are fanned out without offsets"
-                        );
-                    }
+                if !self.admit(policy.is_none()) {
                     drop(shard);
                     return push(message);
-                }
-                self.destinations.fetch_add(1, Ordering::Relaxed);
-                self.active.store(true, Ordering::Release);
-                if policy.is_none() {
-                    self.unruled.store(true, Ordering::Release);
                 }
                 let created = self.created.fetch_add(1, Ordering::Relaxed);
                 // Short (it goes out in every MESSAGE of the feed): 48
@@ -197,6 +191,8 @@ impl Feeds {
                     policy: policy.unwrap_or_default(),
                     history: VecDeque::new(),
                     retained: None,
+                    floor: 0,
+                    gapped: false,
                 })
             }
         };
@@ -211,6 +207,49 @@ impl Feeds {
         message
             .headers
             .push(("x-epoch".into(), feed.epoch.to_string()));
+        self.keep(feed, message, offset, now, retain);
+        if feed.policy.persistent {
+            let ops = feed.store_ops(words, before, offset, now);
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(ops);
+        }
+        push(message);
+        drop(shard);
+    }
+
+    /// Counts a new feed in, unless `max_retained_destinations` is reached
+    /// (then the destination is fanned out plainly; a warning once).
+    /// `unruled`: made by `x-retain` without a rule.
+    pub(super) fn admit(&self, unruled: bool) -> bool {
+        if self.destinations.load(Ordering::Relaxed) >= self.max_destinations {
+            if !self.warned_full.swap(true, Ordering::Relaxed) {
+                warn!(
+                    max_retained_destinations = self.max_destinations,
+                    "topics: feed destinations full; new destinations are fanned out without offsets"
+                );
+            }
+            return false;
+        }
+        self.destinations.fetch_add(1, Ordering::Relaxed);
+        self.active.store(true, Ordering::Release);
+        if unruled {
+            self.unruled.store(true, Ordering::Release);
+        }
+        true
+    }
+
+    /// Keeps `message`, numbered `offset`, in `feed` as its policy (and
+    /// `retain`, its `x-retain`) asks, within `max_history_bytes`.
+    pub(super) fn keep(
+        &self,
+        feed: &mut Feed,
+        message: &Message,
+        offset: u64,
+        now: u64,
+        retain: bool,
+    ) {
         let keep = feed.policy.history > 0 || feed.policy.retain_last || retain;
         if keep {
             let kept = Kept {
@@ -230,29 +269,34 @@ impl Feeds {
                 self.kept_bytes.fetch_add(kept.size, Ordering::Relaxed);
                 feed.history.push_back(kept);
                 while feed.history.len() > feed.policy.history {
-                    self.forget(feed.history.pop_front());
+                    let oldest = feed.history.pop_front();
+                    self.forget_oldest(feed, oldest);
                 }
             }
             // Over the byte bound: this destination's oldest go first; what
             // still does not fit is not kept.
             while self.kept_bytes.load(Ordering::Relaxed) > self.max_history_bytes {
                 if let Some(oldest) = feed.history.pop_front() {
-                    self.forget(Some(oldest));
+                    self.forget_oldest(feed, Some(oldest));
                 } else {
                     self.forget(feed.retained.take());
                     break;
                 }
             }
         }
-        if feed.policy.persistent {
-            let ops = feed.store_ops(words, before, offset, now);
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(ops);
+        if feed.history.back().is_none_or(|k| k.offset != offset) {
+            // Not in the history: a resume from before it cannot be whole.
+            feed.floor = feed.floor.max(offset);
         }
-        push(message);
-        drop(shard);
+    }
+
+    /// [`forget`](Self::forget) for a message leaving the front of `feed`'s
+    /// history: offsets up to it are no longer all kept.
+    fn forget_oldest(&self, feed: &mut Feed, oldest: Option<Kept>) {
+        if let Some(kept) = &oldest {
+            feed.floor = feed.floor.max(kept.offset);
+        }
+        self.forget(oldest);
     }
 
     /// Whether publications to `words` must go through the router, which
@@ -274,6 +318,10 @@ impl Feeds {
     /// Rebuilds persistent feeds recovered from the store, before any
     /// session starts: epochs and offsets go on where they were.
     pub fn restore(&self, stored: Vec<StoredFeed>) {
+        if self.engine.is_some() {
+            // The engine's stream holds them; a node's store does not.
+            return;
+        }
         for feed in stored {
             let words: Words = feed.destination.split('.').map(Into::into).collect();
             let policy = self.policy_for(&words).unwrap_or_default();
@@ -310,7 +358,7 @@ impl Feeds {
         {
             let oldest = feed.history.pop_front();
             forgotten.extend(oldest.as_ref().map(|k| k.offset));
-            self.forget(oldest);
+            self.forget_oldest(feed, oldest);
         }
         let retained = feed.retained.as_ref().map(|k| k.offset);
         if feed.policy.persistent && !forgotten.is_empty() {

@@ -72,7 +72,7 @@ pub struct TopicIndex {
     /// Offsets, history and retained values of live-feed destinations:
     /// appended to by publishers under the read lock, read for snapshots by
     /// the writer under the write lock.
-    feeds: Feeds,
+    pub(super) feeds: Feeds,
 }
 
 /// The one handle that may change the index: the router's.
@@ -116,7 +116,7 @@ impl TopicIndex {
             .count()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, TopicTrie<IndexKey, Interest>> {
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, TopicTrie<IndexKey, Interest>> {
         // A poisoned lock only means a panic elsewhere; the trie is intact
         // between operations.
         self.trie.read().unwrap_or_else(|p| p.into_inner())
@@ -168,6 +168,15 @@ impl TopicIndex {
         if message.expired(epoch_ms()) {
             return Published::Delivered { router_interest };
         }
+        if self.feeds.engine.is_some() && self.feeds.is_feed(words, found.policy, message) {
+            // The engine numbers and keeps it; it comes back to every node,
+            // this one included, through `publish_from_engine`.
+            drop(trie);
+            self.export.export_feed(words, message);
+            return Published::Delivered {
+                router_interest: false,
+            };
+        }
         self.feeds.publish(words, found.policy, message, |message| {
             *pushed += push_to(&found.direct, message);
         });
@@ -209,11 +218,17 @@ impl TopicIndex {
         if direct.is_empty() {
             return (0, for_router);
         }
+        let mut pushed = 0;
+        if self.feeds.engine.is_some() {
+            // Feed messages come through `publish_from_engine`: this one
+            // travelled outside the engine's feed stream, so has no offset.
+            pushed += push_to(&direct, message);
+            return (pushed, for_router);
+        }
         // A persistent feed's store changes belong to the router, which
         // alone publishes to it: a remote message to one is fanned out
-        // plainly (feed state on the engine is a later stage).
+        // plainly.
         let policy = self.feeds.policy_for(words).filter(|p| !p.persistent);
-        let mut pushed = 0;
         self.feeds.publish(words, policy, message, |message| {
             pushed += push_to(&direct, message);
         });
@@ -223,7 +238,7 @@ impl TopicIndex {
 
 /// Pushes `message` to each of `direct`, encoding once per distinct frame;
 /// returns how many pushes succeeded.
-fn push_to(direct: &[Arc<Subscriber>], message: &Message) -> u64 {
+pub(super) fn push_to(direct: &[Arc<Subscriber>], message: &Message) -> u64 {
     let mut pushed = 0;
     let mut fan_out = FanOut::new(message);
     for subscriber in direct {

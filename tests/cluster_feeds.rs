@@ -1,0 +1,355 @@
+//! Live feeds on the cluster: 3 nats-servers (JetStream, routed) and
+//! brokers with `engine = "nats"`, real WebSocket STOMP clients on
+//! different nodes. Feed state lives in the engine's feed stream, so every
+//! node gives the same offsets, epoch, retained values and history: a late
+//! joiner on another node (or on a node started later) gets the retained
+//! values published elsewhere, wildcards included; a client that drops and
+//! resumes on another node gets every missed message once, in order, then
+//! live; a wrong epoch or a too old offset says `x-recovered:false`.
+
+mod common;
+
+use common::cluster::NatsCluster;
+use common::{subscribe_frame, Client, TestBroker};
+use std::time::Duration;
+use stomp_protocol::{Command, Frame};
+use stomphub::config::{Retain, TopicRule};
+
+fn rule(pattern: &str, history: usize, retain: Retain) -> TopicRule {
+    TopicRule {
+        pattern: pattern.into(),
+        history,
+        history_age: None,
+        retain,
+        persistent: false,
+    }
+}
+
+/// A node on `nats` with `rules`.
+async fn node(nats: &NatsCluster, index: usize, rules: &[TopicRule]) -> TestBroker {
+    start_node_with(&nats.urls(), index, rules.to_vec()).await
+}
+
+async fn start_node_with(urls: &[String], index: usize, rules: Vec<TopicRule>) -> TestBroker {
+    common::cluster::start_node_configured(urls, index, |config| config.topics.rules = rules).await
+}
+
+fn offset(frame: &Frame) -> u64 {
+    frame
+        .get("x-offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or_else(|| panic!("no x-offset: {frame:?}"))
+}
+
+fn body(frame: &Frame) -> String {
+    String::from_utf8_lossy(&frame.body).into_owned()
+}
+
+fn send(destination: &str, body: &str) -> Frame {
+    Frame::new(Command::Send)
+        .header("destination", destination)
+        .body(body.to_owned())
+}
+
+/// SUBSCRIBE with `headers` and a receipt; the MESSAGEs before the RECEIPT
+/// (the snapshot) and the RECEIPT.
+async fn subscribe_snapshot(
+    client: &mut Client,
+    id: &str,
+    destination: &str,
+    headers: &[(&str, &str)],
+) -> (Vec<Frame>, Frame) {
+    let receipt = format!("r-{id}");
+    client
+        .send(subscribe_frame(id, destination, headers).header("receipt", &receipt))
+        .await;
+    let mut messages = Vec::new();
+    loop {
+        let frame = client.frame().await;
+        match frame.command {
+            Command::Message => messages.push(frame),
+            Command::Receipt => return (messages, frame),
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+}
+
+/// The next `count` MESSAGEs.
+async fn messages(client: &mut Client, count: usize) -> Vec<Frame> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        got.push(client.message().await);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_joiner_on_any_node_gets_the_retained_values_and_history_kept_by_the_engine() {
+    let nats = NatsCluster::start(3);
+    let rules = [
+        rule("/topic/prices.*", 0, Retain::Last),
+        rule("/topic/chat.*", 3, Retain::None),
+    ];
+    let node1 = node(&nats, 1, &rules).await;
+    let node2 = node(&nats, 2, &rules).await;
+    let mut publisher = Client::connect(&node1.url()).await;
+    // Watchers with `next` on both nodes: live only, and proof that a node
+    // has applied what the test published before it asks for a snapshot.
+    let mut watch1 = Client::connect(&node1.url()).await;
+    let mut watch2 = Client::connect(&node2.url()).await;
+    for watch in [&mut watch1, &mut watch2] {
+        watch
+            .subscribe_with("w", "/topic/prices.*", &[("x-stream-offset", "next")])
+            .await;
+        watch
+            .subscribe_with("c", "/topic/chat.room", &[("x-stream-offset", "next")])
+            .await;
+    }
+    for (destination, value) in [("/topic/prices.a", "1"), ("/topic/prices.b", "2")] {
+        publisher
+            .send_confirmed(send(destination, value), "p")
+            .await;
+    }
+    publisher
+        .send_confirmed(send("/topic/prices.a", "3"), "p")
+        .await;
+    let seen1 = messages(&mut watch1, 3).await;
+    let seen2 = messages(&mut watch2, 3).await;
+    let numbered = |frames: &[Frame]| -> Vec<(String, String, u64, String)> {
+        frames
+            .iter()
+            .map(|f| {
+                (
+                    f.get("destination").unwrap_or("").to_owned(),
+                    body(f),
+                    offset(f),
+                    f.get("x-epoch").unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        numbered(&seen1),
+        numbered(&seen2),
+        "the same offsets and epoch on both nodes"
+    );
+    let offsets: Vec<u64> = seen1.iter().map(offset).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    let epoch = seen1[0].get("x-epoch").expect("epoch").to_owned();
+
+    // A late joiner on node 2 (the values were published on node 1).
+    let mut late = Client::connect(&node2.url()).await;
+    let (snapshot, _) = subscribe_snapshot(&mut late, "s", "/topic/prices.*", &[]).await;
+    let expected = [
+        (
+            "/topic/prices.a".to_owned(),
+            "3".to_owned(),
+            offsets[2],
+            epoch.clone(),
+        ),
+        (
+            "/topic/prices.b".to_owned(),
+            "2".to_owned(),
+            offsets[1],
+            epoch.clone(),
+        ),
+    ];
+    assert_eq!(numbered(&snapshot), expected);
+    assert!(snapshot.iter().all(|f| f.get("x-retained") == Some("true")));
+
+    // A node started after the publications has them before it lets
+    // clients in.
+    let node3 = node(&nats, 3, &rules).await;
+    let mut later = Client::connect(&node3.url()).await;
+    let (snapshot, _) = subscribe_snapshot(&mut later, "s", "/topic/prices.*", &[]).await;
+    assert_eq!(numbered(&snapshot), expected, "node 3 after its start");
+    let (exact, _) = subscribe_snapshot(
+        &mut later,
+        "e",
+        "/topic/prices.a",
+        &[("x-stream-offset", "last")],
+    )
+    .await;
+    assert_eq!(numbered(&exact), expected[..1]);
+
+    // Then live, with no gap and no duplicate: the next value from node 2.
+    let mut publisher2 = Client::connect(&node2.url()).await;
+    publisher2
+        .send_confirmed(send("/topic/prices.a", "4"), "p")
+        .await;
+    for client in [&mut late, &mut later] {
+        let next = client.message().await;
+        assert_eq!(body(&next), "4");
+        assert!(offset(&next) > offsets[2]);
+        assert_eq!(next.get("x-retained"), None);
+    }
+    let next = later.message().await;
+    assert_eq!(
+        (body(&next), next.get("subscription")),
+        ("4".into(), Some("e"))
+    );
+
+    // History: 3 kept per destination, the same on every node.
+    for n in 1..=5 {
+        publisher
+            .send_confirmed(send("/topic/chat.room", &n.to_string()), "p")
+            .await;
+    }
+    let _ = messages(&mut watch2, 1).await; // prices.a 4
+    let chat: Vec<Frame> = messages(&mut watch2, 5).await;
+    assert_eq!(
+        chat.iter().map(body).collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5"]
+    );
+    for (client, id) in [(&mut late, "h1"), (&mut later, "h2")] {
+        let (history, _) = subscribe_snapshot(
+            client,
+            id,
+            "/topic/chat.room",
+            &[("x-stream-offset", "first")],
+        )
+        .await;
+        assert_eq!(
+            history.iter().map(body).collect::<Vec<_>>(),
+            ["3", "4", "5"]
+        );
+        assert_eq!(
+            history.iter().map(offset).collect::<Vec<_>>(),
+            chat[2..].iter().map(offset).collect::<Vec<_>>()
+        );
+    }
+    // `timestamp=` reads the engine's publication times.
+    let an_hour_ago = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 3600)
+        .to_string();
+    let (since, _) = subscribe_snapshot(
+        &mut later,
+        "t",
+        "/topic/chat.room",
+        &[("x-stream-offset", &format!("timestamp={an_hour_ago}"))],
+    )
+    .await;
+    assert_eq!(since.iter().map(body).collect::<Vec<_>>(), ["3", "4", "5"]);
+    let in_an_hour = (an_hour_ago.parse::<u64>().expect("number") + 7200).to_string();
+    let (none, _) = subscribe_snapshot(
+        &mut later,
+        "u",
+        "/topic/chat.room",
+        &[("x-stream-offset", &format!("timestamp={in_an_hour}"))],
+    )
+    .await;
+    assert!(none.is_empty());
+
+    // `x-retain:true` without a rule: retained on the engine too.
+    watch2
+        .subscribe_with("x", "/topic/misc.x", &[("x-stream-offset", "next")])
+        .await;
+    publisher
+        .send_confirmed(
+            send("/topic/misc.x", "kept").header("x-retain", "true"),
+            "p",
+        )
+        .await;
+    assert_eq!(body(&watch2.message().await), "kept");
+    let (retained, _) = subscribe_snapshot(&mut late, "x", "/topic/misc.x", &[]).await;
+    assert_eq!(retained.iter().map(body).collect::<Vec<_>>(), ["kept"]);
+    assert_eq!(retained[0].get("x-retained"), Some("true"));
+
+    for node in [node1, node2, node3] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_order() {
+    let nats = NatsCluster::start(3);
+    let rules = [rule("/topic/game.*", 4, Retain::Last)];
+    let node1 = node(&nats, 1, &rules).await;
+    let node2 = node(&nats, 2, &rules).await;
+    let mut publisher = Client::connect(&node1.url()).await;
+    let mut fan = Client::connect(&node1.url()).await;
+    fan.subscribe_with("s", "/topic/game.1", &[("x-stream-offset", "next")])
+        .await;
+    for n in 1..=3 {
+        publisher
+            .send_confirmed(send("/topic/game.1", &n.to_string()), "p")
+            .await;
+    }
+    let before = messages(&mut fan, 3).await;
+    assert_eq!(before.iter().map(body).collect::<Vec<_>>(), ["1", "2", "3"]);
+    let first_offset = offset(&before[0]);
+    let seen = offset(&before[2]);
+    let epoch = before[2].get("x-epoch").expect("epoch").to_owned();
+    drop(fan); // a forced disconnect: no DISCONNECT, the socket just goes
+
+    // Missed meanwhile, published on node 1, with another destination's
+    // messages between them (the engine's offsets are not one per
+    // destination).
+    for n in 4..=6 {
+        publisher
+            .send_confirmed(send("/topic/game.1", &n.to_string()), "p")
+            .await;
+        publisher
+            .send_confirmed(send("/topic/game.2", &n.to_string()), "p")
+            .await;
+    }
+
+    // Back on node 2: every missed message once, in order, then live.
+    let mut back = Client::connect(&node2.url()).await;
+    let from = format!("offset={}", seen + 1);
+    let (snapshot, receipt) = subscribe_snapshot(
+        &mut back,
+        "s",
+        "/topic/game.1",
+        &[("x-stream-offset", &from), ("x-epoch", &epoch)],
+    )
+    .await;
+    assert_eq!(receipt.get("x-recovered"), Some("true"), "{snapshot:?}");
+    publisher
+        .send_confirmed(send("/topic/game.1", "7"), "p")
+        .await;
+    // What node 2 had not read yet when the SUBSCRIBE came arrives after
+    // the snapshot, still in order: collect until the live 7.
+    let mut resumed = snapshot;
+    while resumed.last().map(body).as_deref() != Some("7") {
+        resumed.push(back.message().await);
+    }
+    assert_eq!(
+        resumed.iter().map(body).collect::<Vec<_>>(),
+        ["4", "5", "6", "7"],
+        "every missed message once, in order, then live"
+    );
+    let offsets: Vec<u64> = resumed.iter().map(offset).collect();
+    assert!(
+        offsets[0] > seen && offsets.windows(2).all(|w| w[0] < w[1]),
+        "{offsets:?}"
+    );
+    assert_eq!(resumed[0].get("x-recovered"), Some("true"));
+    back.expect_silence(Duration::from_millis(300)).await;
+
+    // Another epoch, or an offset older than the kept history (4 per
+    // destination: 1..3 are gone): not recovered, the last value instead.
+    for (from, epoch) in [
+        (format!("offset={}", seen + 1), "not-the-epoch".to_owned()),
+        (format!("offset={first_offset}"), epoch.clone()),
+    ] {
+        let mut other = Client::connect(&node1.url()).await;
+        let (reset, receipt) = subscribe_snapshot(
+            &mut other,
+            "s",
+            "/topic/game.1",
+            &[("x-stream-offset", &from), ("x-epoch", &epoch)],
+        )
+        .await;
+        assert_eq!(receipt.get("x-recovered"), Some("false"), "{from} {epoch}");
+        assert_eq!(reset.iter().map(body).collect::<Vec<_>>(), ["7"]);
+        assert_eq!(reset[0].get("x-recovered"), Some("false"));
+        assert_eq!(reset[0].get("x-retained"), Some("true"));
+        assert_eq!(offset(&reset[0]), offsets[3]);
+    }
+    node1.shutdown().await;
+    node2.shutdown().await;
+}
