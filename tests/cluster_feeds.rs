@@ -273,6 +273,12 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
     let mut fan = Client::connect(&node1.url()).await;
     fan.subscribe_with("s", "/topic/game.1", &[("x-stream-offset", "next")])
         .await;
+    // A client-ack subscriber on the publishers' node: the router's own
+    // deliveries come from the engine too, once each.
+    let mut acking = Client::connect(&node1.url()).await;
+    acking
+        .subscribe_with("a", "/topic/game.1", &[("ack", "client-individual")])
+        .await;
     for n in 1..=3 {
         publisher
             .send_confirmed(send("/topic/game.1", &n.to_string()), "p")
@@ -329,6 +335,16 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
     );
     assert_eq!(resumed[0].get("x-recovered"), Some("true"));
     back.expect_silence(Duration::from_millis(300)).await;
+    let acked = messages(&mut acking, 7).await;
+    assert_eq!(
+        acked.iter().map(body).collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5", "6", "7"]
+    );
+    assert_eq!(acked[6].get("x-offset"), resumed[3].get("x-offset"));
+    for message in &acked {
+        acking.settle(message, false).await;
+    }
+    acking.expect_silence(Duration::from_millis(300)).await;
 
     // Another epoch, or an offset older than the kept history (4 per
     // destination: 1..3 are gone): not recovered, the last value instead.

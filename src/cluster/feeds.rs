@@ -191,6 +191,9 @@ async fn read(
         };
         let (_pushed, for_router) =
             index.publish_from_engine(&words, &mut decoded, sequence, &now_epoch, at_ms);
+        let durables = for_router
+            .iter()
+            .any(|key| matches!(key, IndexKey::Durable(_)));
         let subscriptions: Vec<_> = for_router
             .into_iter()
             .filter_map(|key| match key {
@@ -198,13 +201,16 @@ async fn read(
                 IndexKey::Durable(_) => None,
             })
             .collect();
-        if subscriptions.is_empty() {
+        if subscriptions.is_empty() && !durables {
             continue;
         }
+        // Every node reads each feed message once: its durable
+        // subscriptions get it here (and only here).
         let remote = RouterCommand::Remote {
             words,
             message: decoded,
             subscriptions,
+            durables,
         };
         if router.send(remote).await.is_err() {
             return Ok(());

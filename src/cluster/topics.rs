@@ -336,6 +336,7 @@ async fn read(
             words,
             message: decoded,
             subscriptions,
+            durables: false,
         };
         if local.router.send(remote).await.is_err() {
             break;

@@ -53,6 +53,11 @@ pub enum Published {
     /// Nothing done: the router has interest and the caller asked to leave
     /// such publications whole to the router.
     Deferred,
+    /// A live-feed message handed to the cluster engine's feed stream
+    /// (`TopicExport::export_feed`) and nothing else: every node's
+    /// subscribers, this one's included, get it when it comes back
+    /// numbered. The router must not deliver it now.
+    ToEngine,
 }
 
 /// Topic subscriptions by pattern, shared by every session.
@@ -161,21 +166,21 @@ impl TopicIndex {
                 found
             }
         };
+        if self.feeds.engine.is_some() && self.feeds.is_feed(words, found.policy, message) {
+            // The engine numbers and keeps it; it comes back to every node,
+            // this one included, through `publish_from_engine`.
+            drop(trie);
+            if !message.expired(epoch_ms()) {
+                self.export.export_feed(words, message);
+            }
+            return Published::ToEngine;
+        }
         let router_interest = found.router_interest;
         if router_interest && defer_to_router {
             return Published::Deferred;
         }
         if message.expired(epoch_ms()) {
             return Published::Delivered { router_interest };
-        }
-        if self.feeds.engine.is_some() && self.feeds.is_feed(words, found.policy, message) {
-            // The engine numbers and keeps it; it comes back to every node,
-            // this one included, through `publish_from_engine`.
-            drop(trie);
-            self.export.export_feed(words, message);
-            return Published::Delivered {
-                router_interest: false,
-            };
         }
         self.feeds.publish(words, found.policy, message, |message| {
             *pushed += push_to(&found.direct, message);

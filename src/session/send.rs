@@ -210,6 +210,12 @@ impl Session {
                 publication.delivered_direct = true;
                 Ok(router_interest)
             }
+            // Gone to the cluster engine's feed stream: the router gets it
+            // from there (its client-ack and durable subscriptions).
+            Published::ToEngine => {
+                publication.delivered_direct = true;
+                Ok(false)
+            }
         }
     }
 
