@@ -11,6 +11,8 @@ mod common;
 
 use common::cluster::NatsCluster;
 use common::{subscribe_frame, Client, TestBroker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use stomp_protocol::{Command, Frame};
 use stomphub::config::{Retain, TopicRule};
@@ -365,6 +367,90 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
         assert_eq!(reset[0].get("x-recovered"), Some("false"));
         assert_eq!(reset[0].get("x-retained"), Some("true"));
         assert_eq!(offset(&reset[0]), offsets[3]);
+    }
+    node1.shutdown().await;
+    node2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_then_live_has_no_gap_and_no_duplicate_on_every_node_under_a_full_speed_publisher()
+{
+    let nats = NatsCluster::start(3);
+    let rules = [rule("/topic/tick.*", 0, Retain::Last)];
+    let node1 = node(&nats, 1, &rules).await;
+    let node2 = node(&nats, 2, &rules).await;
+    let urls = [node1.url(), node2.url()];
+    // On each node, everything from before the flood: that node's order.
+    let mut watchers = Vec::new();
+    for url in &urls {
+        let mut watcher = Client::connect(url).await;
+        watcher
+            .subscribe_with("w", "/topic/tick.a", &[("x-stream-offset", "next")])
+            .await;
+        watchers.push(watcher);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publisher = Client::connect(&node1.url()).await;
+    let flood = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                publisher.publish("/topic/tick.a", &n.to_string()).await;
+            }
+            publisher
+                .send_confirmed(send("/topic/tick.a", "end"), "end")
+                .await;
+        }
+    });
+    let mut reference = Vec::new();
+    for watcher in &mut watchers {
+        reference.push(messages(watcher, 50).await);
+    }
+    // Late joiners on the publisher's node and on the other one, while the
+    // publisher runs at full speed.
+    let mut late = Vec::new();
+    for url in &urls {
+        let mut client = Client::connect(url).await;
+        client
+            .send(subscribe_frame("s", "/topic/tick.a", &[]))
+            .await;
+        late.push(client);
+    }
+    let mut got: Vec<Vec<Frame>> = Vec::new();
+    for client in &mut late {
+        got.push(messages(client, 20).await);
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.await.expect("the publisher ends");
+    let until_end = |frames: &Vec<Frame>| frames.last().map(body).as_deref() != Some("end");
+    for (client, got) in late.iter_mut().zip(&mut got) {
+        while until_end(got) {
+            got.push(client.message().await);
+        }
+    }
+    for (watcher, reference) in watchers.iter_mut().zip(&mut reference) {
+        while until_end(reference) {
+            reference.push(watcher.message().await);
+        }
+    }
+    let offsets = |frames: &[Frame]| frames.iter().map(offset).collect::<Vec<_>>();
+    let ends: Vec<u64> = reference.iter().map(|r| offset(&r[r.len() - 1])).collect();
+    assert_eq!(ends[0], ends[1], "the same last offset on both nodes");
+    for (got, reference) in got.iter().zip(&reference) {
+        let all = offsets(reference);
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "the reference increases"
+        );
+        assert_eq!(got[0].get("x-retained"), Some("true"), "the snapshot first");
+        assert!(got[1..].iter().all(|f| f.get("x-retained").is_none()));
+        let from = all
+            .iter()
+            .position(|o| *o == offset(&got[0]))
+            .expect("the snapshot is a message the node delivered");
+        assert_eq!(offsets(got), all[from..], "no gap, no duplicate");
     }
     node1.shutdown().await;
     node2.shutdown().await;

@@ -3,7 +3,8 @@
 //!
 //! The stream captures `<prefix>.feed.>` (the feed destinations' subjects,
 //! `subject::feed_subject`), keeping per subject as many messages as the
-//! largest `[[topics.rules]]` history (at least 1: the retained value), in
+//! largest `[[topics.rules]]` history, at least [`MIN_PER_SUBJECT`] (slack
+//! for a node that reads behind; each node keeps only what its rule says), in
 //! total at most `topics.max_history_bytes` (the oldest go first), with
 //! `cluster.replicas` copies; file storage when a rule is `persistent`,
 //! memory otherwise. Publishers put feed messages on it with a plain
@@ -29,6 +30,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
+/// Messages the stream keeps per destination at least, beyond what rules
+/// keep: the stream drops a destination's oldest message when a newer one
+/// comes past this limit, so a node reading it more than this many messages
+/// of one destination behind would never see the dropped ones (it notices,
+/// `engine_feeds.rs`: a resume from before them says `x-recovered:false`).
+/// Bounded in bytes like the rest of the stream.
+const MIN_PER_SUBJECT: usize = 128;
+
 /// The feed stream of this node, before its reader starts.
 #[derive(Debug)]
 pub struct FeedStream {
@@ -49,7 +58,8 @@ pub async fn feed_stream(
 ) -> Result<FeedStream, String> {
     let jetstream = jetstream::new(client);
     let name = format!("{}_feeds", cluster.subject_prefix.replace('.', "_"));
-    let per_subject = topics.rules.iter().map(|r| r.history).max().unwrap_or(0);
+    let history = topics.rules.iter().map(|r| r.history).max().unwrap_or(0);
+    let per_subject = history.max(MIN_PER_SUBJECT);
     let persistent = topics.rules.iter().any(|r| r.persistent);
     let config = stream::Config {
         name: name.clone(),

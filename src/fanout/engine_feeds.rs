@@ -26,6 +26,11 @@ use tokio::sync::Notify;
 pub(super) struct EngineFeeds {
     /// The highest stream sequence applied (0: none yet).
     applied: AtomicU64,
+    /// The highest stream sequence this node never read: the stream had
+    /// already dropped it (its destination had newer messages past the
+    /// stream's per-subject limit, or the byte bound) when the reader came
+    /// to it. Only the reader writes it.
+    hole_end: AtomicU64,
     /// Woken (all waiters) whenever `applied` grows; waited on by sessions
     /// resuming from an offset this node has not applied yet.
     applied_changed: Notify,
@@ -109,6 +114,12 @@ impl Feeds {
         if offset < feed.next_offset {
             return;
         }
+        if self.hole_end() >= feed.next_offset {
+            // Messages this node never read lie between this destination's
+            // previous one and this one: some may have been its own, so a
+            // resume from before them is not whole.
+            feed.floor = feed.floor.max(self.hole_end());
+        }
         self.expire(words, feed, epoch_ms());
         feed.next_offset = offset + 1;
         message
@@ -120,6 +131,22 @@ impl Feeds {
         self.keep(feed, message, offset, at_ms, retain);
         push(message);
         drop(shard);
+    }
+
+    /// Notes, before applying `sequence`, the stream sequences skipped
+    /// since the last one applied.
+    pub(super) fn note_skipped(&self, sequence: u64) {
+        if let Some(engine) = &self.engine {
+            if sequence > engine.applied.load(Ordering::Acquire) + 1 {
+                engine.hole_end.fetch_max(sequence - 1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn hole_end(&self) -> u64 {
+        self.engine
+            .as_ref()
+            .map_or(0, |engine| engine.hole_end.load(Ordering::Acquire))
     }
 
     /// Records that the engine's stream is applied up to `sequence`.
@@ -166,6 +193,7 @@ impl TopicIndex {
     ) -> (u64, Vec<IndexKey>) {
         let mut pushed = 0;
         let mut for_router = Vec::new();
+        self.feeds.note_skipped(offset);
         if !message.expired(epoch_ms()) {
             let trie = self.read();
             let mut matched: Vec<(&IndexKey, &Interest)> = Vec::new();
@@ -190,6 +218,7 @@ impl TopicIndex {
     /// Records that the engine's feed stream is applied up to `sequence`
     /// (a message there that was not a feed message).
     pub fn feeds_applied(&self, sequence: u64) {
+        self.feeds.note_skipped(sequence);
         self.feeds.set_applied(sequence);
     }
 
