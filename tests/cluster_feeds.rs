@@ -10,7 +10,7 @@
 mod common;
 
 use common::cluster::NatsCluster;
-use common::{subscribe_frame, Client, TestBroker};
+use common::{subscribe_frame, Client, Event, TestBroker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -454,4 +454,54 @@ async fn snapshot_then_live_has_no_gap_and_no_duplicate_on_every_node_under_a_fu
     }
     node1.shutdown().await;
     node2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipted_feed_send_waits_for_the_engine_and_gets_an_error_when_it_is_gone() {
+    let mut nats = NatsCluster::start(1);
+    let rules = [rule("/topic/score.*", 5, Retain::Last)];
+    let node = node(&nats, 0, &rules).await;
+    let mut client = Client::connect(&node.url()).await;
+    client
+        .subscribe_with("s", "/topic/score.x", &[("x-stream-offset", "next")])
+        .await;
+    // Pipelined: two receipted SENDs, their RECEIPTs in order once the
+    // stream has them.
+    client
+        .send(send("/topic/score.x", "1").header("receipt", "r1"))
+        .await;
+    client
+        .send(send("/topic/score.x", "2").header("receipt", "r2"))
+        .await;
+    let mut receipts = Vec::new();
+    let mut bodies = Vec::new();
+    while receipts.len() < 2 || bodies.len() < 2 {
+        let frame = client.frame().await;
+        match frame.command {
+            Command::Receipt => receipts.push(frame.get("receipt-id").unwrap_or("").to_owned()),
+            Command::Message => bodies.push(body(&frame)),
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+    assert_eq!(receipts, ["r1", "r2"]);
+    assert_eq!(bodies, ["1", "2"]);
+
+    // The engine gone: an ERROR, never a RECEIPT.
+    nats.servers[0].kill();
+    client
+        .send(send("/topic/score.x", "lost").header("receipt", "never"))
+        .await;
+    // The engine's answer is waited for up to its request timeout (5 s).
+    let error = loop {
+        match client.event_within(Duration::from_secs(30)).await {
+            Some(Event::Frame(frame)) if frame.command == Command::Message => {}
+            Some(Event::Frame(frame)) => break frame,
+            Some(Event::HeartBeat) => {}
+            other => panic!("expected an ERROR, got {other:?}"),
+        }
+    };
+    assert_eq!(error.command, Command::Error, "{error:?}");
+    let message = error.get("message").unwrap_or_default();
+    assert!(message.contains("was not stored"), "{message}");
+    drop(node);
 }

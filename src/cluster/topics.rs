@@ -25,10 +25,11 @@
 
 use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{IndexKey, TopicExport, TopicIndex};
+use crate::fanout::{FeedAck, IndexKey, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
+use async_nats::jetstream::context::PublishAckFuture;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,15 @@ const MAX_OUTGOING_BYTES: usize = 64 << 20;
 struct Outgoing {
     subject: String,
     payload: Bytes,
+    /// A feed message whose SEND waits for the feed stream's PubAck: it
+    /// is published through JetStream and the PubAck's future (or why it
+    /// could not be sent) goes here.
+    confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
+}
+
+/// Why a feed message was not stored, for the client's ERROR.
+fn not_stored(error: &dyn std::fmt::Display) -> String {
+    format!("cluster engine unreachable or behind: the feed message was not stored ({error})")
 }
 
 /// The subjects local subscribers need, by index entry.
@@ -171,11 +181,21 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
 impl NatsTopics {
     /// Queues `message` for `subject` without waiting; past the bounds it
     /// is dropped (counted, logged at powers of two).
-    fn queue(&self, subject: String, message: &Message) {
+    fn queue(
+        &self,
+        subject: String,
+        message: &Message,
+        confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
+    ) {
         let payload = wire::encode(message);
         let size = payload.len();
         let queued = self.outgoing_bytes.fetch_add(size, Ordering::AcqRel);
-        let outgoing = Outgoing { subject, payload };
+        let outgoing = Outgoing {
+            subject,
+            payload,
+            confirm,
+        };
+        // Dropped when not queued: a waiting SEND then hears it failed.
         if queued + size > MAX_OUTGOING_BYTES || self.outgoing_tx.try_send(outgoing).is_err() {
             self.outgoing_bytes.fetch_sub(size, Ordering::AcqRel);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -192,13 +212,25 @@ impl NatsTopics {
 
 impl TopicExport for NatsTopics {
     fn export(&self, words: &[Box<str>], message: &Message) {
-        self.queue(topic_subject(&self.prefix, words), message);
+        self.queue(topic_subject(&self.prefix, words), message, None);
     }
 
-    fn export_feed(&self, words: &[Box<str>], message: &Message) {
+    fn export_feed(&self, words: &[Box<str>], message: &Message, confirm: bool) -> Option<FeedAck> {
         // The same queue as plain topic messages: a publisher's order holds
         // across both.
-        self.queue(feed_subject(&self.prefix, words), message);
+        let subject = feed_subject(&self.prefix, words);
+        if !confirm {
+            self.queue(subject, message, None);
+            return None;
+        }
+        let (confirm_tx, confirm_rx) = oneshot::channel();
+        self.queue(subject, message, Some(confirm_tx));
+        Some(Box::pin(async move {
+            let acked = confirm_rx
+                .await
+                .map_err(|_| not_stored(&"the outgoing queue is full"))??;
+            acked.await.map(|_| ()).map_err(|e| not_stored(&e))
+        }))
     }
 
     fn subscribed(&self, pattern: &[PatternWord], key: &IndexKey) {
@@ -223,7 +255,13 @@ impl Inbound {
             outgoing_bytes,
             interest,
         } = self;
-        tokio::spawn(publish_loop(client.clone(), outgoing_rx, outgoing_bytes));
+        let jetstream = async_nats::jetstream::new(client.clone());
+        tokio::spawn(publish_loop(
+            client.clone(),
+            jetstream,
+            outgoing_rx,
+            outgoing_bytes,
+        ));
         let local = Local { index, router };
         tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
     }
@@ -232,13 +270,29 @@ impl Inbound {
 /// Publishes what `export` queued, in order, on the one connection.
 async fn publish_loop(
     client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
     mut outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(256);
     while outgoing_rx.recv_many(&mut batch, 256).await > 0 {
-        for Outgoing { subject, payload } in batch.drain(..) {
+        for Outgoing {
+            subject,
+            payload,
+            confirm,
+        } in batch.drain(..)
+        {
             outgoing_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
+            if let Some(confirm_tx) = confirm {
+                // In line with the rest (order holds); the PubAck is
+                // awaited by the SEND, not here.
+                let sent = jetstream
+                    .publish(subject, payload)
+                    .await
+                    .map_err(|e| not_stored(&e));
+                let _ = confirm_tx.send(sent);
+                continue;
+            }
             // Waits while the client's own buffer is full (reconnecting);
             // our bounded queue takes the rest.
             if let Err(error) = client.publish(subject, payload).await {

@@ -16,7 +16,7 @@
 //! a time.
 
 use super::encode::FanOut;
-use super::export::TopicExport;
+use super::export::{FeedAck, TopicExport};
 use super::feeds::Feeds;
 pub use super::index_key::IndexKey;
 use super::match_cache::{Match, MatchCache};
@@ -155,6 +155,22 @@ impl TopicIndex {
         defer_to_router: bool,
         pushed: &mut u64,
     ) -> Published {
+        self.publish_confirming(words, message, defer_to_router, pushed, false)
+            .0
+    }
+
+    /// [`publish_counting`](Self::publish_counting); with `confirm`, a
+    /// live-feed message handed to a cluster engine
+    /// ([`Published::ToEngine`]) comes with the engine's confirmation, for
+    /// the RECEIPT to wait for.
+    pub fn publish_confirming(
+        &self,
+        words: &[Box<str>],
+        message: &mut Message,
+        defer_to_router: bool,
+        pushed: &mut u64,
+        confirm: bool,
+    ) -> (Published, Option<FeedAck>) {
         let trie = self.read();
         // Only the writer changes it, and only under the write lock.
         let generation = self.generation.load(Ordering::Acquire);
@@ -170,24 +186,25 @@ impl TopicIndex {
             // The engine numbers and keeps it; it comes back to every node,
             // this one included, through `publish_from_engine`.
             drop(trie);
-            if !message.expired(epoch_ms()) {
-                self.export.export_feed(words, message);
+            if message.expired(epoch_ms()) {
+                return (Published::ToEngine, None);
             }
-            return Published::ToEngine;
+            let ack = self.export.export_feed(words, message, confirm);
+            return (Published::ToEngine, ack);
         }
         let router_interest = found.router_interest;
         if router_interest && defer_to_router {
-            return Published::Deferred;
+            return (Published::Deferred, None);
         }
         if message.expired(epoch_ms()) {
-            return Published::Delivered { router_interest };
+            return (Published::Delivered { router_interest }, None);
         }
         self.feeds.publish(words, found.policy, message, |message| {
             *pushed += push_to(&found.direct, message);
         });
         drop(trie);
         self.export.export(words, message);
-        Published::Delivered { router_interest }
+        (Published::Delivered { router_interest }, None)
     }
 
     /// Fans out `message`, which came from another broker through the
