@@ -21,13 +21,15 @@
 use super::subject::{feed_words, feeds_pattern};
 use super::wire;
 use crate::config::{ClusterConfig, TopicsConfig};
-use crate::fanout::{IndexKey, TopicIndex};
+use crate::fanout::{FeedAck, IndexKey, TopicIndex};
 use crate::model::compact::push_base62;
 use crate::router::{RouterCommand, RouterHandle};
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 /// Messages the stream keeps per destination at least, beyond what rules
@@ -37,6 +39,25 @@ use tracing::{debug, info, warn};
 /// `engine_feeds.rs`: a resume from before them says `x-recovered:false`).
 /// Bounded in bytes like the rest of the stream.
 const MIN_PER_SUBJECT: usize = 128;
+
+/// Why a feed message was not stored, for the client's ERROR.
+pub(super) fn not_stored(error: &dyn std::fmt::Display) -> String {
+    format!("cluster engine unreachable or behind: the feed message was not stored ({error})")
+}
+
+/// The confirmation of a feed message handed to the outgoing queue: the
+/// publishing task sends the PubAck's future (or why it could not publish)
+/// on `published_rx`; dropped unsent when the queue was full.
+pub(super) fn confirmation(
+    published_rx: oneshot::Receiver<Result<PublishAckFuture, String>>,
+) -> FeedAck {
+    Box::pin(async move {
+        let acked = published_rx
+            .await
+            .map_err(|_| not_stored(&"the outgoing queue is full"))??;
+        acked.await.map(|_| ()).map_err(|e| not_stored(&e))
+    })
+}
 
 /// The feed stream of this node, before its reader starts.
 #[derive(Debug)]

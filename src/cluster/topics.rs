@@ -23,6 +23,7 @@
 //! Live-feed messages (`export_feed`) take the same outgoing queue to the
 //! feed stream's subjects instead (`feeds.rs` reads them back).
 
+use super::feeds::{confirmation, not_stored};
 use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
 use crate::fanout::{FeedAck, IndexKey, TopicExport, TopicIndex};
@@ -52,11 +53,6 @@ struct Outgoing {
     /// is published through JetStream and the PubAck's future (or why it
     /// could not be sent) goes here.
     confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
-}
-
-/// Why a feed message was not stored, for the client's ERROR.
-fn not_stored(error: &dyn std::fmt::Display) -> String {
-    format!("cluster engine unreachable or behind: the feed message was not stored ({error})")
 }
 
 /// The subjects local subscribers need, by index entry.
@@ -225,12 +221,7 @@ impl TopicExport for NatsTopics {
         }
         let (confirm_tx, confirm_rx) = oneshot::channel();
         self.queue(subject, message, Some(confirm_tx));
-        Some(Box::pin(async move {
-            let acked = confirm_rx
-                .await
-                .map_err(|_| not_stored(&"the outgoing queue is full"))??;
-            acked.await.map(|_| ()).map_err(|e| not_stored(&e))
-        }))
+        Some(confirmation(confirm_rx))
     }
 
     fn subscribed(&self, pattern: &[PatternWord], key: &IndexKey) {

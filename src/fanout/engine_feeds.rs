@@ -10,31 +10,16 @@
 //! snapshot is still taken under the index's write lock from the same
 //! state the live stream is applied to: no gap, no duplicate.
 
+use super::engine_progress::EngineFeeds;
 use super::feed::{Feed, Policy};
 use super::feeds::Feeds;
 use super::index::{push_to, IndexKey, Interest, TopicIndex};
 use super::subscriber::Subscriber;
 use crate::model::message::{epoch_ms, Message};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-
-/// How far this node's mirror has applied the engine's feed stream.
-#[derive(Debug, Default)]
-pub(super) struct EngineFeeds {
-    /// The highest stream sequence applied (0: none yet).
-    applied: AtomicU64,
-    /// The highest stream sequence this node never read: the stream had
-    /// already dropped it (its destination had newer messages past the
-    /// stream's per-subject limit, or the byte bound) when the reader came
-    /// to it. Only the reader writes it.
-    hole_end: AtomicU64,
-    /// Woken (all waiters) whenever `applied` grows; waited on by sessions
-    /// resuming from an offset this node has not applied yet.
-    applied_changed: Notify,
-}
 
 impl Feeds {
     /// Hands live-feed state to the cluster engine: offsets become the

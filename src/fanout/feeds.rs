@@ -15,7 +15,7 @@
 //! queue; `pending` (persistent feeds' store changes) is a leaf under a
 //! shard.
 
-use super::engine_feeds::EngineFeeds;
+use super::engine_progress::EngineFeeds;
 use super::feed::{Feed, Kept, Policy};
 use crate::config::{Retain, TopicsConfig};
 use crate::model::compact::push_base62;
@@ -45,7 +45,7 @@ pub struct Feeds {
     /// Destination words → feed, by hash of the words. Leaf locks.
     pub(super) shards: Box<[Mutex<Shard>]>,
     /// Bytes kept over all feeds (`max_history_bytes`).
-    kept_bytes: AtomicUsize,
+    pub(super) kept_bytes: AtomicUsize,
     /// Feeds over all shards (`max_retained_destinations`).
     destinations: AtomicUsize,
     /// A feed exists: a new subscription may have a snapshot.
@@ -64,7 +64,7 @@ pub struct Feeds {
     pending: Mutex<Vec<StoreOp>>,
     /// Logged once: the destination cap was reached.
     warned_full: AtomicBool,
-    max_history_bytes: usize,
+    pub(super) max_history_bytes: usize,
     max_destinations: usize,
     pub(super) max_snapshot_destinations: usize,
     /// The cluster engine keeps the feeds (`engine_feeds.rs`): offsets are
@@ -240,65 +240,6 @@ impl Feeds {
         true
     }
 
-    /// Keeps `message`, numbered `offset`, in `feed` as its policy (and
-    /// `retain`, its `x-retain`) asks, within `max_history_bytes`.
-    pub(super) fn keep(
-        &self,
-        feed: &mut Feed,
-        message: &Message,
-        offset: u64,
-        now: u64,
-        retain: bool,
-    ) {
-        let keep = feed.policy.history > 0 || feed.policy.retain_last || retain;
-        if keep {
-            let kept = Kept {
-                offset,
-                at_ms: now,
-                size: message.size(),
-                message: Arc::new(copy(message)),
-            };
-            if retain && message.body.is_empty() {
-                // An empty x-retain deletes the retained value.
-                self.forget(feed.retained.take());
-            } else if retain || feed.policy.retain_last {
-                self.kept_bytes.fetch_add(kept.size, Ordering::Relaxed);
-                self.forget(feed.retained.replace(kept.clone()));
-            }
-            if feed.policy.history > 0 {
-                self.kept_bytes.fetch_add(kept.size, Ordering::Relaxed);
-                feed.history.push_back(kept);
-                while feed.history.len() > feed.policy.history {
-                    let oldest = feed.history.pop_front();
-                    self.forget_oldest(feed, oldest);
-                }
-            }
-            // Over the byte bound: this destination's oldest go first; what
-            // still does not fit is not kept.
-            while self.kept_bytes.load(Ordering::Relaxed) > self.max_history_bytes {
-                if let Some(oldest) = feed.history.pop_front() {
-                    self.forget_oldest(feed, Some(oldest));
-                } else {
-                    self.forget(feed.retained.take());
-                    break;
-                }
-            }
-        }
-        if feed.history.back().is_none_or(|k| k.offset != offset) {
-            // Not in the history: a resume from before it cannot be whole.
-            feed.floor = feed.floor.max(offset);
-        }
-    }
-
-    /// [`forget`](Self::forget) for a message leaving the front of `feed`'s
-    /// history: offsets up to it are no longer all kept.
-    fn forget_oldest(&self, feed: &mut Feed, oldest: Option<Kept>) {
-        if let Some(kept) = &oldest {
-            feed.floor = feed.floor.max(kept.offset);
-        }
-        self.forget(oldest);
-    }
-
     /// Whether publications to `words` must go through the router, which
     /// stores their feed's changes.
     pub fn is_persistent(&self, words: &[Box<str>]) -> bool {
@@ -335,7 +276,7 @@ impl Feeds {
         }
     }
 
-    fn forget(&self, kept: Option<Kept>) {
+    pub(super) fn forget(&self, kept: Option<Kept>) {
         if let Some(kept) = kept {
             self.kept_bytes.fetch_sub(kept.size, Ordering::Relaxed);
         }

@@ -30,11 +30,13 @@
 
 pub mod encode;
 mod engine_feeds;
+mod engine_progress;
 mod export;
 mod feed;
 mod feeds;
 mod index;
 mod index_key;
+mod keep;
 mod match_cache;
 mod rate_cap;
 mod snapshot;
