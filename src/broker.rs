@@ -166,16 +166,22 @@ impl Broker {
                 )
                 .await
                 .map_err(invalid)?;
-                let feed_stream =
-                    crate::cluster::feed_stream(client.clone(), &config.cluster, &config.topics)
-                        .await
-                        .map_err(invalid)?;
+                let feed_client = crate::cluster::connect(&config.cluster, Role::Feeds)
+                    .await
+                    .map_err(invalid)?;
+                let feed_stream = crate::cluster::feed_stream(
+                    feed_client.clone(),
+                    &config.cluster,
+                    &config.topics,
+                )
+                .await
+                .map_err(invalid)?;
                 let (export, inbound) =
                     crate::cluster::topics(client.clone(), &config.cluster.subject_prefix);
                 (
                     Box::new(export),
                     Some(inbound),
-                    Some((client, queue_client)),
+                    Some((client, queue_client, feed_client)),
                     Some(queues as Arc<dyn crate::queue::QueueEngine>),
                     Some(feed_stream),
                 )
@@ -267,10 +273,11 @@ impl Broker {
                     store: store_state,
                     listening: true.into(),
                     reload: Box::new(move || for_admin.reload_logged()),
-                    engine: engine.map(|(client, queue_client)| {
+                    engine: engine.map(|(client, queue_client, feed_client)| {
                         Box::new(move || {
                             crate::cluster::ready(&client)
                                 .and_then(|()| crate::cluster::ready(&queue_client))
+                                .and_then(|()| crate::cluster::ready(&feed_client))
                         }) as Box<crate::admin::EngineReadyFn>
                     }),
                     rates: Default::default(),

@@ -31,15 +31,19 @@ use tracing::{info, warn};
 /// are retried for ever (`/readyz` says not ready meanwhile); subscriptions
 /// are made again on each reconnect by the client.
 ///
-/// A node makes two connections: `Role::Topics` (named `stomphub <node>`)
-/// and `Role::Queues` (`stomphub <node> queues`, JetStream's requests and
-/// pulls), so that queue traffic does not wait behind topic traffic and the
-/// topic connection holds exactly the subscriptions of the topics in use.
+/// A node makes three connections: `Role::Topics` (named `stomphub <node>`),
+/// `Role::Queues` (`stomphub <node> queues`, JetStream's requests and
+/// pulls) and `Role::Feeds` (`stomphub <node> feeds`, the feed stream's
+/// reader), so that queue traffic does not wait behind topic traffic and the
+/// topic connection holds exactly the subscriptions of the topics in use
+/// (plus, once a feed SEND has waited for a PubAck, the client's one reply
+/// inbox: confirmed feed messages are published in line with topic ones).
 pub async fn connect(config: &ClusterConfig, role: Role) -> Result<async_nats::Client, String> {
     let name = node_name(config);
     let connection = match role {
         Role::Topics => format!("stomphub {name}"),
         Role::Queues => format!("stomphub {name} queues"),
+        Role::Feeds => format!("stomphub {name} feeds"),
     };
     let mut options = async_nats::ConnectOptions::new().name(connection);
     if role == Role::Topics {
@@ -102,6 +106,9 @@ pub enum Role {
     Topics,
     /// Queues (JetStream).
     Queues,
+    /// The reader of the live-feed stream (JetStream), so that its pulls
+    /// wait behind neither topic nor queue traffic.
+    Feeds,
 }
 
 /// Whether the engine is reachable now (for `/readyz`).
