@@ -4,13 +4,15 @@
 //! node gives the same offsets, epoch, retained values and history: a late
 //! joiner on another node (or on a node started later) gets the retained
 //! values published elsewhere, wildcards included; a client that drops and
-//! resumes on another node gets every missed message once, in order, then
-//! live; a wrong epoch or a too old offset says `x-recovered:false`.
+//! resumes on another node (also after a kill -9 of its node) gets every
+//! missed message once, in order, then live; a wrong epoch or a too old
+//! offset says `x-recovered:false`; a receipted feed SEND waits for the
+//! engine, and gets ERROR without it.
 
 mod common;
 
 use common::cluster::NatsCluster;
-use common::{subscribe_frame, Client, Event, TestBroker};
+use common::{subscribe_frame, BrokerProcess, Client, Event, TestBroker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -504,4 +506,84 @@ async fn a_receipted_feed_send_waits_for_the_engine_and_gets_an_error_when_it_is
     let message = error.get("message").unwrap_or_default();
     assert!(message.contains("was not stored"), "{message}");
     drop(node);
+}
+
+/// A broker process on `nats` (its server list rotated by `n`) with a
+/// history rule for `/topic/live.*`, and its directory.
+fn feed_process(nats: &NatsCluster, n: usize) -> (BrokerProcess, tempfile::TempDir) {
+    let mut servers = nats.urls();
+    let len = servers.len();
+    servers.rotate_left(n % len);
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let config = format!(
+        "[cluster]\nengine = \"nats\"\nservers = [{}]\nnode_name = \"p{n}\"\nconnect_timeout = \"30s\"\n\n\
+         [[topics.rules]]\npattern = \"/topic/live.*\"\nhistory = 50\nretain = \"last\"\n",
+        list.join(", ")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    (BrokerProcess::start(&config, dir.path()), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_of_its_node_a_client_resumes_on_another_with_nothing_lost() {
+    let nats = NatsCluster::start(3);
+    let (doomed, _doomed_dir) = feed_process(&nats, 0);
+    let (survivor, _survivor_dir) = feed_process(&nats, 1);
+    let mut fan = Client::connect(&doomed.url).await;
+    fan.subscribe_with("s", "/topic/live.1", &[("x-stream-offset", "next")])
+        .await;
+    // Receipted on the node that dies: the engine has them.
+    let mut on_doomed = Client::connect(&doomed.url).await;
+    for n in 1..=3 {
+        on_doomed
+            .send_confirmed(send("/topic/live.1", &n.to_string()), "p")
+            .await;
+    }
+    let first = messages(&mut fan, 1).await;
+    let epoch = first[0].get("x-epoch").expect("epoch").to_owned();
+    let mut seen = vec![body(&first[0])];
+    let mut last = offset(&first[0]);
+    doomed.kill();
+    // Whatever else reached the client before its node died.
+    while let Some(event) = fan.event_within(Duration::from_secs(30)).await {
+        match event {
+            Event::Frame(frame) if frame.command == Command::Message => {
+                last = offset(&frame);
+                seen.push(body(&frame));
+            }
+            Event::Closed(_) => break,
+            _ => {}
+        }
+    }
+    let mut on_survivor = Client::connect(&survivor.url).await;
+    for n in 4..=5 {
+        on_survivor
+            .send_confirmed(send("/topic/live.1", &n.to_string()), "p")
+            .await;
+    }
+
+    let mut back = Client::connect(&survivor.url).await;
+    let from = format!("offset={}", last + 1);
+    let (snapshot, receipt) = subscribe_snapshot(
+        &mut back,
+        "s",
+        "/topic/live.1",
+        &[("x-stream-offset", &from), ("x-epoch", &epoch)],
+    )
+    .await;
+    assert_eq!(receipt.get("x-recovered"), Some("true"), "{snapshot:?}");
+    on_survivor
+        .send_confirmed(send("/topic/live.1", "6"), "p")
+        .await;
+    let mut resumed = snapshot;
+    while resumed.last().map(body).as_deref() != Some("6") {
+        resumed.push(back.message().await);
+    }
+    seen.extend(resumed.iter().map(body));
+    assert_eq!(
+        seen,
+        ["1", "2", "3", "4", "5", "6"],
+        "before the kill, then resumed on the other node: each once, in order"
+    );
+    survivor.kill();
 }
