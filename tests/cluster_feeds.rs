@@ -164,6 +164,10 @@ async fn a_late_joiner_on_any_node_gets_the_retained_values_and_history_kept_by_
     // A node started after the publications has them before it lets
     // clients in.
     let node3 = node(&nats, 3, &rules).await;
+    let mut watch3 = Client::connect(&node3.url()).await;
+    watch3
+        .subscribe_with("c", "/topic/chat.room", &[("x-stream-offset", "next")])
+        .await;
     let mut later = Client::connect(&node3.url()).await;
     let (snapshot, _) = subscribe_snapshot(&mut later, "s", "/topic/prices.*", &[]).await;
     assert_eq!(numbered(&snapshot), expected, "node 3 after its start");
@@ -205,6 +209,8 @@ async fn a_late_joiner_on_any_node_gets_the_retained_values_and_history_kept_by_
         chat.iter().map(body).collect::<Vec<_>>(),
         ["1", "2", "3", "4", "5"]
     );
+    // Node 3 has read them too.
+    assert_eq!(numbered(&messages(&mut watch3, 5).await), numbered(&chat));
     for (client, id) in [(&mut late, "h1"), (&mut later, "h2")] {
         let (history, _) = subscribe_snapshot(
             client,
@@ -294,6 +300,11 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
     let seen = offset(&before[2]);
     let epoch = before[2].get("x-epoch").expect("epoch").to_owned();
     drop(fan); // a forced disconnect: no DISCONNECT, the socket just goes
+               // Node 2's own live subscriber: it tells when node 2 has read 4..6.
+    let mut watch2 = Client::connect(&node2.url()).await;
+    watch2
+        .subscribe_with("w", "/topic/game.1", &[("x-stream-offset", "next")])
+        .await;
 
     // Missed meanwhile, published on node 1, with another destination's
     // messages between them (the engine's offsets are not one per
@@ -306,6 +317,7 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
             .send_confirmed(send("/topic/game.2", &n.to_string()), "p")
             .await;
     }
+    let missed = messages(&mut watch2, 3).await;
 
     // Back on node 2: every missed message once, in order, then live.
     let mut back = Client::connect(&node2.url()).await;
@@ -318,15 +330,16 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
     )
     .await;
     assert_eq!(receipt.get("x-recovered"), Some("true"), "{snapshot:?}");
+    assert_eq!(
+        snapshot.iter().map(offset).collect::<Vec<_>>(),
+        missed.iter().map(offset).collect::<Vec<_>>(),
+        "the missed messages, as node 2 numbered them live"
+    );
     publisher
         .send_confirmed(send("/topic/game.1", "7"), "p")
         .await;
-    // What node 2 had not read yet when the SUBSCRIBE came arrives after
-    // the snapshot, still in order: collect until the live 7.
     let mut resumed = snapshot;
-    while resumed.last().map(body).as_deref() != Some("7") {
-        resumed.push(back.message().await);
-    }
+    resumed.push(back.message().await);
     assert_eq!(
         resumed.iter().map(body).collect::<Vec<_>>(),
         ["4", "5", "6", "7"],
