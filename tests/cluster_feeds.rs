@@ -600,3 +600,59 @@ async fn after_kill_9_of_its_node_a_client_resumes_on_another_with_nothing_lost(
     );
     survivor.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_stream_made_anew_is_a_new_epoch_and_old_offsets_do_not_resume() {
+    let nats = NatsCluster::start(1);
+    let rules = [rule("/topic/ep.*", 10, Retain::Last)];
+    let node = node(&nats, 0, &rules).await;
+    let mut client = Client::connect(&node.url()).await;
+    client
+        .send_confirmed(send("/topic/ep.a", "before"), "p")
+        .await;
+    let (old, _) = subscribe_snapshot(&mut client, "s", "/topic/ep.a", &[]).await;
+    let old_epoch = old[0].get("x-epoch").expect("epoch").to_owned();
+    let old_offset = offset(&old[0]);
+
+    // The engine loses the stream (deleted here); the node makes it again.
+    let engine = async_nats::connect(nats.urls()[0].as_str())
+        .await
+        .expect("connect");
+    let jetstream = async_nats::jetstream::new(engine);
+    jetstream
+        .delete_stream("stomphub_feeds")
+        .await
+        .expect("delete the feed stream");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while jetstream.get_stream("stomphub_feeds").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node makes the stream again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .send(send("/topic/ep.a", "after").header("receipt", "p"))
+        .await;
+    // The RECEIPT comes once this node has read the message back, so the
+    // subscription's MESSAGE comes first.
+    let after = client.message().await;
+    assert_eq!(body(&after), "after");
+    client.expect_receipt("p").await;
+    let new_epoch = after.get("x-epoch").expect("epoch").to_owned();
+    assert_ne!(new_epoch, old_epoch, "a new epoch");
+
+    // The old epoch's offsets do not resume: the last value instead.
+    let from = format!("offset={}", old_offset + 1);
+    let (reset, receipt) = subscribe_snapshot(
+        &mut client,
+        "r",
+        "/topic/ep.a",
+        &[("x-stream-offset", &from), ("x-epoch", &old_epoch)],
+    )
+    .await;
+    assert_eq!(receipt.get("x-recovered"), Some("false"));
+    assert_eq!(reset.iter().map(body).collect::<Vec<_>>(), ["after"]);
+    assert_eq!(reset[0].get("x-epoch"), Some(new_epoch.as_str()));
+    node.shutdown().await;
+}

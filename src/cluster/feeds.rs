@@ -55,9 +55,15 @@ pub(super) fn confirmation(
         let acked = published_rx
             .await
             .map_err(|_| not_stored(&"the outgoing queue is full"))??;
-        acked.await.map(|_| ()).map_err(|e| not_stored(&e))
+        acked
+            .await
+            .map(|ack| ack.sequence)
+            .map_err(|e| not_stored(&e))
     })
 }
+
+/// How often the reader asks whether its stream is still the same one.
+const STREAM_CHECK: Duration = Duration::from_secs(2);
 
 /// The feed stream of this node, before its reader starts.
 #[derive(Debug)]
@@ -134,10 +140,29 @@ async fn make_stream(
         .map_err(|e| e.to_string())?;
     // The stream's creation time: a stream made again after a loss has
     // another, so offsets from before it are known to be another epoch's.
+    Ok((epoch_of(&info), info.state.last_sequence))
+}
+
+/// The epoch of the stream `info` describes: its creation time.
+fn epoch_of(info: &stream::Info) -> Arc<str> {
     let created = u64::try_from(info.created.unix_timestamp_nanos() / 1_000).unwrap_or(0);
     let mut epoch = String::with_capacity(12);
     push_base62(&mut epoch, created);
-    Ok((epoch.into(), info.state.last_sequence))
+    epoch.into()
+}
+
+/// Whether the stream is still the one of `epoch` (not lost, not made
+/// anew). The ordered consumer alone would wait for a lost stream for ever.
+async fn still_there(stream: &mut stream::Stream, epoch: &str) -> Result<(), String> {
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| format!("the feed stream: {e}"))?;
+    if *epoch_of(info) == *epoch {
+        Ok(())
+    } else {
+        Err("the feed stream was made anew".into())
+    }
 }
 
 impl FeedStream {
@@ -179,6 +204,7 @@ async fn read(
         }
         *epoch = Some(now_epoch.clone());
         *applied = 0;
+        index.feeds_restarted();
     }
     let deliver_policy = match *applied {
         0 => consumer::DeliverPolicy::All,
@@ -186,7 +212,7 @@ async fn read(
             start_sequence: last + 1,
         },
     };
-    let stream = feeds
+    let mut stream = feeds
         .jetstream
         .get_stream(&feeds.config.name)
         .await
@@ -200,7 +226,17 @@ async fn read(
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(message) = messages.next().await {
+    let mut check = tokio::time::interval(STREAM_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let message = tokio::select! {
+            message = messages.next() => message,
+            _ = check.tick() => {
+                still_there(&mut stream, &now_epoch).await?;
+                continue;
+            }
+        };
+        let Some(message) = message else { break };
         let message = message.map_err(|e| e.to_string())?;
         let (sequence, at_ms) = match message.info() {
             Ok(info) => (

@@ -91,8 +91,10 @@ impl Feeds {
             // The stream was made anew: what this node kept is another
             // epoch's.
             feed.epoch = epoch.clone();
-            feed.history.clear();
-            feed.retained = None;
+            for kept in std::mem::take(&mut feed.history) {
+                self.forget(Some(kept));
+            }
+            self.forget(feed.retained.take());
             feed.next_offset = offset;
             feed.floor = offset.saturating_sub(1);
         }
@@ -132,6 +134,14 @@ impl Feeds {
         self.engine
             .as_ref()
             .map_or(0, |engine| engine.hole_end.load(Ordering::Acquire))
+    }
+
+    /// The engine's stream was made anew: its sequences start again.
+    pub(super) fn restart_applied(&self) {
+        if let Some(engine) = &self.engine {
+            engine.applied.store(0, Ordering::Release);
+            engine.hole_end.store(0, Ordering::Release);
+        }
     }
 
     /// Records that the engine's stream is applied up to `sequence`.
@@ -198,6 +208,12 @@ impl TopicIndex {
         }
         self.feeds.set_applied(offset);
         (pushed, for_router)
+    }
+
+    /// The engine's feed stream was made anew (a new epoch): its sequences
+    /// start again from 1.
+    pub fn feeds_restarted(&self) {
+        self.feeds.restart_applied();
     }
 
     /// Records that the engine's feed stream is applied up to `sequence`

@@ -7,9 +7,10 @@ use crate::model::message::Message;
 use std::future::Future;
 use std::pin::Pin;
 
-/// The engine's word on one feed message: `Ok` once it has stored it (a
-/// JetStream PubAck), `Err` (what to tell the client) if it did not.
-pub type FeedAck = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// The engine's word on one feed message: `Ok` with the message's stream
+/// sequence once it has stored it (a JetStream PubAck), `Err` (what to tell
+/// the client) if it did not.
+pub type FeedAck = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
 
 /// Receives every topic message once, from whoever fans it out (the
 /// publishing session, or the router for publications it handles whole),

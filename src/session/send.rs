@@ -15,6 +15,11 @@ use crate::queue::{QueueArguments, QueueEngine, QueueSend};
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a confirmed feed SEND's RECEIPT waits, after the engine has the
+/// message, for this node to read it back from the feed stream.
+const FEED_READ_BACK: Duration = Duration::from_secs(5);
 use stomp_protocol::Frame;
 
 impl Session {
@@ -76,10 +81,18 @@ impl Session {
             SendTarget::Topic(_) => {
                 let confirm = publication.persistent || frame.get("receipt").is_some();
                 let (for_router, feed_ack) = self.fan_out(&mut publication, confirm).await?;
-                if let Some(ack) = feed_ack {
+                if let Some(feed_ack) = feed_ack {
                     // A live-feed message on the cluster engine: the RECEIPT
-                    // once its stream has it, in order with other pipelined
-                    // confirmations; the session reads on meanwhile.
+                    // once its stream has it and this node has read it back
+                    // (a SUBSCRIBE here after the RECEIPT sees it), in order
+                    // with other pipelined confirmations; the session reads
+                    // on meanwhile.
+                    let topics = self.context.topics.clone();
+                    let ack: crate::queue::EngineAck = Box::pin(async move {
+                        let sequence = feed_ack.await?;
+                        topics.wait_feeds_applied(sequence, FEED_READ_BACK).await;
+                        Ok(())
+                    });
                     let receipt = frame.get("receipt").map(str::to_owned);
                     self.confirmations
                         .push(&self.context.router, self.id, ack, receipt)
