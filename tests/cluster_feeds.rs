@@ -289,6 +289,16 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
     acking
         .subscribe_with("a", "/topic/game.1", &[("ack", "client-individual")])
         .await;
+    // Durable subscriptions (each node's own) get them from the engine
+    // too: on the publishers' node once, on the other node as well.
+    let mut durables = Vec::new();
+    for url in [node1.url(), node2.url()] {
+        let mut durable = Client::connect(&url).await;
+        durable
+            .subscribe_with("d", "/topic/game.1", &[("durable-subscription-name", "d")])
+            .await;
+        durables.push(durable);
+    }
     for n in 1..=3 {
         publisher
             .send_confirmed(send("/topic/game.1", &n.to_string()), "p")
@@ -362,6 +372,15 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
         acking.settle(message, false).await;
     }
     acking.expect_silence(Duration::from_millis(300)).await;
+    for durable in &mut durables {
+        let got = messages(durable, 7).await;
+        assert_eq!(
+            got.iter().map(body).collect::<Vec<_>>(),
+            ["1", "2", "3", "4", "5", "6", "7"]
+        );
+        assert_eq!(got[6].get("x-offset"), resumed[3].get("x-offset"));
+        durable.expect_silence(Duration::from_millis(300)).await;
+    }
 
     // Another epoch, or an offset older than the kept history (4 per
     // destination: 1..3 are gone): not recovered, the last value instead.
