@@ -5,17 +5,20 @@
 //! ([`topics`]: the `TopicExport` half for the index, the inbound half
 //! started once the index exists), and queues on JetStream ([`queues`]:
 //! the session's `queue::QueueEngine`, each subscription pulling in
-//! `consumer`). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
+//! `consumer`), and live-feed state on JetStream ([`feeds`]: one stream,
+//! read in order by every node into its mirror). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
 mod consumer;
 mod dead_letters;
+mod feeds;
 mod queues;
 mod subject;
 mod subscription;
 mod topics;
 mod wire;
 
+pub use feeds::{feed_stream, FeedStream};
 pub use queues::{queues, NatsQueues};
 pub use topics::{topics, Inbound, NatsTopics};
 
@@ -28,15 +31,19 @@ use tracing::{info, warn};
 /// are retried for ever (`/readyz` says not ready meanwhile); subscriptions
 /// are made again on each reconnect by the client.
 ///
-/// A node makes two connections: `Role::Topics` (named `stomphub <node>`)
-/// and `Role::Queues` (`stomphub <node> queues`, JetStream's requests and
-/// pulls), so that queue traffic does not wait behind topic traffic and the
-/// topic connection holds exactly the subscriptions of the topics in use.
+/// A node makes three connections: `Role::Topics` (named `stomphub <node>`),
+/// `Role::Queues` (`stomphub <node> queues`, JetStream's requests and
+/// pulls) and `Role::Feeds` (`stomphub <node> feeds`, the feed stream's
+/// reader), so that queue traffic does not wait behind topic traffic and the
+/// topic connection holds exactly the subscriptions of the topics in use
+/// (plus, once a feed SEND has waited for a PubAck, the client's one reply
+/// inbox: confirmed feed messages are published in line with topic ones).
 pub async fn connect(config: &ClusterConfig, role: Role) -> Result<async_nats::Client, String> {
     let name = node_name(config);
     let connection = match role {
         Role::Topics => format!("stomphub {name}"),
         Role::Queues => format!("stomphub {name} queues"),
+        Role::Feeds => format!("stomphub {name} feeds"),
     };
     let mut options = async_nats::ConnectOptions::new().name(connection);
     if role == Role::Topics {
@@ -99,6 +106,9 @@ pub enum Role {
     Topics,
     /// Queues (JetStream).
     Queues,
+    /// The reader of the live-feed stream (JetStream), so that its pulls
+    /// wait behind neither topic nor queue traffic.
+    Feeds,
 }
 
 /// Whether the engine is reachable now (for `/readyz`).

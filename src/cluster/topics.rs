@@ -19,13 +19,18 @@
 //! by the reader; client-ack ones through the router
 //! (`RouterCommand::Remote`, naming them). Messages from elsewhere go to
 //! local subscribers only, never exported again.
+//!
+//! Live-feed messages (`export_feed`) take the same outgoing queue to the
+//! feed stream's subjects instead (`feeds.rs` reads them back).
 
-use super::subject::{pattern_subject, topic_subject, topic_words};
+use super::feeds::{confirmation, not_stored};
+use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{IndexKey, TopicExport, TopicIndex};
+use crate::fanout::{FeedAck, IndexKey, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
+use async_nats::jetstream::context::PublishAckFuture;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -44,6 +49,10 @@ const MAX_OUTGOING_BYTES: usize = 64 << 20;
 struct Outgoing {
     subject: String,
     payload: Bytes,
+    /// A feed message whose SEND waits for the feed stream's PubAck: it
+    /// is published through JetStream and the PubAck's future (or why it
+    /// could not be sent) goes here.
+    confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
 }
 
 /// The subjects local subscribers need, by index entry.
@@ -165,15 +174,24 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
     )
 }
 
-impl TopicExport for NatsTopics {
-    fn export(&self, words: &[Box<str>], message: &Message) {
+impl NatsTopics {
+    /// Queues `message` for `subject` without waiting; past the bounds it
+    /// is dropped (counted, logged at powers of two).
+    fn queue(
+        &self,
+        subject: String,
+        message: &Message,
+        confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
+    ) {
         let payload = wire::encode(message);
         let size = payload.len();
         let queued = self.outgoing_bytes.fetch_add(size, Ordering::AcqRel);
         let outgoing = Outgoing {
-            subject: topic_subject(&self.prefix, words),
+            subject,
             payload,
+            confirm,
         };
+        // Dropped when not queued: a waiting SEND then hears it failed.
         if queued + size > MAX_OUTGOING_BYTES || self.outgoing_tx.try_send(outgoing).is_err() {
             self.outgoing_bytes.fetch_sub(size, Ordering::AcqRel);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -185,6 +203,25 @@ impl TopicExport for NatsTopics {
                 );
             }
         }
+    }
+}
+
+impl TopicExport for NatsTopics {
+    fn export(&self, words: &[Box<str>], message: &Message) {
+        self.queue(topic_subject(&self.prefix, words), message, None);
+    }
+
+    fn export_feed(&self, words: &[Box<str>], message: &Message, confirm: bool) -> Option<FeedAck> {
+        // The same queue as plain topic messages: a publisher's order holds
+        // across both.
+        let subject = feed_subject(&self.prefix, words);
+        if !confirm {
+            self.queue(subject, message, None);
+            return None;
+        }
+        let (confirm_tx, confirm_rx) = oneshot::channel();
+        self.queue(subject, message, Some(confirm_tx));
+        Some(confirmation(confirm_rx))
     }
 
     fn subscribed(&self, pattern: &[PatternWord], key: &IndexKey) {
@@ -209,7 +246,13 @@ impl Inbound {
             outgoing_bytes,
             interest,
         } = self;
-        tokio::spawn(publish_loop(client.clone(), outgoing_rx, outgoing_bytes));
+        let jetstream = async_nats::jetstream::new(client.clone());
+        tokio::spawn(publish_loop(
+            client.clone(),
+            jetstream,
+            outgoing_rx,
+            outgoing_bytes,
+        ));
         let local = Local { index, router };
         tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
     }
@@ -218,13 +261,29 @@ impl Inbound {
 /// Publishes what `export` queued, in order, on the one connection.
 async fn publish_loop(
     client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
     mut outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(256);
     while outgoing_rx.recv_many(&mut batch, 256).await > 0 {
-        for Outgoing { subject, payload } in batch.drain(..) {
+        for Outgoing {
+            subject,
+            payload,
+            confirm,
+        } in batch.drain(..)
+        {
             outgoing_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
+            if let Some(confirm_tx) = confirm {
+                // In line with the rest (order holds); the PubAck is
+                // awaited by the SEND, not here.
+                let sent = jetstream
+                    .publish(subject, payload)
+                    .await
+                    .map_err(|e| not_stored(&e));
+                let _ = confirm_tx.send(sent);
+                continue;
+            }
             // Waits while the client's own buffer is full (reconnecting);
             // our bounded queue takes the rest.
             if let Err(error) = client.publish(subject, payload).await {
@@ -322,6 +381,7 @@ async fn read(
             words,
             message: decoded,
             subscriptions,
+            durables: false,
         };
         if local.router.send(remote).await.is_err() {
             break;

@@ -4,6 +4,13 @@
 use super::index_key::IndexKey;
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The engine's word on one feed message: `Ok` with the message's stream
+/// sequence once it has stored it (a JetStream PubAck), `Err` (what to tell
+/// the client) if it did not.
+pub type FeedAck = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
 
 /// Receives every topic message once, from whoever fans it out (the
 /// publishing session, or the router for publications it handles whole),
@@ -23,6 +30,22 @@ pub trait TopicExport: Send + Sync + std::fmt::Debug {
 
     /// The subscription entry `key` has left the index.
     fn unsubscribed(&self, _key: &IndexKey) {}
+
+    /// Hands `message`, published to the feed destination `words`, to the
+    /// engine's feed stream. Called INSTEAD of local pushes and `export`
+    /// when the feeds are the engine's (`Feeds::owned_by_engine`): the
+    /// message comes back numbered from the engine to every node, this one
+    /// too. With `confirm` (the SEND asked for a RECEIPT, or is
+    /// persistent), returns the engine's confirmation to wait for before
+    /// the RECEIPT.
+    fn export_feed(
+        &self,
+        _words: &[Box<str>],
+        _message: &Message,
+        _confirm: bool,
+    ) -> Option<FeedAck> {
+        None
+    }
 }
 
 /// A single broker: topic messages go to local subscribers only.

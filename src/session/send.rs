@@ -7,7 +7,7 @@
 //! cluster) to the engine.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
-use crate::fanout::Published;
+use crate::fanout::{FeedAck, Published};
 use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
 use crate::model::message::{epoch_ms, Message};
 use crate::publish_rate::PublishVerdict;
@@ -15,6 +15,11 @@ use crate::queue::{QueueArguments, QueueEngine, QueueSend};
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a confirmed feed SEND's RECEIPT waits, after the engine has the
+/// message, for this node to read it back from the feed stream.
+const FEED_READ_BACK: Duration = Duration::from_secs(5);
 use stomp_protocol::Frame;
 
 impl Session {
@@ -74,7 +79,27 @@ impl Session {
                 self.context.queue_memory.wait_for_room().await;
             }
             SendTarget::Topic(_) => {
-                if !self.fan_out(&mut publication).await? {
+                let confirm = publication.persistent || frame.get("receipt").is_some();
+                let (for_router, feed_ack) = self.fan_out(&mut publication, confirm).await?;
+                if let Some(feed_ack) = feed_ack {
+                    // A live-feed message on the cluster engine: the RECEIPT
+                    // once its stream has it and this node has read it back
+                    // (a SUBSCRIBE here after the RECEIPT sees it), in order
+                    // with other pipelined confirmations; the session reads
+                    // on meanwhile.
+                    let topics = self.context.topics.clone();
+                    let ack: crate::queue::EngineAck = Box::pin(async move {
+                        let sequence = feed_ack.await?;
+                        topics.wait_feeds_applied(sequence, FEED_READ_BACK).await;
+                        Ok(())
+                    });
+                    let receipt = frame.get("receipt").map(str::to_owned);
+                    self.confirmations
+                        .push(&self.context.router, self.id, ack, receipt)
+                        .await?;
+                    return Ok(Some(id));
+                }
+                if !for_router {
                     // Delivered: the router only has the RECEIPT to send, after
                     // every MESSAGE pushed above.
                     self.receipt(&frame).await?;
@@ -149,13 +174,16 @@ impl Session {
 
     /// Fans a topic publication out to the shared index's direct
     /// subscribers, unless the router must handle it whole. Returns whether
-    /// the router must see it (for its own subscriptions, or whole).
+    /// the router must see it (for its own subscriptions, or whole), and,
+    /// with `confirm`, for a live-feed message handed to the cluster engine,
+    /// the engine's confirmation to wait for before the RECEIPT.
     pub(super) async fn fan_out(
         &mut self,
         publication: &mut Publication,
-    ) -> Result<bool, SessionError> {
+        confirm: bool,
+    ) -> Result<(bool, Option<FeedAck>), SessionError> {
         if !matches!(publication.target, SendTarget::Topic(_)) {
-            return Ok(true);
+            return Ok((true, None));
         }
         let persistent_feed = matches!(&publication.target,
             SendTarget::Topic(words) if self.context.topics.is_persistent_feed(words));
@@ -166,7 +194,7 @@ impl Session {
             // live feed's change is stored by the router, and the RECEIPT
             // waits for the sync.
             self.router_ahead = true;
-            return Ok(true);
+            return Ok((true, None));
         }
         self.await_router().await?;
         let defer = self.may_persist(publication);
@@ -180,7 +208,7 @@ impl Session {
             ..
         } = publication
         else {
-            return Ok(true);
+            return Ok((true, None));
         };
         // The message borrows destination and headers (no copies on the
         // publishing path) and gives them back for the router, if needed.
@@ -193,10 +221,13 @@ impl Session {
             expires_at: *expires_at,
         };
         let mut pushed = 0;
-        let published =
-            self.context
-                .topics
-                .publish_counting(words, &mut message, defer, &mut pushed);
+        let (published, feed_ack) = self.context.topics.publish_confirming(
+            words,
+            &mut message,
+            defer,
+            &mut pushed,
+            confirm,
+        );
         let class = self.context.metrics.classes.of(&message.destination);
         self.count_class(|counts| &counts.delivered, class, pushed);
         *destination = message.destination;
@@ -204,11 +235,17 @@ impl Session {
         match published {
             Published::Deferred => {
                 self.router_ahead = true;
-                Ok(true)
+                Ok((true, None))
             }
             Published::Delivered { router_interest } => {
                 publication.delivered_direct = true;
-                Ok(router_interest)
+                Ok((router_interest, None))
+            }
+            // Gone to the cluster engine's feed stream: the router gets it
+            // from there (its client-ack and durable subscriptions).
+            Published::ToEngine => {
+                publication.delivered_direct = true;
+                Ok((false, feed_ack))
             }
         }
     }

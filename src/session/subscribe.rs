@@ -7,6 +7,7 @@ use crate::model::destination::{queue_name, subscribe_target, PatternWord, Subsc
 use crate::queue::{QueueArguments, QueueSubscribe};
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
+use std::time::Duration;
 use stomp_protocol::{Frame, Version};
 
 impl Session {
@@ -66,6 +67,14 @@ impl Session {
             SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => None,
         };
         let start = start_at(frame, &target, ack, durable.is_some())?;
+        if let StartAt::Offset { offset, .. } = &start {
+            // On a cluster the offset may come from a node that has read the
+            // engine's feed stream further than this one: wait, briefly,
+            // until this one has (at once on a single broker).
+            let seen = offset.saturating_sub(1);
+            let topics = &self.context.topics;
+            topics.wait_feeds_applied(seen, FEED_CATCH_UP).await;
+        }
         if let (Some(engine), SubscribeTarget::Queue(queue)) = (&self.context.queue_engine, &target)
         {
             let (start_tx, start) = tokio::sync::oneshot::channel();
@@ -170,6 +179,11 @@ impl Session {
         }))
     }
 }
+
+/// How long a resuming SUBSCRIBE waits for this node to read the engine's
+/// feed stream up to the client's offset; then it is answered from what
+/// the node has (`x-recovered:false` if that misses the offset).
+const FEED_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// `x-stream-offset` (with `x-epoch`): where a live-feed subscription
 /// starts. Only auto-ack, non-durable topic subscriptions have one (their

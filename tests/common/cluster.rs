@@ -221,6 +221,15 @@ impl NatsCluster {
 /// A broker on the engine `urls` (the list rotated by `node`, so that the
 /// nodes start on different servers), named `b{node}`.
 pub async fn start_node(urls: &[String], node: usize) -> TestBroker {
+    start_node_configured(urls, node, |_| {}).await
+}
+
+/// [`start_node`], with `configure` changing its config last.
+pub async fn start_node_configured(
+    urls: &[String],
+    node: usize,
+    configure: impl FnOnce(&mut stomphub::Config),
+) -> TestBroker {
     let mut config = test_config();
     config.cluster.engine = stomphub::config::Engine::Nats;
     let mut servers = urls.to_vec();
@@ -232,6 +241,7 @@ pub async fn start_node(urls: &[String], node: usize) -> TestBroker {
     // A JetStream cluster just started on a busy machine may take a while
     // to elect the leader that creates the queue stream.
     config.cluster.connect_timeout = Duration::from_secs(30);
+    configure(&mut config);
     start(config).await
 }
 
