@@ -15,50 +15,19 @@
 //! A `std::sync::Mutex` guards the deque: critical sections are a push or a
 //! drain, never held across an `.await`.
 
-use crate::model::close::CloseReason;
-use bytes::Bytes;
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+mod frame;
 mod pending;
+mod wakes;
 
+pub use frame::{CloseAfter, OutFrame};
 pub use pending::ConflationKey;
 use pending::{with_conflated_header, Pending, Slot};
-
-/// One encoded STOMP frame: exactly one WebSocket message.
-#[derive(Debug, Clone)]
-pub struct OutFrame {
-    /// The frame's bytes, ending in NUL. Shared between subscribers.
-    pub bytes: Bytes,
-    /// The whole frame is valid UTF-8 and may go out as a text message.
-    pub text: bool,
-    /// Set on a final frame (an ERROR from the router or the store writer):
-    /// close the connection after it, as this says.
-    pub close: Option<Box<CloseAfter>>,
-}
-
-impl OutFrame {
-    /// A frame that is neither final nor droppable.
-    pub fn new(bytes: Bytes, text: bool) -> Self {
-        OutFrame {
-            bytes,
-            text,
-            close: None,
-        }
-    }
-}
-
-/// The close order a final frame carries: after writing it, the connection
-/// closes with this reason (its close code) and message (its close text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseAfter {
-    /// The close code's meaning.
-    pub reason: CloseReason,
-    /// The close reason text (the ERROR's `message`).
-    pub message: String,
-}
+pub use wakes::deferring_wakes;
+use wakes::wake;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,46 +80,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-tokio::task_local! {
-    /// Writers to wake when the current [`deferring_wakes`] scope ends.
-    static DEFERRED_WAKES: RefCell<DeferredWakes>;
-}
-
-/// Writers whose queues became non-empty inside a [`deferring_wakes`]
-/// scope. Dropping it wakes them, so a scope that is cancelled half way
-/// still wakes every writer it owes (a writer not woken would sleep on a
-/// non-empty queue: later pushes do not wake it).
-#[derive(Default)]
-struct DeferredWakes(Vec<Arc<Shared>>);
-
-impl Drop for DeferredWakes {
-    fn drop(&mut self) {
-        for shared in self.0.drain(..) {
-            shared.ready.notify_one();
-        }
-    }
-}
-
-/// Wakes `shared`'s writer now, or at the end of the current task's
-/// [`deferring_wakes`] scope.
-fn wake(shared: &Arc<Shared>) {
-    let deferred = DEFERRED_WAKES.try_with(|wakes| wakes.borrow_mut().0.push(shared.clone()));
-    if deferred.is_err() {
-        shared.ready.notify_one();
-    }
-}
-
-/// Runs `work`, waking the writers of the queues it pushed into only when
-/// it is done. A publisher that handles a burst of SENDs in one scope wakes
-/// each subscriber's writer once for the burst, which then writes it in one
-/// batch, instead of once per message while the publisher is still pushing
-/// (the writers' draining raced the pushes for each queue's lock).
-pub async fn deferring_wakes<F: std::future::Future>(work: F) -> F::Output {
-    DEFERRED_WAKES
-        .scope(RefCell::new(DeferredWakes::default()), work)
-        .await
 }
 
 /// The sending half: held by the router for every subscription and by the session.
@@ -445,6 +374,7 @@ impl OutboundReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::time::Duration;
 
     fn frame(n: usize) -> OutFrame {
