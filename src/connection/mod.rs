@@ -39,6 +39,9 @@ use writer::{write_batch, WRITE_BATCH};
 /// message of a burst waits for the last.
 const READ_BURST: usize = 32;
 
+/// How long a write under way when shutdown begins may still take.
+const SHUTDOWN_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub use closing::{linger, LINGER_BYTES, LINGER_TIME};
 
 /// Serves one accepted TCP connection until it ends.
@@ -126,9 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let buffered = self.buffer.len();
             tokio::select! {
                 biased;
-                _ = &mut shutdown_signal => {
-                    return End::Error(SessionError::new("server shutting down", CloseReason::GoingAway));
-                }
+                _ = &mut shutdown_signal => return End::Error(shutting_down()),
                 receiver = &mut reload => {
                     reload = Box::pin(next_reload(receiver));
                     if let Err(error) = self.session.reloaded() {
@@ -146,17 +147,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.count_written(&batch);
                     // A client that stops reading blocks this write; the
                     // overflow signal and shutdown still end it.
-                    tokio::select! {
+                    let packed = self.session.packs_frames();
+                    let mut write = std::pin::pin!(write_batch(&mut self.transport, &self.outbound, &mut batch, packed));
+                    let written = tokio::select! {
                         biased;
                         _ = self.overflow.wait() => return End::Error(slow_consumer()),
-                        _ = &mut shutdown_signal => return End::ClientGone,
-                        written = write_batch(&mut self.transport, &self.outbound, &mut batch, self.session.packs_frames()) => {
-                            match written {
-                                Err(_) => return End::ClientGone,
-                                Ok(Some(close_after)) => return End::FinalFrame(close_after),
-                                Ok(None) => self.last_write = Instant::now(),
-                            }
+                        written = &mut write => written,
+                        // The batch may hold queue messages already settled
+                        // (auto ack): a reading client gets them before the
+                        // shutdown ERROR; a stuck one does not hold it up.
+                        // (The signal has fired: it is never polled again.)
+                        _ = &mut shutdown_signal => {
+                            return match tokio::time::timeout(SHUTDOWN_WRITE_GRACE, &mut write).await {
+                                Ok(Ok(None)) => End::Error(shutting_down()),
+                                Ok(Ok(Some(close_after))) => End::FinalFrame(close_after),
+                                Ok(Err(_)) | Err(_) => End::ClientGone,
+                            };
                         }
+                    };
+                    match written {
+                        Err(_) => return End::ClientGone,
+                        Ok(Some(close_after)) => return End::FinalFrame(close_after),
+                        Ok(None) => self.last_write = Instant::now(),
                     }
                 }
                 // A queue SEND the cluster engine did not store: ERROR now,
@@ -286,6 +298,10 @@ async fn sleep_while_paused(until: Option<Instant>) {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+fn shutting_down() -> SessionError {
+    SessionError::new("server shutting down", CloseReason::GoingAway)
 }
 
 fn slow_consumer() -> SessionError {
