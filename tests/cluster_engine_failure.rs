@@ -32,7 +32,10 @@ async fn kill_9_of_the_jetstream_leader_loses_no_receipted_message() {
         processes.iter().map(|p| p.url()).collect::<Vec<_>>(),
     ));
     let ledger = traffic::Shared::default();
-    let (producing, consuming) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (producing, consuming) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
 
     let mut consumers = Vec::new();
     for node in 0..3 {
@@ -112,18 +115,27 @@ async fn kill_9_of_the_jetstream_leader_loses_no_receipted_message() {
             .expect("a consumer panicked");
     }
 
-    let ledger = traffic::lock(&ledger);
-    eprintln!(
-        "stream leader n{leader} killed after {before} receipts: n{new_leader} led {:.1} s \
-         later, traffic flowing again within {:.1} s of the kill, drained {:.1} s after the \
-         producers stopped; {}; producer ERRORs: {:?}",
-        elected.as_secs_f64(),
-        flowing.as_secs_f64(),
-        drained.as_secs_f64(),
-        ledger.summary(),
-        ledger.producer_errors.iter().collect::<std::collections::BTreeSet<_>>()
-    );
-    assert!(ledger.missing().is_empty(), "receipted and lost: {:?}", ledger.missing());
+    {
+        let ledger = traffic::lock(&ledger);
+        eprintln!(
+            "stream leader n{leader} killed after {before} receipts: n{new_leader} led {:.1} s \
+             later, traffic flowing again within {:.1} s of the kill, drained {:.1} s after the \
+             producers stopped; {}; producer ERRORs: {:?}",
+            elected.as_secs_f64(),
+            flowing.as_secs_f64(),
+            drained.as_secs_f64(),
+            ledger.summary(),
+            ledger
+                .producer_errors
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+        );
+        assert!(
+            ledger.missing().is_empty(),
+            "receipted and lost: {:?}",
+            ledger.missing()
+        );
+    }
 
     // Every node says ready again (its engine connections moved).
     for (index, process) in processes.iter_mut().enumerate() {

@@ -160,8 +160,8 @@ fn persistent_send(queue: &str, n: u64) -> Frame {
     Frame::new(Command::Send)
         .header("destination", queue)
         .header("persistent", "true")
-        .header("receipt", &format!("r{n}"))
-        .header("message-id", &format!("m{n}"))
+        .header("receipt", format!("r{n}"))
+        .header("message-id", format!("m{n}"))
         .body(n.to_string())
 }
 
@@ -314,7 +314,9 @@ pub async fn consume(nodes: Nodes, ledger: Shared, stop: Arc<AtomicBool>, c: Con
                     }
                     if c.ack != "auto" {
                         let id = frame.get("ack").expect("an ack header").to_owned();
-                        open = client.try_send(Frame::new(Command::Ack).header("id", &id)).await;
+                        open = client
+                            .try_send(Frame::new(Command::Ack).header("id", &id))
+                            .await;
                     }
                 }
                 Some(Event::Frame(frame)) if frame.command == Command::Receipt => {}
