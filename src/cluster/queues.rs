@@ -21,9 +21,11 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
+use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
+use super::pulls::PullTasks;
 use super::subject::{queue_consumer, queue_subject, queues_pattern};
-use super::subscription::{hand_back, Pending, Subscription};
+use super::subscription::{Pending, Subscription};
 use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
@@ -59,6 +61,8 @@ pub struct NatsQueues {
     /// Per session: its subscriptions by id. A leaf lock, held for table
     /// changes only.
     sessions: Mutex<Sessions>,
+    /// The subscriptions' pull tasks, waited for at shutdown.
+    pulls: PullTasks,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -115,6 +119,7 @@ pub async fn queues(
         max_deliver: config.max_deliver,
         policy,
         sessions: Mutex::new(HashMap::new()),
+        pulls: PullTasks::new(),
     }))
 }
 
@@ -231,6 +236,7 @@ impl NatsQueues {
             subscription,
             served,
             dead_letters,
+            self.pulls.enter(),
         ));
         Ok(())
     }
@@ -250,10 +256,10 @@ impl NatsQueues {
         }
     }
 
-    /// Ends `subscription`, handing its unsettled deliveries back now.
+    /// Ends `subscription`: its task hands its unsettled deliveries back
+    /// once its last pull is over (at most `PULL_WAIT`).
     async fn end(&self, subscription: Arc<Subscription>) {
-        let pending = subscription.stop();
-        hand_back(pending).await;
+        subscription.stop();
     }
 }
 
@@ -307,8 +313,34 @@ impl QueueEngine for NatsQueues {
         })
     }
 
+    fn quiesce(&self) {
+        // Before the sessions hear of the shutdown: no MESSAGE goes out
+        // from now on, and what the subscriptions hand back is parked until
+        // `flush`, when no pull of this node is out any more.
+        self.pulls.close();
+        for sessions in self.sessions().values() {
+            for subscription in sessions.values() {
+                subscription.stop();
+            }
+        }
+    }
+
     fn flush(&self) -> EngineFuture<'_, ()> {
         Box::pin(async move {
+            // Sessions still open after the grace: theirs end now.
+            let left: Vec<Arc<Subscription>> = self
+                .sessions()
+                .drain()
+                .flat_map(|(_, subscriptions)| subscriptions.into_values())
+                .collect();
+            for subscription in left {
+                self.end(subscription).await;
+            }
+            // The stopped tasks read their last pulls to the end (at most
+            // PULL_WAIT); then everything they hold goes back at once.
+            if !self.pulls.finish(PULL_WAIT + Duration::from_secs(1)).await {
+                warn!("queue engine: pulls still out at shutdown; what they take comes back after ack_wait");
+            }
             if let Err(error) = self.jetstream.client().flush().await {
                 warn!(%error, "queue engine: hand-backs not flushed at shutdown; they come back after ack_wait");
             }

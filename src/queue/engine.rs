@@ -112,8 +112,13 @@ pub trait QueueEngine: Send + Sync {
     /// The session is over: every subscription ends as by `unsubscribe`.
     fn detach(&self, session: SessionId) -> EngineFuture<'_, ()>;
 
-    /// Sends what is still buffered for the engine: at shutdown, after the
-    /// sessions' ends, so that their hand-backs reach it before the process
-    /// exits.
+    /// At the start of a shutdown, before the sessions are told: no MESSAGE
+    /// goes out any more, and hand-backs wait for [`flush`](Self::flush).
+    fn quiesce(&self);
+
+    /// At shutdown, after the sessions' ends: ends what subscriptions are
+    /// left, waits until the engine hands this process nothing more (what
+    /// still arrives is handed back), and sends what is still buffered, so
+    /// that every hand-back reaches it before the process exits.
     fn flush(&self) -> EngineFuture<'_, ()>;
 }

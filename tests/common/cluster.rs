@@ -358,6 +358,11 @@ impl NodeProcess {
         }
     }
 
+    /// Its log (`broker.log` in its directory), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
     /// Starts it again with the same config and directory.
     pub fn restart(&mut self) {
         let (process, admin_port) = start_process(&self.config, self.dir.path());
@@ -400,7 +405,9 @@ pub fn start_processes(engine: &NatsCluster, count: usize, extra: &str) -> Vec<N
 
 /// A broker process and its admin port (read from what it prints).
 fn start_process(config: &str, dir: &Path) -> (BrokerProcess, u16) {
-    let mut process = BrokerProcess::start(config, dir);
+    // `STOMPHUB_TEST_LOG` (a `RUST_LOG` filter) to see more when debugging.
+    let level = std::env::var("STOMPHUB_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let mut process = BrokerProcess::start_logging(config, dir, &level).expect("broker starts");
     let admin = process.admin_url();
     let port = admin
         .rsplit(':')

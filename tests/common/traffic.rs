@@ -68,13 +68,17 @@ impl Ledger {
     /// One line of figures for the test's output.
     pub fn summary(&self) -> String {
         format!(
-            "{} receipted, {} consumed ({} duplicates, {} redelivered), {} producer ERRORs, {} reconnects",
+            "{} receipted, {} consumed ({} duplicates, {} redelivered), {} producer ERRORs, {} reconnects{}",
             self.receipted.len(),
             self.consumed.len(),
             self.duplicates(),
             self.redelivered,
             self.producer_errors.len(),
-            self.reconnects
+            self.reconnects,
+            match self.missing() {
+                missing if missing.is_empty() => String::new(),
+                missing => format!("; receipted, not consumed: {:?}", &missing[..missing.len().min(20)]),
+            }
         )
     }
 }
@@ -258,12 +262,13 @@ pub struct Consumer {
     pub ack: &'static str,
     pub prefetch: usize,
     /// Settles nothing (`ack` must not be `auto`): what it gets comes back
-    /// only when its connection ends, through the broker's hand-back.
+    /// only when its connection ends, through the broker's hand-back. A
+    /// holder does not connect again.
     pub hold: bool,
 }
 
 /// Consumes until `stop` is set, subscribing again on another node each
-/// time its connection ends. At `stop` it disconnects (a holder's messages
+/// time its connection ends (a holder ends with its connection). At `stop` it disconnects (a holder's messages
 /// are handed back then).
 pub async fn consume(nodes: Nodes, ledger: Shared, stop: Arc<AtomicBool>, c: Consumer) {
     let mut node = c.node;
@@ -299,6 +304,11 @@ pub async fn consume(nodes: Nodes, ledger: Shared, stop: Arc<AtomicBool>, c: Con
                         .and_then(|body| body.parse().ok())
                         .expect("a message of ours");
                     if c.hold {
+                        eprintln!(
+                            "DEBUG {} holds {n} as {:?}",
+                            c.name,
+                            frame.get("message-id")
+                        );
                         let mut ledger = lock(&ledger);
                         if let Some((_, held)) = ledger.held.get_mut(&c.name) {
                             held.insert(n);
@@ -328,6 +338,12 @@ pub async fn consume(nodes: Nodes, ledger: Shared, stop: Arc<AtomicBool>, c: Con
             let mut ledger = lock(&ledger);
             ledger.reconnects += 1;
             ledger.held.remove(&c.name);
+        }
+        if c.hold {
+            // Its deliveries were handed back with its connection; held
+            // again elsewhere, they would be out of the other consumers'
+            // reach until the end.
+            return;
         }
         node += 1;
     }
