@@ -10,6 +10,7 @@
 
 mod consumer;
 mod dead_letters;
+mod publish;
 mod pulls;
 mod queues;
 mod subject;

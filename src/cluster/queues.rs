@@ -23,6 +23,7 @@
 
 use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
+use super::publish::Publication;
 use super::pulls::PullTasks;
 use super::subject::{queue_consumer, queue_subject, queues_pattern};
 use super::subscription::{Pending, Subscription};
@@ -56,6 +57,9 @@ pub struct NatsQueues {
     /// `[cluster] ack_wait` and `max_deliver`, for every queue's consumer.
     ack_wait: Duration,
     max_deliver: u32,
+    /// `[cluster] publish_timeout`: how long a confirmed SEND is published
+    /// again through a leader election.
+    publish_timeout: Duration,
     /// `[queues]` and its rules: where a queue's dead letters go.
     policy: QueuePolicy,
     /// Per session: its subscriptions by id. A leaf lock, held for table
@@ -117,6 +121,7 @@ pub async fn queues(
         prefix: config.subject_prefix.clone(),
         ack_wait: config.ack_wait,
         max_deliver: config.max_deliver,
+        publish_timeout: config.publish_timeout,
         policy,
         sessions: Mutex::new(HashMap::new()),
         pulls: PullTasks::new(),
@@ -190,14 +195,27 @@ impl NatsQueues {
         let unreachable = |e: &dyn std::fmt::Display| {
             format!("queue engine unreachable or full: the message was not stored ({e})")
         };
+        let payload = wire::encode(&message);
         let acked = self
             .jetstream
-            .publish_with_headers(subject, headers, wire::encode(&message))
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await
             .map_err(|e| unreachable(&e))?;
         if send.confirm {
+            // Published again through a leader election, up to
+            // `publish_timeout` (`publish.rs`).
+            let publication = Publication {
+                jetstream: self.jetstream.clone(),
+                subject,
+                headers,
+                payload,
+                deadline: tokio::time::Instant::now() + self.publish_timeout,
+            };
             return Ok(Box::pin(async move {
-                acked.await.map(|_| ()).map_err(|e| unreachable(&e))
+                publication
+                    .confirm(acked)
+                    .await
+                    .map_err(|e| unreachable(&e))
             }));
         }
         // Not waited for: a failure can only be logged.
