@@ -118,9 +118,9 @@ async fn kill_9_of_the_jetstream_leader_loses_no_receipted_message() {
     {
         let ledger = traffic::lock(&ledger);
         eprintln!(
-            "stream leader n{leader} killed after {before} receipts: n{new_leader} led {:.1} s \
-             later, traffic flowing again within {:.1} s of the kill, drained {:.1} s after the \
-             producers stopped; {}; producer ERRORs: {:?}",
+            "stream leader n{leader} killed after {before} receipts: n{new_leader} answered as \
+             leader {:.1} s later (polled), 100 more RECEIPTs {:.1} s after the kill, drained \
+             {:.1} s after the producers stopped; {}; producer ERRORs: {:?}",
             elected.as_secs_f64(),
             flowing.as_secs_f64(),
             drained.as_secs_f64(),

@@ -131,8 +131,9 @@ async fn finish(ledger: &Shared, traffic: Traffic, first: impl Fn(usize) -> bool
         "receipted and lost: {:?}",
         ledger.missing()
     );
+    let errors: BTreeSet<&String> = ledger.producer_errors.iter().collect();
     format!(
-        "drained {:.1} s after the producers stopped; {}",
+        "drained {:.1} s after the producers stopped; {}; producer ERRORs: {errors:?}",
         drained.as_secs_f64(),
         ledger.summary()
     )

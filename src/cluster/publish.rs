@@ -8,11 +8,12 @@
 //! connection) for every SEND of those seconds, the same message is
 //! published again, with the same `Nats-Msg-Id` (so a first attempt that
 //! was stored after all is not stored twice), until `publish_timeout` is
-//! over; only then does the client get ERROR. Other failures (the stream
+//! over; only then does the client get ERROR. So is one that JetStream
+//! refuses because the same id is still being stored (a client's retry). Other failures (the stream
 //! full, a message too large) are final at once.
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
-use async_nats::jetstream::{self};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, ErrorCode};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::time::Duration;
@@ -45,11 +46,7 @@ impl Publication {
                 Ok(_) => return Ok(()),
                 Err(error) => error,
             };
-            let passing = matches!(
-                error.kind(),
-                PublishErrorKind::StreamNotFound | PublishErrorKind::TimedOut
-            );
-            if !passing || Instant::now() + RETRY_PAUSE >= self.deadline {
+            if !passing(&error) || Instant::now() + RETRY_PAUSE >= self.deadline {
                 return Err(error.to_string());
             }
             debug!(%error, attempts, subject = %self.subject, "queue engine: publishing again");
@@ -65,5 +62,18 @@ impl Publication {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+    }
+}
+
+/// Whether `error` passes with time: no stream leader to answer (no
+/// responder, or no PubAck in time), or the same `Nats-Msg-Id` still being
+/// stored from an earlier attempt (a client's retry on another node, say).
+fn passing(error: &PublishError) -> bool {
+    match error.kind() {
+        PublishErrorKind::StreamNotFound | PublishErrorKind::TimedOut => true,
+        PublishErrorKind::Other => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|api| api.error_code() == ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT),
+        _ => false,
     }
 }

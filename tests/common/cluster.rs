@@ -215,7 +215,8 @@ impl NatsCluster {
     /// `servers`) and whether every other replica is current and online.
     /// `None` while no leader answers (an election under way).
     pub async fn stream_state(&self, stream: &str) -> Option<(usize, bool)> {
-        let bound = Duration::from_secs(5);
+        // Short: while no leader answers, the next poll comes sooner.
+        let bound = Duration::from_secs(2);
         let connecting = async_nats::ConnectOptions::new()
             .connection_timeout(bound)
             .connect(self.running_urls());

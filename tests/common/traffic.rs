@@ -35,6 +35,8 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 pub struct Ledger {
     /// Message numbers whose SEND got a RECEIPT.
     pub receipted: BTreeSet<u64>,
+    /// When each RECEIPT arrived, in arrival order.
+    pub receipt_times: Vec<Instant>,
     /// Per message number delivered to a settling consumer: how often, and
     /// when first.
     pub consumed: BTreeMap<u64, (usize, Instant)>,
@@ -65,11 +67,22 @@ impl Ledger {
             .collect()
     }
 
+    /// The longest time without any RECEIPT between the first and the
+    /// last: how long the producers saw the queue stand still.
+    pub fn longest_pause(&self) -> Duration {
+        self.receipt_times
+            .windows(2)
+            .map(|w| w[1].saturating_duration_since(w[0]))
+            .max()
+            .unwrap_or_default()
+    }
+
     /// One line of figures for the test's output.
     pub fn summary(&self) -> String {
         format!(
-            "{} receipted, {} consumed ({} duplicates, {} redelivered), {} producer ERRORs, {} reconnects{}",
+            "{} receipted (longest pause between RECEIPTs {:.1} s), {} consumed ({} duplicates, {} redelivered), {} producer ERRORs, {} reconnects{}",
             self.receipted.len(),
+            self.longest_pause().as_secs_f64(),
             self.consumed.len(),
             self.duplicates(),
             self.redelivered,
@@ -226,7 +239,9 @@ pub async fn produce(nodes: Nodes, ledger: Shared, stop: Arc<AtomicBool>, p: Pro
                         .expect("a receipt of ours");
                     assert_eq!(in_flight.pop_front(), Some(n), "RECEIPTs in SEND order");
                     unreceipted.retain(|m| *m != n);
-                    lock(&ledger).receipted.insert(n);
+                    let mut ledger = lock(&ledger);
+                    ledger.receipted.insert(n);
+                    ledger.receipt_times.push(Instant::now());
                     progress = Instant::now();
                 }
                 Some(Event::Frame(frame)) if frame.command == Command::Error => {
