@@ -10,6 +10,7 @@
 
 mod consumer;
 mod dead_letters;
+mod definitions;
 mod publish;
 mod pulls;
 mod queues;
