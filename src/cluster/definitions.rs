@@ -17,6 +17,8 @@ use std::time::Duration;
 /// The metadata keys (RabbitMQ's argument names).
 const MESSAGE_TTL: &str = "x-message-ttl";
 const DEAD_LETTER: &str = "x-dead-letter-routing-key";
+/// The pause between two tries while JetStream cannot answer.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// The queues' consumers: their settings, and the definitions read.
 pub(super) struct Definitions {
@@ -26,6 +28,9 @@ pub(super) struct Definitions {
     pub(super) prefix: String,
     pub(super) ack_wait: Duration,
     pub(super) max_deliver: u32,
+    /// `[cluster] publish_timeout`: how long reading or creating a
+    /// definition is tried (the stream may be electing a leader).
+    pub(super) patience: Duration,
     /// Per queue name, its definition once read or made. A leaf lock, held
     /// for one lookup or insert.
     pub(super) known: Mutex<HashMap<String, QueueArguments>>,
@@ -79,9 +84,10 @@ impl Definitions {
         let cannot = |e: &dyn std::fmt::Display| {
             format!("queue engine: cannot read or create the queue '{name}': {e}")
         };
-        // Two tries: a node that loses the race to create reads the winner's.
-        let mut created = None;
-        for _ in 0..2 {
+        // A node that loses the race to create reads the winner's; while
+        // JetStream cannot answer (an election) both are tried again.
+        let deadline = tokio::time::Instant::now() + self.patience;
+        loop {
             if let Ok(existing) = self
                 .jetstream
                 .get_consumer_from_stream::<consumer::pull::Config, _, _>(
@@ -94,7 +100,7 @@ impl Definitions {
                 self.known().insert(name.to_owned(), definition.clone());
                 return Ok(definition);
             }
-            match self
+            let error = match self
                 .jetstream
                 .create_consumer_strict_on_stream(self.config(name, &offered), &self.stream)
                 .await
@@ -103,10 +109,13 @@ impl Definitions {
                     self.known().insert(name.to_owned(), offered.clone());
                     return Ok(offered);
                 }
-                Err(error) => created = Some(error.to_string()),
+                Err(error) => error,
+            };
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(cannot(&error));
             }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        Err(cannot(&created.unwrap_or_default()))
     }
 
     /// The consumer of queue `name` for a SUBSCRIBE: created, or updated

@@ -127,6 +127,7 @@ pub async fn queues(
             prefix: config.subject_prefix.clone(),
             ack_wait: config.ack_wait,
             max_deliver: config.max_deliver,
+            patience: config.publish_timeout,
             known: Mutex::new(HashMap::new()),
         },
         pulls: PullTasks::new(),
