@@ -132,3 +132,44 @@ async fn the_arguments_of_the_frame_that_created_a_queue_hold_on_every_node() {
     assert_eq!(dead.get("x-original-destination"), Some("/queue/fragile"));
     first.expect_silence(Duration::from_millis(500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_consumer_lost_in_the_engine_is_made_again_by_its_subscribers() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let broker = node(&urls, 0).await;
+    let mut consumer = Client::connect(&broker.url()).await;
+    consumer
+        .subscribe_with("c", "/queue/kept", &[("ack", "client-individual")])
+        .await;
+    let mut producer = Client::connect(&broker.url()).await;
+    producer
+        .send_confirmed(send("/queue/kept", "before"), "b")
+        .await;
+    let before = next_message(&mut consumer, ACROSS).await;
+    assert_eq!(&before.body[..], b"before");
+    consumer.settle(&before, false).await;
+
+    // The queue's JetStream consumer deleted behind the brokers' backs (an
+    // operator, a store lost): the subscription's pulls fail until its
+    // task makes the consumer again.
+    let client = async_nats::connect(urls[0].as_str())
+        .await
+        .expect("nats connects");
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(common::cluster::QUEUE_STREAM)
+        .await
+        .expect("the queue stream");
+    assert!(
+        stream
+            .delete_consumer("q-kept")
+            .await
+            .expect("deleted")
+            .success
+    );
+    producer
+        .send_confirmed(send("/queue/kept", "after"), "a")
+        .await;
+    let after = next_message(&mut consumer, ACROSS).await;
+    assert_eq!(&after.body[..], b"after");
+}

@@ -16,11 +16,13 @@
 //! delivery goes to the queue's dead-letter queue instead of a client.
 
 use super::dead_letters::DeadLetters;
+use super::definitions::Definitions;
 use super::pulls::PullTask;
 use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::message::epoch_ms;
+use crate::queue::QueueArguments;
 use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -33,10 +35,36 @@ pub(super) const PULL_WAIT: Duration = Duration::from_secs(2);
 /// The pause after a failed pull (the engine unreachable).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// The queue a subscription pulls from.
+pub(super) struct Queue {
+    pub(super) definitions: Arc<Definitions>,
+    /// The queue's name (without `/queue/`).
+    pub(super) name: String,
+    /// Its shared JetStream consumer.
+    pub(super) consumer: PullConsumer,
+}
+
+impl Queue {
+    /// After a failed pull: the consumer made again, with the queue's
+    /// definition, if it is gone (deleted by an operator, a store lost);
+    /// an update that changes nothing if it is there. Failing (the engine
+    /// unreachable), the next pull tries again.
+    async fn remake(&mut self) {
+        match self
+            .definitions
+            .consumer(&self.name, &QueueArguments::default())
+            .await
+        {
+            Ok((consumer, _)) => self.consumer = consumer,
+            Err(error) => debug!(%error, "queue engine: consumer not made again yet"),
+        }
+    }
+}
+
 /// The subscription's task: pull, deliver, until stopped. After the stop it
 /// reads its last pull to the end, handing back what still arrives.
 pub(super) async fn pull_loop(
-    consumer: PullConsumer,
+    mut queue: Queue,
     subscription: Arc<Subscription>,
     request: Served,
     dead_letters: DeadLetters,
@@ -76,7 +104,8 @@ pub(super) async fn pull_loop(
             max
         };
         let mut used = 0;
-        match consumer
+        match queue
+            .consumer
             .batch()
             .max_messages(want)
             .expires(PULL_WAIT)
@@ -89,6 +118,7 @@ pub(super) async fn pull_loop(
                         Ok(message) => message,
                         Err(error) => {
                             debug!(%error, "queue engine: pull ended");
+                            queue.remake().await;
                             break;
                         }
                     };
@@ -111,6 +141,7 @@ pub(super) async fn pull_loop(
                     _ = tokio::time::sleep(RETRY_PAUSE) => {}
                     _ = stopped.wait_for(|stop| *stop) => {}
                 }
+                queue.remake().await;
             }
         }
         if credited {

@@ -21,6 +21,7 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
+use super::consumer::Queue;
 use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
@@ -63,7 +64,7 @@ pub struct NatsQueues {
     /// changes only.
     sessions: Mutex<Sessions>,
     /// The queues' consumers and definitions (`definitions.rs`).
-    definitions: Definitions,
+    definitions: Arc<Definitions>,
     /// The subscriptions' pull tasks, waited for at shutdown.
     pulls: PullTasks,
 }
@@ -121,7 +122,7 @@ pub async fn queues(
         publish_timeout: config.publish_timeout,
         policy,
         sessions: Mutex::new(HashMap::new()),
-        definitions: Definitions {
+        definitions: Arc::new(Definitions {
             jetstream: jetstream.clone(),
             stream,
             prefix: config.subject_prefix.clone(),
@@ -129,7 +130,7 @@ pub async fn queues(
             max_deliver: config.max_deliver,
             patience: config.publish_timeout,
             known: Mutex::new(HashMap::new()),
-        },
+        }),
         pulls: PullTasks::new(),
     }))
 }
@@ -241,8 +242,13 @@ impl NatsQueues {
             .entry(session)
             .or_default()
             .insert(id, subscription.clone());
-        tokio::spawn(super::consumer::pull_loop(
+        let queue = Queue {
+            definitions: self.definitions.clone(),
+            name,
             consumer,
+        };
+        tokio::spawn(super::consumer::pull_loop(
+            queue,
             subscription,
             served,
             dead_letters,
