@@ -2,7 +2,8 @@
 //! `x-message-ttl` and `x-dead-letter-routing-key` of the frame that
 //! created a queue hold for every node (they are kept in the queue's
 //! JetStream consumer), and a later SUBSCRIBE's arguments do not change
-//! them. One nats-server, three brokers in the test process.
+//! them. A queue's consumer deleted in the engine under a subscriber is
+//! made again by it. One nats-server, brokers in the test process.
 
 mod common;
 
