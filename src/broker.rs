@@ -350,6 +350,11 @@ impl Broker {
                 .listening
                 .store(false, std::sync::atomic::Ordering::Relaxed);
         }
+        // Queue deliveries stop before the sessions hear of it, and are
+        // handed back together once the node's pulls are over (`flush`).
+        if let Some(engine) = &self.queue_engine {
+            engine.quiesce();
+        }
         self.trigger.fire();
         for task in self.accept_tasks {
             let _ = task.await;

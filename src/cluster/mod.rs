@@ -11,7 +11,10 @@
 
 mod consumer;
 mod dead_letters;
+mod definitions;
 mod feeds;
+mod publish;
+mod pulls;
 mod queues;
 mod subject;
 mod subscription;

@@ -21,9 +21,14 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
+use super::consumer::Queue;
+use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
-use super::subject::{queue_consumer, queue_subject, queues_pattern};
-use super::subscription::{hand_back, Pending, Subscription};
+use super::definitions::Definitions;
+use super::publish::Publication;
+use super::pulls::PullTasks;
+use super::subject::{queue_subject, queues_pattern};
+use super::subscription::{Pending, Subscription};
 use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
@@ -31,10 +36,9 @@ use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::{epoch_ms, Message};
 use crate::model::session_id::SessionId;
 use crate::queue::{
-    DeliveryKey, EngineAck, EngineFuture, QueueArguments, QueueEngine, QueuePolicy, QueueSend,
-    QueueSubscribe,
+    DeliveryKey, EngineAck, EngineFuture, QueueEngine, QueuePolicy, QueueSend, QueueSubscribe,
 };
-use async_nats::jetstream::{self, consumer, stream, AckKind};
+use async_nats::jetstream::{self, stream, AckKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -47,18 +51,22 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 pub struct NatsQueues {
     /// The JetStream API on the node's NATS connection.
     pub(super) jetstream: jetstream::Context,
-    /// The queues' stream.
-    stream: String,
     /// `[cluster] subject_prefix`.
     prefix: String,
-    /// `[cluster] ack_wait` and `max_deliver`, for every queue's consumer.
-    ack_wait: Duration,
+    /// `[cluster] max_deliver`: deliveries before a dead letter.
     max_deliver: u32,
+    /// `[cluster] publish_timeout`: how long a confirmed SEND is published
+    /// again through a leader election.
+    publish_timeout: Duration,
     /// `[queues]` and its rules: where a queue's dead letters go.
     policy: QueuePolicy,
     /// Per session: its subscriptions by id. A leaf lock, held for table
     /// changes only.
     sessions: Mutex<Sessions>,
+    /// The queues' consumers and definitions (`definitions.rs`).
+    definitions: Arc<Definitions>,
+    /// The subscriptions' pull tasks, waited for at shutdown.
+    pulls: PullTasks,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -108,40 +116,28 @@ pub async fn queues(
     }
     info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
     Ok(Arc::new(NatsQueues {
-        jetstream,
-        stream,
+        jetstream: jetstream.clone(),
         prefix: config.subject_prefix.clone(),
-        ack_wait: config.ack_wait,
         max_deliver: config.max_deliver,
+        publish_timeout: config.publish_timeout,
         policy,
         sessions: Mutex::new(HashMap::new()),
+        definitions: Arc::new(Definitions {
+            jetstream: jetstream.clone(),
+            stream,
+            prefix: config.subject_prefix.clone(),
+            ack_wait: config.ack_wait,
+            max_deliver: config.max_deliver,
+            patience: config.publish_timeout,
+            known: Mutex::new(HashMap::new()),
+        }),
+        pulls: PullTasks::new(),
     }))
 }
 
 impl NatsQueues {
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The shared durable consumer of queue `name`, created or updated.
-    async fn consumer(&self, name: &str) -> Result<consumer::PullConsumer, String> {
-        let durable = queue_consumer(name);
-        let config = consumer::pull::Config {
-            durable_name: Some(durable.clone()),
-            filter_subject: queue_subject(&self.prefix, name),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            // One delivery more than `max_deliver`: that one is not handed
-            // to a client but dead-lettered (`consumer.rs`), so that a
-            // message NACKed or left unacknowledged `max_deliver` times
-            // ends in its dead-letter queue, as on one node.
-            max_deliver: i64::from(self.max_deliver) + 1,
-            ..Default::default()
-        };
-        self.jetstream
-            .create_consumer_on_stream(config, &self.stream)
-            .await
-            .map_err(|e| format!("queue engine: cannot create the consumer of '{name}': {e}"))
     }
 
     /// The subscription holding delivery `key` of `session`, and the index of
@@ -161,11 +157,21 @@ impl NatsQueues {
             .strip_prefix(QUEUE_PREFIX)
             .unwrap_or(&send.destination);
         let subject = queue_subject(&self.prefix, name);
+        let unreachable = |e: &dyn std::fmt::Display| {
+            format!("queue engine unreachable or full: the message was not stored ({e})")
+        };
         // As on one node: a message without its own expiry gets the
-        // queue's `message_ttl` (`[queues]` and its rules).
+        // queue's `message_ttl` (its `x-message-ttl` when it was created
+        // with one, else `[queues]` and its rules). A SEND to a queue that
+        // does not exist yet creates it, with its own arguments.
+        let definition = self
+            .definitions
+            .definition(name, &send.arguments)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let ttl = self
             .policy
-            .settings_for(&send.destination, &QueueArguments::default())
+            .settings_for(&send.destination, &definition)
             .message_ttl;
         let expires_at = send.expires_at.or_else(|| {
             ttl.map(|ttl| {
@@ -182,17 +188,27 @@ impl NatsQueues {
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, send.dedup_id.as_str());
-        let unreachable = |e: &dyn std::fmt::Display| {
-            format!("queue engine unreachable or full: the message was not stored ({e})")
-        };
+        let payload = wire::encode(&message);
         let acked = self
             .jetstream
-            .publish_with_headers(subject, headers, wire::encode(&message))
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await
             .map_err(|e| unreachable(&e))?;
         if send.confirm {
+            // Published again through a leader election, up to
+            // `publish_timeout` (`publish.rs`).
+            let publication = Publication {
+                jetstream: self.jetstream.clone(),
+                subject,
+                headers,
+                payload,
+                deadline: tokio::time::Instant::now() + self.publish_timeout,
+            };
             return Ok(Box::pin(async move {
-                acked.await.map(|_| ()).map_err(|e| unreachable(&e))
+                publication
+                    .confirm(acked)
+                    .await
+                    .map_err(|e| unreachable(&e))
             }));
         }
         // Not waited for: a failure can only be logged.
@@ -210,11 +226,11 @@ impl NatsQueues {
             .strip_prefix(QUEUE_PREFIX)
             .unwrap_or(&request.destination)
             .to_owned();
-        let consumer = self.consumer(&name).await?;
+        // The queue's definition wins over this SUBSCRIBE's arguments
+        // unless this SUBSCRIBE creates the queue, as on one node.
+        let (consumer, definition) = self.definitions.consumer(&name, &request.arguments).await?;
         let (session, id) = (request.session, request.id.clone());
-        let settings = self
-            .policy
-            .settings_for(&request.destination, &QueueArguments::default());
+        let settings = self.policy.settings_for(&request.destination, &definition);
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
             prefix: self.prefix.clone(),
@@ -226,11 +242,17 @@ impl NatsQueues {
             .entry(session)
             .or_default()
             .insert(id, subscription.clone());
-        tokio::spawn(super::consumer::pull_loop(
+        let queue = Queue {
+            definitions: self.definitions.clone(),
+            name,
             consumer,
+        };
+        tokio::spawn(super::consumer::pull_loop(
+            queue,
             subscription,
             served,
             dead_letters,
+            self.pulls.enter(),
         ));
         Ok(())
     }
@@ -250,10 +272,10 @@ impl NatsQueues {
         }
     }
 
-    /// Ends `subscription`, handing its unsettled deliveries back now.
+    /// Ends `subscription`: its task hands its unsettled deliveries back
+    /// once its last pull is over (at most `PULL_WAIT`).
     async fn end(&self, subscription: Arc<Subscription>) {
-        let pending = subscription.stop();
-        hand_back(pending).await;
+        subscription.stop();
     }
 }
 
@@ -307,8 +329,34 @@ impl QueueEngine for NatsQueues {
         })
     }
 
+    fn quiesce(&self) {
+        // Before the sessions hear of the shutdown: no MESSAGE goes out
+        // from now on, and what the subscriptions hand back is parked until
+        // `flush`, when no pull of this node is out any more.
+        self.pulls.close();
+        for sessions in self.sessions().values() {
+            for subscription in sessions.values() {
+                subscription.stop();
+            }
+        }
+    }
+
     fn flush(&self) -> EngineFuture<'_, ()> {
         Box::pin(async move {
+            // Sessions still open after the grace: theirs end now.
+            let left: Vec<Arc<Subscription>> = self
+                .sessions()
+                .drain()
+                .flat_map(|(_, subscriptions)| subscriptions.into_values())
+                .collect();
+            for subscription in left {
+                self.end(subscription).await;
+            }
+            // The stopped tasks read their last pulls to the end (at most
+            // PULL_WAIT); then everything they hold goes back at once.
+            if !self.pulls.finish(PULL_WAIT + Duration::from_secs(1)).await {
+                warn!("queue engine: pulls still out at shutdown; what they take comes back after ack_wait");
+            }
             if let Err(error) = self.jetstream.client().flush().await {
                 warn!(%error, "queue engine: hand-backs not flushed at shutdown; they come back after ack_wait");
             }

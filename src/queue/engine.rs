@@ -9,6 +9,7 @@
 //! The trait is defined here, below the session and the cluster, so that
 //! neither the session nor the router knows NATS exists.
 
+use super::settings::QueueArguments;
 use crate::model::ack_mode::AckMode;
 use crate::model::session_id::SessionId;
 use crate::outbound::OutboundSender;
@@ -47,6 +48,8 @@ pub struct QueueSend {
     /// Wait for the engine to have stored it (a RECEIPT or a persistent
     /// SEND); otherwise the SEND is handed over and not waited for.
     pub confirm: bool,
+    /// Its queue arguments: the queue's if this SEND creates it.
+    pub arguments: QueueArguments,
 }
 
 /// A queue SUBSCRIBE, as the engine serves it.
@@ -67,6 +70,8 @@ pub struct QueueSubscribe {
     pub outbound: OutboundSender,
     /// The session's STOMP version (frame escaping).
     pub version: Version,
+    /// Its queue arguments: the queue's if this SUBSCRIBE creates it.
+    pub arguments: QueueArguments,
     /// Fired (or dropped) by the session once the SUBSCRIBE's RECEIPT is
     /// out: no MESSAGE may overtake it.
     pub start: tokio::sync::oneshot::Receiver<()>,
@@ -112,8 +117,13 @@ pub trait QueueEngine: Send + Sync {
     /// The session is over: every subscription ends as by `unsubscribe`.
     fn detach(&self, session: SessionId) -> EngineFuture<'_, ()>;
 
-    /// Sends what is still buffered for the engine: at shutdown, after the
-    /// sessions' ends, so that their hand-backs reach it before the process
-    /// exits.
+    /// At the start of a shutdown, before the sessions are told: no MESSAGE
+    /// goes out any more, and hand-backs wait for [`flush`](Self::flush).
+    fn quiesce(&self);
+
+    /// At shutdown, after the sessions' ends: ends what subscriptions are
+    /// left, waits until the engine hands this process nothing more (what
+    /// still arrives is handed back), and sends what is still buffered, so
+    /// that every hand-back reaches it before the process exits.
     fn flush(&self) -> EngineFuture<'_, ()>;
 }

@@ -156,6 +156,7 @@ impl Session {
             expires_at: publication.expires_at,
             dedup_id,
             confirm: publication.persistent || frame.get("receipt").is_some(),
+            arguments: publication.queue_arguments,
         };
         let confirm = send.confirm;
         let not_stored = |message| SessionError::new(message, CloseReason::InternalError);

@@ -89,6 +89,7 @@ impl Session {
                     SessionError::new("the session has ended", CloseReason::GoingAway)
                 })?,
                 version: self.connected_version(),
+                arguments: arguments.clone(),
             };
             engine
                 .subscribe(subscribe)

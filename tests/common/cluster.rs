@@ -7,7 +7,7 @@
 //! installs into `target/pyenv` (or `NATS_SERVER`). Without it the tests
 //! fail, saying how to install it: they never skip.
 
-use super::{start, test_config, TestBroker};
+use super::{start, test_config, BrokerProcess, TestBroker};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,10 @@ pub struct NatsServer {
     pub client_port: u16,
     /// The HTTP monitoring port (`/healthz`, `/connz`, `/subsz`).
     pub monitor_port: u16,
+    /// Its name in the cluster (`n<index>`), as JetStream reports leaders.
+    pub name: String,
+    /// False between [`kill`](Self::kill) and [`restart`](Self::restart).
+    pub running: bool,
     dir: tempfile::TempDir,
 }
 
@@ -62,6 +66,7 @@ impl NatsServer {
 
     /// SIGKILL by process id, and reaped.
     pub fn kill(&mut self) {
+        self.running = false;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -71,6 +76,7 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         self.child = spawn_server(&self.binary, &self.config).expect("nats-server restarts");
+        self.running = true;
         self.wait_healthy(Instant::now() + READY_WITHIN)
             .expect("the restarted nats-server is healthy");
     }
@@ -178,6 +184,8 @@ impl NatsCluster {
                 config: config_path,
                 client_port,
                 monitor_port,
+                name: format!("n{i}"),
+                running: true,
                 dir,
             });
         }
@@ -191,6 +199,65 @@ impl NatsCluster {
     /// Every server's client URL.
     pub fn urls(&self) -> Vec<String> {
         self.servers.iter().map(NatsServer::url).collect()
+    }
+
+    /// The client URLs of the servers running now.
+    pub fn running_urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|s| s.running)
+            .map(NatsServer::url)
+            .collect()
+    }
+
+    /// The RAFT group of JetStream stream `stream`, as its leader answers
+    /// `$JS.API.STREAM.INFO` on a running server: the leader (index into
+    /// `servers`) and whether every other replica is current and online.
+    /// `None` while no leader answers (an election under way).
+    pub async fn stream_state(&self, stream: &str) -> Option<(usize, bool)> {
+        // Short: while no leader answers, the next poll comes sooner.
+        let bound = Duration::from_secs(2);
+        let connecting = async_nats::ConnectOptions::new()
+            .connection_timeout(bound)
+            .connect(self.running_urls());
+        let client = tokio::time::timeout(bound, connecting).await.ok()?.ok()?;
+        let jetstream = async_nats::jetstream::new(client);
+        let stream = tokio::time::timeout(bound, jetstream.get_stream(stream))
+            .await
+            .ok()?
+            .ok()?;
+        let cluster = stream.cached_info().cluster.clone()?;
+        let leader = cluster.leader?;
+        let index = self.servers.iter().position(|s| s.name == leader)?;
+        let current = cluster.replicas.len() + 1 == self.servers.len()
+            && cluster.replicas.iter().all(|p| p.current && !p.offline);
+        Some((index, current))
+    }
+
+    /// Polls [`stream_state`](Self::stream_state) until `done` holds for
+    /// it, at most `within` (panics otherwise); returns the leader and how
+    /// long it took.
+    pub async fn wait_stream(
+        &self,
+        stream: &str,
+        within: Duration,
+        what: &str,
+        done: impl Fn(usize, bool) -> bool,
+    ) -> (usize, Duration) {
+        let started = Instant::now();
+        loop {
+            let state = self.stream_state(stream).await;
+            if let Some((leader, current)) = state {
+                if done(leader, current) {
+                    return (leader, started.elapsed());
+                }
+            }
+            assert!(
+                started.elapsed() < within,
+                "{what}: not within {within:?} (stream {stream}: {state:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The subjects of the subscriptions of connection `name` (the
@@ -258,4 +325,105 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())?;
     Some((status, body))
+}
+
+/// The queues' stream with the default `subject_prefix`.
+pub const QUEUE_STREAM: &str = "stomphub_queues";
+
+/// A broker process on the engine (`b<index>`), its config and directory
+/// (store, log), kept so that it can be started again.
+pub struct NodeProcess {
+    /// `None` between a stop and the restart.
+    pub process: Option<BrokerProcess>,
+    /// Its admin listener's port (`/readyz`).
+    admin_port: u16,
+    config: String,
+    dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    /// Its WebSocket URL (a restart gets a new port).
+    pub fn url(&self) -> String {
+        self.process
+            .as_ref()
+            .map(|p| p.url.clone())
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM by process id; returns once the process has exited (at
+    /// most `within`, else panics).
+    pub async fn terminate(&mut self, within: Duration) {
+        let mut process = self.process.take().expect("the node runs");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &process.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let started = Instant::now();
+        while process.alive() {
+            assert!(
+                started.elapsed() < within,
+                "the node still runs {within:?} after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Its log (`broker.log` in its directory), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// Starts it again with the same config and directory.
+    pub fn restart(&mut self) {
+        let (process, admin_port) = start_process(&self.config, self.dir.path());
+        self.process = Some(process);
+        self.admin_port = admin_port;
+    }
+
+    /// `/readyz` of its admin listener: the status code.
+    pub fn readyz(&self) -> Option<u16> {
+        self.process.as_ref()?;
+        http_get(self.admin_port, "/readyz").map(|(code, _)| code)
+    }
+}
+
+/// `count` broker processes on `engine` (node `n` with the server list
+/// rotated by `n`), with `extra` lines in their `[cluster]` section.
+pub fn start_processes(engine: &NatsCluster, count: usize, extra: &str) -> Vec<NodeProcess> {
+    (0..count)
+        .map(|n| {
+            let mut servers = engine.urls();
+            let len = servers.len();
+            servers.rotate_left(n % len);
+            let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+            let config = format!(
+                "[cluster]\nengine = \"nats\"\nservers = [{}]\nnode_name = \"b{n}\"\n\
+                 connect_timeout = \"30s\"\n{extra}\n",
+                list.join(", ")
+            );
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (process, admin_port) = start_process(&config, dir.path());
+            NodeProcess {
+                process: Some(process),
+                admin_port,
+                config,
+                dir,
+            }
+        })
+        .collect()
+}
+
+/// A broker process and its admin port (read from what it prints).
+fn start_process(config: &str, dir: &Path) -> (BrokerProcess, u16) {
+    // `STOMPHUB_TEST_LOG` (a `RUST_LOG` filter) to see more when debugging.
+    let level = std::env::var("STOMPHUB_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let mut process = BrokerProcess::start_logging(config, dir, &level).expect("broker starts");
+    let admin = process.admin_url();
+    let port = admin
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("an admin port");
+    (process, port)
 }

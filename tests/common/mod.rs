@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod traffic;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -236,6 +237,12 @@ impl Client {
     pub async fn send(&mut self, frame: Frame) {
         let bytes = encode(&frame, self.version);
         self.ws.send(Message::Binary(bytes)).await.expect("send");
+    }
+
+    /// Sends `frame`, ignoring failure: `false` if the connection is gone.
+    pub async fn try_send(&mut self, frame: Frame) -> bool {
+        let bytes = encode(&frame, self.version);
+        self.ws.send(Message::Binary(bytes)).await.is_ok()
     }
 
     pub async fn send_text(&mut self, text: &str) {
