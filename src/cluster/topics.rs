@@ -22,7 +22,7 @@
 
 use super::subject::{pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{IndexKey, TopicExport, TopicIndex};
+use crate::fanout::{IndexKey, InterestFlushed, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
@@ -31,13 +31,18 @@ use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, oneshot, Notify};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{debug, warn};
 
 /// Messages waiting to be published to the engine.
 const MAX_OUTGOING_MESSAGES: usize = 16_384;
 /// Their bytes; past either bound a message is not sent to other nodes.
 const MAX_OUTGOING_BYTES: usize = 64 << 20;
+/// How long new interest may wait for the server's answer to a flush: an
+/// engine outage delays a topic SUBSCRIBE's RECEIPT by this much at most
+/// (the client subscribes again on reconnect by itself).
+const MAX_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// One message on its way to the engine.
 #[derive(Debug)]
@@ -53,11 +58,13 @@ struct Table {
     by_key: HashMap<IndexKey, Arc<str>>,
     /// Entries per subject; a subject is subscribed while its count is above 0.
     counts: HashMap<Arc<str>, usize>,
+    /// Bumped each time a subject's count reaches 1 (new interest).
+    generation: u64,
 }
 
 /// The interest of this node's subscribers, shared by the export half (the
 /// index's writer changes it) and the inbound tasks (which read it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Interest {
     /// A leaf lock: taken under the index's lock (write: changes; read:
     /// choosing entries for an incoming message), or alone; never held
@@ -66,6 +73,20 @@ struct Interest {
     /// Woken when a subject's count leaves or reaches 0: the interest task
     /// brings NATS into line.
     changed: Notify,
+    /// The last `Table::generation` whose subjects the server has confirmed
+    /// (a flush after subscribing); sent by the interest task, watched by
+    /// SUBSCRIBEs waiting to send their RECEIPT.
+    flushed_tx: watch::Sender<u64>,
+}
+
+impl Default for Interest {
+    fn default() -> Interest {
+        Interest {
+            table: Mutex::default(),
+            changed: Notify::new(),
+            flushed_tx: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Interest {
@@ -84,6 +105,7 @@ impl Interest {
         let count = table.counts.entry(subject).or_default();
         *count += 1;
         if *count == 1 {
+            table.generation += 1;
             self.changed.notify_one();
         }
     }
@@ -113,8 +135,20 @@ impl Interest {
             .is_some_and(|s| **s == *subject)
     }
 
-    fn subjects(&self) -> HashSet<Arc<str>> {
-        self.table().counts.keys().cloned().collect()
+    /// The subjects wanted now, and the generation they stand for.
+    fn subjects(&self) -> (u64, HashSet<Arc<str>>) {
+        let table = self.table();
+        (table.generation, table.counts.keys().cloned().collect())
+    }
+
+    /// Resolves once the server has confirmed the subjects of the current
+    /// generation (or the interest task has ended).
+    fn flushed(&self) -> InterestFlushed {
+        let wanted = self.table().generation;
+        let mut flushed_rx = self.flushed_tx.subscribe();
+        Box::pin(async move {
+            let _ = flushed_rx.wait_for(|flushed| *flushed >= wanted).await;
+        })
     }
 }
 
@@ -195,6 +229,10 @@ impl TopicExport for NatsTopics {
     fn unsubscribed(&self, key: &IndexKey) {
         self.interest.remove(key);
     }
+
+    fn interest_flushed(&self) -> Option<InterestFlushed> {
+        Some(self.interest.flushed())
+    }
 }
 
 impl Inbound {
@@ -228,7 +266,9 @@ async fn publish_loop(
             // Waits while the client's own buffer is full (reconnecting);
             // our bounded queue takes the rest.
             if let Err(error) = client.publish(subject, payload).await {
-                debug!(%error, "topic message not published to the engine");
+                // Too large for the server's max_payload (warned at start)
+                // or the client closed for good.
+                warn!(%error, "topic message not published to the engine");
             }
         }
     }
@@ -252,7 +292,7 @@ async fn interest_loop(
     // Each subscribed subject's reader stops when its sender is dropped.
     let mut active: HashMap<Arc<str>, oneshot::Sender<()>> = HashMap::new();
     loop {
-        let wanted = interest.subjects();
+        let (generation, wanted) = interest.subjects();
         active.retain(|subject, _| wanted.contains(subject));
         for subject in wanted {
             if active.contains_key(&subject) {
@@ -274,6 +314,18 @@ async fn interest_loop(
                 // Only when the client is closed for good.
                 Err(error) => warn!(%subject, %error, "cannot subscribe on the engine"),
             }
+        }
+        if generation > *interest.flushed_tx.borrow() {
+            // The server's answer to a PING comes after it has taken every
+            // SUB sent before: from then on, what a publisher on the same
+            // server sends reaches us. Other servers learn of it over their
+            // routes a moment later (not awaited).
+            match tokio::time::timeout(MAX_FLUSH_WAIT, client.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => debug!(%error, "new topic interest not flushed to the engine"),
+                Err(_) => debug!("new topic interest not flushed within {MAX_FLUSH_WAIT:?}"),
+            }
+            interest.flushed_tx.send_replace(generation);
         }
         interest.changed.notified().await;
     }

@@ -4,6 +4,12 @@
 use super::index_key::IndexKey;
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Resolves once the engine holds the interest of every subscription entry
+/// the seam had heard of when it was made.
+pub type InterestFlushed = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Receives every topic message once, from whoever fans it out (the
 /// publishing session, or the router for publications it handles whole),
@@ -23,6 +29,14 @@ pub trait TopicExport: Send + Sync + std::fmt::Debug {
 
     /// The subscription entry `key` has left the index.
     fn unsubscribed(&self, _key: &IndexKey) {}
+
+    /// A wait for the engine to hold the interest of every entry added so
+    /// far: a topic SUBSCRIBE's RECEIPT waits for it, so that what other
+    /// nodes publish after the RECEIPT reaches the subscription. `None`:
+    /// nothing to wait for (a single broker).
+    fn interest_flushed(&self) -> Option<InterestFlushed> {
+        None
+    }
 }
 
 /// A single broker: topic messages go to local subscribers only.

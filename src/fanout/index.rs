@@ -105,6 +105,12 @@ impl TopicIndex {
         self.feeds.is_persistent(words)
     }
 
+    /// The export seam's wait for the interest of every entry added so far
+    /// ([`TopicExport::interest_flushed`]).
+    pub fn interest_flushed(&self) -> Option<super::export::InterestFlushed> {
+        self.export.interest_flushed()
+    }
+
     /// Auto-ack subscriptions a publication to `words` reaches now.
     pub fn count_direct(&self, words: &[Box<str>]) -> usize {
         let trie = self.read();

@@ -97,6 +97,17 @@ impl Session {
             return Ok(Flow::Continue);
         }
         self.subscriptions.insert(id.clone(), destination.into());
+        // On a cluster engine a topic SUBSCRIBE's RECEIPT also waits until
+        // the engine holds the interest (other nodes' publications after it
+        // then reach the subscription). Not for durable ones (not on the
+        // engine) nor `x-stream-offset` ones (their RECEIPT carries
+        // `x-recovered`, which only the router knows).
+        let interest_flushed = match (&target, &durable, start.is_explicit()) {
+            (SubscribeTarget::Topic(_), None, false) if frame.get("receipt").is_some() => {
+                self.context.topics.interest_flushed()
+            }
+            _ => None,
+        };
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
         self.route(RouterCommand::Subscribe {
@@ -110,8 +121,18 @@ impl Session {
             start,
             max_rate: max_rate(frame)?,
             receipt: frame.get("receipt").map(str::to_owned),
+            receipt_by_session: interest_flushed.is_some(),
         })
         .await?;
+        if interest_flushed.is_some() {
+            // The router has applied it (so the seam has heard of the
+            // entry) before the wait for the engine is taken.
+            self.await_router().await?;
+            if let Some(flushed) = self.context.topics.interest_flushed() {
+                flushed.await;
+            }
+            self.receipt(frame).await?;
+        }
         Ok(Flow::Continue)
     }
 }
