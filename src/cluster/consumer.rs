@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 /// How long one pull waits for messages before it is made again (and how
 /// long a stopped subscription's task may still run).
-const PULL_WAIT: Duration = Duration::from_secs(2);
+pub(super) const PULL_WAIT: Duration = Duration::from_secs(2);
 /// The pause after a failed pull (the engine unreachable).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -39,6 +39,8 @@ pub(super) async fn pull_loop(
     request: Served,
     dead_letters: DeadLetters,
 ) {
+    // Whichever way the task ends, its pull is closed by then.
+    let _released = Released(subscription.clone());
     let Served {
         start, mut stopped, ..
     } = request;
@@ -78,7 +80,17 @@ pub(super) async fn pull_loop(
             .await
         {
             Ok(mut batch) => {
-                while let Some(item) = batch.next().await {
+                loop {
+                    // A stopped subscription drops its pull at once (the
+                    // unsubscribe goes out before the hand-back's naks, on
+                    // the same connection), so JetStream gives what comes
+                    // back to other pulls.
+                    let item = tokio::select! {
+                        biased;
+                        _ = stopped.wait_for(|stop| *stop) => break,
+                        item = batch.next() => item,
+                    };
+                    let Some(item) = item else { break };
                     let message = match item {
                         Ok(message) => message,
                         Err(error) => {
@@ -104,6 +116,15 @@ pub(super) async fn pull_loop(
         }
     }
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
+}
+
+/// Marks the subscription released when the task ends.
+struct Released(Arc<Subscription>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        self.0.released_tx.send_replace(true);
+    }
 }
 
 /// Delivers one message (or hands it back, drops it expired); true if it

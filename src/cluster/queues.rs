@@ -253,6 +253,10 @@ impl NatsQueues {
     /// Ends `subscription`, handing its unsettled deliveries back now.
     async fn end(&self, subscription: Arc<Subscription>) {
         let pending = subscription.stop();
+        // Its pull closed first, so that the naks do not feed it.
+        subscription
+            .released(super::consumer::PULL_WAIT + Duration::from_secs(1))
+            .await;
         hand_back(pending).await;
     }
 }

@@ -49,6 +49,11 @@ pub struct Subscription {
     pub(super) credit: Semaphore,
     /// Tells the task to stop (sent once, by `stop`).
     stop_tx: watch::Sender<bool>,
+    /// Set by the task once it has no pull open any more (it has ended):
+    /// a hand-back waits for it, else JetStream would hand the nak'ed
+    /// messages straight back to that pull, whose task can only nak them
+    /// again, each time one delivery more, until they are dead-lettered.
+    pub(super) released_tx: watch::Sender<bool>,
     /// The queue's NACK delay and its cap (`[queues]` and its rules).
     redelivery_delay: Duration,
     redelivery_delay_max: Duration,
@@ -96,6 +101,7 @@ impl Subscription {
             }),
             credit: Semaphore::new(request.prefetch.max(1)),
             stop_tx,
+            released_tx: watch::Sender::new(false),
             redelivery_delay: settings.redelivery_delay,
             redelivery_delay_max: settings.redelivery_delay_max,
         };
@@ -186,6 +192,15 @@ impl Subscription {
 
 /// Takes credit for the next pull: at least one permit (waiting for it),
 /// at most `max`. `None`: the subscription stopped.
+impl Subscription {
+    /// Waits until the task has no pull open (bounded: a task that does not
+    /// answer leaves its pull to expire on the server).
+    pub(super) async fn released(&self, within: Duration) {
+        let mut released_rx = self.released_tx.subscribe();
+        let _ = tokio::time::timeout(within, released_rx.wait_for(|released| *released)).await;
+    }
+}
+
 pub(super) async fn take_credit(
     subscription: &Subscription,
     stopped: &mut watch::Receiver<bool>,

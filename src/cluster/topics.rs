@@ -26,6 +26,7 @@ use crate::fanout::{IndexKey, InterestFlushed, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
+use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -39,7 +40,7 @@ use tracing::{debug, warn};
 const MAX_OUTGOING_MESSAGES: usize = 16_384;
 /// Their bytes; past either bound a message is not sent to other nodes.
 const MAX_OUTGOING_BYTES: usize = 64 << 20;
-/// How long new interest may wait for the server's answer to a flush: an
+/// How long new interest may wait for the server's answer to a probe: an
 /// engine outage delays a topic SUBSCRIBE's RECEIPT by this much at most
 /// (the client subscribes again on reconnect by itself).
 const MAX_FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -74,7 +75,7 @@ struct Interest {
     /// brings NATS into line.
     changed: Notify,
     /// The last `Table::generation` whose subjects the server has confirmed
-    /// (a flush after subscribing); sent by the interest task, watched by
+    /// (a round trip after subscribing); sent by the interest task, watched by
     /// SUBSCRIBEs waiting to send their RECEIPT.
     flushed_tx: watch::Sender<u64>,
 }
@@ -316,14 +317,20 @@ async fn interest_loop(
             }
         }
         if generation > *interest.flushed_tx.borrow() {
-            // The server's answer to a PING comes after it has taken every
-            // SUB sent before: from then on, what a publisher on the same
-            // server sends reaches us. Other servers learn of it over their
-            // routes a moment later (not awaited).
-            match tokio::time::timeout(MAX_FLUSH_WAIT, client.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => debug!(%error, "new topic interest not flushed to the engine"),
-                Err(_) => debug!("new topic interest not flushed within {MAX_FLUSH_WAIT:?}"),
+            // A round trip to the server (a request nobody answers: the
+            // server itself says "no responders") comes back after it has
+            // taken every SUB sent before it: from then on, what a
+            // publisher on the same server sends reaches us. Other servers
+            // learn of it over their routes a moment later (not awaited).
+            // (`flush` only writes the socket; it waits for no answer.)
+            let probe = format!("{prefix}.interest-sync");
+            let answered =
+                tokio::time::timeout(MAX_FLUSH_WAIT, client.request(probe, Bytes::new()));
+            match answered.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {}
+                Ok(Err(error)) => debug!(%error, "new topic interest not confirmed by the engine"),
+                Err(_) => debug!("new topic interest not confirmed within {MAX_FLUSH_WAIT:?}"),
             }
             interest.flushed_tx.send_replace(generation);
         }

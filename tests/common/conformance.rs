@@ -109,11 +109,15 @@ pub struct ClusterTarget {
 }
 
 impl ClusterTarget {
-    /// Shuts the other nodes down (the first is the caller's).
-    pub async fn shutdown(mut self) {
-        for (broker, _data) in std::mem::take(&mut self.others) {
-            broker.shutdown().await;
-        }
+    /// Shuts every node down at once, `first` among them (the caller's).
+    pub async fn shutdown(mut self, first: Broker) {
+        let mut nodes = vec![first];
+        nodes.extend(
+            std::mem::take(&mut self.others)
+                .into_iter()
+                .map(|(node, _)| node),
+        );
+        futures_util::future::join_all(nodes.into_iter().map(Broker::shutdown)).await;
     }
 }
 

@@ -104,10 +104,10 @@ impl TestBroker {
     }
 
     pub async fn shutdown(self) {
-        if let Some(cluster) = self.cluster {
-            cluster.shutdown().await;
+        match self.cluster {
+            Some(cluster) => cluster.shutdown(self.broker).await,
+            None => self.broker.shutdown().await,
         }
-        self.broker.shutdown().await;
     }
 }
 
