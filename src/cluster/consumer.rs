@@ -192,7 +192,7 @@ async fn deliver(
                 acker,
             };
             // Kept before the push, so that an ACK racing it finds it.
-            let Some(outbound) = subscription.keep(pending).await else {
+            let Some(outbound) = subscription.keep(pending) else {
                 return false;
             };
             // A full or closed queue ends the connection, whose session end
@@ -205,7 +205,14 @@ async fn deliver(
                 .outbound()
                 .is_some_and(|outbound| outbound.push(frame).is_ok());
             if !pushed {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                // Handed back with the rest once the pull is closed (the
+                // connection is ending).
+                let _ = subscription.keep(Pending {
+                    delivered: u32::try_from(delivered).unwrap_or(u32::MAX),
+                    ack_id: String::new(),
+                    message_id: decoded.id.clone(),
+                    acker,
+                });
             } else if let Err(error) = acker.ack().await {
                 warn!(%error, "queue engine: an auto ack did not go out; the message comes back after ack_wait");
             }

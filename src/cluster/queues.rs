@@ -252,12 +252,12 @@ impl NatsQueues {
 
     /// Ends `subscription`, handing its unsettled deliveries back now.
     async fn end(&self, subscription: Arc<Subscription>) {
-        let pending = subscription.stop();
+        subscription.stop();
         // Its pull closed first, so that the naks do not feed it.
         subscription
             .released(super::consumer::PULL_WAIT + Duration::from_secs(1))
             .await;
-        hand_back(pending).await;
+        hand_back(subscription.drain()).await;
     }
 }
 

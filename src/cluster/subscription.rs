@@ -156,32 +156,27 @@ impl Subscription {
         taken
     }
 
-    /// Stops the subscription; returns its unsettled deliveries.
-    pub(super) fn stop(&self) -> Vec<Pending> {
-        let pending = {
-            let mut state = self.state();
-            state.outbound = None;
-            state.pending.drain(..).collect()
-        };
+    /// Stops the subscription: nothing more is sent to the client, and
+    /// its task closes its pull ([`released`](Self::released) says when).
+    pub(super) fn stop(&self) {
+        self.state().outbound = None;
         let _ = self.stop_tx.send(true);
-        pending
+    }
+
+    /// Its unsettled deliveries (and those that arrived once it had
+    /// stopped), in delivery order, to hand back.
+    pub(super) fn drain(&self) -> Vec<Pending> {
+        self.state().pending.drain(..).collect()
     }
 
     /// Keeps `pending` as unsettled and returns where to send it; `None`
-    /// (and `pending` handed back) if the subscription has stopped.
-    pub(super) async fn keep(&self, pending: Pending) -> Option<OutboundSender> {
-        let refused = {
-            let mut state = self.state();
-            match state.outbound.clone() {
-                Some(outbound) => {
-                    state.pending.push_back(pending);
-                    return Some(outbound);
-                }
-                None => pending,
-            }
-        };
-        hand_back(vec![refused]).await;
-        None
+    /// if the subscription has stopped: kept all the same, to be handed
+    /// back with the others once its pull is closed (a nak now would go
+    /// straight back to that pull).
+    pub(super) fn keep(&self, pending: Pending) -> Option<OutboundSender> {
+        let mut state = self.state();
+        state.pending.push_back(pending);
+        state.outbound.clone()
     }
 
     /// Where its MESSAGEs go, unless it has stopped.
