@@ -80,17 +80,13 @@ pub(super) async fn pull_loop(
             .await
         {
             Ok(mut batch) => {
-                loop {
-                    // A stopped subscription drops its pull at once (the
-                    // unsubscribe goes out before the hand-back's naks, on
-                    // the same connection), so JetStream gives what comes
-                    // back to other pulls.
-                    let item = tokio::select! {
-                        biased;
-                        _ = stopped.wait_for(|stop| *stop) => break,
-                        item = batch.next() => item,
-                    };
-                    let Some(item) = item else { break };
+                // Read to its end even once the subscription has stopped
+                // (at most PULL_WAIT): what it still brings is kept for the
+                // hand-back, which waits for this pull to be over on the
+                // server. Dropped early, the pull would stay open there
+                // until it expires (the server may not yet know nobody
+                // listens), and take the first nak'ed messages again.
+                while let Some(item) = batch.next().await {
                     let message = match item {
                         Ok(message) => message,
                         Err(error) => {

@@ -255,7 +255,7 @@ impl NatsQueues {
         subscription.stop();
         // Its pull closed first, so that the naks do not feed it.
         subscription
-            .released(super::consumer::PULL_WAIT + Duration::from_secs(1))
+            .released(super::consumer::PULL_WAIT + Duration::from_secs(5))
             .await;
         hand_back(subscription.drain()).await;
     }
