@@ -22,7 +22,7 @@
 
 use super::subject::{pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{IndexKey, InterestFlushed, TopicExport, TopicIndex};
+use crate::fanout::{IndexKey, InterestFlushed, InterestHold, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
@@ -103,11 +103,27 @@ impl Interest {
         self.forget(&mut table, key);
         let subject: Arc<str> = subject.into();
         table.by_key.insert(key.clone(), subject.clone());
+        self.count(&mut table, subject);
+    }
+
+    /// One more user of `subject` (a new one: a new generation to confirm).
+    fn count(&self, table: &mut Table, subject: Arc<str>) {
         let count = table.counts.entry(subject).or_default();
         *count += 1;
         if *count == 1 {
             table.generation += 1;
             self.changed.notify_one();
+        }
+    }
+
+    /// One user fewer of `subject`.
+    fn uncount(&self, table: &mut Table, subject: &Arc<str>) {
+        if let Some(count) = table.counts.get_mut(subject) {
+            *count -= 1;
+            if *count == 0 {
+                table.counts.remove(subject);
+                self.changed.notify_one();
+            }
         }
     }
 
@@ -120,13 +136,7 @@ impl Interest {
         let Some(subject) = table.by_key.remove(key) else {
             return;
         };
-        if let Some(count) = table.counts.get_mut(&subject) {
-            *count -= 1;
-            if *count == 0 {
-                table.counts.remove(&subject);
-                self.changed.notify_one();
-            }
-        }
+        self.uncount(table, &subject);
     }
 
     fn wants(&self, key: &IndexKey, subject: &str) -> bool {
@@ -142,10 +152,9 @@ impl Interest {
         (table.generation, table.counts.keys().cloned().collect())
     }
 
-    /// Resolves once the server has confirmed the subjects of the current
-    /// generation (or the interest task has ended).
-    fn flushed(&self) -> InterestFlushed {
-        let wanted = self.table().generation;
+    /// Resolves once the server has confirmed the subjects of the
+    /// generation `wanted` (or the interest task has ended).
+    fn flushed(&self, wanted: u64) -> InterestFlushed {
         let mut flushed_rx = self.flushed_tx.subscribe();
         Box::pin(async move {
             let _ = flushed_rx.wait_for(|flushed| *flushed >= wanted).await;
@@ -231,8 +240,21 @@ impl TopicExport for NatsTopics {
         self.interest.remove(key);
     }
 
-    fn interest_flushed(&self) -> Option<InterestFlushed> {
-        Some(self.interest.flushed())
+    fn hold_interest(&self, pattern: &[PatternWord]) -> Option<InterestHold> {
+        let subject: Arc<str> = pattern_subject(&self.prefix, pattern).into();
+        let wanted = {
+            let mut table = self.interest.table();
+            self.interest.count(&mut table, subject.clone());
+            table.generation
+        };
+        let interest = self.interest.clone();
+        Some(InterestHold::new(
+            self.interest.flushed(wanted),
+            Box::new(move || {
+                let mut table = interest.table();
+                interest.uncount(&mut table, &subject);
+            }),
+        ))
     }
 }
 

@@ -105,10 +105,10 @@ impl TopicIndex {
         self.feeds.is_persistent(words)
     }
 
-    /// The export seam's wait for the interest of every entry added so far
-    /// ([`TopicExport::interest_flushed`]).
-    pub fn interest_flushed(&self) -> Option<super::export::InterestFlushed> {
-        self.export.interest_flushed()
+    /// Interest in `pattern` held at the export seam ahead of its entry
+    /// ([`TopicExport::hold_interest`]).
+    pub fn hold_interest(&self, pattern: &[PatternWord]) -> Option<super::export::InterestHold> {
+        self.export.hold_interest(pattern)
     }
 
     /// Auto-ack subscriptions a publication to `words` reaches now.

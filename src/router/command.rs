@@ -81,10 +81,6 @@ pub enum RouterCommand {
         max_rate: Option<u32>,
         /// Receipt to send once active.
         receipt: Option<String>,
-        /// The session sends the RECEIPT itself once the cluster engine
-        /// holds the new interest: `receipt` then only names a refusal's
-        /// ERROR.
-        receipt_by_session: bool,
     },
     /// Remove a subscription; its unacknowledged queue messages go back.
     Unsubscribe {

@@ -214,7 +214,6 @@ impl Router {
             start,
             max_rate,
             receipt,
-            receipt_by_session,
         } = command
         else {
             return;
@@ -250,7 +249,6 @@ impl Router {
             // `offset=`: the RECEIPT says whether every missed
             // message came (its snapshot is already queued).
             let recovered = recovered.map(|r| ("x-recovered", if r { "true" } else { "false" }));
-            let receipt = receipt.filter(|_| !receipt_by_session);
             self.receipt_with(session, receipt, durable, recovered);
             // The RECEIPT says "active"; a backlog follows it.
             if let Some(name) = queue {

@@ -97,16 +97,23 @@ impl Session {
             return Ok(Flow::Continue);
         }
         self.subscriptions.insert(id.clone(), destination.into());
-        // On a cluster engine a topic SUBSCRIBE's RECEIPT also waits until
-        // the engine holds the interest (other nodes' publications after it
-        // then reach the subscription). Not for durable ones (not on the
-        // engine) nor `x-stream-offset` ones (their RECEIPT carries
-        // `x-recovered`, which only the router knows).
-        let interest_flushed = match (&target, &durable, start.is_explicit()) {
-            (SubscribeTarget::Topic(_), None, false) if frame.get("receipt").is_some() => {
-                self.context.topics.interest_flushed()
+        // On a cluster engine a topic SUBSCRIBE with a receipt first waits
+        // until the engine holds the interest, then goes to the router,
+        // which adds it and sends the RECEIPT: other nodes' publications
+        // after the RECEIPT reach it, and no MESSAGE precedes the RECEIPT.
+        // Not for durable ones (not on the engine).
+        let interest = match (&target, &durable) {
+            (SubscribeTarget::Topic(pattern), None) if frame.get("receipt").is_some() => {
+                self.context.topics.hold_interest(pattern)
             }
             _ => None,
+        };
+        let interest = match interest {
+            Some(mut hold) => {
+                (&mut hold.flushed).await;
+                Some(hold)
+            }
+            None => None,
         };
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
@@ -121,18 +128,13 @@ impl Session {
             start,
             max_rate: max_rate(frame)?,
             receipt: frame.get("receipt").map(str::to_owned),
-            receipt_by_session: interest_flushed.is_some(),
         })
         .await?;
-        if interest_flushed.is_some() {
-            // The router has applied it (so the seam has heard of the
-            // entry) before the wait for the engine is taken.
+        if interest.is_some() {
+            // The hold is let go once the entry holds the interest itself.
             self.await_router().await?;
-            if let Some(flushed) = self.context.topics.interest_flushed() {
-                flushed.await;
-            }
-            self.receipt(frame).await?;
         }
+        drop(interest);
         Ok(Flow::Continue)
     }
 }
