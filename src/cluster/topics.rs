@@ -11,7 +11,8 @@
 //! Incoming: each subscription entry of the index (auto-ack and
 //! client-ack; durable ones are for a later stage) maps to one subject
 //! (`subject::pattern_subject`); subjects are ref-counted over the entries,
-//! and one task keeps a NATS subscription per subject in use. NATS sends a
+//! and one task keeps a NATS subscription per subject in use (the table:
+//! `interest.rs`). NATS sends a
 //! message once per matching subscription of the connection (`a.*` and
 //! `*.b` both hear `a.b`), so a message that came through subject S goes
 //! only to the entries whose subject is S: each entry hears it once,
@@ -20,20 +21,21 @@
 //! (`RouterCommand::Remote`, naming them). Messages from elsewhere go to
 //! local subscribers only, never exported again.
 
+use super::interest::Interest;
 use super::subject::{pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{IndexKey, InterestFlushed, InterestHold, TopicExport, TopicIndex};
+use crate::fanout::{IndexKey, InterestHold, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
 use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// Messages waiting to be published to the engine.
@@ -50,116 +52,6 @@ const MAX_FLUSH_WAIT: Duration = Duration::from_secs(5);
 struct Outgoing {
     subject: String,
     payload: Bytes,
-}
-
-/// The subjects local subscribers need, by index entry.
-#[derive(Debug, Default)]
-struct Table {
-    /// Each auto-ack entry's subject.
-    by_key: HashMap<IndexKey, Arc<str>>,
-    /// Entries per subject; a subject is subscribed while its count is above 0.
-    counts: HashMap<Arc<str>, usize>,
-    /// Bumped each time a subject's count reaches 1 (new interest).
-    generation: u64,
-}
-
-/// The interest of this node's subscribers, shared by the export half (the
-/// index's writer changes it) and the inbound tasks (which read it).
-#[derive(Debug)]
-struct Interest {
-    /// A leaf lock: taken under the index's lock (write: changes; read:
-    /// choosing entries for an incoming message), or alone; never held
-    /// while taking another.
-    table: Mutex<Table>,
-    /// Woken when a subject's count leaves or reaches 0: the interest task
-    /// brings NATS into line.
-    changed: Notify,
-    /// The last `Table::generation` whose subjects the server has confirmed
-    /// (a round trip after subscribing); sent by the interest task, watched by
-    /// SUBSCRIBEs waiting to send their RECEIPT.
-    flushed_tx: watch::Sender<u64>,
-}
-
-impl Default for Interest {
-    fn default() -> Interest {
-        Interest {
-            table: Mutex::default(),
-            changed: Notify::new(),
-            flushed_tx: watch::Sender::new(0),
-        }
-    }
-}
-
-impl Interest {
-    fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add(&self, key: &IndexKey, subject: String) {
-        let mut table = self.table();
-        if table.by_key.get(key).is_some_and(|s| **s == *subject) {
-            return;
-        }
-        self.forget(&mut table, key);
-        let subject: Arc<str> = subject.into();
-        table.by_key.insert(key.clone(), subject.clone());
-        self.count(&mut table, subject);
-    }
-
-    /// One more user of `subject` (a new one: a new generation to confirm).
-    fn count(&self, table: &mut Table, subject: Arc<str>) {
-        let count = table.counts.entry(subject).or_default();
-        *count += 1;
-        if *count == 1 {
-            table.generation += 1;
-            self.changed.notify_one();
-        }
-    }
-
-    /// One user fewer of `subject`.
-    fn uncount(&self, table: &mut Table, subject: &Arc<str>) {
-        if let Some(count) = table.counts.get_mut(subject) {
-            *count -= 1;
-            if *count == 0 {
-                table.counts.remove(subject);
-                self.changed.notify_one();
-            }
-        }
-    }
-
-    fn remove(&self, key: &IndexKey) {
-        let mut table = self.table();
-        self.forget(&mut table, key);
-    }
-
-    fn forget(&self, table: &mut Table, key: &IndexKey) {
-        let Some(subject) = table.by_key.remove(key) else {
-            return;
-        };
-        self.uncount(table, &subject);
-    }
-
-    fn wants(&self, key: &IndexKey, subject: &str) -> bool {
-        self.table()
-            .by_key
-            .get(key)
-            .is_some_and(|s| **s == *subject)
-    }
-
-    /// The subjects wanted now, and the generation they stand for.
-    fn subjects(&self) -> (u64, HashSet<Arc<str>>) {
-        let table = self.table();
-        (table.generation, table.counts.keys().cloned().collect())
-    }
-
-    /// Resolves once the server has confirmed the subjects of the
-    /// generation `wanted` (or the interest task has ended).
-    fn flushed(&self, wanted: u64) -> InterestFlushed {
-        let mut flushed_rx = self.flushed_tx.subscribe();
-        Box::pin(async move {
-            let _ = flushed_rx.wait_for(|flushed| *flushed >= wanted).await;
-        })
-    }
 }
 
 /// The export half: the topic index's [`TopicExport`] on a NATS engine.
@@ -242,18 +134,11 @@ impl TopicExport for NatsTopics {
 
     fn hold_interest(&self, pattern: &[PatternWord]) -> Option<InterestHold> {
         let subject: Arc<str> = pattern_subject(&self.prefix, pattern).into();
-        let wanted = {
-            let mut table = self.interest.table();
-            self.interest.count(&mut table, subject.clone());
-            table.generation
-        };
+        let wanted = self.interest.hold(subject.clone());
         let interest = self.interest.clone();
         Some(InterestHold::new(
             self.interest.flushed(wanted),
-            Box::new(move || {
-                let mut table = interest.table();
-                interest.uncount(&mut table, &subject);
-            }),
+            Box::new(move || interest.release(&subject)),
         ))
     }
 }
