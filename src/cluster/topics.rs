@@ -168,6 +168,7 @@ async fn publish_loop(
     outgoing_bytes: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(256);
+    let mut refused: u64 = 0;
     while outgoing_rx.recv_many(&mut batch, 256).await > 0 {
         for Outgoing { subject, payload } in batch.drain(..) {
             outgoing_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
@@ -175,8 +176,11 @@ async fn publish_loop(
             // our bounded queue takes the rest.
             if let Err(error) = client.publish(subject, payload).await {
                 // Too large for the server's max_payload (warned at start)
-                // or the client closed for good.
-                warn!(%error, "topic message not published to the engine");
+                // or the client closed for good. Logged at 1, 2, 4, 8, ...
+                refused += 1;
+                if refused.is_power_of_two() {
+                    warn!(%error, refused, "topic message not published to the engine");
+                }
             }
         }
     }
