@@ -156,6 +156,9 @@ impl Broker {
                 let client = crate::cluster::connect(&config.cluster, Role::Topics)
                     .await
                     .map_err(invalid)?;
+                // Our layout adds the ids and a length per header.
+                let largest = config.limits.max_body_bytes + config.limits.max_header_bytes + 4096;
+                crate::cluster::check_max_payload(&client, largest);
                 let queue_client = crate::cluster::connect(&config.cluster, Role::Queues)
                     .await
                     .map_err(invalid)?;

@@ -13,6 +13,7 @@ mod consumer;
 mod dead_letters;
 mod definitions;
 mod feeds;
+mod interest;
 mod publish;
 mod pulls;
 mod queues;
@@ -99,6 +100,22 @@ pub async fn connect(config: &ClusterConfig, role: Role) -> Result<async_nats::C
             "cluster.servers: no answer from {servers} within connect_timeout ({:?})",
             config.connect_timeout
         )),
+    }
+}
+
+/// Warns when the server's `max_payload` is below the largest message a
+/// client may send (`largest`: body and headers, plus our layout's
+/// overhead): such a message would reach only this node's subscribers.
+pub fn check_max_payload(client: &async_nats::Client, largest: usize) {
+    let max_payload = client.server_info().max_payload;
+    if max_payload < largest {
+        warn!(
+            max_payload,
+            largest,
+            "cluster engine: the NATS server's max_payload is below the largest message clients may \
+             send (limits.max_body_bytes + max_header_bytes); larger messages will not reach other \
+             nodes or be stored: raise max_payload in the NATS servers' config (e.g. 8MB)"
+        );
     }
 }
 

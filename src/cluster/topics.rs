@@ -11,7 +11,8 @@
 //! Incoming: each subscription entry of the index (auto-ack and
 //! client-ack; durable ones are for a later stage) maps to one subject
 //! (`subject::pattern_subject`); subjects are ref-counted over the entries,
-//! and one task keeps a NATS subscription per subject in use. NATS sends a
+//! and one task keeps a NATS subscription per subject in use (the table:
+//! `interest.rs`). NATS sends a
 //! message once per matching subscription of the connection (`a.*` and
 //! `*.b` both hear `a.b`), so a message that came through subject S goes
 //! only to the entries whose subject is S: each entry hears it once,
@@ -24,25 +25,32 @@
 //! feed stream's subjects instead (`feeds.rs` reads them back).
 
 use super::feeds::{confirmation, not_stored};
+use super::interest::Interest;
 use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{FeedAck, IndexKey, TopicExport, TopicIndex};
+use crate::fanout::{FeedAck, IndexKey, InterestHold, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
 use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, oneshot, Notify};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// Messages waiting to be published to the engine.
 const MAX_OUTGOING_MESSAGES: usize = 16_384;
 /// Their bytes; past either bound a message is not sent to other nodes.
 const MAX_OUTGOING_BYTES: usize = 64 << 20;
+/// How long new interest may wait for the server's answer to a probe: an
+/// engine outage delays a topic SUBSCRIBE's RECEIPT by this much at most
+/// (the client subscribes again on reconnect by itself).
+const MAX_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// One message on its way to the engine.
 #[derive(Debug)]
@@ -53,78 +61,6 @@ struct Outgoing {
     /// is published through JetStream and the PubAck's future (or why it
     /// could not be sent) goes here.
     confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
-}
-
-/// The subjects local subscribers need, by index entry.
-#[derive(Debug, Default)]
-struct Table {
-    /// Each auto-ack entry's subject.
-    by_key: HashMap<IndexKey, Arc<str>>,
-    /// Entries per subject; a subject is subscribed while its count is above 0.
-    counts: HashMap<Arc<str>, usize>,
-}
-
-/// The interest of this node's subscribers, shared by the export half (the
-/// index's writer changes it) and the inbound tasks (which read it).
-#[derive(Debug, Default)]
-struct Interest {
-    /// A leaf lock: taken under the index's lock (write: changes; read:
-    /// choosing entries for an incoming message), or alone; never held
-    /// while taking another.
-    table: Mutex<Table>,
-    /// Woken when a subject's count leaves or reaches 0: the interest task
-    /// brings NATS into line.
-    changed: Notify,
-}
-
-impl Interest {
-    fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add(&self, key: &IndexKey, subject: String) {
-        let mut table = self.table();
-        if table.by_key.get(key).is_some_and(|s| **s == *subject) {
-            return;
-        }
-        self.forget(&mut table, key);
-        let subject: Arc<str> = subject.into();
-        table.by_key.insert(key.clone(), subject.clone());
-        let count = table.counts.entry(subject).or_default();
-        *count += 1;
-        if *count == 1 {
-            self.changed.notify_one();
-        }
-    }
-
-    fn remove(&self, key: &IndexKey) {
-        let mut table = self.table();
-        self.forget(&mut table, key);
-    }
-
-    fn forget(&self, table: &mut Table, key: &IndexKey) {
-        let Some(subject) = table.by_key.remove(key) else {
-            return;
-        };
-        if let Some(count) = table.counts.get_mut(&subject) {
-            *count -= 1;
-            if *count == 0 {
-                table.counts.remove(&subject);
-                self.changed.notify_one();
-            }
-        }
-    }
-
-    fn wants(&self, key: &IndexKey, subject: &str) -> bool {
-        self.table()
-            .by_key
-            .get(key)
-            .is_some_and(|s| **s == *subject)
-    }
-
-    fn subjects(&self) -> HashSet<Arc<str>> {
-        self.table().counts.keys().cloned().collect()
-    }
 }
 
 /// The export half: the topic index's [`TopicExport`] on a NATS engine.
@@ -232,6 +168,16 @@ impl TopicExport for NatsTopics {
     fn unsubscribed(&self, key: &IndexKey) {
         self.interest.remove(key);
     }
+
+    fn hold_interest(&self, pattern: &[PatternWord]) -> Option<InterestHold> {
+        let subject: Arc<str> = pattern_subject(&self.prefix, pattern).into();
+        let wanted = self.interest.hold(subject.clone());
+        let interest = self.interest.clone();
+        Some(InterestHold::new(
+            self.interest.flushed(wanted),
+            Box::new(move || interest.release(&subject)),
+        ))
+    }
 }
 
 impl Inbound {
@@ -266,6 +212,7 @@ async fn publish_loop(
     outgoing_bytes: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(256);
+    let mut refused: u64 = 0;
     while outgoing_rx.recv_many(&mut batch, 256).await > 0 {
         for Outgoing {
             subject,
@@ -287,7 +234,12 @@ async fn publish_loop(
             // Waits while the client's own buffer is full (reconnecting);
             // our bounded queue takes the rest.
             if let Err(error) = client.publish(subject, payload).await {
-                debug!(%error, "topic message not published to the engine");
+                // Too large for the server's max_payload (warned at start)
+                // or the client closed for good. Logged at 1, 2, 4, 8, ...
+                refused += 1;
+                if refused.is_power_of_two() {
+                    warn!(%error, refused, "topic message not published to the engine");
+                }
             }
         }
     }
@@ -311,7 +263,7 @@ async fn interest_loop(
     // Each subscribed subject's reader stops when its sender is dropped.
     let mut active: HashMap<Arc<str>, oneshot::Sender<()>> = HashMap::new();
     loop {
-        let wanted = interest.subjects();
+        let (generation, wanted) = interest.subjects();
         active.retain(|subject, _| wanted.contains(subject));
         for subject in wanted {
             if active.contains_key(&subject) {
@@ -333,6 +285,24 @@ async fn interest_loop(
                 // Only when the client is closed for good.
                 Err(error) => warn!(%subject, %error, "cannot subscribe on the engine"),
             }
+        }
+        if generation > *interest.flushed_tx.borrow() {
+            // A round trip to the server (a request nobody answers: the
+            // server itself says "no responders") comes back after it has
+            // taken every SUB sent before it: from then on, what a
+            // publisher on the same server sends reaches us. Other servers
+            // learn of it over their routes a moment later (not awaited).
+            // (`flush` only writes the socket; it waits for no answer.)
+            let probe = format!("{prefix}.interest-sync");
+            let answered =
+                tokio::time::timeout(MAX_FLUSH_WAIT, client.request(probe, Bytes::new()));
+            match answered.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {}
+                Ok(Err(error)) => debug!(%error, "new topic interest not confirmed by the engine"),
+                Err(_) => debug!("new topic interest not confirmed within {MAX_FLUSH_WAIT:?}"),
+            }
+            interest.flushed_tx.send_replace(generation);
         }
         interest.changed.notified().await;
     }

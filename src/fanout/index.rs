@@ -110,6 +110,12 @@ impl TopicIndex {
         self.feeds.is_persistent(words)
     }
 
+    /// Interest in `pattern` held at the export seam ahead of its entry
+    /// ([`TopicExport::hold_interest`]).
+    pub fn hold_interest(&self, pattern: &[PatternWord]) -> Option<super::export::InterestHold> {
+        self.export.hold_interest(pattern)
+    }
+
     /// Auto-ack subscriptions a publication to `words` reaches now.
     pub fn count_direct(&self, words: &[Box<str>]) -> usize {
         let trie = self.read();

@@ -107,6 +107,24 @@ impl Session {
             return Ok(Flow::Continue);
         }
         self.subscriptions.insert(id.clone(), destination.into());
+        // On a cluster engine a topic SUBSCRIBE with a receipt first waits
+        // until the engine holds the interest, then goes to the router,
+        // which adds it and sends the RECEIPT: other nodes' publications
+        // after the RECEIPT reach it, and no MESSAGE precedes the RECEIPT.
+        // Not for durable ones (not on the engine).
+        let interest = match (&target, &durable) {
+            (SubscribeTarget::Topic(pattern), None) if frame.get("receipt").is_some() => {
+                self.context.topics.hold_interest(pattern)
+            }
+            _ => None,
+        };
+        let interest = match interest {
+            Some(mut hold) => {
+                (&mut hold.flushed).await;
+                Some(hold)
+            }
+            None => None,
+        };
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
         self.route(RouterCommand::Subscribe {
@@ -122,6 +140,11 @@ impl Session {
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
+        if interest.is_some() {
+            // The hold is let go once the entry holds the interest itself.
+            self.await_router().await?;
+        }
+        drop(interest);
         Ok(Flow::Continue)
     }
 }

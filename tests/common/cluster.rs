@@ -42,6 +42,8 @@ pub struct NatsServer {
     /// The binary and config it runs with, to start it again.
     binary: PathBuf,
     config: PathBuf,
+    /// Killed by the kernel when the thread that started it ends.
+    tied: bool,
     /// Where clients connect.
     pub client_port: u16,
     /// The HTTP monitoring port (`/healthz`, `/connz`, `/subsz`).
@@ -75,7 +77,8 @@ impl NatsServer {
     /// JetStream directory; returns once `/healthz` answers 200.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn_server(&self.binary, &self.config).expect("nats-server restarts");
+        self.child =
+            spawn_server(&self.binary, &self.config, self.tied).expect("nats-server restarts");
         self.running = true;
         self.wait_healthy(Instant::now() + READY_WITHIN)
             .expect("the restarted nats-server is healthy");
@@ -100,8 +103,25 @@ impl NatsServer {
     }
 }
 
-fn spawn_server(binary: &Path, config: &Path) -> Result<Child, String> {
-    Command::new(binary)
+/// Starts one server; `tied`: with the parent-death signal SIGKILL, so it
+/// dies with the thread that started it, even when the test process is
+/// killed (for servers shared by a whole test binary, started on a thread
+/// that lives as long as the process).
+fn spawn_server(binary: &Path, config: &Path, tied: bool) -> Result<Child, String> {
+    let mut command = Command::new(binary);
+    if tied {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    command
         .arg("-c")
         .arg(config)
         .stdin(Stdio::null())
@@ -127,10 +147,20 @@ impl NatsCluster {
     /// free port taken by someone else between our probe and the server's
     /// bind makes a server exit: then all start again on new ports.
     pub fn start(size: usize) -> NatsCluster {
+        NatsCluster::start_servers(size, false)
+    }
+
+    /// [`start`](Self::start), each server tied to the calling thread: the
+    /// kernel kills it when that thread ends.
+    pub fn start_tied(size: usize) -> NatsCluster {
+        NatsCluster::start_servers(size, true)
+    }
+
+    fn start_servers(size: usize, tied: bool) -> NatsCluster {
         let binary = nats_server_binary();
         let mut last_failure = String::new();
         for _attempt in 0..3 {
-            match NatsCluster::try_start(&binary, size) {
+            match NatsCluster::try_start(&binary, size, tied) {
                 Ok(cluster) => return cluster,
                 Err(failure) => last_failure = failure,
             }
@@ -138,7 +168,7 @@ impl NatsCluster {
         panic!("nats-servers did not start: {last_failure}");
     }
 
-    fn try_start(binary: &Path, size: usize) -> Result<NatsCluster, String> {
+    fn try_start(binary: &Path, size: usize, tied: bool) -> Result<NatsCluster, String> {
         // Three ports per server, all held until every one is chosen.
         let probes: Vec<TcpListener> = (0..size * 3)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
@@ -170,6 +200,7 @@ impl NatsCluster {
             let store = dir.path().join("jetstream");
             let config = format!(
                 "server_name: \"n{i}\"\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\n\
+                 max_payload: 8MB\n\
                  log_file: \"{log}\"\n\
                  jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n{cluster}",
                 log = dir.path().join("nats.log").display(),
@@ -177,11 +208,12 @@ impl NatsCluster {
             );
             let config_path = dir.path().join("nats.conf");
             std::fs::write(&config_path, config).expect("write nats.conf");
-            let child = spawn_server(binary, &config_path)?;
+            let child = spawn_server(binary, &config_path, tied)?;
             servers.push(NatsServer {
                 child,
                 binary: binary.to_path_buf(),
                 config: config_path,
+                tied,
                 client_port,
                 monitor_port,
                 name: format!("n{i}"),
