@@ -141,6 +141,10 @@ pub fn node_config(mut config: Config, prefix: &str, node: usize) -> Config {
     // Each test's stream reserves this much of the servers' 1 GB file
     // store; a suite's tests (17 at most) fit.
     config.cluster.max_bytes = 32 << 20;
+    // The feed stream (memory, unless a rule is persistent) reserves this
+    // much of the servers' memory store per test; the suites run here keep
+    // no history, and a suite's tests fit.
+    config.topics.max_history_bytes = config.topics.max_history_bytes.min(2 << 20);
     // A busy machine, and the stream's leader elected just now.
     config.cluster.connect_timeout = Duration::from_secs(30);
     config
