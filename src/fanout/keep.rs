@@ -5,8 +5,9 @@
 //! from the cluster engine's feed stream (`engine_feeds.rs`).
 
 use super::feed::{Feed, Kept};
-use super::feeds::{copy, Feeds};
+use super::feeds::Feeds;
 use crate::model::message::Message;
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ impl Feeds {
                 offset,
                 at_ms: now,
                 size: message.size(),
-                message: Arc::new(copy(message)),
+                message: Arc::new(kept_copy(message)),
             };
             if retain && message.body.is_empty() {
                 // An empty x-retain deletes the retained value.
@@ -68,5 +69,20 @@ impl Feeds {
             feed.floor = feed.floor.max(kept.offset);
         }
         self.forget(oldest);
+    }
+}
+
+/// A copy of `message` to keep, with a body of its own: a received body is
+/// a slice of its connection's read buffer, which a kept slice would pin
+/// (the whole buffer, not the bytes counted against `max_history_bytes`)
+/// and make the connection allocate a new one for every read.
+fn kept_copy(message: &Message) -> Message {
+    Message {
+        id: message.id.clone(),
+        destination: message.destination.clone(),
+        headers: message.headers.clone(),
+        body: Bytes::copy_from_slice(&message.body),
+        text: message.text,
+        expires_at: message.expires_at,
     }
 }
