@@ -299,12 +299,20 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
             .await;
         durables.push(durable);
     }
+    // Node 2's live subscriber from before: it tells when node 2 has read
+    // 1..3 (a RECEIPT says only that the publishing node has).
+    let mut early2 = Client::connect(&node2.url()).await;
+    early2
+        .subscribe_with("e", "/topic/game.1", &[("x-stream-offset", "next")])
+        .await;
     for n in 1..=3 {
         publisher
             .send_confirmed(send("/topic/game.1", &n.to_string()), "p")
             .await;
     }
     let before = messages(&mut fan, 3).await;
+    let early = messages(&mut early2, 3).await;
+    assert_eq!(early.iter().map(body).collect::<Vec<_>>(), ["1", "2", "3"]);
     assert_eq!(before.iter().map(body).collect::<Vec<_>>(), ["1", "2", "3"]);
     let first_offset = offset(&before[0]);
     let seen = offset(&before[2]);
@@ -410,9 +418,20 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
 async fn snapshot_then_live_has_no_gap_and_no_duplicate_on_every_node_under_a_full_speed_publisher()
 {
     let nats = NatsCluster::start(3);
-    let rules = [rule("/topic/tick.*", 0, Retain::Last)];
-    let node1 = node(&nats, 1, &rules).await;
-    let node2 = node(&nats, 2, &rules).await;
+    let rules = vec![rule("/topic/tick.*", 0, Retain::Last)];
+    // The clients are read one after another while the publisher floods:
+    // the slow-consumer limit, which this test is not about, is lifted.
+    let urls = nats.urls();
+    let unbounded = |index| {
+        let rules = rules.clone();
+        common::cluster::start_node_configured(&urls, index, move |config| {
+            config.topics.rules = rules;
+            config.outbound.max_queued_frames = 1 << 20;
+            config.outbound.max_queued_bytes = 256 << 20;
+        })
+    };
+    let node1 = unbounded(1).await;
+    let node2 = unbounded(2).await;
     let urls = [node1.url(), node2.url()];
     // On each node, everything from before the flood: that node's order.
     let mut watchers = Vec::new();
