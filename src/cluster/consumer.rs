@@ -19,6 +19,7 @@ use super::dead_letters::DeadLetters;
 use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
+use crate::model::destination::{pattern_matches, TOPIC_PREFIX};
 use crate::model::message::epoch_ms;
 use async_nats::jetstream::{consumer::PullConsumer, AckKind};
 use futures_util::StreamExt;
@@ -128,6 +129,20 @@ async fn deliver(
     if decoded.expired(epoch_ms()) {
         let _ = acker.ack().await;
         return false;
+    }
+    // A durable subscription's consumer filter is wider than its pattern
+    // when a `#` comes before the last word.
+    if let Some(durable) = &subscription.durable {
+        let words: Vec<&str> = decoded
+            .destination
+            .strip_prefix(TOPIC_PREFIX)
+            .unwrap_or(&decoded.destination)
+            .split('.')
+            .collect();
+        if !pattern_matches(&durable.pattern, &words) {
+            let _ = acker.ack().await;
+            return false;
+        }
     }
     if delivered > i64::from(dead_letters.max_deliver) {
         if let Some(target) = &dead_letters.target {

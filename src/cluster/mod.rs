@@ -10,6 +10,7 @@
 
 mod consumer;
 mod dead_letters;
+mod durables;
 mod queues;
 mod subject;
 mod subscription;

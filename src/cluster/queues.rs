@@ -22,8 +22,9 @@
 //! (a nak without delay) rather than after `ack_wait`.
 
 use super::dead_letters::DeadLetters;
+use super::durables::Durables;
 use super::subject::{queue_consumer, queue_subject, queues_pattern};
-use super::subscription::{hand_back, Pending, Subscription};
+use super::subscription::{hand_back, DurableBinding, Pending, Subscription};
 use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
@@ -31,8 +32,8 @@ use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::{epoch_ms, Message};
 use crate::model::session_id::SessionId;
 use crate::queue::{
-    DeliveryKey, EngineAck, EngineFuture, QueueArguments, QueueEngine, QueuePolicy, QueueSend,
-    QueueSubscribe,
+    DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, QueueArguments,
+    QueueEngine, QueuePolicy, QueueSend, QueueSubscribe,
 };
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use std::collections::HashMap;
@@ -59,6 +60,8 @@ pub struct NatsQueues {
     /// Per session: its subscriptions by id. A leaf lock, held for table
     /// changes only.
     sessions: Mutex<Sessions>,
+    /// Durable topic subscriptions' stream and consumers.
+    pub(super) durables: Durables,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -107,7 +110,9 @@ pub async fn queues(
         }
     }
     info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
+    let durables = Durables::open(jetstream.clone(), config).await?;
     Ok(Arc::new(NatsQueues {
+        durables,
         jetstream,
         stream,
         prefix: config.subject_prefix.clone(),
@@ -204,14 +209,14 @@ impl NatsQueues {
         Ok(Box::pin(std::future::ready(Ok(()))))
     }
 
-    async fn subscribe_inner(&self, request: QueueSubscribe) -> Result<(), String> {
-        let name = request
-            .destination
-            .strip_prefix(QUEUE_PREFIX)
-            .unwrap_or(&request.destination)
-            .to_owned();
-        let consumer = self.consumer(&name).await?;
-        let (session, id) = (request.session, request.id.clone());
+    /// Registers `request` and starts its pull task on `consumer`.
+    pub(super) fn serve(
+        &self,
+        request: QueueSubscribe,
+        consumer: consumer::PullConsumer,
+        dead_letter: Option<String>,
+        durable: Option<DurableBinding>,
+    ) {
         let settings = self
             .policy
             .settings_for(&request.destination, &QueueArguments::default());
@@ -219,9 +224,10 @@ impl NatsQueues {
             jetstream: self.jetstream.clone(),
             prefix: self.prefix.clone(),
             max_deliver: self.max_deliver,
-            target: settings.dead_letter.clone(),
+            target: dead_letter,
         };
-        let (subscription, served) = Subscription::new(request, &settings);
+        let (session, id) = (request.session, request.id.clone());
+        let (subscription, served) = Subscription::new(request, &settings, durable);
         self.sessions()
             .entry(session)
             .or_default()
@@ -232,6 +238,30 @@ impl NatsQueues {
             served,
             dead_letters,
         ));
+    }
+
+    /// Takes subscription `id` of `session` out of the table.
+    fn remove(&self, session: SessionId, id: &str) -> Option<Arc<Subscription>> {
+        let mut sessions = self.sessions();
+        let removed = sessions.get_mut(&session).and_then(|s| s.remove(id));
+        if sessions.get(&session).is_some_and(HashMap::is_empty) {
+            sessions.remove(&session);
+        }
+        removed
+    }
+
+    async fn subscribe_inner(&self, request: QueueSubscribe) -> Result<(), String> {
+        let name = request
+            .destination
+            .strip_prefix(QUEUE_PREFIX)
+            .unwrap_or(&request.destination)
+            .to_owned();
+        let consumer = self.consumer(&name).await?;
+        let dead_letter = self
+            .policy
+            .settings_for(&request.destination, &QueueArguments::default())
+            .dead_letter;
+        self.serve(request, consumer, dead_letter, None);
         Ok(())
     }
 
@@ -289,21 +319,48 @@ impl QueueEngine for NatsQueues {
 
     fn unsubscribe<'a>(&'a self, session: SessionId, id: &'a str) -> EngineFuture<'a, bool> {
         Box::pin(async move {
-            let removed = {
-                let mut sessions = self.sessions();
-                let removed = sessions.get_mut(&session).and_then(|s| s.remove(id));
-                if sessions.get(&session).is_some_and(HashMap::is_empty) {
-                    sessions.remove(&session);
-                }
-                removed
-            };
-            match removed {
+            match self.remove(session, id) {
                 Some(subscription) => {
                     self.end(subscription).await;
                     true
                 }
                 None => false,
             }
+        })
+    }
+
+    fn subscribe_durable(
+        &self,
+        subscribe: DurableSubscribe,
+    ) -> EngineFuture<'_, Result<(), DurableRefusal>> {
+        Box::pin(self.subscribe_durable_inner(subscribe))
+    }
+
+    fn remove_durable<'a>(
+        &'a self,
+        session: SessionId,
+        id: &'a str,
+    ) -> EngineFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let is_durable = self
+                .sessions()
+                .get(&session)
+                .and_then(|s| s.get(id))
+                .is_some_and(|s| s.durable.is_some());
+            if !is_durable {
+                return Ok(false);
+            }
+            let Some(subscription) = self.remove(session, id) else {
+                return Ok(false);
+            };
+            // Nothing handed back: what it held goes with it.
+            let _ = subscription.stop();
+            if let Some(durable) = &subscription.durable {
+                self.durables.delete(&durable.consumer).await.map_err(|e| {
+                    format!("durable subscription not deleted: the engine is unreachable ({e})")
+                })?;
+            }
+            Ok(true)
         })
     }
 

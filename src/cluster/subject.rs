@@ -56,6 +56,14 @@ pub fn queue_consumer(name: &str) -> String {
     consumer
 }
 
+/// The durable consumer name of durable topic subscription `key`
+/// (`<client-id>/<name>`), encoded as a queue's is.
+pub fn durable_consumer(key: &str) -> String {
+    let mut consumer = String::from("d-");
+    push_word(&mut consumer, key);
+    consumer
+}
+
 /// The subject a message to topic `words` is published on.
 pub fn topic_subject(prefix: &str, words: &[Box<str>]) -> String {
     let mut subject = format!("{prefix}.{TOPICS}");

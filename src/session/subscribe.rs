@@ -4,7 +4,7 @@
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::fanout::StartAt;
 use crate::model::destination::{queue_name, subscribe_target, PatternWord, SubscribeTarget};
-use crate::queue::{QueueArguments, QueueSubscribe};
+use crate::queue::{DurableRefusal, DurableSubscribe, QueueArguments, QueueSubscribe};
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
 use stomp_protocol::{Frame, Version};
@@ -66,14 +66,21 @@ impl Session {
             SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => None,
         };
         let start = start_at(frame, &target, ack, durable.is_some())?;
-        if let (Some(engine), SubscribeTarget::Queue(queue)) = (&self.context.queue_engine, &target)
+        let engine_served = match (&target, &durable) {
+            (SubscribeTarget::Queue(queue), _) => Some((queue.clone(), None)),
+            (SubscribeTarget::Topic(pattern), Some(durable)) => {
+                Some((destination.to_owned(), Some((durable, pattern))))
+            }
+            _ => None,
+        };
+        if let (Some(engine), Some((served, durable))) = (&self.context.queue_engine, engine_served)
         {
             let (start_tx, start) = tokio::sync::oneshot::channel();
             let subscribe = QueueSubscribe {
                 start,
                 session: self.id,
                 id: id.clone(),
-                destination: queue.clone(),
+                destination: served,
                 ack,
                 prefetch: prefetch.unwrap_or(self.context.config.queues.prefetch),
                 outbound: self.outbound.clone().ok_or_else(|| {
@@ -81,10 +88,30 @@ impl Session {
                 })?,
                 version: self.connected_version(),
             };
-            engine
-                .subscribe(subscribe)
-                .await
-                .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+            match durable {
+                None => engine
+                    .subscribe(subscribe)
+                    .await
+                    .map_err(|message| SessionError::new(message, CloseReason::InternalError))?,
+                // Durable topic subscriptions live in the engine too, so
+                // that a client resumes them on any node.
+                Some((durable, pattern)) => engine
+                    .subscribe_durable(DurableSubscribe {
+                        subscribe,
+                        key: durable.key.clone(),
+                        owner: durable.owner.to_record(),
+                        pattern: pattern.clone(),
+                    })
+                    .await
+                    .map_err(|refusal| match refusal {
+                        DurableRefusal::Policy(message) => {
+                            SessionError::new(message, CloseReason::PolicyViolation)
+                        }
+                        DurableRefusal::Engine(message) => {
+                            SessionError::new(message, CloseReason::InternalError)
+                        }
+                    })?,
+            }
             self.subscriptions.insert(id, destination.into());
             if frame.get("receipt").is_some() {
                 // The RECEIPT goes through the router; deliveries start once
