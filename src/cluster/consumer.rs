@@ -78,8 +78,20 @@ pub(super) async fn pull_loop(
             .messages()
             .await
         {
-            Ok(mut batch) => {
-                while let Some(item) = batch.next().await {
+            Ok(mut batch) => loop {
+                // A stopped subscription leaves its pull at once: dropping
+                // the batch ends its reply subscription, and the engine
+                // then gives its waiting request nothing more (what it took
+                // would be handed back, and JetStream redelivers handed-back
+                // messages in no set order).
+                let item = tokio::select! {
+                    item = batch.next() => item,
+                    _ = stopped.wait_for(|stop| *stop) => None,
+                };
+                let Some(item) = item else {
+                    break;
+                };
+                {
                     let message = match item {
                         Ok(message) => message,
                         Err(error) => {
@@ -91,7 +103,7 @@ pub(super) async fn pull_loop(
                         used += 1;
                     }
                 }
-            }
+            },
             Err(error) => {
                 warn!(%error, destination = %request.destination, "queue engine: pull failed; trying again");
                 tokio::select! {

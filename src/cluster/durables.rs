@@ -7,7 +7,7 @@
 //! before; the stream stores the ones on its subjects, so a topic no
 //! durable subscription matches costs no JetStream write. The stream keeps
 //! a message while a consumer whose filter matches it has not acknowledged
-//! it (interest retention), within `cluster.max_bytes`.
+//! it (interest retention), within `cluster.durable_max_bytes`.
 //!
 //! Each durable subscription is one durable pull consumer (`d-<key>`,
 //! filter = its pattern's subject, explicit acks, delivering only what
@@ -41,6 +41,9 @@ const OWNER: &str = "stomphub-owner";
 const DESTINATION: &str = "stomphub-destination";
 /// The consumer metadata key of its `<client-id>/<name>`.
 const KEY: &str = "stomphub-durable";
+/// How long an attachment waits for the pulls of an earlier one to end:
+/// longer than one pull (`consumer.rs`).
+const EARLIER_PULLS: Duration = Duration::from_secs(4);
 /// How often a node tries a subject change that raced another node's.
 const ATTEMPTS: usize = 5;
 
@@ -105,7 +108,7 @@ impl Durables {
             retention: stream::RetentionPolicy::Interest,
             storage: stream::StorageType::File,
             num_replicas: config.replicas,
-            max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+            max_bytes: i64::try_from(config.durable_max_bytes).unwrap_or(i64::MAX),
             // Full: new messages are not stored (as one node refuses them);
             // what durable subscriptions hold stays.
             discard: stream::DiscardPolicy::New,
@@ -119,9 +122,11 @@ impl Durables {
                     debug!(%error, %stream, "cluster: durables stream not created yet; trying again");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(error) => return Err(format!(
+                Err(error) => {
+                    return Err(format!(
                     "cluster: cannot create the durable subscriptions' stream '{stream}': {error}"
-                )),
+                ))
+                }
             }
         }
         info!(%stream, "cluster durable subscriptions on JetStream");
@@ -197,7 +202,33 @@ impl Durables {
             .map_err(|e| engine(&e))?;
         // Another node may have removed the subject meanwhile.
         self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+        self.await_earlier_pulls(&stream, &name).await;
         Ok(Attached { consumer, name })
+    }
+
+    /// Waits (at most [`EARLIER_PULLS`]) until no pull of an earlier
+    /// attachment is waiting and nothing is out unacknowledged: a
+    /// connection that has just ended here or on another node (its task
+    /// ends after its current pull, handing back what that brings). Pulling
+    /// beside it, or before its hand-backs are in, would let later messages
+    /// overtake the handed-back ones: out of order. (A killed node's
+    /// deliveries come back only after `ack_wait`: redelivered, out of
+    /// order.)
+    async fn await_earlier_pulls(&self, stream: &stream::Stream<()>, name: &str) {
+        let deadline = tokio::time::Instant::now() + EARLIER_PULLS;
+        while tokio::time::Instant::now() < deadline {
+            match stream.consumer_info(name).await {
+                Ok(info) if info.num_waiting > 0 || info.num_ack_pending > 0 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // None waiting, or the engine cannot say: go on.
+                _ => return,
+            }
+        }
+        debug!(
+            consumer = name,
+            "cluster: a durable subscription is pulled by another connection too"
+        );
     }
 
     /// Deletes durable consumer `name`, and the stream's subjects no other

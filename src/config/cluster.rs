@@ -64,6 +64,9 @@ pub struct ClusterConfig {
     pub max_deliver: u32,
     /// Bytes one queue stream may hold (on each of its replicas).
     pub max_bytes: u64,
+    /// Bytes the durable topic subscriptions' stream may hold (on each of
+    /// its replicas); past it, new topic messages are not kept for them.
+    pub durable_max_bytes: u64,
     /// How long the first connection to the engine may take before the
     /// start fails.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
@@ -83,6 +86,7 @@ impl Default for ClusterConfig {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             max_bytes: 1024 * 1024 * 1024,
+            durable_max_bytes: 1024 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -142,6 +146,13 @@ impl ClusterConfig {
             return Err(format!(
                 "cluster.max_bytes is {}; it must be between 1 and {}",
                 self.max_bytes,
+                i64::MAX
+            ));
+        }
+        if self.durable_max_bytes == 0 || i64::try_from(self.durable_max_bytes).is_err() {
+            return Err(format!(
+                "cluster.durable_max_bytes is {}; it must be between 1 and {}",
+                self.durable_max_bytes,
                 i64::MAX
             ));
         }
@@ -207,6 +218,7 @@ mod tests {
             ("ack_wait = \"0s\"", "cluster.ack_wait"),
             ("max_deliver = 0", "cluster.max_deliver"),
             ("max_bytes = 0", "cluster.max_bytes"),
+            ("durable_max_bytes = 0", "cluster.durable_max_bytes"),
             ("bogus = 1", "unknown field `bogus`"),
             (
                 "[cluster.tls]\ncert_file = \"c.pem\"",

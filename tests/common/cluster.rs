@@ -165,7 +165,7 @@ impl NatsCluster {
             let config = format!(
                 "server_name: \"n{i}\"\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\n\
                  log_file: \"{log}\"\n\
-                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n{cluster}",
+                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n{cluster}",
                 log = dir.path().join("nats.log").display(),
                 store = store.display(),
             );

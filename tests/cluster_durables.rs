@@ -1,0 +1,325 @@
+//! Durable topic subscriptions on JetStream: 3 nats-servers (JetStream R3,
+//! routed) and brokers with `engine = "nats"`. A durable subscription made
+//! on one node is resumed on another (each of the three dialects) with
+//! every message published meanwhile, in order, nothing else; deleting it
+//! deletes what it collected; the stream captures only the subjects
+//! durable subscriptions use; after a kill -9 of the subscriber's node its
+//! unacknowledged messages come back on another node.
+
+mod common;
+
+use common::cluster::{http_get, start_node, NatsCluster};
+use common::{BrokerProcess, Client, Event};
+use std::time::Duration;
+use stomp_protocol::{Command, Frame};
+
+/// Bound on every wait for something to happen across nodes.
+const ACROSS: Duration = Duration::from_secs(30);
+
+/// Connects to `url` with CONNECT `client-id`.
+async fn connect_as(url: &str, client_id: &str) -> Client {
+    let mut client = Client::open(url, &["v12.stomp"]).await;
+    client
+        .send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "0,0")
+                .header("client-id", client_id),
+        )
+        .await;
+    let connected = client.frame().await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    client
+}
+
+/// The next MESSAGE within [`ACROSS`], skipping heart-beats.
+async fn next_message(client: &mut Client) -> Frame {
+    loop {
+        match client.event_within(ACROSS).await {
+            Some(Event::Frame(frame)) => {
+                assert_eq!(frame.command, Command::Message, "{frame:?}");
+                return frame;
+            }
+            Some(Event::HeartBeat) => continue,
+            other => panic!("expected a MESSAGE, got {other:?}"),
+        }
+    }
+}
+
+fn body(frame: &Frame) -> String {
+    String::from_utf8_lossy(&frame.body).into_owned()
+}
+
+/// Publishes `bodies` to `destination`, the last one with a receipt (so
+/// that all have left the publisher's node once it comes).
+async fn publish_all(client: &mut Client, destination: &str, bodies: &[String]) {
+    for body in bodies {
+        client.publish(destination, body).await;
+    }
+}
+
+/// Keeps publishing `marker` to `destination` until `subscriber` gets a
+/// MESSAGE; returns the bodies it got up to and including the first marker.
+/// A topic message published on one node reaches the durable stream
+/// shortly after (not awaited by the publisher): the marker proves that
+/// everything published before it has arrived.
+async fn until_marker(
+    publisher: &mut Client,
+    subscriber: &mut Client,
+    destination: &str,
+    marker: &str,
+) -> Vec<String> {
+    publisher.publish(destination, marker).await;
+    let mut seen = Vec::new();
+    loop {
+        let frame = next_message(subscriber).await;
+        let text = body(&frame);
+        if std::env::var_os("DEBUG_DURABLES").is_some() {
+            eprintln!("{text} {:?}", frame.get("redelivered"));
+        }
+        seen.push(text.clone());
+        if text == marker {
+            return seen;
+        }
+    }
+}
+
+/// Publishes `warm-up` to `destination` until `subscriber` gets one (the
+/// new subscription's interest has reached the publisher's server), then
+/// `live` once and reads up to it: every warm-up still on its way has
+/// arrived. Acknowledges what it reads when the subscription wants acks.
+async fn warm_up(publisher: &mut Client, subscriber: &mut Client, destination: &str) {
+    let mut marker = None;
+    while marker.is_none() {
+        publisher.publish(destination, "warm-up").await;
+        if let Some(Event::Frame(frame)) = subscriber.event_within(Duration::from_secs(1)).await {
+            assert_eq!(frame.command, Command::Message, "{frame:?}");
+            marker = Some(frame);
+        }
+    }
+    let mut frame = marker.expect("a warm-up came");
+    publisher.publish(destination, "live").await;
+    loop {
+        if frame.get("ack").is_some() {
+            subscriber.settle(&frame, false).await;
+        }
+        if body(&frame) == "live" {
+            return;
+        }
+        assert_eq!(body(&frame), "warm-up");
+        frame = next_message(subscriber).await;
+    }
+}
+
+/// Waits until no NATS server lists a connection named `name`.
+async fn connection_gone(engine: &NatsCluster, name: &str) {
+    let deadline = tokio::time::Instant::now() + ACROSS;
+    loop {
+        let listed = engine.servers.iter().any(|server| {
+            http_get(server.monitor_port, "/connz?limit=1024")
+                .is_some_and(|(_, text)| text.contains(&format!("\"{name}\"")))
+        });
+        if !listed {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The stream's subjects, from the first server's monitoring endpoint.
+fn durable_stream_subjects(engine: &NatsCluster) -> Vec<String> {
+    for server in &engine.servers {
+        let Some((200, text)) = http_get(server.monitor_port, "/jsz?streams=true&config=true")
+        else {
+            continue;
+        };
+        let jsz: serde_json::Value = serde_json::from_str(&text).expect("jsz is JSON");
+        for account in jsz["account_details"].as_array().into_iter().flatten() {
+            for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                if stream["name"] == "stomphub_durables" {
+                    return stream["config"]["subjects"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect();
+                }
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn bodies(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|n| format!("{prefix}{n}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_dialect_resumes_on_another_node_with_what_was_published_meanwhile() {
+    let engine = NatsCluster::start(3);
+    let urls = engine.urls();
+    let nodes = [
+        start_node(&urls, 0).await,
+        start_node(&urls, 1).await,
+        start_node(&urls, 2).await,
+    ];
+    let mut publisher = Client::connect(&nodes[2].url()).await;
+    // (SUBSCRIBE headers, the UNSUBSCRIBE header that deletes it).
+    let dialects: [(&[(&str, &str)], (&str, &str)); 3] = [
+        (
+            &[("durable-subscription-name", "artemis")],
+            ("durable-subscription-name", "artemis"),
+        ),
+        (
+            &[("activemq.subscriptionName", "amq")],
+            ("activemq.subscriptionName", "amq"),
+        ),
+        (
+            &[("durable", "true"), ("auto-delete", "false")],
+            ("durable", "true"),
+        ),
+    ];
+    for (n, (headers, removal)) in dialects.iter().enumerate() {
+        let client_id = format!("app{n}");
+        let topic = format!("/topic/prices{n}.#");
+        let eur = format!("/topic/prices{n}.eur");
+        let zero = format!("/topic/prices{n}");
+
+        let mut subscriber = connect_as(&nodes[0].url(), &client_id).await;
+        subscriber.subscribe_with("s1", &topic, headers).await;
+        warm_up(&mut publisher, &mut subscriber, &eur).await;
+        subscriber.send(Frame::new(Command::Disconnect)).await;
+        drop(subscriber);
+
+        // Away: published on node 2, to the pattern's topics and others.
+        publish_all(&mut publisher, &eur, &bodies("away", 0..10)).await;
+        publisher.publish(&zero, "zero-words").await;
+        publisher
+            .publish(&format!("/topic/other{n}.eur"), "not-mine")
+            .await;
+
+        // Back on node 1 (another node): what was published meanwhile, in
+        // order, then live; nothing twice, nothing else.
+        let mut subscriber = connect_as(&nodes[1].url(), &client_id).await;
+        subscriber.subscribe_with("s1", &topic, headers).await;
+        let mut expected = bodies("away", 0..10);
+        expected.push("zero-words".into());
+        expected.push("back".into());
+        let seen = until_marker(&mut publisher, &mut subscriber, &eur, "back").await;
+        assert_eq!(seen, expected, "dialect {n}");
+
+        // Deleted with what it collected: a new one starts empty.
+        let mut unsubscribe = Frame::new(Command::Unsubscribe)
+            .header("id", "s1")
+            .header("receipt", "gone");
+        unsubscribe = unsubscribe.header(removal.0, removal.1);
+        subscriber.send(unsubscribe).await;
+        subscriber.expect_receipt("gone").await;
+        publish_all(&mut publisher, &eur, &bodies("dropped", 0..3)).await;
+        subscriber.subscribe_with("s2", &topic, headers).await;
+        let fresh = until_marker(&mut publisher, &mut subscriber, &eur, "fresh").await;
+        assert!(
+            fresh.iter().all(|b| !b.starts_with("dropped")),
+            "dialect {n}: {fresh:?}"
+        );
+        let mut unsubscribe = Frame::new(Command::Unsubscribe)
+            .header("id", "s2")
+            .header("receipt", "gone2");
+        unsubscribe = unsubscribe.header(removal.0, removal.1);
+        subscriber.send(unsubscribe).await;
+        subscriber.expect_receipt("gone2").await;
+    }
+    // No durable subscription left: the stream captures no topic subject,
+    // so topic publishes are not JetStream writes.
+    assert_eq!(
+        durable_stream_subjects(&engine),
+        vec!["stomphub.durables.none".to_owned()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_unacknowledged_durable_messages_come_back_on_another_node() {
+    let engine = NatsCluster::start(3);
+    let urls = engine.urls();
+    let survivor = start_node(&urls, 1).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let config = format!(
+        "[cluster]\nengine = \"nats\"\nservers = [{}]\nnode_name = \"doomed\"\nack_wait = \"3s\"\nconnect_timeout = \"30s\"\n",
+        servers.join(", ")
+    );
+    let doomed = BrokerProcess::start(&config, dir.path());
+    let mut publisher = Client::connect(&survivor.url()).await;
+    let headers = [
+        ("durable-subscription-name", "ledger"),
+        ("ack", "client-individual"),
+    ];
+    let mut subscriber = connect_as(&doomed.url, "books").await;
+    subscriber
+        .subscribe_with("s", "/topic/ledger.*", &headers)
+        .await;
+    warm_up(&mut publisher, &mut subscriber, "/topic/ledger.eur").await;
+    publish_all(&mut publisher, "/topic/ledger.eur", &bodies("m", 0..6)).await;
+    let mut held = Vec::new();
+    for n in 0..6 {
+        let frame = next_message(&mut subscriber).await;
+        assert_eq!(body(&frame), format!("m{n}"));
+        // The first three acknowledged, the rest held when the node dies.
+        if n < 3 {
+            subscriber.settle(&frame, false).await;
+        } else {
+            held.push(body(&frame));
+        }
+    }
+    // An acknowledgement travels to JetStream after the client sent it: a
+    // receipted frame behind them proves the node has handled them.
+    subscriber
+        .send(
+            Frame::new(Command::Send)
+                .header("destination", "/topic/nobody")
+                .header("receipt", "acked"),
+        )
+        .await;
+    subscriber.expect_receipt("acked").await;
+    doomed.kill();
+    // Its pulls end with its connections: nothing published later goes to it.
+    connection_gone(&engine, "stomphub doomed queues").await;
+
+    publish_all(&mut publisher, "/topic/ledger.eur", &bodies("n", 0..4)).await;
+    let mut back = connect_as(&survivor.url(), "books").await;
+    back.subscribe_with("s", "/topic/ledger.*", &headers).await;
+    let mut seen = Vec::new();
+    let mut redelivered = Vec::new();
+    while seen.len() < held.len() + 4 {
+        let frame = next_message(&mut back).await;
+        back.settle(&frame, false).await;
+        if frame.get("redelivered") == Some("true") {
+            redelivered.push(body(&frame));
+        }
+        seen.push(body(&frame));
+    }
+    let mut got_held: Vec<String> = seen
+        .iter()
+        .filter(|b| b.starts_with('m'))
+        .cloned()
+        .collect();
+    got_held.sort();
+    assert_eq!(
+        got_held, held,
+        "the unacknowledged ones, once each: {seen:?}"
+    );
+    assert_eq!(redelivered, held, "marked redelivered: {seen:?}");
+    let fresh: Vec<String> = seen
+        .iter()
+        .filter(|b| b.starts_with('n'))
+        .cloned()
+        .collect();
+    assert_eq!(fresh, bodies("n", 0..4), "published while away, in order");
+    // Nothing more: the next message is the marker.
+    let rest = until_marker(&mut publisher, &mut back, "/topic/ledger.eur", "end").await;
+    assert_eq!(rest, vec!["end".to_owned()]);
+}
