@@ -154,6 +154,13 @@ fn durable_stream_subjects(engine: &NatsCluster) -> Vec<String> {
     Vec::new()
 }
 
+/// A dialect's SUBSCRIBE headers, and the UNSUBSCRIBE header that deletes
+/// its durable subscription.
+type Dialect = (
+    &'static [(&'static str, &'static str)],
+    (&'static str, &'static str),
+);
+
 fn bodies(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|n| format!("{prefix}{n}")).collect()
 }
@@ -169,7 +176,7 @@ async fn each_dialect_resumes_on_another_node_with_what_was_published_meanwhile(
     ];
     let mut publisher = Client::connect(&nodes[2].url()).await;
     // (SUBSCRIBE headers, the UNSUBSCRIBE header that deletes it).
-    let dialects: [(&[(&str, &str)], (&str, &str)); 3] = [
+    let dialects: [Dialect; 3] = [
         (
             &[("durable-subscription-name", "artemis")],
             ("durable-subscription-name", "artemis"),
