@@ -330,3 +330,89 @@ async fn a_killed_nodes_unacknowledged_durable_messages_come_back_on_another_nod
     let rest = until_marker(&mut publisher, &mut back, "/topic/ledger.eur", "end").await;
     assert_eq!(rest, vec!["end".to_owned()]);
 }
+
+/// A node on `urls` where carol and bob log in (both read `/topic/public.#`)
+/// and loopback clients are anonymous.
+async fn tenant_node(urls: &[String], node: usize) -> common::TestBroker {
+    use stomphub::config::{Anonymous, UserConfig};
+    let user = |login: &str, password: &str| UserConfig {
+        login: login.into(),
+        password_hash: stomphub::auth::password::hash(password).expect("hash"),
+        read: vec!["/topic/public.#".into()],
+        write: vec!["/topic/public.#".into()],
+        roles: Vec::new(),
+    };
+    let mut config = common::test_config();
+    config.cluster.engine = stomphub::config::Engine::Nats;
+    config.cluster.servers = urls.to_vec();
+    config.cluster.node_name = format!("t{node}");
+    config.cluster.replicas = 1;
+    config.cluster.connect_timeout = Duration::from_secs(30);
+    config.auth.anonymous = Anonymous::Loopback;
+    config.auth.anonymous_read = vec!["/topic/#".into()];
+    config.auth.anonymous_write = vec!["/topic/#".into()];
+    config.auth.failure_delay = Duration::from_millis(10);
+    config.auth.users = vec![user("carol", "singer"), user("bob", "builder")];
+    common::start(config).await
+}
+
+async fn login(url: &str, login: &str, passcode: &str, client_id: &str) -> Client {
+    let mut client = Client::open(url, &["v12.stomp"]).await;
+    client
+        .send(
+            Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "0,0")
+                .header("login", login)
+                .header("passcode", passcode)
+                .header("client-id", client_id),
+        )
+        .await;
+    let connected = client.frame().await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_subscription_belongs_to_its_principal_on_every_node() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let nodes = [tenant_node(&urls, 0).await, tenant_node(&urls, 1).await];
+    let mut publisher = Client::connect(&nodes[1].url()).await;
+    let inbox = [("durable-subscription-name", "inbox")];
+
+    let mut carol = login(&nodes[0].url(), "carol", "singer", "carol").await;
+    carol.subscribe_with("s", "/topic/public.*", &inbox).await;
+    // Another durable subscription whose subject overlaps carol's
+    // (`public.*` and `*.news`): the stream holds both.
+    let mut other = connect_as(&nodes[0].url(), "other").await;
+    other.subscribe_with("s", "/topic/*.news", &inbox).await;
+    warm_up(&mut publisher, &mut carol, "/topic/public.news").await;
+    let seen = until_marker(&mut publisher, &mut other, "/topic/public.news", "both").await;
+    assert_eq!(seen.last().map(String::as_str), Some("both"), "{seen:?}");
+    // JetStream refuses a stream whose own subjects overlap: one subject
+    // holds both.
+    assert_eq!(
+        durable_stream_subjects(&engine),
+        vec!["stomphub.topic.*.*.__".to_owned()]
+    );
+    carol.send(Frame::new(Command::Disconnect)).await;
+    drop(carol);
+    publisher.publish("/topic/public.sport", "kept").await;
+
+    // Bob, on the other node, claims to be carol's application: refused.
+    let mut bob = login(&nodes[1].url(), "bob", "builder", "carol").await;
+    bob.send_subscribe("s", "/topic/public.*", &inbox).await;
+    bob.expect_error(
+        "belongs to another principal",
+        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy,
+    )
+    .await;
+
+    // Carol's backlog is intact, on either node.
+    let mut carol = login(&nodes[1].url(), "carol", "singer", "carol").await;
+    carol.subscribe_with("s", "/topic/public.*", &inbox).await;
+    let seen = until_marker(&mut publisher, &mut carol, "/topic/public.sport", "end").await;
+    // ("both" reached her live, before she left.)
+    assert_eq!(seen, ["kept", "end"]);
+}

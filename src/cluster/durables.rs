@@ -335,15 +335,63 @@ fn covers(wide: &str, narrow: &str) -> bool {
     narrow_tokens.next().is_none()
 }
 
-/// The smallest subset of `subjects` that covers them all, sorted.
+/// Whether some subject matches both NATS subject patterns.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The narrowest pattern of this shape that holds both `a` and `b`: equal
+/// tokens kept, other ones `*`, and `>` from where either has it.
+fn widen(a: &str, b: &str) -> String {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    let mut tokens = Vec::new();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x == y && x != ">" => tokens.push(x),
+            (Some(">"), _) | (_, Some(">")) | (None, _) | (_, None) => {
+                tokens.push(">");
+                break;
+            }
+            _ => tokens.push("*"),
+        }
+    }
+    tokens.join(".")
+}
+
+/// Stream subjects that capture every one of `subjects` and do not
+/// overlap one another (JetStream refuses a stream whose own subjects
+/// overlap): one that covers another takes its place, and two that only
+/// overlap (`a.*.__`, `*.b.__`) give way to one that holds both
+/// (`*.*.__`: the stream then also captures topics no durable
+/// subscription matches; with interest retention they are not kept).
 fn cover(mut subjects: Vec<String>) -> Vec<String> {
     subjects.sort();
     subjects.dedup();
-    let kept: Vec<String> = subjects
-        .iter()
-        .filter(|s| !subjects.iter().any(|w| w != *s && covers(w, s)))
-        .cloned()
-        .collect();
+    let mut kept: Vec<String> = Vec::new();
+    while let Some(mut subject) = subjects.pop() {
+        // Merge with everything it overlaps, until nothing does.
+        while let Some(index) = kept.iter().position(|k| overlaps(k, &subject)) {
+            let other = kept.swap_remove(index);
+            subject = if covers(&other, &subject) {
+                other
+            } else if covers(&subject, &other) {
+                subject
+            } else {
+                widen(&other, &subject)
+            };
+        }
+        kept.push(subject);
+    }
+    kept.sort();
     kept
 }
 
@@ -371,5 +419,19 @@ mod tests {
             "p.topic.a.>".to_owned(),
         ];
         assert_eq!(cover(subjects), vec!["p.topic.a.>", "p.topic.c.__"]);
+    }
+
+    #[test]
+    fn subjects_that_only_overlap_give_way_to_one_that_holds_both() {
+        let subjects = vec![
+            "p.topic.a.*.__".to_owned(),
+            "p.topic.*.b.__".to_owned(),
+            "p.topic.c.__".to_owned(),
+        ];
+        assert_eq!(cover(subjects), vec!["p.topic.*.*.__", "p.topic.c.__"]);
+        let subjects = vec!["p.topic.a.*.c.__".to_owned(), "p.topic.*.b.>".to_owned()];
+        assert_eq!(cover(subjects), vec!["p.topic.*.*.>"]);
+        assert!(!overlaps("p.topic.a.__", "p.topic.a.b.__"));
+        assert!(overlaps("p.topic.a.>", "p.topic.*.__"));
     }
 }
