@@ -271,26 +271,22 @@ async fn a_killed_nodes_unacknowledged_durable_messages_come_back_on_another_nod
         .await;
     warm_up(&mut publisher, &mut subscriber, "/topic/ledger.eur").await;
     publish_all(&mut publisher, "/topic/ledger.eur", &bodies("m", 0..6)).await;
-    let mut held = Vec::new();
+    let mut frames = Vec::new();
     for n in 0..6 {
         let frame = next_message(&mut subscriber).await;
         assert_eq!(body(&frame), format!("m{n}"));
-        // The first three acknowledged, the rest held when the node dies.
-        if n < 3 {
-            subscriber.settle(&frame, false).await;
-        } else {
-            held.push(body(&frame));
-        }
+        frames.push(frame);
     }
-    // An acknowledgement travels to JetStream after the client sent it: a
-    // receipted frame behind them proves the node has handled them.
-    subscriber
-        .send(
-            Frame::new(Command::Send)
-                .header("destination", "/topic/nobody")
-                .header("receipt", "acked"),
-        )
-        .await;
+    // The first three acknowledged, the rest held when the node dies; a
+    // receipted ACK is at the engine when its RECEIPT comes.
+    let held: Vec<String> = frames[3..].iter().map(body).collect();
+    for (n, frame) in frames[..3].iter().enumerate() {
+        let mut ack = Frame::new(Command::Ack).header("id", frame.get("ack").expect("ack"));
+        if n == 2 {
+            ack = ack.header("receipt", "acked");
+        }
+        subscriber.send(ack).await;
+    }
     subscriber.expect_receipt("acked").await;
     doomed.kill();
     // Its pulls end with its connections: nothing published later goes to it.
@@ -415,4 +411,71 @@ async fn a_durable_subscription_belongs_to_its_principal_on_every_node() {
     let seen = until_marker(&mut publisher, &mut carol, "/topic/public.sport", "end").await;
     // ("both" reached her live, before she left.)
     assert_eq!(seen, ["kept", "end"]);
+}
+
+/// The `x-subscribers` count of a `/meta/subscribers/` MESSAGE.
+fn count_of(frame: &Frame) -> usize {
+    frame
+        .get("x-subscribers")
+        .and_then(|n| n.parse().ok())
+        .expect("x-subscribers")
+}
+
+/// Reads counts until one is `wanted`; every count is at most once a second.
+async fn count_reaches(watcher: &mut Client, wanted: usize, last: &mut tokio::time::Instant) {
+    loop {
+        let frame = next_message(watcher).await;
+        let now = tokio::time::Instant::now();
+        assert!(
+            now.duration_since(*last) >= Duration::from_millis(900),
+            "at most once a second"
+        );
+        *last = now;
+        if count_of(&frame) == wanted {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_counts_add_up_over_nodes_and_forget_a_killed_one() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = format!(
+        "[cluster]\nengine = \"nats\"\nservers = [\"{}\"]\nnode_name = \"counted\"\nreplicas = 1\nconnect_timeout = \"30s\"\n",
+        urls[0]
+    );
+    let doomed = BrokerProcess::start(&config, dir.path());
+    let node = start_node(&urls, 1).await;
+
+    let mut watcher = Client::connect(&node.url()).await;
+    // The count comes at once (before a RECEIPT would).
+    watcher
+        .send_subscribe("w", "/meta/subscribers/topic/scores.game42", &[])
+        .await;
+    let mut last = tokio::time::Instant::now() - Duration::from_secs(1);
+    count_reaches(&mut watcher, 0, &mut last).await;
+
+    let mut fans = Vec::new();
+    for (url, destination) in [
+        (doomed.url.clone(), "/topic/scores.game42"),
+        (doomed.url.clone(), "/topic/scores.*"),
+        (node.url(), "/topic/scores.#"),
+        (node.url(), "/topic/other"),
+    ] {
+        let mut fan = Client::connect(&url).await;
+        fan.subscribe("f", destination).await;
+        fans.push(fan);
+    }
+    // Two on the other node, one here; /topic/other is not counted.
+    count_reaches(&mut watcher, 3, &mut last).await;
+
+    let killed = tokio::time::Instant::now();
+    doomed.kill();
+    count_reaches(&mut watcher, 1, &mut last).await;
+    let after = killed.elapsed();
+    eprintln!("count without the killed node after {after:?}");
+    // Forgotten after 3 s of silence, sent within the router's second.
+    assert!(after < Duration::from_secs(10), "{after:?}");
 }

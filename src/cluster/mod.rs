@@ -9,6 +9,7 @@
 //! layout is `wire`. `/readyz` asks [`ready`].
 
 mod consumer;
+mod counts;
 mod dead_letters;
 mod durables;
 mod queues;

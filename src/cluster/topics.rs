@@ -20,6 +20,7 @@
 //! (`RouterCommand::Remote`, naming them). Messages from elsewhere go to
 //! local subscribers only, never exported again.
 
+use super::counts::Counts;
 use super::subject::{pattern_subject, topic_subject, topic_words};
 use super::wire;
 use crate::fanout::{IndexKey, TopicExport, TopicIndex};
@@ -116,6 +117,16 @@ impl Interest {
     fn subjects(&self) -> HashSet<Arc<str>> {
         self.table().counts.keys().cloned().collect()
     }
+
+    /// Entries per subject, for other nodes' subscriber counts.
+    fn counts(&self) -> HashMap<String, usize> {
+        let table = self.table();
+        table
+            .counts
+            .iter()
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect()
+    }
 }
 
 /// The export half: the topic index's [`TopicExport`] on a NATS engine.
@@ -129,6 +140,8 @@ pub struct NatsTopics {
     /// Messages not sent to other nodes because the queue was full.
     dropped: AtomicU64,
     interest: Arc<Interest>,
+    /// Other nodes' subscriptions (`counts.rs`).
+    counts: Arc<Counts>,
 }
 
 /// The inbound half, started once the index exists.
@@ -139,6 +152,7 @@ pub struct Inbound {
     outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
     interest: Arc<Interest>,
+    counts: Arc<Counts>,
 }
 
 /// Both halves of topics on `client`, under `prefix`.
@@ -147,6 +161,7 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
     let prefix: Arc<str> = prefix.into();
     let outgoing_bytes = Arc::new(AtomicUsize::new(0));
     let interest = Arc::new(Interest::default());
+    let counts = Arc::new(Counts::new(prefix.clone()));
     (
         NatsTopics {
             prefix: prefix.clone(),
@@ -154,6 +169,7 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
             outgoing_bytes: outgoing_bytes.clone(),
             dropped: AtomicU64::new(0),
             interest: interest.clone(),
+            counts: counts.clone(),
         },
         Inbound {
             client,
@@ -161,6 +177,7 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
             outgoing_rx,
             outgoing_bytes,
             interest,
+            counts,
         },
     )
 }
@@ -195,6 +212,10 @@ impl TopicExport for NatsTopics {
     fn unsubscribed(&self, key: &IndexKey) {
         self.interest.remove(key);
     }
+
+    fn remote_subscribers(&self, words: &[Box<str>]) -> usize {
+        self.counts.elsewhere(words)
+    }
 }
 
 impl Inbound {
@@ -208,8 +229,16 @@ impl Inbound {
             outgoing_rx,
             outgoing_bytes,
             interest,
+            counts,
         } = self;
         tokio::spawn(publish_loop(client.clone(), outgoing_rx, outgoing_bytes));
+        let shared = interest.clone();
+        tokio::spawn(
+            counts
+                .clone()
+                .share(client.clone(), move || shared.counts()),
+        );
+        tokio::spawn(counts.listen(client.clone(), router.clone()));
         let local = Local { index, router };
         tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
     }

@@ -23,6 +23,12 @@ pub trait TopicExport: Send + Sync + std::fmt::Debug {
 
     /// The subscription entry `key` has left the index.
     fn unsubscribed(&self, _key: &IndexKey) {}
+
+    /// Subscriptions on other brokers a message to topic `words` would
+    /// reach, as far as this one knows (for `/meta/subscribers/` counts).
+    fn remote_subscribers(&self, _words: &[Box<str>]) -> usize {
+        0
+    }
 }
 
 /// A single broker: topic messages go to local subscribers only.

@@ -105,6 +105,12 @@ impl TopicIndex {
         self.feeds.is_persistent(words)
     }
 
+    /// Subscriptions on other brokers a publication to `words` reaches, as
+    /// the export seam knows them (0 on one node).
+    pub fn count_remote(&self, words: &[Box<str>]) -> usize {
+        self.export.remote_subscribers(words)
+    }
+
     /// Auto-ack subscriptions a publication to `words` reaches now.
     pub fn count_direct(&self, words: &[Box<str>]) -> usize {
         let trie = self.read();

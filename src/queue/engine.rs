@@ -152,8 +152,9 @@ pub trait QueueEngine: Send + Sync {
     /// The session is over: every subscription ends as by `unsubscribe`.
     fn detach(&self, session: SessionId) -> EngineFuture<'_, ()>;
 
-    /// Sends what is still buffered for the engine: at shutdown, after the
-    /// sessions' ends, so that their hand-backs reach it before the process
-    /// exits.
+    /// Sends what is still buffered for the engine and waits until its
+    /// server has it: at shutdown, after the sessions' ends, so that their
+    /// hand-backs reach it before the process exits; and before the RECEIPT
+    /// of an ACK or NACK of the engine's deliveries.
     fn flush(&self) -> EngineFuture<'_, ()>;
 }

@@ -114,6 +114,9 @@ pub enum RouterCommand {
         /// The client-ack subscriptions (session, id) it is for.
         subscriptions: Vec<(SessionId, Arc<str>)>,
     },
+    /// The subscriber counts of other brokers changed (cluster engine):
+    /// every watched `/meta/subscribers/` count is due.
+    RemoteCounts,
     /// ACK or NACK.
     Settle {
         /// The session.

@@ -295,6 +295,7 @@ impl Router {
                 message,
                 subscriptions,
             } => self.publish_topic_to(&words, Arc::new(message), Some(&subscriptions)),
+            RouterCommand::RemoteCounts => self.remote_counts_changed(),
             RouterCommand::Settle {
                 session,
                 settle,
