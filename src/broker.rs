@@ -190,6 +190,9 @@ impl Broker {
         })
         .map_err(invalid)?;
         if let Some(inbound) = inbound {
+            if let Some((_, queue_client)) = &engine {
+                inbound.share_counts(queue_client.clone(), router.clone());
+            }
             inbound.spawn(topics.clone(), router.clone());
         }
         let publish_rules = Arc::new(

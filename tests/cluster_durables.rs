@@ -479,3 +479,82 @@ async fn subscriber_counts_add_up_over_nodes_and_forget_a_killed_one() {
     // Forgotten after 3 s of silence, sent within the router's second.
     assert!(after < Duration::from_secs(10), "{after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipted_persistent_topic_send_is_kept_for_durable_subscribers_before_its_receipt() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    // Room for the 10 messages below (each about 100 bytes in the
+    // stream), not for one of 8 KiB.
+    let mut config = common::test_config();
+    config.cluster.engine = stomphub::config::Engine::Nats;
+    config.cluster.servers = urls.clone();
+    config.cluster.replicas = 1;
+    config.cluster.durable_max_bytes = 4096;
+    config.cluster.connect_timeout = Duration::from_secs(30);
+    let node = common::start(config).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let process_config = format!(
+        "[cluster]\nengine = \"nats\"\nservers = [\"{}\"]\nnode_name = \"publishing\"\nreplicas = 1\ndurable_max_bytes = 4096\nconnect_timeout = \"30s\"\n",
+        urls[0]
+    );
+    let publishing = BrokerProcess::start(&process_config, dir.path());
+    let name = [("durable-subscription-name", "audit")];
+    let mut subscriber = connect_as(&node.url(), "auditor").await;
+    subscriber
+        .subscribe_with("s", "/topic/audit.*", &name)
+        .await;
+    let mut publisher = Client::connect(&publishing.url).await;
+    warm_up(&mut publisher, &mut subscriber, "/topic/audit.log").await;
+    subscriber.send(Frame::new(Command::Disconnect)).await;
+    drop(subscriber);
+
+    let persistent = |destination: &str, body: String| {
+        Frame::new(Command::Send)
+            .header("destination", destination)
+            .header("persistent", "true")
+            .body(body)
+    };
+    // Each RECEIPT comes once the durable subscription's stream has the
+    // message; the node is killed right after the last one.
+    for n in 0..10 {
+        publisher
+            .send_confirmed(
+                persistent("/topic/audit.log", format!("r{n}")),
+                &format!("r{n}"),
+            )
+            .await;
+    }
+    // A topic nobody keeps: confirmed at once (no stream has its subject).
+    publisher
+        .send_confirmed(
+            persistent("/topic/nobody.keeps", "x".repeat(8192)),
+            "unkept",
+        )
+        .await;
+    // The stream full: ERROR, never a RECEIPT.
+    publisher
+        .send(persistent("/topic/audit.log", "x".repeat(8192)).header("receipt", "too-big"))
+        .await;
+    let error = publisher.frame().await;
+    assert_eq!(error.command, Command::Error, "{error:?}");
+    assert_eq!(error.get("receipt-id"), Some("too-big"), "{error:?}");
+    let message = error.get("message").unwrap_or_default();
+    assert!(message.contains("not kept for them"), "{message}");
+    publishing.kill();
+
+    let mut subscriber = connect_as(&node.url(), "auditor").await;
+    subscriber
+        .subscribe_with("s", "/topic/audit.*", &name)
+        .await;
+    let seen = until_marker(
+        &mut Client::connect(&node.url()).await,
+        &mut subscriber,
+        "/topic/audit.log",
+        "end",
+    )
+    .await;
+    let mut expected = bodies("r", 0..10);
+    expected.push("end".into());
+    assert_eq!(seen, expected);
+}

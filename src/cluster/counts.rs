@@ -13,6 +13,7 @@
 //! other nodes' such subscriptions count for every topic under it.
 
 use super::subject::topic_subject;
+use super::topics::Inbound;
 use crate::router::{RouterCommand, RouterHandle};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -173,6 +174,22 @@ impl Counts {
         let before = remote.len();
         remote.retain(|_, r| r.heard.elapsed() < EXPIRY);
         remote.len() != before
+    }
+}
+
+impl Inbound {
+    /// Starts sharing this node's subscriber counts and hearing the other
+    /// nodes' on `client` (the queues' connection: the topic connection
+    /// holds only the subjects of the topics in use).
+    pub fn share_counts(&self, client: async_nats::Client, router: RouterHandle) {
+        let interest = self.interest.clone();
+        let counts = self.counts.clone();
+        tokio::spawn(
+            counts
+                .clone()
+                .share(client.clone(), move || interest.counts()),
+        );
+        tokio::spawn(counts.listen(client, router));
     }
 }
 

@@ -8,6 +8,7 @@
 //! `consumer`). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
+mod confirm;
 mod consumer;
 mod counts;
 mod dead_letters;

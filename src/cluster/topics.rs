@@ -20,10 +20,11 @@
 //! (`RouterCommand::Remote`, naming them). Messages from elsewhere go to
 //! local subscribers only, never exported again.
 
+use super::confirm::{publish_confirmed, Confirm, Confirms};
 use super::counts::Counts;
 use super::subject::{pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{IndexKey, TopicExport, TopicIndex};
+use crate::fanout::{ExportAck, IndexKey, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
@@ -45,6 +46,8 @@ const MAX_OUTGOING_BYTES: usize = 64 << 20;
 struct Outgoing {
     subject: String,
     payload: Bytes,
+    /// Set for a persistent topic SEND with a RECEIPT (`confirm.rs`).
+    confirm: Option<Confirm>,
 }
 
 /// The subjects local subscribers need, by index entry.
@@ -59,7 +62,7 @@ struct Table {
 /// The interest of this node's subscribers, shared by the export half (the
 /// index's writer changes it) and the inbound tasks (which read it).
 #[derive(Debug, Default)]
-struct Interest {
+pub(super) struct Interest {
     /// A leaf lock: taken under the index's lock (write: changes; read:
     /// choosing entries for an incoming message), or alone; never held
     /// while taking another.
@@ -119,7 +122,7 @@ impl Interest {
     }
 
     /// Entries per subject, for other nodes' subscriber counts.
-    fn counts(&self) -> HashMap<String, usize> {
+    pub(super) fn counts(&self) -> HashMap<String, usize> {
         let table = self.table();
         table
             .counts
@@ -142,6 +145,8 @@ pub struct NatsTopics {
     interest: Arc<Interest>,
     /// Other nodes' subscriptions (`counts.rs`).
     counts: Arc<Counts>,
+    /// Confirmations asked for (`confirm.rs`).
+    confirms: Confirms,
 }
 
 /// The inbound half, started once the index exists.
@@ -151,8 +156,8 @@ pub struct Inbound {
     prefix: Arc<str>,
     outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
-    interest: Arc<Interest>,
-    counts: Arc<Counts>,
+    pub(super) interest: Arc<Interest>,
+    pub(super) counts: Arc<Counts>,
 }
 
 /// Both halves of topics on `client`, under `prefix`.
@@ -170,6 +175,7 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
             dropped: AtomicU64::new(0),
             interest: interest.clone(),
             counts: counts.clone(),
+            confirms: Confirms::default(),
         },
         Inbound {
             client,
@@ -187,11 +193,22 @@ impl TopicExport for NatsTopics {
         let payload = wire::encode(message);
         let size = payload.len();
         let queued = self.outgoing_bytes.fetch_add(size, Ordering::AcqRel);
+        let confirm = self.confirms.take(&message.id);
         let outgoing = Outgoing {
             subject: topic_subject(&self.prefix, words),
             payload,
+            confirm,
         };
-        if queued + size > MAX_OUTGOING_BYTES || self.outgoing_tx.try_send(outgoing).is_err() {
+        let refused = match queued + size > MAX_OUTGOING_BYTES {
+            true => Some(outgoing),
+            false => self
+                .outgoing_tx
+                .try_send(outgoing)
+                .err()
+                .map(|e| e.into_inner()),
+        };
+        if let Some(refused) = refused {
+            super::confirm::refuse(refused.confirm);
             self.outgoing_bytes.fetch_sub(size, Ordering::AcqRel);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged at 1, 2, 4, 8, ...: a flood cannot flood the log.
@@ -216,6 +233,14 @@ impl TopicExport for NatsTopics {
     fn remote_subscribers(&self, words: &[Box<str>]) -> usize {
         self.counts.elsewhere(words)
     }
+
+    fn confirm(&self, id: &Arc<str>) -> Option<ExportAck> {
+        Some(self.confirms.ask(id))
+    }
+
+    fn forget_confirm(&self, id: &Arc<str>) {
+        let _ = self.confirms.take(id);
+    }
 }
 
 impl Inbound {
@@ -229,16 +254,9 @@ impl Inbound {
             outgoing_rx,
             outgoing_bytes,
             interest,
-            counts,
+            ..
         } = self;
         tokio::spawn(publish_loop(client.clone(), outgoing_rx, outgoing_bytes));
-        let shared = interest.clone();
-        tokio::spawn(
-            counts
-                .clone()
-                .share(client.clone(), move || shared.counts()),
-        );
-        tokio::spawn(counts.listen(client.clone(), router.clone()));
         let local = Local { index, router };
         tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
     }
@@ -250,10 +268,23 @@ async fn publish_loop(
     mut outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
 ) {
+    // For confirmed messages; its first request adds one inbox subscription.
+    let jetstream = async_nats::jetstream::new(client.clone());
     let mut batch = Vec::with_capacity(256);
     while outgoing_rx.recv_many(&mut batch, 256).await > 0 {
-        for Outgoing { subject, payload } in batch.drain(..) {
+        for Outgoing {
+            subject,
+            payload,
+            confirm,
+        } in batch.drain(..)
+        {
             outgoing_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
+            if let Some(confirm) = confirm {
+                // The same one message, on the same connection and so in
+                // order, with a reply subject for the PubAck.
+                publish_confirmed(&jetstream, subject, payload, confirm).await;
+                continue;
+            }
             // Waits while the client's own buffer is full (reconnecting);
             // our bounded queue takes the rest.
             if let Err(error) = client.publish(subject, payload).await {

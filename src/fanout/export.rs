@@ -4,6 +4,12 @@
 use super::index_key::IndexKey;
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
+use std::sync::Arc;
+
+/// Resolves once the engine has what [`TopicExport::confirm`] asked about
+/// (`Err`: the ERROR message for the client); a dropped sender: nothing to
+/// confirm (the message was not exported).
+pub type ExportAck = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 /// Receives every topic message once, from whoever fans it out (the
 /// publishing session, or the router for publications it handles whole),
@@ -23,6 +29,16 @@ pub trait TopicExport: Send + Sync + std::fmt::Debug {
 
     /// The subscription entry `key` has left the index.
     fn unsubscribed(&self, _key: &IndexKey) {}
+
+    /// Asks that the message with `id`, when exported, be confirmed by the
+    /// engine where it keeps messages (durable subscriptions): the RECEIPT
+    /// of a persistent topic SEND waits for it. `None`: nothing to wait for.
+    fn confirm(&self, _id: &Arc<str>) -> Option<ExportAck> {
+        None
+    }
+
+    /// Withdraws a [`confirm`](Self::confirm) whose message was not exported.
+    fn forget_confirm(&self, _id: &Arc<str>) {}
 
     /// Subscriptions on other brokers a message to topic `words` would
     /// reach, as far as this one knows (for `/meta/subscribers/` counts).

@@ -16,7 +16,7 @@
 //! a time.
 
 use super::encode::FanOut;
-use super::export::TopicExport;
+use super::export::{ExportAck, TopicExport};
 use super::feeds::Feeds;
 pub use super::index_key::IndexKey;
 use super::match_cache::{Match, MatchCache};
@@ -103,6 +103,18 @@ impl TopicIndex {
     /// (a persistent live feed: the router stores its changes).
     pub fn is_persistent_feed(&self, words: &[Box<str>]) -> bool {
         self.feeds.is_persistent(words)
+    }
+
+    /// The export seam's confirmation of message `id` (see
+    /// [`TopicExport::confirm`]).
+    pub fn confirm_export(&self, id: &Arc<str>) -> Option<ExportAck> {
+        self.export.confirm(id)
+    }
+
+    /// Withdraws [`confirm_export`](Self::confirm_export) for a message
+    /// that was not exported.
+    pub fn forget_confirm(&self, id: &Arc<str>) {
+        self.export.forget_confirm(id);
     }
 
     /// Subscriptions on other brokers a publication to `words` reaches, as

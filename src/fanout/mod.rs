@@ -37,7 +37,7 @@ mod start_at;
 mod subscriber;
 pub mod topic_trie;
 
-pub use export::{LocalOnly, TopicExport};
+pub use export::{ExportAck, LocalOnly, TopicExport};
 pub use feeds::Feeds;
 pub use index::{IndexKey, IndexWriter, Interest, Published, TopicIndex};
 pub use rate_cap::RateCap;

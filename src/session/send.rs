@@ -73,6 +73,15 @@ impl Session {
                 // (and so stop reading this connection) until consumers drain.
                 self.context.queue_memory.wait_for_room().await;
             }
+            SendTarget::Topic(_) if publication.persistent && frame.get("receipt").is_some() => {
+                if let Some(ack) = self.context.topics.confirm_export(&id) {
+                    return self.send_confirmed_topic(&frame, publication, ack).await;
+                }
+                if !self.fan_out(&mut publication).await? {
+                    self.receipt(&frame).await?;
+                    return Ok(Some(id));
+                }
+            }
             SendTarget::Topic(_) => {
                 if !self.fan_out(&mut publication).await? {
                     // Delivered: the router only has the RECEIPT to send, after
@@ -143,6 +152,38 @@ impl Session {
             return Ok(Some(id));
         }
         ack.await.map_err(not_stored)?;
+        self.receipt(frame).await?;
+        Ok(Some(id))
+    }
+
+    /// A persistent topic SEND with a RECEIPT when the export seam confirms
+    /// (the cluster: durable subscriptions live in the engine): published
+    /// as always, then the RECEIPT once the engine has kept it for them, or
+    /// ERROR if it could not.
+    async fn send_confirmed_topic(
+        &mut self,
+        frame: &Frame,
+        mut publication: Publication,
+        ack: crate::fanout::ExportAck,
+    ) -> Result<Option<Arc<str>>, SessionError> {
+        let id = publication.id.clone();
+        if self.fan_out(&mut publication).await? {
+            // The router fans it out (and exports it) or refuses it with
+            // ERROR; the RECEIPT follows the engine's answer.
+            self.route(RouterCommand::Publish {
+                session: self.id,
+                publication,
+                receipt: None,
+            })
+            .await?;
+            self.router_ahead = true;
+            self.await_router().await?;
+        }
+        // Not exported (expired, refused): nothing to wait for.
+        self.context.topics.forget_confirm(&id);
+        if let Ok(Err(message)) = ack.await {
+            return Err(SessionError::new(message, CloseReason::InternalError));
+        }
         self.receipt(frame).await?;
         Ok(Some(id))
     }
