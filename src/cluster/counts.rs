@@ -13,7 +13,6 @@
 //! other nodes' such subscriptions count for every topic under it.
 
 use super::subject::topic_subject;
-use super::topics::Inbound;
 use crate::router::{RouterCommand, RouterHandle};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -91,13 +90,16 @@ impl Counts {
     pub(super) async fn share(
         self: Arc<Self>,
         client: async_nats::Client,
-        local: impl Fn() -> HashMap<String, usize> + Send + 'static,
+        local: impl Fn() -> HashMap<Arc<str>, usize> + Send + 'static,
     ) {
         let mut sent: Option<(HashMap<String, usize>, Instant)> = None;
         let mut check = tokio::time::interval(CHECK);
         loop {
             check.tick().await;
-            let subjects = local();
+            let subjects: HashMap<String, usize> = local()
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect();
             let due = sent
                 .as_ref()
                 .is_none_or(|(last, at)| *last != subjects || at.elapsed() >= HEARTBEAT);
@@ -177,20 +179,17 @@ impl Counts {
     }
 }
 
-impl Inbound {
-    /// Starts sharing this node's subscriber counts and hearing the other
-    /// nodes' on `client` (the queues' connection: the topic connection
-    /// holds only the subjects of the topics in use).
-    pub fn share_counts(&self, client: async_nats::Client, router: RouterHandle) {
-        let interest = self.interest.clone();
-        let counts = self.counts.clone();
-        tokio::spawn(
-            counts
-                .clone()
-                .share(client.clone(), move || interest.counts()),
-        );
-        tokio::spawn(counts.listen(client, router));
-    }
+/// Starts sharing this node's `table` of subscriptions and hearing the
+/// other nodes' on `client` (the queues' connection: the topic connection
+/// holds only the subjects of the topics in use).
+pub(super) fn spawn(
+    counts: Arc<Counts>,
+    table: impl Fn() -> HashMap<Arc<str>, usize> + Send + 'static,
+    client: async_nats::Client,
+    router: RouterHandle,
+) {
+    tokio::spawn(counts.clone().share(client.clone(), table));
+    tokio::spawn(counts.listen(client, router));
 }
 
 /// Whether NATS subject pattern `pattern` matches the literal `subject`.

@@ -20,12 +20,11 @@
 //! consumer that its subject is still there (another node removing an
 //! unused subject at the same moment), adding it again if not.
 
-use super::queues::NatsQueues;
 use super::subject::{durable_consumer, pattern_subject};
 use super::subscription::DurableBinding;
 use crate::config::ClusterConfig;
 use crate::model::destination::PatternWord;
-use crate::queue::{DurableRefusal, DurableSubscribe};
+use crate::queue::{DurableRefusal, DurableSubscribe, QueueSubscribe};
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
@@ -57,34 +56,6 @@ pub(super) struct Durables {
     ack_wait: Duration,
     /// Serialises this node's changes of the stream's subjects.
     subjects: tokio::sync::Mutex<()>,
-}
-
-impl NatsQueues {
-    /// A durable SUBSCRIBE: attach (make, re-bind) and serve it as a queue
-    /// subscription on its consumer.
-    pub(super) async fn subscribe_durable_inner(
-        &self,
-        request: DurableSubscribe,
-    ) -> Result<(), DurableRefusal> {
-        let DurableSubscribe {
-            subscribe,
-            key,
-            owner,
-            pattern,
-        } = request;
-        let attached = self
-            .durables
-            .attach(&key, &subscribe.destination, &pattern, &owner)
-            .await?;
-        let binding = DurableBinding {
-            consumer: attached.name,
-            pattern,
-        };
-        // No dead letters: a durable subscription's messages are delivered
-        // until acknowledged.
-        self.serve(subscribe, attached.consumer, None, Some(binding));
-        Ok(())
-    }
 }
 
 /// A durable subscription attached: its consumer and its name.
@@ -137,6 +108,28 @@ impl Durables {
             ack_wait: config.ack_wait,
             subjects: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// A durable SUBSCRIBE attached (made, re-bound): what serving it as a
+    /// queue subscription on its consumer needs.
+    pub(super) async fn prepare(
+        &self,
+        request: DurableSubscribe,
+    ) -> Result<(QueueSubscribe, PullConsumer, DurableBinding), DurableRefusal> {
+        let DurableSubscribe {
+            subscribe,
+            key,
+            owner,
+            pattern,
+        } = request;
+        let attached = self
+            .attach(&key, &subscribe.destination, &pattern, &owner)
+            .await?;
+        let binding = DurableBinding {
+            consumer: attached.name,
+            pattern,
+        };
+        Ok((subscribe, attached.consumer, binding))
     }
 
     /// Attaches to durable subscription `key` for `destination`, making it

@@ -61,7 +61,7 @@ pub struct NatsQueues {
     /// changes only.
     sessions: Mutex<Sessions>,
     /// Durable topic subscriptions' stream and consumers.
-    pub(super) durables: Durables,
+    durables: Durables,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -210,7 +210,7 @@ impl NatsQueues {
     }
 
     /// Registers `request` and starts its pull task on `consumer`.
-    pub(super) fn serve(
+    fn serve(
         &self,
         request: QueueSubscribe,
         consumer: consumer::PullConsumer,
@@ -333,7 +333,12 @@ impl QueueEngine for NatsQueues {
         &self,
         subscribe: DurableSubscribe,
     ) -> EngineFuture<'_, Result<(), DurableRefusal>> {
-        Box::pin(self.subscribe_durable_inner(subscribe))
+        Box::pin(async move {
+            let (request, consumer, binding) = self.durables.prepare(subscribe).await?;
+            // No dead letters: delivered until acknowledged.
+            self.serve(request, consumer, None, Some(binding));
+            Ok(())
+        })
     }
 
     fn remove_durable<'a>(

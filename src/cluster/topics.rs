@@ -62,7 +62,7 @@ struct Table {
 /// The interest of this node's subscribers, shared by the export half (the
 /// index's writer changes it) and the inbound tasks (which read it).
 #[derive(Debug, Default)]
-pub(super) struct Interest {
+struct Interest {
     /// A leaf lock: taken under the index's lock (write: changes; read:
     /// choosing entries for an incoming message), or alone; never held
     /// while taking another.
@@ -122,13 +122,8 @@ impl Interest {
     }
 
     /// Entries per subject, for other nodes' subscriber counts.
-    pub(super) fn counts(&self) -> HashMap<String, usize> {
-        let table = self.table();
-        table
-            .counts
-            .iter()
-            .map(|(s, n)| (s.to_string(), *n))
-            .collect()
+    fn counts(&self) -> HashMap<Arc<str>, usize> {
+        self.table().counts.clone()
     }
 }
 
@@ -156,8 +151,8 @@ pub struct Inbound {
     prefix: Arc<str>,
     outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
-    pub(super) interest: Arc<Interest>,
-    pub(super) counts: Arc<Counts>,
+    interest: Arc<Interest>,
+    counts: Arc<Counts>,
 }
 
 /// Both halves of topics on `client`, under `prefix`.
@@ -244,6 +239,17 @@ impl TopicExport for NatsTopics {
 }
 
 impl Inbound {
+    /// Shares this node's subscriber counts, hears the other nodes' (`counts.rs`).
+    pub fn share_counts(&self, client: async_nats::Client, router: RouterHandle) {
+        let interest = self.interest.clone();
+        super::counts::spawn(
+            self.counts.clone(),
+            move || interest.counts(),
+            client,
+            router,
+        );
+    }
+
     /// Starts the publishing task and the interest task (which starts one
     /// reader per subscribed subject), all delivering into `index`, and
     /// through `router` to its client-ack subscriptions.
