@@ -411,6 +411,22 @@ async fn a_durable_subscription_belongs_to_its_principal_on_every_node() {
     let seen = until_marker(&mut publisher, &mut carol, "/topic/public.sport", "end").await;
     // ("both" reached her live, before she left.)
     assert_eq!(seen, ["kept", "end"]);
+
+    // Re-bound to another topic: what it held for the old one goes, and
+    // so does the old subject.
+    carol
+        .send_confirmed(Frame::new(Command::Unsubscribe).header("id", "s"), "off")
+        .await;
+    publisher.publish("/topic/public.sport", "old-topic").await;
+    carol
+        .subscribe_with("s", "/topic/public.news", &inbox)
+        .await;
+    let seen = until_marker(&mut publisher, &mut carol, "/topic/public.news", "rebound").await;
+    assert_eq!(seen, ["rebound"]);
+    assert_eq!(
+        durable_stream_subjects(&engine),
+        vec!["stomphub.topic.*.news.__".to_owned()]
+    );
 }
 
 /// The `x-subscribers` count of a `/meta/subscribers/` MESSAGE.

@@ -166,10 +166,9 @@ impl Durables {
                 )));
             }
             if metadata.get(DESTINATION).map(String::as_str) != Some(destination) {
-                stream
-                    .delete_consumer(&name)
-                    .await
-                    .map_err(|e| engine(&e))?;
+                // Re-bound: the old topic's backlog goes, and its subject
+                // if no one else uses it.
+                self.delete(&name).await.map_err(|e| engine(&e))?;
             }
         }
         self.add_subject(&filter).await.map_err(|e| engine(&e))?;
