@@ -57,6 +57,12 @@ pub(super) async fn pull_loop(
         _ = stopped.wait_for(|stop| *stop) => return,
     }
     let max = request.prefetch.max(1);
+    // A stopped durable subscription holds what its last pull still brings
+    // and hands it back, in order, once that pull has ended: handed back
+    // earlier, JetStream would deliver it to that same pull again (and
+    // again, until it expires), and the order would be lost.
+    let holds_back = subscription.durable.is_some();
+    let mut held = Vec::new();
     let credited = request.ack.expects_ack();
     loop {
         if *stopped.borrow() {
@@ -78,20 +84,8 @@ pub(super) async fn pull_loop(
             .messages()
             .await
         {
-            Ok(mut batch) => loop {
-                // A stopped subscription leaves its pull at once: dropping
-                // the batch ends its reply subscription, and the engine
-                // then gives its waiting request nothing more (what it took
-                // would be handed back, and JetStream redelivers handed-back
-                // messages in no set order).
-                let item = tokio::select! {
-                    item = batch.next() => item,
-                    _ = stopped.wait_for(|stop| *stop) => None,
-                };
-                let Some(item) = item else {
-                    break;
-                };
-                {
+            Ok(mut batch) => {
+                while let Some(item) = batch.next().await {
                     let message = match item {
                         Ok(message) => message,
                         Err(error) => {
@@ -99,11 +93,15 @@ pub(super) async fn pull_loop(
                             break;
                         }
                     };
+                    if holds_back && *stopped.borrow() {
+                        held.push(message);
+                        continue;
+                    }
                     if deliver(&subscription, &request, &dead_letters, message).await {
                         used += 1;
                     }
                 }
-            },
+            }
             Err(error) => {
                 warn!(%error, destination = %request.destination, "queue engine: pull failed; trying again");
                 tokio::select! {
@@ -114,6 +112,12 @@ pub(super) async fn pull_loop(
         }
         if credited {
             subscription.credit.add_permits(want - used);
+        }
+    }
+    // Its last pull is over: nothing more comes to it.
+    for message in held {
+        if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+            warn!(%error, "queue engine: a hand-back did not go out; the message comes back after ack_wait");
         }
     }
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
