@@ -412,6 +412,24 @@ async fn a_durable_subscription_belongs_to_its_principal_on_every_node() {
     // ("both" reached her live, before she left.)
     assert_eq!(seen, ["kept", "end"]);
 
+    // One connection at a time: a second, on the other node, is refused.
+    let mut second = login(&nodes[0].url(), "carol", "singer", "carol").await;
+    second.send_subscribe("s", "/topic/public.*", &inbox).await;
+    // (After up to 4 s: the time a pull of a connection just gone may last.)
+    let error = match second.event_within(ACROSS).await {
+        Some(Event::Frame(frame)) => frame,
+        other => panic!("expected ERROR, got {other:?}"),
+    };
+    assert_eq!(error.command, Command::Error, "{error:?}");
+    let message = error.get("message").unwrap_or_default();
+    assert!(
+        message.contains("is already active on another connection"),
+        "{message}"
+    );
+    second
+        .expect_close(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy)
+        .await;
+
     // Re-bound to another topic: what it held for the old one goes, and
     // so does the old subject.
     carol

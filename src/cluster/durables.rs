@@ -194,7 +194,11 @@ impl Durables {
             .map_err(|e| engine(&e))?;
         // Another node may have removed the subject meanwhile.
         self.add_subject(&filter).await.map_err(|e| engine(&e))?;
-        self.await_earlier_pulls(&stream, &name).await;
+        if self.await_earlier_pulls(&stream, &name).await {
+            return Err(DurableRefusal::Policy(format!(
+                "durable subscription '{key}' is already active on another connection"
+            )));
+        }
         Ok(Attached { consumer, name })
     }
 
@@ -205,22 +209,27 @@ impl Durables {
     /// beside it, or before its hand-backs are in, would let later messages
     /// overtake the handed-back ones: out of order. (A killed node's
     /// deliveries come back only after `ack_wait`: redelivered, out of
-    /// order.)
-    async fn await_earlier_pulls(&self, stream: &stream::Stream<()>, name: &str) {
+    /// order.) True if a pull is still waiting then: one outlives a
+    /// connection by at most one pull (2 s), so another connection, here
+    /// or on another node, is attached and pulling.
+    async fn await_earlier_pulls(&self, stream: &stream::Stream<()>, name: &str) -> bool {
         let deadline = tokio::time::Instant::now() + EARLIER_PULLS;
+        let (mut pulled, mut free) = (false, 0);
         while tokio::time::Instant::now() < deadline {
             match stream.consumer_info(name).await {
                 Ok(info) if info.num_waiting > 0 || info.num_ack_pending > 0 => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    pulled = info.num_waiting > 0;
+                    free = 0;
                 }
-                // None waiting, or the engine cannot say: go on.
-                _ => return,
+                // Free twice in a row, 100 ms apart: not just the moment
+                // between two pulls of a connection still attached.
+                Ok(_) if free == 0 => free = 1,
+                // Free, or the engine cannot say: go on.
+                _ => return false,
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        debug!(
-            consumer = name,
-            "cluster: a durable subscription is pulled by another connection too"
-        );
+        pulled
     }
 
     /// Deletes durable consumer `name`, and the stream's subjects no other
