@@ -1,9 +1,10 @@
 //! Durable topic subscriptions on JetStream (`engine = "nats"`).
 //!
 //! One stream, `<prefix>_durables`, captures the topic subjects that
-//! durable subscriptions use, and only those: its subject list is the
-//! smallest set of their pattern subjects that covers them all (`a.>`
-//! makes `a.b.__` redundant). Topic messages are core NATS publishes as
+//! durable subscriptions use, and only those: JetStream refuses a stream
+//! whose own subjects overlap, so the list holds the fewest subjects that
+//! cover them all (`a.>` takes the place of `a.b.__`; `a.*.__` and
+//! `*.b.__`, which only overlap, give way to `*.*.__`). Topic messages are core NATS publishes as
 //! before; the stream stores the ones on its subjects, so a topic no
 //! durable subscription matches costs no JetStream write. The stream keeps
 //! a message while a consumer whose filter matches it has not acknowledged
@@ -12,7 +13,9 @@
 //! Each durable subscription is one durable pull consumer (`d-<key>`,
 //! filter = its pattern's subject, explicit acks, delivering only what
 //! arrives after it was made) whose metadata holds its owner and topic:
-//! any node can attach to it, check the owner, and re-bind it. Its
+//! any node can attach to it, check the owner, and re-bind it. An
+//! attachment waits until the previous one's pull and hand-backs are over
+//! (in order), and is refused while another connection still pulls. Its
 //! subscription then runs as a queue subscription does (`consumer.rs`).
 //!
 //! Adding and removing subjects is a read-modify-write of the stream's
