@@ -206,15 +206,10 @@ impl Durables {
     }
 
     /// Waits (at most [`EARLIER_PULLS`]) until no pull of an earlier
-    /// attachment is waiting and nothing is out unacknowledged: a
-    /// connection that has just ended here or on another node (its task
-    /// ends after its current pull, handing back what that brings). Pulling
-    /// beside it, or before its hand-backs are in, would let later messages
-    /// overtake the handed-back ones: out of order. (A killed node's
-    /// deliveries come back only after `ack_wait`: redelivered, out of
-    /// order.) True if a pull is still waiting then: one outlives a
-    /// connection by at most one pull (2 s), so another connection, here
-    /// or on another node, is attached and pulling.
+    /// attachment waits and nothing is out unacknowledged, so that its
+    /// hand-backs come before later messages. True if a pull still waits
+    /// then: one outlives its connection by one pull (2 s) at most, so
+    /// another connection is attached and pulling.
     async fn await_earlier_pulls(&self, stream: &stream::Stream<()>, name: &str) -> bool {
         let deadline = tokio::time::Instant::now() + EARLIER_PULLS;
         let (mut pulled, mut free) = (false, 0);
