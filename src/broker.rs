@@ -136,37 +136,60 @@ impl Broker {
         // A single broker exports topic messages nowhere; on a NATS engine
         // they go to the other nodes, and theirs come in (the seam:
         // `fanout::TopicExport`).
-        let feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
+        let mut feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
+        if config.cluster.engine == Engine::Nats {
+            // Their state lives in the engine's feed stream (`cluster::feeds`).
+            feeds = feeds.owned_by_engine();
+        }
         feeds.restore(recovered_feeds);
         // Queues too: on a NATS engine they live in JetStream (the seam:
         // `queue::QueueEngine`), otherwise in the router.
-        let (export, inbound, engine, queue_engine): (Box<dyn TopicExport>, _, _, _) =
-            match config.cluster.engine {
-                Engine::Local => (Box::new(LocalOnly), None, None, None),
-                Engine::Nats => {
-                    let client = crate::cluster::connect(&config.cluster, Role::Topics)
-                        .await
-                        .map_err(invalid)?;
-                    let queue_client = crate::cluster::connect(&config.cluster, Role::Queues)
-                        .await
-                        .map_err(invalid)?;
-                    let queues = crate::cluster::queues(
-                        queue_client.clone(),
-                        &config.cluster,
-                        queue_policy.clone(),
-                    )
+        let (export, inbound, engine, queue_engine, feed_stream): (
+            Box<dyn TopicExport>,
+            _,
+            _,
+            _,
+            _,
+        ) = match config.cluster.engine {
+            Engine::Local => (Box::new(LocalOnly), None, None, None, None),
+            Engine::Nats => {
+                let client = crate::cluster::connect(&config.cluster, Role::Topics)
                     .await
                     .map_err(invalid)?;
-                    let (export, inbound) =
-                        crate::cluster::topics(client.clone(), &config.cluster.subject_prefix);
-                    (
-                        Box::new(export),
-                        Some(inbound),
-                        Some((client, queue_client)),
-                        Some(queues as Arc<dyn crate::queue::QueueEngine>),
-                    )
-                }
-            };
+                // Our layout adds the ids and a length per header.
+                let largest = config.limits.max_body_bytes + config.limits.max_header_bytes + 4096;
+                crate::cluster::check_max_payload(&client, largest);
+                let queue_client = crate::cluster::connect(&config.cluster, Role::Queues)
+                    .await
+                    .map_err(invalid)?;
+                let queues = crate::cluster::queues(
+                    queue_client.clone(),
+                    &config.cluster,
+                    queue_policy.clone(),
+                )
+                .await
+                .map_err(invalid)?;
+                let feed_client = crate::cluster::connect(&config.cluster, Role::Feeds)
+                    .await
+                    .map_err(invalid)?;
+                let feed_stream = crate::cluster::feed_stream(
+                    feed_client.clone(),
+                    &config.cluster,
+                    &config.topics,
+                )
+                .await
+                .map_err(invalid)?;
+                let (export, inbound) =
+                    crate::cluster::topics(client.clone(), &config.cluster.subject_prefix);
+                (
+                    Box::new(export),
+                    Some(inbound),
+                    Some((client, queue_client, feed_client)),
+                    Some(queues as Arc<dyn crate::queue::QueueEngine>),
+                    Some(feed_stream),
+                )
+            }
+        };
         let (topics, index_writer) =
             TopicIndex::new(export, config.router.match_cache_entries, feeds);
         let metrics = Arc::new(Metrics::new(&config, &destination_limits));
@@ -190,10 +213,27 @@ impl Broker {
         })
         .map_err(invalid)?;
         if let Some(inbound) = inbound {
-            if let Some((_, queue_client)) = &engine {
+            if let Some((_, queue_client, _)) = &engine {
                 inbound.share_counts(queue_client.clone(), router.clone());
             }
             inbound.spawn(topics.clone(), router.clone());
+        }
+        if let Some(feed_stream) = feed_stream {
+            // Clients are let in once this node's mirror of the feeds holds
+            // what the stream held at start: a late joiner then gets every
+            // retained value.
+            let last = feed_stream.last_at_start;
+            feed_stream.spawn(topics.clone(), router.clone());
+            if !topics
+                .wait_feeds_applied(last, config.cluster.connect_timeout)
+                .await
+            {
+                warn!(
+                    last,
+                    "cluster: the feed stream was not read up to where it was at start within \
+                     connect_timeout; going on (snapshots may miss values until it is)"
+                );
+            }
         }
         let publish_rules = Arc::new(
             PublishRules::new(&config.rate_limits.publish, &destination_limits).map_err(invalid)?,
@@ -239,10 +279,11 @@ impl Broker {
                     store: store_state,
                     listening: true.into(),
                     reload: Box::new(move || for_admin.reload_logged()),
-                    engine: engine.map(|(client, queue_client)| {
+                    engine: engine.map(|(client, queue_client, feed_client)| {
                         Box::new(move || {
                             crate::cluster::ready(&client)
                                 .and_then(|()| crate::cluster::ready(&queue_client))
+                                .and_then(|()| crate::cluster::ready(&feed_client))
                         }) as Box<crate::admin::EngineReadyFn>
                     }),
                     rates: Default::default(),
@@ -314,6 +355,11 @@ impl Broker {
             state
                 .listening
                 .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Queue deliveries stop before the sessions hear of it, and are
+        // handed back together once the node's pulls are over (`flush`).
+        if let Some(engine) = &self.queue_engine {
+            engine.quiesce();
         }
         self.trigger.fire();
         for task in self.accept_tasks {

@@ -15,49 +15,19 @@
 //! A `std::sync::Mutex` guards the deque: critical sections are a push or a
 //! drain, never held across an `.await`.
 
-use crate::model::close::CloseReason;
-use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+mod frame;
 mod pending;
+mod wakes;
 
+pub use frame::{CloseAfter, OutFrame};
 pub use pending::ConflationKey;
 use pending::{with_conflated_header, Pending, Slot};
-
-/// One encoded STOMP frame: exactly one WebSocket message.
-#[derive(Debug, Clone)]
-pub struct OutFrame {
-    /// The frame's bytes, ending in NUL. Shared between subscribers.
-    pub bytes: Bytes,
-    /// The whole frame is valid UTF-8 and may go out as a text message.
-    pub text: bool,
-    /// Set on a final frame (an ERROR from the router or the store writer):
-    /// close the connection after it, as this says.
-    pub close: Option<Box<CloseAfter>>,
-}
-
-impl OutFrame {
-    /// A frame that is neither final nor droppable.
-    pub fn new(bytes: Bytes, text: bool) -> Self {
-        OutFrame {
-            bytes,
-            text,
-            close: None,
-        }
-    }
-}
-
-/// The close order a final frame carries: after writing it, the connection
-/// closes with this reason (its close code) and message (its close text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseAfter {
-    /// The close code's meaning.
-    pub reason: CloseReason,
-    /// The close reason text (the ERROR's `message`).
-    pub message: String,
-}
+pub use wakes::deferring_wakes;
+use wakes::wake;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +66,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// Raises the peak to `in_flight`. Read first: a read-modify-write on
+    /// every push would take the cache line from the writer's core each time.
+    fn note_peak(&self, in_flight: usize) {
+        if in_flight > self.peak_bytes.load(Ordering::Relaxed) {
+            self.peak_bytes.fetch_max(in_flight, Ordering::Relaxed);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Pending> {
         // A poisoned lock only means a panic elsewhere; the data is plain.
         self.pending
@@ -204,10 +182,17 @@ impl OutboundSender {
                 return Err(PushError::SlowConsumer);
             }
             let in_flight = shared.in_flight_bytes.fetch_add(length, Ordering::Relaxed) + length;
-            shared.peak_bytes.fetch_max(in_flight, Ordering::Relaxed);
+            shared.note_peak(in_flight);
             pending.push_back(frame, droppable);
+            if pending.frames.len() > 1 {
+                // Not the first frame since the writer last found the queue
+                // empty: the push that made it non-empty woke the writer (or
+                // will, see `deferring_wakes`), which takes every frame
+                // before it waits again.
+                return Ok(());
+            }
         }
-        shared.ready.notify_one();
+        wake(&self.shared);
         Ok(())
     }
 
@@ -259,7 +244,7 @@ impl OutboundSender {
                 return Ok(());
             }
             let in_flight = shared.in_flight_bytes.fetch_add(length, Ordering::Relaxed) + length;
-            shared.peak_bytes.fetch_max(in_flight, Ordering::Relaxed);
+            shared.note_peak(in_flight);
             let sequence = pending.push_back(frame, false);
             pending.slots.insert(
                 key,
@@ -270,7 +255,7 @@ impl OutboundSender {
             );
             pending.prune_slots();
         }
-        shared.ready.notify_one();
+        wake(&self.shared);
         Ok(())
     }
 
@@ -389,6 +374,7 @@ impl OutboundReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::time::Duration;
 
     fn frame(n: usize) -> OutFrame {
@@ -405,6 +391,59 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), receiver.overflow_signal().wait())
             .await
             .expect("overflow is signalled");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_push_into_an_empty_queue_wakes_the_writer_and_none_is_missed() {
+        let (queue, mut receiver) = outbound_channel(100_000, usize::MAX);
+        let pusher = tokio::spawn(async move {
+            for round in 0..2_000 {
+                for _ in 0..(round % 5) + 1 {
+                    assert!(queue.push(frame(1)).is_ok());
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let expected: usize = (0..2_000).map(|round| (round % 5) + 1).sum();
+        let mut batch = Vec::new();
+        let mut received = 0;
+        while received < expected {
+            // Fewer than a round may be taken at once: the rest must still
+            // be taken without another wake.
+            let taken =
+                tokio::time::timeout(Duration::from_secs(10), receiver.recv_many(&mut batch, 3))
+                    .await
+                    .expect("a queued frame never left the queue");
+            received += taken;
+            batch.clear();
+        }
+        pusher.await.expect("pusher");
+        assert_eq!(received, expected);
+    }
+
+    #[tokio::test]
+    async fn a_deferring_scope_wakes_its_writers_at_its_end_even_when_cancelled() {
+        let (queue, mut receiver) = outbound_channel(10, 1000);
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            receiver.recv_many(&mut batch, 10).await
+        });
+        tokio::task::yield_now().await;
+        let pusher = queue.clone();
+        let (_release, held) = tokio::sync::oneshot::channel::<()>();
+        let scope = tokio::spawn(deferring_wakes(async move {
+            assert!(pusher.push(frame(1)).is_ok());
+            let _ = held.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!writer.is_finished(), "woken while the scope still runs");
+        scope.abort();
+        let taken = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the cancelled scope woke its writer")
+            .expect("writer");
+        assert_eq!(taken, 1);
+        drop(queue);
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The task of one queue subscription on JetStream: it pulls from the
-//! queue's shared consumer and delivers (its shared state:
-//! `subscription.rs`).
+//! queue's shared consumer (or a durable topic subscription's own one) and
+//! delivers (its shared state: `subscription.rs`).
 //!
 //! The task pulls at most what the subscription has credit for: with
 //! `client` and `client-individual`, `prefetch` minus its unsettled
@@ -16,12 +16,15 @@
 //! delivery goes to the queue's dead-letter queue instead of a client.
 
 use super::dead_letters::DeadLetters;
+use super::definitions::Definitions;
+use super::pulls::PullTask;
 use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::destination::{pattern_matches, TOPIC_PREFIX};
 use crate::model::message::epoch_ms;
-use async_nats::jetstream::{consumer::PullConsumer, AckKind};
+use crate::queue::QueueArguments;
+use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,16 +32,49 @@ use tracing::{debug, warn};
 
 /// How long one pull waits for messages before it is made again (and how
 /// long a stopped subscription's task may still run).
-const PULL_WAIT: Duration = Duration::from_secs(2);
+pub(super) const PULL_WAIT: Duration = Duration::from_secs(2);
 /// The pause after a failed pull (the engine unreachable).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// The subscription's task: pull, deliver, until stopped.
+/// The queue a subscription pulls from.
+pub(super) struct Queue {
+    /// Where a lost queue consumer is made again; `None` for a durable
+    /// topic subscription, whose consumer is gone only if deleted on
+    /// purpose (UNSUBSCRIBE, a re-bind on another node).
+    pub(super) definitions: Option<Arc<Definitions>>,
+    /// The queue's name (without `/queue/`).
+    pub(super) name: String,
+    /// Its shared JetStream consumer.
+    pub(super) consumer: PullConsumer,
+}
+
+impl Queue {
+    /// After a failed pull: the consumer made again, with the queue's
+    /// definition, if it is gone (deleted by an operator, a store lost);
+    /// an update that changes nothing if it is there. Failing (the engine
+    /// unreachable), the next pull tries again.
+    async fn remake(&mut self) {
+        let Some(definitions) = &self.definitions else {
+            return;
+        };
+        match definitions
+            .consumer(&self.name, &QueueArguments::default())
+            .await
+        {
+            Ok((consumer, _)) => self.consumer = consumer,
+            Err(error) => debug!(%error, "queue engine: consumer not made again yet"),
+        }
+    }
+}
+
+/// The subscription's task: pull, deliver, until stopped. After the stop it
+/// reads its last pull to the end, handing back what still arrives.
 pub(super) async fn pull_loop(
-    consumer: PullConsumer,
+    mut queue: Queue,
     subscription: Arc<Subscription>,
     request: Served,
     dead_letters: DeadLetters,
+    task: PullTask,
 ) {
     let Served {
         start, mut stopped, ..
@@ -56,13 +92,10 @@ pub(super) async fn pull_loop(
         _ = start => {}
         _ = stopped.wait_for(|stop| *stop) => return,
     }
+    // Deliveries that arrived after the stop, handed back with the
+    // unsettled ones when the last pull is over.
+    let mut refused = Vec::new();
     let max = request.prefetch.max(1);
-    // A stopped durable subscription holds what its last pull still brings
-    // and hands it back, in order, once that pull has ended: handed back
-    // earlier, JetStream would deliver it to that same pull again (and
-    // again, until it expires), and the order would be lost.
-    let holds_back = subscription.durable.is_some();
-    let mut held = Vec::new();
     let credited = request.ack.expects_ack();
     loop {
         if *stopped.borrow() {
@@ -77,7 +110,8 @@ pub(super) async fn pull_loop(
             max
         };
         let mut used = 0;
-        match consumer
+        match queue
+            .consumer
             .batch()
             .max_messages(want)
             .expires(PULL_WAIT)
@@ -90,14 +124,19 @@ pub(super) async fn pull_loop(
                         Ok(message) => message,
                         Err(error) => {
                             debug!(%error, "queue engine: pull ended");
+                            queue.remake().await;
                             break;
                         }
                     };
-                    if holds_back && *stopped.borrow() {
-                        held.push(message);
-                        continue;
-                    }
-                    if deliver(&subscription, &request, &dead_letters, message).await {
+                    if deliver(
+                        &subscription,
+                        &request,
+                        &dead_letters,
+                        message,
+                        &mut refused,
+                    )
+                    .await
+                    {
                         used += 1;
                     }
                 }
@@ -108,28 +147,29 @@ pub(super) async fn pull_loop(
                     _ = tokio::time::sleep(RETRY_PAUSE) => {}
                     _ = stopped.wait_for(|stop| *stop) => {}
                 }
+                queue.remake().await;
             }
         }
         if credited {
             subscription.credit.add_permits(want - used);
         }
     }
-    // Its last pull is over: nothing more comes to it.
-    for message in held {
-        if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
-            warn!(%error, "queue engine: a hand-back did not go out; the message comes back after ack_wait");
-        }
-    }
+    // Only now: while a pull of ours is out, JetStream would hand it
+    // what we hand back (and count a delivery each time).
+    let unsettled = subscription.drain().into_iter().map(|p| p.acker);
+    task.hand_back(unsettled.chain(refused).collect()).await;
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
 }
 
-/// Delivers one message (or hands it back, drops it expired); true if it
-/// keeps a credit (an unsettled delivery of a client-ack subscription).
+/// Delivers one message (or drops it expired; or, the subscription
+/// stopped, puts it with the `refused` to hand back); true if it keeps a
+/// credit (an unsettled delivery of a client-ack subscription).
 async fn deliver(
     subscription: &Subscription,
     request: &ServedRef,
     dead_letters: &DeadLetters,
     message: async_nats::jetstream::Message,
+    refused: &mut Vec<Acker>,
 ) -> bool {
     let (delivered, sequence) = message
         .info()
@@ -202,7 +242,7 @@ async fn deliver(
                 acker,
             };
             // Kept before the push, so that an ACK racing it finds it.
-            let Some(outbound) = subscription.keep(pending).await else {
+            let Some(outbound) = subscription.keep(pending, refused) else {
                 return false;
             };
             // A full or closed queue ends the connection, whose session end
@@ -215,7 +255,7 @@ async fn deliver(
                 .outbound()
                 .is_some_and(|outbound| outbound.push(frame).is_ok());
             if !pushed {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                refused.push(acker);
             } else if let Err(error) = acker.ack().await {
                 warn!(%error, "queue engine: an auto ack did not go out; the message comes back after ack_wait");
             }

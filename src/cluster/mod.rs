@@ -5,20 +5,28 @@
 //! ([`topics`]: the `TopicExport` half for the index, the inbound half
 //! started once the index exists), and queues on JetStream ([`queues`]:
 //! the session's `queue::QueueEngine`, each subscription pulling in
-//! `consumer`). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
+//! `consumer`), and live-feed state on JetStream ([`feeds`]: one stream,
+//! read in order by every node into its mirror). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
 mod confirm;
 mod consumer;
 mod counts;
 mod dead_letters;
+mod definitions;
 mod durables;
+mod feeds;
+mod interest;
+mod outgoing;
+mod publish;
+mod pulls;
 mod queues;
 mod subject;
 mod subscription;
 mod topics;
 mod wire;
 
+pub use feeds::{feed_stream, FeedStream};
 pub use queues::{queues, NatsQueues};
 pub use topics::{topics, Inbound, NatsTopics};
 
@@ -31,15 +39,19 @@ use tracing::{info, warn};
 /// are retried for ever (`/readyz` says not ready meanwhile); subscriptions
 /// are made again on each reconnect by the client.
 ///
-/// A node makes two connections: `Role::Topics` (named `stomphub <node>`)
-/// and `Role::Queues` (`stomphub <node> queues`, JetStream's requests and
-/// pulls), so that queue traffic does not wait behind topic traffic and the
-/// topic connection holds exactly the subscriptions of the topics in use.
+/// A node makes three connections: `Role::Topics` (named `stomphub <node>`),
+/// `Role::Queues` (`stomphub <node> queues`, JetStream's requests and
+/// pulls) and `Role::Feeds` (`stomphub <node> feeds`, the feed stream's
+/// reader), so that queue traffic does not wait behind topic traffic and the
+/// topic connection holds exactly the subscriptions of the topics in use
+/// (plus, once a feed SEND has waited for a PubAck, the client's one reply
+/// inbox: confirmed feed messages are published in line with topic ones).
 pub async fn connect(config: &ClusterConfig, role: Role) -> Result<async_nats::Client, String> {
     let name = node_name(config);
     let connection = match role {
         Role::Topics => format!("stomphub {name}"),
         Role::Queues => format!("stomphub {name} queues"),
+        Role::Feeds => format!("stomphub {name} feeds"),
     };
     let mut options = async_nats::ConnectOptions::new().name(connection);
     if role == Role::Topics {
@@ -95,6 +107,22 @@ pub async fn connect(config: &ClusterConfig, role: Role) -> Result<async_nats::C
     }
 }
 
+/// Warns when the server's `max_payload` is below the largest message a
+/// client may send (`largest`: body and headers, plus our layout's
+/// overhead): such a message would reach only this node's subscribers.
+pub fn check_max_payload(client: &async_nats::Client, largest: usize) {
+    let max_payload = client.server_info().max_payload;
+    if max_payload < largest {
+        warn!(
+            max_payload,
+            largest,
+            "cluster engine: the NATS server's max_payload is below the largest message clients may \
+             send (limits.max_body_bytes + max_header_bytes); larger messages will not reach other \
+             nodes or be stored: raise max_payload in the NATS servers' config (e.g. 8MB)"
+        );
+    }
+}
+
 /// What a connection to the engine carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -102,6 +130,9 @@ pub enum Role {
     Topics,
     /// Queues (JetStream).
     Queues,
+    /// The reader of the live-feed stream (JetStream), so that its pulls
+    /// wait behind neither topic nor queue traffic.
+    Feeds,
 }
 
 /// Whether the engine is reachable now (for `/readyz`).

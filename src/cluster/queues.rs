@@ -21,10 +21,15 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
+use super::consumer::Queue;
+use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
+use super::definitions::Definitions;
 use super::durables::Durables;
-use super::subject::{queue_consumer, queue_subject, queues_pattern};
-use super::subscription::{hand_back, DurableBinding, Pending, Subscription};
+use super::publish::Publication;
+use super::pulls::PullTasks;
+use super::subject::queue_subject;
+use super::subscription::{DurableBinding, Subscription};
 use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
@@ -33,33 +38,34 @@ use crate::model::message::{epoch_ms, Message};
 use crate::model::session_id::SessionId;
 use crate::queue::{
     DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, QueueArguments,
-    QueueEngine, QueuePolicy, QueueSend, QueueSubscribe,
+    QueueEngine, QueuePolicy, QueueSend, QueueSettings, QueueSubscribe,
 };
-use async_nats::jetstream::{self, consumer, stream, AckKind};
+use async_nats::jetstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tracing::{debug, info, warn};
-
-/// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+use tracing::warn;
 
 /// Queues on JetStream, shared by every session of the node.
 pub struct NatsQueues {
     /// The JetStream API on the node's NATS connection.
     pub(super) jetstream: jetstream::Context,
-    /// The queues' stream.
-    stream: String,
     /// `[cluster] subject_prefix`.
     prefix: String,
-    /// `[cluster] ack_wait` and `max_deliver`, for every queue's consumer.
-    ack_wait: Duration,
+    /// `[cluster] max_deliver`: deliveries before a dead letter.
     max_deliver: u32,
+    /// `[cluster] publish_timeout`: how long a confirmed SEND is published
+    /// again through a leader election.
+    publish_timeout: Duration,
     /// `[queues]` and its rules: where a queue's dead letters go.
     policy: QueuePolicy,
     /// Per session: its subscriptions by id. A leaf lock, held for table
     /// changes only.
     sessions: Mutex<Sessions>,
+    /// The queues' consumers and definitions (`definitions.rs`).
+    definitions: Arc<Definitions>,
+    /// The subscriptions' pull tasks, waited for at shutdown.
+    pulls: PullTasks,
     /// Durable topic subscriptions' stream and consumers.
     durables: Durables,
 }
@@ -74,79 +80,32 @@ pub async fn queues(
     policy: QueuePolicy,
 ) -> Result<Arc<NatsQueues>, String> {
     let jetstream = jetstream::new(client);
-    let stream = format!("{}_queues", config.subject_prefix.replace('.', "_"));
-    let stream_config = stream::Config {
-        name: stream.clone(),
-        subjects: vec![queues_pattern(&config.subject_prefix)],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        num_replicas: config.replicas,
-        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
-        duplicate_window: DUPLICATE_WINDOW,
-        // Full: refuse new messages. Dropping old ones (the default) would
-        // lose messages whose SENDs were receipted.
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    };
-    // A JetStream cluster that has just started may not have elected its
-    // meta leader yet: try again until `connect_timeout` is over.
-    let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    loop {
-        match jetstream
-            .create_or_update_stream(stream_config.clone())
-            .await
-        {
-            Ok(_) => break,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(error) => {
-                return Err(format!(
-                "cluster: cannot create the queue stream '{stream}' (cluster.replicas {}): {error}",
-                config.replicas
-            ))
-            }
-        }
-    }
-    info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
+    let stream = super::definitions::queue_stream(&jetstream, config).await?;
     let durables = Durables::open(jetstream.clone(), config).await?;
     Ok(Arc::new(NatsQueues {
         durables,
-        jetstream,
-        stream,
+        jetstream: jetstream.clone(),
         prefix: config.subject_prefix.clone(),
-        ack_wait: config.ack_wait,
         max_deliver: config.max_deliver,
+        publish_timeout: config.publish_timeout,
         policy,
         sessions: Mutex::new(HashMap::new()),
+        definitions: Arc::new(Definitions {
+            jetstream: jetstream.clone(),
+            stream,
+            prefix: config.subject_prefix.clone(),
+            ack_wait: config.ack_wait,
+            max_deliver: config.max_deliver,
+            patience: config.publish_timeout,
+            known: Mutex::new(HashMap::new()),
+        }),
+        pulls: PullTasks::new(),
     }))
 }
 
 impl NatsQueues {
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The shared durable consumer of queue `name`, created or updated.
-    async fn consumer(&self, name: &str) -> Result<consumer::PullConsumer, String> {
-        let durable = queue_consumer(name);
-        let config = consumer::pull::Config {
-            durable_name: Some(durable.clone()),
-            filter_subject: queue_subject(&self.prefix, name),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            // One delivery more than `max_deliver`: that one is not handed
-            // to a client but dead-lettered (`consumer.rs`), so that a
-            // message NACKed or left unacknowledged `max_deliver` times
-            // ends in its dead-letter queue, as on one node.
-            max_deliver: i64::from(self.max_deliver) + 1,
-            ..Default::default()
-        };
-        self.jetstream
-            .create_consumer_on_stream(config, &self.stream)
-            .await
-            .map_err(|e| format!("queue engine: cannot create the consumer of '{name}': {e}"))
     }
 
     /// The subscription holding delivery `key` of `session`, and the index of
@@ -166,11 +125,21 @@ impl NatsQueues {
             .strip_prefix(QUEUE_PREFIX)
             .unwrap_or(&send.destination);
         let subject = queue_subject(&self.prefix, name);
+        let unreachable = |e: &dyn std::fmt::Display| {
+            format!("queue engine unreachable or full: the message was not stored ({e})")
+        };
         // As on one node: a message without its own expiry gets the
-        // queue's `message_ttl` (`[queues]` and its rules).
+        // queue's `message_ttl` (its `x-message-ttl` when it was created
+        // with one, else `[queues]` and its rules). A SEND to a queue that
+        // does not exist yet creates it, with its own arguments.
+        let definition = self
+            .definitions
+            .definition(name, &send.arguments)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let ttl = self
             .policy
-            .settings_for(&send.destination, &QueueArguments::default())
+            .settings_for(&send.destination, &definition)
             .message_ttl;
         let expires_at = send.expires_at.or_else(|| {
             ttl.map(|ttl| {
@@ -187,17 +156,27 @@ impl NatsQueues {
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, send.dedup_id.as_str());
-        let unreachable = |e: &dyn std::fmt::Display| {
-            format!("queue engine unreachable or full: the message was not stored ({e})")
-        };
+        let payload = wire::encode(&message);
         let acked = self
             .jetstream
-            .publish_with_headers(subject, headers, wire::encode(&message))
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await
             .map_err(|e| unreachable(&e))?;
         if send.confirm {
+            // Published again through a leader election, up to
+            // `publish_timeout` (`publish.rs`).
+            let publication = Publication {
+                jetstream: self.jetstream.clone(),
+                subject,
+                headers,
+                payload,
+                deadline: tokio::time::Instant::now() + self.publish_timeout,
+            };
             return Ok(Box::pin(async move {
-                acked.await.map(|_| ()).map_err(|e| unreachable(&e))
+                publication
+                    .confirm(acked)
+                    .await
+                    .map_err(|e| unreachable(&e))
             }));
         }
         // Not waited for: a failure can only be logged.
@@ -209,17 +188,35 @@ impl NatsQueues {
         Ok(Box::pin(std::future::ready(Ok(()))))
     }
 
-    /// Registers `request` and starts its pull task on `consumer`.
+    async fn subscribe_inner(&self, request: QueueSubscribe) -> Result<(), String> {
+        let name = request
+            .destination
+            .strip_prefix(QUEUE_PREFIX)
+            .unwrap_or(&request.destination)
+            .to_owned();
+        // The queue's definition wins over this SUBSCRIBE's arguments
+        // unless this SUBSCRIBE creates the queue, as on one node.
+        let (consumer, definition) = self.definitions.consumer(&name, &request.arguments).await?;
+        let settings = self.policy.settings_for(&request.destination, &definition);
+        let dead_letter = settings.dead_letter.clone();
+        let queue = Queue {
+            definitions: Some(self.definitions.clone()),
+            name,
+            consumer,
+        };
+        self.serve(request, queue, &settings, dead_letter, None);
+        Ok(())
+    }
+
+    /// Registers `request` and starts its pull task on `queue`.
     fn serve(
         &self,
         request: QueueSubscribe,
-        consumer: consumer::PullConsumer,
+        queue: Queue,
+        settings: &QueueSettings,
         dead_letter: Option<String>,
         durable: Option<DurableBinding>,
     ) {
-        let settings = self
-            .policy
-            .settings_for(&request.destination, &QueueArguments::default());
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
             prefix: self.prefix.clone(),
@@ -227,16 +224,17 @@ impl NatsQueues {
             target: dead_letter,
         };
         let (session, id) = (request.session, request.id.clone());
-        let (subscription, served) = Subscription::new(request, &settings, durable);
+        let (subscription, served) = Subscription::new(request, settings, durable);
         self.sessions()
             .entry(session)
             .or_default()
             .insert(id, subscription.clone());
         tokio::spawn(super::consumer::pull_loop(
-            consumer,
+            queue,
             subscription,
             served,
             dead_letters,
+            self.pulls.enter(),
         ));
     }
 
@@ -250,40 +248,10 @@ impl NatsQueues {
         removed
     }
 
-    async fn subscribe_inner(&self, request: QueueSubscribe) -> Result<(), String> {
-        let name = request
-            .destination
-            .strip_prefix(QUEUE_PREFIX)
-            .unwrap_or(&request.destination)
-            .to_owned();
-        let consumer = self.consumer(&name).await?;
-        let dead_letter = self
-            .policy
-            .settings_for(&request.destination, &QueueArguments::default())
-            .dead_letter;
-        self.serve(request, consumer, dead_letter, None);
-        Ok(())
-    }
-
-    /// Settles `pending` (ACK, or NACK with the configured delay).
-    async fn settle_all(&self, subscription: &Subscription, pending: Vec<Pending>, nack: bool) {
-        for delivery in pending {
-            let kind = if nack {
-                let delay = subscription.nack_delay(delivery.delivered);
-                AckKind::Nak(Some(delay).filter(|d| !d.is_zero()))
-            } else {
-                AckKind::Ack
-            };
-            if let Err(error) = delivery.acker.ack_with(kind).await {
-                warn!(%error, "queue engine: an acknowledgement did not go out; the message comes back after ack_wait");
-            }
-        }
-    }
-
-    /// Ends `subscription`, handing its unsettled deliveries back now.
+    /// Ends `subscription`: its task hands its unsettled deliveries back
+    /// once its last pull is over (at most `PULL_WAIT`).
     async fn end(&self, subscription: Arc<Subscription>) {
-        let pending = subscription.stop();
-        hand_back(pending).await;
+        subscription.stop();
     }
 }
 
@@ -312,7 +280,7 @@ impl QueueEngine for NatsQueues {
             // one of the subscription; `client-individual` only this one.
             let cumulative = subscription.ack == AckMode::Client;
             let pending = subscription.take(index, cumulative);
-            self.settle_all(&subscription, pending, nack).await;
+            subscription.settle(pending, nack).await;
             Some(Ok(()))
         })
     }
@@ -335,8 +303,16 @@ impl QueueEngine for NatsQueues {
     ) -> EngineFuture<'_, Result<(), DurableRefusal>> {
         Box::pin(async move {
             let (request, consumer, binding) = self.durables.prepare(subscribe).await?;
+            let settings = self
+                .policy
+                .settings_for(&request.destination, &QueueArguments::default());
+            let queue = Queue {
+                definitions: None,
+                name: binding.consumer.clone(),
+                consumer,
+            };
             // No dead letters: delivered until acknowledged.
-            self.serve(request, consumer, None, Some(binding));
+            self.serve(request, queue, &settings, None, Some(binding));
             Ok(())
         })
     }
@@ -358,8 +334,9 @@ impl QueueEngine for NatsQueues {
             let Some(subscription) = self.remove(session, id) else {
                 return Ok(false);
             };
-            // Nothing handed back: what it held goes with it.
-            let _ = subscription.stop();
+            // What it held goes with its consumer (its task's hand-back,
+            // after its last pull, finds the consumer gone).
+            subscription.stop();
             if let Some(durable) = &subscription.durable {
                 self.durables.delete(&durable.consumer).await.map_err(|e| {
                     format!("durable subscription not deleted: the engine is unreachable ({e})")
@@ -369,10 +346,44 @@ impl QueueEngine for NatsQueues {
         })
     }
 
+    fn quiesce(&self) {
+        // Before the sessions hear of the shutdown: no MESSAGE goes out
+        // from now on, and what the subscriptions hand back is parked until
+        // `flush`, when no pull of this node is out any more.
+        self.pulls.close();
+        for sessions in self.sessions().values() {
+            for subscription in sessions.values() {
+                subscription.stop();
+            }
+        }
+    }
+
     fn flush(&self) -> EngineFuture<'_, ()> {
         Box::pin(async move {
+            // Sessions still open after the grace: theirs end now.
+            let left: Vec<Arc<Subscription>> = self
+                .sessions()
+                .drain()
+                .flat_map(|(_, subscriptions)| subscriptions.into_values())
+                .collect();
+            for subscription in left {
+                self.end(subscription).await;
+            }
+            // The stopped tasks read their last pulls to the end (at most
+            // PULL_WAIT); then everything they hold goes back at once.
+            if !self.pulls.finish(PULL_WAIT + Duration::from_secs(1)).await {
+                warn!("queue engine: pulls still out at shutdown; what they take comes back after ack_wait");
+            }
             if let Err(error) = self.jetstream.client().flush().await {
                 warn!(%error, "queue engine: hand-backs not flushed at shutdown; they come back after ack_wait");
+            }
+        })
+    }
+
+    fn sent(&self) -> EngineFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.jetstream.client().flush().await {
+                warn!(%error, "queue engine: acknowledgements not flushed; they may come late");
             }
         })
     }

@@ -64,9 +64,35 @@ pub fn durable_consumer(key: &str) -> String {
     consumer
 }
 
+/// Between the prefix and a live-feed destination's words: the subjects
+/// of the engine's feed stream, apart from the plain topics' ones so that
+/// a feed message is never also heard as a core topic message.
+const FEEDS: &str = "feed";
+
 /// The subject a message to topic `words` is published on.
 pub fn topic_subject(prefix: &str, words: &[Box<str>]) -> String {
-    let mut subject = format!("{prefix}.{TOPICS}");
+    words_subject(prefix, TOPICS, words)
+}
+
+/// The subject a message to the live-feed destination `words` is published
+/// on (captured by the feed stream).
+pub fn feed_subject(prefix: &str, words: &[Box<str>]) -> String {
+    words_subject(prefix, FEEDS, words)
+}
+
+/// Every feed subject under `prefix`: the feed stream's subjects.
+pub fn feeds_pattern(prefix: &str) -> String {
+    format!("{prefix}.{FEEDS}.>")
+}
+
+/// The topic words of a subject made by [`feed_subject`]; `None` for
+/// anything else.
+pub fn feed_words(prefix: &str, subject: &str) -> Option<Vec<Box<str>>> {
+    subject_words(prefix, FEEDS, subject)
+}
+
+fn words_subject(prefix: &str, kind: &str, words: &[Box<str>]) -> String {
+    let mut subject = format!("{prefix}.{kind}");
     for word in words {
         subject.push('.');
         push_word(&mut subject, word);
@@ -101,8 +127,12 @@ pub fn pattern_subject(prefix: &str, pattern: &[PatternWord]) -> String {
 /// The topic words of a subject made by [`topic_subject`] with `prefix`;
 /// `None` for anything else.
 pub fn topic_words(prefix: &str, subject: &str) -> Option<Vec<Box<str>>> {
+    subject_words(prefix, TOPICS, subject)
+}
+
+fn subject_words(prefix: &str, kind: &str, subject: &str) -> Option<Vec<Box<str>>> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
-    let rest = rest.strip_prefix(TOPICS)?.strip_prefix('.')?;
+    let rest = rest.strip_prefix(kind)?.strip_prefix('.')?;
     let tokens = rest.strip_suffix(END)?;
     // At least one word before the end token.
     let tokens = tokens.strip_suffix('.')?;
@@ -181,11 +211,19 @@ mod tests {
         assert!(!subject
             .split('.')
             .any(|t| t.is_empty() || t == "*" || t == ">" || t.contains(' ')));
-        assert_eq!(topic_words("p", &subject), Some(topic));
+        assert_eq!(topic_words("p", &subject), Some(topic.clone()));
         assert_eq!(topic_words("p", "p.topic.__"), None, "no words");
         assert_eq!(topic_words("p", "q.topic.a.__"), None, "other prefix");
         assert_eq!(topic_words("p", "p.topic.a_2"), None);
         assert_eq!(topic_words("p", "p.topic.a_ZZ.__"), None);
+        let feed = feed_subject("p", &topic);
+        assert!(feed.starts_with("p.feed.a_20b."));
+        assert_eq!(feed_words("p", &feed), Some(topic));
+        assert_eq!(
+            topic_words("p", &feed),
+            None,
+            "a feed is not a topic subject"
+        );
     }
 
     #[test]

@@ -164,32 +164,52 @@ impl Subscription {
         taken
     }
 
-    /// Stops the subscription; returns its unsettled deliveries.
-    pub(super) fn stop(&self) -> Vec<Pending> {
-        let pending = {
-            let mut state = self.state();
-            state.outbound = None;
-            state.pending.drain(..).collect()
-        };
+    /// Stops the subscription: no MESSAGE goes out after this. Its task
+    /// hands its unsettled deliveries back once its last pull is over.
+    pub(super) fn stop(&self) {
+        self.state().outbound = None;
         let _ = self.stop_tx.send(true);
-        pending
+    }
+
+    /// Takes every unsettled delivery (at the task's end).
+    pub(super) fn drain(&self) -> Vec<Pending> {
+        self.state().pending.drain(..).collect()
     }
 
     /// Keeps `pending` as unsettled and returns where to send it; `None`
-    /// (and `pending` handed back) if the subscription has stopped.
-    pub(super) async fn keep(&self, pending: Pending) -> Option<OutboundSender> {
-        let refused = {
-            let mut state = self.state();
-            match state.outbound.clone() {
-                Some(outbound) => {
-                    state.pending.push_back(pending);
-                    return Some(outbound);
-                }
-                None => pending,
+    /// (and `pending` put with the `refused`, to hand back) if the
+    /// subscription has stopped.
+    pub(super) fn keep(
+        &self,
+        pending: Pending,
+        refused: &mut Vec<Acker>,
+    ) -> Option<OutboundSender> {
+        let mut state = self.state();
+        match state.outbound.clone() {
+            Some(outbound) => {
+                state.pending.push_back(pending);
+                Some(outbound)
             }
-        };
-        hand_back(vec![refused]).await;
-        None
+            None => {
+                refused.push(pending.acker);
+                None
+            }
+        }
+    }
+
+    /// Settles `pending` (ACK, or NACK with the configured delay).
+    pub(super) async fn settle(&self, pending: Vec<Pending>, nack: bool) {
+        for delivery in pending {
+            let kind = if nack {
+                let delay = self.nack_delay(delivery.delivered);
+                AckKind::Nak(Some(delay).filter(|d| !d.is_zero()))
+            } else {
+                AckKind::Ack
+            };
+            if let Err(error) = delivery.acker.ack_with(kind).await {
+                warn!(%error, "queue engine: an acknowledgement did not go out; the message comes back after ack_wait");
+            }
+        }
     }
 
     /// Where its MESSAGEs go, unless it has stopped.
@@ -223,10 +243,12 @@ pub(super) async fn take_credit(
     Some(1)
 }
 
-/// Naks `pending` without delay, so that other consumers get them now.
-pub(super) async fn hand_back(pending: Vec<Pending>) {
-    for delivery in pending {
-        if let Err(error) = delivery.acker.ack_with(AckKind::Nak(None)).await {
+/// Naks `deliveries` without delay, so that other consumers get them now.
+/// Called once the subscription's pull is over: a pull still out would take
+/// them straight back (each time counted as a delivery by JetStream).
+pub(super) async fn hand_back(deliveries: impl IntoIterator<Item = Acker>) {
+    for acker in deliveries {
+        if let Err(error) = acker.ack_with(AckKind::Nak(None)).await {
             warn!(%error, "queue engine: a hand-back did not go out; the message comes back after ack_wait");
         }
     }

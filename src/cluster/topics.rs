@@ -11,7 +11,8 @@
 //! Incoming: each subscription entry of the index (auto-ack and
 //! client-ack; durable ones are for a later stage) maps to one subject
 //! (`subject::pattern_subject`); subjects are ref-counted over the entries,
-//! and one task keeps a NATS subscription per subject in use. NATS sends a
+//! and one task keeps a NATS subscription per subject in use (the table:
+//! `interest.rs`). NATS sends a
 //! message once per matching subscription of the connection (`a.*` and
 //! `*.b` both hear `a.b`), so a message that came through subject S goes
 //! only to the entries whose subject is S: each entry hears it once,
@@ -19,113 +20,40 @@
 //! by the reader; client-ack ones through the router
 //! (`RouterCommand::Remote`, naming them). Messages from elsewhere go to
 //! local subscribers only, never exported again.
+//!
+//! Live-feed messages (`export_feed`) take the same outgoing queue to the
+//! feed stream's subjects instead (`feeds.rs` reads them back).
 
-use super::confirm::{publish_confirmed, Confirm, Confirms};
+use super::confirm::{Confirm, Confirms};
 use super::counts::Counts;
-use super::subject::{pattern_subject, topic_subject, topic_words};
+use super::feeds::confirmation;
+use super::interest::Interest;
+use super::outgoing::Outgoing;
+use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{ExportAck, IndexKey, TopicExport, TopicIndex};
+use crate::fanout::{ExportAck, FeedAck, IndexKey, InterestHold, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, oneshot, Notify};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// Messages waiting to be published to the engine.
 const MAX_OUTGOING_MESSAGES: usize = 16_384;
 /// Their bytes; past either bound a message is not sent to other nodes.
 const MAX_OUTGOING_BYTES: usize = 64 << 20;
-
-/// One message on its way to the engine.
-#[derive(Debug)]
-struct Outgoing {
-    subject: String,
-    payload: Bytes,
-    /// Set for a persistent topic SEND with a RECEIPT (`confirm.rs`).
-    confirm: Option<Confirm>,
-}
-
-/// The subjects local subscribers need, by index entry.
-#[derive(Debug, Default)]
-struct Table {
-    /// Each auto-ack entry's subject.
-    by_key: HashMap<IndexKey, Arc<str>>,
-    /// Entries per subject; a subject is subscribed while its count is above 0.
-    counts: HashMap<Arc<str>, usize>,
-}
-
-/// The interest of this node's subscribers, shared by the export half (the
-/// index's writer changes it) and the inbound tasks (which read it).
-#[derive(Debug, Default)]
-struct Interest {
-    /// A leaf lock: taken under the index's lock (write: changes; read:
-    /// choosing entries for an incoming message), or alone; never held
-    /// while taking another.
-    table: Mutex<Table>,
-    /// Woken when a subject's count leaves or reaches 0: the interest task
-    /// brings NATS into line.
-    changed: Notify,
-}
-
-impl Interest {
-    fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add(&self, key: &IndexKey, subject: String) {
-        let mut table = self.table();
-        if table.by_key.get(key).is_some_and(|s| **s == *subject) {
-            return;
-        }
-        self.forget(&mut table, key);
-        let subject: Arc<str> = subject.into();
-        table.by_key.insert(key.clone(), subject.clone());
-        let count = table.counts.entry(subject).or_default();
-        *count += 1;
-        if *count == 1 {
-            self.changed.notify_one();
-        }
-    }
-
-    fn remove(&self, key: &IndexKey) {
-        let mut table = self.table();
-        self.forget(&mut table, key);
-    }
-
-    fn forget(&self, table: &mut Table, key: &IndexKey) {
-        let Some(subject) = table.by_key.remove(key) else {
-            return;
-        };
-        if let Some(count) = table.counts.get_mut(&subject) {
-            *count -= 1;
-            if *count == 0 {
-                table.counts.remove(&subject);
-                self.changed.notify_one();
-            }
-        }
-    }
-
-    fn wants(&self, key: &IndexKey, subject: &str) -> bool {
-        self.table()
-            .by_key
-            .get(key)
-            .is_some_and(|s| **s == *subject)
-    }
-
-    fn subjects(&self) -> HashSet<Arc<str>> {
-        self.table().counts.keys().cloned().collect()
-    }
-
-    /// Entries per subject, for other nodes' subscriber counts.
-    fn counts(&self) -> HashMap<Arc<str>, usize> {
-        self.table().counts.clone()
-    }
-}
+/// How long new interest may wait for the server's answer to a probe: an
+/// engine outage delays a topic SUBSCRIBE's RECEIPT by this much at most
+/// (the client subscribes again on reconnect by itself).
+const MAX_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// The export half: the topic index's [`TopicExport`] on a NATS engine.
 #[derive(Debug)]
@@ -183,16 +111,24 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
     )
 }
 
-impl TopicExport for NatsTopics {
-    fn export(&self, words: &[Box<str>], message: &Message) {
+impl NatsTopics {
+    /// Queues `message` for `subject` without waiting; past the bounds it
+    /// is dropped (counted, logged at powers of two).
+    fn queue(
+        &self,
+        subject: String,
+        message: &Message,
+        confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
+        kept: Option<Confirm>,
+    ) {
         let payload = wire::encode(message);
         let size = payload.len();
         let queued = self.outgoing_bytes.fetch_add(size, Ordering::AcqRel);
-        let confirm = self.confirms.take(&message.id);
         let outgoing = Outgoing {
-            subject: topic_subject(&self.prefix, words),
+            subject,
             payload,
             confirm,
+            kept,
         };
         let refused = match queued + size > MAX_OUTGOING_BYTES {
             true => Some(outgoing),
@@ -202,8 +138,9 @@ impl TopicExport for NatsTopics {
                 .err()
                 .map(|e| e.into_inner()),
         };
+        // Dropped when not queued: a waiting SEND then hears it failed.
         if let Some(refused) = refused {
-            super::confirm::refuse(refused.confirm);
+            super::confirm::refuse(refused.kept);
             self.outgoing_bytes.fetch_sub(size, Ordering::AcqRel);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged at 1, 2, 4, 8, ...: a flood cannot flood the log.
@@ -214,6 +151,26 @@ impl TopicExport for NatsTopics {
                 );
             }
         }
+    }
+}
+
+impl TopicExport for NatsTopics {
+    fn export(&self, words: &[Box<str>], message: &Message) {
+        let kept = self.confirms.take(&message.id);
+        self.queue(topic_subject(&self.prefix, words), message, None, kept);
+    }
+
+    fn export_feed(&self, words: &[Box<str>], message: &Message, confirm: bool) -> Option<FeedAck> {
+        // The same queue as plain topic messages: a publisher's order holds
+        // across both.
+        let subject = feed_subject(&self.prefix, words);
+        if !confirm {
+            self.queue(subject, message, None, None);
+            return None;
+        }
+        let (confirm_tx, confirm_rx) = oneshot::channel();
+        self.queue(subject, message, Some(confirm_tx), None);
+        Some(confirmation(confirm_rx))
     }
 
     fn subscribed(&self, pattern: &[PatternWord], key: &IndexKey) {
@@ -235,6 +192,16 @@ impl TopicExport for NatsTopics {
 
     fn forget_confirm(&self, id: &Arc<str>) {
         let _ = self.confirms.take(id);
+    }
+
+    fn hold_interest(&self, pattern: &[PatternWord]) -> Option<InterestHold> {
+        let subject: Arc<str> = pattern_subject(&self.prefix, pattern).into();
+        let wanted = self.interest.hold(subject.clone());
+        let interest = self.interest.clone();
+        Some(InterestHold::new(
+            self.interest.flushed(wanted),
+            Box::new(move || interest.release(&subject)),
+        ))
     }
 }
 
@@ -262,41 +229,15 @@ impl Inbound {
             interest,
             ..
         } = self;
-        tokio::spawn(publish_loop(client.clone(), outgoing_rx, outgoing_bytes));
+        let jetstream = async_nats::jetstream::new(client.clone());
+        tokio::spawn(super::outgoing::publish_loop(
+            client.clone(),
+            jetstream,
+            outgoing_rx,
+            outgoing_bytes,
+        ));
         let local = Local { index, router };
         tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
-    }
-}
-
-/// Publishes what `export` queued, in order, on the one connection.
-async fn publish_loop(
-    client: async_nats::Client,
-    mut outgoing_rx: mpsc::Receiver<Outgoing>,
-    outgoing_bytes: Arc<AtomicUsize>,
-) {
-    // For confirmed messages; its first request adds one inbox subscription.
-    let jetstream = async_nats::jetstream::new(client.clone());
-    let mut batch = Vec::with_capacity(256);
-    while outgoing_rx.recv_many(&mut batch, 256).await > 0 {
-        for Outgoing {
-            subject,
-            payload,
-            confirm,
-        } in batch.drain(..)
-        {
-            outgoing_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
-            if let Some(confirm) = confirm {
-                // The same one message, on the same connection and so in
-                // order, with a reply subject for the PubAck.
-                publish_confirmed(&jetstream, subject, payload, confirm).await;
-                continue;
-            }
-            // Waits while the client's own buffer is full (reconnecting);
-            // our bounded queue takes the rest.
-            if let Err(error) = client.publish(subject, payload).await {
-                debug!(%error, "topic message not published to the engine");
-            }
-        }
     }
 }
 
@@ -318,7 +259,7 @@ async fn interest_loop(
     // Each subscribed subject's reader stops when its sender is dropped.
     let mut active: HashMap<Arc<str>, oneshot::Sender<()>> = HashMap::new();
     loop {
-        let wanted = interest.subjects();
+        let (generation, wanted) = interest.subjects();
         active.retain(|subject, _| wanted.contains(subject));
         for subject in wanted {
             if active.contains_key(&subject) {
@@ -340,6 +281,24 @@ async fn interest_loop(
                 // Only when the client is closed for good.
                 Err(error) => warn!(%subject, %error, "cannot subscribe on the engine"),
             }
+        }
+        if generation > *interest.flushed_tx.borrow() {
+            // A round trip to the server (a request nobody answers: the
+            // server itself says "no responders") comes back after it has
+            // taken every SUB sent before it: from then on, what a
+            // publisher on the same server sends reaches us. Other servers
+            // learn of it over their routes a moment later (not awaited).
+            // (`flush` only writes the socket; it waits for no answer.)
+            let probe = format!("{prefix}.interest-sync");
+            let answered =
+                tokio::time::timeout(MAX_FLUSH_WAIT, client.request(probe, Bytes::new()));
+            match answered.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {}
+                Ok(Err(error)) => debug!(%error, "new topic interest not confirmed by the engine"),
+                Err(_) => debug!("new topic interest not confirmed within {MAX_FLUSH_WAIT:?}"),
+            }
+            interest.flushed_tx.send_replace(generation);
         }
         interest.changed.notified().await;
     }
@@ -388,6 +347,7 @@ async fn read(
             words,
             message: decoded,
             subscriptions,
+            durables: false,
         };
         if local.router.send(remote).await.is_err() {
             break;

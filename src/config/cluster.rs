@@ -67,6 +67,11 @@ pub struct ClusterConfig {
     /// Bytes the durable topic subscriptions' stream may hold (on each of
     /// its replicas); past it, new topic messages are not kept for them.
     pub durable_max_bytes: u64,
+    /// How long a receipted or persistent queue SEND may wait for the
+    /// engine to store it: published again (deduplicated) while the queue
+    /// stream elects a leader; past it, ERROR.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub publish_timeout: Duration,
     /// How long the first connection to the engine may take before the
     /// start fails.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
@@ -87,6 +92,7 @@ impl Default for ClusterConfig {
             max_deliver: 5,
             max_bytes: 1024 * 1024 * 1024,
             durable_max_bytes: 1024 * 1024 * 1024,
+            publish_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -135,6 +141,13 @@ impl ClusterConfig {
         }
         if self.ack_wait.is_zero() {
             return Err("cluster.ack_wait must be greater than 0".into());
+        }
+        // Beyond the stream's duplicate window (two minutes) an attempt
+        // could store the message a second time.
+        if self.publish_timeout.is_zero() || self.publish_timeout > Duration::from_secs(120) {
+            return Err(
+                "cluster.publish_timeout must be greater than 0 and at most 2 minutes".into(),
+            );
         }
         if self.connect_timeout.is_zero() {
             return Err("cluster.connect_timeout must be greater than 0".into());

@@ -19,10 +19,11 @@ mod writer;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
 use crate::model::session_id::SessionId;
-use crate::outbound::{CloseAfter, OutboundReceiver, OverflowSignal};
+use crate::outbound::{deferring_wakes, CloseAfter, OutboundReceiver, OverflowSignal};
 use crate::session::{CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use stomp_protocol::{Decoder, Limits};
@@ -32,6 +33,14 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{info_span, Instrument};
 use transport::{Received, Transport};
 use writer::{write_batch, WRITE_BATCH};
+
+/// Most reads (WebSocket messages, or TCP reads) handled as one burst
+/// before the subscribers' writers are woken: bounds how long the first
+/// message of a burst waits for the last.
+const READ_BURST: usize = 32;
+
+/// How long a write under way when shutdown begins may still take.
+const SHUTDOWN_WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub use closing::{linger, LINGER_BYTES, LINGER_TIME};
 
@@ -100,22 +109,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Grows on first use: an idle connection never needs 64 slots.
         let mut batch = Vec::new();
         let registered = self.register();
-        let mut reloads = self.session.reloads();
+        // The waits that outlive one turn of the loop are made once, not on
+        // every turn: each turn is a delivery at low rates, and making them
+        // anew registered with the runtime's timer and with channels every
+        // connection shares.
+        let mut shutdown_signal = std::pin::pin!(shutdown.wait());
+        let mut reload = Box::pin(next_reload(self.session.reloads()));
+        let mut close_requested = std::pin::pin!(registered.entry.close_requested());
+        let mut timer = std::pin::pin!(sleep_until(self.next_timer()));
         loop {
-            let timer = self.next_timer();
+            // Timers only move later as the connection reads and writes, so
+            // the sleep is re-armed only when one moves earlier (CONNECTED)
+            // or after it fires; `on_timer` checks what is really due.
+            let due = self.next_timer();
+            if due < timer.deadline() {
+                timer.as_mut().reset(due);
+            }
             let paused_until = self.read_paused_until;
             let buffered = self.buffer.len();
             tokio::select! {
                 biased;
-                _ = shutdown.wait() => {
-                    return End::Error(SessionError::new("server shutting down", CloseReason::GoingAway));
-                }
-                Ok(()) = reloads.changed() => {
+                _ = &mut shutdown_signal => return End::Error(shutting_down()),
+                receiver = &mut reload => {
+                    reload = Box::pin(next_reload(receiver));
                     if let Err(error) = self.session.reloaded() {
                         return End::Error(error);
                     }
                 }
-                reason = registered.entry.close_requested() => {
+                reason = &mut close_requested => {
                     return End::Error(SessionError::new(format!("{}: {reason}", stats::CLOSED_BY_ADMIN), CloseReason::PolicyViolation));
                 }
                 _ = self.overflow.wait() => return End::Error(slow_consumer()),
@@ -126,17 +147,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.count_written(&batch);
                     // A client that stops reading blocks this write; the
                     // overflow signal and shutdown still end it.
-                    tokio::select! {
+                    let packed = self.session.packs_frames();
+                    let mut write = std::pin::pin!(write_batch(&mut self.transport, &self.outbound, &mut batch, packed));
+                    let written = tokio::select! {
                         biased;
                         _ = self.overflow.wait() => return End::Error(slow_consumer()),
-                        _ = shutdown.wait() => return End::ClientGone,
-                        written = write_batch(&mut self.transport, &self.outbound, &mut batch, self.session.packs_frames()) => {
-                            match written {
-                                Err(_) => return End::ClientGone,
-                                Ok(Some(close_after)) => return End::FinalFrame(close_after),
-                                Ok(None) => self.last_write = Instant::now(),
-                            }
+                        written = &mut write => written,
+                        // The batch may hold queue messages already settled
+                        // (auto ack): a reading client gets them before the
+                        // shutdown ERROR; a stuck one does not hold it up.
+                        // (The signal has fired: it is never polled again.)
+                        _ = &mut shutdown_signal => {
+                            return match tokio::time::timeout(SHUTDOWN_WRITE_GRACE, &mut write).await {
+                                Ok(Ok(None)) => End::Error(shutting_down()),
+                                Ok(Ok(Some(close_after))) => End::FinalFrame(close_after),
+                                Ok(Err(_)) | Err(_) => End::ClientGone,
+                            };
                         }
+                    };
+                    match written {
+                        Err(_) => return End::ClientGone,
+                        Ok(Some(close_after)) => return End::FinalFrame(close_after),
+                        Ok(None) => self.last_write = Instant::now(),
                     }
                 }
                 // A queue SEND the cluster engine did not store: ERROR now,
@@ -144,23 +176,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 error = self.session.confirmation_failed() => return End::Error(error),
                 received = self.transport.read(&mut self.buffer, &self.frame_limits), if paused_until.is_none() => {
                     self.count_read(self.buffer.len().saturating_sub(buffered));
-                    if let Some(end) = self.on_received(received).await {
+                    // One wake per subscriber writer for the whole burst.
+                    if let Some(end) = deferring_wakes(self.on_received_burst(received)).await {
                         return end;
                     }
                 }
-                _ = sleep_until(paused_until.unwrap_or(timer)), if paused_until.is_some() => {
+                // Not made into a sleep at all unless paused.
+                _ = sleep_while_paused(paused_until), if paused_until.is_some() => {
                     self.read_paused_until = None;
                     if let Some(end) = self.decode_buffered().await {
                         return end;
                     }
                 }
-                _ = sleep_until(timer) => {
+                () = &mut timer => {
                     if let Some(end) = self.on_timer().await {
                         return end;
                     }
+                    let due = self.next_timer();
+                    timer.as_mut().reset(due);
                 }
             }
         }
+    }
+
+    /// Handles what one read brought and what has already arrived behind
+    /// it, up to [`READ_BURST`] reads, without waiting for more; `Some` ends
+    /// the loop.
+    async fn on_received_burst(&mut self, mut received: Received) -> Option<End> {
+        for _ in 1..READ_BURST {
+            if let Some(end) = self.on_received(received).await {
+                return Some(end);
+            }
+            if self.read_paused_until.is_some() {
+                return None;
+            }
+            let buffered = self.buffer.len();
+            // Both transports' reads are cancel-safe: an unfinished one
+            // keeps its bytes for the next.
+            received = self
+                .transport
+                .read(&mut self.buffer, &self.frame_limits)
+                .now_or_never()?;
+            self.count_read(self.buffer.len().saturating_sub(buffered));
+        }
+        self.on_received(received).await
     }
 
     /// Handles what one read brought; `Some` ends the loop.
@@ -220,6 +279,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.last_read = Instant::now();
         self.pinged = false;
     }
+}
+
+/// Resolves with `receiver` once the configuration has been reloaded (never,
+/// once the broker has dropped the sender: it is shutting down).
+async fn next_reload(
+    mut receiver: tokio::sync::watch::Receiver<u64>,
+) -> tokio::sync::watch::Receiver<u64> {
+    if receiver.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    receiver
+}
+
+/// Sleeps until `until` (forever if `None`: the branch is then disabled).
+async fn sleep_while_paused(until: Option<Instant>) {
+    match until {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn shutting_down() -> SessionError {
+    SessionError::new("server shutting down", CloseReason::GoingAway)
 }
 
 fn slow_consumer() -> SessionError {

@@ -42,6 +42,13 @@ pub(super) struct Feed {
     /// Oldest first, offsets increasing.
     pub(super) history: VecDeque<Kept>,
     pub(super) retained: Option<Kept>,
+    /// The highest offset of this destination no longer (or never) in
+    /// `history`: every later one still is. 0 at first.
+    pub(super) floor: u64,
+    /// Offsets are the engine's stream sequences (a cluster): they
+    /// increase, but not by one per message of this destination, so only
+    /// `floor` tells whether a resume missed something.
+    pub(super) gapped: bool,
 }
 
 /// The kept messages `start` asks of one feed, each with whether it is
@@ -72,7 +79,8 @@ pub(super) fn pick(feed: &Feed, start: &StartAt, now: u64) -> (Picked, Option<bo
         StartAt::Timestamp { at_ms } => (from(0, *at_ms), None),
         StartAt::Offset { offset, epoch } => {
             let oldest = feed.history.front().map_or(feed.next_offset, |k| k.offset);
-            if **epoch == *feed.epoch && *offset >= oldest && *offset <= feed.next_offset {
+            let kept = *offset > feed.floor && (feed.gapped || *offset >= oldest);
+            if **epoch == *feed.epoch && kept && *offset <= feed.next_offset {
                 (from(*offset, 0), Some(true))
             } else {
                 (last(), Some(false))
@@ -196,6 +204,8 @@ impl Feed {
             policy,
             history,
             retained,
+            floor: 0,
+            gapped: false,
         }
     }
 }

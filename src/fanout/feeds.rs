@@ -15,6 +15,7 @@
 //! queue; `pending` (persistent feeds' store changes) is a leaf under a
 //! shard.
 
+use super::engine_progress::EngineFeeds;
 use super::feed::{Feed, Kept, Policy};
 use crate::config::{Retain, TopicsConfig};
 use crate::model::compact::push_base62;
@@ -40,11 +41,11 @@ type Shard = HashMap<Words, Feed>;
 #[derive(Debug)]
 pub struct Feeds {
     /// `[[topics.rules]]`: pattern → policy; the first match wins.
-    rules: Vec<(Vec<PatternWord>, Policy)>,
+    pub(super) rules: Vec<(Vec<PatternWord>, Policy)>,
     /// Destination words → feed, by hash of the words. Leaf locks.
     pub(super) shards: Box<[Mutex<Shard>]>,
     /// Bytes kept over all feeds (`max_history_bytes`).
-    kept_bytes: AtomicUsize,
+    pub(super) kept_bytes: AtomicUsize,
     /// Feeds over all shards (`max_retained_destinations`).
     destinations: AtomicUsize,
     /// A feed exists: a new subscription may have a snapshot.
@@ -52,20 +53,23 @@ pub struct Feeds {
     /// A feed made by `x-retain` without a rule exists: publications to
     /// destinations without a rule must look theirs up. Until then the
     /// plain fan-out path costs a header scan and this load.
-    unruled: AtomicBool,
+    pub(super) unruled: AtomicBool,
     /// Random per process start; with `created`, makes each feed's epoch.
     epoch_base: u64,
-    created: AtomicU64,
+    pub(super) created: AtomicU64,
     /// A rule is persistent.
-    any_persistent: bool,
+    pub(super) any_persistent: bool,
     /// Store changes of persistent feeds, for the router to take (a leaf
     /// lock, taken under a shard's).
     pending: Mutex<Vec<StoreOp>>,
     /// Logged once: the destination cap was reached.
     warned_full: AtomicBool,
-    max_history_bytes: usize,
+    pub(super) max_history_bytes: usize,
     max_destinations: usize,
     pub(super) max_snapshot_destinations: usize,
+    /// The cluster engine keeps the feeds (`engine_feeds.rs`): offsets are
+    /// its stream sequences, nothing is stored here.
+    pub(super) engine: Option<EngineFeeds>,
 }
 
 impl Feeds {
@@ -103,6 +107,7 @@ impl Feeds {
             max_history_bytes: config.max_history_bytes,
             max_destinations: config.max_retained_destinations,
             max_snapshot_destinations: config.max_snapshot_destinations,
+            engine: None,
         })
     }
 
@@ -169,34 +174,19 @@ impl Feeds {
                     drop(shard);
                     return push(message);
                 }
-                if self.destinations.load(Ordering::Relaxed) >= self.max_destinations {
-                    if !self.warned_full.swap(true, Ordering::Relaxed) {
-                        warn!(
-                            max_retained_destinations = self.max_destinations,
-                            "topics: feed destinations full; new destinations are fanned out without offsets"
-                        );
-                    }
+                if !self.admit(policy.is_none()) {
                     drop(shard);
                     return push(message);
                 }
-                self.destinations.fetch_add(1, Ordering::Relaxed);
-                self.active.store(true, Ordering::Release);
-                if policy.is_none() {
-                    self.unruled.store(true, Ordering::Release);
-                }
                 let created = self.created.fetch_add(1, Ordering::Relaxed);
-                // Short (it goes out in every MESSAGE of the feed): 48
-                // random bits and the feed's number, in base 62.
-                let mut epoch = String::with_capacity(16);
-                push_base62(&mut epoch, self.epoch_base >> 16);
-                epoch.push('-');
-                push_base62(&mut epoch, created);
                 shard.entry(words.into()).or_insert(Feed {
-                    epoch: epoch.into(),
+                    epoch: feed_epoch(self.epoch_base, created).into(),
                     next_offset: 1,
                     policy: policy.unwrap_or_default(),
                     history: VecDeque::new(),
                     retained: None,
+                    floor: 0,
+                    gapped: false,
                 })
             }
         };
@@ -211,39 +201,7 @@ impl Feeds {
         message
             .headers
             .push(("x-epoch".into(), feed.epoch.to_string()));
-        let keep = feed.policy.history > 0 || feed.policy.retain_last || retain;
-        if keep {
-            let kept = Kept {
-                offset,
-                at_ms: now,
-                size: message.size(),
-                message: Arc::new(copy(message)),
-            };
-            if retain && message.body.is_empty() {
-                // An empty x-retain deletes the retained value.
-                self.forget(feed.retained.take());
-            } else if retain || feed.policy.retain_last {
-                self.kept_bytes.fetch_add(kept.size, Ordering::Relaxed);
-                self.forget(feed.retained.replace(kept.clone()));
-            }
-            if feed.policy.history > 0 {
-                self.kept_bytes.fetch_add(kept.size, Ordering::Relaxed);
-                feed.history.push_back(kept);
-                while feed.history.len() > feed.policy.history {
-                    self.forget(feed.history.pop_front());
-                }
-            }
-            // Over the byte bound: this destination's oldest go first; what
-            // still does not fit is not kept.
-            while self.kept_bytes.load(Ordering::Relaxed) > self.max_history_bytes {
-                if let Some(oldest) = feed.history.pop_front() {
-                    self.forget(Some(oldest));
-                } else {
-                    self.forget(feed.retained.take());
-                    break;
-                }
-            }
-        }
+        self.keep(feed, message, offset, now, retain);
         if feed.policy.persistent {
             let ops = feed.store_ops(words, before, offset, now);
             self.pending
@@ -253,6 +211,27 @@ impl Feeds {
         }
         push(message);
         drop(shard);
+    }
+
+    /// Counts a new feed in, unless `max_retained_destinations` is reached
+    /// (then the destination is fanned out plainly; a warning once).
+    /// `unruled`: made by `x-retain` without a rule.
+    pub(super) fn admit(&self, unruled: bool) -> bool {
+        if self.destinations.load(Ordering::Relaxed) >= self.max_destinations {
+            if !self.warned_full.swap(true, Ordering::Relaxed) {
+                warn!(
+                    max_retained_destinations = self.max_destinations,
+                    "topics: feed destinations full; new destinations are fanned out without offsets"
+                );
+            }
+            return false;
+        }
+        self.destinations.fetch_add(1, Ordering::Relaxed);
+        self.active.store(true, Ordering::Release);
+        if unruled {
+            self.unruled.store(true, Ordering::Release);
+        }
+        true
     }
 
     /// Whether publications to `words` must go through the router, which
@@ -274,6 +253,10 @@ impl Feeds {
     /// Rebuilds persistent feeds recovered from the store, before any
     /// session starts: epochs and offsets go on where they were.
     pub fn restore(&self, stored: Vec<StoredFeed>) {
+        if self.engine.is_some() {
+            // The engine's stream holds them; a node's store does not.
+            return;
+        }
         for feed in stored {
             let words: Words = feed.destination.split('.').map(Into::into).collect();
             let policy = self.policy_for(&words).unwrap_or_default();
@@ -287,7 +270,7 @@ impl Feeds {
         }
     }
 
-    fn forget(&self, kept: Option<Kept>) {
+    pub(super) fn forget(&self, kept: Option<Kept>) {
         if let Some(kept) = kept {
             self.kept_bytes.fetch_sub(kept.size, Ordering::Relaxed);
         }
@@ -310,7 +293,7 @@ impl Feeds {
         {
             let oldest = feed.history.pop_front();
             forgotten.extend(oldest.as_ref().map(|k| k.offset));
-            self.forget(oldest);
+            self.forget_oldest(feed, oldest);
         }
         let retained = feed.retained.as_ref().map(|k| k.offset);
         if feed.policy.persistent && !forgotten.is_empty() {
@@ -342,6 +325,22 @@ pub(super) fn copy(message: &Message) -> Message {
     }
 }
 
+/// The epoch of the `created`-th feed of a process whose random number is
+/// `base`. It goes out in every MESSAGE of the feed, so it is short: 35 bits
+/// of a mix of the two, at most 6 base-62 characters. An epoch only has to
+/// differ from the one a resuming client holds for the same destination: the
+/// chance that two lives of a destination draw the same one is 2^-35.
+fn feed_epoch(base: u64, created: u64) -> String {
+    // splitmix64's finalizer: every bit of both inputs moves the low 35.
+    let mut z = base ^ created.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut epoch = String::with_capacity(6);
+    push_base62(&mut epoch, z & ((1 << 35) - 1));
+    epoch
+}
+
 /// 64 random bits for epochs; the start time if the system has no
 /// randomness to give (epochs must only differ between process starts).
 fn random_u64() -> u64 {
@@ -358,6 +357,19 @@ mod tests {
     use super::*;
     use crate::config::TopicRule;
     use bytes::Bytes;
+
+    #[test]
+    fn feed_epochs_are_short_and_differ_between_lives_and_processes() {
+        let mut seen = std::collections::HashSet::new();
+        for base in [0, 1, u64::MAX, 0x1234_5678_9ABC_DEF0] {
+            for created in 0..5_000 {
+                let epoch = feed_epoch(base, created);
+                assert!(!epoch.is_empty() && epoch.len() <= 6, "{epoch}");
+                assert!(epoch.bytes().all(|b| b.is_ascii_alphanumeric()));
+                assert!(seen.insert(epoch), "an epoch repeated");
+            }
+        }
+    }
 
     fn message(n: u64) -> Message {
         Message {

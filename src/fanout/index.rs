@@ -16,7 +16,7 @@
 //! a time.
 
 use super::encode::FanOut;
-use super::export::{ExportAck, TopicExport};
+use super::export::{FeedAck, TopicExport};
 use super::feeds::Feeds;
 pub use super::index_key::IndexKey;
 use super::match_cache::{Match, MatchCache};
@@ -53,6 +53,11 @@ pub enum Published {
     /// Nothing done: the router has interest and the caller asked to leave
     /// such publications whole to the router.
     Deferred,
+    /// A live-feed message handed to the cluster engine's feed stream
+    /// (`TopicExport::export_feed`) and nothing else: every node's
+    /// subscribers, this one's included, get it when it comes back
+    /// numbered. The router must not deliver it now.
+    ToEngine,
 }
 
 /// Topic subscriptions by pattern, shared by every session.
@@ -72,7 +77,7 @@ pub struct TopicIndex {
     /// Offsets, history and retained values of live-feed destinations:
     /// appended to by publishers under the read lock, read for snapshots by
     /// the writer under the write lock.
-    feeds: Feeds,
+    pub(super) feeds: Feeds,
 }
 
 /// The one handle that may change the index: the router's.
@@ -105,22 +110,15 @@ impl TopicIndex {
         self.feeds.is_persistent(words)
     }
 
-    /// The export seam's confirmation of message `id` (see
-    /// [`TopicExport::confirm`]).
-    pub fn confirm_export(&self, id: &Arc<str>) -> Option<ExportAck> {
-        self.export.confirm(id)
+    /// The export seam (the cluster engine, or [`LocalOnly`](super::LocalOnly)):
+    /// confirmations, other nodes' counts, interest held ahead of an entry.
+    pub fn export(&self) -> &dyn TopicExport {
+        &*self.export
     }
 
-    /// Withdraws [`confirm_export`](Self::confirm_export) for a message
-    /// that was not exported.
-    pub fn forget_confirm(&self, id: &Arc<str>) {
-        self.export.forget_confirm(id);
-    }
-
-    /// Subscriptions on other brokers a publication to `words` reaches, as
-    /// the export seam knows them (0 on one node).
-    pub fn count_remote(&self, words: &[Box<str>]) -> usize {
-        self.export.remote_subscribers(words)
+    /// Whether a `[[topics.rules]]` rule makes topic `words` a live feed.
+    pub fn is_feed_by_rule(&self, words: &[Box<str>]) -> bool {
+        self.feeds.policy_for(words).is_some()
     }
 
     /// Auto-ack subscriptions a publication to `words` reaches now.
@@ -134,7 +132,7 @@ impl TopicIndex {
             .count()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, TopicTrie<IndexKey, Interest>> {
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, TopicTrie<IndexKey, Interest>> {
         // A poisoned lock only means a panic elsewhere; the trie is intact
         // between operations.
         self.trie.read().unwrap_or_else(|p| p.into_inner())
@@ -168,6 +166,22 @@ impl TopicIndex {
         defer_to_router: bool,
         pushed: &mut u64,
     ) -> Published {
+        self.publish_confirming(words, message, defer_to_router, pushed, false)
+            .0
+    }
+
+    /// [`publish_counting`](Self::publish_counting); with `confirm`, a
+    /// live-feed message handed to a cluster engine
+    /// ([`Published::ToEngine`]) comes with the engine's confirmation, for
+    /// the RECEIPT to wait for.
+    pub fn publish_confirming(
+        &self,
+        words: &[Box<str>],
+        message: &mut Message,
+        defer_to_router: bool,
+        pushed: &mut u64,
+        confirm: bool,
+    ) -> (Published, Option<FeedAck>) {
         let trie = self.read();
         // Only the writer changes it, and only under the write lock.
         let generation = self.generation.load(Ordering::Acquire);
@@ -179,19 +193,29 @@ impl TopicIndex {
                 found
             }
         };
+        if self.feeds.engine.is_some() && self.feeds.is_feed(words, found.policy, message) {
+            // The engine numbers and keeps it; it comes back to every node,
+            // this one included, through `publish_from_engine`.
+            drop(trie);
+            if message.expired(epoch_ms()) {
+                return (Published::ToEngine, None);
+            }
+            let ack = self.export.export_feed(words, message, confirm);
+            return (Published::ToEngine, ack);
+        }
         let router_interest = found.router_interest;
         if router_interest && defer_to_router {
-            return Published::Deferred;
+            return (Published::Deferred, None);
         }
         if message.expired(epoch_ms()) {
-            return Published::Delivered { router_interest };
+            return (Published::Delivered { router_interest }, None);
         }
         self.feeds.publish(words, found.policy, message, |message| {
             *pushed += push_to(&found.direct, message);
         });
         drop(trie);
         self.export.export(words, message);
-        Published::Delivered { router_interest }
+        (Published::Delivered { router_interest }, None)
     }
 
     /// Fans out `message`, which came from another broker through the
@@ -227,11 +251,17 @@ impl TopicIndex {
         if direct.is_empty() {
             return (0, for_router);
         }
+        let mut pushed = 0;
+        if self.feeds.engine.is_some() {
+            // Feed messages come through `publish_from_engine`: this one
+            // travelled outside the engine's feed stream, so has no offset.
+            pushed += push_to(&direct, message);
+            return (pushed, for_router);
+        }
         // A persistent feed's store changes belong to the router, which
         // alone publishes to it: a remote message to one is fanned out
-        // plainly (feed state on the engine is a later stage).
+        // plainly.
         let policy = self.feeds.policy_for(words).filter(|p| !p.persistent);
-        let mut pushed = 0;
         self.feeds.publish(words, policy, message, |message| {
             pushed += push_to(&direct, message);
         });
@@ -241,7 +271,7 @@ impl TopicIndex {
 
 /// Pushes `message` to each of `direct`, encoding once per distinct frame;
 /// returns how many pushes succeeded.
-fn push_to(direct: &[Arc<Subscriber>], message: &Message) -> u64 {
+pub(super) fn push_to(direct: &[Arc<Subscriber>], message: &Message) -> u64 {
     let mut pushed = 0;
     let mut fan_out = FanOut::new(message);
     for subscriber in direct {

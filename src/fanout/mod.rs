@@ -19,17 +19,24 @@
 //! subscription gets their snapshot under the index's write lock, so that
 //! snapshot and live stream meet with no gap and no duplicate.
 //!
+//! On a cluster engine the feeds' state lives in the engine
+//! (`engine_feeds.rs`): a feed message goes out through the seam first and
+//! is numbered, kept and fanned out when it comes back from the engine.
+//!
 //! Where a topic message goes besides local subscribers is
 //! [`TopicExport`]: the one boundary for a second engine (NATS subjects).
 //! Where queue messages live and are dispatched from is the router's queue
 //! side, reached through `router::RouterHandle` commands.
 
 pub mod encode;
+mod engine_feeds;
+mod engine_progress;
 mod export;
 mod feed;
 mod feeds;
 mod index;
 mod index_key;
+mod keep;
 mod match_cache;
 mod rate_cap;
 mod snapshot;
@@ -37,7 +44,7 @@ mod start_at;
 mod subscriber;
 pub mod topic_trie;
 
-pub use export::{ExportAck, LocalOnly, TopicExport};
+pub use export::{ExportAck, FeedAck, InterestFlushed, InterestHold, LocalOnly, TopicExport};
 pub use feeds::Feeds;
 pub use index::{IndexKey, IndexWriter, Interest, Published, TopicIndex};
 pub use rate_cap::RateCap;

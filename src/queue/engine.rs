@@ -9,6 +9,7 @@
 //! The trait is defined here, below the session and the cluster, so that
 //! neither the session nor the router knows NATS exists.
 
+use super::settings::QueueArguments;
 use crate::model::ack_mode::AckMode;
 use crate::model::destination::PatternWord;
 use crate::model::session_id::SessionId;
@@ -48,6 +49,8 @@ pub struct QueueSend {
     /// Wait for the engine to have stored it (a RECEIPT or a persistent
     /// SEND); otherwise the SEND is handed over and not waited for.
     pub confirm: bool,
+    /// Its queue arguments: the queue's if this SEND creates it.
+    pub arguments: QueueArguments,
 }
 
 /// A queue SUBSCRIBE, as the engine serves it.
@@ -68,6 +71,8 @@ pub struct QueueSubscribe {
     pub outbound: OutboundSender,
     /// The session's STOMP version (frame escaping).
     pub version: Version,
+    /// Its queue arguments: the queue's if this SUBSCRIBE creates it.
+    pub arguments: QueueArguments,
     /// Fired (or dropped) by the session once the SUBSCRIBE's RECEIPT is
     /// out: no MESSAGE may overtake it.
     pub start: tokio::sync::oneshot::Receiver<()>,
@@ -152,9 +157,19 @@ pub trait QueueEngine: Send + Sync {
     /// The session is over: every subscription ends as by `unsubscribe`.
     fn detach(&self, session: SessionId) -> EngineFuture<'_, ()>;
 
-    /// Sends what is still buffered for the engine and waits until its
-    /// server has it: at shutdown, after the sessions' ends, so that their
-    /// hand-backs reach it before the process exits; and before the RECEIPT
-    /// of an ACK or NACK of the engine's deliveries.
+    /// At the start of a shutdown, before the sessions are told: no MESSAGE
+    /// goes out any more, and hand-backs wait for [`flush`](Self::flush).
+    fn quiesce(&self);
+
+    /// At shutdown, after the sessions' ends: ends what subscriptions are
+    /// left, waits until the engine hands this process nothing more (what
+    /// still arrives is handed back), and sends what is still buffered, so
+    /// that every hand-back reaches it before the process exits.
     fn flush(&self) -> EngineFuture<'_, ()>;
+
+    /// Sends what is buffered for the engine and waits until it is on the
+    /// way to the server: before the RECEIPT of an ACK or NACK of the
+    /// engine's deliveries, so that the settlement precedes what the client
+    /// does after it. Not the shutdown step ([`flush`](Self::flush)).
+    fn sent(&self) -> EngineFuture<'_, ()>;
 }

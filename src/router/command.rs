@@ -113,6 +113,11 @@ pub enum RouterCommand {
         message: Message,
         /// The client-ack subscriptions (session, id) it is for.
         subscriptions: Vec<(SessionId, Arc<str>)>,
+        /// Also for this broker's durable subscriptions matching it: a
+        /// live-feed message from the engine's feed stream, which every
+        /// node reads once (a plain topic message from another node is
+        /// not: its publisher's node had it for its own durables).
+        durables: bool,
     },
     /// The subscriber counts of other brokers changed (cluster engine):
     /// every watched `/meta/subscribers/` count is due.

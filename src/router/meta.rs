@@ -133,7 +133,7 @@ impl Router {
         let mut client_ack: Vec<&Arc<super::Subscriber>> = Vec::new();
         self.topics.matches(words, &mut client_ack);
         let index = self.index.index();
-        index.count_direct(words) + client_ack.len() + index.count_remote(words)
+        index.count_direct(words) + client_ack.len() + index.export().remote_subscribers(words)
     }
 
     fn send_count(

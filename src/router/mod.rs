@@ -294,7 +294,14 @@ impl Router {
                 words,
                 message,
                 subscriptions,
-            } => self.publish_topic_to(&words, Arc::new(message), Some(&subscriptions)),
+                durables,
+            } => {
+                let message = Arc::new(message);
+                self.publish_topic_to(&words, message.clone(), Some(&subscriptions));
+                if durables {
+                    self.publish_durables(&words, message);
+                }
+            }
             RouterCommand::RemoteCounts => self.remote_counts_changed(),
             RouterCommand::Settle {
                 session,

@@ -3,6 +3,7 @@
 
 use super::message::Publication;
 use super::{Router, SessionId};
+use crate::fanout::Published;
 use crate::model::close::CloseReason;
 use crate::model::message::{epoch_ms, Message};
 use std::sync::Arc;
@@ -57,7 +58,13 @@ impl Router {
                     // message the store may refuse): the direct subscribers
                     // get it from here, before the router's own (with its
                     // offset, if its destination has a feed).
-                    self.index.index().publish(&words, &mut message, false);
+                    let published = self.index.index().publish(&words, &mut message, false);
+                    if published == Published::ToEngine {
+                        // A live-feed message on a cluster: the engine's
+                        // feed stream brings it back to every node, this
+                        // one's client-ack and durable subscriptions too.
+                        return true;
+                    }
                     // A persistent live feed's changes: the RECEIPT waits
                     // for their sync.
                     for op in self.index.feeds().take_store_ops() {
@@ -151,6 +158,18 @@ impl Router {
         self.persistent_patterns.iter().any(|(queue, pattern)| {
             *queue == is_queue && crate::model::destination::pattern_matches(pattern, &words)
         })
+    }
+
+    /// Enqueues `message` (from the engine's feed stream) for this broker's
+    /// durable subscriptions matching `words`, stored when a `[storage]
+    /// persistent` pattern names its destination.
+    pub(super) fn publish_durables(&mut self, words: &[Box<str>], message: Arc<Message>) {
+        let persistent = self.store_enabled && self.persistent_by_rule(&message.destination);
+        for name in self.durable_queues_for(words) {
+            if let Err(reason) = self.enqueue(&name, message.clone(), persistent) {
+                warn!(subscription = %name, %reason, "durable subscription full: message dropped for it");
+            }
+        }
     }
 
     /// The durable subscriptions whose topic pattern matches `words`.

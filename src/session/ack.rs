@@ -40,9 +40,9 @@ impl Session {
                 settled
                     .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
                 if frame.get("receipt").is_some() {
-                    // A RECEIPT says the ACK has left this node: the
-                    // engine's server has it even if the node dies now.
-                    engine.flush().await;
+                    // A RECEIPT says the ACK has left this node: it is
+                    // on its way to the engine's server before the RECEIPT.
+                    engine.sent().await;
                 }
                 return self.receipt(frame).await.map(|()| Flow::Continue);
             }

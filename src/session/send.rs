@@ -4,17 +4,22 @@
 //! client-ack or durable subscription matched), or whole when it must act
 //! first (a reply queue to create, a persistent message the store may
 //! refuse). Queue SENDs go to the router, or with a queue engine (the
-//! cluster) to the engine.
+//! cluster) to the engine (`send_engine.rs`).
 
 use super::{required, CloseReason, Flow, Session, SessionError};
-use crate::fanout::Published;
+use crate::fanout::{FeedAck, Published};
 use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
 use crate::model::message::{epoch_ms, Message};
 use crate::publish_rate::PublishVerdict;
-use crate::queue::{QueueArguments, QueueEngine, QueueSend};
+use crate::queue::QueueArguments;
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a confirmed feed SEND's RECEIPT waits, after the engine has the
+/// message, for this node to read it back from the feed stream.
+const FEED_READ_BACK: Duration = Duration::from_secs(5);
 use stomp_protocol::Frame;
 
 impl Session {
@@ -73,17 +78,43 @@ impl Session {
                 // (and so stop reading this connection) until consumers drain.
                 self.context.queue_memory.wait_for_room().await;
             }
-            SendTarget::Topic(_) if publication.persistent && frame.get("receipt").is_some() => {
-                if let Some(ack) = self.context.topics.confirm_export(&id) {
-                    return self.send_confirmed_topic(&frame, publication, ack).await;
+            SendTarget::Topic(_) => {
+                let confirm = publication.persistent || frame.get("receipt").is_some();
+                // A persistent one with a RECEIPT on the cluster: kept for
+                // the durable subscriptions before the RECEIPT.
+                let kept = match publication.persistent && frame.get("receipt").is_some() {
+                    true => self.context.topics.export().confirm(&id),
+                    false => None,
+                };
+                let (for_router, feed_ack) = self.fan_out(&mut publication, confirm).await?;
+                if let Some(kept) = kept {
+                    if feed_ack.is_none() {
+                        return self
+                            .send_kept_topic(&frame, publication, for_router, kept)
+                            .await;
+                    }
+                    // A live-feed message: its stream's confirmation below.
+                    self.context.topics.export().forget_confirm(&id);
                 }
-                if !self.fan_out(&mut publication).await? {
-                    self.receipt(&frame).await?;
+                if let Some(feed_ack) = feed_ack {
+                    // A live-feed message on the cluster engine: the RECEIPT
+                    // once its stream has it and this node has read it back
+                    // (a SUBSCRIBE here after the RECEIPT sees it), in order
+                    // with other pipelined confirmations; the session reads
+                    // on meanwhile.
+                    let topics = self.context.topics.clone();
+                    let ack: crate::queue::EngineAck = Box::pin(async move {
+                        let sequence = feed_ack.await?;
+                        topics.wait_feeds_applied(sequence, FEED_READ_BACK).await;
+                        Ok(())
+                    });
+                    let receipt = frame.get("receipt").map(str::to_owned);
+                    self.confirmations
+                        .push(&self.context.router, self.id, ack, receipt)
+                        .await?;
                     return Ok(Some(id));
                 }
-            }
-            SendTarget::Topic(_) => {
-                if !self.fan_out(&mut publication).await? {
+                if !for_router {
                     // Delivered: the router only has the RECEIPT to send, after
                     // every MESSAGE pushed above.
                     self.receipt(&frame).await?;
@@ -101,102 +132,18 @@ impl Session {
         Ok(Some(id))
     }
 
-    /// A queue SEND on the cluster engine: stored there (confirmed when a
-    /// RECEIPT or `persistent:true` asks for it), then the RECEIPT. With
-    /// `pipelined` the confirmation is awaited in the background, in order
-    /// (`confirm.rs`), and the session reads on. A SEND the engine did not
-    /// take is an ERROR, never a RECEIPT.
-    async fn send_to_engine(
-        &mut self,
-        engine: &dyn QueueEngine,
-        frame: &Frame,
-        publication: Publication,
-        pipelined: bool,
-    ) -> Result<Option<Arc<str>>, SessionError> {
-        if publication.reply_queue.is_some() {
-            // Reply queues live in one node's router: a responder on another
-            // node could not answer. Refused rather than half working.
-            return Err(SessionError::new(
-                "reply-to /temp-queue/ on queue SENDs is not supported on the cluster engine",
-                CloseReason::PolicyViolation,
-            ));
-        }
-        let id = publication.id.clone();
-        // The client's own `message-id`, scoped by its client id, makes a
-        // retried SEND (even on another connection or node) the same
-        // message to the engine's duplicate detection.
-        let dedup_id = match frame.get("message-id") {
-            Some(client_id) => format!(
-                "c/{}/{client_id}",
-                self.client_id.as_deref().unwrap_or_default()
-            ),
-            None => format!("b/{id}"),
-        };
-        let send = QueueSend {
-            id: id.clone(),
-            destination: publication.destination,
-            headers: publication.headers,
-            body: publication.body,
-            expires_at: publication.expires_at,
-            dedup_id,
-            confirm: publication.persistent || frame.get("receipt").is_some(),
-        };
-        let confirm = send.confirm;
-        let not_stored = |message| SessionError::new(message, CloseReason::InternalError);
-        let ack = engine.publish(send).await.map_err(not_stored)?;
-        if pipelined && confirm {
-            let receipt = frame.get("receipt").map(str::to_owned);
-            self.confirmations
-                .push(&self.context.router, self.id, ack, receipt)
-                .await?;
-            return Ok(Some(id));
-        }
-        ack.await.map_err(not_stored)?;
-        self.receipt(frame).await?;
-        Ok(Some(id))
-    }
-
-    /// A persistent topic SEND with a RECEIPT when the export seam confirms
-    /// (the cluster: durable subscriptions live in the engine): published
-    /// as always, then the RECEIPT once the engine has kept it for them, or
-    /// ERROR if it could not.
-    async fn send_confirmed_topic(
-        &mut self,
-        frame: &Frame,
-        mut publication: Publication,
-        ack: crate::fanout::ExportAck,
-    ) -> Result<Option<Arc<str>>, SessionError> {
-        let id = publication.id.clone();
-        if self.fan_out(&mut publication).await? {
-            // The router fans it out (and exports it) or refuses it with
-            // ERROR; the RECEIPT follows the engine's answer.
-            self.route(RouterCommand::Publish {
-                session: self.id,
-                publication,
-                receipt: None,
-            })
-            .await?;
-            self.router_ahead = true;
-            self.await_router().await?;
-        }
-        // Not exported (expired, refused): nothing to wait for.
-        self.context.topics.forget_confirm(&id);
-        if let Ok(Err(message)) = ack.await {
-            return Err(SessionError::new(message, CloseReason::InternalError));
-        }
-        self.receipt(frame).await?;
-        Ok(Some(id))
-    }
-
     /// Fans a topic publication out to the shared index's direct
     /// subscribers, unless the router must handle it whole. Returns whether
-    /// the router must see it (for its own subscriptions, or whole).
+    /// the router must see it (for its own subscriptions, or whole), and,
+    /// with `confirm`, for a live-feed message handed to the cluster engine,
+    /// the engine's confirmation to wait for before the RECEIPT.
     pub(super) async fn fan_out(
         &mut self,
         publication: &mut Publication,
-    ) -> Result<bool, SessionError> {
+        confirm: bool,
+    ) -> Result<(bool, Option<FeedAck>), SessionError> {
         if !matches!(publication.target, SendTarget::Topic(_)) {
-            return Ok(true);
+            return Ok((true, None));
         }
         let persistent_feed = matches!(&publication.target,
             SendTarget::Topic(words) if self.context.topics.is_persistent_feed(words));
@@ -207,7 +154,7 @@ impl Session {
             // live feed's change is stored by the router, and the RECEIPT
             // waits for the sync.
             self.router_ahead = true;
-            return Ok(true);
+            return Ok((true, None));
         }
         self.await_router().await?;
         let defer = self.may_persist(publication);
@@ -221,7 +168,7 @@ impl Session {
             ..
         } = publication
         else {
-            return Ok(true);
+            return Ok((true, None));
         };
         // The message borrows destination and headers (no copies on the
         // publishing path) and gives them back for the router, if needed.
@@ -234,10 +181,13 @@ impl Session {
             expires_at: *expires_at,
         };
         let mut pushed = 0;
-        let published =
-            self.context
-                .topics
-                .publish_counting(words, &mut message, defer, &mut pushed);
+        let (published, feed_ack) = self.context.topics.publish_confirming(
+            words,
+            &mut message,
+            defer,
+            &mut pushed,
+            confirm,
+        );
         let class = self.context.metrics.classes.of(&message.destination);
         self.count_class(|counts| &counts.delivered, class, pushed);
         *destination = message.destination;
@@ -245,11 +195,17 @@ impl Session {
         match published {
             Published::Deferred => {
                 self.router_ahead = true;
-                Ok(true)
+                Ok((true, None))
             }
             Published::Delivered { router_interest } => {
                 publication.delivered_direct = true;
-                Ok(router_interest)
+                Ok((router_interest, None))
+            }
+            // Gone to the cluster engine's feed stream: the router gets it
+            // from there (its client-ack and durable subscriptions).
+            Published::ToEngine => {
+                publication.delivered_direct = true;
+                Ok((false, feed_ack))
             }
         }
     }

@@ -7,9 +7,23 @@ use crate::model::destination::{queue_name, subscribe_target, PatternWord, Subsc
 use crate::queue::{DurableRefusal, DurableSubscribe, QueueArguments, QueueSubscribe};
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
+use std::time::Duration;
 use stomp_protocol::{Frame, Version};
 
 impl Session {
+    /// Whether `pattern` names one destination that a `[[topics.rules]]`
+    /// rule makes a live feed.
+    fn feed_by_rule(&self, pattern: &[PatternWord]) -> bool {
+        let words: Option<Vec<Box<str>>> = pattern
+            .iter()
+            .map(|word| match word {
+                PatternWord::Exact(word) => Some(word.clone()),
+                PatternWord::One | PatternWord::Many => None,
+            })
+            .collect();
+        words.is_some_and(|words| self.context.topics.is_feed_by_rule(&words))
+    }
+
     pub(super) async fn on_subscribe(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
         let destination = required(frame, "destination")?;
         // STOMP 1.0 made `id` optional; the destination then names the subscription.
@@ -66,8 +80,20 @@ impl Session {
             SubscribeTarget::Queue(_) | SubscribeTarget::Subscribers { .. } => None,
         };
         let start = start_at(frame, &target, ack, durable.is_some())?;
+        if let StartAt::Offset { offset, .. } = &start {
+            // On a cluster the offset may come from a node that has read the
+            // engine's feed stream further than this one: wait, briefly,
+            // until this one has (at once on a single broker).
+            let seen = offset.saturating_sub(1);
+            let topics = &self.context.topics;
+            topics.wait_feeds_applied(seen, FEED_CATCH_UP).await;
+        }
         let engine_served = match (&target, &durable) {
             (SubscribeTarget::Queue(queue), _) => Some((queue.clone(), None)),
+            // Feed messages travel on the engine's feed stream, which every
+            // node reads: a durable subscription to a destination a rule
+            // makes a feed stays with this node's router, which hears them.
+            (SubscribeTarget::Topic(pattern), Some(_)) if self.feed_by_rule(pattern) => None,
             (SubscribeTarget::Topic(pattern), Some(durable)) => {
                 Some((destination.to_owned(), Some((durable, pattern))))
             }
@@ -87,6 +113,7 @@ impl Session {
                     SessionError::new("the session has ended", CloseReason::GoingAway)
                 })?,
                 version: self.connected_version(),
+                arguments: arguments.clone(),
             };
             match durable {
                 None => engine
@@ -124,6 +151,24 @@ impl Session {
             return Ok(Flow::Continue);
         }
         self.subscriptions.insert(id.clone(), destination.into());
+        // On a cluster engine a topic SUBSCRIBE with a receipt first waits
+        // until the engine holds the interest, then goes to the router,
+        // which adds it and sends the RECEIPT: other nodes' publications
+        // after the RECEIPT reach it, and no MESSAGE precedes the RECEIPT.
+        // Not for durable ones (not on the engine).
+        let interest = match (&target, &durable) {
+            (SubscribeTarget::Topic(pattern), None) if frame.get("receipt").is_some() => {
+                self.context.topics.export().hold_interest(pattern)
+            }
+            _ => None,
+        };
+        let interest = match interest {
+            Some(mut hold) => {
+                (&mut hold.flushed).await;
+                Some(hold)
+            }
+            None => None,
+        };
         // This session's next direct fan-out must see the new subscription.
         self.router_ahead |= matches!(target, SubscribeTarget::Topic(_));
         self.route(RouterCommand::Subscribe {
@@ -139,6 +184,11 @@ impl Session {
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
+        if interest.is_some() {
+            // The hold is let go once the entry holds the interest itself.
+            self.await_router().await?;
+        }
+        drop(interest);
         Ok(Flow::Continue)
     }
 }
@@ -197,6 +247,11 @@ impl Session {
         }))
     }
 }
+
+/// How long a resuming SUBSCRIBE waits for this node to read the engine's
+/// feed stream up to the client's offset; then it is answered from what
+/// the node has (`x-recovered:false` if that misses the offset).
+const FEED_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// `x-stream-offset` (with `x-epoch`): where a live-feed subscription
 /// starts. Only auto-ack, non-durable topic subscriptions have one (their

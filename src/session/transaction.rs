@@ -151,7 +151,9 @@ impl Session {
                     for operation in operations {
                         match operation {
                             TxOperation::Publish(mut publication) => {
-                                if self.fan_out(&mut publication).await? {
+                                // A COMMIT's RECEIPT does not wait for the
+                                // cluster engine's feed stream.
+                                if self.fan_out(&mut publication, false).await?.0 {
                                     for_router.push(TxOperation::Publish(publication));
                                 }
                             }

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod conformance;
+pub mod traffic;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -76,10 +78,13 @@ pub fn test_config() -> Config {
     config
 }
 
-/// A broker with its own temporary data directory, removed when dropped.
+/// A broker with its own temporary data directory, removed when dropped;
+/// in cluster mode (`conformance`) the first of three nodes, with the
+/// others and the balancer in front of them.
 pub struct TestBroker {
     broker: Broker,
     _data: tempfile::TempDir,
+    cluster: Option<conformance::ClusterTarget>,
 }
 
 impl std::ops::Deref for TestBroker {
@@ -90,12 +95,53 @@ impl std::ops::Deref for TestBroker {
 }
 
 impl TestBroker {
+    /// Where clients connect: the broker's first listener, or in cluster
+    /// mode the balancer (each new connection on the next node).
+    pub fn url(&self) -> String {
+        match &self.cluster {
+            Some(cluster) => cluster.url.clone(),
+            None => self.broker.url(),
+        }
+    }
+
     pub async fn shutdown(self) {
-        self.broker.shutdown().await;
+        match self.cluster {
+            Some(cluster) => cluster.shutdown(self.broker).await,
+            None => self.broker.shutdown().await,
+        }
     }
 }
 
-pub async fn start(mut config: Config) -> TestBroker {
+/// Starts `config`: one broker, or in cluster mode (unless `config` has a
+/// cluster engine already) three nodes on the shared NATS engine behind a
+/// balancer.
+pub async fn start(config: Config) -> TestBroker {
+    let local = config.cluster.engine == stomphub::config::Engine::Local;
+    if !(local && conformance::cluster_mode()) {
+        let (broker, data) = start_one(config).await;
+        return TestBroker {
+            broker,
+            _data: data,
+            cluster: None,
+        };
+    }
+    conformance::refuse_excluded();
+    let prefix = conformance::unique_prefix();
+    let (broker, data) = start_one(conformance::node_config(config.clone(), &prefix, 0)).await;
+    let mut others = Vec::new();
+    for node in 1..conformance::nodes() {
+        others.push(start_one(conformance::node_config(config.clone(), &prefix, node)).await);
+    }
+    let cluster = conformance::balanced(&broker, others).await;
+    TestBroker {
+        broker,
+        _data: data,
+        cluster: Some(cluster),
+    }
+}
+
+/// One broker on `config` with a data directory of its own.
+async fn start_one(mut config: Config) -> (Broker, tempfile::TempDir) {
     let data = tempfile::Builder::new()
         .prefix("stomphub-test-")
         .tempdir()
@@ -104,10 +150,7 @@ pub async fn start(mut config: Config) -> TestBroker {
     // Tests run in parallel: never the fixed default admin port.
     config.admin.address.set_port(0);
     let broker = Broker::start(config).await.expect("broker starts");
-    TestBroker {
-        broker,
-        _data: data,
-    }
+    (broker, data)
 }
 
 pub async fn start_default() -> TestBroker {
@@ -236,6 +279,12 @@ impl Client {
     pub async fn send(&mut self, frame: Frame) {
         let bytes = encode(&frame, self.version);
         self.ws.send(Message::Binary(bytes)).await.expect("send");
+    }
+
+    /// Sends `frame`, ignoring failure: `false` if the connection is gone.
+    pub async fn try_send(&mut self, frame: Frame) -> bool {
+        let bytes = encode(&frame, self.version);
+        self.ws.send(Message::Binary(bytes)).await.is_ok()
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -9,8 +9,9 @@
 //! past the ~28 000 ephemeral ports of one source address, and past a
 //! broker's per-address connection limit.
 
+use crate::message_scan::{self, Scan};
 use crate::Fallible;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -282,15 +283,47 @@ impl Connection {
             if let Some(frame) = self.decoder.decode(&mut self.buffer)? {
                 return Ok(frame);
             }
-            let Link::Ws(ws) = &mut self.ws else {
-                self.read_tcp().await?;
-                continue;
-            };
-            match ws.next().await {
-                Some(Ok(message)) => self.take(message),
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err("connection closed".into()),
+            self.receive().await?;
+        }
+    }
+
+    /// The body of the next frame, which must be a MESSAGE: found without
+    /// decoding its headers when it is a regular one (see `message_scan`).
+    pub async fn next_message_body(&mut self) -> Fallible<Bytes> {
+        self.flush().await?;
+        loop {
+            // The decoder keeps progress only on a frame that is not a
+            // MESSAGE at the head of the buffer, which the scan leaves to it.
+            match message_scan::scan(&self.buffer) {
+                Scan::Message { body, end } => {
+                    return Ok(self.buffer.split_to(end).freeze().slice(body));
+                }
+                Scan::Incomplete => {}
+                Scan::Other => {
+                    if let Some(frame) = self.decoder.decode(&mut self.buffer)? {
+                        if frame.command != Command::Message {
+                            return Err(format!("subscriber: {:?}", frame.get("message")).into());
+                        }
+                        return Ok(frame.body);
+                    }
+                }
             }
+            self.receive().await?;
+        }
+    }
+
+    /// Waits for more bytes from the broker.
+    async fn receive(&mut self) -> Fallible<()> {
+        let Link::Ws(ws) = &mut self.ws else {
+            return self.read_tcp().await;
+        };
+        match ws.next().await {
+            Some(Ok(message)) => {
+                self.take(message);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e.into()),
+            None => Err("connection closed".into()),
         }
     }
 

@@ -19,6 +19,7 @@ mod delivery;
 mod fanout;
 mod idle;
 mod late_joiners;
+mod message_scan;
 mod micro;
 mod mqtt;
 mod nats;

@@ -99,11 +99,7 @@ impl PubSub for Connection {
     }
 
     async fn next_body(&mut self) -> Fallible<Bytes> {
-        let frame = self.next().await?;
-        if frame.command != Command::Message {
-            return Err(format!("subscriber: {:?}", frame.get("message")).into());
-        }
-        Ok(frame.body)
+        self.next_message_body().await
     }
 
     fn received_bytes(&self) -> u64 {
