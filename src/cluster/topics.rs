@@ -9,7 +9,7 @@
 //! The connection is made with `no_echo`: a node never hears its own.
 //!
 //! Incoming: each subscription entry of the index (auto-ack and
-//! client-ack; durable ones are for a later stage) maps to one subject
+//! client-ack; durable ones live in the engine, `durables.rs`) maps to one subject
 //! (`subject::pattern_subject`); subjects are ref-counted over the entries,
 //! and one task keeps a NATS subscription per subject in use (the table:
 //! `interest.rs`). NATS sends a
@@ -22,7 +22,9 @@
 //! local subscribers only, never exported again.
 //!
 //! Live-feed messages (`export_feed`) take the same outgoing queue to the
-//! feed stream's subjects instead (`feeds.rs` reads them back).
+//! feed stream's subjects instead (`feeds.rs` reads them back), and a
+//! persistent topic SEND with a receipt goes out as a JetStream publish
+//! (`confirm.rs`); the queue's task is in `outgoing.rs`.
 
 use super::confirm::{Confirm, Confirms};
 use super::counts::Counts;
