@@ -213,6 +213,9 @@ impl Broker {
         })
         .map_err(invalid)?;
         if let Some(inbound) = inbound {
+            if let Some((_, queue_client, _)) = &engine {
+                inbound.share_counts(queue_client.clone(), router.clone());
+            }
             inbound.spawn(topics.clone(), router.clone());
         }
         if let Some(feed_stream) = feed_stream {

@@ -319,9 +319,15 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
     let epoch = before[2].get("x-epoch").expect("epoch").to_owned();
     drop(fan); // a forced disconnect: no DISCONNECT, the socket just goes
                // Node 2's own live subscriber: it tells when node 2 has read 4..6.
+               // From after 3, not `next`: node 2 may not have read 1..3 yet.
     let mut watch2 = Client::connect(&node2.url()).await;
+    let after_seen = format!("offset={}", seen + 1);
     watch2
-        .subscribe_with("w", "/topic/game.1", &[("x-stream-offset", "next")])
+        .subscribe_with(
+            "w",
+            "/topic/game.1",
+            &[("x-stream-offset", &after_seen), ("x-epoch", &epoch)],
+        )
         .await;
 
     // Missed meanwhile, published on node 1, with another destination's

@@ -1,6 +1,6 @@
 //! The task of one queue subscription on JetStream: it pulls from the
-//! queue's shared consumer and delivers (its shared state:
-//! `subscription.rs`).
+//! queue's shared consumer (or a durable topic subscription's own one) and
+//! delivers (its shared state: `subscription.rs`).
 //!
 //! The task pulls at most what the subscription has credit for: with
 //! `client` and `client-individual`, `prefetch` minus its unsettled
@@ -21,6 +21,7 @@ use super::pulls::PullTask;
 use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
+use crate::model::destination::{pattern_matches, TOPIC_PREFIX};
 use crate::model::message::epoch_ms;
 use crate::queue::QueueArguments;
 use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
@@ -37,7 +38,10 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The queue a subscription pulls from.
 pub(super) struct Queue {
-    pub(super) definitions: Arc<Definitions>,
+    /// Where a lost queue consumer is made again; `None` for a durable
+    /// topic subscription, whose consumer is gone only if deleted on
+    /// purpose (UNSUBSCRIBE, a re-bind on another node).
+    pub(super) definitions: Option<Arc<Definitions>>,
     /// The queue's name (without `/queue/`).
     pub(super) name: String,
     /// Its shared JetStream consumer.
@@ -50,8 +54,10 @@ impl Queue {
     /// an update that changes nothing if it is there. Failing (the engine
     /// unreachable), the next pull tries again.
     async fn remake(&mut self) {
-        match self
-            .definitions
+        let Some(definitions) = &self.definitions else {
+            return;
+        };
+        match definitions
             .consumer(&self.name, &QueueArguments::default())
             .await
         {
@@ -179,6 +185,20 @@ async fn deliver(
     if decoded.expired(epoch_ms()) {
         let _ = acker.ack().await;
         return false;
+    }
+    // A durable subscription's consumer filter is wider than its pattern
+    // when a `#` comes before the last word.
+    if let Some(durable) = &subscription.durable {
+        let words: Vec<&str> = decoded
+            .destination
+            .strip_prefix(TOPIC_PREFIX)
+            .unwrap_or(&decoded.destination)
+            .split('.')
+            .collect();
+        if !pattern_matches(&durable.pattern, &words) {
+            let _ = acker.ack().await;
+            return false;
+        }
     }
     if delivered > i64::from(dead_letters.max_deliver) {
         if let Some(target) = &dead_letters.target {

@@ -7,12 +7,14 @@
 //! reads the winner's. Each node caches a definition once read (they do
 //! not change: the consumer is updated with the same metadata).
 
-use super::subject::{queue_consumer, queue_subject};
+use super::subject::{queue_consumer, queue_subject, queues_pattern};
+use crate::config::ClusterConfig;
 use crate::queue::QueueArguments;
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream::{self, consumer, stream};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+use tracing::{debug, info};
 
 /// The metadata keys (RabbitMQ's argument names).
 const MESSAGE_TTL: &str = "x-message-ttl";
@@ -145,6 +147,53 @@ fn read(metadata: &HashMap<String, String>) -> QueueArguments {
         dead_letter: metadata.get(DEAD_LETTER).cloned(),
         ..QueueArguments::default()
     }
+}
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Creates (or updates) the stream holding every queue; returns its name.
+pub(super) async fn queue_stream(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<String, String> {
+    let stream = format!("{}_queues", config.subject_prefix.replace('.', "_"));
+    let stream_config = stream::Config {
+        name: stream.clone(),
+        subjects: vec![queues_pattern(&config.subject_prefix)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+        duplicate_window: DUPLICATE_WINDOW,
+        // Full: refuse new messages. Dropping old ones (the default) would
+        // lose messages whose SENDs were receipted.
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    // A JetStream cluster that has just started may not have elected its
+    // meta leader yet: try again until `connect_timeout` is over.
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    loop {
+        match jetstream
+            .create_or_update_stream(stream_config.clone())
+            .await
+        {
+            Ok(_) => break,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                return Err(format!(
+                "cluster: cannot create the queue stream '{stream}' (cluster.replicas {}): {error}",
+                config.replicas
+            ))
+            }
+        }
+    }
+    info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
+    Ok(stream)
 }
 
 #[cfg(test)]

@@ -122,6 +122,16 @@ impl Interest {
         (table.generation, table.counts.keys().cloned().collect())
     }
 
+    /// Index entries per subject (a SUBSCRIBE's hold not counted), for
+    /// other nodes' subscriber counts.
+    pub(super) fn counts(&self) -> HashMap<Arc<str>, usize> {
+        let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
+        for subject in self.table().by_key.values() {
+            *counts.entry(subject.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     /// Resolves once the server has confirmed the subjects of the
     /// generation `wanted` (or the interest task has ended).
     pub(super) fn flushed(&self, wanted: u64) -> InterestFlushed {

@@ -5,15 +5,20 @@
 //! ([`topics`]: the `TopicExport` half for the index, the inbound half
 //! started once the index exists), and queues on JetStream ([`queues`]:
 //! the session's `queue::QueueEngine`, each subscription pulling in
-//! `consumer`), and live-feed state on JetStream ([`feeds`]: one stream,
+//! `consumer`; durable topic subscriptions too, on their own stream:
+//! `durables`), and live-feed state on JetStream ([`feeds`]: one stream,
 //! read in order by every node into its mirror). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
+mod confirm;
 mod consumer;
+mod counts;
 mod dead_letters;
 mod definitions;
+mod durables;
 mod feeds;
 mod interest;
+mod outgoing;
 mod publish;
 mod pulls;
 mod queues;

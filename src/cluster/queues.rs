@@ -25,10 +25,11 @@ use super::consumer::Queue;
 use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
+use super::durables::Durables;
 use super::publish::Publication;
 use super::pulls::PullTasks;
-use super::subject::{queue_subject, queues_pattern};
-use super::subscription::{Pending, Subscription};
+use super::subject::queue_subject;
+use super::subscription::{DurableBinding, Subscription};
 use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
@@ -36,16 +37,14 @@ use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::{epoch_ms, Message};
 use crate::model::session_id::SessionId;
 use crate::queue::{
-    DeliveryKey, EngineAck, EngineFuture, QueueEngine, QueuePolicy, QueueSend, QueueSubscribe,
+    DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, QueueArguments,
+    QueueEngine, QueuePolicy, QueueSend, QueueSettings, QueueSubscribe,
 };
-use async_nats::jetstream::{self, stream, AckKind};
+use async_nats::jetstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tracing::{debug, info, warn};
-
-/// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+use tracing::warn;
 
 /// Queues on JetStream, shared by every session of the node.
 pub struct NatsQueues {
@@ -67,6 +66,8 @@ pub struct NatsQueues {
     definitions: Arc<Definitions>,
     /// The subscriptions' pull tasks, waited for at shutdown.
     pulls: PullTasks,
+    /// Durable topic subscriptions' stream and consumers.
+    durables: Durables,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -79,43 +80,10 @@ pub async fn queues(
     policy: QueuePolicy,
 ) -> Result<Arc<NatsQueues>, String> {
     let jetstream = jetstream::new(client);
-    let stream = format!("{}_queues", config.subject_prefix.replace('.', "_"));
-    let stream_config = stream::Config {
-        name: stream.clone(),
-        subjects: vec![queues_pattern(&config.subject_prefix)],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        num_replicas: config.replicas,
-        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
-        duplicate_window: DUPLICATE_WINDOW,
-        // Full: refuse new messages. Dropping old ones (the default) would
-        // lose messages whose SENDs were receipted.
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    };
-    // A JetStream cluster that has just started may not have elected its
-    // meta leader yet: try again until `connect_timeout` is over.
-    let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    loop {
-        match jetstream
-            .create_or_update_stream(stream_config.clone())
-            .await
-        {
-            Ok(_) => break,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(error) => {
-                return Err(format!(
-                "cluster: cannot create the queue stream '{stream}' (cluster.replicas {}): {error}",
-                config.replicas
-            ))
-            }
-        }
-    }
-    info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
+    let stream = super::definitions::queue_stream(&jetstream, config).await?;
+    let durables = Durables::open(jetstream.clone(), config).await?;
     Ok(Arc::new(NatsQueues {
+        durables,
         jetstream: jetstream.clone(),
         prefix: config.subject_prefix.clone(),
         max_deliver: config.max_deliver,
@@ -229,24 +197,38 @@ impl NatsQueues {
         // The queue's definition wins over this SUBSCRIBE's arguments
         // unless this SUBSCRIBE creates the queue, as on one node.
         let (consumer, definition) = self.definitions.consumer(&name, &request.arguments).await?;
-        let (session, id) = (request.session, request.id.clone());
         let settings = self.policy.settings_for(&request.destination, &definition);
+        let dead_letter = settings.dead_letter.clone();
+        let queue = Queue {
+            definitions: Some(self.definitions.clone()),
+            name,
+            consumer,
+        };
+        self.serve(request, queue, &settings, dead_letter, None);
+        Ok(())
+    }
+
+    /// Registers `request` and starts its pull task on `queue`.
+    fn serve(
+        &self,
+        request: QueueSubscribe,
+        queue: Queue,
+        settings: &QueueSettings,
+        dead_letter: Option<String>,
+        durable: Option<DurableBinding>,
+    ) {
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
             prefix: self.prefix.clone(),
             max_deliver: self.max_deliver,
-            target: settings.dead_letter.clone(),
+            target: dead_letter,
         };
-        let (subscription, served) = Subscription::new(request, &settings);
+        let (session, id) = (request.session, request.id.clone());
+        let (subscription, served) = Subscription::new(request, settings, durable);
         self.sessions()
             .entry(session)
             .or_default()
             .insert(id, subscription.clone());
-        let queue = Queue {
-            definitions: self.definitions.clone(),
-            name,
-            consumer,
-        };
         tokio::spawn(super::consumer::pull_loop(
             queue,
             subscription,
@@ -254,22 +236,16 @@ impl NatsQueues {
             dead_letters,
             self.pulls.enter(),
         ));
-        Ok(())
     }
 
-    /// Settles `pending` (ACK, or NACK with the configured delay).
-    async fn settle_all(&self, subscription: &Subscription, pending: Vec<Pending>, nack: bool) {
-        for delivery in pending {
-            let kind = if nack {
-                let delay = subscription.nack_delay(delivery.delivered);
-                AckKind::Nak(Some(delay).filter(|d| !d.is_zero()))
-            } else {
-                AckKind::Ack
-            };
-            if let Err(error) = delivery.acker.ack_with(kind).await {
-                warn!(%error, "queue engine: an acknowledgement did not go out; the message comes back after ack_wait");
-            }
+    /// Takes subscription `id` of `session` out of the table.
+    fn remove(&self, session: SessionId, id: &str) -> Option<Arc<Subscription>> {
+        let mut sessions = self.sessions();
+        let removed = sessions.get_mut(&session).and_then(|s| s.remove(id));
+        if sessions.get(&session).is_some_and(HashMap::is_empty) {
+            sessions.remove(&session);
         }
+        removed
     }
 
     /// Ends `subscription`: its task hands its unsettled deliveries back
@@ -304,28 +280,69 @@ impl QueueEngine for NatsQueues {
             // one of the subscription; `client-individual` only this one.
             let cumulative = subscription.ack == AckMode::Client;
             let pending = subscription.take(index, cumulative);
-            self.settle_all(&subscription, pending, nack).await;
+            subscription.settle(pending, nack).await;
             Some(Ok(()))
         })
     }
 
     fn unsubscribe<'a>(&'a self, session: SessionId, id: &'a str) -> EngineFuture<'a, bool> {
         Box::pin(async move {
-            let removed = {
-                let mut sessions = self.sessions();
-                let removed = sessions.get_mut(&session).and_then(|s| s.remove(id));
-                if sessions.get(&session).is_some_and(HashMap::is_empty) {
-                    sessions.remove(&session);
-                }
-                removed
-            };
-            match removed {
+            match self.remove(session, id) {
                 Some(subscription) => {
                     self.end(subscription).await;
                     true
                 }
                 None => false,
             }
+        })
+    }
+
+    fn subscribe_durable(
+        &self,
+        subscribe: DurableSubscribe,
+    ) -> EngineFuture<'_, Result<(), DurableRefusal>> {
+        Box::pin(async move {
+            let (request, consumer, binding) = self.durables.prepare(subscribe).await?;
+            let settings = self
+                .policy
+                .settings_for(&request.destination, &QueueArguments::default());
+            let queue = Queue {
+                definitions: None,
+                name: binding.consumer.clone(),
+                consumer,
+            };
+            // No dead letters: delivered until acknowledged.
+            self.serve(request, queue, &settings, None, Some(binding));
+            Ok(())
+        })
+    }
+
+    fn remove_durable<'a>(
+        &'a self,
+        session: SessionId,
+        id: &'a str,
+    ) -> EngineFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let is_durable = self
+                .sessions()
+                .get(&session)
+                .and_then(|s| s.get(id))
+                .is_some_and(|s| s.durable.is_some());
+            if !is_durable {
+                return Ok(false);
+            }
+            let Some(subscription) = self.remove(session, id) else {
+                return Ok(false);
+            };
+            // What it held goes with its consumer (its task's hand-back,
+            // after its last pull, finds the consumer gone).
+            subscription.stop();
+            if let Some(durable) = &subscription.durable {
+                self.durables.delete(&durable.consumer).await.map_err(|e| {
+                    format!("durable subscription not deleted: the engine is unreachable ({e})")
+                })?;
+            }
+            Ok(true)
         })
     }
 
@@ -359,6 +376,14 @@ impl QueueEngine for NatsQueues {
             }
             if let Err(error) = self.jetstream.client().flush().await {
                 warn!(%error, "queue engine: hand-backs not flushed at shutdown; they come back after ack_wait");
+            }
+        })
+    }
+
+    fn sent(&self) -> EngineFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.jetstream.client().flush().await {
+                warn!(%error, "queue engine: acknowledgements not flushed; they may come late");
             }
         })
     }

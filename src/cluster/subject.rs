@@ -56,6 +56,14 @@ pub fn queue_consumer(name: &str) -> String {
     consumer
 }
 
+/// The durable consumer name of durable topic subscription `key`
+/// (`<client-id>/<name>`), encoded as a queue's is.
+pub fn durable_consumer(key: &str) -> String {
+    let mut consumer = String::from("d-");
+    push_word(&mut consumer, key);
+    consumer
+}
+
 /// Between the prefix and a live-feed destination's words: the subjects
 /// of the engine's feed stream, apart from the plain topics' ones so that
 /// a feed message is never also heard as a core topic message.

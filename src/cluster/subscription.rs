@@ -5,6 +5,7 @@
 //! stops (UNSUBSCRIBE, the session's end).
 
 use crate::model::ack_mode::AckMode;
+use crate::model::destination::PatternWord;
 use crate::outbound::OutboundSender;
 use crate::queue::{DeliveryKey, QueueSettings, QueueSubscribe};
 use async_nats::jetstream::{message::Acker, AckKind};
@@ -37,10 +38,21 @@ struct State {
     outbound: Option<OutboundSender>,
 }
 
-/// A queue subscription served by the engine.
+/// What a durable topic subscription adds to a queue-like one.
+pub(super) struct DurableBinding {
+    /// Its JetStream consumer (deleted by an UNSUBSCRIBE that removes it).
+    pub(super) consumer: String,
+    /// Its topic pattern: the consumer's filter is wider for a `#` before
+    /// the last word, so deliveries are matched again.
+    pub(super) pattern: Vec<PatternWord>,
+}
+
+/// A queue (or durable topic) subscription served by the engine.
 pub struct Subscription {
     /// How its deliveries are settled.
     pub(super) ack: AckMode,
+    /// Set for a durable topic subscription.
+    pub(super) durable: Option<DurableBinding>,
     /// A leaf lock, never held across `.await`.
     state: Mutex<State>,
     /// Credit of `client`/`client-individual` subscriptions: `prefetch`
@@ -86,10 +98,12 @@ impl Subscription {
     pub(super) fn new(
         request: QueueSubscribe,
         settings: &QueueSettings,
+        durable: Option<DurableBinding>,
     ) -> (Arc<Subscription>, Served) {
         let (stop_tx, stopped) = watch::channel(false);
         let subscription = Subscription {
             ack: request.ack,
+            durable,
             state: Mutex::new(State {
                 pending: VecDeque::new(),
                 outbound: Some(request.outbound),
@@ -179,6 +193,21 @@ impl Subscription {
             None => {
                 refused.push(pending.acker);
                 None
+            }
+        }
+    }
+
+    /// Settles `pending` (ACK, or NACK with the configured delay).
+    pub(super) async fn settle(&self, pending: Vec<Pending>, nack: bool) {
+        for delivery in pending {
+            let kind = if nack {
+                let delay = self.nack_delay(delivery.delivered);
+                AckKind::Nak(Some(delay).filter(|d| !d.is_zero()))
+            } else {
+                AckKind::Ack
+            };
+            if let Err(error) = delivery.acker.ack_with(kind).await {
+                warn!(%error, "queue engine: an acknowledgement did not go out; the message comes back after ack_wait");
             }
         }
     }

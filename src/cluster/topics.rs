@@ -9,7 +9,7 @@
 //! The connection is made with `no_echo`: a node never hears its own.
 //!
 //! Incoming: each subscription entry of the index (auto-ack and
-//! client-ack; durable ones are for a later stage) maps to one subject
+//! client-ack; durable ones live in the engine, `durables.rs`) maps to one subject
 //! (`subject::pattern_subject`); subjects are ref-counted over the entries,
 //! and one task keeps a NATS subscription per subject in use (the table:
 //! `interest.rs`). NATS sends a
@@ -22,13 +22,18 @@
 //! local subscribers only, never exported again.
 //!
 //! Live-feed messages (`export_feed`) take the same outgoing queue to the
-//! feed stream's subjects instead (`feeds.rs` reads them back).
+//! feed stream's subjects instead (`feeds.rs` reads them back), and a
+//! persistent topic SEND with a receipt goes out as a JetStream publish
+//! (`confirm.rs`); the queue's task is in `outgoing.rs`.
 
-use super::feeds::{confirmation, not_stored};
+use super::confirm::{Confirm, Confirms};
+use super::counts::Counts;
+use super::feeds::confirmation;
 use super::interest::Interest;
+use super::outgoing::Outgoing;
 use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
-use crate::fanout::{FeedAck, IndexKey, InterestHold, TopicExport, TopicIndex};
+use crate::fanout::{ExportAck, FeedAck, IndexKey, InterestHold, TopicExport, TopicIndex};
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
@@ -52,17 +57,6 @@ const MAX_OUTGOING_BYTES: usize = 64 << 20;
 /// (the client subscribes again on reconnect by itself).
 const MAX_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
-/// One message on its way to the engine.
-#[derive(Debug)]
-struct Outgoing {
-    subject: String,
-    payload: Bytes,
-    /// A feed message whose SEND waits for the feed stream's PubAck: it
-    /// is published through JetStream and the PubAck's future (or why it
-    /// could not be sent) goes here.
-    confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
-}
-
 /// The export half: the topic index's [`TopicExport`] on a NATS engine.
 #[derive(Debug)]
 pub struct NatsTopics {
@@ -74,6 +68,10 @@ pub struct NatsTopics {
     /// Messages not sent to other nodes because the queue was full.
     dropped: AtomicU64,
     interest: Arc<Interest>,
+    /// Other nodes' subscriptions (`counts.rs`).
+    counts: Arc<Counts>,
+    /// Confirmations asked for (`confirm.rs`).
+    confirms: Confirms,
 }
 
 /// The inbound half, started once the index exists.
@@ -84,6 +82,7 @@ pub struct Inbound {
     outgoing_rx: mpsc::Receiver<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
     interest: Arc<Interest>,
+    counts: Arc<Counts>,
 }
 
 /// Both halves of topics on `client`, under `prefix`.
@@ -92,6 +91,7 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
     let prefix: Arc<str> = prefix.into();
     let outgoing_bytes = Arc::new(AtomicUsize::new(0));
     let interest = Arc::new(Interest::default());
+    let counts = Arc::new(Counts::new(prefix.clone()));
     (
         NatsTopics {
             prefix: prefix.clone(),
@@ -99,6 +99,8 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
             outgoing_bytes: outgoing_bytes.clone(),
             dropped: AtomicU64::new(0),
             interest: interest.clone(),
+            counts: counts.clone(),
+            confirms: Confirms::default(),
         },
         Inbound {
             client,
@@ -106,6 +108,7 @@ pub fn topics(client: async_nats::Client, prefix: &str) -> (NatsTopics, Inbound)
             outgoing_rx,
             outgoing_bytes,
             interest,
+            counts,
         },
     )
 }
@@ -118,6 +121,7 @@ impl NatsTopics {
         subject: String,
         message: &Message,
         confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
+        kept: Option<Confirm>,
     ) {
         let payload = wire::encode(message);
         let size = payload.len();
@@ -126,9 +130,19 @@ impl NatsTopics {
             subject,
             payload,
             confirm,
+            kept,
+        };
+        let refused = match queued + size > MAX_OUTGOING_BYTES {
+            true => Some(outgoing),
+            false => self
+                .outgoing_tx
+                .try_send(outgoing)
+                .err()
+                .map(|e| e.into_inner()),
         };
         // Dropped when not queued: a waiting SEND then hears it failed.
-        if queued + size > MAX_OUTGOING_BYTES || self.outgoing_tx.try_send(outgoing).is_err() {
+        if let Some(refused) = refused {
+            super::confirm::refuse(refused.kept);
             self.outgoing_bytes.fetch_sub(size, Ordering::AcqRel);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged at 1, 2, 4, 8, ...: a flood cannot flood the log.
@@ -144,7 +158,8 @@ impl NatsTopics {
 
 impl TopicExport for NatsTopics {
     fn export(&self, words: &[Box<str>], message: &Message) {
-        self.queue(topic_subject(&self.prefix, words), message, None);
+        let kept = self.confirms.take(&message.id);
+        self.queue(topic_subject(&self.prefix, words), message, None, kept);
     }
 
     fn export_feed(&self, words: &[Box<str>], message: &Message, confirm: bool) -> Option<FeedAck> {
@@ -152,11 +167,11 @@ impl TopicExport for NatsTopics {
         // across both.
         let subject = feed_subject(&self.prefix, words);
         if !confirm {
-            self.queue(subject, message, None);
+            self.queue(subject, message, None, None);
             return None;
         }
         let (confirm_tx, confirm_rx) = oneshot::channel();
-        self.queue(subject, message, Some(confirm_tx));
+        self.queue(subject, message, Some(confirm_tx), None);
         Some(confirmation(confirm_rx))
     }
 
@@ -167,6 +182,18 @@ impl TopicExport for NatsTopics {
 
     fn unsubscribed(&self, key: &IndexKey) {
         self.interest.remove(key);
+    }
+
+    fn remote_subscribers(&self, words: &[Box<str>]) -> usize {
+        self.counts.elsewhere(words)
+    }
+
+    fn confirm(&self, id: &Arc<str>) -> Option<ExportAck> {
+        Some(self.confirms.ask(id))
+    }
+
+    fn forget_confirm(&self, id: &Arc<str>) {
+        let _ = self.confirms.take(id);
     }
 
     fn hold_interest(&self, pattern: &[PatternWord]) -> Option<InterestHold> {
@@ -181,6 +208,17 @@ impl TopicExport for NatsTopics {
 }
 
 impl Inbound {
+    /// Shares this node's subscriber counts, hears the other nodes' (`counts.rs`).
+    pub fn share_counts(&self, client: async_nats::Client, router: RouterHandle) {
+        let interest = self.interest.clone();
+        super::counts::spawn(
+            self.counts.clone(),
+            move || interest.counts(),
+            client,
+            router,
+        );
+    }
+
     /// Starts the publishing task and the interest task (which starts one
     /// reader per subscribed subject), all delivering into `index`, and
     /// through `router` to its client-ack subscriptions.
@@ -191,9 +229,10 @@ impl Inbound {
             outgoing_rx,
             outgoing_bytes,
             interest,
+            ..
         } = self;
         let jetstream = async_nats::jetstream::new(client.clone());
-        tokio::spawn(publish_loop(
+        tokio::spawn(super::outgoing::publish_loop(
             client.clone(),
             jetstream,
             outgoing_rx,
@@ -201,47 +240,6 @@ impl Inbound {
         ));
         let local = Local { index, router };
         tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
-    }
-}
-
-/// Publishes what `export` queued, in order, on the one connection.
-async fn publish_loop(
-    client: async_nats::Client,
-    jetstream: async_nats::jetstream::Context,
-    mut outgoing_rx: mpsc::Receiver<Outgoing>,
-    outgoing_bytes: Arc<AtomicUsize>,
-) {
-    let mut batch = Vec::with_capacity(256);
-    let mut refused: u64 = 0;
-    while outgoing_rx.recv_many(&mut batch, 256).await > 0 {
-        for Outgoing {
-            subject,
-            payload,
-            confirm,
-        } in batch.drain(..)
-        {
-            outgoing_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
-            if let Some(confirm_tx) = confirm {
-                // In line with the rest (order holds); the PubAck is
-                // awaited by the SEND, not here.
-                let sent = jetstream
-                    .publish(subject, payload)
-                    .await
-                    .map_err(|e| not_stored(&e));
-                let _ = confirm_tx.send(sent);
-                continue;
-            }
-            // Waits while the client's own buffer is full (reconnecting);
-            // our bounded queue takes the rest.
-            if let Err(error) = client.publish(subject, payload).await {
-                // Too large for the server's max_payload (warned at start)
-                // or the client closed for good. Logged at 1, 2, 4, 8, ...
-                refused += 1;
-                if refused.is_power_of_two() {
-                    warn!(%error, refused, "topic message not published to the engine");
-                }
-            }
-        }
     }
 }
 

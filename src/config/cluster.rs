@@ -64,6 +64,9 @@ pub struct ClusterConfig {
     pub max_deliver: u32,
     /// Bytes one queue stream may hold (on each of its replicas).
     pub max_bytes: u64,
+    /// Bytes the durable topic subscriptions' stream may hold (on each of
+    /// its replicas); past it, new topic messages are not kept for them.
+    pub durable_max_bytes: u64,
     /// How long a receipted or persistent queue SEND may wait for the
     /// engine to store it: published again (deduplicated) while the queue
     /// stream elects a leader; past it, ERROR.
@@ -88,6 +91,7 @@ impl Default for ClusterConfig {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             max_bytes: 1024 * 1024 * 1024,
+            durable_max_bytes: 1024 * 1024 * 1024,
             publish_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
         }
@@ -158,6 +162,13 @@ impl ClusterConfig {
                 i64::MAX
             ));
         }
+        if self.durable_max_bytes == 0 || i64::try_from(self.durable_max_bytes).is_err() {
+            return Err(format!(
+                "cluster.durable_max_bytes is {}; it must be between 1 and {}",
+                self.durable_max_bytes,
+                i64::MAX
+            ));
+        }
         if let Some(tls) = &self.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {
                 return Err("cluster.tls: cert_file and key_file go together".into());
@@ -220,6 +231,7 @@ mod tests {
             ("ack_wait = \"0s\"", "cluster.ack_wait"),
             ("max_deliver = 0", "cluster.max_deliver"),
             ("max_bytes = 0", "cluster.max_bytes"),
+            ("durable_max_bytes = 0", "cluster.durable_max_bytes"),
             ("bogus = 1", "unknown field `bogus`"),
             (
                 "[cluster.tls]\ncert_file = \"c.pem\"",

@@ -6,6 +6,12 @@ use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+/// Resolves once the engine has what [`TopicExport::confirm`] asked about
+/// (`Err`: the ERROR message for the client); a dropped sender: nothing to
+/// confirm (the message was not exported).
+pub type ExportAck = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 /// The engine's word on one feed message: `Ok` with the message's stream
 /// sequence once it has stored it (a JetStream PubAck), `Err` (what to tell
@@ -68,6 +74,22 @@ pub trait TopicExport: Send + Sync + std::fmt::Debug {
 
     /// The subscription entry `key` has left the index.
     fn unsubscribed(&self, _key: &IndexKey) {}
+
+    /// Asks that the message with `id`, when exported, be confirmed by the
+    /// engine where it keeps messages (durable subscriptions): the RECEIPT
+    /// of a persistent topic SEND waits for it. `None`: nothing to wait for.
+    fn confirm(&self, _id: &Arc<str>) -> Option<ExportAck> {
+        None
+    }
+
+    /// Withdraws a [`confirm`](Self::confirm) whose message was not exported.
+    fn forget_confirm(&self, _id: &Arc<str>) {}
+
+    /// Subscriptions on other brokers a message to topic `words` would
+    /// reach, as far as this one knows (for `/meta/subscribers/` counts).
+    fn remote_subscribers(&self, _words: &[Box<str>]) -> usize {
+        0
+    }
 
     /// Hands `message`, published to the feed destination `words`, to the
     /// engine's feed stream. Called INSTEAD of local pushes and `export`

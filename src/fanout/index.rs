@@ -110,10 +110,15 @@ impl TopicIndex {
         self.feeds.is_persistent(words)
     }
 
-    /// Interest in `pattern` held at the export seam ahead of its entry
-    /// ([`TopicExport::hold_interest`]).
-    pub fn hold_interest(&self, pattern: &[PatternWord]) -> Option<super::export::InterestHold> {
-        self.export.hold_interest(pattern)
+    /// The export seam (the cluster engine, or [`LocalOnly`](super::LocalOnly)):
+    /// confirmations, other nodes' counts, interest held ahead of an entry.
+    pub fn export(&self) -> &dyn TopicExport {
+        &*self.export
+    }
+
+    /// Whether a `[[topics.rules]]` rule makes topic `words` a live feed.
+    pub fn is_feed_by_rule(&self, words: &[Box<str>]) -> bool {
+        self.feeds.policy_for(words).is_some()
     }
 
     /// Auto-ack subscriptions a publication to `words` reaches now.

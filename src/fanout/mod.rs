@@ -44,7 +44,7 @@ mod start_at;
 mod subscriber;
 pub mod topic_trie;
 
-pub use export::{FeedAck, InterestFlushed, InterestHold, LocalOnly, TopicExport};
+pub use export::{ExportAck, FeedAck, InterestFlushed, InterestHold, LocalOnly, TopicExport};
 pub use feeds::Feeds;
 pub use index::{IndexKey, IndexWriter, Interest, Published, TopicIndex};
 pub use rate_cap::RateCap;

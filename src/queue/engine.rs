@@ -11,6 +11,7 @@
 
 use super::settings::QueueArguments;
 use crate::model::ack_mode::AckMode;
+use crate::model::destination::PatternWord;
 use crate::model::session_id::SessionId;
 use crate::outbound::OutboundSender;
 use bytes::Bytes;
@@ -77,6 +78,29 @@ pub struct QueueSubscribe {
     pub start: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// A durable topic SUBSCRIBE, as the engine serves it: a queue-like
+/// subscription on the topic's destination, kept under `key`.
+#[derive(Debug)]
+pub struct DurableSubscribe {
+    /// The subscription as for a queue (its destination is the topic's).
+    pub subscribe: QueueSubscribe,
+    /// `<client-id>/<name>`: what names it across connections and nodes.
+    pub key: String,
+    /// Its owner (`Principal::to_record`): anyone else gets ERROR.
+    pub owner: String,
+    /// The topic pattern it collects.
+    pub pattern: Vec<PatternWord>,
+}
+
+/// Why the engine refused a durable SUBSCRIBE.
+#[derive(Debug)]
+pub enum DurableRefusal {
+    /// Not the client's to use (another principal's): close 1008.
+    Policy(String),
+    /// The engine failed (unreachable, full).
+    Engine(String),
+}
+
 /// How an ACK or NACK names a delivery.
 #[derive(Debug, Clone, Copy)]
 pub enum DeliveryKey<'a> {
@@ -96,6 +120,22 @@ pub trait QueueEngine: Send + Sync {
 
     /// Starts serving a queue subscription; `Err` is the ERROR message.
     fn subscribe(&self, subscribe: QueueSubscribe) -> EngineFuture<'_, Result<(), String>>;
+
+    /// Starts serving a durable topic subscription, creating (or re-binding)
+    /// it first.
+    fn subscribe_durable(
+        &self,
+        subscribe: DurableSubscribe,
+    ) -> EngineFuture<'_, Result<(), DurableRefusal>>;
+
+    /// Ends one of its durable subscriptions as `unsubscribe` does, and
+    /// deletes it with what it collected; false if it is not the engine's
+    /// durable subscription (`Err` is the ERROR message).
+    fn remove_durable<'a>(
+        &'a self,
+        session: SessionId,
+        id: &'a str,
+    ) -> EngineFuture<'a, Result<bool, String>>;
 
     /// Whether `key` names one of the session's unsettled deliveries of
     /// this engine.
@@ -126,4 +166,10 @@ pub trait QueueEngine: Send + Sync {
     /// still arrives is handed back), and sends what is still buffered, so
     /// that every hand-back reaches it before the process exits.
     fn flush(&self) -> EngineFuture<'_, ()>;
+
+    /// Sends what is buffered for the engine and waits until it is on the
+    /// way to the server: before the RECEIPT of an ACK or NACK of the
+    /// engine's deliveries, so that the settlement precedes what the client
+    /// does after it. Not the shutdown step ([`flush`](Self::flush)).
+    fn sent(&self) -> EngineFuture<'_, ()>;
 }

@@ -17,7 +17,10 @@ use crate::config::Overflow;
 use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::store::{QueueId, Sequence};
-pub use engine::{DeliveryKey, EngineAck, EngineFuture, QueueEngine, QueueSend, QueueSubscribe};
+pub use engine::{
+    DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, QueueEngine, QueueSend,
+    QueueSubscribe,
+};
 pub use memory::QueueMemory;
 pub use settings::{QueueArguments, QueuePolicy, QueueSettings};
 use std::collections::{BTreeMap, VecDeque};

@@ -119,6 +119,9 @@ pub enum RouterCommand {
         /// not: its publisher's node had it for its own durables).
         durables: bool,
     },
+    /// The subscriber counts of other brokers changed (cluster engine):
+    /// every watched `/meta/subscribers/` count is due.
+    RemoteCounts,
     /// ACK or NACK.
     Settle {
         /// The session.

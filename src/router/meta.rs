@@ -83,6 +83,14 @@ impl Router {
         }
     }
 
+    /// Other brokers' counts changed: every watched count is due (sent if
+    /// it changed, at most once a second as always).
+    pub(super) fn remote_counts_changed(&mut self) {
+        for watch in self.watches.values_mut() {
+            watch.dirty = true;
+        }
+    }
+
     /// Whether a count is due (the router's tick then runs).
     pub(super) fn counts_due(&self) -> bool {
         self.watches.values().any(|w| w.dirty)
@@ -119,11 +127,13 @@ impl Router {
     }
 
     /// Subscriptions a publication to `words` would reach: auto-ack ones
-    /// (the index) and client-ack ones (the router's own).
+    /// (the index), client-ack ones (the router's own), and, on a cluster,
+    /// those of the other nodes (as the export seam last heard them).
     fn count_subscribers(&self, words: &[Box<str>]) -> usize {
         let mut client_ack: Vec<&Arc<super::Subscriber>> = Vec::new();
         self.topics.matches(words, &mut client_ack);
-        self.index.index().count_direct(words) + client_ack.len()
+        let index = self.index.index();
+        index.count_direct(words) + client_ack.len() + index.export().remote_subscribers(words)
     }
 
     fn send_count(

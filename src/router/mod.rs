@@ -302,6 +302,7 @@ impl Router {
                     self.publish_durables(&words, message);
                 }
             }
+            RouterCommand::RemoteCounts => self.remote_counts_changed(),
             RouterCommand::Settle {
                 session,
                 settle,

@@ -39,6 +39,11 @@ impl Session {
             } else if let Some(settled) = engine.settle(self.id, engine_key, nack).await {
                 settled
                     .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+                if frame.get("receipt").is_some() {
+                    // A RECEIPT says the ACK has left this node: it is
+                    // on its way to the engine's server before the RECEIPT.
+                    engine.sent().await;
+                }
                 return self.receipt(frame).await.map(|()| Flow::Continue);
             }
         }

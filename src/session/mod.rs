@@ -14,6 +14,7 @@ pub mod heartbeat;
 mod reload;
 mod reply_to;
 mod send;
+mod send_engine;
 mod subscribe;
 mod transaction;
 mod unsubscribe;

@@ -4,14 +4,14 @@
 //! client-ack or durable subscription matched), or whole when it must act
 //! first (a reply queue to create, a persistent message the store may
 //! refuse). Queue SENDs go to the router, or with a queue engine (the
-//! cluster) to the engine.
+//! cluster) to the engine (`send_engine.rs`).
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::fanout::{FeedAck, Published};
 use crate::model::destination::{send_target, SendTarget, TEMP_QUEUE_PREFIX};
 use crate::model::message::{epoch_ms, Message};
 use crate::publish_rate::PublishVerdict;
-use crate::queue::{QueueArguments, QueueEngine, QueueSend};
+use crate::queue::QueueArguments;
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
 use crate::router::{RouterCommand, TxOperation};
 use std::sync::Arc;
@@ -80,7 +80,22 @@ impl Session {
             }
             SendTarget::Topic(_) => {
                 let confirm = publication.persistent || frame.get("receipt").is_some();
+                // A persistent one with a RECEIPT on the cluster: kept for
+                // the durable subscriptions before the RECEIPT.
+                let kept = match publication.persistent && frame.get("receipt").is_some() {
+                    true => self.context.topics.export().confirm(&id),
+                    false => None,
+                };
                 let (for_router, feed_ack) = self.fan_out(&mut publication, confirm).await?;
+                if let Some(kept) = kept {
+                    if feed_ack.is_none() {
+                        return self
+                            .send_kept_topic(&frame, publication, for_router, kept)
+                            .await;
+                    }
+                    // A live-feed message: its stream's confirmation below.
+                    self.context.topics.export().forget_confirm(&id);
+                }
                 if let Some(feed_ack) = feed_ack {
                     // A live-feed message on the cluster engine: the RECEIPT
                     // once its stream has it and this node has read it back
@@ -114,62 +129,6 @@ impl Session {
             receipt: frame.get("receipt").map(str::to_owned),
         })
         .await?;
-        Ok(Some(id))
-    }
-
-    /// A queue SEND on the cluster engine: stored there (confirmed when a
-    /// RECEIPT or `persistent:true` asks for it), then the RECEIPT. With
-    /// `pipelined` the confirmation is awaited in the background, in order
-    /// (`confirm.rs`), and the session reads on. A SEND the engine did not
-    /// take is an ERROR, never a RECEIPT.
-    async fn send_to_engine(
-        &mut self,
-        engine: &dyn QueueEngine,
-        frame: &Frame,
-        publication: Publication,
-        pipelined: bool,
-    ) -> Result<Option<Arc<str>>, SessionError> {
-        if publication.reply_queue.is_some() {
-            // Reply queues live in one node's router: a responder on another
-            // node could not answer. Refused rather than half working.
-            return Err(SessionError::new(
-                "reply-to /temp-queue/ on queue SENDs is not supported on the cluster engine",
-                CloseReason::PolicyViolation,
-            ));
-        }
-        let id = publication.id.clone();
-        // The client's own `message-id`, scoped by its client id, makes a
-        // retried SEND (even on another connection or node) the same
-        // message to the engine's duplicate detection.
-        let dedup_id = match frame.get("message-id") {
-            Some(client_id) => format!(
-                "c/{}/{client_id}",
-                self.client_id.as_deref().unwrap_or_default()
-            ),
-            None => format!("b/{id}"),
-        };
-        let send = QueueSend {
-            id: id.clone(),
-            destination: publication.destination,
-            headers: publication.headers,
-            body: publication.body,
-            expires_at: publication.expires_at,
-            dedup_id,
-            confirm: publication.persistent || frame.get("receipt").is_some(),
-            arguments: publication.queue_arguments,
-        };
-        let confirm = send.confirm;
-        let not_stored = |message| SessionError::new(message, CloseReason::InternalError);
-        let ack = engine.publish(send).await.map_err(not_stored)?;
-        if pipelined && confirm {
-            let receipt = frame.get("receipt").map(str::to_owned);
-            self.confirmations
-                .push(&self.context.router, self.id, ack, receipt)
-                .await?;
-            return Ok(Some(id));
-        }
-        ack.await.map_err(not_stored)?;
-        self.receipt(frame).await?;
         Ok(Some(id))
     }
 

@@ -4,13 +4,26 @@
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::fanout::StartAt;
 use crate::model::destination::{queue_name, subscribe_target, PatternWord, SubscribeTarget};
-use crate::queue::{QueueArguments, QueueSubscribe};
+use crate::queue::{DurableRefusal, DurableSubscribe, QueueArguments, QueueSubscribe};
 use crate::router::{AckMode, DurableSubscription, RouterCommand};
 use std::sync::Arc;
 use std::time::Duration;
 use stomp_protocol::{Frame, Version};
 
 impl Session {
+    /// Whether `pattern` names one destination that a `[[topics.rules]]`
+    /// rule makes a live feed.
+    fn feed_by_rule(&self, pattern: &[PatternWord]) -> bool {
+        let words: Option<Vec<Box<str>>> = pattern
+            .iter()
+            .map(|word| match word {
+                PatternWord::Exact(word) => Some(word.clone()),
+                PatternWord::One | PatternWord::Many => None,
+            })
+            .collect();
+        words.is_some_and(|words| self.context.topics.is_feed_by_rule(&words))
+    }
+
     pub(super) async fn on_subscribe(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
         let destination = required(frame, "destination")?;
         // STOMP 1.0 made `id` optional; the destination then names the subscription.
@@ -75,14 +88,25 @@ impl Session {
             let topics = &self.context.topics;
             topics.wait_feeds_applied(seen, FEED_CATCH_UP).await;
         }
-        if let (Some(engine), SubscribeTarget::Queue(queue)) = (&self.context.queue_engine, &target)
+        let engine_served = match (&target, &durable) {
+            (SubscribeTarget::Queue(queue), _) => Some((queue.clone(), None)),
+            // Feed messages travel on the engine's feed stream, which every
+            // node reads: a durable subscription to a destination a rule
+            // makes a feed stays with this node's router, which hears them.
+            (SubscribeTarget::Topic(pattern), Some(_)) if self.feed_by_rule(pattern) => None,
+            (SubscribeTarget::Topic(pattern), Some(durable)) => {
+                Some((destination.to_owned(), Some((durable, pattern))))
+            }
+            _ => None,
+        };
+        if let (Some(engine), Some((served, durable))) = (&self.context.queue_engine, engine_served)
         {
             let (start_tx, start) = tokio::sync::oneshot::channel();
             let subscribe = QueueSubscribe {
                 start,
                 session: self.id,
                 id: id.clone(),
-                destination: queue.clone(),
+                destination: served,
                 ack,
                 prefetch: prefetch.unwrap_or(self.context.config.queues.prefetch),
                 outbound: self.outbound.clone().ok_or_else(|| {
@@ -91,10 +115,30 @@ impl Session {
                 version: self.connected_version(),
                 arguments: arguments.clone(),
             };
-            engine
-                .subscribe(subscribe)
-                .await
-                .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+            match durable {
+                None => engine
+                    .subscribe(subscribe)
+                    .await
+                    .map_err(|message| SessionError::new(message, CloseReason::InternalError))?,
+                // Durable topic subscriptions live in the engine too, so
+                // that a client resumes them on any node.
+                Some((durable, pattern)) => engine
+                    .subscribe_durable(DurableSubscribe {
+                        subscribe,
+                        key: durable.key.clone(),
+                        owner: durable.owner.to_record(),
+                        pattern: pattern.clone(),
+                    })
+                    .await
+                    .map_err(|refusal| match refusal {
+                        DurableRefusal::Policy(message) => {
+                            SessionError::new(message, CloseReason::PolicyViolation)
+                        }
+                        DurableRefusal::Engine(message) => {
+                            SessionError::new(message, CloseReason::InternalError)
+                        }
+                    })?,
+            }
             self.subscriptions.insert(id, destination.into());
             if frame.get("receipt").is_some() {
                 // The RECEIPT goes through the router; deliveries start once
@@ -114,7 +158,7 @@ impl Session {
         // Not for durable ones (not on the engine).
         let interest = match (&target, &durable) {
             (SubscribeTarget::Topic(pattern), None) if frame.get("receipt").is_some() => {
-                self.context.topics.hold_interest(pattern)
+                self.context.topics.export().hold_interest(pattern)
             }
             _ => None,
         };

@@ -1,6 +1,6 @@
 //! UNSUBSCRIBE: the id must name an active subscription of this connection.
 
-use super::{Flow, Session, SessionError};
+use super::{CloseReason, Flow, Session, SessionError};
 use crate::router::RouterCommand;
 use std::sync::Arc;
 use stomp_protocol::{Frame, Version};
@@ -22,16 +22,21 @@ impl Session {
                 "no subscription with id '{id}' on this connection"
             )));
         }
-        if let Some(engine) = &self.context.queue_engine {
-            if engine.unsubscribe(self.id, &id).await {
-                return self.receipt(frame).await.map(|()| Flow::Continue);
-            }
-        }
         // Any dialect's durable header on UNSUBSCRIBE deletes the durable
         // subscription too; without one it only detaches.
         let remove_durable = frame.get("durable-subscription-name").is_some()
             || frame.get("activemq.subscriptionName").is_some()
             || frame.get("durable") == Some("true");
+        if let Some(engine) = &self.context.queue_engine {
+            let removed = remove_durable
+                && engine
+                    .remove_durable(self.id, &id)
+                    .await
+                    .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
+            if removed || engine.unsubscribe(self.id, &id).await {
+                return self.receipt(frame).await.map(|()| Flow::Continue);
+            }
+        }
         // This session's next direct fan-out must not reach it any more.
         self.router_ahead = true;
         self.route(RouterCommand::Unsubscribe {

@@ -202,7 +202,7 @@ impl NatsCluster {
                 "server_name: \"n{i}\"\nlisten: \"127.0.0.1:{client_port}\"\nhttp: \"127.0.0.1:{monitor_port}\"\n\
                  max_payload: 8MB\n\
                  log_file: \"{log}\"\n\
-                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n{cluster}",
+                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n{cluster}",
                 log = dir.path().join("nats.log").display(),
                 store = store.display(),
             );

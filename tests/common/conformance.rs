@@ -138,9 +138,10 @@ pub fn node_config(mut config: Config, prefix: &str, node: usize) -> Config {
     config.cluster.node_name = format!("{prefix}-b{node}");
     config.cluster.replicas = SERVERS;
     config.cluster.subject_prefix = prefix.to_owned();
-    // Each test's stream reserves this much of the servers' 1 GB file
-    // store; a suite's tests (17 at most) fit.
+    // Each test's streams (queues, durable subscriptions) reserve this
+    // much of the servers' 1 GB file store; a suite's tests (17 at most) fit.
     config.cluster.max_bytes = 32 << 20;
+    config.cluster.durable_max_bytes = 16 << 20;
     // The feed stream (memory, unless a rule is persistent) reserves this
     // much of the servers' memory store per test; the suites run here keep
     // no history, and a suite's tests fit.

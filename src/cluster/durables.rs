@@ -1,0 +1,436 @@
+//! Durable topic subscriptions on JetStream (`engine = "nats"`).
+//!
+//! One stream, `<prefix>_durables`, captures the topic subjects that
+//! durable subscriptions use, and only those: JetStream refuses a stream
+//! whose own subjects overlap, so the list holds the fewest subjects that
+//! cover them all (`a.>` takes the place of `a.b.__`; `a.*.__` and
+//! `*.b.__`, which only overlap, give way to `*.*.__`). Topic messages are core NATS publishes as
+//! before; the stream stores the ones on its subjects, so a topic no
+//! durable subscription matches costs no JetStream write. The stream keeps
+//! a message while a consumer whose filter matches it has not acknowledged
+//! it (interest retention), within `cluster.durable_max_bytes`.
+//!
+//! Each durable subscription is one durable pull consumer (`d-<key>`,
+//! filter = its pattern's subject, explicit acks, delivering only what
+//! arrives after it was made) whose metadata holds its owner and topic:
+//! any node can attach to it, check the owner, and re-bind it. An
+//! attachment waits until the previous one's pull and hand-backs are over
+//! (in order), and is refused while another connection still pulls. Its
+//! subscription then runs as a queue subscription does (`consumer.rs`).
+//!
+//! Adding and removing subjects is a read-modify-write of the stream's
+//! configuration: a node serialises its own, and checks after making a
+//! consumer that its subject is still there (another node removing an
+//! unused subject at the same moment), adding it again if not.
+
+use super::subject::{durable_consumer, pattern_subject};
+use super::subscription::DurableBinding;
+use crate::config::ClusterConfig;
+use crate::model::destination::PatternWord;
+use crate::queue::{DurableRefusal, DurableSubscribe, QueueSubscribe};
+use async_nats::jetstream::consumer::pull::Config as PullConfig;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::{self, stream};
+use futures_util::TryStreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::{debug, info};
+
+/// The consumer metadata key of a durable subscription's owner.
+const OWNER: &str = "stomphub-owner";
+/// The consumer metadata key of the topic (pattern) it collects.
+const DESTINATION: &str = "stomphub-destination";
+/// The consumer metadata key of its `<client-id>/<name>`.
+const KEY: &str = "stomphub-durable";
+/// How long an attachment waits for the pulls of an earlier one to end:
+/// longer than one pull (`consumer.rs`).
+const EARLIER_PULLS: Duration = Duration::from_secs(4);
+/// How often a node tries a subject change that raced another node's.
+const ATTEMPTS: usize = 5;
+
+/// The durable subscriptions' stream, shared by the node's sessions.
+pub(super) struct Durables {
+    jetstream: jetstream::Context,
+    /// `<prefix>_durables`.
+    stream: String,
+    prefix: String,
+    /// `[cluster] ack_wait`, for every durable consumer.
+    ack_wait: Duration,
+    /// Serialises this node's changes of the stream's subjects.
+    subjects: tokio::sync::Mutex<()>,
+}
+
+/// A durable subscription attached: its consumer and its name.
+pub(super) struct Attached {
+    pub(super) consumer: PullConsumer,
+    pub(super) name: String,
+}
+
+impl Durables {
+    /// Opens the stream, creating it (with no subject in use) if absent; an
+    /// existing one keeps its subjects (the durable subscriptions of every
+    /// node).
+    pub(super) async fn open(
+        jetstream: jetstream::Context,
+        config: &ClusterConfig,
+    ) -> Result<Durables, String> {
+        let stream = format!("{}_durables", config.subject_prefix.replace('.', "_"));
+        let stream_config = stream::Config {
+            name: stream.clone(),
+            subjects: vec![placeholder(&config.subject_prefix)],
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            max_bytes: i64::try_from(config.durable_max_bytes).unwrap_or(i64::MAX),
+            // Full: new messages are not stored (as one node refuses them);
+            // what durable subscriptions hold stays.
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        loop {
+            match jetstream.get_or_create_stream(stream_config.clone()).await {
+                Ok(_) => break,
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    debug!(%error, %stream, "cluster: durables stream not created yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => {
+                    return Err(format!(
+                    "cluster: cannot create the durable subscriptions' stream '{stream}': {error}"
+                ))
+                }
+            }
+        }
+        info!(%stream, "cluster durable subscriptions on JetStream");
+        Ok(Durables {
+            jetstream,
+            stream,
+            prefix: config.subject_prefix.clone(),
+            ack_wait: config.ack_wait,
+            subjects: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// A durable SUBSCRIBE attached (made, re-bound): what serving it as a
+    /// queue subscription on its consumer needs.
+    pub(super) async fn prepare(
+        &self,
+        request: DurableSubscribe,
+    ) -> Result<(QueueSubscribe, PullConsumer, DurableBinding), DurableRefusal> {
+        let DurableSubscribe {
+            subscribe,
+            key,
+            owner,
+            pattern,
+        } = request;
+        let attached = self
+            .attach(&key, &subscribe.destination, &pattern, &owner)
+            .await?;
+        let binding = DurableBinding {
+            consumer: attached.name,
+            pattern,
+        };
+        Ok((subscribe, attached.consumer, binding))
+    }
+
+    /// Attaches to durable subscription `key` for `destination`, making it
+    /// (or re-binding it: a new topic discards the old one's backlog) first.
+    pub(super) async fn attach(
+        &self,
+        key: &str,
+        destination: &str,
+        pattern: &[PatternWord],
+        owner: &str,
+    ) -> Result<Attached, DurableRefusal> {
+        let engine = |e: &dyn std::fmt::Display| {
+            DurableRefusal::Engine(format!(
+                "durable subscription engine unreachable: '{key}' not attached ({e})"
+            ))
+        };
+        let name = durable_consumer(key);
+        let filter = pattern_subject(&self.prefix, pattern);
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| engine(&e))?;
+        let existing = match stream.consumer_info(&name).await {
+            Ok(info) => Some(info.config.metadata),
+            Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => None,
+            Err(error) => return Err(engine(&error)),
+        };
+        if let Some(metadata) = &existing {
+            if metadata.get(OWNER).is_some_and(|o| o != owner) {
+                // Not saying whose: that would tell a stranger who uses it.
+                return Err(DurableRefusal::Policy(format!(
+                    "durable subscription '{key}' belongs to another principal"
+                )));
+            }
+            if metadata.get(DESTINATION).map(String::as_str) != Some(destination) {
+                // Re-bound: the old topic's backlog goes, and its subject
+                // if no one else uses it.
+                self.delete(&name).await.map_err(|e| engine(&e))?;
+            }
+        }
+        self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+        let config = PullConfig {
+            durable_name: Some(name.clone()),
+            filter_subject: filter.clone(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            // What a durable subscription collects starts with it.
+            deliver_policy: DeliverPolicy::New,
+            metadata: HashMap::from([
+                (OWNER.to_owned(), owner.to_owned()),
+                (DESTINATION.to_owned(), destination.to_owned()),
+                (KEY.to_owned(), key.to_owned()),
+            ]),
+            ..Default::default()
+        };
+        // Creating an existing consumer with the same configuration returns
+        // it unchanged (its position kept).
+        let consumer = stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| engine(&e))?;
+        // Another node may have removed the subject meanwhile.
+        self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+        if self.await_earlier_pulls(&stream, &name).await {
+            return Err(DurableRefusal::Policy(format!(
+                "durable subscription '{key}' is already active on another connection"
+            )));
+        }
+        Ok(Attached { consumer, name })
+    }
+
+    /// Waits (at most [`EARLIER_PULLS`]) until no pull of an earlier
+    /// attachment waits and nothing is out unacknowledged, so that its
+    /// hand-backs come before later messages. True if a pull still waits
+    /// then: one outlives its connection by one pull (2 s) at most, so
+    /// another connection is attached and pulling.
+    async fn await_earlier_pulls(&self, stream: &stream::Stream<()>, name: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + EARLIER_PULLS;
+        let (mut pulled, mut free) = (false, 0);
+        while tokio::time::Instant::now() < deadline {
+            match stream.consumer_info(name).await {
+                Ok(info) if info.num_waiting > 0 || info.num_ack_pending > 0 => {
+                    pulled = info.num_waiting > 0;
+                    free = 0;
+                }
+                // Free twice in a row, 100 ms apart: not just the moment
+                // between two pulls of a connection still attached.
+                Ok(_) if free == 0 => free = 1,
+                // Free, or the engine cannot say: go on.
+                _ => return false,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pulled
+    }
+
+    /// Deletes durable consumer `name`, and the stream's subjects no other
+    /// durable subscription needs.
+    pub(super) async fn delete(&self, name: &str) -> Result<(), String> {
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(error) = stream.delete_consumer(name).await {
+            debug!(%error, consumer = name, "cluster: durable consumer not deleted (gone already?)");
+        }
+        let _serial = self.subjects.lock().await;
+        let filters: Vec<String> = stream
+            .consumers()
+            .map_ok(|info| info.config.filter_subject)
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut wanted = cover(filters.into_iter().filter(|f| !f.is_empty()).collect());
+        if wanted.is_empty() {
+            wanted.push(placeholder(&self.prefix));
+        }
+        self.set_subjects(wanted).await
+    }
+
+    /// Makes the stream capture `filter` (unless a subject covers it).
+    async fn add_subject(&self, filter: &str) -> Result<(), String> {
+        let _serial = self.subjects.lock().await;
+        for _ in 0..ATTEMPTS {
+            let subjects = self.subjects_now().await?;
+            if subjects.iter().any(|s| covers(s, filter)) {
+                return Ok(());
+            }
+            let placeholder = placeholder(&self.prefix);
+            let mut wanted: Vec<String> =
+                subjects.into_iter().filter(|s| *s != placeholder).collect();
+            wanted.push(filter.to_owned());
+            match self.set_subjects(cover(wanted)).await {
+                Ok(()) => {}
+                // Another node changed them at the same time: read again.
+                Err(error) => debug!(%error, "cluster: durable stream subjects changed meanwhile"),
+            }
+        }
+        Err(format!("the stream's subjects would not take '{filter}'"))
+    }
+
+    async fn subjects_now(&self) -> Result<Vec<String>, String> {
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        Ok(info.config.subjects.clone())
+    }
+
+    async fn set_subjects(&self, subjects: Vec<String>) -> Result<(), String> {
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut config = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .config
+            .clone();
+        if config.subjects == subjects {
+            return Ok(());
+        }
+        debug!(?subjects, "cluster: durable stream subjects");
+        config.subjects = subjects;
+        self.jetstream
+            .update_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The subject of the stream while no durable subscription exists (a stream
+/// needs one): nothing is published on it.
+fn placeholder(prefix: &str) -> String {
+    format!("{prefix}.durables.none")
+}
+
+/// Whether NATS subject pattern `wide` matches every subject `narrow` does.
+fn covers(wide: &str, narrow: &str) -> bool {
+    let mut narrow_tokens = narrow.split('.');
+    for token in wide.split('.') {
+        let Some(other) = narrow_tokens.next() else {
+            return false;
+        };
+        match token {
+            ">" => return true,
+            "*" if other != ">" => {}
+            literal if literal == other => {}
+            _ => return false,
+        }
+    }
+    narrow_tokens.next().is_none()
+}
+
+/// Whether some subject matches both NATS subject patterns.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The narrowest pattern of this shape that holds both `a` and `b`: equal
+/// tokens kept, other ones `*`, and `>` from where either has it.
+fn widen(a: &str, b: &str) -> String {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    let mut tokens = Vec::new();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x == y && x != ">" => tokens.push(x),
+            (Some(">"), _) | (_, Some(">")) | (None, _) | (_, None) => {
+                tokens.push(">");
+                break;
+            }
+            _ => tokens.push("*"),
+        }
+    }
+    tokens.join(".")
+}
+
+/// Stream subjects that capture every one of `subjects` and do not
+/// overlap one another (JetStream refuses a stream whose own subjects
+/// overlap): one that covers another takes its place, and two that only
+/// overlap (`a.*.__`, `*.b.__`) give way to one that holds both
+/// (`*.*.__`: the stream then also captures topics no durable
+/// subscription matches; with interest retention they are not kept).
+fn cover(mut subjects: Vec<String>) -> Vec<String> {
+    subjects.sort();
+    subjects.dedup();
+    let mut kept: Vec<String> = Vec::new();
+    while let Some(mut subject) = subjects.pop() {
+        // Merge with everything it overlaps, until nothing does.
+        while let Some(index) = kept.iter().position(|k| overlaps(k, &subject)) {
+            let other = kept.swap_remove(index);
+            subject = if covers(&other, &subject) {
+                other
+            } else if covers(&subject, &other) {
+                subject
+            } else {
+                widen(&other, &subject)
+            };
+        }
+        kept.push(subject);
+    }
+    kept.sort();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wider_subject_covers_a_narrower_one() {
+        assert!(covers("p.topic.a.>", "p.topic.a.b.__"));
+        assert!(covers("p.topic.a.>", "p.topic.a.*.__"));
+        assert!(covers("p.topic.*.b.__", "p.topic.a.b.__"));
+        assert!(!covers("p.topic.a.b.__", "p.topic.a.*.__"));
+        assert!(!covers("p.topic.*.>", "p.topic.>"));
+        assert!(!covers("p.topic.a.__", "p.topic.a.b.__"));
+        assert!(!covers("p.topic.a.b.__", "p.topic.a.__"));
+    }
+
+    #[test]
+    fn the_cover_drops_what_a_wider_subject_holds() {
+        let subjects = vec![
+            "p.topic.a.b.__".to_owned(),
+            "p.topic.a.>".to_owned(),
+            "p.topic.c.__".to_owned(),
+            "p.topic.a.>".to_owned(),
+        ];
+        assert_eq!(cover(subjects), vec!["p.topic.a.>", "p.topic.c.__"]);
+    }
+
+    #[test]
+    fn subjects_that_only_overlap_give_way_to_one_that_holds_both() {
+        let subjects = vec![
+            "p.topic.a.*.__".to_owned(),
+            "p.topic.*.b.__".to_owned(),
+            "p.topic.c.__".to_owned(),
+        ];
+        assert_eq!(cover(subjects), vec!["p.topic.*.*.__", "p.topic.c.__"]);
+        let subjects = vec!["p.topic.a.*.c.__".to_owned(), "p.topic.*.b.>".to_owned()];
+        assert_eq!(cover(subjects), vec!["p.topic.*.*.>"]);
+        assert!(!overlaps("p.topic.a.__", "p.topic.a.b.__"));
+        assert!(overlaps("p.topic.a.>", "p.topic.*.__"));
+    }
+}
