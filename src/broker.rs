@@ -216,14 +216,14 @@ impl Broker {
             if let Some((_, queue_client, _)) = &engine {
                 inbound.share_counts(queue_client.clone(), router.clone());
             }
-            inbound.spawn(topics.clone(), router.clone());
+            inbound.spawn(topics.clone(), router.clone(), metrics.clone());
         }
         if let Some(feed_stream) = feed_stream {
             // Clients are let in once this node's mirror of the feeds holds
             // what the stream held at start: a late joiner then gets every
             // retained value.
             let last = feed_stream.last_at_start;
-            feed_stream.spawn(topics.clone(), router.clone());
+            feed_stream.spawn(topics.clone(), router.clone(), metrics.clone());
             if !topics
                 .wait_feeds_applied(last, config.cluster.connect_timeout)
                 .await

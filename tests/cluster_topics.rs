@@ -470,3 +470,51 @@ async fn a_node_that_cannot_reach_the_engine_does_not_start_and_says_why() {
     assert!(error.contains("cluster.servers"), "{error}");
     assert!(error.contains(&port.to_string()), "{error}");
 }
+
+/// Messages from other nodes pushed to a node's auto-ack subscribers are in
+/// that node's `stomphub_messages_delivered_total` (no local publisher's
+/// connection counts them), and nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_node_counts_what_it_delivers_from_other_nodes() {
+    let engine = NatsCluster::start(1);
+    let brokers = nodes(&engine, 2).await;
+    let mut subscriber = Client::connect(&brokers[1].url()).await;
+    subscriber
+        .subscribe_confirmed("s", "/topic/counted.a", "subscribed")
+        .await;
+    let mut publisher = Client::connect(&brokers[0].url()).await;
+    for n in 0..5 {
+        let seq = n.to_string();
+        publisher
+            .send_confirmed(publication("/topic/counted.a", "p", &seq), &seq)
+            .await;
+    }
+    for _ in 0..5 {
+        let message = subscriber.message().await;
+        assert_eq!(message.command, Command::Message, "{message:?}");
+    }
+    let delivered = |broker: &TestBroker| {
+        let port = broker.admin_addr().expect("admin listener").port();
+        let (status, metrics) = http_get(port, "/metrics").expect("admin answers");
+        assert_eq!(status, 200);
+        metrics
+            .lines()
+            .find(|line| line.starts_with("stomphub_messages_delivered_total{class=\"other\"}"))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no delivered count in {metrics}"))
+    };
+    assert_eq!(
+        delivered(&brokers[1]),
+        5.0,
+        "the receiving node counts them"
+    );
+    assert_eq!(
+        delivered(&brokers[0]),
+        0.0,
+        "the publishing node had no subscriber"
+    );
+    for broker in brokers {
+        broker.shutdown().await;
+    }
+}

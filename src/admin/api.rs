@@ -130,7 +130,9 @@ pub async fn overview(state: &AdminState) -> Reply {
             "queued_messages": queued,
             "totals": {
                 "published": per_class(|c| &c.published),
-                "delivered": per_class(|c| &c.delivered) + sum(&metrics.router.delivered),
+                "delivered": per_class(|c| &c.delivered)
+                    + sum(&metrics.router.delivered)
+                    + sum(&metrics.engine_delivered),
                 "frames_received": live.iter().map(|e| sum(&e.counts.frames_in)).sum::<u64>() + sum(&connections.closed_counts().frames_in),
                 "frames_sent": live.iter().map(|e| sum(&e.counts.frames_out)).sum::<u64>() + sum(&connections.closed_counts().frames_out),
                 "bytes_received": connections.total(&live, |c| &c.bytes_in),

@@ -93,7 +93,7 @@ impl Scrape {
         &'a self,
         live: &[Arc<ConnectionEntry>],
         pick: fn(&Counts) -> &[AtomicU64],
-        router: Option<&'a [AtomicU64]>,
+        others: &[&'a [AtomicU64]],
     ) -> Vec<(Labels<'a>, u64)> {
         let classes = &self.metrics.classes;
         (0..classes.len())
@@ -101,8 +101,14 @@ impl Scrape {
                 let own = |counts: &Counts| pick(counts).get(class).map_or(0, load);
                 let connections = live.iter().map(|e| own(&e.counts)).sum::<u64>()
                     + own(self.metrics.connections.closed_counts());
-                let routed = router.and_then(|r| r.get(class)).map_or(0, load);
-                (vec![("class", classes.label(class))], connections + routed)
+                let elsewhere = others
+                    .iter()
+                    .map(|counts| counts.get(class).map_or(0, load))
+                    .sum::<u64>();
+                (
+                    vec![("class", classes.label(class))],
+                    connections + elsewhere,
+                )
             })
             .collect()
     }
@@ -222,13 +228,17 @@ impl Collector for Scrape {
             &mut encoder,
             "stomphub_messages_published",
             "SEND frames accepted, by destination class.",
-            self.per_class(&live, |c| &c.published, None),
+            self.per_class(&live, |c| &c.published, &[]),
         )?;
         counter_family(
             &mut encoder,
             "stomphub_messages_delivered",
             "MESSAGE frames queued for subscribers, by destination class.",
-            self.per_class(&live, |c| &c.delivered, Some(&metrics.router.delivered)),
+            self.per_class(
+                &live,
+                |c| &c.delivered,
+                &[&metrics.router.delivered, &metrics.engine_delivered],
+            ),
         )?;
         let slow_drops =
             live.iter().map(|e| e.dropped()).sum::<u64>() + connections.closed_dropped();

@@ -22,6 +22,7 @@ use super::subject::{feed_words, feeds_pattern};
 use super::wire;
 use crate::config::{ClusterConfig, TopicsConfig};
 use crate::fanout::{FeedAck, IndexKey, TopicIndex};
+use crate::metrics::Metrics;
 use crate::model::compact::push_base62;
 use crate::router::{RouterCommand, RouterHandle};
 use async_nats::jetstream::context::PublishAckFuture;
@@ -168,18 +169,23 @@ async fn still_there(stream: &mut stream::Stream, epoch: &str) -> Result<(), Str
 impl FeedStream {
     /// Starts this node's reader: every feed message, in stream order, into
     /// `index` (and through `router` to its client-ack subscriptions).
-    pub fn spawn(self, index: Arc<TopicIndex>, router: RouterHandle) {
-        tokio::spawn(read_loop(self, index, router));
+    pub fn spawn(self, index: Arc<TopicIndex>, router: RouterHandle, metrics: Arc<Metrics>) {
+        tokio::spawn(read_loop(self, index, router, metrics));
     }
 }
 
 /// Reads the stream for ever; after a failure, makes the stream and the
 /// consumer again and goes on after the last sequence applied.
-async fn read_loop(feeds: FeedStream, index: Arc<TopicIndex>, router: RouterHandle) {
+async fn read_loop(
+    feeds: FeedStream,
+    index: Arc<TopicIndex>,
+    router: RouterHandle,
+    metrics: Arc<Metrics>,
+) {
     let mut epoch: Option<Arc<str>> = None;
     let mut applied = 0u64;
     loop {
-        match read(&feeds, &index, &router, &mut epoch, &mut applied).await {
+        match read(&feeds, &index, &router, &metrics, &mut epoch, &mut applied).await {
             Ok(()) => return,
             Err(error) => {
                 warn!(%error, applied, "cluster: feed stream reader stopped; starting again");
@@ -194,6 +200,7 @@ async fn read(
     feeds: &FeedStream,
     index: &TopicIndex,
     router: &RouterHandle,
+    metrics: &Metrics,
     epoch: &mut Option<Arc<str>>,
     applied: &mut u64,
 ) -> Result<(), String> {
@@ -256,8 +263,9 @@ async fn read(
             index.feeds_applied(sequence);
             continue;
         };
-        let (_pushed, for_router) =
+        let (pushed, for_router) =
             index.publish_from_engine(&words, &mut decoded, sequence, &now_epoch, at_ms);
+        metrics.engine_delivered_add(&decoded.destination, pushed);
         let durables = for_router
             .iter()
             .any(|key| matches!(key, IndexKey::Durable(_)));

@@ -34,6 +34,7 @@ use super::outgoing::Outgoing;
 use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
 use super::wire;
 use crate::fanout::{ExportAck, FeedAck, IndexKey, InterestHold, TopicExport, TopicIndex};
+use crate::metrics::Metrics;
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::router::{RouterCommand, RouterHandle};
@@ -222,7 +223,7 @@ impl Inbound {
     /// Starts the publishing task and the interest task (which starts one
     /// reader per subscribed subject), all delivering into `index`, and
     /// through `router` to its client-ack subscriptions.
-    pub fn spawn(self, index: Arc<TopicIndex>, router: RouterHandle) {
+    pub fn spawn(self, index: Arc<TopicIndex>, router: RouterHandle, metrics: Arc<Metrics>) {
         let Inbound {
             client,
             prefix,
@@ -238,7 +239,11 @@ impl Inbound {
             outgoing_rx,
             outgoing_bytes,
         ));
-        let local = Local { index, router };
+        let local = Local {
+            index,
+            router,
+            metrics,
+        };
         tokio::spawn(interest_loop(client, prefix, interest, Arc::new(local)));
     }
 }
@@ -249,6 +254,8 @@ impl Inbound {
 struct Local {
     index: Arc<TopicIndex>,
     router: RouterHandle,
+    /// Counts what the readers push to auto-ack subscribers.
+    metrics: Arc<Metrics>,
 }
 
 /// Keeps one NATS subscription per subject local subscribers need.
@@ -330,9 +337,12 @@ async fn read(
             debug!(subject = %message.subject, "not a topic message: ignored");
             continue;
         };
-        let (_pushed, for_router) = local
+        let (pushed, for_router) = local
             .index
             .publish_remote(&words, &mut decoded, |key| interest.wants(key, &subject));
+        local
+            .metrics
+            .engine_delivered_add(&decoded.destination, pushed);
         let subscriptions: Vec<_> = for_router
             .into_iter()
             .filter_map(|key| match key {

@@ -151,6 +151,10 @@ pub struct Metrics {
     pub auth_failures: [AtomicU64; AuthMethod::ALL.len()],
     /// The router's counts.
     pub router: RouterCounts,
+    /// MESSAGEs that came from the cluster engine (other nodes' topic
+    /// messages, live-feed messages) pushed to auto-ack subscribers, by class:
+    /// no local publisher's connection counts them.
+    pub engine_delivered: Box<[AtomicU64]>,
     /// When the broker started.
     pub started: Instant,
     /// Failed-login log lines (see [`Metrics::may_log_failure`]).
@@ -195,6 +199,7 @@ impl Metrics {
                 overflow: per_class(n),
                 rejected: per_class(n),
             },
+            engine_delivered: per_class(n),
             started: Instant::now(),
             login_log: log_budget::LogBudget::new(MAX_LOGGED_FAILURES_PER_SECOND),
             denial_log: log_budget::LogBudget::new(MAX_LOGGED_DENIALS_PER_SECOND),
@@ -245,6 +250,18 @@ impl Metrics {
     ) {
         let class = self.classes.of(destination);
         if let Some(slot) = counter(&self.router).get(class) {
+            slot.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `n` MESSAGEs from the cluster engine to `destination` pushed
+    /// to auto-ack subscribers.
+    pub fn engine_delivered_add(&self, destination: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let class = self.classes.of(destination);
+        if let Some(slot) = self.engine_delivered.get(class) {
             slot.fetch_add(n, Ordering::Relaxed);
         }
     }
