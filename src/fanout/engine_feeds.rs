@@ -109,12 +109,7 @@ impl Feeds {
         }
         self.expire(words, feed, epoch_ms());
         feed.next_offset = offset + 1;
-        message
-            .headers
-            .push(("x-offset".into(), offset.to_string()));
-        message
-            .headers
-            .push(("x-epoch".into(), feed.epoch.to_string()));
+        feed.stamp(message, offset);
         self.keep(feed, message, offset, at_ms, retain);
         push(message);
         drop(shard);

@@ -98,6 +98,17 @@ pub(super) struct KeptView {
 }
 
 impl Feed {
+    /// Gives `message` its place in this feed: the `x-offset` and `x-epoch`
+    /// headers every MESSAGE of a feed carries.
+    pub(super) fn stamp(&self, message: &mut Message, offset: u64) {
+        message
+            .headers
+            .push(("x-offset".into(), offset.to_string()));
+        message
+            .headers
+            .push(("x-epoch".into(), self.epoch.to_string()));
+    }
+
     /// The offsets it keeps now. The history is always a contiguous range:
     /// every publication is appended, and only the oldest are dropped.
     pub(super) fn persistent_view(&self) -> KeptView {

@@ -195,12 +195,7 @@ impl Feeds {
         let before = feed.persistent_view();
         let offset = feed.next_offset;
         feed.next_offset += 1;
-        message
-            .headers
-            .push(("x-offset".into(), offset.to_string()));
-        message
-            .headers
-            .push(("x-epoch".into(), feed.epoch.to_string()));
+        feed.stamp(message, offset);
         self.keep(feed, message, offset, now, retain);
         if feed.policy.persistent {
             let ops = feed.store_ops(words, before, offset, now);
