@@ -422,7 +422,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deferring_scope_wakes_its_writers_at_its_end_even_when_cancelled() {
+    async fn a_deferring_scope_that_waits_wakes_the_writers_it_owes_first() {
         let (queue, mut receiver) = outbound_channel(10, 1000);
         let writer = tokio::spawn(async move {
             let mut batch = Vec::new();
@@ -430,19 +430,21 @@ mod tests {
         });
         tokio::task::yield_now().await;
         let pusher = queue.clone();
-        let (_release, held) = tokio::sync::oneshot::channel::<()>();
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        // What the scope waits for may need the writer (room in a queue the
+        // writer's client drains): the push must not wait with it.
         let scope = tokio::spawn(deferring_wakes(async move {
             assert!(pusher.push(frame(1)).is_ok());
             let _ = held.await;
         }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!writer.is_finished(), "woken while the scope still runs");
-        scope.abort();
         let taken = tokio::time::timeout(Duration::from_secs(5), writer)
             .await
-            .expect("the cancelled scope woke its writer")
+            .expect("the waiting scope woke its writer")
             .expect("writer");
         assert_eq!(taken, 1);
+        assert!(!scope.is_finished(), "the scope still waits");
+        let _ = release.send(());
+        scope.await.expect("scope");
         drop(queue);
     }
 

@@ -16,6 +16,10 @@ use stomp_protocol::Version;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::warn;
 
+/// The most unsettled deliveries one subscription may hold, whatever its
+/// `prefetch-count` says (the one-node queues have no such need).
+const MAX_CREDIT: usize = 1 << 20;
+
 /// One unsettled delivery.
 pub struct Pending {
     /// The MESSAGE's `ack` header (STOMP 1.2).
@@ -108,7 +112,9 @@ impl Subscription {
                 pending: VecDeque::new(),
                 outbound: Some(request.outbound),
             }),
-            credit: Semaphore::new(request.prefetch.max(1)),
+            // A client's prefetch-count may be any number: past the
+            // semaphore's limit it would panic.
+            credit: Semaphore::new(request.prefetch.clamp(1, MAX_CREDIT)),
             stop_tx,
             redelivery_delay: settings.redelivery_delay,
             redelivery_delay_max: settings.redelivery_delay_max,
