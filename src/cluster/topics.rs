@@ -345,10 +345,7 @@ async fn read(
             .engine_delivered_add(&decoded.destination, pushed);
         let subscriptions: Vec<_> = for_router
             .into_iter()
-            .filter_map(|key| match key {
-                IndexKey::Subscription(session, id) => Some((session, id)),
-                IndexKey::Durable(_) => None,
-            })
+            .filter_map(IndexKey::into_subscription)
             .collect();
         if subscriptions.is_empty() {
             continue;

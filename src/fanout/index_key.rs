@@ -12,3 +12,14 @@ pub enum IndexKey {
     /// A durable topic subscription: its queue's name.
     Durable(Arc<str>),
 }
+
+impl IndexKey {
+    /// The session and subscription id of a topic subscription's entry;
+    /// `None` for a durable's.
+    pub fn into_subscription(self) -> Option<(SessionId, Arc<str>)> {
+        match self {
+            IndexKey::Subscription(session, id) => Some((session, id)),
+            IndexKey::Durable(_) => None,
+        }
+    }
+}
