@@ -144,6 +144,9 @@ impl Broker {
         feeds.restore(recovered_feeds);
         // Queues too: on a NATS engine they live in JetStream (the seam:
         // `queue::QueueEngine`), otherwise in the router.
+        // This node's reply queues' way in from the other nodes, served
+        // once the router runs (`cluster::replies`).
+        let mut replies = None;
         let (export, inbound, engine, queue_engine, feed_stream): (
             Box<dyn TopicExport>,
             _,
@@ -169,6 +172,7 @@ impl Broker {
                 )
                 .await
                 .map_err(invalid)?;
+                replies = Some(queues.replies());
                 let feed_client = crate::cluster::connect(&config.cluster, Role::Feeds)
                     .await
                     .map_err(invalid)?;
@@ -212,6 +216,9 @@ impl Broker {
             metrics: metrics.clone(),
         })
         .map_err(invalid)?;
+        if let Some(replies) = replies {
+            replies.serve(router.clone()).await.map_err(invalid)?;
+        }
         if let Some(inbound) = inbound {
             if let Some((_, queue_client, _)) = &engine {
                 inbound.share_counts(queue_client.clone(), router.clone());

@@ -169,6 +169,8 @@ pub(super) async fn queue_stream(
         // Full: refuse new messages. Dropping old ones (the default) would
         // lose messages whose SENDs were receipted.
         discard: stream::DiscardPolicy::New,
+        // A COMMIT's queue SENDs are one atomic batch (`transactions.rs`).
+        allow_atomic_publish: true,
         ..Default::default()
     };
     // A JetStream cluster that has just started may not have elected its

@@ -7,7 +7,9 @@
 //! the session's `queue::QueueEngine`, each subscription pulling in
 //! `consumer`; durable topic subscriptions too, on their own stream:
 //! `durables`), and live-feed state on JetStream ([`feeds`]: one stream,
-//! read in order by every node into its mirror). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
+//! read in order by every node into its mirror). A COMMIT's queue SENDs
+//! are one atomic batch ([`transactions`]); replies to reply queues cross
+//! nodes on core subjects ([`replies`]). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
 mod confirm;
@@ -22,13 +24,16 @@ mod outgoing;
 mod publish;
 mod pulls;
 mod queues;
+mod replies;
 mod subject;
 mod subscription;
 mod topics;
+mod transactions;
 mod wire;
 
 pub use feeds::{feed_stream, FeedStream};
 pub use queues::{queues, NatsQueues};
+pub use replies::Replies;
 pub use topics::{topics, Inbound, NatsTopics};
 
 use crate::config::ClusterConfig;

@@ -1,6 +1,7 @@
-//! A queue SEND's way into the stream when the client waits for it (a
-//! RECEIPT, `persistent:true`): the PubAck awaited, and the publish made
-//! again while the stream cannot answer for a moment.
+//! A queue SEND made ready for the stream (`prepare`), and its way in when
+//! the client waits for it (a RECEIPT, `persistent:true`): the PubAck
+//! awaited, and the publish made again while the stream cannot answer for
+//! a moment.
 //!
 //! When the stream's leader dies, JetStream elects another within seconds;
 //! meanwhile a publish finds no responder (`no stream found`) or its
@@ -12,16 +13,134 @@
 //! refuses because the same id is still being stored (a client's retry). Other failures (the stream
 //! full, a message too large) are final at once.
 
+use super::definitions::Definitions;
+use super::subject::queue_subject;
+use super::wire;
+use crate::model::destination::QUEUE_PREFIX;
+use crate::model::message::{epoch_ms, Message};
+use crate::queue::{EngineAck, QueuePolicy, QueueSend};
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// The pause between two attempts (an election takes seconds).
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// The ERROR message of a queue SEND the engine did not store.
+pub(super) fn not_stored(error: &dyn std::fmt::Display) -> String {
+    format!("queue engine unreachable or full: the message was not stored ({error})")
+}
+
+/// Where queue SENDs go: what [`prepare`] needs of the engine.
+#[derive(Clone, Copy)]
+pub(super) struct Place<'a> {
+    /// `[cluster] subject_prefix`.
+    pub(super) prefix: &'a str,
+    /// The queues' definitions.
+    pub(super) definitions: &'a Definitions,
+    /// `[queues]` and its rules.
+    pub(super) policy: &'a QueuePolicy,
+}
+
+/// A queue SEND made ready for the stream: its subject, NATS headers and
+/// payload (`wire`).
+pub(super) struct Prepared {
+    pub(super) subject: String,
+    pub(super) headers: HeaderMap,
+    pub(super) payload: Bytes,
+}
+
+/// Makes `send` ready for the stream: its queue defined (a SEND to a
+/// queue that does not exist yet creates it, with its own arguments),
+/// its expiry (as on one node, a message without its own gets the
+/// queue's `message_ttl`: its `x-message-ttl` when it was created with
+/// one, else `[queues]` and its rules) and, with `dedup`, its
+/// `Nats-Msg-Id`.
+pub(super) async fn prepare(
+    place: Place<'_>,
+    send: QueueSend,
+    dedup: bool,
+) -> Result<Prepared, String> {
+    let name = send
+        .destination
+        .strip_prefix(QUEUE_PREFIX)
+        .unwrap_or(&send.destination);
+    let subject = queue_subject(place.prefix, name);
+    let definition = place
+        .definitions
+        .definition(name, &send.arguments)
+        .await
+        .map_err(|e| not_stored(&e))?;
+    let ttl = place
+        .policy
+        .settings_for(&send.destination, &definition)
+        .message_ttl;
+    let expires_at = send.expires_at.or_else(|| {
+        ttl.map(|ttl| epoch_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)))
+    });
+    let message = Message {
+        expires_at,
+        id: send.id,
+        text: std::str::from_utf8(&send.body).is_ok(),
+        destination: send.destination,
+        headers: send.headers,
+        body: send.body,
+    };
+    let mut headers = HeaderMap::new();
+    if dedup {
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, send.dedup_id.as_str());
+    }
+    Ok(Prepared {
+        subject,
+        headers,
+        payload: wire::encode(&message),
+    })
+}
+
+/// Hands `send` to the stream; with `confirm`, the future of its PubAck,
+/// published again through a leader election up to `publish_timeout`.
+pub(super) async fn publish(
+    place: Place<'_>,
+    jetstream: &jetstream::Context,
+    publish_timeout: Duration,
+    send: QueueSend,
+) -> Result<EngineAck, String> {
+    let confirm = send.confirm;
+    let Prepared {
+        subject,
+        headers,
+        payload,
+    } = prepare(place, send, true).await?;
+    let acked = jetstream
+        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+        .await
+        .map_err(|e| not_stored(&e))?;
+    if confirm {
+        // Published again through a leader election, up to
+        // `publish_timeout` (`Publication::confirm`).
+        let publication = Publication {
+            jetstream: jetstream.clone(),
+            subject,
+            headers,
+            payload,
+            deadline: tokio::time::Instant::now() + publish_timeout,
+        };
+        return Ok(Box::pin(async move {
+            publication.confirm(acked).await.map_err(|e| not_stored(&e))
+        }));
+    }
+    // Not waited for: a failure can only be logged.
+    tokio::spawn(async move {
+        if let Err(error) = acked.await {
+            warn!(%error, "queue engine: an unconfirmed queue SEND was not stored");
+        }
+    });
+    Ok(Box::pin(std::future::ready(Ok(()))))
+}
 
 /// One SEND's publication, kept to be made again.
 pub(super) struct Publication {

@@ -26,15 +26,15 @@ use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::durables::Durables;
-use super::publish::Publication;
+use super::publish::{publish, Place};
 use super::pulls::PullTasks;
-use super::subject::queue_subject;
+use super::replies::Replies;
 use super::subscription::{DurableBinding, Subscription};
-use super::wire;
+use super::transactions::publish_batch;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
 use crate::model::destination::QUEUE_PREFIX;
-use crate::model::message::{epoch_ms, Message};
+use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::queue::{
     DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, QueueArguments,
@@ -68,6 +68,8 @@ pub struct NatsQueues {
     pulls: PullTasks,
     /// Durable topic subscriptions' stream and consumers.
     durables: Durables,
+    /// Replies to other nodes' reply queues (`replies.rs`).
+    replies: Arc<Replies>,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -79,11 +81,13 @@ pub async fn queues(
     config: &ClusterConfig,
     policy: QueuePolicy,
 ) -> Result<Arc<NatsQueues>, String> {
+    let replies = Replies::new(client.clone(), &config.subject_prefix)?;
     let jetstream = jetstream::new(client);
     let stream = super::definitions::queue_stream(&jetstream, config).await?;
     let durables = Durables::open(jetstream.clone(), config).await?;
     Ok(Arc::new(NatsQueues {
         durables,
+        replies,
         jetstream: jetstream.clone(),
         prefix: config.subject_prefix.clone(),
         max_deliver: config.max_deliver,
@@ -119,73 +123,19 @@ impl NatsQueues {
         })
     }
 
-    async fn publish_inner(&self, send: QueueSend) -> Result<EngineAck, String> {
-        let name = send
-            .destination
-            .strip_prefix(QUEUE_PREFIX)
-            .unwrap_or(&send.destination);
-        let subject = queue_subject(&self.prefix, name);
-        let unreachable = |e: &dyn std::fmt::Display| {
-            format!("queue engine unreachable or full: the message was not stored ({e})")
-        };
-        // As on one node: a message without its own expiry gets the
-        // queue's `message_ttl` (its `x-message-ttl` when it was created
-        // with one, else `[queues]` and its rules). A SEND to a queue that
-        // does not exist yet creates it, with its own arguments.
-        let definition = self
-            .definitions
-            .definition(name, &send.arguments)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let ttl = self
-            .policy
-            .settings_for(&send.destination, &definition)
-            .message_ttl;
-        let expires_at = send.expires_at.or_else(|| {
-            ttl.map(|ttl| {
-                epoch_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            })
-        });
-        let message = Message {
-            expires_at,
-            id: send.id,
-            text: std::str::from_utf8(&send.body).is_ok(),
-            destination: send.destination,
-            headers: send.headers,
-            body: send.body,
-        };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, send.dedup_id.as_str());
-        let payload = wire::encode(&message);
-        let acked = self
-            .jetstream
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-            .await
-            .map_err(|e| unreachable(&e))?;
-        if send.confirm {
-            // Published again through a leader election, up to
-            // `publish_timeout` (`publish.rs`).
-            let publication = Publication {
-                jetstream: self.jetstream.clone(),
-                subject,
-                headers,
-                payload,
-                deadline: tokio::time::Instant::now() + self.publish_timeout,
-            };
-            return Ok(Box::pin(async move {
-                publication
-                    .confirm(acked)
-                    .await
-                    .map_err(|e| unreachable(&e))
-            }));
+    /// The node's replies, for the broker to [`serve`](Replies::serve)
+    /// once its router runs.
+    pub fn replies(&self) -> Arc<Replies> {
+        self.replies.clone()
+    }
+
+    /// What a SEND's preparation needs (`publish.rs`).
+    pub(super) fn place(&self) -> Place<'_> {
+        Place {
+            prefix: &self.prefix,
+            definitions: &self.definitions,
+            policy: &self.policy,
         }
-        // Not waited for: a failure can only be logged.
-        tokio::spawn(async move {
-            if let Err(error) = acked.await {
-                warn!(%error, "queue engine: an unconfirmed queue SEND was not stored");
-            }
-        });
-        Ok(Box::pin(std::future::ready(Ok(()))))
     }
 
     async fn subscribe_inner(&self, request: QueueSubscribe) -> Result<(), String> {
@@ -257,7 +207,36 @@ impl NatsQueues {
 
 impl QueueEngine for NatsQueues {
     fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<EngineAck, String>> {
-        Box::pin(self.publish_inner(send))
+        Box::pin(publish(
+            self.place(),
+            &self.jetstream,
+            self.publish_timeout,
+            send,
+        ))
+    }
+
+    fn publish_batch(&self, sends: Vec<QueueSend>) -> EngineFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let client = self.jetstream.client();
+            publish_batch(self.place(), &client, self.publish_timeout, sends).await
+        })
+    }
+
+    fn reply_node(&self) -> Option<&str> {
+        Some(self.replies.node())
+    }
+
+    fn reply_elsewhere(&self, destination: &str) -> bool {
+        self.replies.elsewhere(destination).is_some()
+    }
+
+    fn send_reply(&self, message: Message) -> EngineFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match self.replies.elsewhere(&message.destination) {
+                Some(node) => self.replies.send(node, &message).await,
+                None => Ok(()),
+            }
+        })
     }
 
     fn subscribe(&self, subscribe: QueueSubscribe) -> EngineFuture<'_, Result<(), String>> {

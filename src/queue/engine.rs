@@ -12,6 +12,7 @@
 use super::settings::QueueArguments;
 use crate::model::ack_mode::AckMode;
 use crate::model::destination::PatternWord;
+use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::outbound::OutboundSender;
 use bytes::Bytes;
@@ -117,6 +118,23 @@ pub trait QueueEngine: Send + Sync {
     /// resolved when `confirm` is false: a failure then can only be
     /// logged). `Err` is the ERROR message for the client.
     fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<EngineAck, String>>;
+
+    /// Stores a COMMIT's queue SENDs, in order, all or none; returns once
+    /// stored (`Err` is the ERROR message: then none is).
+    fn publish_batch(&self, sends: Vec<QueueSend>) -> EngineFuture<'_, Result<(), String>>;
+
+    /// This node's mark in the names of its reply queues
+    /// (`reply-to:/temp-queue/`), so that a reply SENT on any node finds
+    /// its way here; `None`: replies stay on the node they are sent on.
+    fn reply_node(&self) -> Option<&str>;
+
+    /// Whether `destination` (a `/reply-queue/` name) is another node's
+    /// reply queue: then a SEND to it goes to [`send_reply`](Self::send_reply).
+    fn reply_elsewhere(&self, destination: &str) -> bool;
+
+    /// Passes a SEND to another node's reply queue on to that node (at
+    /// most once); `Err` is the ERROR message.
+    fn send_reply(&self, message: Message) -> EngineFuture<'_, Result<(), String>>;
 
     /// Starts serving a queue subscription; `Err` is the ERROR message.
     fn subscribe(&self, subscribe: QueueSubscribe) -> EngineFuture<'_, Result<(), String>>;

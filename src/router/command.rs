@@ -131,6 +131,19 @@ pub enum RouterCommand {
         /// Receipt to send once settled.
         receipt: Option<String>,
     },
+    /// Make the session's private reply queue, as a publication with
+    /// `reply_queue` does, for a queue SEND the queue engine stores
+    /// (ERROR to the session if past the reply queue caps).
+    ReplyQueue {
+        /// The session.
+        session: SessionId,
+        /// The reply queue.
+        reply_queue: super::message::ReplyQueue,
+        /// The SEND's receipt, echoed on the ERROR if refused.
+        receipt: Option<String>,
+        /// Answered true once it exists, false if refused.
+        made: tokio::sync::oneshot::Sender<bool>,
+    },
     /// A transaction's operations, applied together.
     Commit {
         /// The session.

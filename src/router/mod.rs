@@ -313,6 +313,18 @@ impl Router {
                     self.receipt(session, receipt, durable);
                 }
             }
+            RouterCommand::ReplyQueue {
+                session,
+                reply_queue,
+                receipt,
+                made,
+            } => {
+                let room = self.reply_queue_room(session, &reply_queue, receipt.as_deref());
+                if room {
+                    self.ensure_reply_queue(session, &reply_queue);
+                }
+                let _ = made.send(room);
+            }
             RouterCommand::Commit {
                 session,
                 operations,

@@ -1,6 +1,6 @@
 //! ACK and NACK: header checks per version, then the router settles (or the
 //! transaction holds them until COMMIT); a queue engine's deliveries are
-//! settled by the engine.
+//! settled by the engine (at COMMIT, in a transaction).
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::queue::DeliveryKey;
@@ -23,20 +23,13 @@ impl Session {
                 subscription: frame.get("subscription").map(str::to_owned),
             },
         };
-        if let Some(engine) = self.context.queue_engine.clone() {
-            let engine_key = match &key {
-                AckKey::Id(id) => DeliveryKey::AckId(id),
-                AckKey::MessageId { message_id, .. } => DeliveryKey::MessageId(message_id),
-            };
+        // In a transaction: held below; the engine settles its own
+        // deliveries at COMMIT (`transaction_engine.rs`).
+        let engine = self.context.queue_engine.clone();
+        if let Some(engine) = engine.filter(|_| frame.get("transaction").is_none()) {
+            let engine_key = delivery_key(&key);
             let nack = frame.command == Command::Nack;
-            if frame.get("transaction").is_some() {
-                if engine.holds(self.id, engine_key) {
-                    return Err(SessionError::new(
-                        "transactions with queue ACK/NACK are not supported on the cluster engine",
-                        CloseReason::PolicyViolation,
-                    ));
-                }
-            } else if let Some(settled) = engine.settle(self.id, engine_key, nack).await {
+            if let Some(settled) = engine.settle(self.id, engine_key, nack).await {
                 settled
                     .map_err(|message| SessionError::new(message, CloseReason::InternalError))?;
                 if frame.get("receipt").is_some() {
@@ -63,5 +56,13 @@ impl Session {
         })
         .await?;
         Ok(Flow::Continue)
+    }
+}
+
+/// How the queue engine names the delivery an ACK or NACK names.
+pub(super) fn delivery_key(key: &AckKey) -> DeliveryKey<'_> {
+    match key {
+        AckKey::Id(id) => DeliveryKey::AckId(id),
+        AckKey::MessageId { message_id, .. } => DeliveryKey::MessageId(message_id),
     }
 }

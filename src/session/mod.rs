@@ -17,6 +17,7 @@ mod send;
 mod send_engine;
 mod subscribe;
 mod transaction;
+mod transaction_engine;
 mod unsubscribe;
 
 use crate::context::BrokerContext;

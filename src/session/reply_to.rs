@@ -7,7 +7,9 @@
 //! system's CSPRNG once per session, cut to 128 bits. The same session gets
 //! the same queue for the same `<name>` (no per-name state to bound), and
 //! nothing in it is derived from the session number or shared with other
-//! sessions.
+//! sessions. On the cluster the hex part starts with the node's mark
+//! (`cluster/replies.rs`), so that a reply SENT on another node finds the
+//! queue's node.
 
 use crate::model::destination::REPLY_QUEUE_PREFIX;
 use ring::hmac;
@@ -36,12 +38,16 @@ impl ReplyNames {
             .map(|key| ReplyNames { key })
     }
 
-    /// The reply queue for `/temp-queue/<name>`.
-    pub fn queue(&self, name: &str) -> String {
+    /// The reply queue for `/temp-queue/<name>`, with `node`'s mark first
+    /// on the cluster.
+    pub fn queue(&self, node: Option<&str>, name: &str) -> String {
         let tag = hmac::sign(&self.key, name.as_bytes());
-        let mut queue =
-            String::with_capacity(REPLY_QUEUE_PREFIX.len() + 2 * NAME_BYTES + 1 + name.len());
+        let node = node.unwrap_or_default();
+        let mut queue = String::with_capacity(
+            REPLY_QUEUE_PREFIX.len() + node.len() + 2 * NAME_BYTES + 1 + name.len(),
+        );
         queue.push_str(REPLY_QUEUE_PREFIX);
+        queue.push_str(node);
         for byte in tag.as_ref().iter().take(NAME_BYTES) {
             queue.push_str(&format!("{byte:02x}"));
         }
@@ -61,12 +67,17 @@ mod tests {
             ReplyNames::new().expect("rng"),
             ReplyNames::new().expect("rng"),
         );
-        let name = one.queue("answers");
-        assert_eq!(name, one.queue("answers"));
-        assert_ne!(name, two.queue("answers"));
-        assert_ne!(name, one.queue("other"));
+        let name = one.queue(None, "answers");
+        assert_eq!(name, one.queue(None, "answers"));
+        assert_ne!(name, two.queue(None, "answers"));
+        assert_ne!(name, one.queue(None, "other"));
         let random = &name[REPLY_QUEUE_PREFIX.len()..name.len() - ".answers".len()];
         assert_eq!(random.len(), 32);
         assert!(random.bytes().all(|b| b.is_ascii_hexdigit()));
+        let on_node = one.queue(Some("00112233aabbccdd"), "answers");
+        assert_eq!(
+            on_node,
+            format!("{REPLY_QUEUE_PREFIX}00112233aabbccdd{random}.answers")
+        );
     }
 }

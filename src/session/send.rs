@@ -55,12 +55,6 @@ impl Session {
             .as_ref()
             .filter(|_| matches!(publication.target, SendTarget::Queue(_)));
         if let Some(transaction) = frame.get("transaction") {
-            if to_engine.is_some() {
-                return Err(SessionError::new(
-                    "transactions with queue SENDs are not supported on the cluster engine",
-                    CloseReason::PolicyViolation,
-                ));
-            }
             self.transactions
                 .add(transaction, TxOperation::Publish(publication))?;
             return self.receipt(&frame).await.map(|()| None);
@@ -69,6 +63,12 @@ impl Session {
             return self
                 .send_to_engine(engine.as_ref(), &frame, publication, pipelined)
                 .await;
+        }
+        if let Some(engine) = engine.filter(|e| self.reply_elsewhere(e.as_ref(), &publication)) {
+            let id = publication.id.clone();
+            self.send_reply(engine.as_ref(), publication).await?;
+            self.receipt(&frame).await?;
+            return Ok(Some(id));
         }
         let mut publication = publication;
         let id = publication.id.clone();
@@ -295,7 +295,10 @@ impl Session {
                         .reply_names
                         .get_or_init(super::reply_to::ReplyNames::new)
                         .as_ref()
-                        .map(|names| names.queue(reply))
+                        .map(|names| {
+                            let node = self.context.queue_engine.as_ref();
+                            names.queue(node.and_then(|e| e.reply_node()), reply)
+                        })
                         .ok_or_else(|| {
                             SessionError::new(
                                 "no randomness for a reply queue name",

@@ -1,8 +1,11 @@
 //! SENDs whose RECEIPT waits for the cluster engine: a queue SEND stored
-//! in the engine, and a persistent topic SEND kept there for the durable
-//! subscriptions (the rest of SEND: `send.rs`).
+//! in the engine, a persistent topic SEND kept there for the durable
+//! subscriptions, and a reply to another node's reply queue (the rest of
+//! SEND: `send.rs`).
 
 use super::{CloseReason, Session, SessionError};
+use crate::model::destination::SendTarget;
+use crate::model::message::Message;
 use crate::queue::{QueueEngine, QueueSend};
 use crate::router::message::Publication;
 use crate::router::RouterCommand;
@@ -22,14 +25,8 @@ impl Session {
         publication: Publication,
         pipelined: bool,
     ) -> Result<Option<Arc<str>>, SessionError> {
-        if publication.reply_queue.is_some() {
-            // Reply queues live in one node's router: a responder on another
-            // node could not answer. Refused rather than half working.
-            return Err(SessionError::new(
-                "reply-to /temp-queue/ on queue SENDs is not supported on the cluster engine",
-                CloseReason::PolicyViolation,
-            ));
-        }
+        self.make_reply_queue(&publication, frame.get("receipt"))
+            .await?;
         let id = publication.id.clone();
         // The client's own `message-id`, scoped by its client id, makes a
         // retried SEND (even on another connection or node) the same
@@ -41,17 +38,8 @@ impl Session {
             ),
             None => format!("b/{id}"),
         };
-        let send = QueueSend {
-            id: id.clone(),
-            destination: publication.destination,
-            headers: publication.headers,
-            body: publication.body,
-            expires_at: publication.expires_at,
-            dedup_id,
-            confirm: publication.persistent || frame.get("receipt").is_some(),
-            arguments: publication.queue_arguments,
-        };
-        let confirm = send.confirm;
+        let confirm = publication.persistent || frame.get("receipt").is_some();
+        let send = queue_send(publication, dedup_id, confirm);
         let not_stored = |message| SessionError::new(message, CloseReason::InternalError);
         let ack = engine.publish(send).await.map_err(not_stored)?;
         if pipelined && confirm {
@@ -97,5 +85,83 @@ impl Session {
         }
         self.receipt(frame).await?;
         Ok(Some(id))
+    }
+
+    /// Makes the publication's reply queue (`reply-to:/temp-queue/`) in
+    /// the router before the engine has the request: a responder, on any
+    /// node, may answer at once. `Err` if the router refused it (it has
+    /// sent the ERROR already).
+    pub(super) async fn make_reply_queue(
+        &mut self,
+        publication: &Publication,
+        receipt: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let Some(reply_queue) = publication.reply_queue.clone() else {
+            return Ok(());
+        };
+        let (made, answer) = tokio::sync::oneshot::channel();
+        self.route(RouterCommand::ReplyQueue {
+            session: self.id,
+            reply_queue,
+            receipt: receipt.map(str::to_owned),
+            made,
+        })
+        .await?;
+        match answer.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SessionError::new(
+                "reply queue refused",
+                CloseReason::PolicyViolation,
+            )),
+            Err(_) => Err(SessionError::new(
+                "the server is shutting down",
+                CloseReason::GoingAway,
+            )),
+        }
+    }
+
+    /// Whether `publication` is a reply to another node's reply queue.
+    pub(super) fn reply_elsewhere(
+        &self,
+        engine: &dyn QueueEngine,
+        publication: &Publication,
+    ) -> bool {
+        matches!(&publication.target, SendTarget::ReplyQueue(name) if engine.reply_elsewhere(name))
+    }
+
+    /// Passes a reply to another node's reply queue on to that node.
+    pub(super) async fn send_reply(
+        &mut self,
+        engine: &dyn QueueEngine,
+        publication: Publication,
+    ) -> Result<(), SessionError> {
+        // A reply may itself ask for a reply.
+        self.make_reply_queue(&publication, None).await?;
+        let message = Message {
+            id: publication.id,
+            text: std::str::from_utf8(&publication.body).is_ok(),
+            destination: publication.destination,
+            headers: publication.headers,
+            body: publication.body,
+            expires_at: publication.expires_at,
+        };
+        engine
+            .send_reply(message)
+            .await
+            .map_err(|message| SessionError::new(message, CloseReason::InternalError))
+    }
+}
+
+/// A queue publication as the engine stores it.
+pub(super) fn queue_send(publication: Publication, dedup_id: String, confirm: bool) -> QueueSend {
+    QueueSend {
+        id: publication.id,
+        destination: publication.destination,
+        headers: publication.headers,
+        body: publication.body,
+        expires_at: publication.expires_at,
+        dedup_id,
+        confirm,
+        arguments: publication.queue_arguments,
     }
 }

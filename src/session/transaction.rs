@@ -4,8 +4,10 @@
 //! topic SENDs for client-ack or durable subscriptions) reaches it together,
 //! as one command, so that nothing else is routed between them. A
 //! transaction with a topic SEND the router must handle whole (reply-to, or
-//! possibly persistent) goes to the router whole. ABORT, DISCONNECT and a
-//! lost connection discard them.
+//! possibly persistent) goes to the router whole. On the cluster engine,
+//! its queue SENDs and the ACKs of the engine's deliveries are applied
+//! there first (`transaction_engine.rs`). ABORT, DISCONNECT and a lost
+//! connection discard them.
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::model::destination::SendTarget;
@@ -132,6 +134,12 @@ impl Session {
             }
             Command::Commit => {
                 let mut operations = self.transactions.take(id)?;
+                if let Some(engine) = self.context.queue_engine.clone() {
+                    // Queue SENDs and the engine's ACKs: applied there first.
+                    operations = self
+                        .commit_to_engine(engine.as_ref(), operations, frame.get("receipt"))
+                        .await?;
+                }
                 let to_queues = operations.iter().any(|operation| {
                     matches!(operation, TxOperation::Publish(p) if matches!(p.target, SendTarget::Queue(_)))
                 });

@@ -1,0 +1,164 @@
+//! Replies to `reply-to:/temp-queue/<name>` across nodes.
+//!
+//! A reply queue lives in the router of the requester's node. On the
+//! cluster its name carries that node's mark, 16 random hex digits drawn
+//! at start: `/reply-queue/<node><32 hex digits of the session's HMAC>.<name>`
+//! (`session/reply_to.rs`). A SEND to such a name on another node is
+//! published on the core subject `<prefix>.reply.<node>`; each node
+//! subscribes to its own and hands what comes to its router, which puts it
+//! in the reply queue if the queue is still there (as on one node: a reply
+//! to a connection that is gone is dropped).
+//!
+//! Core NATS, not JetStream: a reply crosses at most once (lost if the
+//! engine or the requester's node is unreachable at that moment), as the
+//! reply queue itself lives no longer than its connection. The name stays
+//! unguessable (the HMAC part is the session's secret) and only the
+//! requester's session consumes the queue, on its own node.
+
+use super::wire;
+use crate::model::destination::{SendTarget, REPLY_QUEUE_PREFIX};
+use crate::model::message::Message;
+use crate::model::session_id::SessionId;
+use crate::queue::QueueArguments;
+use crate::router::message::Publication;
+use crate::router::{RouterCommand, RouterHandle};
+use futures_util::StreamExt;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+/// Hex digits of a node's mark.
+pub const NODE_DIGITS: usize = 16;
+/// Hex digits of a reply queue name's secret part (`session/reply_to.rs`).
+const SECRET_DIGITS: usize = 32;
+
+/// This node's way to the other nodes' reply queues, and theirs to its own.
+#[derive(Debug)]
+pub struct Replies {
+    /// The queue connection (core publish and one subscription).
+    client: async_nats::Client,
+    /// `[cluster] subject_prefix`.
+    prefix: String,
+    /// This node's mark in reply queue names: random per process, so that
+    /// a restarted node (whose reply queues are gone) gets none of the
+    /// replies meant for its former self.
+    node: String,
+}
+
+impl Replies {
+    /// A fresh mark for this node; `Err` if the system has no randomness.
+    pub fn new(client: async_nats::Client, prefix: &str) -> Result<Arc<Replies>, String> {
+        let mut bytes = [0u8; NODE_DIGITS / 2];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| "cluster: no randomness for the node's reply mark".to_owned())?;
+        Ok(Arc::new(Replies {
+            client,
+            prefix: prefix.to_owned(),
+            node: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        }))
+    }
+
+    /// This node's mark.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn subject(&self, node: &str) -> String {
+        format!("{}.reply.{node}", self.prefix)
+    }
+
+    /// The node whose reply queue `destination` names, if not this one. A
+    /// name not of the cluster's form (a forgery, a one-node name) is
+    /// nobody else's: this node's router drops it.
+    pub fn elsewhere<'a>(&self, destination: &'a str) -> Option<&'a str> {
+        let rest = destination.strip_prefix(REPLY_QUEUE_PREFIX)?;
+        let tag = rest.split('.').next()?;
+        let ours =
+            tag.len() == NODE_DIGITS + SECRET_DIGITS && tag.bytes().all(|b| b.is_ascii_hexdigit());
+        let node = tag.get(..NODE_DIGITS)?;
+        (ours && node != self.node).then_some(node)
+    }
+
+    /// Publishes `message` (a SEND to `/reply-queue/...`) to `node`.
+    pub async fn send(&self, node: &str, message: &Message) -> Result<(), String> {
+        self.client
+            .publish(self.subject(node), wire::encode(message))
+            .await
+            .map_err(|e| format!("reply not passed on: the cluster engine is unreachable ({e})"))
+    }
+
+    /// Subscribes to this node's replies and hands them to `router` from
+    /// a task of their own.
+    pub async fn serve(&self, router: RouterHandle) -> Result<(), String> {
+        let mut replies = self
+            .client
+            .subscribe(self.subject(&self.node))
+            .await
+            .map_err(|e| format!("cluster: cannot subscribe to this node's replies: {e}"))?;
+        tokio::spawn(async move {
+            while let Some(reply) = replies.next().await {
+                let Some(message) = wire::decode(reply.payload) else {
+                    warn!("cluster engine: an unreadable reply dropped");
+                    continue;
+                };
+                if !message.destination.starts_with(REPLY_QUEUE_PREFIX) {
+                    continue;
+                }
+                let publication = Publication {
+                    id: message.id,
+                    delivered_direct: false,
+                    target: SendTarget::ReplyQueue(message.destination.clone()),
+                    destination: message.destination,
+                    headers: message.headers,
+                    body: message.body,
+                    expires_at: message.expires_at,
+                    queue_arguments: QueueArguments::default(),
+                    reply_queue: None,
+                    persistent: false,
+                };
+                // No session of this node sent it: session 0 is none (they
+                // count from 1), and nothing here can fail one.
+                let command = RouterCommand::Publish {
+                    session: SessionId(0),
+                    publication,
+                    receipt: None,
+                };
+                if router.send(command).await.is_err() {
+                    break;
+                }
+            }
+            debug!("cluster engine: reply subscription over");
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_well_formed_names_of_other_nodes_are_elsewhere() {
+        // A client that never connects: only the naming is under test.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await
+            .expect("lazy client");
+        let replies = Replies::new(client, "stomphub").expect("rng");
+        let secret = "0123456789abcdef0123456789abcdef";
+        let other = format!("{REPLY_QUEUE_PREFIX}00112233aabbccdd{secret}.answers");
+        assert_eq!(replies.elsewhere(&other), Some("00112233aabbccdd"));
+        let own = format!("{REPLY_QUEUE_PREFIX}{}{secret}.answers", replies.node());
+        assert_eq!(replies.elsewhere(&own), None);
+        for forged in [
+            format!("{REPLY_QUEUE_PREFIX}s12.answers"),
+            format!("{REPLY_QUEUE_PREFIX}12.answers"),
+            format!("{REPLY_QUEUE_PREFIX}{secret}.answers"),
+            format!("{REPLY_QUEUE_PREFIX}00112233aabbccdd{secret}x.answers"),
+        ] {
+            assert_eq!(replies.elsewhere(&forged), None, "{forged}");
+        }
+    }
+}
