@@ -67,6 +67,10 @@ impl Session {
         if let Some(engine) = engine.filter(|e| self.reply_elsewhere(e.as_ref(), &publication)) {
             let id = publication.id.clone();
             self.send_reply(engine.as_ref(), publication).await?;
+            if frame.get("receipt").is_some() {
+                // A RECEIPT says the reply has left this node.
+                engine.sent().await;
+            }
             self.receipt(&frame).await?;
             return Ok(Some(id));
         }

@@ -50,7 +50,7 @@ impl Session {
         }
         let failed = |message| SessionError::new(message, CloseReason::InternalError);
         engine.publish_batch(sends).await.map_err(failed)?;
-        let settled = !settles.is_empty();
+        let sent = !settles.is_empty() || !replies.is_empty();
         for settle in settles {
             match engine
                 .settle(self.id, delivery_key(&settle.key), settle.nack)
@@ -62,12 +62,12 @@ impl Session {
                 None => rest.push(TxOperation::Settle(settle)),
             }
         }
-        if settled && receipt.is_some() {
-            // As for a plain ACK: on its way to the engine before the RECEIPT.
-            engine.sent().await;
-        }
         for reply in replies {
             self.send_reply(engine, reply).await?;
+        }
+        if sent && receipt.is_some() {
+            // As for a plain ACK: on its way to the engine before the RECEIPT.
+            engine.sent().await;
         }
         Ok(rest)
     }
