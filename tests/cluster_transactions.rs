@@ -1,7 +1,8 @@
 //! Transactions and temp-queue replies across nodes on the cluster engine
 //! (3 nats-servers, JetStream R3): a COMMIT's queue SENDs on one node reach
 //! consumers on another, none before the COMMIT; a COMMIT whose SENDs the
-//! stream cannot take all stores none of them (ERROR, no RECEIPT); an ACK
+//! stream cannot take all, or with more SENDs than a batch holds, stores
+//! none of them (ERROR, no RECEIPT); an ACK
 //! committed on one node settles the message for every node; a reply sent
 //! on the responder's node reaches the requester's reply queue on its own
 //! node, and a forged name with the right node mark reaches nobody.
@@ -163,6 +164,27 @@ async fn a_commit_the_stream_cannot_take_whole_stores_none_of_it() {
         "a {}-byte message of the refused COMMIT was stored",
         first.len()
     );
+
+    // Past the engine's batch limit: ERROR, nothing stored.
+    let mut bulk = Client::connect(&producer_node.url()).await;
+    bulk.send_confirmed(tx_frame(Command::Begin, "many"), "b")
+        .await;
+    for n in 0..1001 {
+        bulk.send(tx_send("/queue/atomic", &format!("bulk {n}"), "many"))
+            .await;
+    }
+    bulk.send(tx_frame(Command::Commit, "many").header("receipt", "c"))
+        .await;
+    bulk.expect_error("at most 1000", CloseCode::Error).await;
+    prober
+        .send_confirmed(
+            Frame::new(Command::Send)
+                .header("destination", "/queue/atomic")
+                .body("second probe"),
+            "p2",
+        )
+        .await;
+    assert_eq!(body(&next_message(&mut consumer).await), "second probe");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
