@@ -142,11 +142,11 @@ impl Broker {
             feeds = feeds.owned_by_engine();
         }
         feeds.restore(recovered_feeds);
-        // Queues too: on a NATS engine they live in JetStream (the seam:
-        // `queue::QueueEngine`), otherwise in the router.
         // This node's reply queues' way in from the other nodes, served
         // once the router runs (`cluster::replies`).
         let mut replies = None;
+        // Queues too: on a NATS engine they live in JetStream (the seam:
+        // `queue::QueueEngine`), otherwise in the router.
         let (export, inbound, engine, queue_engine, feed_stream): (
             Box<dyn TopicExport>,
             _,

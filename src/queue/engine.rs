@@ -188,6 +188,7 @@ pub trait QueueEngine: Send + Sync {
     /// Sends what is buffered for the engine and waits until it is on the
     /// way to the server: before the RECEIPT of an ACK or NACK of the
     /// engine's deliveries (or of a reply to another node), so that it
-    /// precedes what the client does after it. Not the shutdown step ([`flush`](Self::flush)).
+    /// precedes what the client does after it. Not the shutdown step
+    /// ([`flush`](Self::flush)).
     fn sent(&self) -> EngineFuture<'_, ()>;
 }
