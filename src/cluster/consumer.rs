@@ -185,6 +185,7 @@ pub(super) async fn pull_loop(
                         &dead_letters,
                         message,
                         (&mut refused, &mut held_back),
+                        &task,
                     )
                     .await
                     {
@@ -240,6 +241,7 @@ async fn deliver(
     dead_letters: &DeadLetters,
     message: async_nats::jetstream::Message,
     (refused, held_back): (&mut Vec<Acker>, &mut Vec<Acker>),
+    task: &PullTask,
 ) -> bool {
     let (delivered, sequence) = message
         .info()
@@ -317,7 +319,9 @@ async fn deliver(
             };
             // A full or closed queue ends the connection, whose session end
             // hands the unsettled deliveries back.
-            let _ = outbound.push(frame);
+            if outbound.push(frame).is_ok() {
+                task.delivered(&decoded.destination);
+            }
             true
         }
         None => {
@@ -330,7 +334,10 @@ async fn deliver(
             // slow consumer holding messages JetStream counts as done.
             if !outbound.has_room() || outbound.push(frame).is_err() {
                 held_back.push(acker);
-            } else if let Err(error) = acker.ack().await {
+                return false;
+            }
+            task.delivered(&decoded.destination);
+            if let Err(error) = acker.ack().await {
                 warn!(%error, "queue engine: an auto ack did not go out; the message comes back after ack_wait");
             }
             false

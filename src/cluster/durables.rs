@@ -42,11 +42,11 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 /// The consumer metadata key of a durable subscription's owner.
-const OWNER: &str = "stomphub-owner";
+pub(super) const OWNER: &str = "stomphub-owner";
 /// The consumer metadata key of the topic (pattern) it collects.
-const DESTINATION: &str = "stomphub-destination";
+pub(super) const DESTINATION: &str = "stomphub-destination";
 /// The consumer metadata key of its `<client-id>/<name>`.
-const KEY: &str = "stomphub-durable";
+pub(super) const KEY: &str = "stomphub-durable";
 /// How long an attachment waits for the pulls of an earlier one to end:
 /// longer than one pull (`consumer.rs`).
 const EARLIER_PULLS: Duration = Duration::from_secs(4);
@@ -117,6 +117,11 @@ impl Durables {
             ack_wait: config.ack_wait,
             subjects: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The stream's name (`<prefix>_durables`).
+    pub(super) fn stream(&self) -> &str {
+        &self.stream
     }
 
     /// A durable SUBSCRIBE attached (made, re-bound): what serving it as a

@@ -24,6 +24,7 @@ mod publish;
 mod pulls;
 mod queues;
 mod rebound;
+mod stats;
 mod subject;
 mod subscription;
 mod topics;

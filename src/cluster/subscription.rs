@@ -57,6 +57,8 @@ pub(super) struct DurableBinding {
 
 /// A queue (or durable topic) subscription served by the engine.
 pub struct Subscription {
+    /// Its SUBSCRIBE's destination (`/queue/...`, or a durable's topic).
+    pub(super) destination: Arc<str>,
     /// How its deliveries are settled.
     pub(super) ack: AckMode,
     /// Set for a durable topic subscription.
@@ -110,6 +112,7 @@ impl Subscription {
     ) -> (Arc<Subscription>, Served) {
         let (stop_tx, stopped) = watch::channel(false);
         let subscription = Subscription {
+            destination: request.destination.as_str().into(),
             ack: request.ack,
             durable,
             state: Mutex::new(State {
