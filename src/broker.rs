@@ -137,6 +137,8 @@ impl Broker {
         // they go to the other nodes, and theirs come in (the seam:
         // `fanout::TopicExport`).
         let mut feeds = Feeds::new(&config.topics, &destination_limits).map_err(invalid)?;
+        // Before the engine: its queue deliveries are counted in it.
+        let metrics = Arc::new(Metrics::new(&config, &destination_limits));
         if config.cluster.engine == Engine::Nats {
             // Their state lives in the engine's feed stream (`cluster::feeds`).
             feeds = feeds.owned_by_engine();
@@ -169,6 +171,7 @@ impl Broker {
                     queue_client.clone(),
                     &config.cluster,
                     queue_policy.clone(),
+                    metrics.clone(),
                 )
                 .await
                 .map_err(invalid)?;
@@ -196,7 +199,6 @@ impl Broker {
         };
         let (topics, index_writer) =
             TopicIndex::new(export, config.router.match_cache_entries, feeds);
-        let metrics = Arc::new(Metrics::new(&config, &destination_limits));
         let (router, _router_task) = spawn_router(RouterSettings {
             channel_capacity: config.router.channel_capacity,
             max_queued_bytes: config.router.max_queued_bytes,

@@ -20,7 +20,8 @@ pub use crate::router::sample::QueueAction;
 /// How long a request waits for the router's answer.
 const ROUTER_TIME: Duration = Duration::from_secs(5);
 
-/// The router's snapshot, or `None` if it did not answer in time.
+/// The router's snapshot, or `None` if it did not answer in time; with
+/// the cluster engine's queues added to its queues.
 async fn sample(state: &AdminState) -> Option<RouterSample> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let asked = async {
@@ -32,10 +33,20 @@ async fn sample(state: &AdminState) -> Option<RouterSample> {
             .ok()?;
         answer.await.ok()
     };
-    tokio::time::timeout(ROUTER_TIME, asked)
+    let mut sample = tokio::time::timeout(ROUTER_TIME, asked)
         .await
         .ok()
-        .flatten()
+        .flatten()?;
+    // The cluster engine's queues (a cached reading: not one engine request
+    // per scrape), after the node's own.
+    if let Some(engine) = &state.context.queue_engine {
+        if let Ok(queues) = tokio::time::timeout(ROUTER_TIME, engine.queues()).await {
+            sample
+                .queues
+                .extend(queues.into_iter().map(QueueSample::from_engine));
+        }
+    }
+    Some(sample)
 }
 
 /// `GET /metrics`: the OpenMetrics text.
@@ -193,6 +204,14 @@ fn queue_json(queue: &QueueSample) -> Value {
         "consumers": queue.consumers,
         "dropped": queue.dropped,
         "durable_topic": queue.durable_topic,
+        // The cluster engine's own counts (null for the node's queues).
+        "engine": queue.engine.as_ref().map(|e| json!({
+            "pending": e.pending,
+            "ack_pending": e.ack_pending,
+            "redelivered": e.redelivered,
+            "waiting_pulls": e.waiting_pulls,
+            "local_consumers": e.local_consumers,
+        })),
     })
 }
 

@@ -6,8 +6,13 @@
 //! `client` and `client-individual`, `prefetch` minus its unsettled
 //! deliveries (a `Semaphore` of `prefetch` permits, one taken per delivery
 //! and given back by its ACK or NACK); with `auto`, up to `prefetch` at a
-//! time, each acknowledged to JetStream once handed to the connection's
-//! writer. Nothing is fetched for credit the node does not have, so other
+//! time while the connection's outbound queue has room (at most half full,
+//! as one node's queues), each acknowledged to JetStream once queued
+//! there; one arriving when there is no room goes back once the pull is
+//! over, unacknowledged (a slow consumer cut off holds nothing JetStream
+//! counts as done by this subscription's pushes). A durable subscription
+//! ends when its consumer is deleted or made again under it
+//! (`rebound.rs`). Nothing is fetched for credit the node does not have, so other
 //! nodes' subscribers get the rest. A pull waits at most [`PULL_WAIT`] for
 //! messages; a stopped subscription's task ends after its current pull,
 //! handing back anything that still arrives.
@@ -18,7 +23,8 @@
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::pulls::PullTask;
-use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
+use super::rebound::{self, Binding};
+use super::subscription::{take_credit, wait_for_room, Pending, Served, ServedRef, Subscription};
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::destination::{pattern_matches, TOPIC_PREFIX};
@@ -49,6 +55,19 @@ pub(super) struct Queue {
 }
 
 impl Queue {
+    /// After a failed pull: a queue's consumer made again if it is gone; a
+    /// durable subscription ended if its consumer is gone or another's.
+    async fn after_failure(&mut self, subscription: &Subscription, request: &ServedRef) {
+        match &subscription.durable {
+            Some(durable) => {
+                if rebound::check(&mut self.consumer, &durable.incarnation).await == Binding::Lost {
+                    lost(subscription, request);
+                }
+            }
+            None => self.remake().await,
+        }
+    }
+
     /// After a failed pull: the consumer made again, with the queue's
     /// definition, if it is gone (deleted by an operator, a store lost);
     /// an update that changes nothing if it is there. Failing (the engine
@@ -107,6 +126,11 @@ pub(super) async fn pull_loop(
                 None => break,
             }
         } else {
+            // Auto: as on one node, only for a connection with room, so
+            // that messages wait in the queue rather than overflow it.
+            if !wait_for_room(&subscription, &mut stopped).await {
+                break;
+            }
             max
         };
         let mut used = 0;
@@ -119,26 +143,58 @@ pub(super) async fn pull_loop(
             .await
         {
             Ok(mut batch) => {
+                // A durable subscription's consumer is checked once per
+                // pull, at its first message: one pull is served by one
+                // incarnation (`rebound.rs`).
+                let mut binding = subscription.durable.as_ref().map(|_| None);
+                let mut held_back = Vec::new();
                 while let Some(item) = batch.next().await {
                     let message = match item {
                         Ok(message) => message,
                         Err(error) => {
                             debug!(%error, "queue engine: pull ended");
-                            queue.remake().await;
+                            queue.after_failure(&subscription, &request).await;
                             break;
                         }
                     };
+                    if let (Some(binding @ None), Some(durable)) =
+                        (&mut binding, &subscription.durable)
+                    {
+                        let found = rebound::check(&mut queue.consumer, &durable.incarnation).await;
+                        if found == Binding::Lost {
+                            lost(&subscription, &request);
+                        }
+                        *binding = Some(found);
+                    }
+                    match binding {
+                        // Another holder's: back to it, at the task's end.
+                        Some(Some(Binding::Lost)) => {
+                            refused.push(message.split().1);
+                            continue;
+                        }
+                        // Not known: back once this pull is over.
+                        Some(Some(Binding::Unknown)) => {
+                            held_back.push(message.split().1);
+                            continue;
+                        }
+                        _ => {}
+                    }
                     if deliver(
                         &subscription,
                         &request,
                         &dead_letters,
                         message,
-                        &mut refused,
+                        (&mut refused, &mut held_back),
+                        &task,
                     )
                     .await
                     {
                         used += 1;
                     }
+                }
+                drop(batch);
+                if !held_back.is_empty() {
+                    task.hand_back(held_back).await;
                 }
             }
             Err(error) => {
@@ -147,7 +203,7 @@ pub(super) async fn pull_loop(
                     _ = tokio::time::sleep(RETRY_PAUSE) => {}
                     _ = stopped.wait_for(|stop| *stop) => {}
                 }
-                queue.remake().await;
+                queue.after_failure(&subscription, &request).await;
             }
         }
         if credited {
@@ -161,15 +217,31 @@ pub(super) async fn pull_loop(
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
 }
 
+/// Ends a durable subscription whose consumer is lost (`rebound.rs`): no
+/// MESSAGE goes out after this, and its client gets a final ERROR (unless
+/// the subscription had stopped already).
+fn lost(subscription: &Subscription, request: &ServedRef) {
+    let outbound = subscription.outbound();
+    subscription.stop();
+    if let Some(outbound) = outbound {
+        warn!(destination = %request.destination, "durable subscription deleted or re-bound elsewhere; its connection is closed");
+        // Ignoring a full queue: the connection is closing either way.
+        let _ = outbound.push(rebound::lost_frame(&request.destination, request.version));
+    }
+}
+
 /// Delivers one message (or drops it expired; or, the subscription
-/// stopped, puts it with the `refused` to hand back); true if it keeps a
-/// credit (an unsettled delivery of a client-ack subscription).
+/// stopped, puts it with the `refused` to hand back at the task's end; or,
+/// an auto-ack one whose connection has no room, with the `held_back` to
+/// hand back once this pull is over); true if it keeps a credit (an
+/// unsettled delivery of a client-ack subscription).
 async fn deliver(
     subscription: &Subscription,
     request: &ServedRef,
     dead_letters: &DeadLetters,
     message: async_nats::jetstream::Message,
-    refused: &mut Vec<Acker>,
+    (refused, held_back): (&mut Vec<Acker>, &mut Vec<Acker>),
+    task: &PullTask,
 ) -> bool {
     let (delivered, sequence) = message
         .info()
@@ -247,16 +319,25 @@ async fn deliver(
             };
             // A full or closed queue ends the connection, whose session end
             // hands the unsettled deliveries back.
-            let _ = outbound.push(frame);
+            if outbound.push(frame).is_ok() {
+                task.delivered(&decoded.destination);
+            }
             true
         }
         None => {
-            let pushed = subscription
-                .outbound()
-                .is_some_and(|outbound| outbound.push(frame).is_ok());
-            if !pushed {
+            let Some(outbound) = subscription.outbound() else {
                 refused.push(acker);
-            } else if let Err(error) = acker.ack().await {
+                return false;
+            };
+            // Acknowledged only once queued, and queued only within half
+            // the budget: this subscription never makes its connection a
+            // slow consumer holding messages JetStream counts as done.
+            if !outbound.has_room() || outbound.push(frame).is_err() {
+                held_back.push(acker);
+                return false;
+            }
+            task.delivered(&decoded.destination);
+            if let Err(error) = acker.ack().await {
                 warn!(%error, "queue engine: an auto ack did not go out; the message comes back after ack_wait");
             }
             false

@@ -11,13 +11,17 @@
 //! topic's; the router sends it as on one node, at most once a second.
 //! A pattern with `#` before its last word listens on a wider subject, so
 //! other nodes' such subscriptions count for every topic under it.
+//!
+//! The two tasks hold the counts weakly: the engine's topic half
+//! (`NatsTopics`) owns them, and once it is dropped (the broker gone) both
+//! tasks end within a [`CHECK`] instead of sharing and listening for good.
 
 use super::subject::topic_subject;
 use crate::router::{RouterCommand, RouterHandle};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
@@ -86,9 +90,9 @@ impl Counts {
             .sum()
     }
 
-    /// Shares `local()` (this node's table) while the client lives.
+    /// Shares `local()` (this node's table) while the counts' owner lives.
     pub(super) async fn share(
-        self: Arc<Self>,
+        counts: Weak<Self>,
         client: async_nats::Client,
         local: impl Fn() -> HashMap<Arc<str>, usize> + Send + 'static,
     ) {
@@ -96,6 +100,10 @@ impl Counts {
         let mut check = tokio::time::interval(CHECK);
         loop {
             check.tick().await;
+            let Some(counts) = counts.upgrade() else {
+                debug!("subscriber counts: the engine is gone; no longer shared");
+                return;
+            };
             let subjects: HashMap<String, usize> = local()
                 .into_iter()
                 .map(|(s, n)| (s.to_string(), n))
@@ -107,12 +115,12 @@ impl Counts {
                 continue;
             }
             let table = Table {
-                node: self.node.clone(),
+                node: counts.node.clone(),
                 subjects,
             };
             match serde_json::to_vec(&table) {
                 Ok(payload) => {
-                    if let Err(error) = client.publish(self.subject(), payload.into()).await {
+                    if let Err(error) = client.publish(counts.subject(), payload.into()).await {
                         debug!(%error, "subscriber counts not shared");
                     }
                 }
@@ -123,9 +131,16 @@ impl Counts {
     }
 
     /// Keeps the other nodes' tables (and forgets silent ones), telling the
-    /// router when they change.
-    pub(super) async fn listen(self: Arc<Self>, client: async_nats::Client, router: RouterHandle) {
-        let mut subscriber = match client.subscribe(self.subject()).await {
+    /// router when they change; while the counts' owner lives.
+    pub(super) async fn listen(
+        counts: Weak<Self>,
+        client: async_nats::Client,
+        router: RouterHandle,
+    ) {
+        let Some(subject) = counts.upgrade().map(|c| c.subject()) else {
+            return;
+        };
+        let mut subscriber = match client.subscribe(subject).await {
             Ok(subscriber) => subscriber,
             Err(error) => {
                 debug!(%error, "subscriber counts of other nodes not heard");
@@ -134,12 +149,20 @@ impl Counts {
         };
         let mut expire = tokio::time::interval(CHECK);
         loop {
-            let changed = tokio::select! {
-                message = subscriber.next() => {
-                    let Some(message) = message else { return };
-                    self.heard(&message.payload)
-                }
-                _ = expire.tick() => self.expire(),
+            let event = tokio::select! {
+                message = subscriber.next() => match message {
+                    Some(message) => Some(message.payload),
+                    None => return,
+                },
+                _ = expire.tick() => None,
+            };
+            let Some(counts) = counts.upgrade() else {
+                debug!("subscriber counts: the engine is gone; no longer heard");
+                return;
+            };
+            let changed = match event {
+                Some(payload) => counts.heard(&payload),
+                None => counts.expire(),
             };
             if changed && router.send(RouterCommand::RemoteCounts).await.is_err() {
                 return;
@@ -188,8 +211,12 @@ pub(super) fn spawn(
     client: async_nats::Client,
     router: RouterHandle,
 ) {
-    tokio::spawn(counts.clone().share(client.clone(), table));
-    tokio::spawn(counts.listen(client, router));
+    tokio::spawn(Counts::share(
+        Arc::downgrade(&counts),
+        client.clone(),
+        table,
+    ));
+    tokio::spawn(Counts::listen(Arc::downgrade(&counts), client, router));
 }
 
 /// Whether NATS subject pattern `pattern` matches the literal `subject`.
@@ -248,5 +275,24 @@ mod tests {
         counts.remote().values_mut().for_each(|r| r.heard -= EXPIRY);
         assert!(counts.expire());
         assert_eq!(counts.elsewhere(&["a".into()]), 0);
+    }
+
+    #[tokio::test]
+    async fn sharing_ends_once_the_counts_owner_is_gone() {
+        // A client that never reaches a server: its publishes are buffered.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await
+            .expect("a client that connects later");
+        let counts = Arc::new(Counts::new("p".into()));
+        let sharing = tokio::spawn(Counts::share(Arc::downgrade(&counts), client, HashMap::new));
+        tokio::time::sleep(CHECK * 2).await;
+        assert!(!sharing.is_finished(), "shares while the owner lives");
+        drop(counts);
+        tokio::time::timeout(Duration::from_secs(10), sharing)
+            .await
+            .expect("the task ends")
+            .expect("without a panic");
     }
 }

@@ -15,14 +15,18 @@
 //! arrives after it was made) whose metadata holds its owner and topic:
 //! any node can attach to it, check the owner, and re-bind it. An
 //! attachment waits until the previous one's pull and hand-backs are over
-//! (in order), and is refused while another connection still pulls. Its
-//! subscription then runs as a queue subscription does (`consumer.rs`).
+//! (in order), and is refused while another connection still pulls (a
+//! re-bind before it deletes anything). Its subscription then runs as a queue subscription does
+//! (`consumer.rs`), checking that its consumer is still the one it
+//! attached to (`rebound.rs`).
 //!
 //! Adding and removing subjects is a read-modify-write of the stream's
 //! configuration: a node serialises its own, and checks after making a
 //! consumer that its subject is still there (another node removing an
 //! unused subject at the same moment), adding it again if not.
 
+use super::durable_subjects::{cover, covers, placeholder};
+use super::rebound::Incarnation;
 use super::subject::{durable_consumer, pattern_subject};
 use super::subscription::DurableBinding;
 use crate::config::ClusterConfig;
@@ -38,11 +42,11 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 /// The consumer metadata key of a durable subscription's owner.
-const OWNER: &str = "stomphub-owner";
+pub(super) const OWNER: &str = "stomphub-owner";
 /// The consumer metadata key of the topic (pattern) it collects.
-const DESTINATION: &str = "stomphub-destination";
+pub(super) const DESTINATION: &str = "stomphub-destination";
 /// The consumer metadata key of its `<client-id>/<name>`.
-const KEY: &str = "stomphub-durable";
+pub(super) const KEY: &str = "stomphub-durable";
 /// How long an attachment waits for the pulls of an earlier one to end:
 /// longer than one pull (`consumer.rs`).
 const EARLIER_PULLS: Duration = Duration::from_secs(4);
@@ -61,10 +65,12 @@ pub(super) struct Durables {
     subjects: tokio::sync::Mutex<()>,
 }
 
-/// A durable subscription attached: its consumer and its name.
+/// A durable subscription attached: its consumer, its name, and which
+/// incarnation of it.
 pub(super) struct Attached {
     pub(super) consumer: PullConsumer,
     pub(super) name: String,
+    pub(super) incarnation: Incarnation,
 }
 
 impl Durables {
@@ -113,6 +119,11 @@ impl Durables {
         })
     }
 
+    /// The stream's name (`<prefix>_durables`).
+    pub(super) fn stream(&self) -> &str {
+        &self.stream
+    }
+
     /// A durable SUBSCRIBE attached (made, re-bound): what serving it as a
     /// queue subscription on its consumer needs.
     pub(super) async fn prepare(
@@ -131,6 +142,7 @@ impl Durables {
         let binding = DurableBinding {
             consumer: attached.name,
             pattern,
+            incarnation: attached.incarnation,
         };
         Ok((subscribe, attached.consumer, binding))
     }
@@ -169,6 +181,12 @@ impl Durables {
                 )));
             }
             if metadata.get(DESTINATION).map(String::as_str) != Some(destination) {
+                // Not under a holder: its pulls would go on with the new
+                // consumer (taking the new holder's messages). One that
+                // stopped ends within a pull.
+                if self.await_earlier_pulls(&stream, &name).await {
+                    return Err(active(key));
+                }
                 // Re-bound: the old topic's backlog goes, and its subject
                 // if no one else uses it.
                 self.delete(&name).await.map_err(|e| engine(&e))?;
@@ -198,18 +216,25 @@ impl Durables {
         // Another node may have removed the subject meanwhile.
         self.add_subject(&filter).await.map_err(|e| engine(&e))?;
         if self.await_earlier_pulls(&stream, &name).await {
-            return Err(DurableRefusal::Policy(format!(
-                "durable subscription '{key}' is already active on another connection"
-            )));
+            return Err(active(key));
         }
-        Ok(Attached { consumer, name })
+        let incarnation = Incarnation::of(consumer.cached_info());
+        Ok(Attached {
+            consumer,
+            name,
+            incarnation,
+        })
     }
 
     /// Waits (at most [`EARLIER_PULLS`]) until no pull of an earlier
     /// attachment waits and nothing is out unacknowledged, so that its
     /// hand-backs come before later messages. True if a pull still waits
     /// then: one outlives its connection by one pull (2 s) at most, so
-    /// another connection is attached and pulling.
+    /// another connection is attached and pulling. (Unacknowledged
+    /// deliveries alone prove nothing: JetStream counts a handed-back one
+    /// as pending until it is delivered again. A holder whose credit is
+    /// used up, so not pulling, finds its consumer lost at its next pull:
+    /// `rebound.rs`.)
     async fn await_earlier_pulls(&self, stream: &stream::Stream<()>, name: &str) -> bool {
         let deadline = tokio::time::Instant::now() + EARLIER_PULLS;
         let (mut pulled, mut free) = (false, 0);
@@ -311,126 +336,9 @@ impl Durables {
     }
 }
 
-/// The subject of the stream while no durable subscription exists (a stream
-/// needs one): nothing is published on it.
-fn placeholder(prefix: &str) -> String {
-    format!("{prefix}.durables.none")
-}
-
-/// Whether NATS subject pattern `wide` matches every subject `narrow` does.
-fn covers(wide: &str, narrow: &str) -> bool {
-    let mut narrow_tokens = narrow.split('.');
-    for token in wide.split('.') {
-        let Some(other) = narrow_tokens.next() else {
-            return false;
-        };
-        match token {
-            ">" => return true,
-            "*" if other != ">" => {}
-            literal if literal == other => {}
-            _ => return false,
-        }
-    }
-    narrow_tokens.next().is_none()
-}
-
-/// Whether some subject matches both NATS subject patterns.
-fn overlaps(a: &str, b: &str) -> bool {
-    let (mut a, mut b) = (a.split('.'), b.split('.'));
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
-            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
-            _ => return false,
-        }
-    }
-}
-
-/// The narrowest pattern of this shape that holds both `a` and `b`: equal
-/// tokens kept, other ones `*`, and `>` from where either has it.
-fn widen(a: &str, b: &str) -> String {
-    let (mut a, mut b) = (a.split('.'), b.split('.'));
-    let mut tokens = Vec::new();
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => break,
-            (Some(x), Some(y)) if x == y && x != ">" => tokens.push(x),
-            (Some(">"), _) | (_, Some(">")) | (None, _) | (_, None) => {
-                tokens.push(">");
-                break;
-            }
-            _ => tokens.push("*"),
-        }
-    }
-    tokens.join(".")
-}
-
-/// Stream subjects that capture every one of `subjects` and do not
-/// overlap one another (JetStream refuses a stream whose own subjects
-/// overlap): one that covers another takes its place, and two that only
-/// overlap (`a.*.__`, `*.b.__`) give way to one that holds both
-/// (`*.*.__`: the stream then also captures topics no durable
-/// subscription matches; with interest retention they are not kept).
-fn cover(mut subjects: Vec<String>) -> Vec<String> {
-    subjects.sort();
-    subjects.dedup();
-    let mut kept: Vec<String> = Vec::new();
-    while let Some(mut subject) = subjects.pop() {
-        // Merge with everything it overlaps, until nothing does.
-        while let Some(index) = kept.iter().position(|k| overlaps(k, &subject)) {
-            let other = kept.swap_remove(index);
-            subject = if covers(&other, &subject) {
-                other
-            } else if covers(&subject, &other) {
-                subject
-            } else {
-                widen(&other, &subject)
-            };
-        }
-        kept.push(subject);
-    }
-    kept.sort();
-    kept
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_wider_subject_covers_a_narrower_one() {
-        assert!(covers("p.topic.a.>", "p.topic.a.b.__"));
-        assert!(covers("p.topic.a.>", "p.topic.a.*.__"));
-        assert!(covers("p.topic.*.b.__", "p.topic.a.b.__"));
-        assert!(!covers("p.topic.a.b.__", "p.topic.a.*.__"));
-        assert!(!covers("p.topic.*.>", "p.topic.>"));
-        assert!(!covers("p.topic.a.__", "p.topic.a.b.__"));
-        assert!(!covers("p.topic.a.b.__", "p.topic.a.__"));
-    }
-
-    #[test]
-    fn the_cover_drops_what_a_wider_subject_holds() {
-        let subjects = vec![
-            "p.topic.a.b.__".to_owned(),
-            "p.topic.a.>".to_owned(),
-            "p.topic.c.__".to_owned(),
-            "p.topic.a.>".to_owned(),
-        ];
-        assert_eq!(cover(subjects), vec!["p.topic.a.>", "p.topic.c.__"]);
-    }
-
-    #[test]
-    fn subjects_that_only_overlap_give_way_to_one_that_holds_both() {
-        let subjects = vec![
-            "p.topic.a.*.__".to_owned(),
-            "p.topic.*.b.__".to_owned(),
-            "p.topic.c.__".to_owned(),
-        ];
-        assert_eq!(cover(subjects), vec!["p.topic.*.*.__", "p.topic.c.__"]);
-        let subjects = vec!["p.topic.a.*.c.__".to_owned(), "p.topic.*.b.>".to_owned()];
-        assert_eq!(cover(subjects), vec!["p.topic.*.*.>"]);
-        assert!(!overlaps("p.topic.a.__", "p.topic.a.b.__"));
-        assert!(overlaps("p.topic.a.>", "p.topic.*.__"));
-    }
+/// The refusal of an attachment while another connection holds `key`.
+fn active(key: &str) -> DurableRefusal {
+    DurableRefusal::Policy(format!(
+        "durable subscription '{key}' is already active on another connection"
+    ))
 }

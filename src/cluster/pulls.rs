@@ -13,6 +13,7 @@
 //! node is over, then go out together, to the other nodes' consumers.
 
 use super::subscription::hand_back;
+use crate::metrics::Metrics;
 use async_nats::jetstream::message::Acker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ use tokio::sync::watch;
 pub(super) struct PullTasks(Arc<Shared>);
 
 struct Shared {
+    /// Where the tasks count their deliveries (`messages_delivered_total`).
+    metrics: Arc<Metrics>,
     /// How many tasks run; each [`PullTask`] counts itself while it lives.
     running: watch::Sender<usize>,
     /// Set at the start of a shutdown: hand-backs are parked, not sent.
@@ -33,8 +36,9 @@ struct Shared {
 }
 
 impl PullTasks {
-    pub(super) fn new() -> PullTasks {
+    pub(super) fn new(metrics: Arc<Metrics>) -> PullTasks {
         PullTasks(Arc::new(Shared {
+            metrics,
             running: watch::channel(0).0,
             closing: AtomicBool::new(false),
             parked: Mutex::new(Vec::new()),
@@ -77,6 +81,12 @@ impl Shared {
 pub(super) struct PullTask(Arc<Shared>);
 
 impl PullTask {
+    /// Counts one MESSAGE to `destination` queued for a client (as one
+    /// node counts its queue deliveries).
+    pub(super) fn delivered(&self, destination: &str) {
+        self.0.metrics.engine_delivered_add(destination, 1);
+    }
+
     /// Hands `deliveries` back (once the task's last pull is over): now, or
     /// parked until every pull has ended if the node is shutting down.
     pub(super) async fn hand_back(&self, deliveries: Vec<Acker>) {

@@ -21,8 +21,7 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
-use super::consumer::Queue;
-use super::consumer::PULL_WAIT;
+use super::consumer::{Queue, PULL_WAIT};
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::durables::Durables;
@@ -37,8 +36,8 @@ use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::queue::{
-    DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, QueueArguments,
-    QueueEngine, QueuePolicy, QueueSend, QueueSettings, QueueSubscribe,
+    DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, EngineQueue,
+    QueueArguments, QueueEngine, QueuePolicy, QueueSend, QueueSettings, QueueSubscribe,
 };
 use async_nats::jetstream;
 use std::collections::HashMap;
@@ -70,21 +69,25 @@ pub struct NatsQueues {
     durables: Durables,
     /// Replies to other nodes' reply queues (`replies.rs`).
     replies: Arc<Replies>,
+    /// The last reading of the consumers, for the admin API (`stats.rs`).
+    pub(super) stats: super::stats::QueueStats,
 }
 
 /// Per session, its engine subscriptions by id.
 type Sessions = HashMap<SessionId, HashMap<Arc<str>, Arc<Subscription>>>;
 
-/// Creates (or updates) the queues' stream and returns the engine.
+/// Creates (or updates) the queues' stream; returns the engine (counting in `metrics`).
 pub async fn queues(
     client: async_nats::Client,
     config: &ClusterConfig,
     policy: QueuePolicy,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<NatsQueues>, String> {
     let replies = Replies::new(client.clone(), &config.subject_prefix)?;
     let jetstream = jetstream::new(client);
     let stream = super::definitions::queue_stream(&jetstream, config).await?;
     let durables = Durables::open(jetstream.clone(), config).await?;
+    let stats = super::stats::QueueStats::new(&jetstream, &stream, &durables, config);
     Ok(Arc::new(NatsQueues {
         durables,
         replies,
@@ -103,7 +106,8 @@ pub async fn queues(
             patience: config.publish_timeout,
             known: Mutex::new(HashMap::new()),
         }),
-        pulls: PullTasks::new(),
+        pulls: PullTasks::new(metrics),
+        stats,
     }))
 }
 
@@ -197,15 +201,13 @@ impl NatsQueues {
         }
         removed
     }
-
-    /// Ends `subscription`: its task hands its unsettled deliveries back
-    /// once its last pull is over (at most `PULL_WAIT`).
-    async fn end(&self, subscription: Arc<Subscription>) {
-        subscription.stop();
-    }
 }
 
 impl QueueEngine for NatsQueues {
+    fn queues(&self) -> EngineFuture<'_, Vec<EngineQueue>> {
+        Box::pin(self.stats.sample(&self.sessions))
+    }
+
     fn publish(&self, send: QueueSend) -> EngineFuture<'_, Result<EngineAck, String>> {
         Box::pin(publish(
             self.place(),
@@ -268,7 +270,7 @@ impl QueueEngine for NatsQueues {
         Box::pin(async move {
             match self.remove(session, id) {
                 Some(subscription) => {
-                    self.end(subscription).await;
+                    subscription.stop();
                     true
                 }
                 None => false,
@@ -346,7 +348,7 @@ impl QueueEngine for NatsQueues {
                 .flat_map(|(_, subscriptions)| subscriptions.into_values())
                 .collect();
             for subscription in left {
-                self.end(subscription).await;
+                subscription.stop();
             }
             // The stopped tasks read their last pulls to the end (at most
             // PULL_WAIT); then everything they hold goes back at once.
@@ -370,9 +372,7 @@ impl QueueEngine for NatsQueues {
     fn detach(&self, session: SessionId) -> EngineFuture<'_, ()> {
         Box::pin(async move {
             let removed = self.sessions().remove(&session);
-            for subscription in removed.into_iter().flat_map(HashMap::into_values) {
-                self.end(subscription).await;
-            }
+            removed.into_iter().flatten().for_each(|(_, s)| s.stop());
         })
     }
 }

@@ -43,6 +43,14 @@ pub fn queue_subject(prefix: &str, name: &str) -> String {
     subject
 }
 
+/// The queue name (without `/queue/`) of a queue subject under `prefix`.
+pub fn queue_name(prefix: &str, subject: &str) -> Option<String> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    let token = rest.strip_prefix(QUEUES)?.strip_prefix('.')?;
+    let token = token.strip_suffix(END)?.strip_suffix('.')?;
+    decode_token(token).map(String::from)
+}
+
 /// The subject pattern of every queue under `prefix`.
 pub fn queues_pattern(prefix: &str) -> String {
     format!("{prefix}.{QUEUES}.>")
@@ -181,6 +189,15 @@ fn decode_token(token: &str) -> Option<Box<str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_name_reads_back_from_its_subject() {
+        for name in ["orders", "a.b/c d", ""] {
+            let subject = queue_subject("p.x", name);
+            assert_eq!(queue_name("p.x", &subject).as_deref(), Some(name));
+        }
+        assert_eq!(queue_name("p.x", "p.x.topic.a.__"), None);
+    }
     use crate::model::destination::pattern_matches;
     use proptest::prelude::*;
 

@@ -4,6 +4,7 @@
 //! NACK), its unsettled deliveries, and where its MESSAGEs go until it
 //! stops (UNSUBSCRIBE, the session's end).
 
+use super::rebound::Incarnation;
 use crate::model::ack_mode::AckMode;
 use crate::model::destination::PatternWord;
 use crate::outbound::OutboundSender;
@@ -49,10 +50,15 @@ pub(super) struct DurableBinding {
     /// Its topic pattern: the consumer's filter is wider for a `#` before
     /// the last word, so deliveries are matched again.
     pub(super) pattern: Vec<PatternWord>,
+    /// The incarnation of the consumer it attached to: a consumer of that
+    /// name made again since is another holder's (`rebound.rs`).
+    pub(super) incarnation: Incarnation,
 }
 
 /// A queue (or durable topic) subscription served by the engine.
 pub struct Subscription {
+    /// Its SUBSCRIBE's destination (`/queue/...`, or a durable's topic).
+    pub(super) destination: Arc<str>,
     /// How its deliveries are settled.
     pub(super) ack: AckMode,
     /// Set for a durable topic subscription.
@@ -106,6 +112,7 @@ impl Subscription {
     ) -> (Arc<Subscription>, Served) {
         let (stop_tx, stopped) = watch::channel(false);
         let subscription = Subscription {
+            destination: request.destination.as_str().into(),
             ack: request.ack,
             durable,
             state: Mutex::new(State {
@@ -247,6 +254,29 @@ pub(super) async fn take_credit(
         }
     }
     Some(1)
+}
+
+/// How often an auto-ack subscription whose connection has no room looks
+/// again (the outbound queue has no signal for room).
+const ROOM_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until the connection of an auto-ack subscription has room in its
+/// outbound queue (at most half full). False: the subscription stopped.
+pub(super) async fn wait_for_room(
+    subscription: &Subscription,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        match subscription.outbound() {
+            None => return false,
+            Some(outbound) if outbound.has_room() => return true,
+            Some(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ROOM_POLL) => {}
+            _ = stopped.wait_for(|stop| *stop) => return false,
+        }
+    }
 }
 
 /// Naks `deliveries` without delay, so that other consumers get them now.

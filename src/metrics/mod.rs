@@ -152,8 +152,9 @@ pub struct Metrics {
     /// The router's counts.
     pub router: RouterCounts,
     /// MESSAGEs that came from the cluster engine (other nodes' topic
-    /// messages, live-feed messages) pushed to auto-ack subscribers, by class:
-    /// no local publisher's connection counts them.
+    /// messages, live-feed messages pushed to auto-ack subscribers; queue
+    /// and durable subscription deliveries), by class: no local
+    /// publisher's connection counts them.
     pub engine_delivered: Box<[AtomicU64]>,
     /// When the broker started.
     pub started: Instant,

@@ -111,8 +111,36 @@ pub enum DeliveryKey<'a> {
     MessageId(&'a str),
 }
 
+/// One of the engine's queues (or durable topic subscriptions) as the
+/// admin API and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineQueue {
+    /// `/queue/<name>`, or `/durable/<client-id>/<name>`.
+    pub name: String,
+    /// A durable topic subscription: the topic (pattern) it is bound to.
+    pub durable_topic: Option<String>,
+    /// Messages not yet delivered (JetStream's `num_pending`).
+    pub pending: u64,
+    /// Delivered and not acknowledged, on every node (`num_ack_pending`;
+    /// hand-backs waiting to be delivered again included).
+    pub ack_pending: u64,
+    /// Messages delivered more than once and not yet acknowledged
+    /// (`num_redelivered`).
+    pub redelivered: u64,
+    /// Pulls waiting, from every node's subscribers (`num_waiting`).
+    pub waiting_pulls: u64,
+    /// This node's subscribers of it.
+    pub local_consumers: usize,
+}
+
 /// Queues kept outside this process (JetStream, with `engine = "nats"`).
 pub trait QueueEngine: Send + Sync {
+    /// Its queues as last read from the engine (read at most every few
+    /// seconds, whoever asks), with this node's subscribers counted now.
+    fn queues(&self) -> EngineFuture<'_, Vec<EngineQueue>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// Hands a queue SEND to the engine, in the order of the calls; returns
     /// once it is sent, with the future of its confirmation (already
     /// resolved when `confirm` is false: a failure then can only be

@@ -25,6 +25,26 @@ pub struct QueueSample {
     pub dropped: u64,
     /// A durable topic subscription's queue: the topic pattern it is bound to.
     pub durable_topic: Option<String>,
+    /// One of the cluster engine's queues: its counts as the engine states
+    /// them (`depth`, `unacked` and `consumers` are taken from them).
+    pub engine: Option<crate::queue::EngineQueue>,
+}
+
+impl QueueSample {
+    /// One of the cluster engine's queues: `depth` its undelivered
+    /// messages, `unacked` its deliveries not acknowledged on any node,
+    /// `consumers` this node's subscribers (as on one node).
+    pub fn from_engine(queue: crate::queue::EngineQueue) -> QueueSample {
+        QueueSample {
+            name: queue.name.clone(),
+            depth: usize::try_from(queue.pending).unwrap_or(usize::MAX),
+            unacked: usize::try_from(queue.ack_pending).unwrap_or(usize::MAX),
+            consumers: queue.local_consumers,
+            dropped: 0,
+            durable_topic: queue.durable_topic.clone(),
+            engine: Some(queue),
+        }
+    }
 }
 
 /// The router's state as the admin listener shows it.
@@ -212,6 +232,7 @@ impl Router {
                 consumers: queue.consumers.len(),
                 dropped: queue.dropped,
                 durable_topic: self.durable_bindings.get(&queue.name).cloned(),
+                engine: None,
             })
             .collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));

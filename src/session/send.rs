@@ -90,7 +90,17 @@ impl Session {
                     true => self.context.topics.export().confirm(&id),
                     false => None,
                 };
-                let (for_router, feed_ack) = self.fan_out(&mut publication, confirm).await?;
+                let fanned = self.fan_out(&mut publication, confirm).await;
+                let (for_router, feed_ack) = match fanned {
+                    Ok(fanned) => fanned,
+                    Err(error) => {
+                        // Not exported: the request would stay for good.
+                        if kept.is_some() {
+                            self.context.topics.export().forget_confirm(&id);
+                        }
+                        return Err(error);
+                    }
+                };
                 if let Some(kept) = kept {
                     if feed_ack.is_none() {
                         return self
