@@ -176,12 +176,12 @@ pub(super) async fn queue_stream(
     // A JetStream cluster that has just started may not have elected its
     // meta leader yet: try again until `connect_timeout` is over.
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    loop {
+    let info = loop {
         match jetstream
             .create_or_update_stream(stream_config.clone())
             .await
         {
-            Ok(_) => break,
+            Ok(info) => break info,
             Err(error) if tokio::time::Instant::now() < deadline => {
                 debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -193,7 +193,11 @@ pub(super) async fn queue_stream(
             ))
             }
         }
-    }
+    };
+    // A server before atomic batches drops the setting it does not know
+    // and would store a COMMIT's SENDs one by one, not all or none.
+    let version = jetstream.client().server_info().version;
+    super::transactions::check_atomic(info.config.allow_atomic_publish, &version)?;
     info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
     Ok(stream)
 }
