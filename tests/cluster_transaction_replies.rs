@@ -94,7 +94,12 @@ async fn a_commit_retried_with_the_same_message_ids_stores_nothing_twice() {
     // The client did not see that RECEIPT (say) and retries on node 1.
     let mut retry = connect_as(&second_node.url(), "app").await;
     commit_two(&mut retry, "t").await;
-    retry.expect_error("message-id", CloseCode::Error).await;
+    retry
+        .expect_error(
+            "has a message-id the engine has stored already",
+            CloseCode::Error,
+        )
+        .await;
 
     first
         .send_confirmed(
