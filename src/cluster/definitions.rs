@@ -152,11 +152,12 @@ fn read(metadata: &HashMap<String, String>) -> QueueArguments {
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Creates (or updates) the stream holding every queue; returns its name.
+/// Creates (or updates) the stream holding every queue; returns its name
+/// and whether the server kept `allow_atomic` in its config.
 pub(super) async fn queue_stream(
     jetstream: &jetstream::Context,
     config: &ClusterConfig,
-) -> Result<String, String> {
+) -> Result<(String, bool), String> {
     let stream = format!("{}_queues", config.subject_prefix.replace('.', "_"));
     let stream_config = stream::Config {
         name: stream.clone(),
@@ -194,12 +195,8 @@ pub(super) async fn queue_stream(
             }
         }
     };
-    // A server before atomic batches drops the setting it does not know
-    // and would store a COMMIT's SENDs one by one, not all or none.
-    let version = jetstream.client().server_info().version;
-    super::transactions::check_atomic(info.config.allow_atomic_publish, &version)?;
     info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
-    Ok(stream)
+    Ok((stream, info.config.allow_atomic_publish))
 }
 
 #[cfg(test)]
