@@ -1,7 +1,8 @@
 //! Transactions and temp-queue replies across nodes on the cluster engine
 //! (3 nats-servers, JetStream R3): a COMMIT's queue SENDs on one node reach
 //! consumers on another, none before the COMMIT; a COMMIT whose SENDs the
-//! stream cannot take all, or with more SENDs than a batch holds, stores
+//! stream cannot take all (refused by the server), or with more SENDs
+//! than a batch holds (refused by the broker before publishing), stores
 //! none of them (ERROR, no RECEIPT); an ACK
 //! committed on one node settles the message for every node; a reply sent
 //! on the responder's node reaches the requester's reply queue on its own

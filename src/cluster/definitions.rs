@@ -152,11 +152,12 @@ fn read(metadata: &HashMap<String, String>) -> QueueArguments {
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Creates (or updates) the stream holding every queue; returns its name.
+/// Creates (or updates) the stream holding every queue; returns its name
+/// and whether the server kept `allow_atomic` in its config.
 pub(super) async fn queue_stream(
     jetstream: &jetstream::Context,
     config: &ClusterConfig,
-) -> Result<String, String> {
+) -> Result<(String, bool), String> {
     let stream = format!("{}_queues", config.subject_prefix.replace('.', "_"));
     let stream_config = stream::Config {
         name: stream.clone(),
@@ -176,12 +177,12 @@ pub(super) async fn queue_stream(
     // A JetStream cluster that has just started may not have elected its
     // meta leader yet: try again until `connect_timeout` is over.
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    loop {
+    let info = loop {
         match jetstream
             .create_or_update_stream(stream_config.clone())
             .await
         {
-            Ok(_) => break,
+            Ok(info) => break info,
             Err(error) if tokio::time::Instant::now() < deadline => {
                 debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -193,9 +194,9 @@ pub(super) async fn queue_stream(
             ))
             }
         }
-    }
+    };
     info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
-    Ok(stream)
+    Ok((stream, info.config.allow_atomic_publish))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use super::publish::{publish, Place};
 use super::pulls::PullTasks;
 use super::replies::Replies;
 use super::subscription::{DurableBinding, Subscription};
-use super::transactions::publish_batch;
+use super::transactions::{check_atomic, publish_batch};
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
 use crate::model::destination::QUEUE_PREFIX;
@@ -85,7 +85,10 @@ pub async fn queues(
 ) -> Result<Arc<NatsQueues>, String> {
     let replies = Replies::new(client.clone(), &config.subject_prefix)?;
     let jetstream = jetstream::new(client);
-    let stream = super::definitions::queue_stream(&jetstream, config).await?;
+    let (stream, atomic) = super::definitions::queue_stream(&jetstream, config).await?;
+    // A server before atomic batches drops the setting it does not know
+    // and would store a COMMIT's SENDs one by one, not all or none.
+    check_atomic(atomic, &jetstream.client().server_info().version)?;
     let durables = Durables::open(jetstream.clone(), config).await?;
     let stats = super::stats::QueueStats::new(&jetstream, &stream, &durables, config);
     Ok(Arc::new(NatsQueues {

@@ -110,12 +110,28 @@ impl Router {
         reply_queue: &ReplyQueue,
         receipt: Option<&str>,
     ) -> bool {
+        match self.reply_queue_refusal(session, reply_queue) {
+            None => true,
+            Some(message) => {
+                self.fail(session, message, receipt, CloseReason::PolicyViolation);
+                false
+            }
+        }
+    }
+
+    /// Why `session` may not have `reply_queue`; `None` if it may (see
+    /// [`reply_queue_room`](Self::reply_queue_room)).
+    pub(super) fn reply_queue_refusal(
+        &self,
+        session: SessionId,
+        reply_queue: &ReplyQueue,
+    ) -> Option<String> {
         let caps = &self.caps;
         let Some(entry) = self.sessions.get(&session) else {
-            return false;
+            return Some("the session has ended".to_owned());
         };
         if self.queues.contains_key(&reply_queue.queue) {
-            return true;
+            return None;
         }
         let id = &reply_queue.subscription;
         let message = if entry.subscriptions.contains_key(id) {
@@ -138,9 +154,8 @@ impl Router {
                 caps.max_subscriptions
             )
         } else {
-            return true;
+            return None;
         };
-        self.fail(session, message, receipt, CloseReason::PolicyViolation);
-        false
+        Some(message)
     }
 }

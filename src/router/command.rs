@@ -132,17 +132,16 @@ pub enum RouterCommand {
         receipt: Option<String>,
     },
     /// Make the session's private reply queue, as a publication with
-    /// `reply_queue` does, for a queue SEND the queue engine stores
-    /// (ERROR to the session if past the reply queue caps).
+    /// `reply_queue` does, for a queue SEND the queue engine stores.
     ReplyQueue {
         /// The session.
         session: SessionId,
         /// The reply queue.
         reply_queue: super::message::ReplyQueue,
-        /// The SEND's receipt, echoed on the ERROR if refused.
-        receipt: Option<String>,
-        /// Answered true once it exists, false if refused.
-        made: tokio::sync::oneshot::Sender<bool>,
+        /// Answered `Ok` once it exists, or with why it is refused (past
+        /// the reply queue caps): the session writes that ERROR itself,
+        /// after the RECEIPTs of its SENDs still being confirmed.
+        made: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     /// A transaction's operations, applied together.
     Commit {

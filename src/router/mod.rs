@@ -316,14 +316,13 @@ impl Router {
             RouterCommand::ReplyQueue {
                 session,
                 reply_queue,
-                receipt,
                 made,
             } => {
-                let room = self.reply_queue_room(session, &reply_queue, receipt.as_deref());
-                if room {
+                let refusal = self.reply_queue_refusal(session, &reply_queue);
+                if refusal.is_none() {
                     self.ensure_reply_queue(session, &reply_queue);
                 }
-                let _ = made.send(room);
+                let _ = made.send(refusal.map_or(Ok(()), Err));
             }
             RouterCommand::Commit {
                 session,

@@ -13,7 +13,7 @@ use crate::model::message::{epoch_ms, Message};
 use crate::publish_rate::PublishVerdict;
 use crate::queue::QueueArguments;
 use crate::router::message::{Publication, ReplyQueue, NOT_PASSED_ON};
-use crate::router::{RouterCommand, TxOperation};
+use crate::router::RouterCommand;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,8 +55,10 @@ impl Session {
             .as_ref()
             .filter(|_| matches!(publication.target, SendTarget::Queue(_)));
         if let Some(transaction) = frame.get("transaction") {
+            // Kept for the engine's batch (`transaction_engine.rs`).
+            let dedup_id = to_engine.and_then(|_| self.client_dedup_id(&frame));
             self.transactions
-                .add(transaction, TxOperation::Publish(publication))?;
+                .add_send(transaction, publication, dedup_id)?;
             return self.receipt(&frame).await.map(|()| None);
         }
         if let Some(engine) = to_engine {

@@ -25,19 +25,11 @@ impl Session {
         publication: Publication,
         pipelined: bool,
     ) -> Result<Option<Arc<str>>, SessionError> {
-        self.make_reply_queue(&publication, frame.get("receipt"))
-            .await?;
+        self.make_reply_queue(&publication).await?;
         let id = publication.id.clone();
-        // The client's own `message-id`, scoped by its client id, makes a
-        // retried SEND (even on another connection or node) the same
-        // message to the engine's duplicate detection.
-        let dedup_id = match frame.get("message-id") {
-            Some(client_id) => format!(
-                "c/{}/{client_id}",
-                self.client_id.as_deref().unwrap_or_default()
-            ),
-            None => format!("b/{id}"),
-        };
+        let dedup_id = self
+            .client_dedup_id(frame)
+            .unwrap_or_else(|| format!("b/{id}"));
         let confirm = publication.persistent || frame.get("receipt").is_some();
         let send = queue_send(publication, dedup_id, confirm);
         let not_stored = |message| SessionError::new(message, CloseReason::InternalError);
@@ -52,6 +44,18 @@ impl Session {
         ack.await.map_err(not_stored)?;
         self.receipt(frame).await?;
         Ok(Some(id))
+    }
+
+    /// The engine's duplicate-detection id of a SEND with the client's own
+    /// `message-id`: scoped by its client id, it makes a retried SEND (even
+    /// on another connection or node, alone or in a COMMIT) the same
+    /// message to the engine. `None`: the broker's message id is used.
+    pub(super) fn client_dedup_id(&self, frame: &Frame) -> Option<String> {
+        let client_id = frame.get("message-id")?;
+        Some(format!(
+            "c/{}/{client_id}",
+            self.client_id.as_deref().unwrap_or_default()
+        ))
     }
 
     /// A persistent topic SEND with a RECEIPT when the export seam confirms
@@ -89,12 +93,11 @@ impl Session {
 
     /// Makes the publication's reply queue (`reply-to:/temp-queue/`) in
     /// the router before the engine has the request: a responder, on any
-    /// node, may answer at once. `Err` if the router refused it (it has
-    /// sent the ERROR already).
+    /// node, may answer at once. `Err` if the router refused it: the ERROR
+    /// goes out after the RECEIPTs of the SENDs still being confirmed.
     pub(super) async fn make_reply_queue(
         &mut self,
         publication: &Publication,
-        receipt: Option<&str>,
     ) -> Result<(), SessionError> {
         let Some(reply_queue) = publication.reply_queue.clone() else {
             return Ok(());
@@ -103,16 +106,19 @@ impl Session {
         self.route(RouterCommand::ReplyQueue {
             session: self.id,
             reply_queue,
-            receipt: receipt.map(str::to_owned),
             made,
         })
         .await?;
         match answer.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SessionError::new(
-                "reply queue refused",
-                CloseReason::PolicyViolation,
-            )),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => {
+                // Earlier SENDs' RECEIPTs (or their ERROR) first, and
+                // queued for the connection before this ERROR is written.
+                self.confirmations.drain().await?;
+                self.router_ahead = true;
+                self.await_router().await?;
+                Err(SessionError::new(message, CloseReason::PolicyViolation))
+            }
             Err(_) => Err(SessionError::new(
                 "the server is shutting down",
                 CloseReason::GoingAway,
@@ -136,7 +142,7 @@ impl Session {
         publication: Publication,
     ) -> Result<(), SessionError> {
         // A reply may itself ask for a reply.
-        self.make_reply_queue(&publication, None).await?;
+        self.make_reply_queue(&publication).await?;
         let message = Message {
             id: publication.id,
             text: std::str::from_utf8(&publication.body).is_ok(),

@@ -11,8 +11,10 @@
 
 use super::{required, CloseReason, Flow, Session, SessionError};
 use crate::model::destination::SendTarget;
+use crate::router::message::Publication;
 use crate::router::{AckKey, RouterCommand, TxOperation};
 use std::collections::HashMap;
+use std::sync::Arc;
 use stomp_protocol::{Command, Frame};
 
 /// A session's open transactions, bounded by the `[limits]` in count and
@@ -30,9 +32,12 @@ pub struct Transactions {
 
 /// One open transaction's operations and what they weigh.
 #[derive(Debug, Default)]
-struct Held {
-    operations: Vec<TxOperation>,
+pub(super) struct Held {
+    pub(super) operations: Vec<TxOperation>,
     bytes: usize,
+    /// Per queue SEND to the cluster engine with the client's own
+    /// `message-id` (by publication id): its duplicate-detection id.
+    pub(super) dedup_ids: HashMap<Arc<str>, String>,
 }
 
 /// What an operation weighs against `max_transaction_bytes`.
@@ -90,11 +95,27 @@ impl Transactions {
         Ok(())
     }
 
-    /// Ends transaction `id` (COMMIT or ABORT), handing back its operations.
-    fn take(&mut self, id: &str) -> Result<Vec<TxOperation>, SessionError> {
+    /// Holds a SEND of transaction `id` until COMMIT, with the engine's
+    /// duplicate-detection id when the client gave a `message-id`.
+    pub fn add_send(
+        &mut self,
+        id: &str,
+        publication: Publication,
+        dedup_id: Option<String>,
+    ) -> Result<(), SessionError> {
+        let publication_id = publication.id.clone();
+        self.add(id, TxOperation::Publish(publication))?;
+        if let (Some(dedup_id), Some(held)) = (dedup_id, self.open.get_mut(id)) {
+            held.dedup_ids.insert(publication_id, dedup_id);
+        }
+        Ok(())
+    }
+
+    /// Ends transaction `id` (COMMIT or ABORT), handing back what it held.
+    fn take(&mut self, id: &str) -> Result<Held, SessionError> {
         let held = self.open.remove(id).ok_or_else(|| unknown(id))?;
         self.bytes -= held.bytes;
-        Ok(held.operations)
+        Ok(held)
     }
 
     /// Discards every open transaction.
@@ -133,11 +154,17 @@ impl Session {
                 self.receipt(frame).await?;
             }
             Command::Commit => {
-                let mut operations = self.transactions.take(id)?;
+                let held = self.transactions.take(id)?;
+                let mut operations = held.operations;
                 if let Some(engine) = self.context.queue_engine.clone() {
                     // Queue SENDs and the engine's ACKs: applied there first.
                     operations = self
-                        .commit_to_engine(engine.as_ref(), operations, frame.get("receipt"))
+                        .commit_to_engine(
+                            engine.as_ref(),
+                            operations,
+                            &held.dedup_ids,
+                            frame.get("receipt"),
+                        )
                         .await?;
                 }
                 let to_queues = operations.iter().any(|operation| {

