@@ -22,6 +22,7 @@ mod outgoing;
 mod publish;
 mod pulls;
 mod queues;
+mod streams;
 mod subject;
 mod subscription;
 mod topics;

@@ -28,7 +28,6 @@ use super::definitions::Definitions;
 use super::durables::Durables;
 use super::publish::Publication;
 use super::pulls::PullTasks;
-use super::subject::queue_subject;
 use super::subscription::{DurableBinding, Subscription};
 use super::wire;
 use crate::config::ClusterConfig;
@@ -50,10 +49,6 @@ use tracing::warn;
 pub struct NatsQueues {
     /// The JetStream API on the node's NATS connection.
     pub(super) jetstream: jetstream::Context,
-    /// `[cluster] subject_prefix`.
-    prefix: String,
-    /// `[cluster] max_deliver`: deliveries before a dead letter.
-    max_deliver: u32,
     /// `[cluster] publish_timeout`: how long a confirmed SEND is published
     /// again through a leader election.
     publish_timeout: Duration,
@@ -80,23 +75,19 @@ pub async fn queues(
     policy: QueuePolicy,
 ) -> Result<Arc<NatsQueues>, String> {
     let jetstream = jetstream::new(client);
-    let stream = super::definitions::queue_stream(&jetstream, config).await?;
+    let stream = super::streams::queue_stream(&jetstream, config, policy.defaults()).await?;
     let durables = Durables::open(jetstream.clone(), config).await?;
     Ok(Arc::new(NatsQueues {
         durables,
         jetstream: jetstream.clone(),
-        prefix: config.subject_prefix.clone(),
-        max_deliver: config.max_deliver,
         publish_timeout: config.publish_timeout,
-        policy,
+        policy: policy.clone(),
         sessions: Mutex::new(HashMap::new()),
         definitions: Arc::new(Definitions {
             jetstream: jetstream.clone(),
+            config: config.clone(),
             stream,
-            prefix: config.subject_prefix.clone(),
-            ack_wait: config.ack_wait,
-            max_deliver: config.max_deliver,
-            patience: config.publish_timeout,
+            policy,
             known: Mutex::new(HashMap::new()),
         }),
         pulls: PullTasks::new(),
@@ -123,8 +114,8 @@ impl NatsQueues {
         let name = send
             .destination
             .strip_prefix(QUEUE_PREFIX)
-            .unwrap_or(&send.destination);
-        let subject = queue_subject(&self.prefix, name);
+            .unwrap_or(&send.destination)
+            .to_owned();
         let unreachable = |e: &dyn std::fmt::Display| {
             format!("queue engine unreachable or full: the message was not stored ({e})")
         };
@@ -134,12 +125,13 @@ impl NatsQueues {
         // does not exist yet creates it, with its own arguments.
         let definition = self
             .definitions
-            .definition(name, &send.arguments)
+            .definition(&name, &send.arguments)
             .await
             .map_err(|e| unreachable(&e))?;
+        let subject = definition.subject.clone();
         let ttl = self
             .policy
-            .settings_for(&send.destination, &definition)
+            .settings_for(&send.destination, &definition.arguments)
             .message_ttl;
         let expires_at = send.expires_at.or_else(|| {
             ttl.map(|ttl| {
@@ -164,7 +156,9 @@ impl NatsQueues {
             .map_err(|e| unreachable(&e))?;
         if send.confirm {
             // Published again through a leader election, up to
-            // `publish_timeout` (`publish.rs`).
+            // `publish_timeout` (`publish.rs`). A bound of the queue that
+            // refuses it is the queue's ERROR, as on one node.
+            let definitions = self.definitions.clone();
             let publication = Publication {
                 jetstream: self.jetstream.clone(),
                 subject,
@@ -176,7 +170,7 @@ impl NatsQueues {
                 publication
                     .confirm(acked)
                     .await
-                    .map_err(|e| unreachable(&e))
+                    .map_err(|e| definitions.refusal(&name, &definition, &e))
             }));
         }
         // Not waited for: a failure can only be logged.
@@ -197,7 +191,9 @@ impl NatsQueues {
         // The queue's definition wins over this SUBSCRIBE's arguments
         // unless this SUBSCRIBE creates the queue, as on one node.
         let (consumer, definition) = self.definitions.consumer(&name, &request.arguments).await?;
-        let settings = self.policy.settings_for(&request.destination, &definition);
+        let settings = self
+            .policy
+            .settings_for(&request.destination, &definition.arguments);
         let dead_letter = settings.dead_letter.clone();
         let queue = Queue {
             definitions: Some(self.definitions.clone()),
@@ -219,8 +215,8 @@ impl NatsQueues {
     ) {
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
-            prefix: self.prefix.clone(),
-            max_deliver: self.max_deliver,
+            definitions: self.definitions.clone(),
+            max_deliver: settings.max_deliveries,
             target: dead_letter,
         };
         let (session, id) = (request.session, request.id.clone());

@@ -52,7 +52,10 @@ impl Session {
             arguments: publication.queue_arguments,
         };
         let confirm = send.confirm;
-        let not_stored = |message| SessionError::new(message, CloseReason::InternalError);
+        let not_stored = |message: String| {
+            let reason = crate::queue::close_reason(&message);
+            SessionError::new(message, reason)
+        };
         let ack = engine.publish(send).await.map_err(not_stored)?;
         if pipelined && confirm {
             let receipt = frame.get("receipt").map(str::to_owned);
