@@ -17,6 +17,7 @@
 
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
+use super::holders::Holders;
 use super::pulls::PullTask;
 use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
 use super::wire;
@@ -46,9 +47,29 @@ pub(super) struct Queue {
     pub(super) name: String,
     /// Its shared JetStream consumer.
     pub(super) consumer: PullConsumer,
+    /// Who holds queues (`None` for a durable topic subscription), and
+    /// whether this queue goes with its last subscriber.
+    pub(super) holders: Option<Arc<Holders>>,
+    pub(super) auto_delete: bool,
 }
 
 impl Queue {
+    /// After the subscription's end (its last pull over, its deliveries
+    /// handed back): this node's count of the queue's subscriptions goes
+    /// down, and an auto-delete queue without subscribers goes.
+    async fn ended(&mut self) {
+        let (Some(definitions), Some(holders)) = (&self.definitions, &self.holders) else {
+            return;
+        };
+        if holders.leave(&self.name) && self.auto_delete {
+            definitions
+                .delete_unused(&self.name, &mut self.consumer, || {
+                    holders.has_local(&self.name)
+                })
+                .await;
+        }
+    }
+
     /// After a failed pull: the consumer made again, with the queue's
     /// definition, if it is gone (deleted by an operator, a store lost);
     /// an update that changes nothing if it is there. Failing (the engine
@@ -88,9 +109,13 @@ pub(super) async fn pull_loop(
     };
     // Nothing before the SUBSCRIBE's RECEIPT (a dropped sender: the
     // session is gone, and its end stops this subscription).
-    tokio::select! {
-        _ = start => {}
-        _ = stopped.wait_for(|stop| *stop) => return,
+    let started = tokio::select! {
+        _ = start => true,
+        _ = stopped.wait_for(|stop| *stop) => false,
+    };
+    if !started {
+        queue.ended().await;
+        return;
     }
     // Deliveries that arrived after the stop, handed back with the
     // unsettled ones when the last pull is over.
@@ -158,6 +183,7 @@ pub(super) async fn pull_loop(
     // what we hand back (and count a delivery each time).
     let unsettled = subscription.drain().into_iter().map(|p| p.acker);
     task.hand_back(unsettled.chain(refused).collect()).await;
+    queue.ended().await;
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 const MESSAGE_TTL: &str = "x-message-ttl";
 const DEAD_LETTER: &str = "x-dead-letter-routing-key";
 const MAX_LENGTH: &str = "x-max-length";
+const AUTO_DELETE: &str = "auto-delete";
 /// The pause between two tries while JetStream cannot answer.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -77,6 +78,9 @@ impl Definitions {
         if let Some(length) = arguments.max_length {
             metadata.insert(MAX_LENGTH.to_owned(), length.to_string());
         }
+        if arguments.auto_delete {
+            metadata.insert(AUTO_DELETE.to_owned(), "true".to_owned());
+        }
         let max_deliveries = self.settings(name, arguments).max_deliveries;
         consumer::pull::Config {
             durable_name: Some(queue_consumer(name)),
@@ -130,6 +134,7 @@ impl Definitions {
             message_ttl: offered.message_ttl,
             dead_letter: offered.dead_letter.clone(),
             max_length: offered.max_length,
+            auto_delete: offered.auto_delete,
             ..QueueArguments::default()
         };
         let settings = self.settings(name, &offered);
@@ -203,6 +208,53 @@ impl Definitions {
         Ok((consumer, definition))
     }
 
+    /// Deletes auto-delete queue `name` (its consumer, then its messages)
+    /// unless the consumer shows a subscriber of another node (a pull
+    /// waiting, a delivery unacknowledged) or this node has one again.
+    pub(super) async fn delete_unused(
+        &self,
+        name: &str,
+        consumer: &mut consumer::PullConsumer,
+        in_use_here: impl Fn() -> bool,
+    ) {
+        let Ok(info) = consumer.info().await else {
+            return;
+        };
+        if info.num_waiting > 0 || info.num_ack_pending > 0 || in_use_here() {
+            return;
+        }
+        let Some(definition) = self.known().get(name).cloned() else {
+            return;
+        };
+        let deleted = async {
+            let stream = self
+                .jetstream
+                .get_stream_no_info(&definition.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .delete_consumer(&queue_consumer(name))
+                .await
+                .map_err(|e| e.to_string())?;
+            // Its own stream stays (another node may still publish to its
+            // subject); only the queue's messages go.
+            stream
+                .purge()
+                .filter(definition.subject.clone())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match deleted.await {
+            Ok(_) => {
+                self.known().remove(name);
+                tracing::debug!(queue = name, "auto-delete queue removed");
+            }
+            Err(error) => {
+                tracing::warn!(%error, queue = name, "queue engine: auto-delete queue not removed")
+            }
+        }
+    }
+
     /// The ERROR text of a SEND to `name` that JetStream refused with
     /// `error`: the queue full (as on one node), or the engine's failure.
     pub(super) fn refusal(&self, name: &str, definition: &Definition, error: &str) -> String {
@@ -228,6 +280,7 @@ fn read(metadata: &HashMap<String, String>) -> QueueArguments {
             .map(Duration::from_millis),
         dead_letter: metadata.get(DEAD_LETTER).cloned(),
         max_length: metadata.get(MAX_LENGTH).and_then(|n| n.parse().ok()),
+        auto_delete: metadata.get(AUTO_DELETE).is_some_and(|v| v == "true"),
         ..QueueArguments::default()
     }
 }
@@ -242,10 +295,12 @@ mod tests {
         metadata.insert(MESSAGE_TTL.to_owned(), "1500".to_owned());
         metadata.insert(DEAD_LETTER.to_owned(), "/queue/failed".to_owned());
         metadata.insert(MAX_LENGTH.to_owned(), "7".to_owned());
+        metadata.insert(AUTO_DELETE.to_owned(), "true".to_owned());
         let definition = read(&metadata);
         assert_eq!(definition.message_ttl, Some(Duration::from_millis(1500)));
         assert_eq!(definition.dead_letter.as_deref(), Some("/queue/failed"));
         assert_eq!(definition.max_length, Some(7));
+        assert!(definition.auto_delete);
         assert_eq!(read(&HashMap::new()), QueueArguments::default());
     }
 }

@@ -17,6 +17,7 @@ mod dead_letters;
 mod definitions;
 mod durables;
 mod feeds;
+mod holders;
 mod interest;
 mod outgoing;
 mod publish;

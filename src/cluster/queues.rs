@@ -26,6 +26,7 @@ use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::durables::Durables;
+use super::holders::Holders;
 use super::publish::Publication;
 use super::pulls::PullTasks;
 use super::subscription::{DurableBinding, Subscription};
@@ -63,6 +64,8 @@ pub struct NatsQueues {
     pulls: PullTasks,
     /// Durable topic subscriptions' stream and consumers.
     durables: Durables,
+    /// Who holds exclusive queues; this node's subscriptions per queue.
+    holders: Arc<Holders>,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -77,8 +80,10 @@ pub async fn queues(
     let jetstream = jetstream::new(client);
     let stream = super::streams::queue_stream(&jetstream, config, policy.defaults()).await?;
     let durables = Durables::open(jetstream.clone(), config).await?;
+    let holders = Arc::new(Holders::open(&jetstream, config).await?);
     Ok(Arc::new(NatsQueues {
         durables,
+        holders,
         jetstream: jetstream.clone(),
         publish_timeout: config.publish_timeout,
         policy: policy.clone(),
@@ -195,12 +200,43 @@ impl NatsQueues {
             .policy
             .settings_for(&request.destination, &definition.arguments);
         let dead_letter = settings.dead_letter.clone();
+        // Exclusive over all nodes (`holders.rs`): an exclusive SUBSCRIBE
+        // takes the queue if nobody consumes it; any other is refused while
+        // it is held, with the ERROR one node gives.
+        let refused = || {
+            format!(
+                "queue '{}' is exclusive: it already has a consumer",
+                request.destination
+            )
+        };
+        let mut taken = None;
+        if request.arguments.exclusive {
+            let info = consumer.cached_info();
+            if self.holders.has_local(&name) || info.num_waiting > 0 || info.num_ack_pending > 0 {
+                return Err(refused());
+            }
+            let holder = format!("{}/{}", request.session, request.id);
+            match self.holders.take(&name, &holder).await? {
+                Some(revision) => taken = Some((holder, revision)),
+                None => return Err(refused()),
+            }
+        } else if self.holders.held(&name).await? {
+            return Err(refused());
+        }
+        self.holders.enter(&name);
         let queue = Queue {
             definitions: Some(self.definitions.clone()),
-            name,
+            name: name.clone(),
             consumer,
+            holders: Some(self.holders.clone()),
+            auto_delete: definition.arguments.auto_delete,
         };
-        self.serve(request, queue, &settings, dead_letter, None);
+        let subscription = self.serve(request, queue, &settings, dead_letter, None);
+        if let Some((holder, revision)) = taken {
+            self.holders
+                .clone()
+                .hold(name, holder, revision, subscription.stopped());
+        }
         Ok(())
     }
 
@@ -212,7 +248,7 @@ impl NatsQueues {
         settings: &QueueSettings,
         dead_letter: Option<String>,
         durable: Option<DurableBinding>,
-    ) {
+    ) -> Arc<Subscription> {
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
             definitions: self.definitions.clone(),
@@ -227,11 +263,12 @@ impl NatsQueues {
             .insert(id, subscription.clone());
         tokio::spawn(super::consumer::pull_loop(
             queue,
-            subscription,
+            subscription.clone(),
             served,
             dead_letters,
             self.pulls.enter(),
         ));
+        subscription
     }
 
     /// Takes subscription `id` of `session` out of the table.
@@ -306,9 +343,11 @@ impl QueueEngine for NatsQueues {
                 definitions: None,
                 name: binding.consumer.clone(),
                 consumer,
+                holders: None,
+                auto_delete: false,
             };
             // No dead letters: delivered until acknowledged.
-            self.serve(request, queue, &settings, None, Some(binding));
+            let _ = self.serve(request, queue, &settings, None, Some(binding));
             Ok(())
         })
     }
