@@ -47,26 +47,20 @@ pub(super) struct Queue {
     pub(super) name: String,
     /// Its shared JetStream consumer.
     pub(super) consumer: PullConsumer,
-    /// Who holds queues (`None` for a durable topic subscription), and
-    /// whether this queue goes with its last subscriber.
+    /// Who holds queues (`None` for a durable topic subscription).
     pub(super) holders: Option<Arc<Holders>>,
-    pub(super) auto_delete: bool,
 }
 
 impl Queue {
     /// After the subscription's end (its last pull over, its deliveries
     /// handed back): this node's count of the queue's subscriptions goes
     /// down, and an auto-delete queue without subscribers goes.
-    async fn ended(&mut self) {
+    async fn ended(&self) {
         let (Some(definitions), Some(holders)) = (&self.definitions, &self.holders) else {
             return;
         };
-        if holders.leave(&self.name) && self.auto_delete {
-            definitions
-                .delete_unused(&self.name, &mut self.consumer, || {
-                    holders.has_local(&self.name)
-                })
-                .await;
+        if holders.leave(&self.name).await {
+            definitions.delete(&self.name).await;
         }
     }
 

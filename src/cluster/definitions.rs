@@ -208,21 +208,9 @@ impl Definitions {
         Ok((consumer, definition))
     }
 
-    /// Deletes auto-delete queue `name` (its consumer, then its messages)
-    /// unless the consumer shows a subscriber of another node (a pull
-    /// waiting, a delivery unacknowledged) or this node has one again.
-    pub(super) async fn delete_unused(
-        &self,
-        name: &str,
-        consumer: &mut consumer::PullConsumer,
-        in_use_here: impl Fn() -> bool,
-    ) {
-        let Ok(info) = consumer.info().await else {
-            return;
-        };
-        if info.num_waiting > 0 || info.num_ack_pending > 0 || in_use_here() {
-            return;
-        }
+    /// Deletes queue `name`: its consumer, then its messages (an
+    /// auto-delete queue whose last subscriber over all nodes has left).
+    pub(super) async fn delete(&self, name: &str) {
         let Some(definition) = self.known().get(name).cloned() else {
             return;
         };

@@ -12,16 +12,17 @@
 //! gets the ERROR one node gives.
 //!
 //! This node also counts its live subscriptions per queue, for the
-//! exclusive check and for auto-delete: when its last one of an
-//! auto-delete queue has ended (its last pull over, its deliveries handed
-//! back) and the queue's consumer shows no other node's subscriber (no
-//! pull waiting, nothing unacknowledged), the queue's messages are purged
-//! and its consumer deleted.
+//! exclusive check and for auto-delete. While it has subscriptions of an
+//! auto-delete queue it keeps a presence key (`<queue>.n.<node>`, refreshed
+//! as holds are); when its last one has ended (its last pull over, its
+//! deliveries handed back) it deletes its key, and if no other node's key
+//! is left the queue is deleted with its messages (`definitions.rs`).
 
 use super::subject::queue_consumer;
 use crate::config::ClusterConfig;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -36,9 +37,16 @@ const REFRESH: Duration = Duration::from_secs(3);
 /// The holders' bucket and this node's live subscriptions per queue.
 pub(super) struct Holders {
     kv: kv::Store,
-    /// Queue name → live subscriptions of this node. A leaf lock, held
-    /// for one change.
-    local: Mutex<HashMap<String, usize>>,
+    /// This process among the nodes (its presence keys' last token).
+    node: String,
+    /// Queue name → live subscriptions of this node, and whether the queue
+    /// is auto-delete. A leaf lock, held for one change.
+    local: Mutex<HashMap<String, (usize, bool)>>,
+}
+
+/// The presence key of `node` for queue `name`.
+fn presence(name: &str, node: &str) -> String {
+    format!("{}.n.{node}", queue_consumer(name))
 }
 
 impl Holders {
@@ -46,7 +54,7 @@ impl Holders {
     pub(super) async fn open(
         jetstream: &jetstream::Context,
         config: &ClusterConfig,
-    ) -> Result<Holders, String> {
+    ) -> Result<Arc<Holders>, String> {
         let bucket = format!("{}_queue_holders", config.subject_prefix.replace('.', "_"));
         let kv = jetstream
             .create_or_update_key_value(kv::Config {
@@ -59,39 +67,92 @@ impl Holders {
             })
             .await
             .map_err(|e| format!("cluster: cannot create the bucket '{bucket}': {e}"))?;
-        Ok(Holders {
+        // Unique over the NATS system: the server's id and this
+        // connection's id on it.
+        let info = jetstream.client().server_info();
+        let holders = Arc::new(Holders {
             kv,
+            node: format!("{}-{}", info.server_id, info.client_id),
             local: Mutex::new(HashMap::new()),
-        })
+        });
+        tokio::spawn(refresh_presence(Arc::downgrade(&holders)));
+        Ok(holders)
     }
 
-    fn local(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+    fn local(&self) -> MutexGuard<'_, HashMap<String, (usize, bool)>> {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a new live subscription of queue `name` on this node.
-    pub(super) fn enter(&self, name: &str) {
-        *self.local().entry(name.to_owned()).or_default() += 1;
+    /// Counts a new live subscription of queue `name` on this node; the
+    /// first of an auto-delete queue puts this node's presence key.
+    pub(super) async fn enter(&self, name: &str, auto_delete: bool) {
+        let first = {
+            let mut local = self.local();
+            let entry = local.entry(name.to_owned()).or_insert((0, auto_delete));
+            entry.0 += 1;
+            entry.0 == 1
+        };
+        if first && auto_delete {
+            // Failing (the engine unreachable), the refresh puts it later;
+            // meanwhile another node's last subscriber may delete the queue,
+            // whose consumer this node's pulls then make again.
+            if let Err(error) = self.kv.put(presence(name, &self.node), Bytes::new()).await {
+                warn!(%error, queue = %name, "queue engine: presence not put yet");
+            }
+        }
     }
 
-    /// A subscription of queue `name` has ended; true if it was this
-    /// node's last one.
-    pub(super) fn leave(&self, name: &str) -> bool {
-        let mut local = self.local();
-        let Some(count) = local.get_mut(name) else {
-            return true;
-        };
-        *count = count.saturating_sub(1);
-        if *count == 0 {
+    /// A subscription of queue `name` has ended (its last pull over). If
+    /// it was this node's last one of an auto-delete queue, its presence
+    /// key goes; true if no other node's is left (the queue is to go).
+    pub(super) async fn leave(&self, name: &str) -> bool {
+        let auto_delete = {
+            let mut local = self.local();
+            let Some(entry) = local.get_mut(name) else {
+                return false;
+            };
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 > 0 {
+                return false;
+            }
+            let auto_delete = entry.1;
             local.remove(name);
-            return true;
+            auto_delete
+        };
+        if !auto_delete {
+            return false;
         }
-        false
+        if let Err(error) = self.kv.delete(presence(name, &self.node)).await {
+            // It lapses after LEASE; meanwhile the queue stays.
+            warn!(%error, queue = %name, "queue engine: presence not given up");
+            return false;
+        }
+        let mine = format!("{}.n.", queue_consumer(name));
+        let Ok(mut keys) = self.kv.keys().await else {
+            return false;
+        };
+        while let Some(key) = keys.next().await {
+            match key {
+                Ok(key) if key.starts_with(&mine) => return false,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        !self.has_local(name)
     }
 
     /// Whether this node has live subscriptions of queue `name`.
     pub(super) fn has_local(&self, name: &str) -> bool {
         self.local().contains_key(name)
+    }
+
+    /// The presence keys this node keeps now.
+    fn present(&self) -> Vec<String> {
+        self.local()
+            .iter()
+            .filter(|(_, (_, auto_delete))| *auto_delete)
+            .map(|(name, _)| presence(name, &self.node))
+            .collect()
     }
 
     /// Whether an exclusive subscription holds queue `name` now.
@@ -152,5 +213,21 @@ impl Holders {
                 debug!(%error, queue = %name, "queue engine: exclusive hold not given up; it lapses");
             }
         });
+    }
+}
+
+/// Refreshes this node's presence keys every [`REFRESH`] while the node
+/// lives (they lapse [`LEASE`] after it is killed).
+async fn refresh_presence(holders: std::sync::Weak<Holders>) {
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        let Some(holders) = holders.upgrade() else {
+            return;
+        };
+        for key in holders.present() {
+            if let Err(error) = holders.kv.put(&key, Bytes::new()).await {
+                debug!(%error, %key, "queue engine: presence not refreshed");
+            }
+        }
     }
 }

@@ -80,7 +80,7 @@ pub async fn queues(
     let jetstream = jetstream::new(client);
     let stream = super::streams::queue_stream(&jetstream, config, policy.defaults()).await?;
     let durables = Durables::open(jetstream.clone(), config).await?;
-    let holders = Arc::new(Holders::open(&jetstream, config).await?);
+    let holders = Holders::open(&jetstream, config).await?;
     Ok(Arc::new(NatsQueues {
         durables,
         holders,
@@ -212,7 +212,9 @@ impl NatsQueues {
         let mut taken = None;
         if request.arguments.exclusive {
             let info = consumer.cached_info();
-            if self.holders.has_local(&name) || info.num_waiting > 0 || info.num_ack_pending > 0 {
+            // Another node's subscriber with credit keeps a pull waiting
+            // (one whose prefetch is full does not: it is not seen).
+            if self.holders.has_local(&name) || info.num_waiting > 0 {
                 return Err(refused());
             }
             let holder = format!("{}/{}", request.session, request.id);
@@ -223,13 +225,14 @@ impl NatsQueues {
         } else if self.holders.held(&name).await? {
             return Err(refused());
         }
-        self.holders.enter(&name);
+        self.holders
+            .enter(&name, definition.arguments.auto_delete)
+            .await;
         let queue = Queue {
             definitions: Some(self.definitions.clone()),
             name: name.clone(),
             consumer,
             holders: Some(self.holders.clone()),
-            auto_delete: definition.arguments.auto_delete,
         };
         let subscription = self.serve(request, queue, &settings, dead_letter, None);
         if let Some((holder, revision)) = taken {
@@ -344,7 +347,6 @@ impl QueueEngine for NatsQueues {
                 name: binding.consumer.clone(),
                 consumer,
                 holders: None,
-                auto_delete: false,
             };
             // No dead letters: delivered until acknowledged.
             let _ = self.serve(request, queue, &settings, None, Some(binding));
