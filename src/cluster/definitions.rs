@@ -13,10 +13,11 @@ use super::streams::{self, needs_own_stream, own_stream, own_stream_config};
 use super::subject::{bounded_queue_subject, queue_consumer, queue_subject};
 use crate::config::ClusterConfig;
 use crate::model::destination::QUEUE_PREFIX;
-use crate::queue::{QueueArguments, QueuePolicy, QueueSettings};
+use crate::model::message::epoch_ms;
+use crate::queue::{QueueArguments, QueuePolicy, QueueSettings, REFUSAL};
 use async_nats::jetstream::{self, consumer};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The metadata keys (RabbitMQ's argument names).
@@ -54,6 +55,30 @@ pub(super) struct Definitions {
 }
 
 impl Definitions {
+    /// The definitions of queues in the shared `stream` (and their own).
+    pub(super) fn new(
+        jetstream: jetstream::Context,
+        config: &ClusterConfig,
+        stream: String,
+        policy: QueuePolicy,
+    ) -> Arc<Definitions> {
+        Arc::new(Definitions {
+            jetstream,
+            config: config.clone(),
+            stream,
+            policy,
+            known: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// When a message sent now to queue `name` without an expiry of its
+    /// own expires: the queue's `message_ttl` (its `x-message-ttl` when it
+    /// was created with one, else `[queues]` and its rules), as on one node.
+    pub(super) fn expiry(&self, name: &str, definition: &Definition) -> Option<u64> {
+        let ttl = self.settings(name, &definition.arguments).message_ttl?;
+        Some(epoch_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)))
+    }
+
     fn known(&self) -> MutexGuard<'_, HashMap<String, Definition>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -179,6 +204,19 @@ impl Definitions {
                     .map_err(|e| e.to_string())
             };
             let error = match made.await {
+                Ok(_) if wanted.own => {
+                    // A node creating the queue in the shared stream at the
+                    // same moment wins: ours goes, and theirs is read above.
+                    if self.in_shared(name).await {
+                        let _ = self
+                            .jetstream
+                            .delete_consumer_from_stream(queue_consumer(name), &wanted.stream)
+                            .await;
+                        continue;
+                    }
+                    self.known().insert(name.to_owned(), wanted.clone());
+                    return Ok(wanted);
+                }
                 Ok(_) => {
                     self.known().insert(name.to_owned(), wanted.clone());
                     return Ok(wanted);
@@ -190,6 +228,17 @@ impl Definitions {
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+    }
+
+    /// Whether queue `name` has its consumer in the shared stream.
+    async fn in_shared(&self, name: &str) -> bool {
+        self.jetstream
+            .get_consumer_from_stream::<consumer::pull::Config, _, _>(
+                queue_consumer(name),
+                &self.stream,
+            )
+            .await
+            .is_ok()
     }
 
     /// The consumer of queue `name` for a SUBSCRIBE: created, or updated
@@ -249,7 +298,7 @@ impl Definitions {
         if streams::is_queue_full(error, definition.own) {
             let settings = self.settings(name, &definition.arguments);
             return format!(
-                "queue '{QUEUE_PREFIX}{name}' is full (max_length {}, max_bytes {}; on the cluster \
+                "{REFUSAL}{QUEUE_PREFIX}{name}' is full (max_length {}, max_bytes {}; on the cluster \
                  unacknowledged deliveries count too)",
                 settings.max_length, settings.max_bytes
             );

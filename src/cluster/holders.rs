@@ -20,6 +20,7 @@
 
 use super::subject::queue_consumer;
 use crate::config::ClusterConfig;
+use crate::queue::{QueueSubscribe, REFUSAL};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -155,8 +156,42 @@ impl Holders {
             .collect()
     }
 
+    /// Admits `request` to queue `name`, whose consumer has `waiting` pulls
+    /// out: an exclusive SUBSCRIBE takes the queue (its holder and key
+    /// revision, for [`hold`](Self::hold)) if nobody consumes it; any other
+    /// is refused while the queue is held. `Err` is the ERROR.
+    pub(super) async fn admit(
+        &self,
+        name: &str,
+        request: &QueueSubscribe,
+        waiting: usize,
+    ) -> Result<Option<(String, u64)>, String> {
+        let refused = || {
+            format!(
+                "{REFUSAL}{}' is exclusive: it already has a consumer",
+                request.destination
+            )
+        };
+        if !request.arguments.exclusive {
+            return match self.held(name).await? {
+                true => Err(refused()),
+                false => Ok(None),
+            };
+        }
+        // Another node's subscriber with credit keeps a pull waiting (one
+        // whose prefetch is used up does not: it is not seen).
+        if self.has_local(name) || waiting > 0 {
+            return Err(refused());
+        }
+        let holder = format!("{}/{}", request.session, request.id);
+        match self.take(name, &holder).await? {
+            Some(revision) => Ok(Some((holder, revision))),
+            None => Err(refused()),
+        }
+    }
+
     /// Whether an exclusive subscription holds queue `name` now.
-    pub(super) async fn held(&self, name: &str) -> Result<bool, String> {
+    async fn held(&self, name: &str) -> Result<bool, String> {
         self.kv
             .get(queue_consumer(name))
             .await
@@ -166,7 +201,7 @@ impl Holders {
 
     /// Takes queue `name` for `holder`: its key's revision, or `None` if
     /// another subscription holds it.
-    pub(super) async fn take(&self, name: &str, holder: &str) -> Result<Option<u64>, String> {
+    async fn take(&self, name: &str, holder: &str) -> Result<Option<u64>, String> {
         match self
             .kv
             .create(queue_consumer(name), Bytes::from(holder.to_owned()))

@@ -1,14 +1,12 @@
 //! Queues on JetStream: the [`QueueEngine`] of `engine = "nats"`.
 //!
-//! One stream holds every queue (`<prefix>.queue.>`, work-queue retention:
-//! a message is gone once acknowledged; `replicas`, `max_bytes` and a
-//! duplicate window from `[cluster]`), created or updated at start. Each
-//! queue has a subject (`subject::queue_subject`, the name as one token)
-//! and one shared durable pull consumer with that exact filter, explicit
-//! acks, `ack_wait` and `max_deliver`: every node's subscribers of the
-//! queue compete on it. Each subscription pulls only what it has credit
-//! for (`consumer.rs`). A message delivered `max_deliver` times (NACKed
-//! or left unacknowledged) goes to its dead-letter queue, as on one node.
+//! Queues live in work-queue streams (`streams.rs`: a shared one, and one
+//! per queue with bounds of its own); each has one subject and one shared
+//! durable pull consumer (`definitions.rs`) on which every node's
+//! subscribers compete, each pulling only what it has credit for
+//! (`consumer.rs`). A message delivered the queue's `max_deliveries` times
+//! goes to its dead-letter queue, as on one node. Exclusive and
+//! auto-delete queues: `holders.rs`.
 //!
 //! A SEND is published with `Nats-Msg-Id` (JetStream drops a second
 //! message with the same id within the duplicate window); when the client
@@ -34,7 +32,7 @@ use super::wire;
 use crate::config::ClusterConfig;
 use crate::model::ack_mode::AckMode;
 use crate::model::destination::QUEUE_PREFIX;
-use crate::model::message::{epoch_ms, Message};
+use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::queue::{
     DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, QueueArguments,
@@ -88,13 +86,7 @@ pub async fn queues(
         publish_timeout: config.publish_timeout,
         policy: policy.clone(),
         sessions: Mutex::new(HashMap::new()),
-        definitions: Arc::new(Definitions {
-            jetstream: jetstream.clone(),
-            config: config.clone(),
-            stream,
-            policy,
-            known: Mutex::new(HashMap::new()),
-        }),
+        definitions: Definitions::new(jetstream.clone(), config, stream, policy),
         pulls: PullTasks::new(),
     }))
 }
@@ -134,17 +126,10 @@ impl NatsQueues {
             .await
             .map_err(|e| unreachable(&e))?;
         let subject = definition.subject.clone();
-        let ttl = self
-            .policy
-            .settings_for(&send.destination, &definition.arguments)
-            .message_ttl;
-        let expires_at = send.expires_at.or_else(|| {
-            ttl.map(|ttl| {
-                epoch_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            })
-        });
         let message = Message {
-            expires_at,
+            expires_at: send
+                .expires_at
+                .or_else(|| self.definitions.expiry(&name, &definition)),
             id: send.id,
             text: std::str::from_utf8(&send.body).is_ok(),
             destination: send.destination,
@@ -200,31 +185,9 @@ impl NatsQueues {
             .policy
             .settings_for(&request.destination, &definition.arguments);
         let dead_letter = settings.dead_letter.clone();
-        // Exclusive over all nodes (`holders.rs`): an exclusive SUBSCRIBE
-        // takes the queue if nobody consumes it; any other is refused while
-        // it is held, with the ERROR one node gives.
-        let refused = || {
-            format!(
-                "queue '{}' is exclusive: it already has a consumer",
-                request.destination
-            )
-        };
-        let mut taken = None;
-        if request.arguments.exclusive {
-            let info = consumer.cached_info();
-            // Another node's subscriber with credit keeps a pull waiting
-            // (one whose prefetch is full does not: it is not seen).
-            if self.holders.has_local(&name) || info.num_waiting > 0 {
-                return Err(refused());
-            }
-            let holder = format!("{}/{}", request.session, request.id);
-            match self.holders.take(&name, &holder).await? {
-                Some(revision) => taken = Some((holder, revision)),
-                None => return Err(refused()),
-            }
-        } else if self.holders.held(&name).await? {
-            return Err(refused());
-        }
+        // Exclusive over all nodes, with the ERROR one node gives.
+        let waiting = consumer.cached_info().num_waiting;
+        let taken = self.holders.admit(&name, &request, waiting).await?;
         self.holders
             .enter(&name, definition.arguments.auto_delete)
             .await;

@@ -14,7 +14,7 @@ use crate::config::{ClusterConfig, Overflow, QueuesConfig};
 use crate::queue::QueueSettings;
 use async_nats::jetstream::{self, stream};
 use std::time::Duration;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
 pub(super) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -77,6 +77,13 @@ pub(super) async fn queue_stream(
     config: &ClusterConfig,
     queues: &QueuesConfig,
 ) -> Result<String, String> {
+    if config.max_deliver != ClusterConfig::default().max_deliver {
+        warn!(
+            max_deliver = config.max_deliver,
+            "cluster.max_deliver is ignored: queues on the engine dead-letter after [queues] \
+             max_deliveries (and its rules), as on one node"
+        );
+    }
     let stream = shared_stream(&config.subject_prefix);
     let stream_config = stream::Config {
         name: stream.clone(),

@@ -19,7 +19,7 @@ use crate::model::session_id::SessionId;
 use crate::store::{QueueId, Sequence};
 pub use engine::{
     close_reason, DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture,
-    QueueEngine, QueueSend, QueueSubscribe,
+    QueueEngine, QueueSend, QueueSubscribe, REFUSAL,
 };
 pub use memory::QueueMemory;
 pub use settings::{QueueArguments, QueuePolicy, QueueSettings};
