@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::cluster::NatsCluster;
+use common::cluster::{start_processes, NatsCluster};
 use common::{test_config, Client, Event, TestBroker};
 use std::time::{Duration, Instant};
 use stomp_protocol::{Command, Frame};
@@ -204,4 +204,62 @@ async fn an_exclusive_queue_has_one_consumer_over_all_nodes_and_auto_delete_take
         .await;
     late.subscribe("k", "/queue/kept").await;
     assert_eq!(&next_message(&mut late, ACROSS).await.body[..], b"k");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_queue_is_free_again_once_its_holders_node_is_killed() {
+    let engine = NatsCluster::start(1);
+    let mut processes = start_processes(&engine, 2, "replicas = 1");
+    let mut owner = Client::connect(&processes[0].url()).await;
+    owner
+        .subscribe_with("s", "/queue/held", &[("exclusive", "true")])
+        .await;
+    let mut refused = Client::connect(&processes[1].url()).await;
+    refused
+        .send(
+            Frame::new(Command::Subscribe)
+                .header("id", "s")
+                .header("destination", "/queue/held")
+                .header("exclusive", "true"),
+        )
+        .await;
+    refused.expect_error("exclusive", CloseCode::Policy).await;
+
+    // kill -9: the hold is not given up; it lapses (10 s without refresh).
+    processes[0].process = None;
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut taker = Client::connect(&processes[1].url()).await;
+        taker
+            .send(
+                Frame::new(Command::Subscribe)
+                    .header("id", "s")
+                    .header("destination", "/queue/held")
+                    .header("exclusive", "true")
+                    .header("receipt", "taken"),
+            )
+            .await;
+        let answer = taker.frame().await;
+        if answer.command == Command::Receipt {
+            break;
+        }
+        assert!(
+            answer
+                .get("message")
+                .unwrap_or_default()
+                .contains("exclusive"),
+            "{answer:?}"
+        );
+        assert!(
+            started.elapsed() < ACROSS,
+            "still held {ACROSS:?} after its node was killed ({attempts} attempts)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        attempts > 1,
+        "the killed node's hold was not in force at first"
+    );
 }
