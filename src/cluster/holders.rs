@@ -57,17 +57,34 @@ impl Holders {
         config: &ClusterConfig,
     ) -> Result<Arc<Holders>, String> {
         let bucket = format!("{}_queue_holders", config.subject_prefix.replace('.', "_"));
-        let kv = jetstream
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: LEASE,
-                num_replicas: config.replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cluster: cannot create the bucket '{bucket}': {e}"))?;
+        let bucket_config = kv::Config {
+            bucket: bucket.clone(),
+            history: 1,
+            max_age: LEASE,
+            num_replicas: config.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        // As the queue stream: tried again until `connect_timeout` while a
+        // JetStream cluster that has just started elects its leaders.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let kv = loop {
+            match jetstream
+                .create_or_update_key_value(bucket_config.clone())
+                .await
+            {
+                Ok(kv) => break kv,
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    debug!(%error, %bucket, "cluster: bucket not created yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "cluster: cannot create the bucket '{bucket}': {error}"
+                    ))
+                }
+            }
+        };
         // Unique over the NATS system: the server's id and this
         // connection's id on it.
         let info = jetstream.client().server_info();
