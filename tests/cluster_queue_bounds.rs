@@ -19,6 +19,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 const ACROSS: Duration = Duration::from_secs(30);
 
 async fn node(urls: &[String], node: usize) -> TestBroker {
+    node_with(urls, node, |_| {}).await
+}
+
+async fn node_with(
+    urls: &[String],
+    node: usize,
+    configure: impl FnOnce(&mut stomphub::Config),
+) -> TestBroker {
     let mut config = test_config();
     config.cluster.engine = stomphub::config::Engine::Nats;
     config.cluster.servers = urls.to_vec();
@@ -33,6 +41,7 @@ async fn node(urls: &[String], node: usize) -> TestBroker {
     )
     .expect("config")
     .queues;
+    configure(&mut config);
     common::start(config).await
 }
 
@@ -260,4 +269,46 @@ async fn an_exclusive_queue_is_free_again_once_its_holders_node_is_killed() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_max_length_holds_for_each_queue_of_the_shared_stream() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let mut nodes = Vec::new();
+    for n in 0..2 {
+        nodes.push(node_with(&urls, n, |config| config.queues.max_length = 2).await);
+    }
+    let mut first = Client::connect(&nodes[0].url()).await;
+    let mut second = Client::connect(&nodes[1].url()).await;
+    for (client, queue) in [
+        (&mut first, "/queue/plain.a"),
+        (&mut second, "/queue/plain.b"),
+    ] {
+        for body in ["1", "2"] {
+            client
+                .send_confirmed(send(queue, body), &format!("{queue}{body}"))
+                .await;
+        }
+    }
+    // Each queue holds two; the third SEND to one of them is refused.
+    second
+        .send(send("/queue/plain.a", "3").header("receipt", "third"))
+        .await;
+    let error = second.expect_error("is full", CloseCode::Policy).await;
+    assert!(
+        error
+            .get("message")
+            .unwrap_or_default()
+            .contains("max_length 2"),
+        "{error:?}"
+    );
+    first.subscribe("a", "/queue/plain.a").await;
+    for expected in ["1", "2"] {
+        assert_eq!(
+            &next_message(&mut first, ACROSS).await.body[..],
+            expected.as_bytes()
+        );
+    }
+    first.expect_silence(Duration::from_millis(500)).await;
 }
