@@ -257,7 +257,7 @@ impl Definitions {
         Ok((consumer, definition))
     }
 
-    /// Deletes queue `name`: its consumer, then its messages (an
+    /// Deletes queue `name`: its messages, then its consumer (an
     /// auto-delete queue whose last subscriber over all nodes has left).
     pub(super) async fn delete(&self, name: &str) {
         let Some(definition) = self.known().get(name).cloned() else {
@@ -269,15 +269,16 @@ impl Definitions {
                 .get_stream_no_info(&definition.stream)
                 .await
                 .map_err(|e| e.to_string())?;
-            stream
-                .delete_consumer(&queue_consumer(name))
-                .await
-                .map_err(|e| e.to_string())?;
             // Its own stream stays (another node may still publish to its
-            // subject); only the queue's messages go.
+            // subject); only the queue's messages go, then its consumer
+            // (once that is gone, so are the messages it had).
             stream
                 .purge()
                 .filter(definition.subject.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .delete_consumer(&queue_consumer(name))
                 .await
                 .map_err(|e| e.to_string())
         };
