@@ -106,7 +106,7 @@ async fn the_arguments_of_the_frame_that_created_a_queue_hold_on_every_node() {
     first.expect_silence(Duration::from_millis(500)).await;
 
     // x-dead-letter-routing-key on the creating SUBSCRIBE: after
-    // max_deliver (5) NACKs the message goes to /queue/failed.
+    // max_deliveries (5) NACKs the message goes to /queue/failed.
     first
         .subscribe_with(
             "p",

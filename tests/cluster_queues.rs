@@ -252,7 +252,7 @@ async fn queues_are_shared_by_every_node() {
     let seen = collect(&mut [&mut taker], 3).await;
     assert_eq!(seen.len(), 3, "{seen:?}");
 
-    // NACKed max_deliver (5) times: to the dead-letter queue, as on one node.
+    // NACKed max_deliveries (5) times: to the dead-letter queue, as on one node.
     taker
         .subscribe_with("p", "/queue/poison", &[("ack", "client-individual")])
         .await;

@@ -22,6 +22,7 @@
 
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
+use super::holders::Holders;
 use super::pulls::PullTask;
 use super::rebound::{self, Binding};
 use super::subscription::{take_credit, wait_for_room, Pending, Served, ServedRef, Subscription};
@@ -52,6 +53,8 @@ pub(super) struct Queue {
     pub(super) name: String,
     /// Its shared JetStream consumer.
     pub(super) consumer: PullConsumer,
+    /// Who holds queues (`None` for a durable topic subscription).
+    pub(super) holders: Option<Arc<Holders>>,
 }
 
 impl Queue {
@@ -65,6 +68,18 @@ impl Queue {
                 }
             }
             None => self.remake().await,
+        }
+    }
+
+    /// After the subscription's end (its last pull over, its deliveries
+    /// handed back): this node's count of the queue's subscriptions goes
+    /// down, and an auto-delete queue without subscribers goes.
+    async fn ended(&self) {
+        let (Some(definitions), Some(holders)) = (&self.definitions, &self.holders) else {
+            return;
+        };
+        if holders.leave(&self.name).await {
+            definitions.delete(&self.name).await;
         }
     }
 
@@ -107,9 +122,13 @@ pub(super) async fn pull_loop(
     };
     // Nothing before the SUBSCRIBE's RECEIPT (a dropped sender: the
     // session is gone, and its end stops this subscription).
-    tokio::select! {
-        _ = start => {}
-        _ = stopped.wait_for(|stop| *stop) => return,
+    let started = tokio::select! {
+        _ = start => true,
+        _ = stopped.wait_for(|stop| *stop) => false,
+    };
+    if !started {
+        queue.ended().await;
+        return;
     }
     // Deliveries that arrived after the stop, handed back with the
     // unsettled ones when the last pull is over.
@@ -214,6 +233,7 @@ pub(super) async fn pull_loop(
     // what we hand back (and count a delivery each time).
     let unsettled = subscription.drain().into_iter().map(|p| p.acker);
     task.hand_back(unsettled.chain(refused).collect()).await;
+    queue.ended().await;
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
 }
 

@@ -3,18 +3,20 @@
 //! one node: the queue's dead-letter queue, with the reason, the original
 //! destination and the number of deliveries.
 
-use super::subject::queue_subject;
+use super::definitions::Definitions;
 use super::wire;
 use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::Message;
+use crate::queue::QueueArguments;
+use std::sync::Arc;
 
 /// Where a subscription's messages go after `max_deliver` deliveries.
 pub struct DeadLetters {
     /// The JetStream API (to publish the dead letter).
     pub(super) jetstream: async_nats::jetstream::Context,
-    /// `[cluster] subject_prefix`.
-    pub(super) prefix: String,
-    /// `[cluster] max_deliver`.
+    /// Where the dead-letter queue lives (its subject).
+    pub(super) definitions: Arc<Definitions>,
+    /// The queue's `max_deliveries`.
     pub(super) max_deliver: u32,
     /// The dead-letter queue (`/queue/...`); `None` for a dead-letter queue
     /// itself, whose messages stay (JetStream stops delivering them).
@@ -44,6 +46,13 @@ impl DeadLetters {
             .push(("x-deliveries".into(), deliveries.to_string()));
         message.expires_at = None;
         let name = target.strip_prefix(QUEUE_PREFIX).unwrap_or(target);
+        // Made with the default arguments if it does not exist yet, as a
+        // SEND to it would.
+        let subject = self
+            .definitions
+            .definition(name, &QueueArguments::default())
+            .await?
+            .subject;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -51,11 +60,7 @@ impl DeadLetters {
         );
         let acked = self
             .jetstream
-            .publish_with_headers(
-                queue_subject(&self.prefix, name),
-                headers,
-                wire::encode(&message),
-            )
+            .publish_with_headers(subject, headers, wire::encode(&message))
             .await
             .map_err(|e| e.to_string())?;
         acked.await.map(|_| ()).map_err(|e| e.to_string())

@@ -1,115 +1,225 @@
 //! A queue's definition on the engine: the arguments (`x-message-ttl`,
-//! `x-dead-letter-routing-key`) of the SUBSCRIBE or SEND that created the
-//! queue, kept in the metadata of its shared JetStream consumer, so that
-//! every node applies the same ones, as one node applies those of the
-//! frame that created the queue. The first creator wins: the consumer is
-//! created with JetStream's strict create, and a node that loses the race
-//! reads the winner's. Each node caches a definition once read (they do
-//! not change: the consumer is updated with the same metadata).
+//! `x-dead-letter-routing-key`, `x-max-length`) of the SUBSCRIBE or SEND
+//! that created the queue, kept in the metadata of its shared JetStream
+//! consumer, so that every node applies the same ones, as one node applies
+//! those of the frame that created the queue; and where the queue lives:
+//! the shared stream, or its own stream when its bounds are not the
+//! defaults (`streams.rs`). The first creator wins: the consumer is created
+//! with JetStream's strict create, and a node that loses the race reads the
+//! winner's. Each node caches a definition once read (they do not change:
+//! the consumer is updated with the same metadata).
 
-use super::subject::{queue_consumer, queue_subject, queues_pattern};
+use super::streams::{self, needs_own_stream, own_stream, own_stream_config};
+use super::subject::{bounded_queue_subject, queue_consumer, queue_subject};
 use crate::config::ClusterConfig;
-use crate::queue::QueueArguments;
-use async_nats::jetstream::{self, consumer, stream};
+use crate::model::destination::QUEUE_PREFIX;
+use crate::model::message::epoch_ms;
+use crate::queue::{QueueArguments, QueuePolicy, QueueSettings, REFUSAL};
+use async_nats::jetstream::{self, consumer};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tracing::{debug, info};
 
 /// The metadata keys (RabbitMQ's argument names).
 const MESSAGE_TTL: &str = "x-message-ttl";
 const DEAD_LETTER: &str = "x-dead-letter-routing-key";
+const MAX_LENGTH: &str = "x-max-length";
+const AUTO_DELETE: &str = "auto-delete";
 /// The pause between two tries while JetStream cannot answer.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// A queue as every node finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Definition {
+    /// The arguments it was created with.
+    pub(super) arguments: QueueArguments,
+    /// The stream it lives in, and its subject there.
+    pub(super) stream: String,
+    pub(super) subject: String,
+    /// Whether that is its own stream (its bounds are the stream's).
+    pub(super) own: bool,
+}
 
 /// The queues' consumers: their settings, and the definitions read.
 pub(super) struct Definitions {
     pub(super) jetstream: jetstream::Context,
+    /// `[cluster]`: the prefix, `ack_wait`, replicas and bytes of streams.
+    pub(super) config: ClusterConfig,
+    /// The shared stream.
     pub(super) stream: String,
-    /// `[cluster] subject_prefix`, `ack_wait`, `max_deliver`.
-    pub(super) prefix: String,
-    pub(super) ack_wait: Duration,
-    pub(super) max_deliver: u32,
-    /// `[cluster] publish_timeout`: how long reading or creating a
-    /// definition is tried (the stream may be electing a leader).
-    pub(super) patience: Duration,
+    /// `[queues]` and its rules: each queue's bounds and `max_deliveries`.
+    pub(super) policy: QueuePolicy,
     /// Per queue name, its definition once read or made. A leaf lock, held
     /// for one lookup or insert.
-    pub(super) known: Mutex<HashMap<String, QueueArguments>>,
+    pub(super) known: Mutex<HashMap<String, Definition>>,
 }
 
 impl Definitions {
-    fn known(&self) -> MutexGuard<'_, HashMap<String, QueueArguments>> {
+    /// The definitions of queues in the shared `stream` (and their own).
+    pub(super) fn new(
+        jetstream: jetstream::Context,
+        config: &ClusterConfig,
+        stream: String,
+        policy: QueuePolicy,
+    ) -> Arc<Definitions> {
+        Arc::new(Definitions {
+            jetstream,
+            config: config.clone(),
+            stream,
+            policy,
+            known: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// When a message sent now to queue `name` without an expiry of its
+    /// own expires: the queue's `message_ttl` (its `x-message-ttl` when it
+    /// was created with one, else `[queues]` and its rules), as on one node.
+    pub(super) fn expiry(&self, name: &str, definition: &Definition) -> Option<u64> {
+        let ttl = self.settings(name, &definition.arguments).message_ttl?;
+        Some(epoch_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    fn known(&self) -> MutexGuard<'_, HashMap<String, Definition>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The settings of queue `name` created with `arguments`, as one node
+    /// resolves them.
+    pub(super) fn settings(&self, name: &str, arguments: &QueueArguments) -> QueueSettings {
+        self.policy
+            .settings_for(&format!("{QUEUE_PREFIX}{name}"), arguments)
+    }
+
     /// The consumer of queue `name` with `definition` in its metadata.
-    fn config(&self, name: &str, definition: &QueueArguments) -> consumer::pull::Config {
+    fn config(&self, name: &str, definition: &Definition) -> consumer::pull::Config {
+        let arguments = &definition.arguments;
         let mut metadata = HashMap::new();
-        if let Some(ttl) = definition.message_ttl {
+        if let Some(ttl) = arguments.message_ttl {
             metadata.insert(MESSAGE_TTL.to_owned(), ttl.as_millis().to_string());
         }
-        if let Some(target) = &definition.dead_letter {
+        if let Some(target) = &arguments.dead_letter {
             metadata.insert(DEAD_LETTER.to_owned(), target.clone());
         }
+        if let Some(length) = arguments.max_length {
+            metadata.insert(MAX_LENGTH.to_owned(), length.to_string());
+        }
+        if arguments.auto_delete {
+            metadata.insert(AUTO_DELETE.to_owned(), "true".to_owned());
+        }
+        let max_deliveries = self.settings(name, arguments).max_deliveries;
         consumer::pull::Config {
             durable_name: Some(queue_consumer(name)),
-            filter_subject: queue_subject(&self.prefix, name),
+            filter_subject: definition.subject.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            // One delivery more than `max_deliver`: that one is not handed
-            // to a client but dead-lettered (`consumer.rs`), so that a
-            // message NACKed or left unacknowledged `max_deliver` times
-            // ends in its dead-letter queue, as on one node.
-            max_deliver: i64::from(self.max_deliver) + 1,
+            ack_wait: self.config.ack_wait,
+            // One delivery more than the queue's `max_deliveries`: that one
+            // is not handed to a client but dead-lettered (`consumer.rs`),
+            // so that a message NACKed or left unacknowledged
+            // `max_deliveries` times ends in its dead-letter queue, as on
+            // one node.
+            max_deliver: i64::from(max_deliveries).saturating_add(1),
             metadata,
             ..Default::default()
         }
     }
 
+    /// Where queue `name` lives: in the shared stream, or its own.
+    fn placed(&self, name: &str, arguments: QueueArguments, own: bool) -> Definition {
+        let prefix = &self.config.subject_prefix;
+        if own {
+            Definition {
+                arguments,
+                stream: own_stream(prefix, name),
+                subject: bounded_queue_subject(prefix, name),
+                own,
+            }
+        } else {
+            Definition {
+                arguments,
+                stream: self.stream.clone(),
+                subject: queue_subject(prefix, name),
+                own,
+            }
+        }
+    }
+
     /// The definition of queue `name`: the one it was created with, or,
     /// if it does not exist yet, `offered` (the arguments of the frame that
-    /// creates it now, with its consumer).
+    /// creates it now, with its consumer, and its own stream if its bounds
+    /// are not the defaults).
     pub(super) async fn definition(
         &self,
         name: &str,
         offered: &QueueArguments,
-    ) -> Result<QueueArguments, String> {
+    ) -> Result<Definition, String> {
         if let Some(known) = self.known().get(name) {
             return Ok(known.clone());
         }
         let offered = QueueArguments {
             message_ttl: offered.message_ttl,
             dead_letter: offered.dead_letter.clone(),
+            max_length: offered.max_length,
+            auto_delete: offered.auto_delete,
             ..QueueArguments::default()
         };
+        let settings = self.settings(name, &offered);
+        let own = needs_own_stream(&settings, self.policy.defaults());
+        let wanted = self.placed(name, offered.clone(), own);
         let cannot = |e: &dyn std::fmt::Display| {
             format!("queue engine: cannot read or create the queue '{name}': {e}")
         };
         // A node that loses the race to create reads the winner's; while
-        // JetStream cannot answer (an election) both are tried again.
-        let deadline = tokio::time::Instant::now() + self.patience;
+        // JetStream cannot answer (an election) both are tried again. An
+        // existing queue stays where it is, whatever the rules say now.
+        let deadline = tokio::time::Instant::now() + self.config.publish_timeout;
         loop {
-            if let Ok(existing) = self
-                .jetstream
-                .get_consumer_from_stream::<consumer::pull::Config, _, _>(
-                    queue_consumer(name),
-                    &self.stream,
-                )
-                .await
-            {
-                let definition = read(&existing.cached_info().config.metadata);
-                self.known().insert(name.to_owned(), definition.clone());
-                return Ok(definition);
+            for own in [false, true] {
+                let place = self.placed(name, QueueArguments::default(), own);
+                if let Ok(existing) = self
+                    .jetstream
+                    .get_consumer_from_stream::<consumer::pull::Config, _, _>(
+                        queue_consumer(name),
+                        &place.stream,
+                    )
+                    .await
+                {
+                    let definition = Definition {
+                        arguments: read(&existing.cached_info().config.metadata),
+                        ..place
+                    };
+                    self.known().insert(name.to_owned(), definition.clone());
+                    return Ok(definition);
+                }
             }
-            let error = match self
-                .jetstream
-                .create_consumer_strict_on_stream(self.config(name, &offered), &self.stream)
-                .await
-            {
+            let made = async {
+                if wanted.own {
+                    self.jetstream
+                        .create_or_update_stream(own_stream_config(&self.config, name, &settings))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                self.jetstream
+                    .create_consumer_strict_on_stream(self.config(name, &wanted), &wanted.stream)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let error = match made.await {
+                Ok(_) if wanted.own => {
+                    // A node creating the queue in the shared stream at the
+                    // same moment wins: ours goes, and theirs is read above.
+                    if self.in_shared(name).await {
+                        let _ = self
+                            .jetstream
+                            .delete_consumer_from_stream(queue_consumer(name), &wanted.stream)
+                            .await;
+                        continue;
+                    }
+                    self.known().insert(name.to_owned(), wanted.clone());
+                    return Ok(wanted);
+                }
                 Ok(_) => {
-                    self.known().insert(name.to_owned(), offered.clone());
-                    return Ok(offered);
+                    self.known().insert(name.to_owned(), wanted.clone());
+                    return Ok(wanted);
                 }
                 Err(error) => error,
             };
@@ -120,24 +230,86 @@ impl Definitions {
         }
     }
 
+    /// Whether queue `name` has its consumer in the shared stream.
+    async fn in_shared(&self, name: &str) -> bool {
+        self.jetstream
+            .get_consumer_from_stream::<consumer::pull::Config, _, _>(
+                queue_consumer(name),
+                &self.stream,
+            )
+            .await
+            .is_ok()
+    }
+
     /// The consumer of queue `name` for a SUBSCRIBE: created, or updated
     /// (settings changed in the config) keeping its definition.
     pub(super) async fn consumer(
         &self,
         name: &str,
         offered: &QueueArguments,
-    ) -> Result<(consumer::PullConsumer, QueueArguments), String> {
+    ) -> Result<(consumer::PullConsumer, Definition), String> {
         let definition = self.definition(name, offered).await?;
         let consumer = self
             .jetstream
-            .create_consumer_on_stream(self.config(name, &definition), &self.stream)
+            .create_consumer_on_stream(self.config(name, &definition), &definition.stream)
             .await
             .map_err(|e| format!("queue engine: cannot create the consumer of '{name}': {e}"))?;
         Ok((consumer, definition))
     }
+
+    /// Deletes queue `name`: its messages, then its consumer (an
+    /// auto-delete queue whose last subscriber over all nodes has left).
+    pub(super) async fn delete(&self, name: &str) {
+        let Some(definition) = self.known().get(name).cloned() else {
+            return;
+        };
+        let deleted = async {
+            let stream = self
+                .jetstream
+                .get_stream_no_info(&definition.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Its own stream stays (another node may still publish to its
+            // subject); only the queue's messages go, then its consumer
+            // (once that is gone, so are the messages it had).
+            stream
+                .purge()
+                .filter(definition.subject.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .delete_consumer(&queue_consumer(name))
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match deleted.await {
+            Ok(_) => {
+                self.known().remove(name);
+                tracing::debug!(queue = name, "auto-delete queue removed");
+            }
+            Err(error) => {
+                tracing::warn!(%error, queue = name, "queue engine: auto-delete queue not removed")
+            }
+        }
+    }
+
+    /// The ERROR text of a SEND to `name` that JetStream refused with
+    /// `error`: the queue full (as on one node), or the engine's failure.
+    pub(super) fn refusal(&self, name: &str, definition: &Definition, error: &str) -> String {
+        if streams::is_queue_full(error, definition.own) {
+            let settings = self.settings(name, &definition.arguments);
+            return format!(
+                "{REFUSAL}{QUEUE_PREFIX}{name}' is full (max_length {}, max_bytes {}; on the cluster \
+                 unacknowledged deliveries count too)",
+                settings.max_length, settings.max_bytes
+            );
+        }
+        format!("queue engine unreachable or full: the message was not stored ({error})")
+    }
 }
 
-/// A definition from a consumer's metadata; what it lacks is `None`.
+/// A definition's arguments from a consumer's metadata; what it lacks is
+/// `None`.
 fn read(metadata: &HashMap<String, String>) -> QueueArguments {
     QueueArguments {
         message_ttl: metadata
@@ -145,58 +317,10 @@ fn read(metadata: &HashMap<String, String>) -> QueueArguments {
             .and_then(|ms| ms.parse().ok())
             .map(Duration::from_millis),
         dead_letter: metadata.get(DEAD_LETTER).cloned(),
+        max_length: metadata.get(MAX_LENGTH).and_then(|n| n.parse().ok()),
+        auto_delete: metadata.get(AUTO_DELETE).is_some_and(|v| v == "true"),
         ..QueueArguments::default()
     }
-}
-
-/// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
-/// Creates (or updates) the stream holding every queue; returns its name
-/// and whether the server kept `allow_atomic` in its config.
-pub(super) async fn queue_stream(
-    jetstream: &jetstream::Context,
-    config: &ClusterConfig,
-) -> Result<(String, bool), String> {
-    let stream = format!("{}_queues", config.subject_prefix.replace('.', "_"));
-    let stream_config = stream::Config {
-        name: stream.clone(),
-        subjects: vec![queues_pattern(&config.subject_prefix)],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        num_replicas: config.replicas,
-        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
-        duplicate_window: DUPLICATE_WINDOW,
-        // Full: refuse new messages. Dropping old ones (the default) would
-        // lose messages whose SENDs were receipted.
-        discard: stream::DiscardPolicy::New,
-        // A COMMIT's queue SENDs are one atomic batch (`transactions.rs`).
-        allow_atomic_publish: true,
-        ..Default::default()
-    };
-    // A JetStream cluster that has just started may not have elected its
-    // meta leader yet: try again until `connect_timeout` is over.
-    let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    let info = loop {
-        match jetstream
-            .create_or_update_stream(stream_config.clone())
-            .await
-        {
-            Ok(info) => break info,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(error) => {
-                return Err(format!(
-                "cluster: cannot create the queue stream '{stream}' (cluster.replicas {}): {error}",
-                config.replicas
-            ))
-            }
-        }
-    };
-    info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
-    Ok((stream, info.config.allow_atomic_publish))
 }
 
 #[cfg(test)]
@@ -208,9 +332,13 @@ mod tests {
         let mut metadata = HashMap::new();
         metadata.insert(MESSAGE_TTL.to_owned(), "1500".to_owned());
         metadata.insert(DEAD_LETTER.to_owned(), "/queue/failed".to_owned());
+        metadata.insert(MAX_LENGTH.to_owned(), "7".to_owned());
+        metadata.insert(AUTO_DELETE.to_owned(), "true".to_owned());
         let definition = read(&metadata);
         assert_eq!(definition.message_ttl, Some(Duration::from_millis(1500)));
         assert_eq!(definition.dead_letter.as_deref(), Some("/queue/failed"));
+        assert_eq!(definition.max_length, Some(7));
+        assert!(definition.auto_delete);
         assert_eq!(read(&HashMap::new()), QueueArguments::default());
     }
 }

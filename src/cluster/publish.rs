@@ -14,15 +14,15 @@
 //! full, a message too large) are final at once.
 
 use super::definitions::Definitions;
-use super::subject::queue_subject;
 use super::wire;
 use crate::model::destination::QUEUE_PREFIX;
-use crate::model::message::{epoch_ms, Message};
-use crate::queue::{EngineAck, QueuePolicy, QueueSend};
+use crate::model::message::Message;
+use crate::queue::{EngineAck, QueueSend};
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -38,17 +38,18 @@ pub(super) fn not_stored(error: &dyn std::fmt::Display) -> String {
 /// Where queue SENDs go: what [`prepare`] needs of the engine.
 #[derive(Clone, Copy)]
 pub(super) struct Place<'a> {
-    /// `[cluster] subject_prefix`.
-    pub(super) prefix: &'a str,
-    /// The queues' definitions.
-    pub(super) definitions: &'a Definitions,
-    /// `[queues]` and its rules.
-    pub(super) policy: &'a QueuePolicy,
+    /// The queues' definitions (and with them `[queues]`, its rules and
+    /// which stream each queue lives in).
+    pub(super) definitions: &'a Arc<Definitions>,
 }
 
-/// A queue SEND made ready for the stream: its subject, NATS headers and
-/// payload (`wire`).
+/// A queue SEND made ready for the stream: its queue, where it goes, NATS
+/// headers and payload (`wire`).
 pub(super) struct Prepared {
+    /// The queue's name (without `/queue/`).
+    pub(super) name: String,
+    /// The queue's definition: its stream and subject, its bounds.
+    pub(super) definition: super::definitions::Definition,
     pub(super) subject: String,
     pub(super) headers: HeaderMap,
     pub(super) payload: Bytes,
@@ -68,20 +69,17 @@ pub(super) async fn prepare(
     let name = send
         .destination
         .strip_prefix(QUEUE_PREFIX)
-        .unwrap_or(&send.destination);
-    let subject = queue_subject(place.prefix, name);
+        .unwrap_or(&send.destination)
+        .to_owned();
     let definition = place
         .definitions
-        .definition(name, &send.arguments)
+        .definition(&name, &send.arguments)
         .await
         .map_err(|e| not_stored(&e))?;
-    let ttl = place
-        .policy
-        .settings_for(&send.destination, &definition)
-        .message_ttl;
-    let expires_at = send.expires_at.or_else(|| {
-        ttl.map(|ttl| epoch_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)))
-    });
+    let subject = definition.subject.clone();
+    let expires_at = send
+        .expires_at
+        .or_else(|| place.definitions.expiry(&name, &definition));
     let message = Message {
         expires_at,
         id: send.id,
@@ -95,6 +93,8 @@ pub(super) async fn prepare(
         headers.insert(async_nats::header::NATS_MESSAGE_ID, send.dedup_id.as_str());
     }
     Ok(Prepared {
+        name,
+        definition,
         subject,
         headers,
         payload: wire::encode(&message),
@@ -111,6 +111,8 @@ pub(super) async fn publish(
 ) -> Result<EngineAck, String> {
     let confirm = send.confirm;
     let Prepared {
+        name,
+        definition,
         subject,
         headers,
         payload,
@@ -121,7 +123,9 @@ pub(super) async fn publish(
         .map_err(|e| not_stored(&e))?;
     if confirm {
         // Published again through a leader election, up to
-        // `publish_timeout` (`Publication::confirm`).
+        // `publish_timeout` (`Publication::confirm`). A bound of the queue
+        // that refuses it is the queue's ERROR, as on one node.
+        let definitions = place.definitions.clone();
         let publication = Publication {
             jetstream: jetstream.clone(),
             subject,
@@ -130,7 +134,10 @@ pub(super) async fn publish(
             deadline: tokio::time::Instant::now() + publish_timeout,
         };
         return Ok(Box::pin(async move {
-            publication.confirm(acked).await.map_err(|e| not_stored(&e))
+            publication
+                .confirm(acked)
+                .await
+                .map_err(|e| definitions.refusal(&name, &definition, &e))
         }));
     }
     // Not waited for: a failure can only be logged.

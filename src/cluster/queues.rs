@@ -1,14 +1,12 @@
 //! Queues on JetStream: the [`QueueEngine`] of `engine = "nats"`.
 //!
-//! One stream holds every queue (`<prefix>.queue.>`, work-queue retention:
-//! a message is gone once acknowledged; `replicas`, `max_bytes` and a
-//! duplicate window from `[cluster]`), created or updated at start. Each
-//! queue has a subject (`subject::queue_subject`, the name as one token)
-//! and one shared durable pull consumer with that exact filter, explicit
-//! acks, `ack_wait` and `max_deliver`: every node's subscribers of the
-//! queue compete on it. Each subscription pulls only what it has credit
-//! for (`consumer.rs`). A message delivered `max_deliver` times (NACKed
-//! or left unacknowledged) goes to its dead-letter queue, as on one node.
+//! Queues live in work-queue streams (`streams.rs`: a shared one, and one
+//! per queue with bounds of its own); each has one subject and one shared
+//! durable pull consumer (`definitions.rs`) on which every node's
+//! subscribers compete, each pulling only what it has credit for
+//! (`consumer.rs`). A message delivered the queue's `max_deliveries` times
+//! goes to its dead-letter queue, as on one node. Exclusive and
+//! auto-delete queues: `holders.rs`.
 //!
 //! A SEND is published with `Nats-Msg-Id` (JetStream drops a second
 //! message with the same id within the duplicate window); when the client
@@ -25,6 +23,7 @@ use super::consumer::{Queue, PULL_WAIT};
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::durables::Durables;
+use super::holders::Holders;
 use super::publish::{publish, Place};
 use super::pulls::PullTasks;
 use super::replies::Replies;
@@ -49,10 +48,6 @@ use tracing::warn;
 pub struct NatsQueues {
     /// The JetStream API on the node's NATS connection.
     pub(super) jetstream: jetstream::Context,
-    /// `[cluster] subject_prefix`.
-    prefix: String,
-    /// `[cluster] max_deliver`: deliveries before a dead letter.
-    max_deliver: u32,
     /// `[cluster] publish_timeout`: how long a confirmed SEND is published
     /// again through a leader election.
     publish_timeout: Duration,
@@ -71,6 +66,8 @@ pub struct NatsQueues {
     replies: Arc<Replies>,
     /// The last reading of the consumers, for the admin API (`stats.rs`).
     pub(super) stats: super::stats::QueueStats,
+    /// Who holds exclusive queues; this node's subscriptions per queue.
+    holders: Arc<Holders>,
 }
 
 /// Per session, its engine subscriptions by id.
@@ -85,30 +82,23 @@ pub async fn queues(
 ) -> Result<Arc<NatsQueues>, String> {
     let replies = Replies::new(client.clone(), &config.subject_prefix)?;
     let jetstream = jetstream::new(client);
-    let (stream, atomic) = super::definitions::queue_stream(&jetstream, config).await?;
+    let (stream, atomic) =
+        super::streams::queue_stream(&jetstream, config, policy.defaults()).await?;
     // A server before atomic batches drops the setting it does not know
     // and would store a COMMIT's SENDs one by one, not all or none.
     check_atomic(atomic, &jetstream.client().server_info().version)?;
     let durables = Durables::open(jetstream.clone(), config).await?;
+    let holders = Holders::open(&jetstream, config).await?;
     let stats = super::stats::QueueStats::new(&jetstream, &stream, &durables, config);
     Ok(Arc::new(NatsQueues {
         durables,
         replies,
+        holders,
         jetstream: jetstream.clone(),
-        prefix: config.subject_prefix.clone(),
-        max_deliver: config.max_deliver,
         publish_timeout: config.publish_timeout,
-        policy,
+        policy: policy.clone(),
         sessions: Mutex::new(HashMap::new()),
-        definitions: Arc::new(Definitions {
-            jetstream: jetstream.clone(),
-            stream,
-            prefix: config.subject_prefix.clone(),
-            ack_wait: config.ack_wait,
-            max_deliver: config.max_deliver,
-            patience: config.publish_timeout,
-            known: Mutex::new(HashMap::new()),
-        }),
+        definitions: Definitions::new(jetstream.clone(), config, stream, policy),
         pulls: PullTasks::new(metrics),
         stats,
     }))
@@ -139,9 +129,7 @@ impl NatsQueues {
     /// What a SEND's preparation needs (`publish.rs`).
     pub(super) fn place(&self) -> Place<'_> {
         Place {
-            prefix: &self.prefix,
             definitions: &self.definitions,
-            policy: &self.policy,
         }
     }
 
@@ -154,14 +142,28 @@ impl NatsQueues {
         // The queue's definition wins over this SUBSCRIBE's arguments
         // unless this SUBSCRIBE creates the queue, as on one node.
         let (consumer, definition) = self.definitions.consumer(&name, &request.arguments).await?;
-        let settings = self.policy.settings_for(&request.destination, &definition);
+        let settings = self
+            .policy
+            .settings_for(&request.destination, &definition.arguments);
         let dead_letter = settings.dead_letter.clone();
+        // Exclusive over all nodes, with the ERROR one node gives.
+        let waiting = consumer.cached_info().num_waiting;
+        let taken = self.holders.admit(&name, &request, waiting).await?;
+        self.holders
+            .enter(&name, definition.arguments.auto_delete)
+            .await;
         let queue = Queue {
             definitions: Some(self.definitions.clone()),
-            name,
+            name: name.clone(),
             consumer,
+            holders: Some(self.holders.clone()),
         };
-        self.serve(request, queue, &settings, dead_letter, None);
+        let subscription = self.serve(request, queue, &settings, dead_letter, None);
+        if let Some((holder, revision)) = taken {
+            self.holders
+                .clone()
+                .hold(name, holder, revision, subscription.stopped());
+        }
         Ok(())
     }
 
@@ -173,11 +175,11 @@ impl NatsQueues {
         settings: &QueueSettings,
         dead_letter: Option<String>,
         durable: Option<DurableBinding>,
-    ) {
+    ) -> Arc<Subscription> {
         let dead_letters = DeadLetters {
             jetstream: self.jetstream.clone(),
-            prefix: self.prefix.clone(),
-            max_deliver: self.max_deliver,
+            definitions: self.definitions.clone(),
+            max_deliver: settings.max_deliveries,
             target: dead_letter,
         };
         let (session, id) = (request.session, request.id.clone());
@@ -188,11 +190,12 @@ impl NatsQueues {
             .insert(id, subscription.clone());
         tokio::spawn(super::consumer::pull_loop(
             queue,
-            subscription,
+            subscription.clone(),
             served,
             dead_letters,
             self.pulls.enter(),
         ));
+        subscription
     }
 
     /// Takes subscription `id` of `session` out of the table.
@@ -294,9 +297,10 @@ impl QueueEngine for NatsQueues {
                 definitions: None,
                 name: binding.consumer.clone(),
                 consumer,
+                holders: None,
             };
             // No dead letters: delivered until acknowledged.
-            self.serve(request, queue, &settings, None, Some(binding));
+            let _ = self.serve(request, queue, &settings, None, Some(binding));
             Ok(())
         })
     }

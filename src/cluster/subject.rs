@@ -51,6 +51,20 @@ pub fn queue_name(prefix: &str, subject: &str) -> Option<String> {
     decode_token(token).map(String::from)
 }
 
+/// Between the prefix and the name of a queue with its own stream (its
+/// own bounds): apart from `queue`, whose subjects the shared stream holds.
+const BOUNDED_QUEUES: &str = "bqueue";
+
+/// The subject of queue `name` when it has its own stream
+/// (`definitions.rs`): as [`queue_subject`], under `bqueue`.
+pub fn bounded_queue_subject(prefix: &str, name: &str) -> String {
+    let mut subject = format!("{prefix}.{BOUNDED_QUEUES}.");
+    push_word(&mut subject, name);
+    subject.push('.');
+    subject.push_str(END);
+    subject
+}
+
 /// The subject pattern of every queue under `prefix`.
 pub fn queues_pattern(prefix: &str) -> String {
     format!("{prefix}.{QUEUES}.>")

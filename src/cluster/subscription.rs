@@ -184,6 +184,11 @@ impl Subscription {
         let _ = self.stop_tx.send(true);
     }
 
+    /// Set when the subscription stops (for what lasts as long as it).
+    pub(super) fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop_tx.subscribe()
+    }
+
     /// Takes every unsettled delivery (at the task's end).
     pub(super) fn drain(&self) -> Vec<Pending> {
         self.state().pending.drain(..).collect()

@@ -128,6 +128,21 @@ pub(super) async fn publish_batch(
         }
         prepared.push(message);
     }
+    // An atomic batch is stored by one stream: a queue with bounds of its
+    // own lives in a stream of its own (`streams.rs`).
+    if let Some((first, other)) = prepared.first().and_then(|first| {
+        prepared
+            .iter()
+            .find(|other| other.definition.stream != first.definition.stream)
+            .map(|other| (first, other))
+    }) {
+        return Err(format!(
+            "transaction not committed: its queue SENDs go to '/queue/{}' and '/queue/{}', which \
+             live in different streams on the cluster engine (a queue with bounds of its own \
+             has its own stream), and one transaction is stored by one stream",
+            first.name, other.name
+        ));
+    }
     // Checked before anything is published: one too large would make the
     // server drop the batch only after the rest was uploaded.
     let max_payload = client.server_info().max_payload;
@@ -148,6 +163,7 @@ pub(super) async fn publish_batch(
             subject,
             headers,
             payload,
+            ..
         } = message;
         let sequence = index + 1;
         if sequence == total {

@@ -60,7 +60,9 @@ pub struct ClusterConfig {
     /// redelivers it.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub ack_wait: Duration,
-    /// Deliveries of one queue message before it is dead-lettered.
+    /// No longer used: queues on the engine follow `[queues]
+    /// max_deliveries` and its rules. Accepted so that existing configs
+    /// start; another value than the default is logged as ignored.
     pub max_deliver: u32,
     /// Bytes one queue stream may hold (on each of its replicas).
     pub max_bytes: u64,

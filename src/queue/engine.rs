@@ -11,6 +11,7 @@
 
 use super::settings::QueueArguments;
 use crate::model::ack_mode::AckMode;
+use crate::model::close::CloseReason;
 use crate::model::destination::PatternWord;
 use crate::model::message::Message;
 use crate::model::session_id::SessionId;
@@ -30,6 +31,22 @@ pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// the ERROR message for the client). It borrows nothing, so a session can
 /// keep it while it reads on (pipelined confirmations).
 pub type EngineAck = EngineFuture<'static, Result<(), String>>;
+
+/// The start of an engine ERROR that is the queue's own refusal (full,
+/// exclusive), worded as on one node: `queue '/queue/<name>' is ...`.
+pub const REFUSAL: &str = "queue '";
+
+/// How the connection ends after the engine's ERROR `message`: a refusal
+/// by the queue's own settings ([`REFUSAL`]: full, exclusive) is the
+/// client's doing, a policy violation as on one node; anything else is the
+/// engine's failure.
+pub fn close_reason(message: &str) -> CloseReason {
+    if message.starts_with(REFUSAL) {
+        CloseReason::PolicyViolation
+    } else {
+        CloseReason::InternalError
+    }
+}
 
 /// A SEND to a queue, as the engine stores it.
 #[derive(Debug)]

@@ -18,8 +18,8 @@ use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::store::{QueueId, Sequence};
 pub use engine::{
-    DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, EngineQueue,
-    QueueEngine, QueueSend, QueueSubscribe,
+    close_reason, DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture,
+    EngineQueue, QueueEngine, QueueSend, QueueSubscribe, REFUSAL,
 };
 pub use memory::QueueMemory;
 pub use settings::{QueueArguments, QueuePolicy, QueueSettings};

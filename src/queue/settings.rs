@@ -106,6 +106,11 @@ impl QueuePolicy {
         })
     }
 
+    /// The `[queues]` defaults (what applies where no rule or argument does).
+    pub fn defaults(&self) -> &QueuesConfig {
+        &self.defaults
+    }
+
     /// The settings for a new queue `name` created with `arguments`.
     pub fn settings_for(&self, name: &str, arguments: &QueueArguments) -> QueueSettings {
         let d = &self.defaults;

@@ -176,8 +176,8 @@ async fn confirm_in_order(
                 }
             }
             Err(message) => {
-                let error =
-                    SessionError::new(message, CloseReason::InternalError).with_receipt(receipt);
+                let reason = crate::queue::close_reason(&message);
+                let error = SessionError::new(message, reason).with_receipt(receipt);
                 // Reported before the rest (and their slots) are dropped.
                 let _ = fail.send(error);
                 return;

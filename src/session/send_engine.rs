@@ -32,7 +32,10 @@ impl Session {
             .unwrap_or_else(|| format!("b/{id}"));
         let confirm = publication.persistent || frame.get("receipt").is_some();
         let send = queue_send(publication, dedup_id, confirm);
-        let not_stored = |message| SessionError::new(message, CloseReason::InternalError);
+        let not_stored = |message: String| {
+            let reason = crate::queue::close_reason(&message);
+            SessionError::new(message, reason)
+        };
         let ack = engine.publish(send).await.map_err(not_stored)?;
         if pipelined && confirm {
             let receipt = frame.get("receipt").map(str::to_owned);

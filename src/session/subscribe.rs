@@ -116,10 +116,10 @@ impl Session {
                 arguments: arguments.clone(),
             };
             match durable {
-                None => engine
-                    .subscribe(subscribe)
-                    .await
-                    .map_err(|message| SessionError::new(message, CloseReason::InternalError))?,
+                None => engine.subscribe(subscribe).await.map_err(|message| {
+                    let reason = crate::queue::close_reason(&message);
+                    SessionError::new(message, reason)
+                })?,
                 // Durable topic subscriptions live in the engine too, so
                 // that a client resumes them on any node.
                 Some((durable, pattern)) => engine

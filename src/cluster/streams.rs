@@ -1,0 +1,164 @@
+//! The streams queues live in: the shared one (every queue the `[queues]`
+//! defaults bound) and a queue's own one (a queue whose rule or
+//! `x-max-length` gives it other bounds), with the bounds JetStream applies.
+//!
+//! JetStream's limits are per stream: `max_msgs_per_subject` (one value
+//! for every subject), `max_msgs`, `max_bytes` and one discard policy. So
+//! the shared stream applies the default `max_length` per queue (a queue is
+//! one subject) and the default `overflow`, and a queue with other bounds
+//! gets a stream of its own, with its `max_length`, `max_bytes` and
+//! `overflow` as the stream's limits.
+
+use super::subject::{bounded_queue_subject, queue_consumer, queues_pattern};
+use crate::config::{ClusterConfig, Overflow, QueuesConfig};
+use crate::queue::QueueSettings;
+use async_nats::jetstream::{self, stream};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate.
+pub(super) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The shared stream's name under `prefix`.
+pub(super) fn shared_stream(prefix: &str) -> String {
+    format!("{}_queues", prefix.replace('.', "_"))
+}
+
+/// The name of queue `name`'s own stream under `prefix`.
+pub(super) fn own_stream(prefix: &str, name: &str) -> String {
+    format!("{}_{}", prefix.replace('.', "_"), queue_consumer(name))
+}
+
+/// Whether a queue with `settings` needs its own stream: its bounds are
+/// not the defaults the shared stream applies.
+pub(super) fn needs_own_stream(settings: &QueueSettings, defaults: &QueuesConfig) -> bool {
+    (settings.max_length, settings.max_bytes, settings.overflow)
+        != (defaults.max_length, defaults.max_bytes, defaults.overflow)
+}
+
+/// The stream of queue `name` with `settings` (its own bounds): one
+/// subject; `reject` refuses a new message past a bound, `drop-oldest`
+/// drops the oldest message. The bytes are at most `[cluster] max_bytes`.
+pub(super) fn own_stream_config(
+    config: &ClusterConfig,
+    name: &str,
+    settings: &QueueSettings,
+) -> stream::Config {
+    let max_bytes = u64::try_from(settings.max_bytes)
+        .unwrap_or(u64::MAX)
+        .min(config.max_bytes);
+    stream::Config {
+        name: own_stream(&config.subject_prefix, name),
+        subjects: vec![bounded_queue_subject(&config.subject_prefix, name)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        // 0 would mean no bound to JetStream.
+        max_messages: i64::try_from(settings.max_length.max(1)).unwrap_or(i64::MAX),
+        max_bytes: i64::try_from(max_bytes.max(1)).unwrap_or(i64::MAX),
+        duplicate_window: DUPLICATE_WINDOW,
+        discard: discard(settings.overflow),
+        // A COMMIT's SENDs to this queue are one atomic batch.
+        allow_atomic_publish: true,
+        ..Default::default()
+    }
+}
+
+/// JetStream's discard policy for `overflow`.
+fn discard(overflow: Overflow) -> stream::DiscardPolicy {
+    match overflow {
+        Overflow::Reject => stream::DiscardPolicy::New,
+        Overflow::DropOldest => stream::DiscardPolicy::Old,
+    }
+}
+
+/// Creates (or updates) the stream holding every queue the defaults bound;
+/// returns its name and whether the server kept `allow_atomic` in its
+/// config.
+pub(super) async fn queue_stream(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+    queues: &QueuesConfig,
+) -> Result<(String, bool), String> {
+    if config.max_deliver != ClusterConfig::default().max_deliver {
+        warn!(
+            max_deliver = config.max_deliver,
+            "cluster.max_deliver is ignored: queues on the engine dead-letter after [queues] \
+             max_deliveries (and its rules), as on one node"
+        );
+    }
+    let stream = shared_stream(&config.subject_prefix);
+    let stream_config = stream::Config {
+        name: stream.clone(),
+        subjects: vec![queues_pattern(&config.subject_prefix)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+        // Each queue is one subject: `[queues] max_length` per queue.
+        max_messages_per_subject: i64::try_from(queues.max_length.max(1)).unwrap_or(i64::MAX),
+        // `reject`: a SEND past a queue's bound is refused; `drop-oldest`:
+        // the queue's oldest message goes (per-subject limits drop old
+        // messages unless told otherwise).
+        discard_new_per_subject: queues.overflow == Overflow::Reject,
+        duplicate_window: DUPLICATE_WINDOW,
+        // Full: refuse new messages. Dropping old ones (the default) would
+        // lose messages whose SENDs were receipted.
+        discard: stream::DiscardPolicy::New,
+        // A COMMIT's queue SENDs are one atomic batch (`transactions.rs`).
+        allow_atomic_publish: true,
+        ..Default::default()
+    };
+    // A JetStream cluster that has just started may not have elected its
+    // meta leader yet: try again until `connect_timeout` is over.
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let info = loop {
+        match jetstream
+            .create_or_update_stream(stream_config.clone())
+            .await
+        {
+            Ok(info) => break info,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                return Err(format!(
+                "cluster: cannot create the queue stream '{stream}' (cluster.replicas {}): {error}",
+                config.replicas
+            ))
+            }
+        }
+    };
+    info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
+    Ok((stream, info.config.allow_atomic_publish))
+}
+
+/// Whether a PubAck's error `text` says a bound of the stream refused the
+/// message: a queue's own stream full, or the shared stream's per-queue
+/// `max_length` reached (the shared stream's own `max_bytes` is the
+/// engine's, not the queue's).
+pub(super) fn is_queue_full(text: &str, own: bool) -> bool {
+    let text = text.to_ascii_lowercase();
+    text.contains("maximum messages per subject exceeded")
+        || (own
+            && (text.contains("maximum messages exceeded")
+                || text.contains("maximum bytes exceeded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_told_from_a_full_engine() {
+        assert!(is_queue_full(
+            "nats: maximum messages per subject exceeded",
+            false
+        ));
+        assert!(is_queue_full("maximum messages exceeded", true));
+        assert!(is_queue_full("maximum bytes exceeded", true));
+        assert!(!is_queue_full("maximum bytes exceeded", false));
+        assert!(!is_queue_full("timed out", true));
+    }
+}
