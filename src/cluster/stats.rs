@@ -4,13 +4,16 @@
 //! plus this node's subscribers of it, counted at each call.
 //!
 //! Why a cache: every scrape of every node would otherwise be one JetStream
-//! API request per queue. The consumers of both streams are listed (one
-//! paged request per stream, every consumer's info in it) at most once per
+//! API request per queue. The consumers of the shared queue stream, of the
+//! durable subscriptions' stream and of each queue's own stream (a queue
+//! with bounds of its own) are listed (one paged request per stream, every
+//! consumer's info in it) at most once per
 //! [`FRESH_FOR`], by one caller at a time; the others use that reading. A
 //! failed reading keeps the previous one (the engine unreachable: the
 //! counts are as last known).
 
 use super::durables::{Durables, DESTINATION, KEY};
+use super::streams::is_own_stream;
 use super::subject::queue_name;
 use super::subscription::Subscription;
 use crate::config::ClusterConfig;
@@ -106,10 +109,18 @@ impl QueueStats {
             .collect()
     }
 
-    /// Every consumer of the queue stream and of the durable subscriptions'.
+    /// Every consumer of the queue streams and of the durable subscriptions'.
     async fn read_engine(&self) -> Result<Vec<Keyed>, String> {
         let mut read = Vec::new();
-        for (stream, durable) in self.streams.iter().zip([false, true]) {
+        let own: Vec<String> = self
+            .jetstream
+            .stream_names()
+            .try_filter(|name| std::future::ready(is_own_stream(&self.prefix, name)))
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let listed = self.streams.iter().zip([false, true]);
+        for (stream, durable) in listed.chain(own.iter().map(|stream| (stream, false))) {
             let stream = self
                 .jetstream
                 .get_stream_no_info(stream)

@@ -29,6 +29,11 @@ pub(super) fn own_stream(prefix: &str, name: &str) -> String {
     format!("{}_{}", prefix.replace('.', "_"), queue_consumer(name))
 }
 
+/// Whether stream `stream` is a queue's own one under `prefix`.
+pub(super) fn is_own_stream(prefix: &str, stream: &str) -> bool {
+    stream.starts_with(&own_stream(prefix, ""))
+}
+
 /// Whether a queue with `settings` needs its own stream: its bounds are
 /// not the defaults the shared stream applies.
 pub(super) fn needs_own_stream(settings: &QueueSettings, defaults: &QueuesConfig) -> bool {

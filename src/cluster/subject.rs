@@ -43,10 +43,14 @@ pub fn queue_subject(prefix: &str, name: &str) -> String {
     subject
 }
 
-/// The queue name (without `/queue/`) of a queue subject under `prefix`.
+/// The queue name (without `/queue/`) of a queue subject under `prefix`
+/// (in the shared stream or a stream of its own).
 pub fn queue_name(prefix: &str, subject: &str) -> Option<String> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
-    let token = rest.strip_prefix(QUEUES)?.strip_prefix('.')?;
+    let token = rest
+        .strip_prefix(QUEUES)
+        .or_else(|| rest.strip_prefix(BOUNDED_QUEUES))?
+        .strip_prefix('.')?;
     let token = token.strip_suffix(END)?.strip_suffix('.')?;
     decode_token(token).map(String::from)
 }
