@@ -662,6 +662,16 @@ async fn a_persistent_feed_keeps_its_epoch_offsets_and_retained_value_across_a_r
         [3, 4, 5],
         "history bound kept"
     );
+    // Kept messages carry no x-offset or x-epoch of their own (frames are
+    // given them): the ones the store keeps must not come out twice.
+    for frame in before.iter().chain(&missed).chain(&first) {
+        let stamps = frame
+            .headers
+            .iter()
+            .filter(|(name, _)| *name == "x-offset" || *name == "x-epoch")
+            .count();
+        assert_eq!(stamps, 2, "x-offset and x-epoch once each: {frame:?}");
+    }
     publisher = Client::connect(&broker.url).await;
     publish_confirmed(&mut publisher, "/topic/kept.x", "6", &[]).await;
     let live = back.message().await;

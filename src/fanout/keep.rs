@@ -4,7 +4,7 @@
 //! go first). Used for local publications (`feeds.rs`) and for messages
 //! from the cluster engine's feed stream (`engine_feeds.rs`).
 
-use super::feed::{Feed, Kept};
+use super::feed::{stamp_size, Feed, Kept};
 use super::feeds::Feeds;
 use crate::model::message::Message;
 use bytes::Bytes;
@@ -12,12 +12,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 impl Feeds {
-    /// Keeps `message`, numbered `offset`, in `feed` as its policy (and
-    /// `retain`, its `x-retain`) asks, within `max_history_bytes`.
+    /// Keeps `message` (without its feed headers), numbered `offset`, in
+    /// `feed` as its policy (and `retain`, its `x-retain`) asks, within
+    /// `max_history_bytes`. `frame` is a MESSAGE frame of it the fan-out
+    /// encoded, if any: its body is kept as a slice of that.
     pub(super) fn keep(
         &self,
         feed: &mut Feed,
         message: &Message,
+        frame: Option<&Bytes>,
         offset: u64,
         now: u64,
         retain: bool,
@@ -27,8 +30,9 @@ impl Feeds {
             let kept = Kept {
                 offset,
                 at_ms: now,
-                size: message.size(),
-                message: Arc::new(kept_copy(message)),
+                // As much as when kept messages carried the feed headers.
+                size: message.size() + stamp_size(feed.stamp_of(offset)),
+                message: Arc::new(kept_copy(message, frame)),
             };
             if retain && message.body.is_empty() {
                 // An empty x-retain deletes the retained value.
@@ -72,17 +76,49 @@ impl Feeds {
     }
 }
 
-/// A copy of `message` to keep, with a body of its own: a received body is
-/// a slice of its connection's read buffer, which a kept slice would pin
-/// (the whole buffer, not the bytes counted against `max_history_bytes`)
-/// and make the connection allocate a new one for every read.
-fn kept_copy(message: &Message) -> Message {
+/// A copy of `message` to keep, with a body that is not part of its
+/// connection's read buffer: a kept slice of that would pin the whole
+/// buffer (not the bytes counted against `max_history_bytes`) and make the
+/// connection allocate a new one for every read. The body is a slice of
+/// `frame`, an encoded MESSAGE of it (the frame's own allocation, about the
+/// size counted; no copy), else a copy.
+fn kept_copy(message: &Message, frame: Option<&Bytes>) -> Message {
     Message {
         id: message.id.clone(),
         destination: message.destination.clone(),
         headers: message.headers.clone(),
-        body: Bytes::copy_from_slice(&message.body),
+        body: frame
+            .and_then(|frame| body_of(frame, &message.body))
+            .unwrap_or_else(|| Bytes::copy_from_slice(&message.body)),
         text: message.text,
         expires_at: message.expires_at,
+    }
+}
+
+/// `body` as a slice of `frame`, a MESSAGE frame that ends with it and a
+/// NUL; None if it does not.
+fn body_of(frame: &Bytes, body: &[u8]) -> Option<Bytes> {
+    let end = frame.len().checked_sub(1)?;
+    let start = end.checked_sub(body.len())?;
+    (frame.get(start..end) == Some(body) && frame.get(end) == Some(&0))
+        .then(|| frame.slice(start..end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::body_of;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_kept_body_is_a_slice_of_its_frame_only_when_the_frame_ends_with_it() {
+        let frame = Bytes::from_static(b"MESSAGE\ncontent-length:3\n\nabc\0");
+        let body = body_of(&frame, b"abc").expect("the frame's body");
+        assert_eq!(&body[..], b"abc");
+        assert_eq!(body.as_ptr(), frame[frame.len() - 4..].as_ptr(), "shared");
+        assert_eq!(body_of(&frame, b"abd"), None);
+        assert_eq!(body_of(&frame, b"toolong-toolong-toolong-toolong"), None);
+        assert_eq!(body_of(&Bytes::from_static(b"abc"), b"abc"), None);
+        let empty = Bytes::from_static(b"MESSAGE\n\n\0");
+        assert_eq!(body_of(&empty, b"").map(|b| b.len()), Some(0));
     }
 }
