@@ -11,6 +11,11 @@ use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// How much larger than a kept message's counted size the frame its body
+/// is sliced from may be: the MESSAGE line, the `destination`, `message-id`,
+/// `subscription` and `content-length` names, a short subscription id.
+const FRAME_SLACK: usize = 128;
+
 impl Feeds {
     /// Keeps `message` (without its feed headers), numbered `offset`, in
     /// `feed` as its policy (and `retain`, its `x-retain`) asks, within
@@ -27,11 +32,16 @@ impl Feeds {
     ) {
         let keep = feed.policy.history > 0 || feed.policy.retain_last || retain;
         if keep {
+            // As much as when kept messages carried the feed headers.
+            let size = message.size() + stamp_size(feed.stamp_of(offset));
+            // A frame much larger than what is counted (a subscriber's long
+            // `subscription` id) would hold more than `max_history_bytes`
+            // says: then the body is copied.
+            let frame = frame.filter(|frame| frame.len() <= size + FRAME_SLACK);
             let kept = Kept {
                 offset,
                 at_ms: now,
-                // As much as when kept messages carried the feed headers.
-                size: message.size() + stamp_size(feed.stamp_of(offset)),
+                size,
                 message: Arc::new(kept_copy(message, frame)),
             };
             if retain && message.body.is_empty() {
@@ -107,7 +117,13 @@ fn body_of(frame: &Bytes, body: &[u8]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::body_of;
+    use crate::config::{Retain, TopicRule, TopicsConfig};
+    use crate::fanout::encode::{encode_feed, Delivery};
+    use crate::fanout::Feeds;
+    use crate::model::destination::DestinationLimits;
+    use crate::model::message::Message;
     use bytes::Bytes;
+    use stomp_protocol::Version;
 
     #[test]
     fn a_kept_body_is_a_slice_of_its_frame_only_when_the_frame_ends_with_it() {
@@ -120,5 +136,57 @@ mod tests {
         assert_eq!(body_of(&Bytes::from_static(b"abc"), b"abc"), None);
         let empty = Bytes::from_static(b"MESSAGE\n\n\0");
         assert_eq!(body_of(&empty, b"").map(|b| b.len()), Some(0));
+    }
+
+    /// Whether the body kept for a message fanned out to a subscription
+    /// named `subscription` lies inside the frame the fan-out encoded.
+    fn kept_inside_frame(subscription: &str) -> bool {
+        let limits = DestinationLimits {
+            max_words: 32,
+            max_multi_word_wildcards: 4,
+        };
+        let config = TopicsConfig {
+            rules: vec![TopicRule {
+                pattern: "/topic/k.*".into(),
+                history: 2,
+                history_age: None,
+                retain: Retain::None,
+                persistent: false,
+            }],
+            ..TopicsConfig::default()
+        };
+        let feeds = Feeds::new(&config, &limits).expect("feeds");
+        let words: Vec<Box<str>> = vec!["k".into(), "a".into()];
+        let mut message = Message {
+            id: "m1".into(),
+            destination: "/topic/k.a".into(),
+            headers: Vec::new(),
+            body: Bytes::from(vec![b'x'; 100]),
+            text: true,
+            expires_at: None,
+        };
+        let mut frame = Bytes::new();
+        let policy = feeds.policy_for(&words);
+        feeds.publish(&words, policy, &mut message, false, |message, stamp| {
+            let delivery = Delivery {
+                subscription,
+                ack_id: None,
+                previous_deliveries: 0,
+            };
+            frame = encode_feed(message, delivery, Version::V1_2, stamp, &[]).bytes;
+            Some(frame.clone())
+        });
+        assert!(message.headers.is_empty(), "no header strings made");
+        let shard = feeds.shard(&words);
+        let kept = &shard.get(&words[..]).expect("a feed").history[0].message;
+        assert_eq!(kept.body, message.body);
+        assert!(kept.headers.is_empty(), "kept without x-offset, x-epoch");
+        frame.as_ptr_range().contains(&kept.body.as_ptr())
+    }
+
+    #[test]
+    fn a_kept_body_shares_the_frame_unless_the_frame_is_much_larger() {
+        assert!(kept_inside_frame("sub-0"), "shared");
+        assert!(!kept_inside_frame(&"s".repeat(200)), "copied");
     }
 }
