@@ -122,6 +122,40 @@ async fn a_late_joiner_gets_the_retained_value_first_then_live() {
     broker.shutdown().await;
 }
 
+/// Client-ack subscribers get the two feed headers too (the router delivers
+/// to them from the message, not from the fan-out's frames), once each and
+/// equal to what auto-ack subscribers get.
+#[tokio::test]
+async fn client_ack_and_auto_ack_subscribers_get_the_same_offsets_once() {
+    let broker = start(with_rules(vec![rule("/topic/ticks.*", 5, Retain::None)])).await;
+    let mut auto = Client::connect(&broker.url()).await;
+    auto.subscribe("a", "/topic/ticks.x").await;
+    let mut acking = Client::connect(&broker.url()).await;
+    acking
+        .subscribe_with("c", "/topic/ticks.x", &[("ack", "client-individual")])
+        .await;
+    let mut publisher = Client::connect(&broker.url()).await;
+    for n in 1..=3 {
+        publisher.publish("/topic/ticks.x", &n.to_string()).await;
+    }
+    for n in 1..=3 {
+        let plain = auto.message().await;
+        let routed = acking.message().await;
+        assert!(routed.get("ack").is_some(), "from the router: {routed:?}");
+        for frame in [&plain, &routed] {
+            assert_eq!(offset(frame), n, "{frame:?}");
+            let stamps = frame
+                .headers
+                .iter()
+                .filter(|(name, _)| *name == "x-offset" || *name == "x-epoch")
+                .count();
+            assert_eq!(stamps, 2, "x-offset and x-epoch once each: {frame:?}");
+        }
+        assert_eq!(plain.get("x-epoch"), routed.get("x-epoch"));
+    }
+    broker.shutdown().await;
+}
+
 // Several workers: the router, the publishing session and the readers
 // really run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
