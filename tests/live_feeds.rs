@@ -122,6 +122,40 @@ async fn a_late_joiner_gets_the_retained_value_first_then_live() {
     broker.shutdown().await;
 }
 
+/// Client-ack subscribers get the two feed headers too (the router delivers
+/// to them from the message, not from the fan-out's frames), once each and
+/// equal to what auto-ack subscribers get.
+#[tokio::test]
+async fn client_ack_and_auto_ack_subscribers_get_the_same_offsets_once() {
+    let broker = start(with_rules(vec![rule("/topic/ticks.*", 5, Retain::None)])).await;
+    let mut auto = Client::connect(&broker.url()).await;
+    auto.subscribe("a", "/topic/ticks.x").await;
+    let mut acking = Client::connect(&broker.url()).await;
+    acking
+        .subscribe_with("c", "/topic/ticks.x", &[("ack", "client-individual")])
+        .await;
+    let mut publisher = Client::connect(&broker.url()).await;
+    for n in 1..=3 {
+        publisher.publish("/topic/ticks.x", &n.to_string()).await;
+    }
+    for n in 1..=3 {
+        let plain = auto.message().await;
+        let routed = acking.message().await;
+        assert!(routed.get("ack").is_some(), "from the router: {routed:?}");
+        for frame in [&plain, &routed] {
+            assert_eq!(offset(frame), n, "{frame:?}");
+            let stamps = frame
+                .headers
+                .iter()
+                .filter(|(name, _)| *name == "x-offset" || *name == "x-epoch")
+                .count();
+            assert_eq!(stamps, 2, "x-offset and x-epoch once each: {frame:?}");
+        }
+        assert_eq!(plain.get("x-epoch"), routed.get("x-epoch"));
+    }
+    broker.shutdown().await;
+}
+
 // Several workers: the router, the publishing session and the readers
 // really run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -662,6 +696,16 @@ async fn a_persistent_feed_keeps_its_epoch_offsets_and_retained_value_across_a_r
         [3, 4, 5],
         "history bound kept"
     );
+    // Kept messages carry no x-offset or x-epoch of their own (frames are
+    // given them): the ones the store keeps must not come out twice.
+    for frame in before.iter().chain(&missed).chain(&first) {
+        let stamps = frame
+            .headers
+            .iter()
+            .filter(|(name, _)| *name == "x-offset" || *name == "x-epoch")
+            .count();
+        assert_eq!(stamps, 2, "x-offset and x-epoch once each: {frame:?}");
+    }
     publisher = Client::connect(&broker.url).await;
     publish_confirmed(&mut publisher, "/topic/kept.x", "6", &[]).await;
     let live = back.message().await;

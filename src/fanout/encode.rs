@@ -29,13 +29,39 @@ pub fn ack_id(message_id: &str, subscription: &str) -> String {
     format!("{message_id}@{subscription}")
 }
 
+/// A live-feed message's place in its feed: the `x-offset` and `x-epoch`
+/// headers of its MESSAGE frames, written into the frame from these (no
+/// header strings made on the publishing path).
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    /// `x-offset`.
+    pub offset: u64,
+    /// `x-epoch`.
+    pub epoch: &'a str,
+}
+
 /// Encodes one MESSAGE frame.
 pub fn encode(message: &Message, delivery: Delivery, version: Version) -> OutFrame {
+    encode_feed(message, delivery, version, None, &[])
+}
+
+/// Encodes one MESSAGE frame of a live feed: `message`'s headers, then
+/// `stamp`'s (as if they were the last of them), then `extra` (a snapshot's
+/// `x-retained`, `x-recovered`).
+pub fn encode_feed(
+    message: &Message,
+    delivery: Delivery,
+    version: Version,
+    stamp: Option<Stamp>,
+    extra: &[(&str, &str)],
+) -> OutFrame {
     let headers_len: usize = message
         .headers
         .iter()
         .map(|(n, v)| n.len() + v.len() + 2)
-        .sum();
+        .chain(extra.iter().map(|(n, v)| n.len() + v.len() + 2))
+        .sum::<usize>()
+        + stamp.map_or(0, |s| 40 + s.epoch.len());
     let capacity = 128
         + message.destination.len()
         + 2 * delivery.subscription.len()
@@ -56,6 +82,13 @@ pub fn encode(message: &Message, delivery: Delivery, version: Version) -> OutFra
     for (name, value) in &message.headers {
         frame.header(name, value);
     }
+    if let Some(stamp) = stamp {
+        frame.header_number("x-offset", stamp.offset);
+        frame.header("x-epoch", stamp.epoch);
+    }
+    for (name, value) in extra {
+        frame.header(name, value);
+    }
     OutFrame {
         bytes: frame.finish(true, &message.body),
         text: message.text,
@@ -70,16 +103,29 @@ const MAX_CACHED_ENCODINGS: usize = 16;
 /// Encodes one topic message for many subscribers, sharing equal frames.
 pub struct FanOut<'a> {
     message: &'a Message,
+    stamp: Option<Stamp<'a>>,
     cache: Vec<(Version, &'a str, bool, OutFrame)>,
 }
 
 impl<'a> FanOut<'a> {
     /// Prepares to encode `message`.
     pub fn new(message: &'a Message) -> Self {
+        Self::stamped(message, None)
+    }
+
+    /// Prepares to encode `message` of a live feed, placed at `stamp`.
+    pub fn stamped(message: &'a Message, stamp: Option<Stamp<'a>>) -> Self {
         FanOut {
             message,
+            stamp,
             cache: Vec::new(),
         }
+    }
+
+    /// The first frame it encoded, if any: a live feed keeps the message's
+    /// body as a slice of it rather than a copy.
+    pub fn first_frame(&self) -> Option<&OutFrame> {
+        self.cache.first().map(|(_, _, _, frame)| frame)
     }
 
     /// The frame for subscription `subscription` of a `version` session.
@@ -94,7 +140,7 @@ impl<'a> FanOut<'a> {
             return frame.clone();
         }
         let ack = with_ack.then(|| ack_id(&self.message.id, subscription));
-        let frame = encode(
+        let frame = encode_feed(
             self.message,
             Delivery {
                 subscription,
@@ -102,6 +148,8 @@ impl<'a> FanOut<'a> {
                 previous_deliveries: 0,
             },
             version,
+            self.stamp,
+            &[],
         );
         if self.cache.len() < MAX_CACHED_ENCODINGS {
             self.cache

@@ -10,12 +10,14 @@
 //! snapshot is still taken under the index's write lock from the same
 //! state the live stream is applied to: no gap, no duplicate.
 
+use super::encode::Stamp;
 use super::engine_progress::EngineFeeds;
 use super::feed::{Feed, Policy};
 use super::feeds::Feeds;
-use super::index::{push_to, IndexKey, Interest, TopicIndex};
-use super::subscriber::Subscriber;
+use super::index::{IndexKey, Interest, TopicIndex};
+use super::subscriber::{push_to, Subscriber};
 use crate::model::message::{epoch_ms, Message};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,11 +51,11 @@ impl Feeds {
     }
 
     /// Applies one message of the engine's feed stream, numbered `offset`
-    /// (its stream sequence) in `epoch`, published at `at_ms`: keeps it as
-    /// the policy asks, adds `x-offset` and `x-epoch`, and calls `push`
-    /// inside the same critical section (as [`Feeds::publish`] does). A
-    /// message already applied (an offset not above the feed's last) is
-    /// not pushed again.
+    /// (its stream sequence) in `epoch`, published at `at_ms`: calls `push`
+    /// with its `x-offset` and `x-epoch` and keeps it as the policy asks,
+    /// inside the same critical section (as [`Feeds::publish`] does; with
+    /// `headers`, `message` gets the two as headers too). A message already
+    /// applied (an offset not above the feed's last) is not pushed again.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn publish_at(
         &self,
@@ -63,7 +65,8 @@ impl Feeds {
         offset: u64,
         epoch: &Arc<str>,
         at_ms: u64,
-        push: impl FnOnce(&Message),
+        headers: bool,
+        push: impl FnOnce(&Message, Option<Stamp>) -> Option<Bytes>,
     ) {
         let retain = retains(message);
         let mut shard = self.shard(words);
@@ -72,7 +75,8 @@ impl Feeds {
             None => {
                 if (policy.is_none() && !retain) || !self.admit(policy.is_none()) {
                     drop(shard);
-                    return push(message);
+                    push(message, None);
+                    return;
                 }
                 shard.entry(words.into()).or_insert(Feed {
                     epoch: epoch.clone(),
@@ -109,9 +113,11 @@ impl Feeds {
         }
         self.expire(words, feed, epoch_ms());
         feed.next_offset = offset + 1;
-        feed.stamp(message, offset);
-        self.keep(feed, message, offset, at_ms, retain);
-        push(message);
+        let frame = push(message, Some(feed.stamp_of(offset)));
+        self.keep(feed, message, frame.as_ref(), offset, at_ms, retain);
+        if headers {
+            feed.stamp(message, offset);
+        }
         drop(shard);
     }
 
@@ -196,10 +202,18 @@ impl TopicIndex {
                 }
             }
             let policy = self.feeds.policy_for(words);
-            self.feeds
-                .publish_at(words, policy, message, offset, epoch, at_ms, |message| {
-                    pushed += push_to(&direct, message);
-                });
+            // The router's subscribers take the message after the fan-out.
+            let headers = !for_router.is_empty();
+            self.feeds.publish_at(
+                words,
+                policy,
+                message,
+                offset,
+                epoch,
+                at_ms,
+                headers,
+                |message, stamp| push_to(&direct, message, stamp, &mut pushed),
+            );
         }
         self.feeds.set_applied(offset);
         (pushed, for_router)

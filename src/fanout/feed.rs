@@ -2,6 +2,7 @@
 //! history and retained value) and which of its kept messages a
 //! subscription's start asks for. The shards holding feeds are `feeds.rs`.
 
+use super::encode::Stamp;
 use super::start_at::StartAt;
 use crate::model::message::Message;
 use crate::store::{StoreOp, StoredFeed};
@@ -9,8 +10,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Snapshot messages, each with whether it is marked `x-retained`.
-pub(super) type Picked = Vec<(Arc<Message>, bool)>;
+/// Snapshot messages, each with its offset and whether it is marked
+/// `x-retained`.
+pub(super) type Picked = Vec<(Arc<Message>, u64, bool)>;
 
 /// A rule's policy, as a feed keeps it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,7 +31,9 @@ pub(super) struct Kept {
     pub(super) at_ms: u64,
     /// Bytes counted against `max_history_bytes`.
     pub(super) size: usize,
-    /// With its `x-offset` and `x-epoch` headers.
+    /// Without its `x-offset` and `x-epoch` headers: frames get them from
+    /// `offset` and the feed's epoch ([`Stamp`]), so the publishing path
+    /// makes no header strings for them.
     pub(super) message: Arc<Message>,
 }
 
@@ -60,7 +64,7 @@ pub(super) fn pick(feed: &Feed, start: &StartAt, now: u64) -> (Picked, Option<bo
             .as_ref()
             .or(feed.history.back())
             .filter(live)
-            .map(|kept| vec![(kept.message.clone(), true)])
+            .map(|kept| vec![(kept.message.clone(), kept.offset, true)])
             .unwrap_or_default()
     };
     let from = |first_offset: u64, first_ms: u64| -> Picked {
@@ -68,7 +72,7 @@ pub(super) fn pick(feed: &Feed, start: &StartAt, now: u64) -> (Picked, Option<bo
             .iter()
             .filter(|kept| kept.offset >= first_offset && kept.at_ms >= first_ms)
             .filter(live)
-            .map(|kept| (kept.message.clone(), false))
+            .map(|kept| (kept.message.clone(), kept.offset, false))
             .collect()
     };
     match start {
@@ -97,16 +101,37 @@ pub(super) struct KeptView {
     retained: Option<u64>,
 }
 
+/// The two feed header names, which a stored kept message carries and a
+/// kept message in memory does not.
+const STAMP_HEADERS: [&str; 2] = ["x-offset", "x-epoch"];
+
+/// Bytes the `x-offset` and `x-epoch` headers of `stamp` weigh against
+/// `max_history_bytes`, as they did when kept messages carried them.
+pub(super) fn stamp_size(stamp: Stamp) -> usize {
+    let digits = stamp.offset.checked_ilog10().map_or(1, |d| d as usize + 1);
+    STAMP_HEADERS[0].len() + digits + 2 + STAMP_HEADERS[1].len() + stamp.epoch.len() + 2
+}
+
 impl Feed {
-    /// Gives `message` its place in this feed: the `x-offset` and `x-epoch`
-    /// headers every MESSAGE of a feed carries.
+    /// The place of the message numbered `offset` in this feed.
+    pub(super) fn stamp_of(&self, offset: u64) -> Stamp<'_> {
+        Stamp {
+            offset,
+            epoch: &self.epoch,
+        }
+    }
+
+    /// Gives `message` its place in this feed as headers: the `x-offset`
+    /// and `x-epoch` every MESSAGE of a feed carries. Only for a message
+    /// that goes on past the fan-out (the router's subscribers, the store);
+    /// fan-out frames are written from [`Feed::stamp_of`].
     pub(super) fn stamp(&self, message: &mut Message, offset: u64) {
         message
             .headers
-            .push(("x-offset".into(), offset.to_string()));
+            .push((STAMP_HEADERS[0].into(), offset.to_string()));
         message
             .headers
-            .push(("x-epoch".into(), self.epoch.to_string()));
+            .push((STAMP_HEADERS[1].into(), self.epoch.to_string()));
     }
 
     /// The offsets it keeps now. The history is always a contiguous range:
@@ -166,12 +191,15 @@ impl Feed {
                     .map(|k| (k, false))
             });
         if let Some((kept, in_history)) = kept {
+            // Stored with its headers, as a frame of the feed shows it.
+            let mut stamped = copy(&kept.message);
+            self.stamp(&mut stamped, offset);
             ops.push(StoreOp::FeedPut {
                 destination: destination.clone(),
                 offset,
                 at_ms: now,
                 in_history,
-                message: kept.message.clone(),
+                message: Arc::new(stamped),
             });
         }
         ops.push(StoreOp::FeedState {
@@ -187,11 +215,22 @@ impl Feed {
     pub(super) fn restore(stored: StoredFeed, policy: Policy) -> Feed {
         let mut history: VecDeque<Kept> = VecDeque::new();
         let mut retained = None;
-        for entry in stored.entries {
+        let epoch: Arc<str> = stored.epoch.into();
+        for mut entry in stored.entries {
+            // Kept in memory without the feed's headers (frames get them
+            // from the offset and epoch).
+            entry
+                .message
+                .headers
+                .retain(|(name, _)| !STAMP_HEADERS.contains(&name.as_str()));
+            let stamp = Stamp {
+                offset: entry.offset,
+                epoch: &epoch,
+            };
             let kept = Kept {
                 offset: entry.offset,
                 at_ms: entry.at_ms,
-                size: entry.message.size(),
+                size: entry.message.size() + stamp_size(stamp),
                 message: Arc::new(entry.message),
             };
             if stored.retained == Some(kept.offset) {
@@ -210,7 +249,7 @@ impl Feed {
             history.pop_front();
         }
         Feed {
-            epoch: stored.epoch.into(),
+            epoch,
             next_offset: stored.next_offset,
             policy,
             history,
@@ -218,5 +257,17 @@ impl Feed {
             floor: 0,
             gapped: false,
         }
+    }
+}
+
+/// A copy sharing the body.
+fn copy(message: &Message) -> Message {
+    Message {
+        id: message.id.clone(),
+        destination: message.destination.clone(),
+        headers: message.headers.clone(),
+        body: message.body.clone(),
+        text: message.text,
+        expires_at: message.expires_at,
     }
 }

@@ -15,6 +15,7 @@
 //! queue; `pending` (persistent feeds' store changes) is a leaf under a
 //! shard.
 
+use super::encode::Stamp;
 use super::engine_progress::EngineFeeds;
 use super::feed::{Feed, Kept, Policy};
 use crate::config::{Retain, TopicsConfig};
@@ -22,6 +23,7 @@ use crate::model::compact::push_base62;
 use crate::model::destination::{pattern_matches, topic_pattern, DestinationLimits, PatternWord};
 use crate::model::message::{epoch_ms, Message};
 use crate::store::{StoreOp, StoredFeed};
+use bytes::Bytes;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -147,16 +149,20 @@ impl Feeds {
     }
 
     /// Publishes `message` to topic `words` through its feed, if it has one:
-    /// assigns the next offset (adding `x-offset` and `x-epoch`), keeps it,
-    /// and calls `push` inside the same critical section. Without a feed,
-    /// just calls `push`. Called under the index's read lock.
+    /// assigns the next offset, calls `push` with it (the frames' `x-offset`
+    /// and `x-epoch`; `push` returns a frame it encoded, if any), and keeps
+    /// the message, in one critical section. Without a feed, just calls
+    /// `push`. With `headers`, `message` gets the two as headers too, for
+    /// whoever takes it after the fan-out (the router's subscribers); else
+    /// none are made. Called under the index's read lock.
     /// `policy` is [`Feeds::policy_for`] of `words` (the match cache keeps it).
     pub(super) fn publish(
         &self,
         words: &[Box<str>],
         policy: Option<Policy>,
         message: &mut Message,
-        push: impl FnOnce(&Message),
+        headers: bool,
+        push: impl FnOnce(&Message, Option<Stamp>) -> Option<Bytes>,
     ) {
         let retain = message
             .headers
@@ -164,19 +170,17 @@ impl Feeds {
             .find(|(name, _)| name == "x-retain")
             .is_some_and(|(_, value)| value == "true");
         if policy.is_none() && !retain && !self.unruled.load(Ordering::Acquire) {
-            return push(message);
+            push(message, None);
+            return;
         }
         let mut shard = self.shard(words);
         let feed = match shard.get_mut(words) {
             Some(feed) => feed,
             None => {
-                if policy.is_none() && !retain {
+                if (policy.is_none() && !retain) || !self.admit(policy.is_none()) {
                     drop(shard);
-                    return push(message);
-                }
-                if !self.admit(policy.is_none()) {
-                    drop(shard);
-                    return push(message);
+                    push(message, None);
+                    return;
                 }
                 let created = self.created.fetch_add(1, Ordering::Relaxed);
                 shard.entry(words.into()).or_insert(Feed {
@@ -195,8 +199,8 @@ impl Feeds {
         let before = feed.persistent_view();
         let offset = feed.next_offset;
         feed.next_offset += 1;
-        feed.stamp(message, offset);
-        self.keep(feed, message, offset, now, retain);
+        let frame = push(message, Some(feed.stamp_of(offset)));
+        self.keep(feed, message, frame.as_ref(), offset, now, retain);
         if feed.policy.persistent {
             let ops = feed.store_ops(words, before, offset, now);
             self.pending
@@ -204,7 +208,9 @@ impl Feeds {
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(ops);
         }
-        push(message);
+        if headers {
+            feed.stamp(message, offset);
+        }
         drop(shard);
     }
 
@@ -308,18 +314,6 @@ impl Feeds {
     }
 }
 
-/// A copy sharing the body.
-pub(super) fn copy(message: &Message) -> Message {
-    Message {
-        id: message.id.clone(),
-        destination: message.destination.clone(),
-        headers: message.headers.clone(),
-        body: message.body.clone(),
-        text: message.text,
-        expires_at: message.expires_at,
-    }
-}
-
 /// The epoch of the `created`-th feed of a process whose random number is
 /// `base`. It goes out in every MESSAGE of the feed, so it is short: 35 bits
 /// of a mix of the two, at most 6 base-62 characters. An epoch only has to
@@ -400,7 +394,7 @@ mod tests {
         assert!(feeds.is_persistent(&words));
         let policy = feeds.policy_for(&words);
         for n in 1..=4 {
-            feeds.publish(&words, policy, &mut message(n), |_| {});
+            feeds.publish(&words, policy, &mut message(n), false, |_, _| None);
         }
         let shape: Vec<String> = feeds
             .take_store_ops()

@@ -15,18 +15,16 @@
 //! unchanged; its shard locks are leaves taken under the read lock, one at
 //! a time.
 
-use super::encode::FanOut;
 use super::export::{FeedAck, TopicExport};
 use super::feeds::Feeds;
 pub use super::index_key::IndexKey;
 use super::match_cache::{Match, MatchCache};
-use super::rate_cap::Offered;
 use super::snapshot::Snapshot;
 use super::start_at::StartAt;
-use super::subscriber::Subscriber;
+use super::subscriber::{push_to, Subscriber};
 use super::topic_trie::TopicTrie;
 use crate::model::destination::PatternWord;
-use crate::model::message::{epoch_ms, Message};
+use crate::model::message::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -145,32 +143,23 @@ impl TopicIndex {
     /// this again without deferring). Holds the read lock while it pushes.
     ///
     /// A destination with feed state gets its offset here: `x-offset` and
-    /// `x-epoch` are added to `message`'s headers (so the router's own
-    /// deliveries carry them too) and the pushes happen under its feed's
-    /// shard lock, in offset order.
+    /// `x-epoch` go into the frames and are added to `message`'s headers (so
+    /// the router's own deliveries carry them too), and the pushes happen
+    /// under its feed's shard lock, in offset order.
     pub fn publish(
         &self,
         words: &[Box<str>],
         message: &mut Message,
         defer_to_router: bool,
     ) -> Published {
-        self.publish_counting(words, message, defer_to_router, &mut 0)
-    }
-
-    /// [`publish`](Self::publish), adding to `pushed` the frames it pushed
-    /// (for the delivered-messages metric).
-    pub fn publish_counting(
-        &self,
-        words: &[Box<str>],
-        message: &mut Message,
-        defer_to_router: bool,
-        pushed: &mut u64,
-    ) -> Published {
-        self.publish_confirming(words, message, defer_to_router, pushed, false)
+        // The router takes `message` on after the fan-out: with its feed
+        // headers.
+        self.publish_inner(words, message, defer_to_router, &mut 0, false, true)
             .0
     }
 
-    /// [`publish_counting`](Self::publish_counting); with `confirm`, a
+    /// [`publish`](Self::publish), adding to `pushed` the frames it pushed
+    /// (for the delivered-messages metric); with `confirm`, a
     /// live-feed message handed to a cluster engine
     /// ([`Published::ToEngine`]) comes with the engine's confirmation, for
     /// the RECEIPT to wait for.
@@ -181,6 +170,22 @@ impl TopicIndex {
         defer_to_router: bool,
         pushed: &mut u64,
         confirm: bool,
+    ) -> (Published, Option<FeedAck>) {
+        self.publish_inner(words, message, defer_to_router, pushed, confirm, false)
+    }
+
+    /// [`publish_confirming`](Self::publish_confirming); a live-feed
+    /// message gets its `x-offset` and `x-epoch` as headers (else only in
+    /// its frames) when the router takes it on (`router_interest`) or
+    /// `always_headers`.
+    fn publish_inner(
+        &self,
+        words: &[Box<str>],
+        message: &mut Message,
+        defer_to_router: bool,
+        pushed: &mut u64,
+        confirm: bool,
+        always_headers: bool,
     ) -> (Published, Option<FeedAck>) {
         let trie = self.read();
         // Only the writer changes it, and only under the write lock.
@@ -197,7 +202,7 @@ impl TopicIndex {
             // The engine numbers and keeps it; it comes back to every node,
             // this one included, through `publish_from_engine`.
             drop(trie);
-            if message.expired(epoch_ms()) {
+            if message.expired_now() {
                 return (Published::ToEngine, None);
             }
             let ack = self.export.export_feed(words, message, confirm);
@@ -207,12 +212,14 @@ impl TopicIndex {
         if router_interest && defer_to_router {
             return (Published::Deferred, None);
         }
-        if message.expired(epoch_ms()) {
+        if message.expired_now() {
             return (Published::Delivered { router_interest }, None);
         }
-        self.feeds.publish(words, found.policy, message, |message| {
-            *pushed += push_to(&found.direct, message);
-        });
+        let headers = router_interest || always_headers;
+        self.feeds
+            .publish(words, found.policy, message, headers, |message, stamp| {
+                push_to(&found.direct, message, stamp, pushed)
+            });
         drop(trie);
         self.export.export(words, message);
         (Published::Delivered { router_interest }, None)
@@ -231,7 +238,7 @@ impl TopicIndex {
         message: &mut Message,
         wanted: impl Fn(&IndexKey) -> bool,
     ) -> (u64, Vec<IndexKey>) {
-        if message.expired(epoch_ms()) {
+        if message.expired_now() {
             return (0, Vec::new());
         }
         let trie = self.read();
@@ -255,42 +262,21 @@ impl TopicIndex {
         if self.feeds.engine.is_some() {
             // Feed messages come through `publish_from_engine`: this one
             // travelled outside the engine's feed stream, so has no offset.
-            pushed += push_to(&direct, message);
+            push_to(&direct, message, None, &mut pushed);
             return (pushed, for_router);
         }
         // A persistent feed's store changes belong to the router, which
         // alone publishes to it: a remote message to one is fanned out
         // plainly.
         let policy = self.feeds.policy_for(words).filter(|p| !p.persistent);
-        self.feeds.publish(words, policy, message, |message| {
-            pushed += push_to(&direct, message);
-        });
+        // The router's subscribers take the message after the fan-out.
+        let headers = !for_router.is_empty();
+        self.feeds
+            .publish(words, policy, message, headers, |message, stamp| {
+                push_to(&direct, message, stamp, &mut pushed)
+            });
         (pushed, for_router)
     }
-}
-
-/// Pushes `message` to each of `direct`, encoding once per distinct frame;
-/// returns how many pushes succeeded.
-pub(super) fn push_to(direct: &[Arc<Subscriber>], message: &Message) -> u64 {
-    let mut pushed = 0;
-    let mut fan_out = FanOut::new(message);
-    for subscriber in direct {
-        let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
-        // A slow consumer's queue is marked overflowed by the push: its
-        // connection closes itself, and its Detach removes its entries.
-        let destination = message.destination.as_str();
-        let result = match &subscriber.max_rate {
-            Some(cap) => match cap.offer(subscriber, destination, frame) {
-                Offered::Now(frame) => subscriber.push(destination, frame),
-                // Held, and maybe replaced by a newer one: not counted as
-                // delivered.
-                Offered::Held => continue,
-            },
-            None => subscriber.push(destination, frame),
-        };
-        pushed += u64::from(result.is_ok());
-    }
-    pushed
 }
 
 /// Walks the trie for `words`: every direct subscriber once, and whether the

@@ -4,14 +4,15 @@
 //! pushes meanwhile), so that snapshot and live stream meet with no gap and
 //! no duplicate.
 
-use super::encode::{encode, Delivery};
+use super::encode::{encode_feed, Delivery, Stamp};
 use super::feed::{pick, Picked};
-use super::feeds::{copy, Feeds, Words};
+use super::feeds::{Feeds, Words};
 use super::start_at::StartAt;
 use super::subscriber::Subscriber;
 use crate::model::destination::{pattern_matches, PatternWord};
 use crate::model::message::epoch_ms;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// What a new subscription's snapshot came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +38,8 @@ impl Feeds {
             };
         }
         let now = epoch_ms();
-        // (message, marked retained) per destination, in name order.
-        let mut found: Vec<(Words, Picked)> = Vec::new();
+        // (epoch, its messages) per destination, in name order.
+        let mut found: Vec<(Words, Arc<str>, Picked)> = Vec::new();
         let mut recovered = None;
         let exact: Option<Vec<Box<str>>> = pattern
             .iter()
@@ -53,7 +54,7 @@ impl Feeds {
                 self.expire(&words, feed, now);
                 let (messages, was_recovered) = pick(feed, start, now);
                 recovered = was_recovered;
-                found.push((words.into(), messages));
+                found.push((words.into(), feed.epoch.clone(), messages));
             } else if matches!(start, StartAt::Offset { .. }) {
                 recovered = Some(false);
             }
@@ -73,7 +74,7 @@ impl Feeds {
                     self.expire(words, feed, now);
                     let (messages, _) = pick(feed, start, now);
                     if !messages.is_empty() {
-                        found.push((words.clone(), messages));
+                        found.push((words.clone(), feed.epoch.clone(), messages));
                     }
                 }
             }
@@ -81,24 +82,30 @@ impl Feeds {
             found.truncate(self.max_snapshot_destinations);
         }
         let mut first = true;
-        for (message, retained) in found.into_iter().flat_map(|(_, messages)| messages) {
-            let mut extra: Vec<(String, String)> = Vec::new();
+        let messages = found.iter().flat_map(|(_, epoch, messages)| {
+            messages
+                .iter()
+                .map(move |(message, offset, retained)| (epoch, message, *offset, *retained))
+        });
+        for (epoch, message, offset, retained) in messages {
+            let mut extra: Vec<(&str, &str)> = Vec::new();
             if retained {
-                extra.push(("x-retained".into(), "true".into()));
+                extra.push(("x-retained", "true"));
             }
             if first {
                 if let Some(recovered) = recovered {
-                    extra.push(("x-recovered".into(), recovered.to_string()));
+                    extra.push(("x-recovered", if recovered { "true" } else { "false" }));
                 }
             }
             first = false;
-            let frame = if extra.is_empty() {
-                encode(&message, delivery(subscriber), subscriber.version)
-            } else {
-                let mut marked = copy(&message);
-                marked.headers.extend(extra);
-                encode(&marked, delivery(subscriber), subscriber.version)
-            };
+            let stamp = Stamp { offset, epoch };
+            let frame = encode_feed(
+                message,
+                delivery(subscriber),
+                subscriber.version,
+                Some(stamp),
+                &extra,
+            );
             // A snapshot larger than the outbound budget cuts the
             // subscriber off like any slow consumer: its connection closes;
             // under `conflate` it is conflated like live traffic instead.

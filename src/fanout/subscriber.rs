@@ -1,9 +1,13 @@
-//! What a topic trie holds and pushes to for one topic subscription.
+//! What a topic trie holds and pushes to for one topic subscription, and
+//! pushing one topic message to many of them.
 
-use super::rate_cap::{CappedSink, RateCap};
+use super::encode::{FanOut, Stamp};
+use super::rate_cap::{CappedSink, Offered, RateCap};
 use crate::model::ack_mode::AckMode;
+use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::outbound::{OutFrame, OutboundSender, PushError};
+use bytes::Bytes;
 use std::sync::Arc;
 use stomp_protocol::Version;
 
@@ -58,4 +62,33 @@ impl CappedSink for Subscriber {
         // connection closes itself.
         let _: Result<(), PushError> = self.push(destination, frame);
     }
+}
+
+/// Pushes `message` (of a live feed: placed at `stamp`) to each of
+/// `direct`, encoding once per distinct frame; adds to `pushed` how many
+/// pushes succeeded. Returns a frame it encoded, if any.
+pub(super) fn push_to(
+    direct: &[Arc<Subscriber>],
+    message: &Message,
+    stamp: Option<Stamp>,
+    pushed: &mut u64,
+) -> Option<Bytes> {
+    let mut fan_out = FanOut::stamped(message, stamp);
+    for subscriber in direct {
+        let frame = fan_out.frame_for(subscriber.version, &subscriber.id, false);
+        // A slow consumer's queue is marked overflowed by the push: its
+        // connection closes itself, and its Detach removes its entries.
+        let destination = message.destination.as_str();
+        let result = match &subscriber.max_rate {
+            Some(cap) => match cap.offer(subscriber, destination, frame) {
+                Offered::Now(frame) => subscriber.push(destination, frame),
+                // Held, and maybe replaced by a newer one: not counted as
+                // delivered.
+                Offered::Held => continue,
+            },
+            None => subscriber.push(destination, frame),
+        };
+        *pushed += u64::from(result.is_ok());
+    }
+    fan_out.first_frame().map(|frame| frame.bytes.clone())
 }

@@ -42,6 +42,12 @@ impl Message {
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now_ms)
     }
+
+    /// Whether it has expired now; reads the clock only if it can expire
+    /// (most messages cannot: the publishing path skips the clock for them).
+    pub fn expired_now(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= epoch_ms())
+    }
 }
 
 /// Milliseconds since the Unix epoch (message expiry is in these units).
