@@ -23,13 +23,18 @@ fn admin(broker: &TestBroker) -> u16 {
 
 /// `QUEUE` in `GET /api/queues` of `port`, if listed.
 fn listed(port: u16) -> Option<Value> {
+    listed_as(port, QUEUE)
+}
+
+/// Queue `name` in `GET /api/queues` of `port`, if listed.
+fn listed_as(port: u16, name: &str) -> Option<Value> {
     let (status, body) = http_get(port, "/api/queues").expect("admin answers");
     assert_eq!(status, 200, "{body}");
     let document: Value = serde_json::from_str(&body).expect("JSON");
     document["queues"]
         .as_array()?
         .iter()
-        .find(|q| q["name"] == QUEUE)
+        .find(|q| q["name"] == name)
         .cloned()
 }
 
@@ -129,6 +134,46 @@ async fn every_node_shows_the_engines_queues_and_counts_its_own_deliveries() {
         sample(ports[1], "stomphub_queue_consumers{class=\"other\"}"),
         Some(1.0)
     );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_with_bounds_of_its_own_is_listed_too() {
+    // `x-max-length` gives the queue a stream of its own on the engine.
+    const BOUNDED: &str = "/queue/stats.bounded";
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let nodes = [start_node(&urls, 0).await, start_node(&urls, 1).await];
+    let mut producer = Client::connect(&nodes[0].url()).await;
+    for n in 0..3 {
+        let receipt = format!("r{n}");
+        producer
+            .send_confirmed(
+                Frame::new(Command::Send)
+                    .header("destination", BOUNDED)
+                    .header("x-max-length", "10")
+                    .body(format!("m{n}")),
+                &receipt,
+            )
+            .await;
+    }
+    for node in &nodes {
+        let port = admin(node);
+        let deadline = tokio::time::Instant::now() + ACROSS;
+        loop {
+            let queue = listed_as(port, BOUNDED);
+            if queue.as_ref().is_some_and(|q| q["depth"] == 3) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{BOUNDED} with 3 waiting not listed on {port} within {ACROSS:?}: {queue:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
     for node in nodes {
         node.shutdown().await;
     }

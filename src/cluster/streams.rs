@@ -29,9 +29,12 @@ pub(super) fn own_stream(prefix: &str, name: &str) -> String {
     format!("{}_{}", prefix.replace('.', "_"), queue_consumer(name))
 }
 
-/// Whether stream `stream` is a queue's own one under `prefix`.
+/// Whether stream `stream` is a queue's own one under `prefix`: its name
+/// is the prefix's, then the queue's consumer name (`q-...`).
 pub(super) fn is_own_stream(prefix: &str, stream: &str) -> bool {
-    stream.starts_with(&own_stream(prefix, ""))
+    stream
+        .strip_prefix(&prefix.replace('.', "_"))
+        .is_some_and(|rest| rest.starts_with("_q-"))
 }
 
 /// Whether a queue with `settings` needs its own stream: its bounds are
@@ -154,6 +157,15 @@ pub(super) fn is_queue_full(text: &str, own: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queues_own_stream_is_told_from_the_others() {
+        assert!(is_own_stream("sh.a", &own_stream("sh.a", "orders")));
+        assert!(is_own_stream("sh.a", &own_stream("sh.a", "")));
+        assert!(!is_own_stream("sh.a", &shared_stream("sh.a")));
+        assert!(!is_own_stream("sh.a", "sh_a_durables"));
+        assert!(!is_own_stream("sh.b", &own_stream("sh.a", "orders")));
+    }
 
     #[test]
     fn a_full_queue_is_told_from_a_full_engine() {
