@@ -16,13 +16,15 @@
 //! drain, never held across an `.await`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 
+mod direct;
 mod frame;
 mod pending;
 mod wakes;
 
+pub use direct::{SharedSocket, WriteSide, WrittenHook};
 pub use frame::{CloseAfter, OutFrame};
 pub use pending::ConflationKey;
 use pending::{with_conflated_header, Pending, Slot};
@@ -63,6 +65,9 @@ struct Shared {
     /// The most `in_flight_bytes` ever reached: what this connection needed
     /// of its budget (logged at close; sizes `outbound.max_queued_bytes`).
     peak_bytes: AtomicUsize,
+    /// The connection's socket, where frames may be written straight from
+    /// a publisher's task (`direct.rs`); set once, by the connection.
+    direct: OnceLock<Arc<WriteSide>>,
 }
 
 impl Shared {
@@ -125,6 +130,7 @@ pub fn outbound_channel(max_frames: usize, max_bytes: usize) -> (OutboundSender,
         dropped: AtomicU64::new(0),
         conflated: AtomicU64::new(0),
         peak_bytes: AtomicUsize::new(0),
+        direct: OnceLock::new(),
     });
     (
         OutboundSender {
@@ -335,10 +341,33 @@ impl OutboundReceiver {
     }
 
     fn take(&self, batch: &mut Vec<OutFrame>, limit: usize) -> usize {
-        let mut pending = self.shared.lock();
-        let count = pending.frames.len().min(limit);
-        batch.extend(pending.frames.drain(..count).map(|queued| queued.frame));
-        count
+        let mut take = || {
+            let mut pending = self.shared.lock();
+            let count = pending.frames.len().min(limit);
+            batch.extend(pending.frames.drain(..count).map(|queued| queued.frame));
+            count
+        };
+        match self.shared.direct.get() {
+            // Taken under the side's lock, marked busy: no direct write may
+            // write later frames before these (see `direct.rs`).
+            Some(side) => side.taking(take),
+            None => take(),
+        }
+    }
+
+    /// Lets publishers write this queue's frames straight to `side` when
+    /// the connection is idle (once; a WebSocket on plain TCP).
+    pub fn attach_direct(&self, side: Arc<WriteSide>) {
+        side.enable();
+        let _ = self.shared.direct.set(side);
+    }
+
+    /// The batch taken by the last `recv_many` is written and flushed:
+    /// direct writes may go on.
+    pub fn batch_written(&self) {
+        if let Some(side) = self.shared.direct.get() {
+            side.end_batch();
+        }
     }
 
     /// Takes one frame if one is ready.

@@ -1,0 +1,396 @@
+//! A connection's write side, shared: the socket of a plain-TCP WebSocket
+//! connection, so that the task that queued frames for an idle subscriber
+//! can write them itself at the end of its burst (nats-server's flush in the
+//! producer) instead of waking the subscriber's task to do it. Each wake of
+//! an idle writer costs a context switch on a busy runtime (the woken task
+//! makes tokio wake a second worker to steal it), more than the write.
+//!
+//! Order: every byte for the socket goes through [`WriteSide`]'s lock.
+//! [`SharedSocket`], the stream tungstenite (and the HTTP code) write to,
+//! takes each write whole, into the side's buffer behind whatever is still
+//! unwritten, so the buffer always ends on a WebSocket frame boundary. A
+//! direct write happens only when the buffer is empty and the connection
+//! task is not writing a batch (`busy`, set under the lock when it takes
+//! frames from the queue): frames leave the queue and reach the socket in
+//! queue order, and never inside a frame of tungstenite's.
+//!
+//! Lock order: the side's `state`, then the queue's `pending`. Other tasks
+//! only ever `try_lock` the side: a busy side means "wake the writer".
+
+use super::pending::Queued;
+use super::{OutFrame, Shared};
+use bytes::{Buf, BytesMut};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Most frames one direct write takes from a queue (two slices each).
+const DIRECT_FRAMES: usize = 64;
+
+/// Past this many unwritten bytes a write through [`SharedSocket`] waits
+/// for the socket instead of buffering more.
+const BUFFER_LIMIT: usize = 64 * 1024;
+
+/// Counts the frames a direct write wrote (the connection's statistics).
+pub type WrittenHook = Box<dyn Fn(&[OutFrame]) + Send + Sync>;
+
+/// One connection's socket and what is still to be written to it.
+pub struct WriteSide {
+    socket: TcpStream,
+    state: Mutex<SideState>,
+    /// Wakes the connection task to write out the buffer a direct write
+    /// left (the socket took only part of a frame): sent by direct writers,
+    /// received by the connection's loop. A stored permit if it is not waiting.
+    flush_wanted: Notify,
+    /// Direct writes allowed: set once the connection is a WebSocket with a
+    /// queue attached; cleared for packed frames and when it starts closing.
+    enabled: AtomicBool,
+    /// When the side was made; `last_direct` counts from it.
+    base: Instant,
+    /// Microseconds after `base` of the last direct write, plus one (0: none):
+    /// the heart-beat timer's "last write".
+    last_direct: AtomicU64,
+    /// Set by the connection once its statistics exist.
+    on_written: OnceLock<WrittenHook>,
+}
+
+impl std::fmt::Debug for WriteSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteSide")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the side's lock guards.
+#[derive(Default)]
+struct SideState {
+    /// Bytes taken for the socket and not yet written, in order; always
+    /// whole WebSocket frames after a part of one.
+    buffer: BytesMut,
+    /// The connection task has taken frames from the queue and is writing
+    /// them through tungstenite: no direct write until it is done.
+    busy: bool,
+}
+
+impl WriteSide {
+    fn lock(&self) -> MutexGuard<'_, SideState> {
+        // A poisoned lock only means a panic elsewhere; the state is plain.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Allows direct writes (a WebSocket, after the upgrade).
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops direct writes for good: packed frames, or closing (the ERROR
+    /// and the Close frame go after everything written so far).
+    pub fn disable(&self) {
+        self.enabled.store(false, Ordering::Relaxed);
+    }
+
+    /// Sets what counts directly written frames (once).
+    pub fn set_on_written(&self, hook: WrittenHook) {
+        let _ = self.on_written.set(hook);
+    }
+
+    /// When a direct write last wrote, if ever.
+    pub fn last_direct_write(&self) -> Option<Instant> {
+        match self.last_direct.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(self.base + std::time::Duration::from_micros(micros - 1)),
+        }
+    }
+
+    /// Resolves when a direct write left bytes for the connection to flush.
+    pub async fn flush_wanted(&self) {
+        self.flush_wanted.notified().await;
+    }
+
+    /// Runs the connection task's `take` from the queue under the lock,
+    /// and marks it busy writing if it took any frames.
+    pub(super) fn taking(&self, take: impl FnOnce() -> usize) -> usize {
+        let mut state = self.lock();
+        let count = take();
+        if count > 0 {
+            state.busy = true;
+        }
+        count
+    }
+
+    /// The connection task's batch is written and flushed.
+    pub fn end_batch(&self) {
+        self.lock().busy = false;
+    }
+
+    /// Writes out the buffer; `Ready(Ok)` once it is empty.
+    fn drain(&self, state: &mut SideState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !state.buffer.is_empty() {
+            ready!(self.socket.poll_write_ready(cx))?;
+            match self.socket.try_write(&state.buffer) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => state.buffer.advance(n),
+                // Readiness was stale: cleared now, so the next poll waits.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Writes `shared`'s queued frames straight to its socket if the side is
+/// idle, without waiting; whether nothing is left for its writer (true: it
+/// need not be woken).
+pub(super) fn write_queued(shared: &Shared, side: &WriteSide) -> bool {
+    if !side.enabled.load(Ordering::Relaxed) || shared.overflowed.load(Ordering::Relaxed) {
+        return false;
+    }
+    let Ok(mut state) = side.state.try_lock() else {
+        return false;
+    };
+    if state.busy || !state.buffer.is_empty() {
+        return false;
+    }
+    let mut taken: Vec<Queued> = {
+        let mut pending = shared.lock();
+        // A final frame (one that closes) is the connection task's to write.
+        let count = pending
+            .frames
+            .iter()
+            .take(DIRECT_FRAMES)
+            .take_while(|queued| queued.frame.close.is_none())
+            .count();
+        pending.frames.drain(..count).collect()
+    };
+    if taken.is_empty() {
+        return false;
+    }
+    let headers: Vec<Header> = taken
+        .iter()
+        .map(|queued| Header::new(&queued.frame))
+        .collect();
+    let slices: Vec<IoSlice<'_>> = taken
+        .iter()
+        .zip(&headers)
+        .flat_map(|(queued, header)| {
+            [
+                IoSlice::new(header.bytes()),
+                IoSlice::new(&queued.frame.bytes),
+            ]
+        })
+        .collect();
+    // An error is left for the connection task to find on its next write.
+    let mut written = side.socket.try_write_vectored(&slices).unwrap_or(0);
+    drop(slices);
+    // Frames wholly written, then the part of one that the socket took.
+    let mut done = 0;
+    let mut budget = 0;
+    for (queued, header) in taken.iter().zip(&headers) {
+        let (head, body) = (header.bytes(), &queued.frame.bytes);
+        let length = head.len() + body.len();
+        if written >= length {
+            written -= length;
+        } else if written > 0 {
+            // The rest of this frame must follow before anything else.
+            if written < head.len() {
+                state.buffer.extend_from_slice(&head[written..]);
+                state.buffer.extend_from_slice(body);
+            } else {
+                state
+                    .buffer
+                    .extend_from_slice(&body[written - head.len()..]);
+            }
+            written = 0;
+        } else {
+            break;
+        }
+        done += 1;
+        budget += body.len();
+    }
+    let left = taken.split_off(done);
+    let queue_empty = {
+        let mut pending = shared.lock();
+        for queued in left.into_iter().rev() {
+            pending.frames.push_front(queued);
+        }
+        pending.frames.is_empty()
+    };
+    let buffered = !state.buffer.is_empty();
+    drop(state);
+    if done > 0 {
+        // The part of a frame in the buffer is given back too: at most one
+        // frame beyond the budget, written by the connection's next flush.
+        shared.in_flight_bytes.fetch_sub(budget, Ordering::Relaxed);
+        let micros = u64::try_from(side.base.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        side.last_direct.store(micros + 1, Ordering::Relaxed);
+        if let Some(hook) = side.on_written.get() {
+            let frames: Vec<OutFrame> = taken.into_iter().map(|queued| queued.frame).collect();
+            hook(&frames);
+        }
+    }
+    if buffered {
+        side.flush_wanted.notify_one();
+    }
+    queue_empty
+}
+
+/// A server-to-client WebSocket frame header (RFC 6455 section 5.2: FIN,
+/// the opcode, the length; no mask from a server).
+struct Header {
+    bytes: [u8; 10],
+    length: usize,
+}
+
+impl Header {
+    /// One STOMP frame as one message: text when the frame says it is UTF-8
+    /// (checked once, when it was encoded), binary otherwise.
+    fn new(frame: &OutFrame) -> Header {
+        let opcode = if frame.text { 0x1 } else { 0x2 };
+        let mut bytes = [0u8; 10];
+        bytes[0] = 0x80 | opcode;
+        let size = frame.bytes.len();
+        let length = if size < 126 {
+            bytes[1] = size as u8;
+            2
+        } else if let Ok(size) = u16::try_from(size) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&size.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(size as u64).to_be_bytes());
+            10
+        };
+        Header { bytes, length }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.length]
+    }
+}
+
+/// A plain TCP stream whose writes go through its [`WriteSide`]: what the
+/// handshake, tungstenite and the HTTP code read and write.
+#[derive(Debug)]
+pub struct SharedSocket {
+    side: Arc<WriteSide>,
+}
+
+impl SharedSocket {
+    /// Takes over `stream` (its options already set).
+    pub fn new(stream: TcpStream) -> SharedSocket {
+        SharedSocket {
+            side: Arc::new(WriteSide {
+                socket: stream,
+                state: Mutex::new(SideState::default()),
+                flush_wanted: Notify::new(),
+                enabled: AtomicBool::new(false),
+                base: Instant::now(),
+                last_direct: AtomicU64::new(0),
+                on_written: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Its write side, for the connection's outbound queue.
+    pub fn side(&self) -> Arc<WriteSide> {
+        self.side.clone()
+    }
+}
+
+impl AsyncRead for SharedSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let socket = &self.side.socket;
+        loop {
+            ready!(socket.poll_read_ready(cx))?;
+            match socket.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedSocket {
+    /// Takes `data` whole (never a part: a part would leave half a frame
+    /// outside the lock), behind what is still buffered.
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let side = &*self.side;
+        let mut state = side.lock();
+        if !state.buffer.is_empty() {
+            match side.drain(&mut state, cx) {
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending if state.buffer.len() >= BUFFER_LIMIT => return Poll::Pending,
+                _ => {}
+            }
+        }
+        if state.buffer.is_empty() {
+            match side.socket.try_write(data) {
+                Ok(n) => state.buffer.extend_from_slice(&data[n..]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    state.buffer.extend_from_slice(data)
+                }
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        } else {
+            state.buffer.extend_from_slice(data);
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let side = &*self.side;
+        let mut state = side.lock();
+        side.drain(&mut state, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let side = &*self.side;
+        let mut state = side.lock();
+        ready!(side.drain(&mut state, cx))?;
+        Poll::Ready(socket2::SockRef::from(&side.socket).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn header(size: usize, text: bool) -> Vec<u8> {
+        Header::new(&OutFrame::new(Bytes::from(vec![b'x'; size]), text))
+            .bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn headers_follow_rfc_6455_length_forms() {
+        assert_eq!(header(0, true), vec![0x81, 0]);
+        assert_eq!(header(125, false), vec![0x82, 125]);
+        assert_eq!(header(126, true), vec![0x81, 126, 0, 126]);
+        assert_eq!(header(65535, true), vec![0x81, 126, 0xff, 0xff]);
+        assert_eq!(header(65536, true), vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+}
