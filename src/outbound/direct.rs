@@ -377,7 +377,80 @@ impl AsyncWrite for SharedSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::outbound_channel;
     use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Reads `count` unmasked WebSocket frames; their payloads.
+    async fn read_frames(mut client: TcpStream, count: usize) -> Vec<Vec<u8>> {
+        let mut payloads = Vec::new();
+        for _ in 0..count {
+            let mut head = [0u8; 2];
+            client.read_exact(&mut head).await.expect("header");
+            let size = match head[1] {
+                126 => usize::from(client.read_u16().await.expect("length")),
+                127 => usize::try_from(client.read_u64().await.expect("length")).expect("size"),
+                size => usize::from(size),
+            };
+            let mut payload = vec![0u8; size];
+            client.read_exact(&mut payload).await.expect("payload");
+            payloads.push(payload);
+        }
+        payloads
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_the_socket_takes_in_part_keeps_every_frame_in_order() {
+        const FRAMES: usize = 64;
+        const SIZE: usize = 256 * 1024 + 7;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let client = TcpStream::connect(address).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut socket = SharedSocket::new(server);
+        let side = socket.side();
+        let (queue, mut receiver) = outbound_channel(10_000, usize::MAX);
+        receiver.attach_direct(side.clone());
+        let frame = |n: usize| OutFrame::new(Bytes::from(vec![n as u8; SIZE]), false);
+        for n in 0..FRAMES {
+            queue.push(frame(n)).expect("fits");
+        }
+        // 16 MiB into a socket nobody reads yet: it takes only a part.
+        assert!(!write_queued(&receiver.shared, &side));
+        assert!(!side.lock().buffer.is_empty(), "part of a frame is left");
+        queue.push(frame(FRAMES)).expect("fits");
+        assert!(
+            !write_queued(&receiver.shared, &side),
+            "nothing is written directly behind a buffered part"
+        );
+        let reader = tokio::spawn(read_frames(client, FRAMES + 1));
+        // What the connection task does: flush the part, then write the
+        // rest of the queue through the same socket, one batch at a time.
+        socket.flush().await.expect("flush");
+        let mut batch = Vec::new();
+        let mut left = receiver.queued_bytes();
+        while left > 0 {
+            receiver.recv_many(&mut batch, 8).await;
+            for frame in batch.drain(..) {
+                socket
+                    .write_all(Header::new(&frame).bytes())
+                    .await
+                    .expect("header");
+                socket.write_all(&frame.bytes).await.expect("payload");
+                receiver.written(frame.bytes.len());
+            }
+            socket.flush().await.expect("flush");
+            receiver.batch_written();
+            left = receiver.queued_bytes();
+        }
+        let payloads = reader.await.expect("reader");
+        for (n, payload) in payloads.iter().enumerate() {
+            assert_eq!(payload.len(), SIZE, "frame {n} whole");
+            assert!(payload.iter().all(|&b| b == n as u8), "frame {n} in order");
+        }
+        drop(queue);
+    }
 
     fn header(size: usize, text: bool) -> Vec<u8> {
         Header::new(&OutFrame::new(Bytes::from(vec![b'x'; size]), text))
