@@ -355,21 +355,6 @@ impl OutboundReceiver {
         }
     }
 
-    /// Lets publishers write this queue's frames straight to `side` when
-    /// the connection is idle (once; a WebSocket on plain TCP).
-    pub fn attach_direct(&self, side: Arc<WriteSide>) {
-        side.enable();
-        let _ = self.shared.direct.set(side);
-    }
-
-    /// The batch taken by the last `recv_many` is written and flushed:
-    /// direct writes may go on.
-    pub fn batch_written(&self) {
-        if let Some(side) = self.shared.direct.get() {
-            side.end_batch();
-        }
-    }
-
     /// Takes one frame if one is ready.
     pub fn try_recv(&mut self) -> Option<OutFrame> {
         let mut pending = self.shared.lock();

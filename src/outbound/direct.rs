@@ -18,7 +18,7 @@
 //! only ever `try_lock` the side: a busy side means "wake the writer".
 
 use super::pending::Queued;
-use super::{OutFrame, Shared};
+use super::{OutFrame, OutboundReceiver, Shared};
 use bytes::{Buf, BytesMut};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -145,6 +145,23 @@ impl WriteSide {
             }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl OutboundReceiver {
+    /// Lets publishers write this queue's frames straight to `side` when
+    /// the connection is idle (once; a WebSocket on plain TCP).
+    pub fn attach_direct(&self, side: Arc<WriteSide>) {
+        side.enable();
+        let _ = self.shared.direct.set(side);
+    }
+
+    /// The batch taken by the last `recv_many` is written and flushed:
+    /// direct writes may go on.
+    pub fn batch_written(&self) {
+        if let Some(side) = self.shared.direct.get() {
+            side.end_batch();
+        }
     }
 }
 
