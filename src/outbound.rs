@@ -22,12 +22,14 @@ use tokio::sync::Notify;
 mod direct;
 mod frame;
 mod pending;
+mod socket;
 mod wakes;
 
-pub use direct::{SharedSocket, WriteSide, WrittenHook};
+pub use direct::{WriteSide, WrittenHook};
 pub use frame::{CloseAfter, OutFrame};
 pub use pending::ConflationKey;
 use pending::{with_conflated_header, Pending, Slot};
+pub use socket::SharedSocket;
 pub use wakes::deferring_wakes;
 use wakes::wake;
 

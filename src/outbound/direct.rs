@@ -1,14 +1,14 @@
 //! A connection's write side, shared: the socket of a plain-TCP WebSocket
 //! connection, so that the task that queued frames for an idle subscriber
 //! can write them itself at the end of its burst (nats-server's flush in the
-//! producer) instead of waking the subscriber's task to do it. Each wake of
-//! an idle writer costs a context switch on a busy runtime (the woken task
-//! makes tokio wake a second worker to steal it), more than the write.
+//! producer) instead of waking the subscriber's task to do it: no wake and
+//! poll of that task, no tungstenite copy; at low rates, where each wake
+//! carries one message, that is most of a delivery's own work.
 //!
 //! Order: every byte for the socket goes through [`WriteSide`]'s lock.
-//! [`SharedSocket`], the stream tungstenite (and the HTTP code) write to,
-//! takes each write whole, into the side's buffer behind whatever is still
-//! unwritten, so the buffer always ends on a WebSocket frame boundary. A
+//! `SharedSocket` (`socket.rs`), the stream tungstenite and the HTTP code
+//! write to, takes each write whole, into the side's buffer behind whatever
+//! is still unwritten, so the buffer always ends on a frame boundary. A
 //! direct write happens only when the buffer is empty and the connection
 //! task is not writing a batch (`busy`, set under the lock when it takes
 //! frames from the queue): frames leave the queue and reach the socket in
@@ -21,11 +21,9 @@ use super::pending::Queued;
 use super::{OutFrame, OutboundReceiver, Shared};
 use bytes::{Buf, BytesMut};
 use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -33,17 +31,13 @@ use tokio::time::Instant;
 /// Most frames one direct write takes from a queue (two slices each).
 const DIRECT_FRAMES: usize = 64;
 
-/// Past this many unwritten bytes a write through [`SharedSocket`] waits
-/// for the socket instead of buffering more.
-const BUFFER_LIMIT: usize = 64 * 1024;
-
 /// Counts the frames a direct write wrote (the connection's statistics).
 pub type WrittenHook = Box<dyn Fn(&[OutFrame]) + Send + Sync>;
 
 /// One connection's socket and what is still to be written to it.
 pub struct WriteSide {
-    socket: TcpStream,
-    state: Mutex<SideState>,
+    pub(super) socket: TcpStream,
+    pub(super) state: Mutex<SideState>,
     /// Wakes the connection task to write out the buffer a direct write
     /// left (the socket took only part of a frame): sent by direct writers,
     /// received by the connection's loop. A stored permit if it is not waiting.
@@ -70,17 +64,30 @@ impl std::fmt::Debug for WriteSide {
 
 /// What the side's lock guards.
 #[derive(Default)]
-struct SideState {
+pub(super) struct SideState {
     /// Bytes taken for the socket and not yet written, in order; always
     /// whole WebSocket frames after a part of one.
-    buffer: BytesMut,
+    pub(super) buffer: BytesMut,
     /// The connection task has taken frames from the queue and is writing
     /// them through tungstenite: no direct write until it is done.
     busy: bool,
 }
 
 impl WriteSide {
-    fn lock(&self) -> MutexGuard<'_, SideState> {
+    /// A side for `socket`: direct writes off until enabled.
+    pub(super) fn new(socket: TcpStream) -> WriteSide {
+        WriteSide {
+            socket,
+            state: Mutex::new(SideState::default()),
+            flush_wanted: Notify::new(),
+            enabled: AtomicBool::new(false),
+            base: Instant::now(),
+            last_direct: AtomicU64::new(0),
+            on_written: OnceLock::new(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, SideState> {
         // A poisoned lock only means a panic elsewhere; the state is plain.
         self.state
             .lock()
@@ -133,7 +140,11 @@ impl WriteSide {
     }
 
     /// Writes out the buffer; `Ready(Ok)` once it is empty.
-    fn drain(&self, state: &mut SideState, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(super) fn drain(
+        &self,
+        state: &mut SideState,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         while !state.buffer.is_empty() {
             ready!(self.socket.poll_write_ready(cx))?;
             match self.socket.try_write(&state.buffer) {
@@ -296,105 +307,10 @@ impl Header {
     }
 }
 
-/// A plain TCP stream whose writes go through its [`WriteSide`]: what the
-/// handshake, tungstenite and the HTTP code read and write.
-#[derive(Debug)]
-pub struct SharedSocket {
-    side: Arc<WriteSide>,
-}
-
-impl SharedSocket {
-    /// Takes over `stream` (its options already set).
-    pub fn new(stream: TcpStream) -> SharedSocket {
-        SharedSocket {
-            side: Arc::new(WriteSide {
-                socket: stream,
-                state: Mutex::new(SideState::default()),
-                flush_wanted: Notify::new(),
-                enabled: AtomicBool::new(false),
-                base: Instant::now(),
-                last_direct: AtomicU64::new(0),
-                on_written: OnceLock::new(),
-            }),
-        }
-    }
-
-    /// Its write side, for the connection's outbound queue.
-    pub fn side(&self) -> Arc<WriteSide> {
-        self.side.clone()
-    }
-}
-
-impl AsyncRead for SharedSocket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let socket = &self.side.socket;
-        loop {
-            ready!(socket.poll_read_ready(cx))?;
-            match socket.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Poll::Ready(Err(error)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for SharedSocket {
-    /// Takes `data` whole (never a part: a part would leave half a frame
-    /// outside the lock), behind what is still buffered.
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let side = &*self.side;
-        let mut state = side.lock();
-        if !state.buffer.is_empty() {
-            match side.drain(&mut state, cx) {
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending if state.buffer.len() >= BUFFER_LIMIT => return Poll::Pending,
-                _ => {}
-            }
-        }
-        if state.buffer.is_empty() {
-            match side.socket.try_write(data) {
-                Ok(n) => state.buffer.extend_from_slice(&data[n..]),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    state.buffer.extend_from_slice(data)
-                }
-                Err(error) => return Poll::Ready(Err(error)),
-            }
-        } else {
-            state.buffer.extend_from_slice(data);
-        }
-        Poll::Ready(Ok(data.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let side = &*self.side;
-        let mut state = side.lock();
-        side.drain(&mut state, cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let side = &*self.side;
-        let mut state = side.lock();
-        ready!(side.drain(&mut state, cx))?;
-        Poll::Ready(socket2::SockRef::from(&side.socket).shutdown(std::net::Shutdown::Write))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::outbound_channel;
+    use crate::outbound::{outbound_channel, SharedSocket};
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
