@@ -16,20 +16,16 @@
 //! drain, never held across an `.await`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
-mod direct;
 mod frame;
 mod pending;
-mod socket;
 mod wakes;
 
-pub use direct::{WriteSide, WrittenHook};
 pub use frame::{CloseAfter, OutFrame};
 pub use pending::ConflationKey;
 use pending::{with_conflated_header, Pending, Slot};
-pub use socket::SharedSocket;
 pub use wakes::deferring_wakes;
 use wakes::wake;
 
@@ -67,9 +63,6 @@ struct Shared {
     /// The most `in_flight_bytes` ever reached: what this connection needed
     /// of its budget (logged at close; sizes `outbound.max_queued_bytes`).
     peak_bytes: AtomicUsize,
-    /// The connection's socket, where frames may be written straight from
-    /// a publisher's task (`direct.rs`); set once, by the connection.
-    direct: OnceLock<Arc<WriteSide>>,
 }
 
 impl Shared {
@@ -132,7 +125,6 @@ pub fn outbound_channel(max_frames: usize, max_bytes: usize) -> (OutboundSender,
         dropped: AtomicU64::new(0),
         conflated: AtomicU64::new(0),
         peak_bytes: AtomicUsize::new(0),
-        direct: OnceLock::new(),
     });
     (
         OutboundSender {
@@ -343,18 +335,10 @@ impl OutboundReceiver {
     }
 
     fn take(&self, batch: &mut Vec<OutFrame>, limit: usize) -> usize {
-        let mut take = || {
-            let mut pending = self.shared.lock();
-            let count = pending.frames.len().min(limit);
-            batch.extend(pending.frames.drain(..count).map(|queued| queued.frame));
-            count
-        };
-        match self.shared.direct.get() {
-            // Taken under the side's lock, marked busy: no direct write may
-            // write later frames before these (see `direct.rs`).
-            Some(side) => side.taking(take),
-            None => take(),
-        }
+        let mut pending = self.shared.lock();
+        let count = pending.frames.len().min(limit);
+        batch.extend(pending.frames.drain(..count).map(|queued| queued.frame));
+        count
     }
 
     /// Takes one frame if one is ready.

@@ -14,7 +14,7 @@ use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
 use crate::http::{self, HeadError, Rewind, Wants};
 use crate::model::session_id::SessionId;
-use crate::outbound::{outbound_channel, SharedSocket, WriteSide};
+use crate::outbound::outbound_channel;
 use crate::proxy_protocol::{self, Proxied};
 use crate::session::{ClientInfo, CloseReason, Session, SessionError};
 use crate::shutdown::Shutdown;
@@ -83,20 +83,15 @@ async fn prepare(
     } else {
         peer_ip
     };
-    let mut target = Target {
+    let target = Target {
         peer_ip,
         id,
         context,
         endpoint,
         shutdown,
-        direct: None,
     };
     match target.endpoint.tls.clone() {
-        // Plain TCP: its write side shared, so that publishers may write to
-        // it directly once it is a WebSocket (TLS keeps one writer).
         None => {
-            let stream = SharedSocket::new(stream);
-            target.direct = Some(stream.side());
             let served = handshake(stream, deadline, &target.context, &target.endpoint).await;
             serving(served, target)
         }
@@ -125,8 +120,6 @@ struct Target {
     context: Arc<BrokerContext>,
     endpoint: Arc<Endpoint>,
     shutdown: Shutdown,
-    /// The stream's shared write side (plain TCP only).
-    direct: Option<Arc<WriteSide>>,
 }
 
 /// The PROXY protocol header under the handshake deadline; `None` when it is
@@ -157,7 +150,6 @@ fn serving<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         context,
         endpoint,
         shutdown,
-        direct,
     } = target;
     match served {
         Served::Nothing => None,
@@ -167,14 +159,9 @@ fn serving<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 stream, peer_ip, context, endpoint, shutdown,
             )))
         }
-        Served::Stomp(transport, handshake) => {
-            // Direct writes frame WebSocket messages; STOMP over TCP keeps
-            // its one writer.
-            let direct = direct.filter(|_| transport.is_websocket());
-            Some(Box::pin(serve_stomp(
-                transport, handshake, peer_ip, id, context, shutdown, direct,
-            )))
-        }
+        Served::Stomp(transport, handshake) => Some(Box::pin(serve_stomp(
+            transport, handshake, peer_ip, id, context, shutdown,
+        ))),
     }
 }
 
@@ -250,7 +237,6 @@ async fn serve_stomp<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     id: SessionId,
     context: Arc<BrokerContext>,
     shutdown: Shutdown,
-    direct: Option<Arc<WriteSide>>,
 ) {
     // TCP has no ping: a late client is late, whatever the setting.
     let ping_late = context.config.stomp.heartbeat_ping && transport.is_websocket();
@@ -260,9 +246,6 @@ async fn serve_stomp<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         outbound_config.max_queued_frames,
         outbound_config.max_queued_bytes,
     );
-    if let Some(side) = &direct {
-        outbound.attach_direct(side.clone());
-    }
     let now = Instant::now();
     let mut connection = Connection {
         decoder: Decoder::new(context.config.limits.frame_limits()),
@@ -289,7 +272,6 @@ async fn serve_stomp<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         grace: context.config.stomp.heartbeat_grace,
         ping_late,
         frame_limits: context.config.limits.frame_limits(),
-        direct,
     };
     let _ip_slot = match ip_slot {
         Ok(slot) => slot,

@@ -45,11 +45,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub(super) async fn finish(mut self, end: End) {
         // Detach first: for DISCONNECT the router already did, and for errors
         // this stops deliveries before the connection goes.
-        // From here on only this task writes: the ERROR and the Close
-        // frame come after everything a publisher wrote directly.
-        if let Some(side) = &self.direct {
-            side.disable();
-        }
         let version = self.session.version();
         self.count_end(&end);
         let disconnecting = matches!(end, End::Disconnect);

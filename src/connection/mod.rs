@@ -19,7 +19,7 @@ mod writer;
 use crate::context::BrokerContext;
 use crate::endpoint::Endpoint;
 use crate::model::session_id::SessionId;
-use crate::outbound::{deferring_wakes, CloseAfter, OutboundReceiver, OverflowSignal, WriteSide};
+use crate::outbound::{deferring_wakes, CloseAfter, OutboundReceiver, OverflowSignal};
 use crate::session::{CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
 use bytes::BytesMut;
@@ -100,10 +100,6 @@ struct Connection<S> {
     ping_late: bool,
     /// Frame size limits, named in the ERROR for an oversized message.
     frame_limits: Limits,
-    /// The socket's shared write side, where publishers write this
-    /// connection's frames themselves while it is idle (a WebSocket on
-    /// plain TCP; `None` over TLS and STOMP over TCP).
-    direct: Option<Arc<WriteSide>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -121,8 +117,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut reload = Box::pin(next_reload(self.session.reloads()));
         let mut close_requested = std::pin::pin!(registered.entry.close_requested());
         let mut timer = std::pin::pin!(sleep_until(self.next_timer()));
-        let direct = self.direct.clone();
-        let mut flush_wanted = std::pin::pin!(flush_wanted(direct.as_deref()));
         loop {
             // Timers only move later as the connection reads and writes, so
             // the sleep is re-armed only when one moves earlier (CONNECTED)
@@ -174,24 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     match written {
                         Err(_) => return End::ClientGone,
                         Ok(Some(close_after)) => return End::FinalFrame(close_after),
-                        Ok(None) => {
-                            self.last_write = Instant::now();
-                            self.outbound.batch_written();
-                        }
-                    }
-                }
-                // A direct write left part of a frame: write it out. (A
-                // client that stops reading blocks this as it blocks a batch.)
-                () = &mut flush_wanted => {
-                    flush_wanted.set(self::flush_wanted(direct.as_deref()));
-                    let flushed = tokio::select! {
-                        biased;
-                        _ = self.overflow.wait() => return End::Error(slow_consumer()),
-                        flushed = self.transport.flush() => flushed,
-                        _ = &mut shutdown_signal => return End::Error(shutting_down()),
-                    };
-                    if flushed.is_err() {
-                        return End::ClientGone;
+                        Ok(None) => self.last_write = Instant::now(),
                     }
                 }
                 // A queue SEND the cluster engine did not store: ERROR now,
@@ -282,12 +259,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if let Some(version) = self.session.version() {
                         self.decoder.set_version(version);
                     }
-                    if self.session.packs_frames() {
-                        // Packing is the writer's: it sees the batch.
-                        if let Some(side) = &self.direct {
-                            side.disable();
-                        }
-                    }
                     if let Some(until) = self.session.take_read_pause() {
                         // Over a publish rate: the rest waits in the buffer
                         // (and the socket), and the pause is not the
@@ -319,15 +290,6 @@ async fn next_reload(
         std::future::pending::<()>().await;
     }
     receiver
-}
-
-/// Resolves when a direct write left bytes to flush (never without a
-/// shared write side).
-async fn flush_wanted(side: Option<&WriteSide>) {
-    match side {
-        Some(side) => side.flush_wanted().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Sleeps until `until` (forever if `None`: the branch is then disabled).

@@ -4,9 +4,7 @@
 //! ended.
 
 use super::{Connection, End};
-use crate::metrics::connections::{
-    add, command_index, encoded_command, ConnectionEntry, Registered, COMMANDS,
-};
+use crate::metrics::connections::{add, command_index, encoded_command, Registered, COMMANDS};
 use crate::metrics::{transport_index, CloseKind};
 use crate::model::close::CloseReason;
 use crate::outbound::OutFrame;
@@ -34,19 +32,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.overflow.clone(),
         );
         self.session.set_stats(registered.entry.clone());
-        if let Some(side) = &self.direct {
-            // Frames a publisher writes directly count as this connection's.
-            let entry = registered.entry.clone();
-            side.set_on_written(Box::new(move |frames| count_frames(&entry, frames)));
-        }
         registered
     }
 
     /// Counts a batch about to be written: frames by command, bytes.
     pub(super) fn count_written(&self, batch: &[OutFrame]) {
-        if let Some(stats) = self.session.stats() {
-            count_frames(stats, batch);
+        let Some(stats) = self.session.stats() else {
+            return;
+        };
+        // Summed here, added once per batch.
+        let mut bytes = 0;
+        let mut frames = [0u64; COMMANDS];
+        for frame in batch {
+            bytes += frame.bytes.len() as u64;
+            if let Some(command) = encoded_command(&frame.bytes) {
+                frames[command] += 1;
+            }
         }
+        for (counter, n) in stats.counts.frames_out.iter().zip(frames) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        add(&stats.counts.bytes_out, bytes);
     }
 
     /// Counts bytes read.
@@ -93,25 +101,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 /// Why a connection ended, as the metrics label it.
-/// Counts written frames into `stats`: frames by command, bytes.
-fn count_frames(stats: &ConnectionEntry, batch: &[OutFrame]) {
-    // Summed here, added once per batch.
-    let mut bytes = 0;
-    let mut frames = [0u64; COMMANDS];
-    for frame in batch {
-        bytes += frame.bytes.len() as u64;
-        if let Some(command) = encoded_command(&frame.bytes) {
-            frames[command] += 1;
-        }
-    }
-    for (counter, n) in stats.counts.frames_out.iter().zip(frames) {
-        if n > 0 {
-            counter.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-    add(&stats.counts.bytes_out, bytes);
-}
-
 fn close_kind(end: &End, overflowed: bool) -> CloseKind {
     match end {
         End::ClientGone => CloseKind::ClientGone,

@@ -33,8 +33,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         } = self.session.heartbeat();
         // Intervals are clamped to stomp.heartbeat_max, but an Instant
         // overflow must never be what ends a connection: checked adds.
-        let last_write = self.last_written();
-        let send_at = send_every.and_then(|every| last_write.checked_add(beat_after(every)));
+        let send_at = send_every.and_then(|every| self.last_write.checked_add(beat_after(every)));
         let check_at = expect_every.and_then(|every| {
             if self.ping_late && !self.pinged {
                 self.last_read.checked_add(every)
@@ -47,16 +46,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .flatten()
             .min()
             .map_or(far, |at| at.min(far))
-    }
-
-    /// When anything last went out: a batch of the writer's, a heart-beat,
-    /// or a publisher's direct write of this connection's frames.
-    fn last_written(&self) -> Instant {
-        let direct = self
-            .direct
-            .as_ref()
-            .and_then(|side| side.last_direct_write());
-        direct.map_or(self.last_write, |at| at.max(self.last_write))
     }
 
     /// Acts on whatever timer is due; `Some` ends the loop.
@@ -103,7 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         if let Some(every) = send_every {
-            if now.saturating_duration_since(self.last_written()) >= beat_after(every) {
+            if now.saturating_duration_since(self.last_write) >= beat_after(every) {
                 if !within(self.transport.heartbeat(), every).await {
                     return Some(End::ClientGone);
                 }

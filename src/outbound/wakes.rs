@@ -1,14 +1,11 @@
 //! Waking a connection's writer: at once, or for a task inside a
 //! [`deferring_wakes`] scope, once the scope stops running (it ends, or it
-//! waits for something). Then an idle writer on a plain-TCP WebSocket is
-//! not woken at all: the scope's task writes its frames itself
-//! (`direct.rs`), within a time budget.
+//! waits for something).
 
-use super::{direct, Shared};
+use super::Shared;
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 tokio::task_local! {
     /// Writers to wake when the current [`deferring_wakes`] scope stops running.
@@ -22,34 +19,10 @@ tokio::task_local! {
 #[derive(Default)]
 struct DeferredWakes(Vec<Arc<Shared>>);
 
-/// How long one scope's task may spend writing its subscribers' frames
-/// itself before it wakes the rest of their writers instead: a publisher
-/// with a thousand subscribers must not starve its own reads (nats-server
-/// bounds its producer-side flush the same way).
-const DIRECT_WRITE_BUDGET: Duration = Duration::from_micros(500);
-
-/// Writers written between two looks at the clock.
-const CLOCK_EVERY: usize = 16;
-
 impl DeferredWakes {
     fn wake_all(&mut self) {
-        if self.0.is_empty() {
-            return;
-        }
-        let start = Instant::now();
-        let mut direct_writes = true;
-        for (n, shared) in self.0.drain(..).enumerate() {
-            if direct_writes && n % CLOCK_EVERY == CLOCK_EVERY - 1 {
-                direct_writes = start.elapsed() < DIRECT_WRITE_BUDGET;
-            }
-            let written = direct_writes
-                && shared
-                    .direct
-                    .get()
-                    .is_some_and(|side| direct::write_queued(&shared, side));
-            if !written {
-                shared.ready.notify_one();
-            }
+        for shared in self.0.drain(..) {
+            shared.ready.notify_one();
         }
     }
 }

@@ -1,8 +1,7 @@
-//! Publishers write an idle subscriber's frames to its socket themselves.
-//! What must hold whatever the socket takes: a subscriber that stops
-//! reading (its socket full, direct writes taken only in part, the rest
-//! left to its own task) later reads every message whole, in order, in
-//! each of the three WebSocket length forms, and text stays text.
+//! A subscriber that stops reading: its socket fills, its writer waits,
+//! and when it reads again it gets every message whole, in order, in each
+//! of the three WebSocket length forms, and text stays text. (Written for
+//! the direct writes of round 4, not kept; it holds for the writer alone.)
 
 mod common;
 
