@@ -11,10 +11,15 @@ use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// How much larger than a kept message's counted size the frame its body
-/// is sliced from may be: the MESSAGE line, the `destination`, `message-id`,
-/// `subscription` and `content-length` names, a short subscription id.
-const FRAME_SLACK: usize = 128;
+/// The most a frame a kept body is sliced from may hold besides the body:
+/// the MESSAGE line, `destination`, `message-id`, `subscription`,
+/// `content-length` and the feed headers, short.
+const FRAME_SLACK: usize = 256;
+/// The smallest body kept as a slice of its frame. The slice keeps the
+/// frame's whole allocation (its unused capacity and the headers the kept
+/// message holds again), which `max_history_bytes` does not count: against
+/// a body this large that is a few percent; a smaller body is copied.
+const SLICE_MIN: usize = 4096;
 
 impl Feeds {
     /// Keeps `message` (without its feed headers), numbered `offset`, in
@@ -34,10 +39,12 @@ impl Feeds {
         if keep {
             // As much as when kept messages carried the feed headers.
             let size = message.size() + stamp_size(feed.stamp_of(offset));
-            // A frame much larger than what is counted (a subscriber's long
-            // `subscription` id) would hold more than `max_history_bytes`
-            // says: then the body is copied.
-            let frame = frame.filter(|frame| frame.len() <= size + FRAME_SLACK);
+            // Sliced only where the frame holds little besides the body
+            // (not a subscriber's long `subscription` id, nor many headers),
+            // so that `max_history_bytes` stays about what is held.
+            let frame = frame.filter(|frame| {
+                message.body.len() >= SLICE_MIN && frame.len() <= message.body.len() + FRAME_SLACK
+            });
             let kept = Kept {
                 offset,
                 at_ms: now,
@@ -140,7 +147,7 @@ mod tests {
 
     /// Whether the body kept for a message fanned out to a subscription
     /// named `subscription` lies inside the frame the fan-out encoded.
-    fn kept_inside_frame(subscription: &str) -> bool {
+    fn kept_inside_frame(subscription: &str, body: usize) -> bool {
         let limits = DestinationLimits {
             max_words: 32,
             max_multi_word_wildcards: 4,
@@ -161,7 +168,7 @@ mod tests {
             id: "m1".into(),
             destination: "/topic/k.a".into(),
             headers: Vec::new(),
-            body: Bytes::from(vec![b'x'; 100]),
+            body: Bytes::from(vec![b'x'; body]),
             text: true,
             expires_at: None,
         };
@@ -185,8 +192,13 @@ mod tests {
     }
 
     #[test]
-    fn a_kept_body_shares_the_frame_unless_the_frame_is_much_larger() {
-        assert!(kept_inside_frame("sub-0"), "shared");
-        assert!(!kept_inside_frame(&"s".repeat(200)), "copied");
+    fn a_kept_body_shares_the_frame_only_when_large_and_the_frame_is_not_much_larger() {
+        assert!(kept_inside_frame("sub-0", 8192), "shared");
+        assert!(
+            !kept_inside_frame(&"s".repeat(200), 8192),
+            "copied: long id"
+        );
+        assert!(!kept_inside_frame("sub-0", 100), "copied: small body");
+        assert!(!kept_inside_frame("sub-0", 0), "copied: empty body");
     }
 }
