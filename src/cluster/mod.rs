@@ -20,6 +20,7 @@ mod definitions;
 mod durable_subjects;
 mod durables;
 mod feeds;
+mod held;
 mod interest;
 mod outgoing;
 mod publish;
