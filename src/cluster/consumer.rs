@@ -25,7 +25,7 @@ use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::held::{self, Held, AUTO_PULL_CAP};
 use super::pulls::PullTask;
-use super::rebound::{self, Binding};
+use super::rebound::{self, Binding, Checker};
 use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
@@ -57,12 +57,19 @@ pub(super) struct Queue {
 }
 
 impl Queue {
-    /// After a failed pull: a queue's consumer made again if it is gone; a
-    /// durable subscription ended if its consumer is gone or another's.
-    async fn after_failure(&mut self, subscription: &Subscription, request: &ServedRef) {
-        match &subscription.durable {
-            Some(durable) => {
-                if rebound::check(&mut self.consumer, &durable.incarnation).await == Binding::Lost {
+    /// After a failed pull (`error`): a queue's consumer made again if it
+    /// is gone; a durable subscription (its `checker`) ended if its
+    /// consumer is gone or another's.
+    async fn after_failure(
+        &mut self,
+        subscription: &Subscription,
+        request: &ServedRef,
+        checker: Option<&mut Checker>,
+        error: &str,
+    ) {
+        match checker {
+            Some(checker) => {
+                if checker.after_failure(&mut self.consumer, error).await == Binding::Lost {
                     lost(subscription, request);
                 }
             }
@@ -120,9 +127,25 @@ pub(super) async fn pull_loop(
     let mut held = Held::new(queue.consumer.cached_info().config.ack_wait);
     let max = request.prefetch.max(1);
     let credited = request.ack.expects_ack();
+    // A durable subscription's checks of its consumer (`rebound.rs`).
+    let mut checker = subscription
+        .durable
+        .as_ref()
+        .map(|durable| Checker::new(durable.incarnation.clone()));
     loop {
         if *stopped.borrow() {
             break;
+        }
+        // About to wait (credit, room): the consumer may change meanwhile.
+        let waits = if credited {
+            subscription.credit.available_permits() == 0
+        } else {
+            subscription
+                .outbound()
+                .is_some_and(|outbound| !outbound.has_room())
+        };
+        if let (true, Some(checker)) = (waits, &mut checker) {
+            checker.make_due();
         }
         let want = if credited {
             match take_credit(&subscription, &mut stopped, max).await {
@@ -163,41 +186,40 @@ pub(super) async fn pull_loop(
             .await
         {
             Ok(mut batch) => {
-                // A durable subscription's consumer is checked once per
-                // pull, at its first message: one pull is served by one
-                // incarnation (`rebound.rs`).
-                let mut binding = subscription.durable.as_ref().map(|_| None);
-                let mut held_back = Vec::new();
+                let mut received = 0;
                 while let Some(item) = batch.next().await {
                     let message = match item {
                         Ok(message) => message,
                         Err(error) => {
                             debug!(%error, "queue engine: pull ended");
-                            queue.after_failure(&subscription, &request).await;
+                            let error = error.to_string();
+                            let checker = checker.as_mut();
+                            queue
+                                .after_failure(&subscription, &request, checker, &error)
+                                .await;
                             break;
                         }
                     };
-                    if let (Some(binding @ None), Some(durable)) =
-                        (&mut binding, &subscription.durable)
-                    {
-                        let found = rebound::check(&mut queue.consumer, &durable.incarnation).await;
+                    received += 1;
+                    if let Some(checker) = &mut checker {
+                        // Stopped (lost): the rest goes back at the task's
+                        // end, unchecked.
+                        let found = if *stopped.borrow() {
+                            Binding::Unknown
+                        } else {
+                            checker
+                                .before(&mut queue.consumer, &message, &mut stopped)
+                                .await
+                        };
                         if found == Binding::Lost {
                             lost(&subscription, &request);
                         }
-                        *binding = Some(found);
-                    }
-                    match binding {
-                        // Another holder's: back to it, at the task's end.
-                        Some(Some(Binding::Lost)) => {
+                        if found != Binding::Held {
+                            // Another holder's, or stopped: back at the
+                            // task's end (to the new holder).
                             refused.push(message.split().1);
                             continue;
                         }
-                        // Not known: back once this pull is over.
-                        Some(Some(Binding::Unknown)) => {
-                            held_back.push(message.split().1);
-                            continue;
-                        }
-                        _ => {}
                     }
                     // Auto: once one waits for room, the rest of the pull
                     // waits behind it (order).
@@ -219,8 +241,8 @@ pub(super) async fn pull_loop(
                     }
                 }
                 drop(batch);
-                if !held_back.is_empty() {
-                    task.hand_back(held_back).await;
+                if let (0, Some(checker)) = (received, &mut checker) {
+                    checker.make_due();
                 }
             }
             Err(error) => {
@@ -229,7 +251,10 @@ pub(super) async fn pull_loop(
                     _ = tokio::time::sleep(RETRY_PAUSE) => {}
                     _ = stopped.wait_for(|stop| *stop) => {}
                 }
-                queue.after_failure(&subscription, &request).await;
+                let error = error.to_string();
+                queue
+                    .after_failure(&subscription, &request, checker.as_mut(), &error)
+                    .await;
             }
         }
         if credited {

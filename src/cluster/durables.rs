@@ -47,6 +47,8 @@ pub(super) const OWNER: &str = "stomphub-owner";
 pub(super) const DESTINATION: &str = "stomphub-destination";
 /// The consumer metadata key of its `<client-id>/<name>`.
 pub(super) const KEY: &str = "stomphub-durable";
+/// The consumer metadata key of its incarnation token (`rebound.rs`).
+pub(super) const INCARNATION: &str = "stomphub-incarnation";
 /// How long an attachment waits for the pulls of an earlier one to end:
 /// longer than one pull (`consumer.rs`).
 const EARLIER_PULLS: Duration = Duration::from_secs(4);
@@ -211,6 +213,8 @@ impl Durables {
                 (OWNER.to_owned(), owner.to_owned()),
                 (DESTINATION.to_owned(), destination.to_owned()),
                 (KEY.to_owned(), key.to_owned()),
+                // Kept only if this makes it (an existing one keeps its own).
+                (INCARNATION.to_owned(), Incarnation::fresh()),
             ]),
             ..Default::default()
         };
