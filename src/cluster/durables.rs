@@ -26,7 +26,7 @@
 //! unused subject at the same moment), adding it again if not.
 
 use super::durable_subjects::{cover, covers, placeholder};
-use super::rebound::Incarnation;
+use super::rebound::{Incarnation, INCARNATION};
 use super::subject::{durable_consumer, pattern_subject};
 use super::subscription::DurableBinding;
 use crate::config::ClusterConfig;
@@ -47,8 +47,6 @@ pub(super) const OWNER: &str = "stomphub-owner";
 pub(super) const DESTINATION: &str = "stomphub-destination";
 /// The consumer metadata key of its `<client-id>/<name>`.
 pub(super) const KEY: &str = "stomphub-durable";
-/// The consumer metadata key of its incarnation token (`rebound.rs`).
-pub(super) const INCARNATION: &str = "stomphub-incarnation";
 /// How long an attachment waits for the pulls of an earlier one to end:
 /// longer than one pull (`consumer.rs`).
 const EARLIER_PULLS: Duration = Duration::from_secs(4);

@@ -22,7 +22,6 @@
 //! hand-back counts a delivery towards `max_deliver`. A consumer made again
 //! by hand with the same metadata (token included) counts as the same one.
 
-use super::durables::INCARNATION;
 use crate::model::close::CloseReason;
 use crate::model::frames;
 use crate::outbound::{CloseAfter, OutFrame};
@@ -35,6 +34,8 @@ use stomp_protocol::Version;
 use tokio::sync::watch;
 use tracing::debug;
 
+/// The consumer metadata key of a durable consumer's incarnation token.
+pub(super) const INCARNATION: &str = "stomphub-incarnation";
 /// The pause before the engine is asked again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
