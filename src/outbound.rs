@@ -263,10 +263,19 @@ impl OutboundSender {
     /// dispatch to auto-ack consumers waits for this, so that queue messages
     /// stay in their queue instead of overflowing a slow connection.
     pub fn has_room(&self) -> bool {
+        self.room() > 0
+    }
+
+    /// How many more frames fit before the queue is half full (0 when it is
+    /// half full by bytes): what one auto-ack pull may ask for.
+    pub fn room(&self) -> usize {
         let shared = &*self.shared;
-        !shared.overflowed.load(Ordering::Relaxed)
-            && shared.in_flight_bytes.load(Ordering::Relaxed) < shared.max_bytes / 2
-            && shared.lock().frames.len() < shared.max_frames / 2
+        if shared.overflowed.load(Ordering::Relaxed)
+            || shared.in_flight_bytes.load(Ordering::Relaxed) >= shared.max_bytes / 2
+        {
+            return 0;
+        }
+        (shared.max_frames / 2).saturating_sub(shared.lock().frames.len())
     }
 
     /// Frames dropped so far by `drop-oldest`.

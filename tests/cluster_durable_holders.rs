@@ -3,8 +3,9 @@
 //! subscription for another topic) from another node is refused while a
 //! connection holds it, and leaves the holder's subscription as it was; a
 //! holder whose consumer is deleted and made again under it (a re-bind it
-//! could not see, an operator) stops with an ERROR instead of taking the
-//! new consumer's messages, which go to the next holder.
+//! could not see) stops with an ERROR instead of taking the new consumer's
+//! messages, which go to the next holder: with a pull waiting, and with
+//! none (client acks, its one credit used up).
 
 mod common;
 
@@ -142,9 +143,82 @@ async fn a_holder_whose_consumer_is_made_again_stops_and_takes_nothing_of_the_ne
     assert!(seen.iter().all(|b| b == "first"), "{seen:?}");
 
     // Under the holder, its consumer is deleted and made again with the
-    // same name and configuration: another incarnation, as a re-bind by a
-    // node that did not see the holder would leave it.
-    let nats = async_nats::connect(urls[0].as_str())
+    // same name and configuration but another incarnation token, as a
+    // re-bind by a node that did not see the holder would leave it: the
+    // pull the holder has waiting is ended by JetStream ("consumer
+    // deleted"), or, had it just ended, its next delivery is checked.
+    remake_consumer(&urls[0], "another").await;
+    publisher.publish("/topic/x.a", "taken-over").await;
+
+    // The old holder does not take it: it is told and closed.
+    expect_error(&mut holder, "deleted or re-bound").await;
+
+    // The next holder gets it.
+    let mut next = connect_as(&nodes[1].url(), "app").await;
+    next.subscribe_with("s", "/topic/x.a", &DURABLE).await;
+    let seen = until_marker(&mut publisher, &mut next, "/topic/x.a", "next").await;
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("taken-over"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_without_a_pull_waiting_finds_its_consumer_made_again_at_its_next_pull() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let nodes = [start_node(&urls, 0).await, start_node(&urls, 1).await];
+    let mut publisher = Client::connect(&nodes[1].url()).await;
+
+    // Client acks, one at a time: holding "first" unacked, it has no pull
+    // out (no credit), so nothing tells it of the change but its check.
+    let mut holder = connect_as(&nodes[0].url(), "app").await;
+    let headers = [
+        DURABLE[0],
+        ("ack", "client-individual"),
+        ("prefetch-count", "1"),
+    ];
+    holder.subscribe_with("s", "/topic/x.a", &headers).await;
+    let first = first_message(&mut publisher, &mut holder).await;
+
+    // Made again as a re-bind by a node that did not see the holder would:
+    // another incarnation (token).
+    remake_consumer(&urls[0], "another").await;
+    publisher.publish("/topic/x.a", "taken-over").await;
+    holder.settle(&first, false).await;
+    expect_error(&mut holder, "deleted or re-bound").await;
+
+    let mut next = connect_as(&nodes[1].url(), "app").await;
+    next.subscribe_with("s", "/topic/x.a", &headers).await;
+    let frame = next_frame(&mut next).await;
+    assert_eq!(body(&frame), "taken-over", "{frame:?}");
+}
+
+/// Publishes "first" until `holder` gets a MESSAGE (the first one
+/// published reaches the engine's stream a little later; at most for
+/// [`ACROSS`]), and returns that MESSAGE.
+async fn first_message(publisher: &mut Client, holder: &mut Client) -> Frame {
+    let deadline = tokio::time::Instant::now() + ACROSS;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no MESSAGE");
+        publisher.publish("/topic/x.a", "first").await;
+        match holder.event_within(Duration::from_secs(1)).await {
+            Some(Event::Frame(frame)) => {
+                assert_eq!(frame.command, Command::Message, "{frame:?}");
+                assert_eq!(body(&frame), "first");
+                return frame;
+            }
+            Some(Event::HeartBeat) | None => continue,
+            other => panic!("expected a MESSAGE, got {other:?}"),
+        }
+    }
+}
+
+/// Deletes the durable consumer and makes it again with its configuration
+/// and another incarnation `token`.
+async fn remake_consumer(url: &str, token: &str) {
+    let nats = async_nats::connect(url)
         .await
         .expect("the test connects to NATS");
     let jetstream = async_nats::jetstream::new(nats);
@@ -165,7 +239,10 @@ async fn a_holder_whose_consumer_is_made_again_stops_and_takes_nothing_of_the_ne
         .consumer_info(&names[0])
         .await
         .expect("consumer info");
-    let config = info.config.clone();
+    let mut config = info.config.clone();
+    config
+        .metadata
+        .insert("stomphub-incarnation".to_owned(), token.to_owned());
     stream
         .delete_consumer(&names[0])
         .await
@@ -175,18 +252,4 @@ async fn a_holder_whose_consumer_is_made_again_stops_and_takes_nothing_of_the_ne
             .create_consumer(config)
             .await
             .expect("consumer made again");
-    publisher.publish("/topic/x.a", "taken-over").await;
-
-    // The old holder does not take it: it is told and closed.
-    expect_error(&mut holder, "deleted or re-bound").await;
-
-    // The next holder gets it.
-    let mut next = connect_as(&nodes[1].url(), "app").await;
-    next.subscribe_with("s", "/topic/x.a", &DURABLE).await;
-    let seen = until_marker(&mut publisher, &mut next, "/topic/x.a", "next").await;
-    assert_eq!(
-        seen.first().map(String::as_str),
-        Some("taken-over"),
-        "{seen:?}"
-    );
 }

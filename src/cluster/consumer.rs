@@ -5,12 +5,13 @@
 //! The task pulls at most what the subscription has credit for: with
 //! `client` and `client-individual`, `prefetch` minus its unsettled
 //! deliveries (a `Semaphore` of `prefetch` permits, one taken per delivery
-//! and given back by its ACK or NACK); with `auto`, up to `prefetch` at a
-//! time while the connection's outbound queue has room (at most half full,
-//! as one node's queues), each acknowledged to JetStream once queued
-//! there; one arriving when there is no room goes back once the pull is
-//! over, unacknowledged (a slow consumer cut off holds nothing JetStream
-//! counts as done by this subscription's pushes). A durable subscription
+//! and given back by its ACK or NACK); with `auto`, what fits in the
+//! connection's outbound queue below half full (as one node's queues; at
+//! most `prefetch`), each acknowledged to JetStream once queued there; one
+//! that does not fit after all is held, in order, until there is room
+//! (`held.rs`: a slow consumer cut off holds nothing JetStream counts as
+//! done by this subscription's pushes, and nothing it never saw comes back
+//! counted as delivered once more). A durable subscription
 //! ends when its consumer is deleted or made again under it
 //! (`rebound.rs`). Nothing is fetched for credit the node does not have, so other
 //! nodes' subscribers get the rest. A pull waits at most [`PULL_WAIT`] for
@@ -22,10 +23,11 @@
 
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
+use super::held::{self, Held, AUTO_PULL_CAP};
 use super::holders::Holders;
 use super::pulls::PullTask;
-use super::rebound::{self, Binding};
-use super::subscription::{take_credit, wait_for_room, Pending, Served, ServedRef, Subscription};
+use super::rebound::{self, Binding, Checker};
+use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
 use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::destination::{pattern_matches, TOPIC_PREFIX};
@@ -58,12 +60,19 @@ pub(super) struct Queue {
 }
 
 impl Queue {
-    /// After a failed pull: a queue's consumer made again if it is gone; a
-    /// durable subscription ended if its consumer is gone or another's.
-    async fn after_failure(&mut self, subscription: &Subscription, request: &ServedRef) {
-        match &subscription.durable {
-            Some(durable) => {
-                if rebound::check(&mut self.consumer, &durable.incarnation).await == Binding::Lost {
+    /// After a failed pull (`error`): a queue's consumer made again if it
+    /// is gone; a durable subscription (its `checker`) ended if its
+    /// consumer is gone or another's.
+    async fn after_failure(
+        &mut self,
+        subscription: &Subscription,
+        request: &ServedRef,
+        checker: Option<&mut Checker>,
+        error: &str,
+    ) {
+        match checker {
+            Some(checker) => {
+                if checker.after_failure(&mut self.consumer, error).await == Binding::Lost {
                     lost(subscription, request);
                 }
             }
@@ -133,11 +142,29 @@ pub(super) async fn pull_loop(
     // Deliveries that arrived after the stop, handed back with the
     // unsettled ones when the last pull is over.
     let mut refused = Vec::new();
+    // Auto: pulled, waiting for room (`held.rs`).
+    let mut held = Held::new(queue.consumer.cached_info().config.ack_wait);
     let max = request.prefetch.max(1);
     let credited = request.ack.expects_ack();
+    // A durable subscription's checks of its consumer (`rebound.rs`).
+    let mut checker = subscription
+        .durable
+        .as_ref()
+        .map(|durable| Checker::new(durable.incarnation.clone()));
     loop {
         if *stopped.borrow() {
             break;
+        }
+        // About to wait (credit, room): the consumer may change meanwhile.
+        let waits = if credited {
+            subscription.credit.available_permits() == 0
+        } else {
+            subscription
+                .outbound()
+                .is_some_and(|outbound| !outbound.has_room())
+        };
+        if let (true, Some(checker)) = (waits, &mut checker) {
+            checker.make_due();
         }
         let want = if credited {
             match take_credit(&subscription, &mut stopped, max).await {
@@ -146,11 +173,27 @@ pub(super) async fn pull_loop(
             }
         } else {
             // Auto: as on one node, only for a connection with room, so
-            // that messages wait in the queue rather than overflow it.
-            if !wait_for_room(&subscription, &mut stopped).await {
+            // that messages wait in the queue rather than overflow it; what
+            // is held goes first, and no pull goes out meanwhile.
+            let Some(room) = held::wait_for_room(&subscription, &mut stopped, &mut held).await
+            else {
                 break;
+            };
+            if !held.is_empty() {
+                while let Some(message) = held.next_with_room(&subscription) {
+                    deliver(
+                        &subscription,
+                        &request,
+                        &dead_letters,
+                        message,
+                        &mut refused,
+                        &task,
+                    )
+                    .await;
+                }
+                continue;
             }
-            max
+            room.min(max).min(AUTO_PULL_CAP)
         };
         let mut used = 0;
         match queue
@@ -162,48 +205,53 @@ pub(super) async fn pull_loop(
             .await
         {
             Ok(mut batch) => {
-                // A durable subscription's consumer is checked once per
-                // pull, at its first message: one pull is served by one
-                // incarnation (`rebound.rs`).
-                let mut binding = subscription.durable.as_ref().map(|_| None);
-                let mut held_back = Vec::new();
+                let mut received = 0;
                 while let Some(item) = batch.next().await {
                     let message = match item {
                         Ok(message) => message,
                         Err(error) => {
                             debug!(%error, "queue engine: pull ended");
-                            queue.after_failure(&subscription, &request).await;
+                            let error = error.to_string();
+                            let checker = checker.as_mut();
+                            queue
+                                .after_failure(&subscription, &request, checker, &error)
+                                .await;
                             break;
                         }
                     };
-                    if let (Some(binding @ None), Some(durable)) =
-                        (&mut binding, &subscription.durable)
-                    {
-                        let found = rebound::check(&mut queue.consumer, &durable.incarnation).await;
+                    received += 1;
+                    if let Some(checker) = &mut checker {
+                        // Stopped (lost): the rest goes back at the task's
+                        // end, unchecked.
+                        let found = if *stopped.borrow() {
+                            Binding::Unknown
+                        } else {
+                            checker
+                                .before(&mut queue.consumer, &message, &mut stopped)
+                                .await
+                        };
                         if found == Binding::Lost {
                             lost(&subscription, &request);
                         }
-                        *binding = Some(found);
-                    }
-                    match binding {
-                        // Another holder's: back to it, at the task's end.
-                        Some(Some(Binding::Lost)) => {
+                        if found != Binding::Held {
+                            // Another holder's, or stopped: back at the
+                            // task's end (to the new holder).
                             refused.push(message.split().1);
                             continue;
                         }
-                        // Not known: back once this pull is over.
-                        Some(Some(Binding::Unknown)) => {
-                            held_back.push(message.split().1);
-                            continue;
-                        }
-                        _ => {}
+                    }
+                    // Auto: once one waits for room, the rest of the pull
+                    // waits behind it (order).
+                    if !credited && held.must_hold(&subscription) {
+                        held.push(message);
+                        continue;
                     }
                     if deliver(
                         &subscription,
                         &request,
                         &dead_letters,
                         message,
-                        (&mut refused, &mut held_back),
+                        &mut refused,
                         &task,
                     )
                     .await
@@ -212,8 +260,8 @@ pub(super) async fn pull_loop(
                     }
                 }
                 drop(batch);
-                if !held_back.is_empty() {
-                    task.hand_back(held_back).await;
+                if let (0, Some(checker)) = (received, &mut checker) {
+                    checker.make_due();
                 }
             }
             Err(error) => {
@@ -222,7 +270,10 @@ pub(super) async fn pull_loop(
                     _ = tokio::time::sleep(RETRY_PAUSE) => {}
                     _ = stopped.wait_for(|stop| *stop) => {}
                 }
-                queue.after_failure(&subscription, &request).await;
+                let error = error.to_string();
+                queue
+                    .after_failure(&subscription, &request, checker.as_mut(), &error)
+                    .await;
             }
         }
         if credited {
@@ -232,7 +283,8 @@ pub(super) async fn pull_loop(
     // Only now: while a pull of ours is out, JetStream would hand it
     // what we hand back (and count a delivery each time).
     let unsettled = subscription.drain().into_iter().map(|p| p.acker);
-    task.hand_back(unsettled.chain(refused).collect()).await;
+    let ackers = unsettled.chain(refused).chain(held.into_ackers());
+    task.hand_back(ackers.collect()).await;
     queue.ended().await;
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
 }
@@ -251,16 +303,16 @@ fn lost(subscription: &Subscription, request: &ServedRef) {
 }
 
 /// Delivers one message (or drops it expired; or, the subscription
-/// stopped, puts it with the `refused` to hand back at the task's end; or,
-/// an auto-ack one whose connection has no room, with the `held_back` to
-/// hand back once this pull is over); true if it keeps a credit (an
-/// unsettled delivery of a client-ack subscription).
+/// stopped or its connection gone, puts it with the `refused` to hand back
+/// at the task's end); true if it keeps a credit (an unsettled delivery of
+/// a client-ack subscription). An auto-ack one is delivered only when its
+/// connection has room (the caller holds it otherwise).
 async fn deliver(
     subscription: &Subscription,
     request: &ServedRef,
     dead_letters: &DeadLetters,
     message: async_nats::jetstream::Message,
-    (refused, held_back): (&mut Vec<Acker>, &mut Vec<Acker>),
+    refused: &mut Vec<Acker>,
     task: &PullTask,
 ) -> bool {
     let (delivered, sequence) = message
@@ -349,11 +401,12 @@ async fn deliver(
                 refused.push(acker);
                 return false;
             };
-            // Acknowledged only once queued, and queued only within half
-            // the budget: this subscription never makes its connection a
-            // slow consumer holding messages JetStream counts as done.
-            if !outbound.has_room() || outbound.push(frame).is_err() {
-                held_back.push(acker);
+            // Acknowledged only once queued (and queued only within half
+            // the budget, by the caller): this subscription never makes its
+            // connection a slow consumer holding messages JetStream counts
+            // as done. A refused push ends the connection.
+            if outbound.push(frame).is_err() {
+                refused.push(acker);
                 return false;
             }
             task.delivered(&decoded.destination);

@@ -13,8 +13,11 @@
 //! other nodes' such subscriptions count for every topic under it.
 //!
 //! The two tasks hold the counts weakly: the engine's topic half
-//! (`NatsTopics`) owns them, and once it is dropped (the broker gone) both
-//! tasks end within a [`CHECK`] instead of sharing and listening for good.
+//! (`NatsTopics`) owns them, and once it is dropped both tasks end within
+//! a [`CHECK`]. In a running broker that does not happen (the topic index
+//! keeps `NatsTopics`, and the interest task keeps the index): the tasks
+//! run until the process exits, as its NATS connections do; a broker shut
+//! down inside a process that goes on (tests) leaves them running.
 
 use super::subject::topic_subject;
 use crate::router::{RouterCommand, RouterHandle};

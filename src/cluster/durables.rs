@@ -26,7 +26,7 @@
 //! unused subject at the same moment), adding it again if not.
 
 use super::durable_subjects::{cover, covers, placeholder};
-use super::rebound::Incarnation;
+use super::rebound::{Incarnation, INCARNATION};
 use super::subject::{durable_consumer, pattern_subject};
 use super::subscription::DurableBinding;
 use crate::config::ClusterConfig;
@@ -184,7 +184,14 @@ impl Durables {
                 // Not under a holder: its pulls would go on with the new
                 // consumer (taking the new holder's messages). One that
                 // stopped ends within a pull.
-                if self.await_earlier_pulls(&stream, &name).await {
+                // The engine not saying is no proof that no one holds it
+                // (a timeout, an election): refused rather than deleted
+                // under a live holder.
+                if self
+                    .await_earlier_pulls(&stream, &name)
+                    .await
+                    .map_err(|e| engine(&e))?
+                {
                     return Err(active(key));
                 }
                 // Re-bound: the old topic's backlog goes, and its subject
@@ -204,6 +211,8 @@ impl Durables {
                 (OWNER.to_owned(), owner.to_owned()),
                 (DESTINATION.to_owned(), destination.to_owned()),
                 (KEY.to_owned(), key.to_owned()),
+                // Kept only if this makes it (an existing one keeps its own).
+                (INCARNATION.to_owned(), Incarnation::fresh()),
             ]),
             ..Default::default()
         };
@@ -215,7 +224,13 @@ impl Durables {
             .map_err(|e| engine(&e))?;
         // Another node may have removed the subject meanwhile.
         self.add_subject(&filter).await.map_err(|e| engine(&e))?;
-        if self.await_earlier_pulls(&stream, &name).await {
+        // Not known (the engine not answering): attached; the hand-backs
+        // of an earlier attachment may then come after later messages.
+        if self
+            .await_earlier_pulls(&stream, &name)
+            .await
+            .unwrap_or(false)
+        {
             return Err(active(key));
         }
         let incarnation = Incarnation::of(consumer.cached_info());
@@ -234,8 +249,13 @@ impl Durables {
     /// deliveries alone prove nothing: JetStream counts a handed-back one
     /// as pending until it is delivered again. A holder whose credit is
     /// used up, so not pulling, finds its consumer lost at its next pull:
-    /// `rebound.rs`.)
-    async fn await_earlier_pulls(&self, stream: &stream::Stream<()>, name: &str) -> bool {
+    /// `rebound.rs`.) An error if the engine cannot say (the consumer gone
+    /// is free).
+    async fn await_earlier_pulls(
+        &self,
+        stream: &stream::Stream<()>,
+        name: &str,
+    ) -> Result<bool, String> {
         let deadline = tokio::time::Instant::now() + EARLIER_PULLS;
         let (mut pulled, mut free) = (false, 0);
         while tokio::time::Instant::now() < deadline {
@@ -247,12 +267,13 @@ impl Durables {
                 // Free twice in a row, 100 ms apart: not just the moment
                 // between two pulls of a connection still attached.
                 Ok(_) if free == 0 => free = 1,
-                // Free, or the engine cannot say: go on.
-                _ => return false,
+                Ok(_) => return Ok(false),
+                Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => return Ok(false),
+                Err(error) => return Err(error.to_string()),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        pulled
+        Ok(pulled)
     }
 
     /// Deletes durable consumer `name`, and the stream's subjects no other

@@ -20,6 +20,7 @@ mod definitions;
 mod durable_subjects;
 mod durables;
 mod feeds;
+mod held;
 mod holders;
 mod interest;
 mod outgoing;

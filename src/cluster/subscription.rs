@@ -261,29 +261,6 @@ pub(super) async fn take_credit(
     Some(1)
 }
 
-/// How often an auto-ack subscription whose connection has no room looks
-/// again (the outbound queue has no signal for room).
-const ROOM_POLL: Duration = Duration::from_millis(20);
-
-/// Waits until the connection of an auto-ack subscription has room in its
-/// outbound queue (at most half full). False: the subscription stopped.
-pub(super) async fn wait_for_room(
-    subscription: &Subscription,
-    stopped: &mut watch::Receiver<bool>,
-) -> bool {
-    loop {
-        match subscription.outbound() {
-            None => return false,
-            Some(outbound) if outbound.has_room() => return true,
-            Some(_) => {}
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(ROOM_POLL) => {}
-            _ = stopped.wait_for(|stop| *stop) => return false,
-        }
-    }
-}
-
 /// Naks `deliveries` without delay, so that other consumers get them now.
 /// Called once the subscription's pull is over: a pull still out would take
 /// them straight back (each time counted as a delivery by JetStream).

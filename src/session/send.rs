@@ -92,26 +92,27 @@ impl Session {
                     true => self.context.topics.export().confirm(&id),
                     false => None,
                 };
-                let fanned = self.fan_out(&mut publication, confirm).await;
-                let (for_router, feed_ack) = match fanned {
-                    Ok(fanned) => fanned,
-                    Err(error) => {
-                        // Not exported: the request would stay for good.
-                        if kept.is_some() {
-                            self.context.topics.export().forget_confirm(&id);
-                        }
-                        return Err(error);
-                    }
-                };
+                // Withdrawn unless the RECEIPT waits for it: on an error, a
+                // live-feed message (below), or this future dropped while it
+                // fans out, the request would stay for good.
+                let mut guard = kept.is_some().then(|| ConfirmGuard {
+                    topics: self.context.topics.clone(),
+                    id: id.clone(),
+                    armed: true,
+                });
+                let (for_router, feed_ack) = self.fan_out(&mut publication, confirm).await?;
                 if let Some(kept) = kept {
                     if feed_ack.is_none() {
+                        if let Some(guard) = &mut guard {
+                            guard.armed = false;
+                        }
                         return self
                             .send_kept_topic(&frame, publication, for_router, kept)
                             .await;
                     }
-                    // A live-feed message: its stream's confirmation below.
-                    self.context.topics.export().forget_confirm(&id);
                 }
+                // A live-feed message: its stream's confirmation below.
+                drop(guard);
                 if let Some(feed_ack) = feed_ack {
                     // A live-feed message on the cluster engine: the RECEIPT
                     // once its stream has it and this node has read it back
@@ -368,4 +369,20 @@ fn expiry(frame: &Frame) -> Result<Option<u64>, SessionError> {
         (Some(a), Some(r)) => Some(a.min(r)),
         (a, r) => a.or(r),
     })
+}
+
+/// Withdraws the engine confirmation asked for message `id` when dropped
+/// armed.
+struct ConfirmGuard {
+    topics: Arc<crate::fanout::TopicIndex>,
+    id: Arc<str>,
+    armed: bool,
+}
+
+impl Drop for ConfirmGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.topics.export().forget_confirm(&self.id);
+        }
+    }
 }
