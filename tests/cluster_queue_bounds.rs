@@ -206,9 +206,14 @@ async fn an_exclusive_queue_has_one_consumer_over_all_nodes_and_auto_delete_take
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Its three messages went with it: a new subscriber's first message
+    // is one sent after.
     let mut late = Client::connect(&nodes[2].url()).await;
-    late.subscribe("t", "/queue/solo").await;
-    late.expect_silence(Duration::from_millis(500)).await;
+    late.subscribe_confirmed("t", "/queue/solo", "t").await;
+    producer
+        .send_confirmed(send("/queue/solo", "after"), "p-after")
+        .await;
+    assert_eq!(&next_message(&mut late, ACROSS).await.body[..], b"after");
     // A plain queue is not deleted by its last subscriber leaving.
     producer
         .send_confirmed(send("/queue/kept", "k"), "k1")
@@ -311,4 +316,31 @@ async fn the_default_max_length_holds_for_each_queue_of_the_shared_stream() {
         );
     }
     first.expect_silence(Duration::from_millis(500)).await;
+}
+
+/// A holder whose key another subscription has taken (its lease lapsed
+/// while its node could not reach the engine) stops consuming: its
+/// connection gets an ERROR and is closed with 1008 at its next refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_holder_whose_hold_is_taken_is_ended() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let broker = node(&urls, 0).await;
+    let mut owner = Client::connect(&broker.url()).await;
+    owner
+        .subscribe_with("s", "/queue/stolen", &[("exclusive", "true")])
+        .await;
+    let client = async_nats::connect(&urls[0]).await.expect("nats");
+    let holders = async_nats::jetstream::new(client)
+        .get_key_value("stomphub_queue_holders")
+        .await
+        .expect("bucket");
+    assert!(holders.get("q-stolen").await.expect("read").is_some());
+    holders
+        .put("q-stolen", "another/subscription".into())
+        .await
+        .expect("put");
+    owner
+        .expect_error("exclusive hold lost", CloseCode::Policy)
+        .await;
 }

@@ -21,6 +21,7 @@ mod durable_subjects;
 mod durables;
 mod feeds;
 mod holders;
+mod holds;
 mod interest;
 mod outgoing;
 mod publish;
