@@ -344,3 +344,30 @@ async fn an_exclusive_holder_whose_hold_is_taken_is_ended() {
         .expect_error("exclusive hold lost", CloseCode::Policy)
         .await;
 }
+
+/// A node started with a lower `[queues] max_length` than the shared
+/// stream's keeps the stream's: the messages stored (receipted) under the
+/// higher bound all stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_default_max_length_at_a_start_drops_no_stored_message() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let first = node_with(&urls, 0, |config| config.queues.max_length = 5).await;
+    let mut producer = Client::connect(&first.url()).await;
+    for body in ["1", "2", "3", "4", "5"] {
+        producer
+            .send_confirmed(send("/queue/kept5", body), &format!("p{body}"))
+            .await;
+    }
+    drop(producer);
+    first.shutdown().await;
+    let second = node_with(&urls, 1, |config| config.queues.max_length = 3).await;
+    let mut consumer = Client::connect(&second.url()).await;
+    consumer.subscribe("s", "/queue/kept5").await;
+    for expected in ["1", "2", "3", "4", "5"] {
+        assert_eq!(
+            &next_message(&mut consumer, ACROSS).await.body[..],
+            expected.as_bytes()
+        );
+    }
+}

@@ -7,7 +7,9 @@
 //! the shared stream applies the default `max_length` per queue (a queue is
 //! one subject) and the default `overflow`, and a queue with other bounds
 //! gets a stream of its own, with its `max_length`, `max_bytes` and
-//! `overflow` as the stream's limits.
+//! `overflow` as the stream's limits. An existing shared stream keeps its
+//! per-queue bounds at a start (a change would drop or refuse messages of
+//! every queue): only a new one gets the config's.
 
 use super::subject::{bounded_queue_subject, queue_consumer, queues_pattern};
 use crate::config::{ClusterConfig, Overflow, QueuesConfig};
@@ -96,7 +98,7 @@ pub(super) async fn queue_stream(
         );
     }
     let stream = shared_stream(&config.subject_prefix);
-    let stream_config = stream::Config {
+    let mut stream_config = stream::Config {
         name: stream.clone(),
         subjects: vec![queues_pattern(&config.subject_prefix)],
         retention: stream::RetentionPolicy::WorkQueue,
@@ -121,10 +123,22 @@ pub(super) async fn queue_stream(
     // meta leader yet: try again until `connect_timeout` is over.
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let info = loop {
-        match jetstream
-            .create_or_update_stream(stream_config.clone())
-            .await
-        {
+        let attempt = match existing(jetstream, &stream).await {
+            Ok(Some(kept)) => {
+                keep_per_queue_bounds(&mut stream_config, &kept);
+                jetstream
+                    .update_stream(stream_config.clone())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Ok(None) => jetstream
+                .create_stream(stream_config.clone())
+                .await
+                .map(|created| created.cached_info().clone())
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        match attempt {
             Ok(info) => break info,
             Err(error) if tokio::time::Instant::now() < deadline => {
                 debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
@@ -140,6 +154,50 @@ pub(super) async fn queue_stream(
     };
     info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
     Ok((stream, info.config.allow_atomic_publish))
+}
+
+/// The config of stream `name` if it exists; `Ok(None)` if the server
+/// says there is none.
+async fn existing(
+    jetstream: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Config>, String> {
+    match jetstream.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream.cached_info().config.clone())),
+        Err(error) => match error.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(api)
+                if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(error.to_string()),
+        },
+    }
+}
+
+/// An existing shared stream keeps its per-queue bounds: changing them at
+/// a node's start would drop the oldest messages of every queue over a
+/// lowered limit (receipted ones) or flip the overflow of every queue, on
+/// one node's config. A difference is logged; the NATS tools change them.
+fn keep_per_queue_bounds(wanted: &mut stream::Config, kept: &stream::Config) {
+    if (
+        wanted.max_messages_per_subject,
+        wanted.discard_new_per_subject,
+    ) != (kept.max_messages_per_subject, kept.discard_new_per_subject)
+    {
+        warn!(
+            stream = %kept.name,
+            config_max_length = wanted.max_messages_per_subject,
+            stream_max_length = kept.max_messages_per_subject,
+            config_reject = wanted.discard_new_per_subject,
+            stream_reject = kept.discard_new_per_subject,
+            "cluster: [queues] max_length/overflow differ from the queue stream's; the stream's \
+             are kept (a change would drop or refuse messages of every queue): change them with \
+             the NATS tools (nats stream edit --max-msgs-per-subject, --discard-per-subject)"
+        );
+    }
+    wanted.max_messages_per_subject = kept.max_messages_per_subject;
+    wanted.discard_new_per_subject = kept.discard_new_per_subject;
 }
 
 /// Whether a PubAck's error `text` says a bound of the stream refused the
