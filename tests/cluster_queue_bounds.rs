@@ -371,3 +371,31 @@ async fn a_lower_default_max_length_at_a_start_drops_no_stored_message() {
         );
     }
 }
+
+/// Queues with a stream of their own are capped by
+/// `cluster.max_queue_streams`: past it, the SEND that would create one more
+/// gets ERROR saying why; a queue whose stream exists still takes SENDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_with_streams_of_their_own_are_capped() {
+    let engine = NatsCluster::start(1);
+    let broker = node_with(&engine.urls(), 0, |config| {
+        config.cluster.max_queue_streams = 2
+    })
+    .await;
+    let bounded = |queue: &str, body: &str| send(queue, body).header("x-max-length", "10");
+    let mut producer = Client::connect(&broker.url()).await;
+    for queue in ["/queue/own.a", "/queue/own.b"] {
+        producer
+            .send_confirmed(bounded(queue, "1"), &format!("{queue}1"))
+            .await;
+    }
+    producer
+        .send_confirmed(bounded("/queue/own.a", "2"), "again")
+        .await;
+    producer
+        .send(bounded("/queue/own.c", "1").header("receipt", "third"))
+        .await;
+    producer
+        .expect_error("max_queue_streams is 2", CloseCode::Policy)
+        .await;
+}

@@ -202,6 +202,9 @@ impl Definitions {
                     return Ok(definition);
                 }
             }
+            if wanted.own {
+                streams::room_for_own_stream(&self.jetstream, &self.config, name, deadline).await?;
+            }
             let made = async {
                 if wanted.own {
                     self.jetstream

@@ -15,6 +15,7 @@ use super::subject::{bounded_queue_subject, queue_consumer, queues_pattern};
 use crate::config::{ClusterConfig, Overflow, QueuesConfig};
 use crate::queue::QueueSettings;
 use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -45,6 +46,64 @@ pub(super) fn needs_own_stream(settings: &QueueSettings, defaults: &QueuesConfig
     (settings.max_length, settings.max_bytes, settings.overflow)
         != (defaults.max_length, defaults.max_bytes, defaults.overflow)
 }
+
+/// Refuses a new own stream for queue `name` past `[cluster]
+/// max_queue_streams` (each reserves up to `max_bytes` on every replica:
+/// a client cycling queue names with `x-max-length` would exhaust the
+/// store). `Err` is the SEND's or SUBSCRIBE's ERROR.
+pub(super) async fn room_for_own_stream(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+    name: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let own = loop {
+        match own_streams(jetstream, config, name).await {
+            Ok(own) => break own,
+            // An election: tried again, as the creation is.
+            Err(error) if tokio::time::Instant::now() + LIST_PAUSE < deadline => {
+                debug!(%error, "cluster: streams not listed yet; trying again");
+                tokio::time::sleep(LIST_PAUSE).await;
+            }
+            Err(error) => return Err(format!("queue engine: cannot list the streams: {error}")),
+        }
+    };
+    match own {
+        Some(own) if own >= config.max_queue_streams => Err(format!(
+            "queue '/queue/{name}' not created: the cluster has {own} queues with bounds of their \
+             own (a rule or x-max-length other than the [queues] defaults), \
+             cluster.max_queue_streams is {}; use the default bounds, delete such queues or raise \
+             the setting",
+            config.max_queue_streams
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How many own streams there are under the prefix; `None` if queue
+/// `name`'s is one of them (no new one then).
+async fn own_streams(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+    name: &str,
+) -> Result<Option<usize>, String> {
+    let prefix = &config.subject_prefix;
+    let wanted = own_stream(prefix, name);
+    let mut names = jetstream.stream_names();
+    let mut own = 0;
+    while let Some(stream) = names.next().await {
+        let stream = stream.map_err(|e| e.to_string())?;
+        if stream == wanted {
+            return Ok(None);
+        }
+        own += usize::from(is_own_stream(prefix, &stream));
+    }
+    Ok(Some(own))
+}
+
+/// The pause between two listings of the streams while JetStream cannot
+/// answer.
+const LIST_PAUSE: Duration = Duration::from_millis(250);
 
 /// The stream of queue `name` with `settings` (its own bounds): one
 /// subject; `reject` refuses a new message past a bound, `drop-oldest`
