@@ -43,11 +43,14 @@ impl Holders {
     ) {
         let this = self.clone();
         let key = holder.clone();
+        // Spawned under the lock: the task removes its entry at its end,
+        // never before it is put (no finished task left behind).
+        let mut holds = self.holds();
         let task = tokio::spawn(async move {
             this.keep(name, holder, revision, subscription, version)
                 .await;
         });
-        self.holds().insert(key, task);
+        holds.insert(key, task);
     }
 
     async fn keep(
