@@ -206,9 +206,14 @@ async fn an_exclusive_queue_has_one_consumer_over_all_nodes_and_auto_delete_take
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Its three messages went with it: a new subscriber's first message
+    // is one sent after.
     let mut late = Client::connect(&nodes[2].url()).await;
-    late.subscribe("t", "/queue/solo").await;
-    late.expect_silence(Duration::from_millis(500)).await;
+    late.subscribe_confirmed("t", "/queue/solo", "t").await;
+    producer
+        .send_confirmed(send("/queue/solo", "after"), "p-after")
+        .await;
+    assert_eq!(&next_message(&mut late, ACROSS).await.body[..], b"after");
     // A plain queue is not deleted by its last subscriber leaving.
     producer
         .send_confirmed(send("/queue/kept", "k"), "k1")
@@ -311,4 +316,86 @@ async fn the_default_max_length_holds_for_each_queue_of_the_shared_stream() {
         );
     }
     first.expect_silence(Duration::from_millis(500)).await;
+}
+
+/// A holder whose key another subscription has taken (its lease lapsed
+/// while its node could not reach the engine) stops consuming: its
+/// connection gets an ERROR and is closed with 1008 at its next refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_holder_whose_hold_is_taken_is_ended() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let broker = node(&urls, 0).await;
+    let mut owner = Client::connect(&broker.url()).await;
+    owner
+        .subscribe_with("s", "/queue/stolen", &[("exclusive", "true")])
+        .await;
+    let client = async_nats::connect(&urls[0]).await.expect("nats");
+    let holders = async_nats::jetstream::new(client)
+        .get_key_value("stomphub_queue_holders")
+        .await
+        .expect("bucket");
+    assert!(holders.get("q-stolen").await.expect("read").is_some());
+    holders
+        .put("q-stolen", "another/subscription".into())
+        .await
+        .expect("put");
+    owner
+        .expect_error("exclusive hold lost", CloseCode::Policy)
+        .await;
+}
+
+/// A node started with a lower `[queues] max_length` than the shared
+/// stream's keeps the stream's: the messages stored (receipted) under the
+/// higher bound all stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_default_max_length_at_a_start_drops_no_stored_message() {
+    let engine = NatsCluster::start(1);
+    let urls = engine.urls();
+    let first = node_with(&urls, 0, |config| config.queues.max_length = 5).await;
+    let mut producer = Client::connect(&first.url()).await;
+    for body in ["1", "2", "3", "4", "5"] {
+        producer
+            .send_confirmed(send("/queue/kept5", body), &format!("p{body}"))
+            .await;
+    }
+    drop(producer);
+    first.shutdown().await;
+    let second = node_with(&urls, 1, |config| config.queues.max_length = 3).await;
+    let mut consumer = Client::connect(&second.url()).await;
+    consumer.subscribe("s", "/queue/kept5").await;
+    for expected in ["1", "2", "3", "4", "5"] {
+        assert_eq!(
+            &next_message(&mut consumer, ACROSS).await.body[..],
+            expected.as_bytes()
+        );
+    }
+}
+
+/// Queues with a stream of their own are capped by
+/// `cluster.max_queue_streams`: past it, the SEND that would create one more
+/// gets ERROR saying why; a queue whose stream exists still takes SENDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_with_streams_of_their_own_are_capped() {
+    let engine = NatsCluster::start(1);
+    let broker = node_with(&engine.urls(), 0, |config| {
+        config.cluster.max_queue_streams = 2
+    })
+    .await;
+    let bounded = |queue: &str, body: &str| send(queue, body).header("x-max-length", "10");
+    let mut producer = Client::connect(&broker.url()).await;
+    for queue in ["/queue/own.a", "/queue/own.b"] {
+        producer
+            .send_confirmed(bounded(queue, "1"), &format!("{queue}1"))
+            .await;
+    }
+    producer
+        .send_confirmed(bounded("/queue/own.a", "2"), "again")
+        .await;
+    producer
+        .send(bounded("/queue/own.c", "1").header("receipt", "third"))
+        .await;
+    producer
+        .expect_error("max_queue_streams is 2", CloseCode::Policy)
+        .await;
 }

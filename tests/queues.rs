@@ -523,7 +523,11 @@ async fn exclusive_and_auto_delete_queues() {
         .subscribe_with(
             "s",
             "/queue/excl",
-            &[("exclusive", "true"), ("auto-delete", "true")],
+            &[
+                ("exclusive", "true"),
+                ("auto-delete", "true"),
+                ("ack", "client-individual"),
+            ],
         )
         .await;
     let mut intruder = Client::connect(&url).await;
@@ -535,13 +539,43 @@ async fn exclusive_and_auto_delete_queues() {
         )
         .await;
     intruder.expect_error("exclusive", CloseCode::Policy).await;
+    // A message delivered and not acknowledged: handed back at the
+    // UNSUBSCRIBE, then deleted with the queue.
+    send_all(&url, "/queue/excl", ["before".to_owned()]).await;
+    assert_eq!(body(&owner.message().await), "before");
 
     owner
         .send_confirmed(Frame::new(Command::Unsubscribe).header("id", "s"), "u")
         .await;
-    // The auto-delete queue went with its last consumer, and its messages with it.
-    send_all(&url, "/queue/other", ["x".to_owned()]).await;
+    // The auto-delete queue goes with its last consumer, and its messages
+    // with it (on the engine once the last pull is over): wait for it.
+    let admin = broker.admin_addr().expect("admin listener").port();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue_listed(admin, "/queue/excl").await {
+        assert!(
+            Instant::now() < deadline,
+            "the auto-delete queue is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The hold went before the UNSUBSCRIBE's RECEIPT: anyone may subscribe,
+    // and the first message is one sent now, not the one of before.
     let mut late = Client::connect(&url).await;
-    late.subscribe("t", "/queue/excl").await;
-    late.expect_silence(Duration::from_millis(200)).await;
+    late.subscribe_confirmed("t", "/queue/excl", "t").await;
+    send_all(&url, "/queue/excl", ["after".to_owned()]).await;
+    assert_eq!(body(&late.message().await), "after");
+}
+
+/// Whether queue `name` is in `GET /api/queues` of the admin on `port`.
+async fn queue_listed(port: u16, name: &str) -> bool {
+    let (status, body) =
+        tokio::task::spawn_blocking(move || common::cluster::http_get(port, "/api/queues"))
+            .await
+            .expect("request task")
+            .expect("admin answers");
+    assert_eq!(status, 200, "{body}");
+    let document: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    document["queues"]
+        .as_array()
+        .is_some_and(|queues| queues.iter().any(|q| q["name"] == name))
 }

@@ -33,6 +33,7 @@ use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::destination::{pattern_matches, TOPIC_PREFIX};
 use crate::model::message::epoch_ms;
 use crate::queue::QueueArguments;
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -100,10 +101,18 @@ impl Queue {
         let Some(definitions) = &self.definitions else {
             return;
         };
-        match definitions
-            .consumer(&self.name, &QueueArguments::default())
-            .await
-        {
+        // Gone: the definition read before may be stale (another node may
+        // make the queue again otherwise); it is read again, or the queue
+        // made again with the same arguments.
+        let mut offered = QueueArguments::default();
+        if let Err(error) = self.consumer.info().await {
+            if error.kind() == ConsumerInfoErrorKind::NotFound {
+                if let Some(stale) = definitions.forget(&self.name) {
+                    offered = stale.arguments;
+                }
+            }
+        }
+        match definitions.consumer(&self.name, &offered).await {
             Ok((consumer, _)) => self.consumer = consumer,
             Err(error) => debug!(%error, "queue engine: consumer not made again yet"),
         }

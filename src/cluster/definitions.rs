@@ -25,6 +25,10 @@ const MESSAGE_TTL: &str = "x-message-ttl";
 const DEAD_LETTER: &str = "x-dead-letter-routing-key";
 const MAX_LENGTH: &str = "x-max-length";
 const AUTO_DELETE: &str = "auto-delete";
+/// How often (and how far apart) an auto-delete queue is read for no pull
+/// waiting on it.
+const UNUSED_TRIES: usize = 20;
+const UNUSED_PAUSE: Duration = Duration::from_millis(100);
 /// The pause between two tries while JetStream cannot answer.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
@@ -38,6 +42,10 @@ pub(super) struct Definition {
     pub(super) subject: String,
     /// Whether that is its own stream (its bounds are the stream's).
     pub(super) own: bool,
+    /// Its consumer's creation time as JetStream states it (another for a
+    /// queue deleted and made again under the same name); empty if not
+    /// read.
+    pub(super) created: String,
 }
 
 /// The queues' consumers: their settings, and the definitions read.
@@ -132,6 +140,7 @@ impl Definitions {
                 stream: own_stream(prefix, name),
                 subject: bounded_queue_subject(prefix, name),
                 own,
+                created: String::new(),
             }
         } else {
             Definition {
@@ -139,6 +148,7 @@ impl Definitions {
                 stream: self.stream.clone(),
                 subject: queue_subject(prefix, name),
                 own,
+                created: String::new(),
             }
         }
     }
@@ -185,11 +195,15 @@ impl Definitions {
                 {
                     let definition = Definition {
                         arguments: read(&existing.cached_info().config.metadata),
+                        created: existing.cached_info().created.to_string(),
                         ..place
                     };
                     self.known().insert(name.to_owned(), definition.clone());
                     return Ok(definition);
                 }
+            }
+            if wanted.own {
+                streams::room_for_own_stream(&self.jetstream, &self.config, name, deadline).await?;
             }
             let made = async {
                 if wanted.own {
@@ -204,20 +218,18 @@ impl Definitions {
                     .map_err(|e| e.to_string())
             };
             let error = match made.await {
-                Ok(_) if wanted.own => {
-                    // A node creating the queue in the shared stream at the
-                    // same moment wins: ours goes, and theirs is read above.
-                    if self.in_shared(name).await {
-                        let _ = self
-                            .jetstream
-                            .delete_consumer_from_stream(queue_consumer(name), &wanted.stream)
-                            .await;
-                        continue;
-                    }
-                    self.known().insert(name.to_owned(), wanted.clone());
-                    return Ok(wanted);
+                // A node creating the queue in the shared stream at the
+                // same moment wins: ours goes, and theirs is read above.
+                Ok(_) if wanted.own && self.in_shared(name).await => {
+                    let _ = self
+                        .jetstream
+                        .delete_consumer_from_stream(queue_consumer(name), &wanted.stream)
+                        .await;
+                    continue;
                 }
-                Ok(_) => {
+                Ok(made) => {
+                    let created = made.cached_info().created.to_string();
+                    let wanted = Definition { created, ..wanted };
                     self.known().insert(name.to_owned(), wanted.clone());
                     return Ok(wanted);
                 }
@@ -257,12 +269,28 @@ impl Definitions {
         Ok((consumer, definition))
     }
 
+    /// Forgets the definition of queue `name` read before (its consumer
+    /// found gone); returns it.
+    pub(super) fn forget(&self, name: &str) -> Option<Definition> {
+        self.known().remove(name)
+    }
+
     /// Deletes queue `name`: its messages, then its consumer (an
     /// auto-delete queue whose last subscriber over all nodes has left).
+    /// Only the queue this node knows: its consumer read again must still
+    /// be the one cached (auto-delete, the same creation time; else another
+    /// node made it again, maybe without auto-delete, and the cached
+    /// definition is dropped) and no pull waiting on it (after a short wait:
+    /// this node's last pulls may not have expired on the server yet). Its
+    /// unacknowledged count is no sign: the deliveries handed back (NAKed)
+    /// stay counted until delivered again.
     pub(super) async fn delete(&self, name: &str) {
         let Some(definition) = self.known().get(name).cloned() else {
             return;
         };
+        if !self.still_unused(name, &definition).await {
+            return;
+        }
         let deleted = async {
             let stream = self
                 .jetstream
@@ -291,6 +319,47 @@ impl Definitions {
                 tracing::warn!(%error, queue = name, "queue engine: auto-delete queue not removed")
             }
         }
+    }
+
+    /// Whether queue `name`'s consumer is still `definition`'s (an
+    /// auto-delete one of the same creation) and no pull waits on it.
+    async fn still_unused(&self, name: &str, definition: &Definition) -> bool {
+        for _ in 0..UNUSED_TRIES {
+            let info = match self
+                .jetstream
+                .get_consumer_from_stream::<consumer::pull::Config, _, _>(
+                    queue_consumer(name),
+                    &definition.stream,
+                )
+                .await
+            {
+                Ok(consumer) => consumer.cached_info().clone(),
+                Err(error) => {
+                    tracing::debug!(%error, queue = name, "queue engine: auto-delete queue not read; kept");
+                    self.forget(name);
+                    return false;
+                }
+            };
+            if !read(&info.config.metadata).auto_delete
+                || info.created.to_string() != definition.created
+            {
+                tracing::debug!(
+                    queue = name,
+                    "queue engine: the queue was made again; not deleted"
+                );
+                self.forget(name);
+                return false;
+            }
+            if info.num_waiting == 0 {
+                return true;
+            }
+            tokio::time::sleep(UNUSED_PAUSE).await;
+        }
+        tracing::debug!(
+            queue = name,
+            "queue engine: auto-delete queue still consumed; kept"
+        );
+        false
     }
 
     /// The ERROR text of a SEND to `name` that JetStream refused with

@@ -27,22 +27,29 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 /// How long a holder's key lasts without a refresh (its node killed).
 pub(super) const LEASE: Duration = Duration::from_secs(10);
 /// How often a live holder refreshes its key.
-const REFRESH: Duration = Duration::from_secs(3);
+pub(super) const REFRESH: Duration = Duration::from_secs(3);
 
 /// The holders' bucket and this node's live subscriptions per queue.
 pub(super) struct Holders {
-    kv: kv::Store,
+    pub(super) kv: kv::Store,
     /// This process among the nodes (its presence keys' last token).
     node: String,
     /// Queue name → live subscriptions of this node, and whether the queue
     /// is auto-delete. A leaf lock, held for one change.
     local: Mutex<HashMap<String, (usize, bool)>>,
+    /// Holder name → the task keeping its hold. A leaf lock.
+    pub(super) holds: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+/// The name of the holder of subscription `id` of `session`.
+pub(super) fn holder_name(session: impl std::fmt::Display, id: &str) -> String {
+    format!("{session}/{id}")
 }
 
 /// The presence key of `node` for queue `name`.
@@ -92,6 +99,7 @@ impl Holders {
             kv,
             node: format!("{}-{}", info.server_id, info.client_id),
             local: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
         });
         tokio::spawn(refresh_presence(Arc::downgrade(&holders)));
         Ok(holders)
@@ -102,8 +110,10 @@ impl Holders {
     }
 
     /// Counts a new live subscription of queue `name` on this node; the
-    /// first of an auto-delete queue puts this node's presence key.
-    pub(super) async fn enter(&self, name: &str, auto_delete: bool) {
+    /// first of an auto-delete queue puts this node's presence key. `Err`
+    /// (the key not put: another node's last subscriber could delete the
+    /// queue under this one) is the SUBSCRIBE's ERROR, and nothing counted.
+    pub(super) async fn enter(&self, name: &str, auto_delete: bool) -> Result<(), String> {
         let first = {
             let mut local = self.local();
             let entry = local.entry(name.to_owned()).or_insert((0, auto_delete));
@@ -111,13 +121,21 @@ impl Holders {
             entry.0 == 1
         };
         if first && auto_delete {
-            // Failing (the engine unreachable), the refresh puts it later;
-            // meanwhile another node's last subscriber may delete the queue,
-            // whose consumer this node's pulls then make again.
             if let Err(error) = self.kv.put(presence(name, &self.node), Bytes::new()).await {
-                warn!(%error, queue = %name, "queue engine: presence not put yet");
+                warn!(%error, queue = %name, "queue engine: presence not put; SUBSCRIBE refused");
+                let mut local = self.local();
+                if let Some(entry) = local.get_mut(name) {
+                    entry.0 = entry.0.saturating_sub(1);
+                    if entry.0 == 0 {
+                        local.remove(name);
+                    }
+                }
+                return Err(format!(
+                    "queue engine: cannot subscribe to the auto-delete queue '{name}': the engine is unreachable ({error})"
+                ));
             }
         }
+        Ok(())
     }
 
     /// A subscription of queue `name` has ended (its last pull over). If
@@ -200,7 +218,7 @@ impl Holders {
         if self.has_local(name) || waiting > 0 {
             return Err(refused());
         }
-        let holder = format!("{}/{}", request.session, request.id);
+        let holder = holder_name(request.session, &request.id);
         match self.take(name, &holder).await? {
             Some(revision) => Ok(Some((holder, revision))),
             None => Err(refused()),
@@ -230,41 +248,6 @@ impl Holders {
                 "queue engine: cannot take the exclusive queue '{name}': {error}"
             )),
         }
-    }
-
-    /// Keeps queue `name` (taken at `revision`) until `stopped`, then
-    /// gives it up.
-    pub(super) fn hold(
-        self: Arc<Self>,
-        name: String,
-        holder: String,
-        mut revision: u64,
-        mut stopped: watch::Receiver<bool>,
-    ) {
-        tokio::spawn(async move {
-            let key = queue_consumer(&name);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(REFRESH) => {}
-                    _ = stopped.wait_for(|stop| *stop) => break,
-                }
-                match self
-                    .kv
-                    .update(&key, Bytes::from(holder.clone()), revision)
-                    .await
-                {
-                    Ok(next) => revision = next,
-                    // Lost (the engine unreachable past the lease, and
-                    // another took it): nothing to give up.
-                    Err(error) => {
-                        warn!(%error, queue = %name, "queue engine: exclusive hold not refreshed");
-                    }
-                }
-            }
-            if let Err(error) = self.kv.delete_expect_revision(&key, Some(revision)).await {
-                debug!(%error, queue = %name, "queue engine: exclusive hold not given up; it lapses");
-            }
-        });
     }
 }
 

@@ -22,6 +22,7 @@ mod durables;
 mod feeds;
 mod held;
 mod holders;
+mod holds;
 mod interest;
 mod outgoing;
 mod publish;

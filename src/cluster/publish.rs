@@ -17,7 +17,7 @@ use super::definitions::Definitions;
 use super::wire;
 use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::Message;
-use crate::queue::{EngineAck, QueueSend};
+use crate::queue::{EngineAck, QueueSend, REFUSAL};
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::HeaderMap;
@@ -75,7 +75,15 @@ pub(super) async fn prepare(
         .definitions
         .definition(&name, &send.arguments)
         .await
-        .map_err(|e| not_stored(&e))?;
+        // A refusal by the queue's settings (too many own streams) is
+        // the client's ERROR as it is.
+        .map_err(|e| {
+            if e.starts_with(REFUSAL) {
+                e
+            } else {
+                not_stored(&e)
+            }
+        })?;
     let subject = definition.subject.clone();
     let expires_at = send
         .expires_at

@@ -23,7 +23,7 @@ use super::consumer::{Queue, PULL_WAIT};
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::durables::Durables;
-use super::holders::Holders;
+use super::holders::{holder_name, Holders};
 use super::publish::{publish, Place};
 use super::pulls::PullTasks;
 use super::replies::Replies;
@@ -149,20 +149,29 @@ impl NatsQueues {
         // Exclusive over all nodes, with the ERROR one node gives.
         let waiting = consumer.cached_info().num_waiting;
         let taken = self.holders.admit(&name, &request, waiting).await?;
-        self.holders
+        if let Err(error) = self
+            .holders
             .enter(&name, definition.arguments.auto_delete)
-            .await;
+            .await
+        {
+            // Not served: the exclusive hold just taken goes too.
+            if let Some((holder, revision)) = &taken {
+                self.holders.give_up(&name, holder, *revision).await;
+            }
+            return Err(error);
+        }
         let queue = Queue {
             definitions: Some(self.definitions.clone()),
             name: name.clone(),
             consumer,
             holders: Some(self.holders.clone()),
         };
+        let version = request.version;
         let subscription = self.serve(request, queue, &settings, dead_letter, None);
         if let Some((holder, revision)) = taken {
             self.holders
                 .clone()
-                .hold(name, holder, revision, subscription.stopped());
+                .hold(name, holder, revision, subscription, version);
         }
         Ok(())
     }
@@ -277,6 +286,9 @@ impl QueueEngine for NatsQueues {
             match self.remove(session, id) {
                 Some(subscription) => {
                     subscription.stop();
+                    // The RECEIPT goes out with the queue free for another
+                    // exclusive or plain SUBSCRIBE.
+                    self.holders.released(&holder_name(session, id)).await;
                     true
                 }
                 None => false,

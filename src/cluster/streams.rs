@@ -7,12 +7,15 @@
 //! the shared stream applies the default `max_length` per queue (a queue is
 //! one subject) and the default `overflow`, and a queue with other bounds
 //! gets a stream of its own, with its `max_length`, `max_bytes` and
-//! `overflow` as the stream's limits.
+//! `overflow` as the stream's limits. An existing shared stream keeps its
+//! per-queue bounds at a start (a change would drop or refuse messages of
+//! every queue): only a new one gets the config's.
 
 use super::subject::{bounded_queue_subject, queue_consumer, queues_pattern};
 use crate::config::{ClusterConfig, Overflow, QueuesConfig};
 use crate::queue::QueueSettings;
 use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -43,6 +46,64 @@ pub(super) fn needs_own_stream(settings: &QueueSettings, defaults: &QueuesConfig
     (settings.max_length, settings.max_bytes, settings.overflow)
         != (defaults.max_length, defaults.max_bytes, defaults.overflow)
 }
+
+/// Refuses a new own stream for queue `name` past `[cluster]
+/// max_queue_streams` (each reserves up to `max_bytes` on every replica:
+/// a client cycling queue names with `x-max-length` would exhaust the
+/// store). `Err` is the SEND's or SUBSCRIBE's ERROR.
+pub(super) async fn room_for_own_stream(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+    name: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    let own = loop {
+        match own_streams(jetstream, config, name).await {
+            Ok(own) => break own,
+            // An election: tried again, as the creation is.
+            Err(error) if tokio::time::Instant::now() + LIST_PAUSE < deadline => {
+                debug!(%error, "cluster: streams not listed yet; trying again");
+                tokio::time::sleep(LIST_PAUSE).await;
+            }
+            Err(error) => return Err(format!("queue engine: cannot list the streams: {error}")),
+        }
+    };
+    match own {
+        Some(own) if own >= config.max_queue_streams => Err(format!(
+            "queue '/queue/{name}' not created: the cluster has {own} queues with bounds of their \
+             own (a rule or x-max-length other than the [queues] defaults), \
+             cluster.max_queue_streams is {}; use the default bounds, delete such queues or raise \
+             the setting",
+            config.max_queue_streams
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How many own streams there are under the prefix; `None` if queue
+/// `name`'s is one of them (no new one then).
+async fn own_streams(
+    jetstream: &jetstream::Context,
+    config: &ClusterConfig,
+    name: &str,
+) -> Result<Option<usize>, String> {
+    let prefix = &config.subject_prefix;
+    let wanted = own_stream(prefix, name);
+    let mut names = jetstream.stream_names();
+    let mut own = 0;
+    while let Some(stream) = names.next().await {
+        let stream = stream.map_err(|e| e.to_string())?;
+        if stream == wanted {
+            return Ok(None);
+        }
+        own += usize::from(is_own_stream(prefix, &stream));
+    }
+    Ok(Some(own))
+}
+
+/// The pause between two listings of the streams while JetStream cannot
+/// answer.
+const LIST_PAUSE: Duration = Duration::from_millis(250);
 
 /// The stream of queue `name` with `settings` (its own bounds): one
 /// subject; `reject` refuses a new message past a bound, `drop-oldest`
@@ -96,7 +157,7 @@ pub(super) async fn queue_stream(
         );
     }
     let stream = shared_stream(&config.subject_prefix);
-    let stream_config = stream::Config {
+    let mut stream_config = stream::Config {
         name: stream.clone(),
         subjects: vec![queues_pattern(&config.subject_prefix)],
         retention: stream::RetentionPolicy::WorkQueue,
@@ -121,10 +182,22 @@ pub(super) async fn queue_stream(
     // meta leader yet: try again until `connect_timeout` is over.
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let info = loop {
-        match jetstream
-            .create_or_update_stream(stream_config.clone())
-            .await
-        {
+        let attempt = match existing(jetstream, &stream).await {
+            Ok(Some(kept)) => {
+                keep_per_queue_bounds(&mut stream_config, &kept);
+                jetstream
+                    .update_stream(stream_config.clone())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Ok(None) => jetstream
+                .create_stream(stream_config.clone())
+                .await
+                .map(|created| created.cached_info().clone())
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        match attempt {
             Ok(info) => break info,
             Err(error) if tokio::time::Instant::now() < deadline => {
                 debug!(%error, %stream, "cluster: queue stream not created yet; trying again");
@@ -140,6 +213,50 @@ pub(super) async fn queue_stream(
     };
     info!(%stream, replicas = config.replicas, "cluster queues on JetStream");
     Ok((stream, info.config.allow_atomic_publish))
+}
+
+/// The config of stream `name` if it exists; `Ok(None)` if the server
+/// says there is none.
+async fn existing(
+    jetstream: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Config>, String> {
+    match jetstream.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream.cached_info().config.clone())),
+        Err(error) => match error.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(api)
+                if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(error.to_string()),
+        },
+    }
+}
+
+/// An existing shared stream keeps its per-queue bounds: changing them at
+/// a node's start would drop the oldest messages of every queue over a
+/// lowered limit (receipted ones) or flip the overflow of every queue, on
+/// one node's config. A difference is logged; the NATS tools change them.
+fn keep_per_queue_bounds(wanted: &mut stream::Config, kept: &stream::Config) {
+    if (
+        wanted.max_messages_per_subject,
+        wanted.discard_new_per_subject,
+    ) != (kept.max_messages_per_subject, kept.discard_new_per_subject)
+    {
+        warn!(
+            stream = %kept.name,
+            config_max_length = wanted.max_messages_per_subject,
+            stream_max_length = kept.max_messages_per_subject,
+            config_reject = wanted.discard_new_per_subject,
+            stream_reject = kept.discard_new_per_subject,
+            "cluster: [queues] max_length/overflow differ from the queue stream's; the stream's \
+             are kept (a change would drop or refuse messages of every queue): change them with \
+             the NATS tools (nats stream edit --max-msgs-per-subject, --discard-per-subject)"
+        );
+    }
+    wanted.max_messages_per_subject = kept.max_messages_per_subject;
+    wanted.discard_new_per_subject = kept.discard_new_per_subject;
 }
 
 /// Whether a PubAck's error `text` says a bound of the stream refused the

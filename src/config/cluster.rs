@@ -69,6 +69,11 @@ pub struct ClusterConfig {
     /// Bytes the durable topic subscriptions' stream may hold (on each of
     /// its replicas); past it, new topic messages are not kept for them.
     pub durable_max_bytes: u64,
+    /// At most this many queues with a stream of their own (bounds other
+    /// than the `[queues]` defaults: a rule, `x-max-length`), each
+    /// reserving up to `max_bytes` on every replica; a SEND or SUBSCRIBE
+    /// creating one more gets ERROR. 0: none.
+    pub max_queue_streams: usize,
     /// How long a receipted or persistent queue SEND may wait for the
     /// engine to store it: published again (deduplicated) while the queue
     /// stream elects a leader; past it, ERROR.
@@ -94,6 +99,7 @@ impl Default for ClusterConfig {
             max_deliver: 5,
             max_bytes: 1024 * 1024 * 1024,
             durable_max_bytes: 1024 * 1024 * 1024,
+            max_queue_streams: 64,
             publish_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
         }
