@@ -22,9 +22,8 @@
 //! delivery goes to the queue's dead-letter queue instead of a client.
 
 use super::dead_letters::DeadLetters;
-use super::definitions::Definitions;
 use super::held::{self, Held, AUTO_PULL_CAP};
-use super::holders::Holders;
+use super::pull_queue::Queue;
 use super::pulls::PullTask;
 use super::rebound::{self, Binding, Checker};
 use super::subscription::{take_credit, Pending, Served, ServedRef, Subscription};
@@ -32,9 +31,7 @@ use super::wire;
 use crate::fanout::encode::{ack_id, encode, Delivery};
 use crate::model::destination::{pattern_matches, TOPIC_PREFIX};
 use crate::model::message::epoch_ms;
-use crate::queue::QueueArguments;
-use async_nats::jetstream::context::ConsumerInfoErrorKind;
-use async_nats::jetstream::{consumer::PullConsumer, message::Acker, AckKind};
+use async_nats::jetstream::{message::Acker, AckKind};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,76 +43,23 @@ pub(super) const PULL_WAIT: Duration = Duration::from_secs(2);
 /// The pause after a failed pull (the engine unreachable).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// The queue a subscription pulls from.
-pub(super) struct Queue {
-    /// Where a lost queue consumer is made again; `None` for a durable
-    /// topic subscription, whose consumer is gone only if deleted on
-    /// purpose (UNSUBSCRIBE, a re-bind on another node).
-    pub(super) definitions: Option<Arc<Definitions>>,
-    /// The queue's name (without `/queue/`).
-    pub(super) name: String,
-    /// Its shared JetStream consumer.
-    pub(super) consumer: PullConsumer,
-    /// Who holds queues (`None` for a durable topic subscription).
-    pub(super) holders: Option<Arc<Holders>>,
-}
-
-impl Queue {
-    /// After a failed pull (`error`): a queue's consumer made again if it
-    /// is gone; a durable subscription (its `checker`) ended if its
-    /// consumer is gone or another's.
-    async fn after_failure(
-        &mut self,
-        subscription: &Subscription,
-        request: &ServedRef,
-        checker: Option<&mut Checker>,
-        error: &str,
-    ) {
-        match checker {
-            Some(checker) => {
-                if checker.after_failure(&mut self.consumer, error).await == Binding::Lost {
-                    lost(subscription, request);
-                }
-            }
-            None => self.remake().await,
-        }
-    }
-
-    /// After the subscription's end (its last pull over, its deliveries
-    /// handed back): this node's count of the queue's subscriptions goes
-    /// down, and an auto-delete queue without subscribers goes.
-    async fn ended(&self) {
-        let (Some(definitions), Some(holders)) = (&self.definitions, &self.holders) else {
-            return;
-        };
-        if holders.leave(&self.name).await {
-            definitions.delete(&self.name).await;
-        }
-    }
-
-    /// After a failed pull: the consumer made again, with the queue's
-    /// definition, if it is gone (deleted by an operator, a store lost);
-    /// an update that changes nothing if it is there. Failing (the engine
-    /// unreachable), the next pull tries again.
-    async fn remake(&mut self) {
-        let Some(definitions) = &self.definitions else {
-            return;
-        };
-        // Gone: the definition read before may be stale (another node may
-        // make the queue again otherwise); it is read again, or the queue
-        // made again with the same arguments.
-        let mut offered = QueueArguments::default();
-        if let Err(error) = self.consumer.info().await {
-            if error.kind() == ConsumerInfoErrorKind::NotFound {
-                if let Some(stale) = definitions.forget(&self.name) {
-                    offered = stale.arguments;
-                }
+/// After a failed pull (`error`): `queue`'s consumer made again if it
+/// is gone; a durable subscription (its `checker`) ended if its
+/// consumer is gone or another's.
+async fn after_failure(
+    queue: &mut Queue,
+    subscription: &Subscription,
+    request: &ServedRef,
+    checker: Option<&mut Checker>,
+    error: &str,
+) {
+    match checker {
+        Some(checker) => {
+            if checker.after_failure(&mut queue.consumer, error).await == Binding::Lost {
+                lost(subscription, request);
             }
         }
-        match definitions.consumer(&self.name, &offered).await {
-            Ok((consumer, _)) => self.consumer = consumer,
-            Err(error) => debug!(%error, "queue engine: consumer not made again yet"),
-        }
+        None => queue.remake().await,
     }
 }
 
@@ -222,8 +166,7 @@ pub(super) async fn pull_loop(
                             debug!(%error, "queue engine: pull ended");
                             let error = error.to_string();
                             let checker = checker.as_mut();
-                            queue
-                                .after_failure(&subscription, &request, checker, &error)
+                            after_failure(&mut queue, &subscription, &request, checker, &error)
                                 .await;
                             break;
                         }
@@ -280,9 +223,8 @@ pub(super) async fn pull_loop(
                     _ = stopped.wait_for(|stop| *stop) => {}
                 }
                 let error = error.to_string();
-                queue
-                    .after_failure(&subscription, &request, checker.as_mut(), &error)
-                    .await;
+                let checker = checker.as_mut();
+                after_failure(&mut queue, &subscription, &request, checker, &error).await;
             }
         }
         if credited {

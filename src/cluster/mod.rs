@@ -26,6 +26,7 @@ mod holds;
 mod interest;
 mod outgoing;
 mod publish;
+mod pull_queue;
 mod pulls;
 mod queues;
 mod rebound;

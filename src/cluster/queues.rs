@@ -19,12 +19,13 @@
 //! them there; UNSUBSCRIBE and the session's end hand them back at once
 //! (a nak without delay) rather than after `ack_wait`.
 
-use super::consumer::{Queue, PULL_WAIT};
+use super::consumer::PULL_WAIT;
 use super::dead_letters::DeadLetters;
 use super::definitions::Definitions;
 use super::durables::Durables;
 use super::holders::{holder_name, Holders};
 use super::publish::{publish, Place};
+use super::pull_queue::Queue;
 use super::pulls::PullTasks;
 use super::replies::Replies;
 use super::subscription::{DurableBinding, Subscription};
