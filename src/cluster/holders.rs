@@ -34,6 +34,8 @@ use tracing::{debug, warn};
 pub(super) const LEASE: Duration = Duration::from_secs(10);
 /// How often a live holder refreshes its key.
 pub(super) const REFRESH: Duration = Duration::from_secs(3);
+/// How long a SUBSCRIBE tries to read a queue's holder before its ERROR.
+const READ_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The holders' bucket and this node's live subscriptions per queue.
 pub(super) struct Holders {
@@ -225,13 +227,26 @@ impl Holders {
         }
     }
 
-    /// Whether an exclusive subscription holds queue `name` now.
+    /// Whether an exclusive subscription holds queue `name` now. A read
+    /// that fails is tried again for up to [`READ_PATIENCE`]: a busy
+    /// engine (many SUBSCRIBEs at once, an election) should delay a
+    /// SUBSCRIBE, not refuse it.
     async fn held(&self, name: &str) -> Result<bool, String> {
-        self.kv
-            .get(queue_consumer(name))
-            .await
-            .map(|value| value.is_some())
-            .map_err(|e| format!("queue engine: cannot read the holder of '{name}': {e}"))
+        let deadline = tokio::time::Instant::now() + READ_PATIENCE;
+        loop {
+            match self.kv.get(queue_consumer(name)).await {
+                Ok(value) => return Ok(value.is_some()),
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    debug!(%error, queue = name, "queue engine: holder not read yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "queue engine: cannot read the holder of '{name}': {error}"
+                    ))
+                }
+            }
+        }
     }
 
     /// Takes queue `name` for `holder`: its key's revision, or `None` if

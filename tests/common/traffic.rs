@@ -319,11 +319,6 @@ pub async fn consume(nodes: Nodes, ledger: Shared, stop: Arc<AtomicBool>, c: Con
                         .and_then(|body| body.parse().ok())
                         .expect("a message of ours");
                     if c.hold {
-                        eprintln!(
-                            "DEBUG {} holds {n} as {:?}",
-                            c.name,
-                            frame.get("message-id")
-                        );
                         let mut ledger = lock(&ledger);
                         if let Some((_, held)) = ledger.held.get_mut(&c.name) {
                             held.insert(n);
@@ -346,19 +341,36 @@ pub async fn consume(nodes: Nodes, ledger: Shared, stop: Arc<AtomicBool>, c: Con
                 }
                 Some(Event::Frame(frame)) if frame.command == Command::Receipt => {}
                 // ERROR (a node going away) or the end: subscribe elsewhere.
-                Some(Event::Frame(_)) | Some(Event::Closed(_)) => open = false,
+                Some(Event::Frame(frame)) => {
+                    eprintln!(
+                        "consumer {} on node {node}: {:?} {:?}",
+                        c.name,
+                        frame.command,
+                        frame.get("message")
+                    );
+                    open = false;
+                }
+                Some(Event::Closed(_)) => open = false,
             }
         }
-        {
+        let held_any = {
             let mut ledger = lock(&ledger);
             ledger.reconnects += 1;
-            ledger.held.remove(&c.name);
-        }
+            ledger
+                .held
+                .remove(&c.name)
+                .is_some_and(|(_, held)| !held.is_empty())
+        };
         if c.hold {
-            // Its deliveries were handed back with its connection; held
-            // again elsewhere, they would be out of the other consumers'
-            // reach until the end.
-            return;
+            if held_any {
+                // Its deliveries were handed back with its connection; held
+                // again elsewhere, they would be out of the other
+                // consumers' reach until the end.
+                return;
+            }
+            // It held nothing (its SUBSCRIBE was refused, say, while the
+            // engine was busy): it subscribes again on the same node.
+            continue;
         }
         node += 1;
     }
