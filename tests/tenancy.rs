@@ -188,6 +188,15 @@ async fn rebinding_a_durable_subscription_discards_its_backlog_and_checks_read_p
     carol
         .send(durable_subscribe("s", "/topic/public.b", "feed"))
         .await;
+    // Publications count from the RECEIPT: on a cluster a re-bind first
+    // waits for the last holder's pull to end (up to a few seconds).
+    match carol.event_within(Duration::from_secs(30)).await {
+        Some(Event::Frame(frame)) => {
+            assert_eq!(frame.command, Command::Receipt, "{frame:?}");
+            assert_eq!(frame.get("receipt-id"), Some("subscribed"));
+        }
+        other => panic!("expected the re-bind's RECEIPT, got {other:?}"),
+    }
     assert!(drain(&mut carol, 0).await.is_empty());
     publish_confirmed(&mut alice, "/topic/public.a", "old-topic-again").await;
     publish_confirmed(&mut alice, "/topic/public.b", "new-topic").await;
