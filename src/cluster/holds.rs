@@ -10,8 +10,7 @@ use super::holders::{Holders, REFRESH};
 use super::subject::queue_consumer;
 use super::subscription::Subscription;
 use crate::model::close::CloseReason;
-use crate::model::frames;
-use crate::outbound::{CloseAfter, OutFrame};
+use crate::outbound::OutFrame;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -182,19 +181,5 @@ enum Renewal {
 /// `destination` whose hold another subscription has taken.
 fn lost_frame(destination: &str, version: Version) -> OutFrame {
     let message = format!("exclusive hold lost: another subscription took '{destination}'");
-    let bytes = frames::error(
-        version,
-        &frames::ErrorFrame {
-            message: &message,
-            ..frames::ErrorFrame::default()
-        },
-    );
-    OutFrame {
-        bytes,
-        text: true,
-        close: Some(Box::new(CloseAfter {
-            reason: CloseReason::PolicyViolation,
-            message,
-        })),
-    }
+    OutFrame::final_error(version, message, None, CloseReason::PolicyViolation)
 }

@@ -23,8 +23,7 @@
 //! by hand with the same metadata (token included) counts as the same one.
 
 use crate::model::close::CloseReason;
-use crate::model::frames;
-use crate::outbound::{CloseAfter, OutFrame};
+use crate::outbound::OutFrame;
 use async_nats::jetstream::consumer::{Info, PullConsumer};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{AckKind, Message};
@@ -183,19 +182,5 @@ pub(super) fn lost_frame(destination: &str, version: Version) -> OutFrame {
     let message = format!(
         "durable subscription on '{destination}' was deleted or re-bound by another connection"
     );
-    let bytes = frames::error(
-        version,
-        &frames::ErrorFrame {
-            message: &message,
-            ..frames::ErrorFrame::default()
-        },
-    );
-    OutFrame {
-        bytes,
-        text: true,
-        close: Some(Box::new(CloseAfter {
-            reason: CloseReason::PolicyViolation,
-            message,
-        })),
-    }
+    OutFrame::final_error(version, message, None, CloseReason::PolicyViolation)
 }

@@ -2,7 +2,9 @@
 //! final frame carries.
 
 use crate::model::close::CloseReason;
+use crate::model::frames;
 use bytes::Bytes;
+use stomp_protocol::Version;
 
 /// One encoded STOMP frame: exactly one WebSocket message.
 #[derive(Debug, Clone)]
@@ -23,6 +25,29 @@ impl OutFrame {
             bytes,
             text,
             close: None,
+        }
+    }
+
+    /// A final ERROR saying `message` (with `receipt_id`, if any): the
+    /// connection closes after it with `reason`.
+    pub fn final_error(
+        version: Version,
+        message: String,
+        receipt_id: Option<&str>,
+        reason: CloseReason,
+    ) -> Self {
+        let bytes = frames::error(
+            version,
+            &frames::ErrorFrame {
+                message: &message,
+                receipt_id,
+                ..frames::ErrorFrame::default()
+            },
+        );
+        OutFrame {
+            bytes,
+            text: true,
+            close: Some(Box::new(CloseAfter { reason, message })),
         }
     }
 }

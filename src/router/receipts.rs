@@ -8,7 +8,7 @@
 use super::{Router, SessionId};
 use crate::model::close::CloseReason;
 use crate::model::frames;
-use crate::outbound::{CloseAfter, OutFrame, PushError};
+use crate::outbound::{OutFrame, PushError};
 use crate::store::writer::SyncCompletion;
 use crate::store::StoreError;
 use std::sync::{Mutex, MutexGuard};
@@ -73,20 +73,9 @@ impl Router {
             return;
         };
         debug!(session = %session, %message, "failing session");
-        let bytes = frames::error(
-            entry.version,
-            &frames::ErrorFrame {
-                message: &message,
-                receipt_id: receipt,
-                ..frames::ErrorFrame::default()
-            },
-        );
         // Ignoring a full queue: the connection is closing either way.
-        let _ = entry.outbound.push(OutFrame {
-            bytes,
-            text: true,
-            close: Some(Box::new(CloseAfter { reason, message })),
-        });
+        let frame = OutFrame::final_error(entry.version, message, receipt, reason);
+        let _ = entry.outbound.push(frame);
         self.remove_session(session);
     }
 }
@@ -103,22 +92,7 @@ fn after_sync(
     match result {
         Err(e) if durable => {
             let message = format!("could not store the message: {e}");
-            let bytes = frames::error(
-                version,
-                &frames::ErrorFrame {
-                    message: &message,
-                    receipt_id: Some(receipt),
-                    ..frames::ErrorFrame::default()
-                },
-            );
-            OutFrame {
-                bytes,
-                text: true,
-                close: Some(Box::new(CloseAfter {
-                    reason: CloseReason::InternalError,
-                    message,
-                })),
-            }
+            OutFrame::final_error(version, message, Some(receipt), CloseReason::InternalError)
         }
         _ => OutFrame::new(frames::receipt_with(version, receipt, header), true),
     }
