@@ -170,6 +170,7 @@ impl Broker {
                 let queues = crate::cluster::queues(
                     queue_client.clone(),
                     &config.cluster,
+                    &config.limits,
                     queue_policy.clone(),
                     metrics.clone(),
                 )

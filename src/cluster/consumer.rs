@@ -240,6 +240,14 @@ pub(super) async fn pull_loop(
     debug!(destination = %request.destination, id = %request.id, "queue engine: subscription ended");
 }
 
+/// Gives a message of the feed stream its `x-offset` (the stream
+/// sequence, as every node numbers it) and `x-epoch`.
+fn stamp_feed(message: &mut crate::model::message::Message, sequence: u64, epoch: &str) {
+    let [offset, epoch_name] = crate::fanout::STAMP_HEADERS;
+    message.headers.push((offset.into(), sequence.to_string()));
+    message.headers.push((epoch_name.into(), epoch.to_owned()));
+}
+
 /// Ends a durable subscription whose consumer is lost (`rebound.rs`): no
 /// MESSAGE goes out after this, and its client gets a final ERROR (unless
 /// the subscription had stopped already).
@@ -271,7 +279,7 @@ async fn deliver(
         .map(|info| (info.delivered, info.stream_sequence))
         .unwrap_or((1, 0));
     let (message, acker) = message.split();
-    let Some(decoded) = wire::decode(message.payload) else {
+    let Some(mut decoded) = wire::decode(message.payload) else {
         // Not ours to read: dropped, so that it cannot block the queue.
         warn!(destination = %request.destination, "queue engine: an unreadable message dropped");
         let _ = acker.ack_with(AckKind::Term).await;
@@ -293,6 +301,9 @@ async fn deliver(
         if !pattern_matches(&durable.pattern, &words) {
             let _ = acker.ack().await;
             return false;
+        }
+        if let Some(epoch) = &durable.feed_epoch {
+            stamp_feed(&mut decoded, sequence, epoch);
         }
     }
     if delivered > i64::from(dead_letters.max_deliver) {

@@ -20,14 +20,25 @@
 //! (`consumer.rs`), checking that its consumer is still the one it
 //! attached to (`rebound.rs`).
 //!
+//! A durable subscription to one live-feed destination (a rule's) has its
+//! consumer on the feed stream instead (`feeds.rs`), which keeps that
+//! destination's messages already: no second copy, and each MESSAGE gets
+//! the stream sequence and epoch as its `x-offset` and `x-epoch`, as the
+//! feed's other subscribers on every node. That stream keeps the last
+//! `max(history, 128)` messages per destination (limits retention), so
+//! that is what such a subscription can hold unacknowledged.
+//!
+//! `max_durable_subscriptions` counts the consumers of both streams.
+//!
 //! Adding and removing subjects is a read-modify-write of the stream's
 //! configuration: a node serialises its own, and checks after making a
 //! consumer that its subject is still there (another node removing an
 //! unused subject at the same moment), adding it again if not.
 
 use super::durable_subjects::{cover, covers, placeholder};
+use super::feeds::epoch_of;
 use super::rebound::{Incarnation, INCARNATION};
-use super::subject::{durable_consumer, pattern_subject};
+use super::subject::{durable_consumer, feed_subject, pattern_subject};
 use super::subscription::DurableBinding;
 use crate::config::ClusterConfig;
 use crate::model::destination::PatternWord;
@@ -63,6 +74,11 @@ pub(super) struct Durables {
     ack_wait: Duration,
     /// Serialises this node's changes of the stream's subjects.
     subjects: tokio::sync::Mutex<()>,
+    /// `<prefix>_feeds` (`feeds.rs`), home of durable subscriptions to
+    /// one live-feed destination.
+    feed_stream: String,
+    /// `[limits] max_durable_subscriptions`, over the engine.
+    max_subscriptions: usize,
 }
 
 /// A durable subscription attached: its consumer, its name, and which
@@ -71,6 +87,18 @@ pub(super) struct Attached {
     pub(super) consumer: PullConsumer,
     pub(super) name: String,
     pub(super) incarnation: Incarnation,
+    /// On the feed stream: its epoch, each delivery's `x-epoch`.
+    pub(super) feed_epoch: Option<std::sync::Arc<str>>,
+}
+
+/// Which stream keeps a durable subscription's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Home {
+    /// `<prefix>_durables`: the topic subjects it captures.
+    Topics,
+    /// `<prefix>_feeds`: one live-feed destination (a rule's), whose
+    /// messages that stream keeps already.
+    Feed,
 }
 
 impl Durables {
@@ -80,6 +108,7 @@ impl Durables {
     pub(super) async fn open(
         jetstream: jetstream::Context,
         config: &ClusterConfig,
+        max_subscriptions: usize,
     ) -> Result<Durables, String> {
         let stream = format!("{}_durables", config.subject_prefix.replace('.', "_"));
         let stream_config = stream::Config {
@@ -116,12 +145,20 @@ impl Durables {
             prefix: config.subject_prefix.clone(),
             ack_wait: config.ack_wait,
             subjects: tokio::sync::Mutex::new(()),
+            feed_stream: super::feeds::stream_name(&config.subject_prefix),
+            max_subscriptions,
         })
     }
 
     /// The stream's name (`<prefix>_durables`).
     pub(super) fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// The feed stream's name (`<prefix>_feeds`), home of durable
+    /// subscriptions to one live-feed destination.
+    pub(super) fn feed_stream(&self) -> &str {
+        &self.feed_stream
     }
 
     /// A durable SUBSCRIBE attached (made, re-bound): what serving it as a
@@ -135,26 +172,42 @@ impl Durables {
             key,
             owner,
             pattern,
+            feed,
         } = request;
+        let home = match feed {
+            true => Home::Feed,
+            false => Home::Topics,
+        };
         let attached = self
-            .attach(&key, &subscribe.destination, &pattern, &owner)
+            .attach(&key, &subscribe.destination, &pattern, &owner, home)
             .await?;
         let binding = DurableBinding {
             consumer: attached.name,
             pattern,
             incarnation: attached.incarnation,
+            feed_epoch: attached.feed_epoch,
         };
         Ok((subscribe, attached.consumer, binding))
     }
 
+    /// The name of the stream `home` names.
+    fn stream_of(&self, home: Home) -> &str {
+        match home {
+            Home::Topics => &self.stream,
+            Home::Feed => &self.feed_stream,
+        }
+    }
+
     /// Attaches to durable subscription `key` for `destination`, making it
-    /// (or re-binding it: a new topic discards the old one's backlog) first.
+    /// (or re-binding it: a new topic discards the old one's backlog) first,
+    /// on the stream `home` says.
     pub(super) async fn attach(
         &self,
         key: &str,
         destination: &str,
         pattern: &[PatternWord],
         owner: &str,
+        home: Home,
     ) -> Result<Attached, DurableRefusal> {
         let engine = |e: &dyn std::fmt::Display| {
             DurableRefusal::Engine(format!(
@@ -162,25 +215,28 @@ impl Durables {
             ))
         };
         let name = durable_consumer(key);
-        let filter = pattern_subject(&self.prefix, pattern);
-        let stream = self
-            .jetstream
-            .get_stream_no_info(&self.stream)
-            .await
-            .map_err(|e| engine(&e))?;
-        let existing = match stream.consumer_info(&name).await {
-            Ok(info) => Some(info.config.metadata),
-            Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => None,
-            Err(error) => return Err(engine(&error)),
+        let filter = match home {
+            Home::Topics => pattern_subject(&self.prefix, pattern),
+            Home::Feed => feed_subject(&self.prefix, &exact_words(pattern)),
         };
-        if let Some(metadata) = &existing {
+        let found = self.find(&name).await.map_err(|e| engine(&e))?;
+        if let Some((found_home, metadata)) = &found {
             if metadata.get(OWNER).is_some_and(|o| o != owner) {
                 // Not saying whose: that would tell a stranger who uses it.
                 return Err(DurableRefusal::Policy(format!(
                     "durable subscription '{key}' belongs to another principal"
                 )));
             }
-            if metadata.get(DESTINATION).map(String::as_str) != Some(destination) {
+            // Another topic, or the same one now (not) made a feed by a
+            // rule (its messages on the other stream): re-bound.
+            if metadata.get(DESTINATION).map(String::as_str) != Some(destination)
+                || *found_home != home
+            {
+                let stream = self
+                    .jetstream
+                    .get_stream_no_info(self.stream_of(*found_home))
+                    .await
+                    .map_err(|e| engine(&e))?;
                 // Not under a holder: its pulls would go on with the new
                 // consumer (taking the new holder's messages). One that
                 // stopped ends within a pull.
@@ -199,7 +255,18 @@ impl Durables {
                 self.delete(&name).await.map_err(|e| engine(&e))?;
             }
         }
-        self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+        let made_here = matches!(&found, Some((h, m)) if *h == home && m.get(DESTINATION).map(String::as_str) == Some(destination));
+        if !made_here {
+            self.check_room(key).await?;
+        }
+        let stream = self
+            .jetstream
+            .get_stream_no_info(self.stream_of(home))
+            .await
+            .map_err(|e| engine(&e))?;
+        if home == Home::Topics {
+            self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+        }
         let config = PullConfig {
             durable_name: Some(name.clone()),
             filter_subject: filter.clone(),
@@ -222,8 +289,10 @@ impl Durables {
             .get_or_create_consumer(&name, config)
             .await
             .map_err(|e| engine(&e))?;
-        // Another node may have removed the subject meanwhile.
-        self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+        if home == Home::Topics {
+            // Another node may have removed the subject meanwhile.
+            self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+        }
         // Not known (the engine not answering): attached; the hand-backs
         // of an earlier attachment may then come after later messages.
         if self
@@ -233,12 +302,86 @@ impl Durables {
         {
             return Err(active(key));
         }
+        let feed_epoch = match home {
+            Home::Topics => None,
+            Home::Feed => Some(self.feed_epoch().await.map_err(|e| engine(&e))?),
+        };
         let incarnation = Incarnation::of(consumer.cached_info());
         Ok(Attached {
             consumer,
             name,
             incarnation,
+            feed_epoch,
         })
+    }
+
+    /// Durable consumer `name`: on which stream, and its metadata.
+    async fn find(&self, name: &str) -> Result<Option<(Home, HashMap<String, String>)>, String> {
+        for home in [Home::Topics, Home::Feed] {
+            let stream = self
+                .jetstream
+                .get_stream_no_info(self.stream_of(home))
+                .await
+                .map_err(|e| e.to_string())?;
+            match stream.consumer_info(name).await {
+                Ok(info) => return Ok(Some((home, info.config.metadata))),
+                Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => {}
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Refuses a new durable subscription past `max_durable_subscriptions`,
+    /// counted over the engine: every consumer of the durables stream, and
+    /// the feed stream's that carry a key (not the nodes' readers). Two
+    /// nodes making the last ones at the same moment may both pass.
+    async fn check_room(&self, key: &str) -> Result<(), DurableRefusal> {
+        let engine = |e: &dyn std::fmt::Display| {
+            DurableRefusal::Engine(format!(
+                "durable subscription engine unreachable: '{key}' not attached ({e})"
+            ))
+        };
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| engine(&e))?;
+        let on_topics = stream
+            .info()
+            .await
+            .map_err(|e| engine(&e))?
+            .state
+            .consumer_count;
+        let feeds = self
+            .jetstream
+            .get_stream_no_info(&self.feed_stream)
+            .await
+            .map_err(|e| engine(&e))?;
+        let on_feeds = feeds
+            .consumers()
+            .try_filter(|info| std::future::ready(info.config.metadata.contains_key(KEY)))
+            .try_fold(0usize, |n, _| std::future::ready(Ok(n + 1)))
+            .await
+            .map_err(|e| engine(&e))?;
+        if on_topics + on_feeds >= self.max_subscriptions {
+            return Err(DurableRefusal::Policy(format!(
+                "too many durable subscriptions on this server: max_durable_subscriptions is {}",
+                self.max_subscriptions
+            )));
+        }
+        Ok(())
+    }
+
+    /// The feed stream's epoch (its creation time), as its readers give it.
+    async fn feed_epoch(&self) -> Result<std::sync::Arc<str>, String> {
+        let mut stream = self
+            .jetstream
+            .get_stream(&self.feed_stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        Ok(epoch_of(info))
     }
 
     /// Waits (at most [`EARLIER_PULLS`]) until no pull of an earlier
@@ -279,6 +422,15 @@ impl Durables {
     /// Deletes durable consumer `name`, and the stream's subjects no other
     /// durable subscription needs.
     pub(super) async fn delete(&self, name: &str) -> Result<(), String> {
+        let feeds = self
+            .jetstream
+            .get_stream_no_info(&self.feed_stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        // On one stream or the other: not found on the other.
+        if let Err(error) = feeds.delete_consumer(name).await {
+            debug!(%error, consumer = name, "cluster: no durable consumer on the feed stream");
+        }
         let stream = self
             .jetstream
             .get_stream_no_info(&self.stream)
@@ -362,4 +514,15 @@ fn active(key: &str) -> DurableRefusal {
     DurableRefusal::Policy(format!(
         "durable subscription '{key}' is already active on another connection"
     ))
+}
+
+/// The words of a pattern without wildcards (a live-feed destination).
+fn exact_words(pattern: &[PatternWord]) -> Vec<Box<str>> {
+    pattern
+        .iter()
+        .filter_map(|word| match word {
+            PatternWord::Exact(word) => Some(word.clone()),
+            PatternWord::One | PatternWord::Many => None,
+        })
+        .collect()
 }

@@ -85,7 +85,7 @@ pub async fn feed_stream(
     topics: &TopicsConfig,
 ) -> Result<FeedStream, String> {
     let jetstream = jetstream::new(client);
-    let name = format!("{}_feeds", cluster.subject_prefix.replace('.', "_"));
+    let name = stream_name(&cluster.subject_prefix);
     let history = topics.rules.iter().map(|r| r.history).max().unwrap_or(0);
     let per_subject = history.max(MIN_PER_SUBJECT);
     let persistent = topics.rules.iter().any(|r| r.persistent);
@@ -144,8 +144,13 @@ async fn make_stream(
     Ok((epoch_of(&info), info.state.last_sequence))
 }
 
+/// The feed stream's name: `<prefix>_feeds`.
+pub(super) fn stream_name(prefix: &str) -> String {
+    format!("{}_feeds", prefix.replace('.', "_"))
+}
+
 /// The epoch of the stream `info` describes: its creation time.
-fn epoch_of(info: &stream::Info) -> Arc<str> {
+pub(super) fn epoch_of(info: &stream::Info) -> Arc<str> {
     let created = u64::try_from(info.created.unix_timestamp_nanos() / 1_000).unwrap_or(0);
     let mut epoch = String::with_capacity(12);
     push_base62(&mut epoch, created);

@@ -63,6 +63,9 @@ pub struct NatsQueues {
     pulls: PullTasks,
     /// Durable topic subscriptions' stream and consumers.
     durables: Durables,
+    /// `[limits] max_durable_subscriptions_per_connection`: durable
+    /// subscriptions one connection holds at once.
+    durables_per_connection: usize,
     /// Replies to other nodes' reply queues (`replies.rs`).
     replies: Arc<Replies>,
     /// The last reading of the consumers, for the admin API (`stats.rs`).
@@ -78,6 +81,7 @@ type Sessions = HashMap<SessionId, HashMap<Arc<str>, Arc<Subscription>>>;
 pub async fn queues(
     client: async_nats::Client,
     config: &ClusterConfig,
+    limits: &crate::config::LimitsConfig,
     policy: QueuePolicy,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<Arc<NatsQueues>, String> {
@@ -88,11 +92,13 @@ pub async fn queues(
     // A server before atomic batches drops the setting it does not know
     // and would store a COMMIT's SENDs one by one, not all or none.
     check_atomic(atomic, &jetstream.client().server_info().version)?;
-    let durables = Durables::open(jetstream.clone(), config).await?;
+    let durables =
+        Durables::open(jetstream.clone(), config, limits.max_durable_subscriptions).await?;
     let holders = Holders::open(&jetstream, config).await?;
     let stats = super::stats::QueueStats::new(&jetstream, &stream, &durables, config);
     Ok(Arc::new(NatsQueues {
         durables,
+        durables_per_connection: limits.max_durable_subscriptions_per_connection,
         replies,
         holders,
         jetstream: jetstream.clone(),
@@ -302,6 +308,16 @@ impl QueueEngine for NatsQueues {
         subscribe: DurableSubscribe,
     ) -> EngineFuture<'_, Result<(), DurableRefusal>> {
         Box::pin(async move {
+            let held = self
+                .sessions()
+                .get(&subscribe.subscribe.session)
+                .map_or(0, |s| s.values().filter(|s| s.durable.is_some()).count());
+            if held >= self.durables_per_connection {
+                return Err(DurableRefusal::Policy(format!(
+                    "too many durable subscriptions on this connection: max_durable_subscriptions_per_connection is {}",
+                    self.durables_per_connection
+                )));
+            }
             let (request, consumer, binding) = self.durables.prepare(subscribe).await?;
             let settings = self
                 .policy

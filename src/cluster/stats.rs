@@ -38,8 +38,9 @@ pub(super) const FRESH_FOR: Duration = Duration::from_secs(3);
 /// The last reading of the engine's consumers, and where to read them.
 pub(super) struct QueueStats {
     jetstream: async_nats::jetstream::Context,
-    /// The queue stream's and the durable subscriptions' stream's names.
-    streams: [String; 2],
+    /// The queue stream's, the durable subscriptions' stream's and the
+    /// feed stream's names (the last two hold durable subscriptions).
+    streams: [String; 3],
     /// `[cluster] subject_prefix`.
     prefix: String,
     /// When it was read, and the queues (local subscribers left at 0). A
@@ -66,7 +67,11 @@ impl QueueStats {
     ) -> QueueStats {
         QueueStats {
             jetstream: jetstream.clone(),
-            streams: [queue_stream.to_owned(), durables.stream().to_owned()],
+            streams: [
+                queue_stream.to_owned(),
+                durables.stream().to_owned(),
+                durables.feed_stream().to_owned(),
+            ],
             prefix: config.subject_prefix.clone(),
             last: Mutex::new(None),
             reading: tokio::sync::Mutex::new(()),
@@ -119,7 +124,7 @@ impl QueueStats {
             .try_collect()
             .await
             .map_err(|e| e.to_string())?;
-        let listed = self.streams.iter().zip([false, true]);
+        let listed = self.streams.iter().zip([false, true, true]);
         for (stream, durable) in listed.chain(own.iter().map(|stream| (stream, false))) {
             let stream = self
                 .jetstream

@@ -53,6 +53,10 @@ pub(super) struct DurableBinding {
     /// The incarnation of the consumer it attached to: a consumer of that
     /// name made again since is another holder's (`rebound.rs`).
     pub(super) incarnation: Incarnation,
+    /// Served from the feed stream (one live-feed destination): its epoch.
+    /// Each MESSAGE then carries `x-offset` (the stream sequence) and
+    /// `x-epoch`, as the feed's other subscribers' do.
+    pub(super) feed_epoch: Option<Arc<str>>,
 }
 
 /// A queue (or durable topic) subscription served by the engine.

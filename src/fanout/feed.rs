@@ -103,7 +103,7 @@ pub(super) struct KeptView {
 
 /// The two feed header names, which a stored kept message carries and a
 /// kept message in memory does not.
-const STAMP_HEADERS: [&str; 2] = ["x-offset", "x-epoch"];
+pub const STAMP_HEADERS: [&str; 2] = ["x-offset", "x-epoch"];
 
 /// Bytes the `x-offset` and `x-epoch` headers of `stamp` weigh against
 /// `max_history_bytes`, as they did when kept messages carried them.

@@ -45,6 +45,7 @@ mod subscriber;
 pub mod topic_trie;
 
 pub use export::{ExportAck, FeedAck, InterestFlushed, InterestHold, LocalOnly, TopicExport};
+pub use feed::STAMP_HEADERS;
 pub use feeds::Feeds;
 pub use index::{IndexKey, IndexWriter, Interest, Published, TopicIndex};
 pub use rate_cap::RateCap;

@@ -108,6 +108,10 @@ pub struct DurableSubscribe {
     pub owner: String,
     /// The topic pattern it collects.
     pub pattern: Vec<PatternWord>,
+    /// Its pattern names one destination a `[[topics.rules]]` rule makes a
+    /// live feed: served from the engine's feed stream, with each
+    /// message's `x-offset` and `x-epoch`.
+    pub feed: bool,
 }
 
 /// Why the engine refused a durable SUBSCRIBE.

@@ -90,10 +90,6 @@ impl Session {
         }
         let engine_served = match (&target, &durable) {
             (SubscribeTarget::Queue(queue), _) => Some((queue.clone(), None)),
-            // Feed messages travel on the engine's feed stream, which every
-            // node reads: a durable subscription to a destination a rule
-            // makes a feed stays with this node's router, which hears them.
-            (SubscribeTarget::Topic(pattern), Some(_)) if self.feed_by_rule(pattern) => None,
             (SubscribeTarget::Topic(pattern), Some(durable)) => {
                 Some((destination.to_owned(), Some((durable, pattern))))
             }
@@ -128,6 +124,7 @@ impl Session {
                         key: durable.key.clone(),
                         owner: durable.owner.to_record(),
                         pattern: pattern.clone(),
+                        feed: self.feed_by_rule(pattern),
                     })
                     .await
                     .map_err(|refusal| match refusal {

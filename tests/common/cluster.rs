@@ -459,3 +459,18 @@ fn start_process(config: &str, dir: &Path) -> (BrokerProcess, u16) {
         .expect("an admin port");
     (process, port)
 }
+
+/// The next MESSAGE within `limit`, skipping heart-beats; panics on any
+/// other frame, a close or silence.
+pub async fn next_message(client: &mut super::Client, limit: Duration) -> stomp_protocol::Frame {
+    loop {
+        match client.event_within(limit).await {
+            Some(super::Event::Frame(frame)) => {
+                assert_eq!(frame.command, stomp_protocol::Command::Message, "{frame:?}");
+                return frame;
+            }
+            Some(super::Event::HeartBeat) => continue,
+            other => panic!("expected a MESSAGE within {limit:?}, got {other:?}"),
+        }
+    }
+}
