@@ -92,6 +92,12 @@ async fn bounds_and_overflow_hold_whichever_node_a_send_comes_through() {
         .await;
     let error = senders[2].expect_error("is full", CloseCode::Policy).await;
     assert_eq!(error.get("receipt-id"), Some("r3"));
+    // Without a receipt too, as on one node: ERROR (after the engine's
+    // answer) and the close.
+    let mut unreceipted = Client::connect(&nodes[0].url()).await;
+    unreceipted.send(send("/queue/reject.a", "4")).await;
+    let error = unreceipted.expect_error("is full", CloseCode::Policy).await;
+    assert_eq!(error.get("receipt-id"), None);
 
     // drop-oldest: the first goes.
     for (i, body) in ["1", "2", "3"].into_iter().enumerate() {

@@ -110,7 +110,8 @@ pub(super) async fn prepare(
 }
 
 /// Hands `send` to the stream; with `confirm`, the future of its PubAck,
-/// published again through a leader election up to `publish_timeout`.
+/// published again through a leader election up to `publish_timeout`;
+/// without, a future that fails only when a bound of the queue refused it.
 pub(super) async fn publish(
     place: Place<'_>,
     jetstream: &jetstream::Context,
@@ -148,13 +149,22 @@ pub(super) async fn publish(
                 .map_err(|e| definitions.refusal(&name, &definition, &e))
         }));
     }
-    // Not waited for: a failure can only be logged.
-    tokio::spawn(async move {
-        if let Err(error) = acked.await {
-            warn!(%error, "queue engine: an unconfirmed queue SEND was not stored");
+    // No RECEIPT waits for it, but a bound that refuses it is still the
+    // client's ERROR, as on one node (the session awaits it behind the
+    // SEND, in order, without holding up its reading: `session/confirm.rs`).
+    // Other failures are only logged: an election, an unreachable engine.
+    let definitions = place.definitions.clone();
+    Ok(Box::pin(async move {
+        let Err(error) = acked.await else {
+            return Ok(());
+        };
+        let refusal = definitions.refusal(&name, &definition, &error.to_string());
+        if refusal.starts_with(REFUSAL) {
+            return Err(refusal);
         }
-    });
-    Ok(Box::pin(std::future::ready(Ok(()))))
+        warn!(%error, "queue engine: a queue SEND without a receipt was not stored");
+        Ok(())
+    }))
 }
 
 /// One SEND's publication, kept to be made again.

@@ -1,8 +1,9 @@
 //! Pipelined confirmations of queue SENDs on the cluster engine.
 //!
-//! A receipted or persistent queue SEND is handed to the engine and the
-//! session reads on; the engine's confirmation (a JetStream PubAck) is
-//! awaited here, by one task per session, in SEND order. Each confirmed
+//! A queue SEND is handed to the engine and the session reads on; the
+//! engine's confirmation (a JetStream PubAck; for a SEND that is neither
+//! receipted nor persistent, only a full queue's refusal) is awaited here,
+//! by one task per session, in SEND order. Each confirmed
 //! SEND's RECEIPT then goes to the router (as every RECEIPT does), so
 //! RECEIPTs keep the order of the SENDs. Before any other frame that may
 //! be answered (a RECEIPT, a DISCONNECT), the session drains what is in

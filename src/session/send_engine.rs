@@ -37,7 +37,9 @@ impl Session {
             SessionError::new(message, reason)
         };
         let ack = engine.publish(send).await.map_err(not_stored)?;
-        if pipelined && confirm {
+        // Pipelined even without a RECEIPT to wait for: a full queue's
+        // refusal is still the client's ERROR, after those of earlier SENDs.
+        if pipelined {
             let receipt = frame.get("receipt").map(str::to_owned);
             self.confirmations
                 .push(&self.context.router, self.id, ack, receipt)
