@@ -9,9 +9,15 @@
 //! in the reply queue if the queue is still there (as on one node: a reply
 //! to a connection that is gone is dropped).
 //!
-//! Core NATS, not JetStream: a reply crosses at most once (lost if the
-//! engine or the requester's node is unreachable at that moment), as the
-//! reply queue itself lives no longer than its connection. The name stays
+//! Core NATS, not JetStream, as the reply queue itself lives no longer than
+//! its connection; but each reply is a request that the requester's node
+//! answers once its router has the reply. Until then it is sent again:
+//! "no responders" while the node's subscription has not reached the
+//! sender's server over the routes yet (or the node is gone: after
+//! [`REPLY_WAIT`] the reply is dropped, as one node drops a reply to a
+//! connection that is gone), or no answer in time. The receiving node
+//! drops a message id it has just passed on (an answer lost, the reply
+//! sent again), so a reply reaches its queue once. The name stays
 //! unguessable (the HMAC part is the session's secret) and only the
 //! requester's session consumes the queue, on its own node.
 
@@ -22,15 +28,29 @@ use crate::model::session_id::SessionId;
 use crate::queue::QueueArguments;
 use crate::router::message::Publication;
 use crate::router::{RouterCommand, RouterHandle};
+use async_nats::RequestErrorKind;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::{debug, warn};
 
 /// Hex digits of a node's mark.
 pub const NODE_DIGITS: usize = 16;
 /// Hex digits of a reply queue name's secret part (`session/reply_to.rs`).
 const SECRET_DIGITS: usize = 32;
+/// How long a reply is sent again for while no node takes it or answers.
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long one attempt waits for the requester's node's answer.
+const ATTEMPT_WAIT: Duration = Duration::from_secs(1);
+/// The pause between two attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Reply ids a node remembers, to pass on a reply sent again only once: a
+/// reply is sent again within [`REPLY_WAIT`], so this holds at up to about
+/// 13 000 replies a second per node.
+const SEEN: usize = 65_536;
 
 /// This node's way to the other nodes' reply queues, and theirs to its own.
 #[derive(Debug)]
@@ -80,12 +100,47 @@ impl Replies {
         (ours && node != self.node).then_some(node)
     }
 
-    /// Publishes `message` (a SEND to `/reply-queue/...`) to `node`.
+    /// Passes `message` (a SEND to `/reply-queue/...`) to `node`, sending
+    /// it again until that node's router has it. `Ok` too when no node
+    /// answers to `node` for [`REPLY_WAIT`] (gone, with its reply queues);
+    /// `Err` when the engine does not carry it.
     pub async fn send(&self, node: &str, message: &Message) -> Result<(), String> {
-        self.client
-            .publish(self.subject(node), wire::encode(message))
-            .await
-            .map_err(|e| format!("reply not passed on: the cluster engine is unreachable ({e})"))
+        let subject = self.subject(node);
+        let payload = wire::encode(message);
+        let deadline = tokio::time::Instant::now() + REPLY_WAIT;
+        let mut last = String::new();
+        loop {
+            let request = self.client.request(subject.clone(), payload.clone());
+            match tokio::time::timeout(ATTEMPT_WAIT, request).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {
+                    last.clear();
+                }
+                Ok(Err(error)) if error.kind() == RequestErrorKind::TimedOut => {
+                    last = error.to_string();
+                }
+                Ok(Err(error)) => {
+                    return Err(format!(
+                        "reply not passed on: the cluster engine is unreachable ({error})"
+                    ))
+                }
+                Err(_) => last = format!("no answer within {ATTEMPT_WAIT:?}"),
+            }
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        if last.is_empty() {
+            debug!(
+                node,
+                "cluster engine: no node takes replies for this mark; the reply is dropped"
+            );
+            return Ok(());
+        }
+        Err(format!(
+            "reply not passed on: the requester's node did not answer within {REPLY_WAIT:?} ({last})"
+        ))
     }
 
     /// Subscribes to this node's replies and hands them to `router` from
@@ -96,13 +151,21 @@ impl Replies {
             .subscribe(self.subject(&self.node))
             .await
             .map_err(|e| format!("cluster: cannot subscribe to this node's replies: {e}"))?;
+        let client = self.client.clone();
         tokio::spawn(async move {
+            let mut seen = Seen::default();
             while let Some(reply) = replies.next().await {
+                let answer = reply.reply.clone();
                 let Some(message) = wire::decode(reply.payload) else {
                     warn!("cluster engine: an unreadable reply dropped");
                     continue;
                 };
                 if !message.destination.starts_with(REPLY_QUEUE_PREFIX) {
+                    continue;
+                }
+                // Sent again after an answer that was lost: it is there.
+                if !seen.insert(&message.id) {
+                    answer_to(&client, answer).await;
                     continue;
                 }
                 let publication = Publication {
@@ -127,10 +190,43 @@ impl Replies {
                 if router.send(command).await.is_err() {
                     break;
                 }
+                answer_to(&client, answer).await;
             }
             debug!("cluster engine: reply subscription over");
         });
         Ok(())
+    }
+}
+
+/// Tells the sending node its reply is in the router's hands.
+async fn answer_to(client: &async_nats::Client, answer: Option<async_nats::Subject>) {
+    if let Some(answer) = answer {
+        if let Err(error) = client.publish(answer, Bytes::new()).await {
+            debug!(%error, "cluster engine: a reply's answer not sent; the reply comes again");
+        }
+    }
+}
+
+/// The message ids of the replies passed on lately: the last [`SEEN`].
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
+}
+
+impl Seen {
+    /// False if `id` was passed on lately.
+    fn insert(&mut self, id: &Arc<str>) -> bool {
+        if !self.ids.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id.clone());
+        if self.order.len() > SEEN {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
     }
 }
 
