@@ -390,7 +390,10 @@ async fn a_durable_subscription_belongs_to_its_principal_on_every_node() {
     // holds both.
     assert_eq!(
         durable_stream_subjects(&engine),
-        vec!["stomphub.topic.*.*.__".to_owned()]
+        vec![
+            "stomphub.dfeed.*.*.__".to_owned(),
+            "stomphub.topic.*.*.__".to_owned()
+        ]
     );
     carol.send(Frame::new(Command::Disconnect)).await;
     drop(carol);
@@ -443,7 +446,10 @@ async fn a_durable_subscription_belongs_to_its_principal_on_every_node() {
     assert_eq!(seen, ["rebound"]);
     assert_eq!(
         durable_stream_subjects(&engine),
-        vec!["stomphub.topic.*.news.__".to_owned()]
+        vec![
+            "stomphub.dfeed.*.news.__".to_owned(),
+            "stomphub.topic.*.news.__".to_owned()
+        ]
     );
 }
 

@@ -206,3 +206,71 @@ async fn durable_subscription_caps_count_on_the_engine() {
         )
         .await;
 }
+
+/// Publishes `body` to `destination` with `x-retain:true`, receipted.
+async fn publish_retained(client: &mut Client, destination: &str, body: &str) {
+    let send = Frame::new(Command::Send)
+        .header("destination", destination)
+        .header("x-retain", "true")
+        .body(body.to_owned());
+    client.send_confirmed(send, &format!("x-{body}")).await;
+}
+
+/// MESSAGEs up to and including the one with body `last`, acknowledged.
+async fn until(client: &mut Client, last: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let frame = next_message(client, ACROSS).await;
+        client.settle(&frame, false).await;
+        seen.push(body(&frame));
+        if body(&frame) == last {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_and_retained_durable_subscriptions_keep_feed_messages_across_nodes() {
+    let engine = NatsCluster::start(3);
+    let urls = engine.urls();
+    let nodes = [
+        node(&urls, 0).await,
+        node(&urls, 1).await,
+        node(&urls, 2).await,
+    ];
+    let mut publisher = Client::connect(&nodes[2].url()).await;
+    // A wildcard over feed destinations (the rule's), and one destination
+    // made a feed by x-retain alone.
+    let all_games: &[(&str, &str)] = &[
+        ("durable-subscription-name", "all"),
+        ("ack", "client-individual"),
+    ];
+    let flash: &[(&str, &str)] = &[
+        ("durable-subscription-name", "flash"),
+        ("ack", "client-individual"),
+    ];
+    let mut fan = connect_as(&nodes[0].url(), "fan").await;
+    fan.subscribe_with("all", "/topic/score.*", all_games).await;
+    fan.subscribe_with("flash", "/topic/flash", flash).await;
+    fan.send(Frame::new(Command::Disconnect)).await;
+    drop(fan);
+
+    // Away: feed messages to two games and a retained value.
+    publish_stored(&mut publisher, "/topic/score.g1", &["g1-a".to_owned()]).await;
+    publish_stored(&mut publisher, "/topic/score.g2", &["g2-a".to_owned()]).await;
+    publish_stored(&mut publisher, "/topic/score.g1", &["g1-b".to_owned()]).await;
+    publish_retained(&mut publisher, "/topic/flash", "breaking").await;
+
+    // Back on another node: everything kept, in order; a marker published
+    // after the resume proves the copies before it have arrived.
+    let mut fan = connect_as(&nodes[1].url(), "fan").await;
+    fan.subscribe_with("all", "/topic/score.*", all_games).await;
+    publish_stored(&mut publisher, "/topic/score.g3", &["marker".to_owned()]).await;
+    assert_eq!(
+        until(&mut fan, "marker").await,
+        ["g1-a", "g2-a", "g1-b", "marker"]
+    );
+    fan.subscribe_with("flash", "/topic/flash", flash).await;
+    publish_retained(&mut publisher, "/topic/flash", "later").await;
+    assert_eq!(until(&mut fan, "later").await, ["breaking", "later"]);
+}

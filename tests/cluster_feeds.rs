@@ -289,13 +289,13 @@ async fn a_client_resumes_on_another_node_with_every_missed_message_once_in_orde
     acking
         .subscribe_with("a", "/topic/game.1", &[("ack", "client-individual")])
         .await;
-    // Durable subscriptions (each node's own) get them from the engine
-    // too: on the publishers' node once, on the other node as well.
+    // Durable subscriptions (consumers on the engine's feed stream), one
+    // made on each node: every message once, with the same offsets.
     let mut durables = Vec::new();
-    for url in [node1.url(), node2.url()] {
+    for (url, name) in [(node1.url(), "d1"), (node2.url(), "d2")] {
         let mut durable = Client::connect(&url).await;
         durable
-            .subscribe_with("d", "/topic/game.1", &[("durable-subscription-name", "d")])
+            .subscribe_with("d", "/topic/game.1", &[("durable-subscription-name", name)])
             .await;
         durables.push(durable);
     }

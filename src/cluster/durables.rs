@@ -38,7 +38,7 @@
 use super::durable_subjects::{cover, covers, placeholder};
 use super::feeds::epoch_of;
 use super::rebound::{Incarnation, INCARNATION};
-use super::subject::{durable_consumer, feed_subject, pattern_subject};
+use super::subject::{durable_consumer, durable_feed_pattern, feed_subject, pattern_subject};
 use super::subscription::DurableBinding;
 use crate::config::ClusterConfig;
 use crate::model::destination::PatternWord;
@@ -215,9 +215,14 @@ impl Durables {
             ))
         };
         let name = durable_consumer(key);
-        let filter = match home {
-            Home::Topics => pattern_subject(&self.prefix, pattern),
-            Home::Feed => feed_subject(&self.prefix, &exact_words(pattern)),
+        // On the durables stream: the pattern's topic messages and the
+        // copies of its feed messages (`topics.rs`).
+        let filters = match home {
+            Home::Topics => vec![
+                pattern_subject(&self.prefix, pattern),
+                durable_feed_pattern(&self.prefix, pattern),
+            ],
+            Home::Feed => vec![feed_subject(&self.prefix, &exact_words(pattern))],
         };
         let found = self.find(&name).await.map_err(|e| engine(&e))?;
         if let Some((found_home, metadata)) = &found {
@@ -265,11 +270,11 @@ impl Durables {
             .await
             .map_err(|e| engine(&e))?;
         if home == Home::Topics {
-            self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+            self.add_subjects(&filters).await.map_err(|e| engine(&e))?;
         }
         let config = PullConfig {
             durable_name: Some(name.clone()),
-            filter_subject: filter.clone(),
+            filter_subjects: filters.clone(),
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.ack_wait,
             // What a durable subscription collects starts with it.
@@ -285,13 +290,26 @@ impl Durables {
         };
         // Creating an existing consumer with the same configuration returns
         // it unchanged (its position kept).
-        let consumer = stream
+        let mut consumer: PullConsumer = stream
             .get_or_create_consumer(&name, config)
             .await
             .map_err(|e| engine(&e))?;
+        if filters_of(&consumer.cached_info().config) != filters {
+            // Made by an earlier version (one filter, without the feed
+            // copies): given these filters, keeping its position and
+            // metadata (its incarnation: the same consumer).
+            let mut config = consumer.cached_info().config.clone();
+            config.filter_subject = String::new();
+            config.filter_subjects = filters.clone();
+            let _: async_nats::jetstream::consumer::Consumer<_> = stream
+                .update_consumer(config)
+                .await
+                .map_err(|e| engine(&e))?;
+            consumer = stream.get_consumer(&name).await.map_err(|e| engine(&e))?;
+        }
         if home == Home::Topics {
-            // Another node may have removed the subject meanwhile.
-            self.add_subject(&filter).await.map_err(|e| engine(&e))?;
+            // Another node may have removed the subjects meanwhile.
+            self.add_subjects(&filters).await.map_err(|e| engine(&e))?;
         }
         // Not known (the engine not answering): attached; the hand-backs
         // of an earlier attachment may then come after later messages.
@@ -440,38 +458,39 @@ impl Durables {
             debug!(%error, consumer = name, "cluster: durable consumer not deleted (gone already?)");
         }
         let _serial = self.subjects.lock().await;
-        let filters: Vec<String> = stream
+        let filters: Vec<Vec<String>> = stream
             .consumers()
-            .map_ok(|info| info.config.filter_subject)
+            .map_ok(|info| filters_of(&info.config))
             .try_collect()
             .await
             .map_err(|e| e.to_string())?;
-        let mut wanted = cover(filters.into_iter().filter(|f| !f.is_empty()).collect());
+        let mut wanted = cover(filters.into_iter().flatten().collect());
         if wanted.is_empty() {
             wanted.push(placeholder(&self.prefix));
         }
         self.set_subjects(wanted).await
     }
 
-    /// Makes the stream capture `filter` (unless a subject covers it).
-    async fn add_subject(&self, filter: &str) -> Result<(), String> {
+    /// Makes the stream capture `filters` (unless subjects cover them).
+    async fn add_subjects(&self, filters: &[String]) -> Result<(), String> {
         let _serial = self.subjects.lock().await;
         for _ in 0..ATTEMPTS {
             let subjects = self.subjects_now().await?;
-            if subjects.iter().any(|s| covers(s, filter)) {
+            let covered = |filter: &String| subjects.iter().any(|s| covers(s, filter));
+            if filters.iter().all(covered) {
                 return Ok(());
             }
             let placeholder = placeholder(&self.prefix);
             let mut wanted: Vec<String> =
                 subjects.into_iter().filter(|s| *s != placeholder).collect();
-            wanted.push(filter.to_owned());
+            wanted.extend(filters.iter().cloned());
             match self.set_subjects(cover(wanted)).await {
                 Ok(()) => {}
                 // Another node changed them at the same time: read again.
                 Err(error) => debug!(%error, "cluster: durable stream subjects changed meanwhile"),
             }
         }
-        Err(format!("the stream's subjects would not take '{filter}'"))
+        Err(format!("the stream's subjects would not take {filters:?}"))
     }
 
     async fn subjects_now(&self) -> Result<Vec<String>, String> {
@@ -525,4 +544,12 @@ fn exact_words(pattern: &[PatternWord]) -> Vec<Box<str>> {
             PatternWord::One | PatternWord::Many => None,
         })
         .collect()
+}
+
+/// A consumer's filter subjects, however given (one, or several).
+fn filters_of(config: &async_nats::jetstream::consumer::Config) -> Vec<String> {
+    match config.filter_subject.is_empty() {
+        true => config.filter_subjects.clone(),
+        false => vec![config.filter_subject.clone()],
+    }
 }

@@ -24,6 +24,10 @@ pub(super) struct Outgoing {
     /// A persistent topic SEND with a RECEIPT (`confirm.rs`): published
     /// through JetStream, kept by the durable subscriptions' stream.
     pub(super) kept: Option<Confirm>,
+    /// A feed message's copy for durable subscriptions: the same payload,
+    /// published on this subject right after (core NATS, not waited for),
+    /// which the durable subscriptions' stream captures when one matches.
+    pub(super) copy: Option<String>,
 }
 
 /// Publishes what `export` queued, in order, on the one connection.
@@ -41,9 +45,12 @@ pub(super) async fn publish_loop(
             payload,
             confirm,
             kept,
+            copy,
         } in batch.drain(..)
         {
             outgoing_bytes.fetch_sub(payload.len(), Ordering::AcqRel);
+            // After the feed message, in line with what follows it.
+            let copy = copy.map(|copy| (copy, payload.clone()));
             if let Some(confirm) = kept {
                 // The same one message, on the same connection and so in
                 // order, with a reply subject for the PubAck.
@@ -58,18 +65,38 @@ pub(super) async fn publish_loop(
                     .await
                     .map_err(|e| not_stored(&e));
                 let _ = confirm_tx.send(sent);
+                publish_copy(&client, copy, &mut refused).await;
                 continue;
             }
             // Waits while the client's own buffer is full (reconnecting);
             // our bounded queue takes the rest.
             if let Err(error) = client.publish(subject, payload).await {
-                // Too large for the server's max_payload (warned at start)
-                // or the client closed for good. Logged at 1, 2, 4, 8, ...
-                refused += 1;
-                if refused.is_power_of_two() {
-                    warn!(%error, refused, "topic message not published to the engine");
-                }
+                refused_one(&error, &mut refused);
             }
+            publish_copy(&client, copy, &mut refused).await;
         }
+    }
+}
+
+/// Publishes a feed message's copy for durable subscriptions, if any.
+async fn publish_copy(
+    client: &async_nats::Client,
+    copy: Option<(String, Bytes)>,
+    refused: &mut u64,
+) {
+    if let Some((subject, payload)) = copy {
+        if let Err(error) = client.publish(subject, payload).await {
+            refused_one(&error, refused);
+        }
+    }
+}
+
+/// Counts a message the client would not take: too large for the server's
+/// max_payload (warned at start) or the client closed for good. Logged at
+/// 1, 2, 4, 8, ...
+fn refused_one(error: &dyn std::fmt::Display, refused: &mut u64) {
+    *refused += 1;
+    if refused.is_power_of_two() {
+        warn!(%error, refused = *refused, "topic message not published to the engine");
     }
 }

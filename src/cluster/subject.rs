@@ -95,6 +95,11 @@ pub fn durable_consumer(key: &str) -> String {
 /// a feed message is never also heard as a core topic message.
 const FEEDS: &str = "feed";
 
+/// Between the prefix and a live-feed destination's words, on the copy of
+/// each feed message the durable subscriptions' stream may capture
+/// (`durables.rs`): no node listens on it for live delivery.
+const DURABLE_FEEDS: &str = "dfeed";
+
 /// The subject a message to topic `words` is published on.
 pub fn topic_subject(prefix: &str, words: &[Box<str>]) -> String {
     words_subject(prefix, TOPICS, words)
@@ -104,6 +109,12 @@ pub fn topic_subject(prefix: &str, words: &[Box<str>]) -> String {
 /// on (captured by the feed stream).
 pub fn feed_subject(prefix: &str, words: &[Box<str>]) -> String {
     words_subject(prefix, FEEDS, words)
+}
+
+/// The subject of the copy of a feed message to `words` for durable
+/// subscriptions.
+pub fn durable_feed_subject(prefix: &str, words: &[Box<str>]) -> String {
+    words_subject(prefix, DURABLE_FEEDS, words)
 }
 
 /// Every feed subject under `prefix`: the feed stream's subjects.
@@ -132,7 +143,17 @@ fn words_subject(prefix: &str, kind: &str, words: &[Box<str>]) -> String {
 /// every topic subject the pattern matches (and, with a `#` before the
 /// end, maybe more, which the local index filters out).
 pub fn pattern_subject(prefix: &str, pattern: &[PatternWord]) -> String {
-    let mut subject = format!("{prefix}.{TOPICS}");
+    pattern_subject_under(prefix, TOPICS, pattern)
+}
+
+/// [`pattern_subject`] for the copies of feed messages
+/// ([`durable_feed_subject`]).
+pub fn durable_feed_pattern(prefix: &str, pattern: &[PatternWord]) -> String {
+    pattern_subject_under(prefix, DURABLE_FEEDS, pattern)
+}
+
+fn pattern_subject_under(prefix: &str, kind: &str, pattern: &[PatternWord]) -> String {
+    let mut subject = format!("{prefix}.{kind}");
     for word in pattern {
         subject.push('.');
         match word {

@@ -31,7 +31,9 @@ use super::counts::Counts;
 use super::feeds::confirmation;
 use super::interest::Interest;
 use super::outgoing::Outgoing;
-use super::subject::{feed_subject, pattern_subject, topic_subject, topic_words};
+use super::subject::{
+    durable_feed_subject, feed_subject, pattern_subject, topic_subject, topic_words,
+};
 use super::wire;
 use crate::fanout::{ExportAck, FeedAck, IndexKey, InterestHold, TopicExport, TopicIndex};
 use crate::metrics::Metrics;
@@ -123,6 +125,7 @@ impl NatsTopics {
         message: &Message,
         confirm: Option<oneshot::Sender<Result<PublishAckFuture, String>>>,
         kept: Option<Confirm>,
+        copy: Option<String>,
     ) {
         let payload = wire::encode(message);
         let size = payload.len();
@@ -132,6 +135,7 @@ impl NatsTopics {
             payload,
             confirm,
             kept,
+            copy,
         };
         let refused = match queued + size > MAX_OUTGOING_BYTES {
             true => Some(outgoing),
@@ -160,19 +164,24 @@ impl NatsTopics {
 impl TopicExport for NatsTopics {
     fn export(&self, words: &[Box<str>], message: &Message) {
         let kept = self.confirms.take(&message.id);
-        self.queue(topic_subject(&self.prefix, words), message, None, kept);
+        let subject = topic_subject(&self.prefix, words);
+        self.queue(subject, message, None, kept, None);
     }
 
     fn export_feed(&self, words: &[Box<str>], message: &Message, confirm: bool) -> Option<FeedAck> {
         // The same queue as plain topic messages: a publisher's order holds
         // across both.
         let subject = feed_subject(&self.prefix, words);
+        // And a copy that durable subscriptions whose pattern matches keep
+        // (wildcards, destinations made feeds by x-retain): dropped by the
+        // server when none does (`durables.rs`).
+        let copy = Some(durable_feed_subject(&self.prefix, words));
         if !confirm {
-            self.queue(subject, message, None, None);
+            self.queue(subject, message, None, None, copy);
             return None;
         }
         let (confirm_tx, confirm_rx) = oneshot::channel();
-        self.queue(subject, message, Some(confirm_tx), None);
+        self.queue(subject, message, Some(confirm_tx), None, copy);
         Some(confirmation(confirm_rx))
     }
 
