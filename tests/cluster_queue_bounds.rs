@@ -405,3 +405,54 @@ async fn queues_with_streams_of_their_own_are_capped() {
         .expect_error("max_queue_streams is 2", CloseCode::Policy)
         .await;
 }
+
+/// The names of the engine's streams.
+async fn stream_names(url: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let client = async_nats::connect(url).await.expect("engine");
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream
+        .stream_names()
+        .try_collect()
+        .await
+        .expect("stream names")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_delete_queue_with_a_stream_of_its_own_takes_it_along_and_comes_back_on_a_send() {
+    let engine = NatsCluster::start(1);
+    let nodes = nodes(&engine).await;
+    let url = engine.urls()[0].clone();
+    let own = "stomphub_q-brief";
+    let mut owner = Client::connect(&nodes[0].url()).await;
+    owner
+        .subscribe_with(
+            "s",
+            "/queue/brief",
+            &[("auto-delete", "true"), ("x-max-length", "5")],
+        )
+        .await;
+    assert!(stream_names(&url).await.iter().any(|s| s == own));
+    // Node 1 sends to it (and so knows it), then the last subscriber goes.
+    let mut producer = Client::connect(&nodes[1].url()).await;
+    producer
+        .send_confirmed(send("/queue/brief", "1"), "p1")
+        .await;
+    assert_eq!(&next_message(&mut owner, ACROSS).await.body[..], b"1");
+    owner
+        .send_confirmed(Frame::new(Command::Unsubscribe).header("id", "s"), "u")
+        .await;
+    let started = Instant::now();
+    while stream_names(&url).await.iter().any(|s| s == own) {
+        assert!(started.elapsed() < ACROSS, "its stream is still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A SEND on node 1, which knew the queue, makes it again (as on one
+    // node) and is stored: a RECEIPT, and a new subscriber gets it.
+    producer
+        .send_confirmed(send("/queue/brief", "again"), "p2")
+        .await;
+    let mut late = Client::connect(&nodes[2].url()).await;
+    late.subscribe_confirmed("t", "/queue/brief", "t").await;
+    assert_eq!(&next_message(&mut late, ACROSS).await.body[..], b"again");
+}

@@ -15,6 +15,7 @@ use crate::config::ClusterConfig;
 use crate::model::destination::QUEUE_PREFIX;
 use crate::model::message::epoch_ms;
 use crate::queue::{QueueArguments, QueuePolicy, QueueSettings, REFUSAL};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -162,8 +163,15 @@ impl Definitions {
         name: &str,
         offered: &QueueArguments,
     ) -> Result<Definition, String> {
-        if let Some(known) = self.known().get(name) {
-            return Ok(known.clone());
+        let known = self.known().get(name).cloned();
+        if let Some(known) = known {
+            if !(known.own && known.arguments.auto_delete) || self.still_there(name, &known).await {
+                return Ok(known);
+            }
+            // Deleted with its stream by the node whose subscriber was its
+            // last (`delete`): made again below, as a SEND on one node
+            // makes a deleted auto-delete queue again.
+            self.forget(name);
         }
         let offered = QueueArguments {
             message_ttl: offered.message_ttl,
@@ -297,8 +305,18 @@ impl Definitions {
                 .get_stream_no_info(&definition.stream)
                 .await
                 .map_err(|e| e.to_string())?;
-            // Its own stream stays (another node may still publish to its
-            // subject); only the queue's messages go, then its consumer
+            if definition.own {
+                // Its own stream goes whole (it would count against
+                // `max_queue_streams` for good): another node that still
+                // knows the queue reads it again before a SEND (`definition`).
+                return self
+                    .jetstream
+                    .delete_stream(&definition.stream)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
+            // In the shared stream: the queue's messages, then its consumer
             // (once that is gone, so are the messages it had).
             stream
                 .purge()
@@ -308,6 +326,7 @@ impl Definitions {
             stream
                 .delete_consumer(&queue_consumer(name))
                 .await
+                .map(|_| ())
                 .map_err(|e| e.to_string())
         };
         match deleted.await {
@@ -318,6 +337,24 @@ impl Definitions {
             Err(error) => {
                 tracing::warn!(%error, queue = name, "queue engine: auto-delete queue not removed")
             }
+        }
+    }
+
+    /// Whether the consumer of `definition` (of queue `name`, auto-delete,
+    /// in a stream of its own) is still there: one request per SEND to
+    /// such a queue. Not knowing (the engine not answering) counts as
+    /// there: the SEND then fails or is published again as any other.
+    async fn still_there(&self, name: &str, definition: &Definition) -> bool {
+        let stream = match self.jetstream.get_stream_no_info(&definition.stream).await {
+            Ok(stream) => stream,
+            Err(_) => return true,
+        };
+        match stream.consumer_info(queue_consumer(name)).await {
+            Ok(_) => true,
+            Err(error) => !matches!(
+                error.kind(),
+                ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+            ),
         }
     }
 
