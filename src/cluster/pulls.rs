@@ -32,7 +32,16 @@ struct Shared {
     /// Set at the start of a shutdown: hand-backs are parked, not sent.
     closing: AtomicBool,
     /// The parked hand-backs. A leaf lock, never held across `.await`.
-    parked: Mutex<Vec<Acker>>,
+    parked: Mutex<Parked>,
+}
+
+/// Hand-backs held during a shutdown.
+#[derive(Default)]
+struct Parked {
+    ackers: Vec<Acker>,
+    /// `finish` has handed them back: a task still running after it (past
+    /// its wait) hands back at once rather than park for good.
+    finished: bool,
 }
 
 impl PullTasks {
@@ -41,7 +50,7 @@ impl PullTasks {
             metrics,
             running: watch::channel(0).0,
             closing: AtomicBool::new(false),
-            parked: Mutex::new(Vec::new()),
+            parked: Mutex::new(Parked::default()),
         }))
     }
 
@@ -65,14 +74,18 @@ impl PullTasks {
         let ended = tokio::time::timeout(within, running.wait_for(|n| *n == 0))
             .await
             .is_ok();
-        let parked = std::mem::take(&mut *self.0.parked());
+        let parked = {
+            let mut parked = self.0.parked();
+            parked.finished = true;
+            std::mem::take(&mut parked.ackers)
+        };
         hand_back(parked).await;
         ended
     }
 }
 
 impl Shared {
-    fn parked(&self) -> std::sync::MutexGuard<'_, Vec<Acker>> {
+    fn parked(&self) -> std::sync::MutexGuard<'_, Parked> {
         self.parked.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -88,13 +101,17 @@ impl PullTask {
     }
 
     /// Hands `deliveries` back (once the task's last pull is over): now, or
-    /// parked until every pull has ended if the node is shutting down.
+    /// parked until every pull has ended if the node is shutting down (now
+    /// again once that wait is over).
     pub(super) async fn hand_back(&self, deliveries: Vec<Acker>) {
         if self.0.closing.load(Ordering::SeqCst) {
-            self.0.parked().extend(deliveries);
-        } else {
-            hand_back(deliveries).await;
+            let mut parked = self.0.parked();
+            if !parked.finished {
+                parked.ackers.extend(deliveries);
+                return;
+            }
         }
+        hand_back(deliveries).await;
     }
 }
 
