@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::cluster::{start_node_configured, NatsCluster};
-use common::{Client, Event};
+use common::cluster::{next_message, start_node_configured, NatsCluster};
+use common::Client;
 use std::time::Duration;
 use stomp_protocol::{Command, Frame};
 
@@ -18,20 +18,6 @@ const WITHIN: Duration = Duration::from_secs(30);
 /// loopback socket buffers and the connection's outbound queue hold).
 const COUNT: usize = 60;
 const SIZE: usize = 256 * 1024;
-
-/// The next MESSAGE within [`WITHIN`], skipping heart-beats.
-async fn next_message(client: &mut Client) -> Frame {
-    loop {
-        match client.event_within(WITHIN).await {
-            Some(Event::Frame(frame)) => {
-                assert_eq!(frame.command, Command::Message, "{frame:?}");
-                return frame;
-            }
-            Some(Event::HeartBeat) => continue,
-            other => panic!("expected a MESSAGE, got {other:?}"),
-        }
-    }
-}
 
 /// Message `index`'s body: its number, padded to [`SIZE`].
 fn body(index: usize) -> Vec<u8> {
@@ -86,7 +72,7 @@ async fn a_client_that_does_not_read_gets_every_message_once_in_order() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     for index in 0..=COUNT {
-        let frame = next_message(&mut slow).await;
+        let frame = next_message(&mut slow, WITHIN).await;
         assert_eq!(
             &frame.body[..6],
             format!("{index:06}").as_bytes(),

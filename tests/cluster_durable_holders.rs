@@ -20,22 +20,6 @@ const ACROSS: Duration = Duration::from_secs(30);
 /// The durable subscription's SUBSCRIBE header.
 const DURABLE: [(&str, &str); 1] = [("durable-subscription-name", "inbox")];
 
-/// Connects to `url` with CONNECT `client-id`.
-async fn connect_as(url: &str, client_id: &str) -> Client {
-    let mut client = Client::open(url, &["v12.stomp"]).await;
-    client
-        .send(
-            Frame::new(Command::Connect)
-                .header("accept-version", "1.2")
-                .header("heart-beat", "0,0")
-                .header("client-id", client_id),
-        )
-        .await;
-    let connected = client.frame().await;
-    assert_eq!(connected.command, Command::Connected, "{connected:?}");
-    client
-}
-
 /// The next frame within [`ACROSS`], skipping heart-beats.
 async fn next_frame(client: &mut Client) -> Frame {
     loop {
@@ -102,13 +86,13 @@ async fn a_rebind_from_another_node_is_refused_and_leaves_the_holder_as_it_was()
     let nodes = [start_node(&urls, 0).await, start_node(&urls, 1).await];
     let mut publisher = Client::connect(&nodes[1].url()).await;
 
-    let mut holder = connect_as(&nodes[0].url(), "app").await;
+    let mut holder = Client::connect_as(&nodes[0].url(), "app").await;
     holder.subscribe_with("s", "/topic/x.a", &DURABLE).await;
     let seen = until_marker(&mut publisher, &mut holder, "/topic/x.a", "first").await;
     assert!(seen.iter().all(|b| b == "first"), "{seen:?}");
 
     // The same application on the other node, for another topic.
-    let mut second = connect_as(&nodes[1].url(), "app").await;
+    let mut second = Client::connect_as(&nodes[1].url(), "app").await;
     second.send_subscribe("s", "/topic/y.b", &DURABLE).await;
     expect_error(&mut second, "is already active on another connection").await;
 
@@ -124,7 +108,7 @@ async fn a_rebind_from_another_node_is_refused_and_leaves_the_holder_as_it_was()
     // Once it has gone, the re-bind is taken.
     holder.send(Frame::new(Command::Disconnect)).await;
     drop(holder);
-    let mut second = connect_as(&nodes[1].url(), "app").await;
+    let mut second = Client::connect_as(&nodes[1].url(), "app").await;
     second.subscribe_with("s", "/topic/y.b", &DURABLE).await;
     let seen = until_marker(&mut publisher, &mut second, "/topic/y.b", "rebound").await;
     assert!(seen.iter().all(|b| b == "rebound"), "{seen:?}");
@@ -137,7 +121,7 @@ async fn a_holder_whose_consumer_is_made_again_stops_and_takes_nothing_of_the_ne
     let nodes = [start_node(&urls, 0).await, start_node(&urls, 1).await];
     let mut publisher = Client::connect(&nodes[1].url()).await;
 
-    let mut holder = connect_as(&nodes[0].url(), "app").await;
+    let mut holder = Client::connect_as(&nodes[0].url(), "app").await;
     holder.subscribe_with("s", "/topic/x.a", &DURABLE).await;
     let seen = until_marker(&mut publisher, &mut holder, "/topic/x.a", "first").await;
     assert!(seen.iter().all(|b| b == "first"), "{seen:?}");
@@ -154,7 +138,7 @@ async fn a_holder_whose_consumer_is_made_again_stops_and_takes_nothing_of_the_ne
     expect_error(&mut holder, "deleted or re-bound").await;
 
     // The next holder gets it.
-    let mut next = connect_as(&nodes[1].url(), "app").await;
+    let mut next = Client::connect_as(&nodes[1].url(), "app").await;
     next.subscribe_with("s", "/topic/x.a", &DURABLE).await;
     let seen = until_marker(&mut publisher, &mut next, "/topic/x.a", "next").await;
     assert_eq!(
@@ -173,7 +157,7 @@ async fn a_holder_without_a_pull_waiting_finds_its_consumer_made_again_at_its_ne
 
     // Client acks, one at a time: holding "first" unacked, it has no pull
     // out (no credit), so nothing tells it of the change but its check.
-    let mut holder = connect_as(&nodes[0].url(), "app").await;
+    let mut holder = Client::connect_as(&nodes[0].url(), "app").await;
     let headers = [
         DURABLE[0],
         ("ack", "client-individual"),
@@ -189,7 +173,7 @@ async fn a_holder_without_a_pull_waiting_finds_its_consumer_made_again_at_its_ne
     holder.settle(&first, false).await;
     expect_error(&mut holder, "deleted or re-bound").await;
 
-    let mut next = connect_as(&nodes[1].url(), "app").await;
+    let mut next = Client::connect_as(&nodes[1].url(), "app").await;
     next.subscribe_with("s", "/topic/x.a", &headers).await;
     let frame = next_frame(&mut next).await;
     assert_eq!(body(&frame), "taken-over", "{frame:?}");

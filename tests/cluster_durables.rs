@@ -8,43 +8,13 @@
 
 mod common;
 
-use common::cluster::{http_get, start_node, NatsCluster};
+use common::cluster::{http_get, next_message, start_node, NatsCluster};
 use common::{BrokerProcess, Client, Event};
 use std::time::Duration;
 use stomp_protocol::{Command, Frame};
 
 /// Bound on every wait for something to happen across nodes.
 const ACROSS: Duration = Duration::from_secs(30);
-
-/// Connects to `url` with CONNECT `client-id`.
-async fn connect_as(url: &str, client_id: &str) -> Client {
-    let mut client = Client::open(url, &["v12.stomp"]).await;
-    client
-        .send(
-            Frame::new(Command::Connect)
-                .header("accept-version", "1.2")
-                .header("heart-beat", "0,0")
-                .header("client-id", client_id),
-        )
-        .await;
-    let connected = client.frame().await;
-    assert_eq!(connected.command, Command::Connected, "{connected:?}");
-    client
-}
-
-/// The next MESSAGE within [`ACROSS`], skipping heart-beats.
-async fn next_message(client: &mut Client) -> Frame {
-    loop {
-        match client.event_within(ACROSS).await {
-            Some(Event::Frame(frame)) => {
-                assert_eq!(frame.command, Command::Message, "{frame:?}");
-                return frame;
-            }
-            Some(Event::HeartBeat) => continue,
-            other => panic!("expected a MESSAGE, got {other:?}"),
-        }
-    }
-}
 
 fn body(frame: &Frame) -> String {
     String::from_utf8_lossy(&frame.body).into_owned()
@@ -72,7 +42,7 @@ async fn until_marker(
     publisher.publish(destination, marker).await;
     let mut seen = Vec::new();
     loop {
-        let frame = next_message(subscriber).await;
+        let frame = next_message(subscriber, ACROSS).await;
         let text = body(&frame);
         if std::env::var_os("DEBUG_DURABLES").is_some() {
             eprintln!("{text} {:?}", frame.get("redelivered"));
@@ -107,7 +77,7 @@ async fn warm_up(publisher: &mut Client, subscriber: &mut Client, destination: &
             return;
         }
         assert_eq!(body(&frame), "warm-up");
-        frame = next_message(subscriber).await;
+        frame = next_message(subscriber, ACROSS).await;
     }
 }
 
@@ -196,7 +166,7 @@ async fn each_dialect_resumes_on_another_node_with_what_was_published_meanwhile(
         let eur = format!("/topic/prices{n}.eur");
         let zero = format!("/topic/prices{n}");
 
-        let mut subscriber = connect_as(&nodes[0].url(), &client_id).await;
+        let mut subscriber = Client::connect_as(&nodes[0].url(), &client_id).await;
         subscriber.subscribe_with("s1", &topic, headers).await;
         warm_up(&mut publisher, &mut subscriber, &eur).await;
         subscriber.send(Frame::new(Command::Disconnect)).await;
@@ -211,7 +181,7 @@ async fn each_dialect_resumes_on_another_node_with_what_was_published_meanwhile(
 
         // Back on node 1 (another node): what was published meanwhile, in
         // order, then live; nothing twice, nothing else.
-        let mut subscriber = connect_as(&nodes[1].url(), &client_id).await;
+        let mut subscriber = Client::connect_as(&nodes[1].url(), &client_id).await;
         subscriber.subscribe_with("s1", &topic, headers).await;
         let mut expected = bodies("away", 0..10);
         expected.push("zero-words".into());
@@ -265,7 +235,7 @@ async fn a_killed_nodes_unacknowledged_durable_messages_come_back_on_another_nod
         ("durable-subscription-name", "ledger"),
         ("ack", "client-individual"),
     ];
-    let mut subscriber = connect_as(&doomed.url, "books").await;
+    let mut subscriber = Client::connect_as(&doomed.url, "books").await;
     subscriber
         .subscribe_with("s", "/topic/ledger.*", &headers)
         .await;
@@ -273,7 +243,7 @@ async fn a_killed_nodes_unacknowledged_durable_messages_come_back_on_another_nod
     publish_all(&mut publisher, "/topic/ledger.eur", &bodies("m", 0..6)).await;
     let mut frames = Vec::new();
     for n in 0..6 {
-        let frame = next_message(&mut subscriber).await;
+        let frame = next_message(&mut subscriber, ACROSS).await;
         assert_eq!(body(&frame), format!("m{n}"));
         frames.push(frame);
     }
@@ -293,12 +263,12 @@ async fn a_killed_nodes_unacknowledged_durable_messages_come_back_on_another_nod
     connection_gone(&engine, "stomphub doomed queues").await;
 
     publish_all(&mut publisher, "/topic/ledger.eur", &bodies("n", 0..4)).await;
-    let mut back = connect_as(&survivor.url(), "books").await;
+    let mut back = Client::connect_as(&survivor.url(), "books").await;
     back.subscribe_with("s", "/topic/ledger.*", &headers).await;
     let mut seen = Vec::new();
     let mut redelivered = Vec::new();
     while seen.len() < held.len() + 4 {
-        let frame = next_message(&mut back).await;
+        let frame = next_message(&mut back, ACROSS).await;
         back.settle(&frame, false).await;
         if frame.get("redelivered") == Some("true") {
             redelivered.push(body(&frame));
@@ -381,7 +351,7 @@ async fn a_durable_subscription_belongs_to_its_principal_on_every_node() {
     carol.subscribe_with("s", "/topic/public.*", &inbox).await;
     // Another durable subscription whose subject overlaps carol's
     // (`public.*` and `*.news`): the stream holds both.
-    let mut other = connect_as(&nodes[0].url(), "other").await;
+    let mut other = Client::connect_as(&nodes[0].url(), "other").await;
     other.subscribe_with("s", "/topic/*.news", &inbox).await;
     warm_up(&mut publisher, &mut carol, "/topic/public.news").await;
     let seen = until_marker(&mut publisher, &mut other, "/topic/public.news", "both").await;
@@ -464,7 +434,7 @@ fn count_of(frame: &Frame) -> usize {
 /// Reads counts until one is `wanted`; every count is at most once a second.
 async fn count_reaches(watcher: &mut Client, wanted: usize, last: &mut tokio::time::Instant) {
     loop {
-        let frame = next_message(watcher).await;
+        let frame = next_message(watcher, ACROSS).await;
         let now = tokio::time::Instant::now();
         assert!(
             now.duration_since(*last) >= Duration::from_millis(900),
@@ -540,7 +510,7 @@ async fn a_receipted_persistent_topic_send_is_kept_for_durable_subscribers_befor
     );
     let publishing = BrokerProcess::start(&process_config, dir.path());
     let name = [("durable-subscription-name", "audit")];
-    let mut subscriber = connect_as(&node.url(), "auditor").await;
+    let mut subscriber = Client::connect_as(&node.url(), "auditor").await;
     subscriber
         .subscribe_with("s", "/topic/audit.*", &name)
         .await;
@@ -583,7 +553,7 @@ async fn a_receipted_persistent_topic_send_is_kept_for_durable_subscribers_befor
     assert!(message.contains("not kept for them"), "{message}");
     publishing.kill();
 
-    let mut subscriber = connect_as(&node.url(), "auditor").await;
+    let mut subscriber = Client::connect_as(&node.url(), "auditor").await;
     subscriber
         .subscribe_with("s", "/topic/audit.*", &name)
         .await;

@@ -33,21 +33,6 @@ async fn node(urls: &[String], index: usize) -> TestBroker {
     .await
 }
 
-async fn connect_as(url: &str, client_id: &str) -> Client {
-    let mut client = Client::open(url, &["v12.stomp"]).await;
-    client
-        .send(
-            Frame::new(Command::Connect)
-                .header("accept-version", "1.2")
-                .header("heart-beat", "0,0")
-                .header("client-id", client_id),
-        )
-        .await;
-    let connected = client.frame().await;
-    assert_eq!(connected.command, Command::Connected, "{connected:?}");
-    client
-}
-
 fn body(frame: &Frame) -> String {
     String::from_utf8_lossy(&frame.body).into_owned()
 }
@@ -101,7 +86,7 @@ async fn a_durable_feed_subscription_resumes_on_another_node_with_offsets_and_ep
     let mut watcher = Client::connect(&nodes[1].url()).await;
     watcher.subscribe("w", game).await;
 
-    let mut fan = connect_as(&nodes[0].url(), "fan").await;
+    let mut fan = Client::connect_as(&nodes[0].url(), "fan").await;
     fan.subscribe_with("s1", game, DURABLE).await;
     let live: Vec<String> = (0..3).map(|n| format!("live{n}")).collect();
     publish_stored(&mut publisher, game, &live).await;
@@ -128,7 +113,7 @@ async fn a_durable_feed_subscription_resumes_on_another_node_with_offsets_and_ep
 
     // Back on another node: the ten, in order, with the watcher's offsets
     // and epoch; then live.
-    let mut fan = connect_as(&nodes[1].url(), "fan").await;
+    let mut fan = Client::connect_as(&nodes[1].url(), "fan").await;
     fan.subscribe_with("s1", game, DURABLE).await;
     let back = take(&mut fan, 10).await;
     assert_eq!(back.iter().map(body).collect::<Vec<_>>(), away);
@@ -163,7 +148,7 @@ async fn durable_subscription_caps_count_on_the_engine() {
     let nodes = [node(&urls, 0).await, node(&urls, 1).await];
     // Two on one connection (one on a feed, one on a plain topic) is the
     // per-connection cap.
-    let mut first = connect_as(&nodes[0].url(), "first").await;
+    let mut first = Client::connect_as(&nodes[0].url(), "first").await;
     first
         .subscribe_with(
             "a",
@@ -186,18 +171,18 @@ async fn durable_subscription_caps_count_on_the_engine() {
     // The two stay (a closed connection detaches them): with one more on
     // node 1 that makes 3, the cluster's cap; a fourth on any node is
     // refused, and a resumed one is not a new one.
-    let mut second = connect_as(&nodes[1].url(), "second").await;
+    let mut second = Client::connect_as(&nodes[1].url(), "second").await;
     second
         .subscribe_with("d", "/topic/news", &[("durable-subscription-name", "d")])
         .await;
-    let mut third = connect_as(&nodes[0].url(), "third").await;
+    let mut third = Client::connect_as(&nodes[0].url(), "third").await;
     third
         .send_subscribe("e", "/topic/news", &[("durable-subscription-name", "e")])
         .await;
     third
         .expect_error("max_durable_subscriptions is 3", CloseCode::Policy)
         .await;
-    let mut again = connect_as(&nodes[1].url(), "first").await;
+    let mut again = Client::connect_as(&nodes[1].url(), "first").await;
     again
         .subscribe_with(
             "a",
@@ -249,7 +234,7 @@ async fn wildcard_and_retained_durable_subscriptions_keep_feed_messages_across_n
         ("durable-subscription-name", "flash"),
         ("ack", "client-individual"),
     ];
-    let mut fan = connect_as(&nodes[0].url(), "fan").await;
+    let mut fan = Client::connect_as(&nodes[0].url(), "fan").await;
     fan.subscribe_with("all", "/topic/score.*", all_games).await;
     fan.subscribe_with("flash", "/topic/flash", flash).await;
     fan.send(Frame::new(Command::Disconnect)).await;
@@ -263,7 +248,7 @@ async fn wildcard_and_retained_durable_subscriptions_keep_feed_messages_across_n
 
     // Back on another node: everything kept, in order; a marker published
     // after the resume proves the copies before it have arrived.
-    let mut fan = connect_as(&nodes[1].url(), "fan").await;
+    let mut fan = Client::connect_as(&nodes[1].url(), "fan").await;
     fan.subscribe_with("all", "/topic/score.*", all_games).await;
     publish_stored(&mut publisher, "/topic/score.g3", &["marker".to_owned()]).await;
     assert_eq!(

@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::cluster::NatsCluster;
-use common::{test_config, Client, Event, TestBroker};
+use common::cluster::{next_message, NatsCluster};
+use common::{test_config, Client, TestBroker};
 use std::time::Duration;
 use stomp_protocol::{Command, Frame};
 
@@ -31,17 +31,6 @@ fn send(destination: &str, body: &str) -> Frame {
         .header("destination", destination)
         .header("persistent", "true")
         .body(body.to_owned())
-}
-
-/// The next MESSAGE within `limit`, skipping heart-beats.
-async fn next_message(client: &mut Client, limit: Duration) -> Frame {
-    loop {
-        match client.event_within(limit).await {
-            Some(Event::Frame(frame)) if frame.command == Command::Message => return frame,
-            Some(Event::HeartBeat) => continue,
-            other => panic!("expected a MESSAGE, got {other:?}"),
-        }
-    }
 }
 
 async fn unsubscribe(client: &mut Client, id: &str) {

@@ -9,8 +9,8 @@
 
 mod common;
 
-use common::cluster::{start_processes, NatsCluster};
-use common::{test_config, Client, Event, TestBroker};
+use common::cluster::{next_message, start_processes, NatsCluster};
+use common::{test_config, Client, TestBroker};
 use std::time::{Duration, Instant};
 use stomp_protocol::{Command, Frame};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -58,17 +58,6 @@ fn send(destination: &str, body: &str) -> Frame {
     Frame::new(Command::Send)
         .header("destination", destination)
         .body(body.to_owned())
-}
-
-/// The next MESSAGE within `limit`, skipping heart-beats.
-async fn next_message(client: &mut Client, limit: Duration) -> Frame {
-    loop {
-        match client.event_within(limit).await {
-            Some(Event::Frame(frame)) if frame.command == Command::Message => return frame,
-            Some(Event::HeartBeat) => continue,
-            other => panic!("expected a MESSAGE, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,22 +50,6 @@ async fn next_message(client: &mut Client) -> Frame {
     frame
 }
 
-/// Connects with CONNECT `client-id` (the scope of its `message-id`s).
-async fn connect_as(url: &str, client_id: &str) -> Client {
-    let mut client = Client::open(url, &["v12.stomp"]).await;
-    client
-        .send(
-            Frame::new(Command::Connect)
-                .header("accept-version", "1.2")
-                .header("heart-beat", "0,0")
-                .header("client-id", client_id),
-        )
-        .await;
-    let connected = next_frame(&mut client).await;
-    assert_eq!(connected.command, Command::Connected, "{connected:?}");
-    client
-}
-
 /// BEGIN, two queue SENDs with the client's `message-id`s, COMMIT.
 async fn commit_two(client: &mut Client, tx: &str) {
     client
@@ -87,12 +71,12 @@ async fn a_commit_retried_with_the_same_message_ids_stores_nothing_twice() {
     let urls = engine.urls();
     let first_node = start_node(&urls, 0).await;
     let second_node = start_node(&urls, 1).await;
-    let mut first = connect_as(&first_node.url(), "app").await;
+    let mut first = Client::connect_as(&first_node.url(), "app").await;
     commit_two(&mut first, "t").await;
     first.expect_receipt("c").await;
 
     // The client did not see that RECEIPT (say) and retries on node 1.
-    let mut retry = connect_as(&second_node.url(), "app").await;
+    let mut retry = Client::connect_as(&second_node.url(), "app").await;
     commit_two(&mut retry, "t").await;
     retry
         .expect_error(

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::cluster::{start_node, start_node_configured, NatsCluster};
+use common::cluster::{next_message, start_node, start_node_configured, NatsCluster};
 use common::{Client, Event, TestBroker};
 use std::time::Duration;
 use stomp_protocol::{Command, Frame};
@@ -32,20 +32,6 @@ fn tx_send(destination: &str, body: &str, tx: &str) -> Frame {
 
 fn tx_frame(command: Command, tx: &str) -> Frame {
     Frame::new(command).header("transaction", tx)
-}
-
-/// The next MESSAGE within `ACROSS`, skipping heart-beats.
-async fn next_message(client: &mut Client) -> Frame {
-    loop {
-        match client.event_within(ACROSS).await {
-            Some(Event::Frame(frame)) => {
-                assert_eq!(frame.command, Command::Message, "{frame:?}");
-                return frame;
-            }
-            Some(Event::HeartBeat) => continue,
-            other => panic!("expected a MESSAGE, got {other:?}"),
-        }
-    }
 }
 
 /// Three nodes on a 3-server engine.
@@ -82,9 +68,9 @@ async fn a_commit_on_one_node_reaches_consumers_on_others_and_its_acks_settle_fo
     producer
         .send_confirmed(tx_frame(Command::Commit, "t1"), "c1")
         .await;
-    assert_eq!(body(&next_message(&mut first).await), "a1");
-    assert_eq!(body(&next_message(&mut first).await), "a2");
-    assert_eq!(body(&next_message(&mut second).await), "b1");
+    assert_eq!(body(&next_message(&mut first, ACROSS).await), "a1");
+    assert_eq!(body(&next_message(&mut first, ACROSS).await), "a2");
+    assert_eq!(body(&next_message(&mut second, ACROSS).await), "b1");
 
     // An ACK committed on node 1 settles the delivery for every node: a
     // later subscriber on node 2 gets what came after it, not it again.
@@ -93,7 +79,7 @@ async fn a_commit_on_one_node_reaches_consumers_on_others_and_its_acks_settle_fo
         .subscribe_with("k", "/queue/tx.ack", &[("ack", "client-individual")])
         .await;
     producer.publish("/queue/tx.ack", "held").await;
-    let held = next_message(&mut acker).await;
+    let held = next_message(&mut acker, ACROSS).await;
     assert_eq!(body(&held), "held");
     acker
         .send_confirmed(tx_frame(Command::Begin, "t2"), "b2")
@@ -122,7 +108,7 @@ async fn a_commit_on_one_node_reaches_consumers_on_others_and_its_acks_settle_fo
         .await;
     let mut later = Client::connect(&nodes[2].url()).await;
     later.subscribe("l", "/queue/tx.ack").await;
-    assert_eq!(body(&next_message(&mut later).await), "after");
+    assert_eq!(body(&next_message(&mut later, ACROSS).await), "after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +145,7 @@ async fn a_commit_the_stream_cannot_take_whole_stores_none_of_it() {
         .await;
     let mut consumer = Client::connect(&consumer_node.url()).await;
     consumer.subscribe("s", "/queue/atomic").await;
-    let first = body(&next_message(&mut consumer).await);
+    let first = body(&next_message(&mut consumer, ACROSS).await);
     assert!(
         first == "probe",
         "a {}-byte message of the refused COMMIT was stored",
@@ -185,7 +171,10 @@ async fn a_commit_the_stream_cannot_take_whole_stores_none_of_it() {
             "p2",
         )
         .await;
-    assert_eq!(body(&next_message(&mut consumer).await), "second probe");
+    assert_eq!(
+        body(&next_message(&mut consumer, ACROSS).await),
+        "second probe"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +194,7 @@ async fn a_reply_sent_on_the_responders_node_reaches_the_requester_on_its_own() 
                 .body("question"),
         )
         .await;
-    let request = next_message(&mut responder).await;
+    let request = next_message(&mut responder, ACROSS).await;
     let reply_to = request.get("reply-to").expect("reply-to").to_owned();
     let secret = reply_to
         .strip_prefix("/reply-queue/")
@@ -244,7 +233,7 @@ async fn a_reply_sent_on_the_responders_node_reaches_the_requester_on_its_own() 
             "g",
         )
         .await;
-    let reply = next_message(&mut requester).await;
+    let reply = next_message(&mut requester, ACROSS).await;
     assert_eq!(body(&reply), "from node 2");
     assert_eq!(reply.get("subscription"), Some("/temp-queue/answers"));
 
@@ -257,7 +246,7 @@ async fn a_reply_sent_on_the_responders_node_reaches_the_requester_on_its_own() 
             "a",
         )
         .await;
-    let reply = next_message(&mut requester).await;
+    let reply = next_message(&mut requester, ACROSS).await;
     assert_eq!(body(&reply), "answer");
     assert_eq!(reply.get("subscription"), Some("/temp-queue/answers"));
 
@@ -292,7 +281,7 @@ async fn a_reply_sent_on_the_responders_node_reaches_the_requester_on_its_own() 
                 .body("topic answer"),
         )
         .await;
-    let reply = next_message(&mut requester).await;
+    let reply = next_message(&mut requester, ACROSS).await;
     assert_eq!(body(&reply), "topic answer");
     assert_eq!(reply.get("subscription"), Some("/temp-queue/topical"));
 }

@@ -28,19 +28,6 @@ fn persistent(destination: &str, text: &str) -> Frame {
         .body(text.to_owned())
 }
 
-async fn connect_as(url: &str, client_id: &str) -> Client {
-    let mut client = Client::open(url, &["v12.stomp"]).await;
-    client
-        .send(
-            Frame::new(Command::Connect)
-                .header("accept-version", "1.2")
-                .header("client-id", client_id),
-        )
-        .await;
-    assert_eq!(client.frame().await.command, Command::Connected);
-    client
-}
-
 /// Reads `count` MESSAGEs (each within the client's usual timeout), then
 /// expects nothing more for 300 ms: exact, however slowly a busy machine
 /// delivers them.
@@ -140,7 +127,7 @@ async fn durable_subscriptions_of_every_dialect_survive_disconnect_and_restart()
     let mut broker = BrokerProcess::start(CONFIG, dir.path());
     for dialect in &DIALECTS {
         let topic = format!("/topic/news.{}", dialect.name);
-        let mut subscriber = connect_as(&broker.url, "app").await;
+        let mut subscriber = Client::connect_as(&broker.url, "app").await;
         subscriber
             .subscribe_with("sub-0", &topic, dialect.subscribe)
             .await;
@@ -149,7 +136,7 @@ async fn durable_subscriptions_of_every_dialect_survive_disconnect_and_restart()
             .await;
 
         // Another application with the same stompjs-style id is another subscription.
-        let mut other = connect_as(&broker.url, "other-app").await;
+        let mut other = Client::connect_as(&broker.url, "other-app").await;
         other
             .subscribe_with("sub-0", &topic, dialect.subscribe)
             .await;
@@ -170,7 +157,7 @@ async fn durable_subscriptions_of_every_dialect_survive_disconnect_and_restart()
             .send_confirmed(persistent(&topic, "after"), "pa")
             .await;
 
-        let mut subscriber = connect_as(&broker.url, "app").await;
+        let mut subscriber = Client::connect_as(&broker.url, "app").await;
         subscriber
             .subscribe_with("sub-0", &topic, dialect.subscribe)
             .await;
@@ -200,7 +187,7 @@ async fn durable_subscriptions_of_every_dialect_survive_disconnect_and_restart()
             dialect.name
         );
 
-        let mut other = connect_as(&broker.url, "other-app").await;
+        let mut other = Client::connect_as(&broker.url, "other-app").await;
         other
             .subscribe_with("sub-0", &topic, dialect.subscribe)
             .await;

@@ -261,6 +261,23 @@ impl Client {
         self.frame().await
     }
 
+    /// Opens and CONNECTs (STOMP 1.2, no heart-beats) with `client-id`:
+    /// what durable subscriptions and client message ids are named by.
+    pub async fn connect_as(url: &str, client_id: &str) -> Client {
+        let mut client = Client::open(url, &["v12.stomp"]).await;
+        client
+            .send(
+                Frame::new(Command::Connect)
+                    .header("accept-version", "1.2")
+                    .header("heart-beat", "0,0")
+                    .header("client-id", client_id),
+            )
+            .await;
+        let connected = client.frame().await;
+        assert_eq!(connected.command, Command::Connected, "{connected:?}");
+        client
+    }
+
     /// Opens, sends CONNECT 1.2 with no heart-beats, expects CONNECTED.
     pub async fn connect(url: &str) -> Client {
         let mut client = Client::open(url, &["v12.stomp", "v11.stomp", "v10.stomp"]).await;
