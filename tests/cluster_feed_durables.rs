@@ -33,6 +33,15 @@ async fn node(urls: &[String], index: usize) -> TestBroker {
     .await
 }
 
+/// Three such nodes.
+async fn three_nodes(urls: &[String]) -> [TestBroker; 3] {
+    [
+        node(urls, 0).await,
+        node(urls, 1).await,
+        node(urls, 2).await,
+    ]
+}
+
 fn body(frame: &Frame) -> String {
     String::from_utf8_lossy(&frame.body).into_owned()
 }
@@ -75,11 +84,7 @@ const DURABLE: &[(&str, &str)] = &[
 async fn a_durable_feed_subscription_resumes_on_another_node_with_offsets_and_epoch() {
     let engine = NatsCluster::start(3);
     let urls = engine.urls();
-    let nodes = [
-        node(&urls, 0).await,
-        node(&urls, 1).await,
-        node(&urls, 2).await,
-    ];
+    let nodes = three_nodes(&urls).await;
     let game = "/topic/score.g1";
     let mut publisher = Client::connect(&nodes[2].url()).await;
     // A plain subscriber on node 1: the offsets and epoch every node gives.
@@ -218,11 +223,7 @@ async fn until(client: &mut Client, last: &str) -> Vec<String> {
 async fn wildcard_and_retained_durable_subscriptions_keep_feed_messages_across_nodes() {
     let engine = NatsCluster::start(3);
     let urls = engine.urls();
-    let nodes = [
-        node(&urls, 0).await,
-        node(&urls, 1).await,
-        node(&urls, 2).await,
-    ];
+    let nodes = three_nodes(&urls).await;
     let mut publisher = Client::connect(&nodes[2].url()).await;
     // A wildcard over feed destinations (the rule's), and one destination
     // made a feed by x-retain alone.
