@@ -86,6 +86,14 @@ pub(super) fn cover(mut subjects: Vec<String>) -> Vec<String> {
     kept
 }
 
+/// A consumer's filter subjects, however given (one, or several).
+pub(super) fn filters_of(config: &async_nats::jetstream::consumer::Config) -> Vec<String> {
+    match config.filter_subject.is_empty() {
+        true => config.filter_subjects.clone(),
+        false => vec![config.filter_subject.clone()],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

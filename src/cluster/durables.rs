@@ -30,13 +30,10 @@
 //!
 //! `max_durable_subscriptions` counts the consumers of both streams.
 //!
-//! Adding and removing subjects is a read-modify-write of the stream's
-//! configuration: a node serialises its own, and checks after making a
-//! consumer that its subject is still there (another node removing an
-//! unused subject at the same moment), adding it again if not.
+//! Finding, counting and deleting consumers, and the stream's subjects:
+//! `durable_consumers.rs`.
 
-use super::durable_subjects::{cover, covers, placeholder};
-use super::feeds::epoch_of;
+use super::durable_subjects::{filters_of, placeholder};
 use super::rebound::{Incarnation, INCARNATION};
 use super::subject::{durable_consumer, durable_feed_pattern, feed_subject, pattern_subject};
 use super::subscription::DurableBinding;
@@ -47,7 +44,6 @@ use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, stream};
-use futures_util::TryStreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing::{debug, info};
@@ -61,24 +57,22 @@ pub(super) const KEY: &str = "stomphub-durable";
 /// How long an attachment waits for the pulls of an earlier one to end:
 /// longer than one pull (`consumer.rs`).
 const EARLIER_PULLS: Duration = Duration::from_secs(4);
-/// How often a node tries a subject change that raced another node's.
-const ATTEMPTS: usize = 5;
 
 /// The durable subscriptions' stream, shared by the node's sessions.
 pub(super) struct Durables {
-    jetstream: jetstream::Context,
+    pub(super) jetstream: jetstream::Context,
     /// `<prefix>_durables`.
-    stream: String,
-    prefix: String,
+    pub(super) stream: String,
+    pub(super) prefix: String,
     /// `[cluster] ack_wait`, for every durable consumer.
     ack_wait: Duration,
     /// Serialises this node's changes of the stream's subjects.
-    subjects: tokio::sync::Mutex<()>,
+    pub(super) subjects: tokio::sync::Mutex<()>,
     /// `<prefix>_feeds` (`feeds.rs`), home of durable subscriptions to
     /// one live-feed destination.
-    feed_stream: String,
+    pub(super) feed_stream: String,
     /// `[limits] max_durable_subscriptions`, over the engine.
-    max_subscriptions: usize,
+    pub(super) max_subscriptions: usize,
 }
 
 /// A durable subscription attached: its consumer, its name, and which
@@ -191,7 +185,7 @@ impl Durables {
     }
 
     /// The name of the stream `home` names.
-    fn stream_of(&self, home: Home) -> &str {
+    pub(super) fn stream_of(&self, home: Home) -> &str {
         match home {
             Home::Topics => &self.stream,
             Home::Feed => &self.feed_stream,
@@ -215,6 +209,19 @@ impl Durables {
             ))
         };
         let name = durable_consumer(key);
+        let found = self.find(&name).await.map_err(|e| engine(&e))?;
+        // One made on the durables stream before a rule made its
+        // destination a feed stays there (it has the feed messages' copies):
+        // moving it would lose what it holds. (One on the feed stream whose
+        // rule is gone is re-bound: no feed message comes there any more.)
+        let home = match &found {
+            Some((Home::Topics, metadata))
+                if metadata.get(DESTINATION).map(String::as_str) == Some(destination) =>
+            {
+                Home::Topics
+            }
+            _ => home,
+        };
         // On the durables stream: the pattern's topic messages and the
         // copies of its feed messages (`topics.rs`).
         let filters = match home {
@@ -224,7 +231,6 @@ impl Durables {
             ],
             Home::Feed => vec![feed_subject(&self.prefix, &exact_words(pattern))],
         };
-        let found = self.find(&name).await.map_err(|e| engine(&e))?;
         if let Some((found_home, metadata)) = &found {
             if metadata.get(OWNER).is_some_and(|o| o != owner) {
                 // Not saying whose: that would tell a stranger who uses it.
@@ -232,8 +238,8 @@ impl Durables {
                     "durable subscription '{key}' belongs to another principal"
                 )));
             }
-            // Another topic, or the same one now (not) made a feed by a
-            // rule (its messages on the other stream): re-bound.
+            // Another topic, or the same one no longer a feed by rule (its
+            // messages no longer on the feed stream): re-bound.
             if metadata.get(DESTINATION).map(String::as_str) != Some(destination)
                 || *found_home != home
             {
@@ -333,75 +339,6 @@ impl Durables {
         })
     }
 
-    /// Durable consumer `name`: on which stream, and its metadata.
-    async fn find(&self, name: &str) -> Result<Option<(Home, HashMap<String, String>)>, String> {
-        for home in [Home::Topics, Home::Feed] {
-            let stream = self
-                .jetstream
-                .get_stream_no_info(self.stream_of(home))
-                .await
-                .map_err(|e| e.to_string())?;
-            match stream.consumer_info(name).await {
-                Ok(info) => return Ok(Some((home, info.config.metadata))),
-                Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => {}
-                Err(error) => return Err(error.to_string()),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Refuses a new durable subscription past `max_durable_subscriptions`,
-    /// counted over the engine: every consumer of the durables stream, and
-    /// the feed stream's that carry a key (not the nodes' readers). Two
-    /// nodes making the last ones at the same moment may both pass.
-    async fn check_room(&self, key: &str) -> Result<(), DurableRefusal> {
-        let engine = |e: &dyn std::fmt::Display| {
-            DurableRefusal::Engine(format!(
-                "durable subscription engine unreachable: '{key}' not attached ({e})"
-            ))
-        };
-        let mut stream = self
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| engine(&e))?;
-        let on_topics = stream
-            .info()
-            .await
-            .map_err(|e| engine(&e))?
-            .state
-            .consumer_count;
-        let feeds = self
-            .jetstream
-            .get_stream_no_info(&self.feed_stream)
-            .await
-            .map_err(|e| engine(&e))?;
-        let on_feeds = feeds
-            .consumers()
-            .try_filter(|info| std::future::ready(info.config.metadata.contains_key(KEY)))
-            .try_fold(0usize, |n, _| std::future::ready(Ok(n + 1)))
-            .await
-            .map_err(|e| engine(&e))?;
-        if on_topics + on_feeds >= self.max_subscriptions {
-            return Err(DurableRefusal::Policy(format!(
-                "too many durable subscriptions on this server: max_durable_subscriptions is {}",
-                self.max_subscriptions
-            )));
-        }
-        Ok(())
-    }
-
-    /// The feed stream's epoch (its creation time), as its readers give it.
-    async fn feed_epoch(&self) -> Result<std::sync::Arc<str>, String> {
-        let mut stream = self
-            .jetstream
-            .get_stream(&self.feed_stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let info = stream.info().await.map_err(|e| e.to_string())?;
-        Ok(epoch_of(info))
-    }
-
     /// Waits (at most [`EARLIER_PULLS`]) until no pull of an earlier
     /// attachment waits and nothing is out unacknowledged, so that its
     /// hand-backs come before later messages. True if a pull still waits
@@ -436,96 +373,6 @@ impl Durables {
         }
         Ok(pulled)
     }
-
-    /// Deletes durable consumer `name`, and the stream's subjects no other
-    /// durable subscription needs.
-    pub(super) async fn delete(&self, name: &str) -> Result<(), String> {
-        let feeds = self
-            .jetstream
-            .get_stream_no_info(&self.feed_stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        // On one stream or the other: not found on the other.
-        if let Err(error) = feeds.delete_consumer(name).await {
-            debug!(%error, consumer = name, "cluster: no durable consumer on the feed stream");
-        }
-        let stream = self
-            .jetstream
-            .get_stream_no_info(&self.stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Err(error) = stream.delete_consumer(name).await {
-            debug!(%error, consumer = name, "cluster: durable consumer not deleted (gone already?)");
-        }
-        let _serial = self.subjects.lock().await;
-        let filters: Vec<Vec<String>> = stream
-            .consumers()
-            .map_ok(|info| filters_of(&info.config))
-            .try_collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut wanted = cover(filters.into_iter().flatten().collect());
-        if wanted.is_empty() {
-            wanted.push(placeholder(&self.prefix));
-        }
-        self.set_subjects(wanted).await
-    }
-
-    /// Makes the stream capture `filters` (unless subjects cover them).
-    async fn add_subjects(&self, filters: &[String]) -> Result<(), String> {
-        let _serial = self.subjects.lock().await;
-        for _ in 0..ATTEMPTS {
-            let subjects = self.subjects_now().await?;
-            let covered = |filter: &String| subjects.iter().any(|s| covers(s, filter));
-            if filters.iter().all(covered) {
-                return Ok(());
-            }
-            let placeholder = placeholder(&self.prefix);
-            let mut wanted: Vec<String> =
-                subjects.into_iter().filter(|s| *s != placeholder).collect();
-            wanted.extend(filters.iter().cloned());
-            match self.set_subjects(cover(wanted)).await {
-                Ok(()) => {}
-                // Another node changed them at the same time: read again.
-                Err(error) => debug!(%error, "cluster: durable stream subjects changed meanwhile"),
-            }
-        }
-        Err(format!("the stream's subjects would not take {filters:?}"))
-    }
-
-    async fn subjects_now(&self) -> Result<Vec<String>, String> {
-        let mut stream = self
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let info = stream.info().await.map_err(|e| e.to_string())?;
-        Ok(info.config.subjects.clone())
-    }
-
-    async fn set_subjects(&self, subjects: Vec<String>) -> Result<(), String> {
-        let mut stream = self
-            .jetstream
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut config = stream
-            .info()
-            .await
-            .map_err(|e| e.to_string())?
-            .config
-            .clone();
-        if config.subjects == subjects {
-            return Ok(());
-        }
-        debug!(?subjects, "cluster: durable stream subjects");
-        config.subjects = subjects;
-        self.jetstream
-            .update_stream(config)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// The refusal of an attachment while another connection holds `key`.
@@ -544,12 +391,4 @@ fn exact_words(pattern: &[PatternWord]) -> Vec<Box<str>> {
             PatternWord::One | PatternWord::Many => None,
         })
         .collect()
-}
-
-/// A consumer's filter subjects, however given (one, or several).
-fn filters_of(config: &async_nats::jetstream::consumer::Config) -> Vec<String> {
-    match config.filter_subject.is_empty() {
-        true => config.filter_subjects.clone(),
-        false => vec![config.filter_subject.clone()],
-    }
 }

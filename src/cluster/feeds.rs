@@ -281,8 +281,10 @@ async fn read(
         if subscriptions.is_empty() && !durables {
             continue;
         }
-        // Every node reads each feed message once: its durable
-        // subscriptions get it here (and only here).
+        // Every node reads each feed message once. Durable subscriptions
+        // live in the engine; any the router still holds (restored from
+        // the store of a version that kept feed durables per node) get it
+        // here.
         let remote = RouterCommand::Remote {
             words,
             message: decoded,

@@ -12,11 +12,14 @@
 //! nodes on core subjects ([`replies`]). The router and sessions do not know NATS exists. Topic names become subjects in [`subject`]; the payload
 //! layout is `wire`. `/readyz` asks [`ready`].
 
+mod auto_delete;
 mod confirm;
 mod consumer;
 mod counts;
 mod dead_letters;
 mod definitions;
+mod durable_consumers;
+mod durable_serving;
 mod durable_subjects;
 mod durables;
 mod feeds;

@@ -64,16 +64,20 @@ pub(super) async fn publish_loop(
                     .publish(subject, payload)
                     .await
                     .map_err(|e| not_stored(&e));
+                // No copy of one the engine did not take (its SEND gets
+                // ERROR; a retry would make it twice).
+                if sent.is_ok() {
+                    publish_copy(&client, copy, &mut refused).await;
+                }
                 let _ = confirm_tx.send(sent);
-                publish_copy(&client, copy, &mut refused).await;
                 continue;
             }
             // Waits while the client's own buffer is full (reconnecting);
             // our bounded queue takes the rest.
-            if let Err(error) = client.publish(subject, payload).await {
-                refused_one(&error, &mut refused);
+            match client.publish(subject, payload).await {
+                Ok(()) => publish_copy(&client, copy, &mut refused).await,
+                Err(error) => refused_one(&error, &mut refused),
             }
-            publish_copy(&client, copy, &mut refused).await;
         }
     }
 }

@@ -37,7 +37,7 @@ use crate::model::message::Message;
 use crate::model::session_id::SessionId;
 use crate::queue::{
     DeliveryKey, DurableRefusal, DurableSubscribe, EngineAck, EngineFuture, EngineQueue,
-    QueueArguments, QueueEngine, QueuePolicy, QueueSend, QueueSettings, QueueSubscribe,
+    QueueEngine, QueuePolicy, QueueSend, QueueSettings, QueueSubscribe,
 };
 use async_nats::jetstream;
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ pub struct NatsQueues {
     /// again through a leader election.
     publish_timeout: Duration,
     /// `[queues]` and its rules: where a queue's dead letters go.
-    policy: QueuePolicy,
+    pub(super) policy: QueuePolicy,
     /// Per session: its subscriptions by id. A leaf lock, held for table
     /// changes only.
     sessions: Mutex<Sessions>,
@@ -62,10 +62,10 @@ pub struct NatsQueues {
     /// The subscriptions' pull tasks, waited for at shutdown.
     pulls: PullTasks,
     /// Durable topic subscriptions' stream and consumers.
-    durables: Durables,
+    pub(super) durables: Durables,
     /// `[limits] max_durable_subscriptions_per_connection`: durable
     /// subscriptions one connection holds at once.
-    durables_per_connection: usize,
+    pub(super) durables_per_connection: usize,
     /// Replies to other nodes' reply queues (`replies.rs`).
     replies: Arc<Replies>,
     /// The last reading of the consumers, for the admin API (`stats.rs`).
@@ -112,7 +112,7 @@ pub async fn queues(
 }
 
 impl NatsQueues {
-    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+    pub(super) fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -184,7 +184,7 @@ impl NatsQueues {
     }
 
     /// Registers `request` and starts its pull task on `queue`.
-    fn serve(
+    pub(super) fn serve(
         &self,
         request: QueueSubscribe,
         queue: Queue,
@@ -215,7 +215,7 @@ impl NatsQueues {
     }
 
     /// Takes subscription `id` of `session` out of the table.
-    fn remove(&self, session: SessionId, id: &str) -> Option<Arc<Subscription>> {
+    pub(super) fn remove(&self, session: SessionId, id: &str) -> Option<Arc<Subscription>> {
         let mut sessions = self.sessions();
         let removed = sessions.get_mut(&session).and_then(|s| s.remove(id));
         if sessions.get(&session).is_some_and(HashMap::is_empty) {
@@ -307,31 +307,7 @@ impl QueueEngine for NatsQueues {
         &self,
         subscribe: DurableSubscribe,
     ) -> EngineFuture<'_, Result<(), DurableRefusal>> {
-        Box::pin(async move {
-            let held = self
-                .sessions()
-                .get(&subscribe.subscribe.session)
-                .map_or(0, |s| s.values().filter(|s| s.durable.is_some()).count());
-            if held >= self.durables_per_connection {
-                return Err(DurableRefusal::Policy(format!(
-                    "too many durable subscriptions on this connection: max_durable_subscriptions_per_connection is {}",
-                    self.durables_per_connection
-                )));
-            }
-            let (request, consumer, binding) = self.durables.prepare(subscribe).await?;
-            let settings = self
-                .policy
-                .settings_for(&request.destination, &QueueArguments::default());
-            let queue = Queue {
-                definitions: None,
-                name: binding.consumer.clone(),
-                consumer,
-                holders: None,
-            };
-            // No dead letters: delivered until acknowledged.
-            let _ = self.serve(request, queue, &settings, None, Some(binding));
-            Ok(())
-        })
+        Box::pin(self.serve_durable(subscribe))
     }
 
     fn remove_durable<'a>(
@@ -339,28 +315,7 @@ impl QueueEngine for NatsQueues {
         session: SessionId,
         id: &'a str,
     ) -> EngineFuture<'a, Result<bool, String>> {
-        Box::pin(async move {
-            let is_durable = self
-                .sessions()
-                .get(&session)
-                .and_then(|s| s.get(id))
-                .is_some_and(|s| s.durable.is_some());
-            if !is_durable {
-                return Ok(false);
-            }
-            let Some(subscription) = self.remove(session, id) else {
-                return Ok(false);
-            };
-            // What it held goes with its consumer (its task's hand-back,
-            // after its last pull, finds the consumer gone).
-            subscription.stop();
-            if let Some(durable) = &subscription.durable {
-                self.durables.delete(&durable.consumer).await.map_err(|e| {
-                    format!("durable subscription not deleted: the engine is unreachable ({e})")
-                })?;
-            }
-            Ok(true)
-        })
+        Box::pin(self.end_durable(session, id))
     }
 
     fn quiesce(&self) {

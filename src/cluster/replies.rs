@@ -16,8 +16,9 @@
 //! sender's server over the routes yet (or the node is gone: after
 //! [`REPLY_WAIT`] the reply is dropped, as one node drops a reply to a
 //! connection that is gone), or no answer in time. The receiving node
-//! drops a message id it has just passed on (an answer lost, the reply
-//! sent again), so a reply reaches its queue once. The name stays
+//! drops a reply it has just passed on (the same message id from the same
+//! node: an answer lost, the reply sent again), so a reply reaches its
+//! queue once. The name stays
 //! unguessable (the HMAC part is the session's secret) and only the
 //! requester's session consumes the queue, on its own node.
 
@@ -41,6 +42,8 @@ use tracing::{debug, warn};
 pub const NODE_DIGITS: usize = 16;
 /// Hex digits of a reply queue name's secret part (`session/reply_to.rs`).
 const SECRET_DIGITS: usize = 32;
+/// The header naming the node a reply comes from (its mark).
+const FROM: &str = "Stomphub-Reply-From";
 /// How long a reply is sent again for while no node takes it or answers.
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 /// How long one attempt waits for the requester's node's answer.
@@ -110,7 +113,11 @@ impl Replies {
         let deadline = tokio::time::Instant::now() + REPLY_WAIT;
         let mut last = String::new();
         loop {
-            let request = self.client.request(subject.clone(), payload.clone());
+            let mut from = async_nats::HeaderMap::new();
+            from.insert(FROM, self.node.as_str());
+            let request = self
+                .client
+                .request_with_headers(subject.clone(), from, payload.clone());
             match tokio::time::timeout(ATTEMPT_WAIT, request).await {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders => {
@@ -156,6 +163,13 @@ impl Replies {
             let mut seen = Seen::default();
             while let Some(reply) = replies.next().await {
                 let answer = reply.reply.clone();
+                // Message ids are unique per node, not across nodes.
+                let from = reply
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(FROM))
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default();
                 let Some(message) = wire::decode(reply.payload) else {
                     warn!("cluster engine: an unreadable reply dropped");
                     continue;
@@ -164,7 +178,7 @@ impl Replies {
                     continue;
                 }
                 // Sent again after an answer that was lost: it is there.
-                if !seen.insert(&message.id) {
+                if !seen.insert(format!("{from}/{}", message.id)) {
                     answer_to(&client, answer).await;
                     continue;
                 }
@@ -207,7 +221,8 @@ async fn answer_to(client: &async_nats::Client, answer: Option<async_nats::Subje
     }
 }
 
-/// The message ids of the replies passed on lately: the last [`SEEN`].
+/// The replies passed on lately (`<sending node>/<message id>`): the
+/// last [`SEEN`].
 #[derive(Default)]
 struct Seen {
     ids: HashSet<Arc<str>>,
@@ -216,11 +231,12 @@ struct Seen {
 
 impl Seen {
     /// False if `id` was passed on lately.
-    fn insert(&mut self, id: &Arc<str>) -> bool {
+    fn insert(&mut self, id: String) -> bool {
+        let id: Arc<str> = id.into();
         if !self.ids.insert(id.clone()) {
             return false;
         }
-        self.order.push_back(id.clone());
+        self.order.push_back(id);
         if self.order.len() > SEEN {
             if let Some(oldest) = self.order.pop_front() {
                 self.ids.remove(&oldest);
