@@ -172,12 +172,7 @@ async fn an_exclusive_queue_has_one_consumer_over_all_nodes_and_auto_delete_take
     intruder.expect_error("exclusive", CloseCode::Policy).await;
     let mut rival = Client::connect(&nodes[2].url()).await;
     rival
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "s")
-                .header("destination", "/queue/solo")
-                .header("exclusive", "true"),
-        )
+        .send_subscribe("s", "/queue/solo", &[("exclusive", "true")])
         .await;
     rival.expect_error("exclusive", CloseCode::Policy).await;
 
@@ -227,12 +222,7 @@ async fn an_exclusive_queue_is_free_again_once_its_holders_node_is_killed() {
         .await;
     let mut refused = Client::connect(&processes[1].url()).await;
     refused
-        .send(
-            Frame::new(Command::Subscribe)
-                .header("id", "s")
-                .header("destination", "/queue/held")
-                .header("exclusive", "true"),
-        )
+        .send_subscribe("s", "/queue/held", &[("exclusive", "true")])
         .await;
     refused.expect_error("exclusive", CloseCode::Policy).await;
 

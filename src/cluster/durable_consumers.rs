@@ -9,7 +9,7 @@
 //! removing unused ones at the same moment), adding them again if not.
 
 use super::durable_subjects::{cover, covers, filters_of, placeholder};
-use super::durables::{Durables, Home, KEY};
+use super::durables::{unreachable, Durables, Home, KEY};
 use super::feeds::epoch_of;
 use crate::queue::DurableRefusal;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
@@ -52,11 +52,7 @@ impl Durables {
     /// the feed stream's that carry a key (not the nodes' readers). Two
     /// nodes making the last ones at the same moment may both pass.
     pub(super) async fn check_room(&self, key: &str) -> Result<(), DurableRefusal> {
-        let engine = |e: &dyn std::fmt::Display| {
-            DurableRefusal::Engine(format!(
-                "durable subscription engine unreachable: '{key}' not attached ({e})"
-            ))
-        };
+        let engine = |e: &dyn std::fmt::Display| unreachable(key, e);
         let mut stream = self
             .jetstream
             .get_stream(&self.stream)

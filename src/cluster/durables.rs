@@ -203,11 +203,7 @@ impl Durables {
         owner: &str,
         home: Home,
     ) -> Result<Attached, DurableRefusal> {
-        let engine = |e: &dyn std::fmt::Display| {
-            DurableRefusal::Engine(format!(
-                "durable subscription engine unreachable: '{key}' not attached ({e})"
-            ))
-        };
+        let engine = |e: &dyn std::fmt::Display| unreachable(key, e);
         let name = durable_consumer(key);
         let found = self.find(&name).await.map_err(|e| engine(&e))?;
         // One made on the durables stream before a rule made its
@@ -373,6 +369,13 @@ impl Durables {
         }
         Ok(pulled)
     }
+}
+
+/// The refusal of an attachment of `key` the engine did not answer.
+pub(super) fn unreachable(key: &str, error: &dyn std::fmt::Display) -> DurableRefusal {
+    DurableRefusal::Engine(format!(
+        "durable subscription engine unreachable: '{key}' not attached ({error})"
+    ))
 }
 
 /// The refusal of an attachment while another connection holds `key`.
