@@ -13,19 +13,25 @@
 //! queue holds at most the budget plus one frame per destination.
 //!
 //! A `std::sync::Mutex` guards the deque: critical sections are a push or a
-//! drain, never held across an `.await`.
+//! drain, never held across an `.await`. The writer sleeps on an
+//! `AtomicWaker`, not a `Notify`: there is one writer, and a waiter list's
+//! lock taken on every wait and every wake is, at low rates, a visible part
+//! of each delivery's cost.
 
+use futures_util::task::AtomicWaker;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 mod frame;
 mod pending;
+mod receiver;
 mod wakes;
 
 pub use frame::{CloseAfter, OutFrame};
 pub use pending::ConflationKey;
 use pending::{with_conflated_header, Pending, Slot};
+pub use receiver::{OutboundReceiver, OverflowSignal, Overflowed};
 pub use wakes::deferring_wakes;
 use wakes::wake;
 
@@ -46,8 +52,9 @@ struct Shared {
     pending: Mutex<Pending>,
     max_frames: usize,
     max_bytes: usize,
-    /// Wakes the writer when frames arrive or the last sender goes.
-    ready: Notify,
+    /// Wakes the writer when frames arrive, the last sender goes or the
+    /// queue overflows.
+    ready: AtomicWaker,
     /// Live `OutboundSender` handles; zero means no more frames will come.
     senders: AtomicUsize,
     /// Bytes pushed and not yet written (pending plus the writer's batch).
@@ -100,15 +107,9 @@ impl Clone for OutboundSender {
 impl Drop for OutboundSender {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.ready.notify_one();
+            self.shared.ready.wake();
         }
     }
-}
-
-/// The receiving half: owned by the connection's writer.
-#[derive(Debug)]
-pub struct OutboundReceiver {
-    shared: Arc<Shared>,
 }
 
 /// A queue of at most `max_frames` frames and `max_bytes` bytes.
@@ -117,7 +118,7 @@ pub fn outbound_channel(max_frames: usize, max_bytes: usize) -> (OutboundSender,
         pending: Mutex::new(Pending::default()),
         max_frames: max_frames.max(1),
         max_bytes,
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
         in_flight_bytes: AtomicUsize::new(0),
         overflowed: AtomicBool::new(false),
@@ -130,7 +131,7 @@ pub fn outbound_channel(max_frames: usize, max_bytes: usize) -> (OutboundSender,
         OutboundSender {
             shared: shared.clone(),
         },
-        OutboundReceiver { shared },
+        OutboundReceiver::new(shared),
     )
 }
 
@@ -178,6 +179,7 @@ impl OutboundSender {
                 drop(pending);
                 if !shared.overflowed.swap(true, Ordering::Relaxed) {
                     shared.overflow.notify_one();
+                    shared.ready.wake();
                 }
                 return Err(PushError::SlowConsumer);
             }
@@ -286,97 +288,6 @@ impl OutboundSender {
     /// Frames replaced so far under `conflate`.
     pub fn conflated(&self) -> u64 {
         self.shared.conflated.load(Ordering::Relaxed)
-    }
-}
-
-/// See [`OutboundReceiver::overflow_signal`].
-#[derive(Debug, Clone)]
-pub struct OverflowSignal(Arc<Shared>);
-
-impl OverflowSignal {
-    /// Whether the queue has overflowed.
-    pub fn is_set(&self) -> bool {
-        self.0.overflowed.load(Ordering::Relaxed)
-    }
-
-    /// Bytes queued and not yet written (for the admin API and metrics).
-    pub fn queued_bytes(&self) -> usize {
-        self.0.in_flight_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Frames dropped so far by `drop-oldest`.
-    pub fn dropped(&self) -> u64 {
-        self.0.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Frames replaced so far under `conflate`.
-    pub fn conflated(&self) -> u64 {
-        self.0.conflated.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once the queue has overflowed (at once if it already has).
-    pub async fn wait(&self) {
-        let notified = self.0.overflow.notified();
-        if self.0.overflowed.load(Ordering::Relaxed) {
-            return;
-        }
-        notified.await;
-    }
-}
-
-impl OutboundReceiver {
-    /// Waits for frames and moves up to `limit` of them into `batch`.
-    /// Returns 0 once every sender is gone and the queue is empty.
-    /// Cancel-safe: frames are only taken when the call returns.
-    pub async fn recv_many(&mut self, batch: &mut Vec<OutFrame>, limit: usize) -> usize {
-        loop {
-            let notified = self.shared.ready.notified();
-            let taken = self.take(batch, limit);
-            if taken > 0 {
-                return taken;
-            }
-            if self.shared.senders.load(Ordering::Acquire) == 0 {
-                // A push may have raced the last drop; look once more.
-                return self.take(batch, limit);
-            }
-            notified.await;
-        }
-    }
-
-    fn take(&self, batch: &mut Vec<OutFrame>, limit: usize) -> usize {
-        let mut pending = self.shared.lock();
-        let count = pending.frames.len().min(limit);
-        batch.extend(pending.frames.drain(..count).map(|queued| queued.frame));
-        count
-    }
-
-    /// Takes one frame if one is ready.
-    pub fn try_recv(&mut self) -> Option<OutFrame> {
-        let mut pending = self.shared.lock();
-        pending.frames.pop_front().map(|queued| queued.frame)
-    }
-
-    /// Gives back budget for frames the writer has written.
-    pub fn written(&self, bytes: usize) {
-        self.shared
-            .in_flight_bytes
-            .fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// A handle that resolves when a push has found this connection over
-    /// its budget; separate so it can be awaited while frames are received.
-    pub fn overflow_signal(&self) -> OverflowSignal {
-        OverflowSignal(self.shared.clone())
-    }
-
-    /// Bytes queued and not yet written.
-    pub fn queued_bytes(&self) -> usize {
-        self.shared.in_flight_bytes.load(Ordering::Relaxed)
-    }
-
-    /// The most bytes ever queued and not yet written at once.
-    pub fn peak_bytes(&self) -> usize {
-        self.shared.peak_bytes.load(Ordering::Relaxed)
     }
 }
 

@@ -14,6 +14,7 @@ mod closing;
 mod stats;
 mod timers;
 mod transport;
+mod wake_flag;
 mod writer;
 
 use crate::context::BrokerContext;
@@ -24,14 +25,17 @@ use crate::session::{CloseReason, Flow, Session, SessionError};
 use crate::shutdown::Shutdown;
 use bytes::BytesMut;
 use futures_util::FutureExt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use stomp_protocol::{Decoder, Limits};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 use tracing::{info_span, Instrument};
 use transport::{Received, Transport};
+use wake_flag::WakeFlag;
 use writer::{write_batch, WRITE_BATCH};
 
 /// Most reads (WebSocket messages, or TCP reads) handled as one burst
@@ -113,34 +117,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // every turn: each turn is a delivery at low rates, and making them
         // anew registered with the runtime's timer and with channels every
         // connection shares.
+        // A write that blocks waits for shutdown on its own receiver: the
+        // loop's is polled through `signals` only.
+        let mut shutdown_during_write = shutdown.clone();
         let mut shutdown_signal = std::pin::pin!(shutdown.wait());
         let mut reload = Box::pin(next_reload(self.session.reloads()));
         let mut close_requested = std::pin::pin!(registered.entry.close_requested());
-        let mut timer = std::pin::pin!(sleep_until(self.next_timer()));
+        let mut timer = std::pin::pin!(sleep_until(self.next_timer_or_far()));
+        // The rarely ready waits, polled only once one of them fired: the
+        // shutdown, reload and close signals as one, and the client's
+        // socket (see `wake_flag`).
+        let signals = WakeFlag::new();
+        let readable = WakeFlag::new();
         loop {
             // Timers only move later as the connection reads and writes, so
             // the sleep is re-armed only when one moves earlier (CONNECTED)
             // or after it fires; `on_timer` checks what is really due.
-            let due = self.next_timer();
-            if due < timer.deadline() {
+            if let Some(due) = self.next_timer().filter(|due| *due < timer.deadline()) {
                 timer.as_mut().reset(due);
             }
             let paused_until = self.read_paused_until;
             let buffered = self.buffer.len();
             tokio::select! {
                 biased;
-                _ = &mut shutdown_signal => return End::Error(shutting_down()),
-                receiver = &mut reload => {
-                    reload = Box::pin(next_reload(receiver));
-                    if let Err(error) = self.session.reloaded() {
-                        return End::Error(error);
+                signal = signals.wait(std::future::poll_fn(|cx| {
+                    if shutdown_signal.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Signal::Shutdown);
                     }
-                }
-                reason = &mut close_requested => {
-                    return End::Error(SessionError::new(format!("{}: {reason}", stats::CLOSED_BY_ADMIN), CloseReason::PolicyViolation));
-                }
-                _ = self.overflow.wait() => return End::Error(slow_consumer()),
-                received = self.outbound.recv_many(&mut batch, WRITE_BATCH) => {
+                    if let Poll::Ready(receiver) = reload.as_mut().poll(cx) {
+                        return Poll::Ready(Signal::Reload(receiver));
+                    }
+                    close_requested.as_mut().poll(cx).map(Signal::Close)
+                })) => match signal {
+                    Signal::Shutdown => return End::Error(shutting_down()),
+                    Signal::Reload(receiver) => {
+                        reload = Box::pin(next_reload(receiver));
+                        if let Err(error) = self.session.reloaded() {
+                            return End::Error(error);
+                        }
+                    }
+                    Signal::Close(reason) => {
+                        return End::Error(SessionError::new(format!("{}: {reason}", stats::CLOSED_BY_ADMIN), CloseReason::PolicyViolation));
+                    }
+                },
+                // The queue's overflow comes first, then its frames.
+                received = self.outbound.recv_many_until_overflow(&mut batch, WRITE_BATCH) => {
+                    let Ok(received) = received else {
+                        return End::Error(slow_consumer());
+                    };
                     if received == 0 {
                         return End::Disconnect;
                     }
@@ -149,15 +173,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     // overflow signal and shutdown still end it.
                     let packed = self.session.packs_frames();
                     let mut write = std::pin::pin!(write_batch(&mut self.transport, &self.outbound, &mut batch, packed));
+                    // The write first: it is almost always done at its first
+                    // poll, and the overflow wait is then never made (a
+                    // batch written as the queue overflowed ends the
+                    // connection at the next turn).
                     let written = tokio::select! {
                         biased;
-                        _ = self.overflow.wait() => return End::Error(slow_consumer()),
                         written = &mut write => written,
+                        _ = self.overflow.wait() => return End::Error(slow_consumer()),
                         // The batch may hold queue messages already settled
                         // (auto ack): a reading client gets them before the
                         // shutdown ERROR; a stuck one does not hold it up.
-                        // (The signal has fired: it is never polled again.)
-                        _ = &mut shutdown_signal => {
+                        _ = shutdown_during_write.wait() => {
                             return match tokio::time::timeout(SHUTDOWN_WRITE_GRACE, &mut write).await {
                                 Ok(Ok(None)) => End::Error(shutting_down()),
                                 Ok(Ok(Some(close_after))) => End::FinalFrame(close_after),
@@ -174,10 +201,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // A queue SEND the cluster engine did not store: ERROR now,
                 // not at the client's next frame.
                 error = self.session.confirmation_failed() => return End::Error(error),
-                received = self.transport.read(&mut self.buffer, &self.frame_limits), if paused_until.is_none() => {
+                received = readable.wait(self.transport.read(&mut self.buffer, &self.frame_limits)), if paused_until.is_none() => {
                     self.count_read(self.buffer.len().saturating_sub(buffered));
                     // One wake per subscriber writer for the whole burst.
-                    if let Some(end) = deferring_wakes(self.on_received_burst(received)).await {
+                    let end = deferring_wakes(self.on_received_burst(received)).await;
+                    // The burst's last read was polled with a no-op waker.
+                    readable.fire();
+                    if let Some(end) = end {
                         return end;
                     }
                 }
@@ -192,8 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if let Some(end) = self.on_timer().await {
                         return end;
                     }
-                    let due = self.next_timer();
-                    timer.as_mut().reset(due);
+                    timer.as_mut().reset(self.next_timer_or_far());
                 }
             }
         }
@@ -279,6 +308,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.last_read = Instant::now();
         self.pinged = false;
     }
+}
+
+/// One of the loop's rarely ready waits, polled as one.
+enum Signal {
+    /// The broker is shutting down.
+    Shutdown,
+    /// The configuration was reloaded (the receiver waits for the next).
+    Reload(tokio::sync::watch::Receiver<u64>),
+    /// An operator closed the connection, for this reason.
+    Close(String),
 }
 
 /// Resolves with `receiver` once the configuration has been reloaded (never,

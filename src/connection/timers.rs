@@ -21,11 +21,11 @@ const BEAT_WRITE_LIMIT: Duration = Duration::from_secs(10);
 const BEAT_EARLY: Duration = Duration::from_millis(250);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// The next moment a timer needs attention.
-    pub(super) fn next_timer(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
+    /// The next moment a timer needs attention, if any does. No clock is
+    /// read: this runs at every turn of the loop.
+    pub(super) fn next_timer(&self) -> Option<Instant> {
         if self.session.version().is_none() {
-            return self.connect_deadline;
+            return Some(self.connect_deadline);
         }
         let Heartbeat {
             send_every,
@@ -45,7 +45,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .into_iter()
             .flatten()
             .min()
-            .map_or(far, |at| at.min(far))
+    }
+
+    /// [`next_timer`](Self::next_timer), or an hour from now when no
+    /// timer is set (the loop's sleep needs a deadline).
+    pub(super) fn next_timer_or_far(&self) -> Instant {
+        self.next_timer()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
     /// Acts on whatever timer is due; `Some` ends the loop.

@@ -22,7 +22,7 @@ struct DeferredWakes(Vec<Arc<Shared>>);
 impl DeferredWakes {
     fn wake_all(&mut self) {
         for shared in self.0.drain(..) {
-            shared.ready.notify_one();
+            shared.ready.wake();
         }
     }
 }
@@ -38,7 +38,7 @@ impl Drop for DeferredWakes {
 pub(super) fn wake(shared: &Arc<Shared>) {
     let deferred = DEFERRED_WAKES.try_with(|wakes| wakes.borrow_mut().0.push(shared.clone()));
     if deferred.is_err() {
-        shared.ready.notify_one();
+        shared.ready.wake();
     }
 }
 
