@@ -171,7 +171,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let from_env = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
-        .and_then(|threads| threads.trim().parse().ok());
+        .and_then(|value| match value.trim().parse() {
+            Ok(threads) => Some(threads),
+            Err(_) => {
+                tracing::warn!(%value, "TOKIO_WORKER_THREADS is not a count of threads: ignored");
+                None
+            }
+        });
     let threads = config.runtime.threads(cpus, from_env);
     // One thread: tokio's single-threaded scheduler, whose wake-ups need no
     // cross-thread queue or atomics (the measured gain at low rates).

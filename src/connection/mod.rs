@@ -204,10 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 received = readable.wait(self.transport.read(&mut self.buffer, &self.frame_limits)), if paused_until.is_none() => {
                     self.count_read(self.buffer.len().saturating_sub(buffered));
                     // One wake per subscriber writer for the whole burst.
-                    let end = deferring_wakes(self.on_received_burst(received)).await;
-                    // The burst's last read was polled with a no-op waker.
-                    readable.fire();
-                    if let Some(end) = end {
+                    if let Some(end) = deferring_wakes(self.on_received_burst(received, &readable)).await {
                         return end;
                     }
                 }
@@ -230,8 +227,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Handles what one read brought and what has already arrived behind
     /// it, up to [`READ_BURST`] reads, without waiting for more; `Some` ends
-    /// the loop.
-    async fn on_received_burst(&mut self, mut received: Received) -> Option<End> {
+    /// the loop. `readable` is the loop's wait for the transport: the reads
+    /// here poll it with a no-op waker, so each fires it.
+    async fn on_received_burst(
+        &mut self,
+        mut received: Received,
+        readable: &WakeFlag,
+    ) -> Option<End> {
         for _ in 1..READ_BURST {
             if let Some(end) = self.on_received(received).await {
                 return Some(end);
@@ -242,10 +244,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let buffered = self.buffer.len();
             // Both transports' reads are cancel-safe: an unfinished one
             // keeps its bytes for the next.
-            received = self
+            let read = self
                 .transport
                 .read(&mut self.buffer, &self.frame_limits)
-                .now_or_never()?;
+                .now_or_never();
+            readable.fire();
+            received = read?;
             self.count_read(self.buffer.len().saturating_sub(buffered));
         }
         self.on_received(received).await
