@@ -288,7 +288,7 @@ impl Broker {
                     context: context.clone(),
                     store: store_state,
                     listening: true.into(),
-                    reload: Box::new(move || for_admin.reload_logged()),
+                    reload: Arc::new(move || for_admin.reload_logged()),
                     engine: engine.map(|(client, queue_client, feed_client)| {
                         Box::new(move || {
                             crate::cluster::ready(&client)
@@ -333,8 +333,12 @@ impl Broker {
 
     /// SIGHUP: reloads the configuration file (see [`Reloader`]); a file
     /// that does not check is logged and the running configuration stays.
-    pub fn reload(&self) -> Result<String, String> {
-        self.reloader.reload_logged()
+    /// Off the runtime's (perhaps one) thread: it reads files, builds TLS.
+    pub async fn reload(&self) -> Result<String, String> {
+        let reloader = self.reloader.clone();
+        tokio::task::spawn_blocking(move || reloader.reload_logged())
+            .await
+            .unwrap_or_else(|e| Err(format!("the reload did not finish: {e}")))
     }
 
     /// The first listener's bound address (useful with port 0).

@@ -216,7 +216,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     // Logged by the broker either way.
-                    let _ = broker.reload();
+                    let _ = broker.reload().await;
                 }
             }
         }

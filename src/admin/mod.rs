@@ -52,7 +52,7 @@ pub struct AdminState {
     /// Every listener is bound and serving (`/readyz`).
     pub listening: AtomicBool,
     /// `POST /api/reload`.
-    pub reload: Box<ReloadFn>,
+    pub reload: Arc<ReloadFn>,
     /// The cluster engine's reachability (none with the local engine).
     pub engine: Option<Box<EngineReadyFn>>,
     /// Published and delivered totals, sampled every second for rates.
