@@ -288,7 +288,7 @@ impl Broker {
                     context: context.clone(),
                     store: store_state,
                     listening: true.into(),
-                    reload: Arc::new(move || for_admin.reload_logged()),
+                    reload: Box::new(move || Box::pin(for_admin.clone().reload_off_runtime())),
                     engine: engine.map(|(client, queue_client, feed_client)| {
                         Box::new(move || {
                             crate::cluster::ready(&client)
@@ -333,12 +333,8 @@ impl Broker {
 
     /// SIGHUP: reloads the configuration file (see [`Reloader`]); a file
     /// that does not check is logged and the running configuration stays.
-    /// Off the runtime's (perhaps one) thread: it reads files, builds TLS.
     pub async fn reload(&self) -> Result<String, String> {
-        let reloader = self.reloader.clone();
-        tokio::task::spawn_blocking(move || reloader.reload_logged())
-            .await
-            .unwrap_or_else(|e| Err(format!("the reload did not finish: {e}")))
+        self.reloader.clone().reload_off_runtime().await
     }
 
     /// The first listener's bound address (useful with port 0).

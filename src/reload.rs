@@ -151,4 +151,13 @@ impl Reloader {
         }
         outcome
     }
+
+    /// [`reload_logged`](Self::reload_logged) on a blocking thread: it
+    /// reads files and builds TLS acceptors, and the runtime may have one
+    /// thread for every connection.
+    pub async fn reload_off_runtime(self: Arc<Self>) -> Result<String, String> {
+        tokio::task::spawn_blocking(move || self.reload_logged())
+            .await
+            .unwrap_or_else(|e| Err(format!("the reload did not finish: {e}")))
+    }
 }

@@ -306,12 +306,7 @@ pub async fn queue_action(
 /// `POST /api/reload`: 200 with what changed, or 422 with why the
 /// running configuration stays.
 pub async fn reload(state: &AdminState) -> Reply {
-    // Off the runtime's threads, as `Broker::reload`.
-    let reload = state.reload.clone();
-    let outcome = tokio::task::spawn_blocking(move || reload())
-        .await
-        .unwrap_or_else(|e| Err(format!("the reload did not finish: {e}")));
-    match outcome {
+    match (state.reload)().await {
         Ok(what) => json(
             StatusCode::OK,
             &json!({ "reloaded": true, "message": what }),

@@ -18,6 +18,7 @@ pub mod scrape;
 use crate::context::BrokerContext;
 use crate::shutdown::Shutdown;
 use crate::store::writer::StoreState;
+use futures_util::future::BoxFuture;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ const EXCHANGE_TIME: Duration = Duration::from_secs(30);
 
 /// Reloads the configuration file: `Ok` says what changed, `Err` why
 /// nothing did (installed by the broker, which owns reloading).
-pub type ReloadFn = dyn Fn() -> Result<String, String> + Send + Sync;
+pub type ReloadFn = dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync;
 
 /// Whether the cluster engine is reachable: `Err` says why not.
 pub type EngineReadyFn = dyn Fn() -> Result<(), String> + Send + Sync;
@@ -52,7 +53,7 @@ pub struct AdminState {
     /// Every listener is bound and serving (`/readyz`).
     pub listening: AtomicBool,
     /// `POST /api/reload`.
-    pub reload: Arc<ReloadFn>,
+    pub reload: Box<ReloadFn>,
     /// The cluster engine's reachability (none with the local engine).
     pub engine: Option<Box<EngineReadyFn>>,
     /// Published and delivered totals, sampled every second for rates.
