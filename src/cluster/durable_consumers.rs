@@ -12,7 +12,8 @@ use super::durable_subjects::{cover, covers, filters_of, placeholder};
 use super::durables::{unreachable, Durables, Home, KEY};
 use super::feeds::epoch_of;
 use crate::queue::DurableRefusal;
-use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamError};
+use async_nats::jetstream::stream::Stream;
 use futures_util::TryStreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,17 +23,20 @@ use tracing::debug;
 const ATTEMPTS: usize = 5;
 
 impl Durables {
+    /// The stream of `home`, without asking the engine for its info.
+    pub(super) async fn stream_at(&self, home: Home) -> Result<Stream<()>, GetStreamError> {
+        self.jetstream
+            .get_stream_no_info(self.stream_of(home))
+            .await
+    }
+
     /// Durable consumer `name`: on which stream, and its metadata.
     pub(super) async fn find(
         &self,
         name: &str,
     ) -> Result<Option<(Home, HashMap<String, String>)>, String> {
         for home in [Home::Topics, Home::Feed] {
-            let stream = self
-                .jetstream
-                .get_stream_no_info(self.stream_of(home))
-                .await
-                .map_err(|e| e.to_string())?;
+            let stream = self.stream_at(home).await.map_err(|e| e.to_string())?;
             match stream.consumer_info(name).await {
                 Ok(info) => return Ok(Some((home, info.config.metadata))),
                 // The feed stream being made anew has none.
@@ -64,11 +68,7 @@ impl Durables {
             .map_err(|e| engine(&e))?
             .state
             .consumer_count;
-        let feeds = self
-            .jetstream
-            .get_stream_no_info(&self.feed_stream)
-            .await
-            .map_err(|e| engine(&e))?;
+        let feeds = self.stream_at(Home::Feed).await.map_err(|e| engine(&e))?;
         let on_feeds = feeds
             .consumers()
             .try_filter(|info| std::future::ready(info.config.metadata.contains_key(KEY)))
@@ -99,8 +99,7 @@ impl Durables {
     /// durable subscription needs.
     pub(super) async fn delete(&self, name: &str) -> Result<(), String> {
         let feeds = self
-            .jetstream
-            .get_stream_no_info(&self.feed_stream)
+            .stream_at(Home::Feed)
             .await
             .map_err(|e| e.to_string())?;
         // On one stream or the other: not found on the other. Any other
@@ -108,8 +107,7 @@ impl Durables {
         // RECEIPT for a subscription that stays).
         deleted_or_absent(feeds.delete_consumer(name).await)?;
         let stream = self
-            .jetstream
-            .get_stream_no_info(&self.stream)
+            .stream_at(Home::Topics)
             .await
             .map_err(|e| e.to_string())?;
         deleted_or_absent(stream.delete_consumer(name).await)?;

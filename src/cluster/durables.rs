@@ -239,11 +239,7 @@ impl Durables {
             if metadata.get(DESTINATION).map(String::as_str) != Some(destination)
                 || *found_home != home
             {
-                let stream = self
-                    .jetstream
-                    .get_stream_no_info(self.stream_of(*found_home))
-                    .await
-                    .map_err(|e| engine(&e))?;
+                let stream = self.stream_at(*found_home).await.map_err(|e| engine(&e))?;
                 // Not under a holder: its pulls would go on with the new
                 // consumer (taking the new holder's messages). One that
                 // stopped ends within a pull.
@@ -266,11 +262,7 @@ impl Durables {
         if !made_here {
             self.check_room(key).await?;
         }
-        let stream = self
-            .jetstream
-            .get_stream_no_info(self.stream_of(home))
-            .await
-            .map_err(|e| engine(&e))?;
+        let stream = self.stream_at(home).await.map_err(|e| engine(&e))?;
         if home == Home::Topics {
             self.add_subjects(&filters).await.map_err(|e| engine(&e))?;
         }
