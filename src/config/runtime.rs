@@ -16,9 +16,9 @@ pub struct RuntimeConfig {
 }
 
 /// CPUs up to which `worker_threads = 0` means one thread: measured on two
-/// cores, one thread delivers 1.1–1.4× as much per CPU-second in every
+/// cores, one thread delivers 1.06–1.37× as much per CPU-second in every
 /// fan-out case (the other core does the kernel's network work and the
-/// clients'), for 5–8 % less peak throughput (docs/performance.md).
+/// clients'), for up to 13 % less peak throughput (docs/performance.md).
 pub const ONE_THREAD_UP_TO_CPUS: usize = 2;
 
 impl RuntimeConfig {
